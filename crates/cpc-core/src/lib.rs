@@ -1,0 +1,70 @@
+//! The operation model of cpc-sync: what every other crate stands on.
+//!
+//! `cpc-core` defines what an application records ([`Operation`] with its
+//! [`OperationId`], [`EntityKey`], [`OperationKind`] and
+//! [`OperationPriority`]), the [`HybridClock`] that stamps operations with
+//! causally ordered [`HlcTimestamp`]s, the [`Transport`] trait through which
+//! batches reach a remote and the [`PushOutcome`]s it answers, and the
+//! versioned, checksummed [`envelope`] every stored record is wrapped in.
+//!
+//! It does no I/O: storage, networking and time sources live in other crates
+//! (the clock reads time through the [`WallClock`] trait).
+//!
+//! # Example
+//! ```
+//! use std::sync::Arc;
+//! use cpc_core::{envelope, EntityKey, HybridClock, ManualWallClock, NodeId, Operation,
+//!                OperationKind, OperationPriority};
+//!
+//! let clock = HybridClock::with_wall_clock(NodeId(1), Arc::new(ManualWallClock::new(1_000)));
+//! let op = Operation::builder(EntityKey::new("notes", "42"), OperationKind::Update)
+//!     .payload(b"{\"title\":\"groceries\"}".to_vec())
+//!     .priority(OperationPriority::High)
+//!     .build(&clock)?;
+//! let later = Operation::builder(EntityKey::new("notes", "42"), OperationKind::Delete).build(&clock)?;
+//! assert!(later.id > op.id && later.timestamp > op.timestamp);
+//!
+//! let bytes = envelope::encode_operation(&op)?;
+//! assert_eq!(envelope::decode_operation(&bytes)?, op);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! # Feature flags
+//! None.
+
+pub mod envelope;
+mod error;
+mod hlc;
+mod id;
+mod operation;
+mod transport;
+
+pub use error::{EnvelopeError, Error, Result};
+pub use hlc::{
+    HlcTimestamp, HybridClock, ManualWallClock, NodeId, SystemWallClock, WallClock,
+    DEFAULT_MAX_DRIFT,
+};
+pub use id::{OperationId, ID_TEXT_LEN};
+pub use operation::{
+    EntityKey, Operation, OperationBuilder, OperationKind, OperationPriority, DEFAULT_MAX_PAYLOAD,
+    MAX_KEY_LEN,
+};
+pub use transport::{
+    check_response, ConflictRecord, PushOutcome, RemoteRecord, Resolution, Transport,
+    TransportError,
+};
+
+#[cfg(test)]
+mod object_safety {
+    use super::*;
+    // Compile-time proofs: the trait stays object safe and the public types
+    // can cross threads.
+    fn _transport_is_object_safe(_: &dyn Transport) {}
+    fn _assert_send_sync<T: Send + Sync>() {}
+    fn _types_are_send_sync() {
+        _assert_send_sync::<Operation>();
+        _assert_send_sync::<HybridClock>();
+        _assert_send_sync::<PushOutcome>();
+        _assert_send_sync::<TransportError>();
+    }
+}

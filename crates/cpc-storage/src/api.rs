@@ -1,0 +1,355 @@
+//! The `QueueStorage` contract and the types it speaks.
+
+use std::fmt;
+use std::time::Duration;
+
+use cpc_core::{
+    ConflictRecord, EntityKey, HlcTimestamp, Operation, OperationId, OperationPriority,
+    RemoteRecord, Resolution,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// Milliseconds since the Unix epoch. Every instant the store persists is in
+/// this unit, because it must mean the same thing after a restart; the worker
+/// maps its (possibly paused, simulated) tokio clock onto it.
+pub type EpochMillis = u64;
+
+/// When an operation's storage write counts as done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum Durability {
+    /// fsync/fdatasync before returning: survives power loss once `Ok`.
+    #[default]
+    Immediate,
+    /// Concurrent writers share one transaction and one sync, waiting at most
+    /// `max_delay` for company; each still returns only after its data is
+    /// durable.
+    GroupCommit {
+        /// Longest a writer waits for others to join its group.
+        max_delay: Duration,
+    },
+    /// OS-buffered; synced on an interval and on drop. Survives a process
+    /// crash, not a power loss. For tests and caches.
+    Relaxed,
+}
+
+/// What the store does when the oldest pending operation of an entity is dead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub enum DeadHeadPolicy {
+    /// The entity stays blocked until the application revives or drops the
+    /// dead operation (safe default: later operations may depend on it).
+    #[default]
+    BlockEntity,
+    /// The next operation of the entity proceeds.
+    SkipEntityHead,
+}
+
+/// Options fixed when a store is opened.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueOptions {
+    /// Durability of writes (enqueue, claim, completion).
+    pub durability: Durability,
+    /// How long a claim holds an operation before it counts as abandoned.
+    pub lease_timeout: Duration,
+    /// An operation ready for longer than this is claimed as if one priority
+    /// level higher (`None`: strict priority).
+    pub aging_after: Option<Duration>,
+    /// Dead-head behaviour, see [`DeadHeadPolicy`].
+    pub dead_head: DeadHeadPolicy,
+    /// Largest accepted payload in bytes.
+    pub max_payload: usize,
+    /// Conflict log bound by count (oldest entries are pruned first).
+    pub conflict_log_max_entries: usize,
+    /// Conflict log bound by age.
+    pub conflict_log_max_age: Duration,
+}
+
+impl Default for QueueOptions {
+    fn default() -> Self {
+        QueueOptions {
+            durability: Durability::Immediate,
+            lease_timeout: Duration::from_secs(60),
+            aging_after: Some(Duration::from_secs(300)),
+            dead_head: DeadHeadPolicy::BlockEntity,
+            max_payload: cpc_core::DEFAULT_MAX_PAYLOAD,
+            conflict_log_max_entries: 10_000,
+            conflict_log_max_age: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+/// Where an operation stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpState {
+    /// Claimable (if it is the head of its entity).
+    Ready,
+    /// Claimed by a worker until the lease ends.
+    InFlight {
+        /// When the lease ends.
+        lease_until: EpochMillis,
+    },
+    /// Waiting for a retry.
+    Waiting {
+        /// Not claimable before this instant.
+        until: EpochMillis,
+    },
+    /// Failed permanently; kept until revived or dropped.
+    Dead {
+        /// Why (no payload data).
+        reason: String,
+    },
+    /// Parked after a conflict until the application settles it.
+    Deferred,
+}
+
+impl OpState {
+    /// Short lowercase name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            OpState::Ready => "ready",
+            OpState::InFlight { .. } => "in_flight",
+            OpState::Waiting { .. } => "waiting",
+            OpState::Dead { .. } => "dead",
+            OpState::Deferred => "deferred",
+        }
+    }
+}
+
+/// An operation with the bookkeeping the store keeps beside it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredOperation {
+    /// The operation as submitted (payload possibly replaced by a merge).
+    pub op: Operation,
+    /// Store-assigned submission sequence: strictly increasing across all
+    /// enqueues of this store; defines per-entity FIFO order.
+    pub seq: u64,
+    /// When it was enqueued.
+    pub enqueued_at: EpochMillis,
+    /// Send attempts so far (incremented and persisted at claim time).
+    pub attempts: u32,
+    /// Last transient or permanent error, if any (no payload data).
+    pub last_error: Option<String>,
+    /// Current state.
+    pub state: OpState,
+}
+
+/// An operation handed to the worker by [`QueueStorage::claim_ready`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claimed {
+    /// The operation to send.
+    pub op: Operation,
+    /// Its submission sequence.
+    pub seq: u64,
+    /// Attempts including this one (already persisted).
+    pub attempt: u32,
+    /// Priority it was claimed at (may be above `op.priority` by aging).
+    pub effective_priority: OperationPriority,
+    /// When it was enqueued.
+    pub enqueued_at: EpochMillis,
+}
+
+/// The result of sending one claimed operation, applied by
+/// [`QueueStorage::complete`]. Completions of one batch are applied in one
+/// atomic, durable write.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Completion {
+    /// Delivered: remove it; the next operation of its entity becomes the head.
+    Ack(OperationId),
+    /// Transient failure: claimable again at `at`.
+    Retry {
+        /// The operation.
+        id: OperationId,
+        /// When it may be claimed again.
+        at: EpochMillis,
+        /// What went wrong (no payload data).
+        error: String,
+    },
+    /// Permanent failure: park it in the dead letters.
+    Dead {
+        /// The operation.
+        id: OperationId,
+        /// Why (no payload data).
+        reason: String,
+    },
+    /// Conflict parked for the application.
+    Defer {
+        /// The operation.
+        id: OperationId,
+        /// The remote's record at the time of the conflict.
+        remote: RemoteRecord,
+    },
+    /// Resend (conflict resolved as keep-local or merged): the operation
+    /// becomes ready now with a new base version and, if given, a new payload.
+    Resend {
+        /// The operation.
+        id: OperationId,
+        /// The remote version to send it on.
+        base_version: Option<u64>,
+        /// Replacement payload (a merge), or `None` to keep it.
+        payload: Option<Vec<u8>>,
+    },
+    /// Give the claim back without counting the attempt (shutdown,
+    /// credentials to refresh): ready again at once, attempt count restored.
+    Release(OperationId),
+    /// Remove without delivering (conflict resolved as keep-remote).
+    Drop(OperationId),
+}
+
+impl Completion {
+    /// The operation this completion is about.
+    pub fn id(&self) -> OperationId {
+        match self {
+            Completion::Ack(id) | Completion::Release(id) | Completion::Drop(id) => *id,
+            Completion::Retry { id, .. }
+            | Completion::Dead { id, .. }
+            | Completion::Defer { id, .. }
+            | Completion::Resend { id, .. } => *id,
+        }
+    }
+}
+
+/// Counts of operations by state and priority.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Operations not yet delivered (every state but dead and deferred).
+    pub pending: u64,
+    /// Claimable or waiting for their entity's head.
+    pub ready: u64,
+    /// Claimed, lease not ended.
+    pub in_flight: u64,
+    /// Waiting for a retry.
+    pub waiting: u64,
+    /// Dead letters.
+    pub dead: u64,
+    /// Deferred conflicts.
+    pub deferred: u64,
+    /// Quarantined (undecodable) records.
+    pub quarantined: u64,
+    /// Pending operations per priority, indexed by `OperationPriority::rank()`.
+    pub pending_by_priority: [u64; 4],
+    /// Payload bytes of pending operations.
+    pub pending_bytes: u64,
+}
+
+/// Which operations [`QueueStorage::list`] returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ListFilter {
+    /// Only this entity.
+    pub entity: Option<EntityKey>,
+    /// Only dead letters (`Some(true)`), only live ones (`Some(false)`).
+    pub dead: Option<bool>,
+    /// At most this many (`None`: all), in submission order.
+    pub limit: Option<usize>,
+}
+
+/// A conflict parked with [`Completion::Defer`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeferredConflict {
+    /// The local operation.
+    pub op: Operation,
+    /// The remote's record when the conflict happened.
+    pub remote: RemoteRecord,
+}
+
+/// Which conflict log entries [`QueueStorage::conflict_log`] returns.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConflictFilter {
+    /// Only this entity.
+    pub entity: Option<EntityKey>,
+    /// Only entries resolved at or after this instant.
+    pub since: Option<EpochMillis>,
+    /// At most this many, newest first.
+    pub limit: Option<usize>,
+}
+
+/// A stored record that failed its checksum or could not be decoded. Its
+/// raw bytes are kept so nothing is lost and a later release may recover it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct QuarantinedRecord {
+    /// The store's key of the record (backend specific; for display).
+    pub key: String,
+    /// Why it was quarantined.
+    pub reason: String,
+    /// The raw bytes as found on disk.
+    pub raw: Vec<u8>,
+    /// When it was quarantined.
+    pub at: EpochMillis,
+}
+
+impl fmt::Debug for QuarantinedRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QuarantinedRecord")
+            .field("key", &self.key)
+            .field("reason", &self.reason)
+            .field("raw_len", &self.raw.len())
+            .field("at", &self.at)
+            .finish()
+    }
+}
+
+/// A durable queue of operations with the ordering rules of cpc-sync.
+///
+/// Ordering: across entities the highest (effective) priority first, FIFO by
+/// `seq` within a priority; within an entity strictly by `seq`: only the
+/// oldest undelivered operation of an entity (its *head*) is claimable, and
+/// while it is in flight, waiting, deferred or dead (unless
+/// [`DeadHeadPolicy::SkipEntityHead`]) the entity's later operations wait.
+///
+/// All methods are synchronous and may block on fsync: call them from
+/// `spawn_blocking` in async code. After an I/O error on a sync or commit the
+/// handle is poisoned and every later call returns `StorageError::Poisoned`.
+pub trait QueueStorage: Send + Sync + fmt::Debug {
+    /// Stores one operation durably (per the configured durability); returns its `seq`.
+    fn enqueue(&self, op: Operation, now: EpochMillis) -> Result<u64>;
+    /// Stores several operations in one atomic write; returns their `seq`s in order.
+    fn enqueue_batch(&self, ops: Vec<Operation>, now: EpochMillis) -> Result<Vec<u64>>;
+    /// Leases up to `limit` claimable heads (priority, aging, FIFO), persisting the incremented attempt count in the same write.
+    fn claim_ready(&self, now: EpochMillis, limit: usize) -> Result<Vec<Claimed>>;
+    /// Applies the outcomes of a batch in one atomic, durable write; unknown ids are skipped.
+    fn complete(&self, completions: &[Completion], now: EpochMillis) -> Result<()>;
+    /// Acknowledges one delivered operation (same as `complete(&[Ack(id)])`).
+    fn ack(&self, id: OperationId) -> Result<()>;
+    /// Makes an operation claimable again at `at`, recording the error.
+    fn schedule_retry(&self, id: OperationId, at: EpochMillis, error: &str) -> Result<()>;
+    /// Moves an operation to the dead letters.
+    fn dead_letter(&self, id: OperationId, reason: &str) -> Result<()>;
+    /// Brings a dead (or deferred) operation back as ready, attempts reset; `false` if unknown.
+    fn revive(&self, id: OperationId, now: EpochMillis) -> Result<bool>;
+    /// Removes an operation in any state; `false` if unknown.
+    fn drop_op(&self, id: OperationId) -> Result<bool>;
+    /// Removes every operation of an entity (dead-head "drop entity"); returns how many.
+    fn drop_entity(&self, entity: &EntityKey) -> Result<u64>;
+    /// Number of undelivered operations (ready, in flight, waiting).
+    fn pending(&self) -> Result<u64>;
+    /// Counts by state and priority.
+    fn stats(&self) -> Result<QueueStats>;
+    /// Operations matching `filter`, in submission order.
+    fn list(&self, filter: &ListFilter) -> Result<Vec<StoredOperation>>;
+    /// One operation by id.
+    fn get(&self, id: OperationId) -> Result<Option<StoredOperation>>;
+    /// Returns expired leases to ready (called at open; idempotent); returns how many.
+    fn recover(&self, now: EpochMillis) -> Result<u64>;
+    /// Earliest instant at which something not claimable now becomes claimable (retry due, lease expiry), if any.
+    fn next_wakeup(&self) -> Result<Option<EpochMillis>>;
+    /// Parks an operation as a deferred conflict (same as `complete(&[Defer{..}])`).
+    fn defer(&self, id: OperationId, remote: RemoteRecord) -> Result<()>;
+    /// Deferred conflicts, in submission order.
+    fn list_deferred(&self) -> Result<Vec<DeferredConflict>>;
+    /// Settles a deferred conflict: KeepLocal/Merged resend, KeepRemote drops, Defer leaves it; `false` if not deferred.
+    fn settle(&self, id: OperationId, resolution: Resolution, now: EpochMillis) -> Result<bool>;
+    /// Appends to the bounded conflict log (pruning by count and age).
+    fn log_conflict(&self, entry: &ConflictRecord) -> Result<()>;
+    /// Conflict log entries, newest first.
+    fn conflict_log(&self, filter: &ConflictFilter) -> Result<Vec<ConflictRecord>>;
+    /// Records that failed their checksum or decoding.
+    fn list_quarantined(&self) -> Result<Vec<QuarantinedRecord>>;
+    /// Deletes the quarantined records; returns how many.
+    fn purge_quarantined(&self) -> Result<u64>;
+    /// The persisted HLC high-water mark.
+    fn load_clock_mark(&self) -> Result<Option<HlcTimestamp>>;
+    /// Persists the HLC high-water mark (never lowers it).
+    fn store_clock_mark(&self, mark: HlcTimestamp) -> Result<()>;
+    /// Makes everything written so far durable (a no-op under `Immediate`).
+    fn flush(&self) -> Result<()>;
+}
