@@ -3,14 +3,24 @@
 //! (Crate docs and the runnable example are completed with the backends.)
 
 mod api;
+mod dir;
+mod engine;
 mod error;
+mod memory;
+#[cfg(feature = "sled")]
+mod sled_backend;
 
 pub use api::{
     Claimed, Completion, ConflictFilter, DeadHeadPolicy, DeferredConflict, Durability, EpochMillis,
     ListFilter, OpState, QuarantinedRecord, QueueOptions, QueueStats, QueueStorage,
     StoredOperation,
 };
+#[doc(hidden)]
+pub use dir::InjectedFault;
 pub use error::{Result, StorageError};
+pub use memory::MemoryStorage;
+#[cfg(feature = "sled")]
+pub use sled_backend::{SledOptions, SledStorage, DEFAULT_SLED_CACHE_CAPACITY};
 
 #[cfg(test)]
 mod object_safety {

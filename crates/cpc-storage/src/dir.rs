@@ -1,0 +1,416 @@
+//! The queue directory shared by every durable backend: creation with mode
+//! 0700, the exclusive lock, the format marker, error mapping for I/O and the
+//! poison flag.
+//!
+//! Order at open (each step must precede the next):
+//! 1. create the directory (0700) if it does not exist;
+//! 2. if there is no marker, refuse a directory holding anything but our lock
+//!    file, before writing anything into it (a user's directory is left
+//!    untouched);
+//! 3. take the exclusive lock (a second open fails with `Locked`);
+//! 4. under the lock, read and check the marker, or write it (write, fsync,
+//!    rename, fsync the directory) before the backend creates any file, so a
+//!    directory with backend files always has a marker.
+
+use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
+use std::io::{self, Write};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::api::EpochMillis;
+use crate::error::{Result, StorageError};
+
+/// Name of the lock file inside a queue directory.
+pub(crate) const LOCK_FILE: &str = "cpc-queue.lock";
+/// Name of the format marker inside a queue directory.
+pub(crate) const MARKER_FILE: &str = "cpc-queue.marker";
+const MARKER_TMP: &str = "cpc-queue.marker.tmp";
+/// First line of every marker.
+const MARKER_MAGIC: &str = "cpc-sync operation queue";
+
+/// An open, locked queue directory. The lock is held until this is dropped,
+/// so a backend must drop it after closing its own files.
+#[derive(Debug)]
+pub(crate) struct QueueDir {
+    path: PathBuf,
+    // Held for its lock; released (closed) on drop.
+    _lock: File,
+}
+
+impl QueueDir {
+    /// Opens (creating if needed) the queue directory `path` for `backend`
+    /// with the given store format version.
+    pub(crate) fn open(path: &Path, backend: &str, format_version: u32) -> Result<QueueDir> {
+        let path = path.to_path_buf();
+        match fs::metadata(&path) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                return Err(format_error(&path, "it exists and is not a directory"));
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&path)
+                    .map_err(|e| io_error("create queue directory", e))?;
+                // Make the new directory entry itself durable.
+                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    sync_dir(parent)?;
+                }
+            }
+            Err(e) => return Err(io_error("inspect queue directory", e)),
+        }
+
+        let marker_path = path.join(MARKER_FILE);
+        if !exists(&marker_path)? {
+            ensure_only_our_files(&path)?;
+        }
+
+        let lock_path = path.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(|e| io_error("open lock file", e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(StorageError::Locked { path }),
+            Err(TryLockError::Error(e)) => return Err(io_error("lock queue directory", e)),
+        }
+
+        match fs::read_to_string(&marker_path) {
+            Ok(text) => check_marker(&path, &text, backend, format_version)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Checked again under the lock: another process may have
+                // created files between the first check and the lock.
+                ensure_only_our_files(&path)?;
+                write_marker(&path, backend, format_version)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                return Err(format_error(&path, "its marker file is not text"));
+            }
+            Err(e) => return Err(io_error("read format marker", e)),
+        }
+        Ok(QueueDir { path, _lock: lock })
+    }
+
+    /// The directory.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// fsyncs the directory itself (after creating or renaming files in it).
+    pub(crate) fn sync(&self) -> Result<()> {
+        sync_dir(&self.path)
+    }
+}
+
+/// fsyncs a directory, making the entries created in it durable.
+pub(crate) fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_error("sync directory", e))
+}
+
+fn exists(path: &Path) -> Result<bool> {
+    path.try_exists()
+        .map_err(|e| io_error("inspect format marker", e))
+}
+
+fn ensure_only_our_files(dir: &Path) -> Result<()> {
+    let entries = fs::read_dir(dir).map_err(|e| io_error("list queue directory", e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error("list queue directory", e))?;
+        let name = entry.file_name();
+        if name != LOCK_FILE && name != MARKER_TMP {
+            return Err(format_error(
+                dir,
+                "the directory is not empty and has no queue marker",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn marker_text(backend: &str, format_version: u32) -> String {
+    format!("{MARKER_MAGIC}\nbackend={backend}\nformat={format_version}\n")
+}
+
+fn write_marker(dir: &Path, backend: &str, format_version: u32) -> Result<()> {
+    let tmp = dir.join(MARKER_TMP);
+    let mut f = File::create(&tmp).map_err(|e| io_error("write format marker", e))?;
+    f.write_all(marker_text(backend, format_version).as_bytes())
+        .and_then(|()| f.sync_all())
+        .map_err(|e| io_error("write format marker", e))?;
+    drop(f);
+    fs::rename(&tmp, dir.join(MARKER_FILE)).map_err(|e| io_error("write format marker", e))?;
+    sync_dir(dir)
+}
+
+fn check_marker(dir: &Path, text: &str, backend: &str, format_version: u32) -> Result<()> {
+    let mut lines = text.lines();
+    if lines.next() != Some(MARKER_MAGIC) {
+        return Err(format_error(
+            dir,
+            "its marker file is not a cpc-sync marker",
+        ));
+    }
+    let mut found_backend = None;
+    let mut found_version = None;
+    for line in lines {
+        if let Some(v) = line.strip_prefix("backend=") {
+            found_backend = Some(v.trim());
+        } else if let Some(v) = line.strip_prefix("format=") {
+            found_version = v.trim().parse::<u32>().ok();
+        }
+    }
+    let (Some(found_backend), Some(found_version)) = (found_backend, found_version) else {
+        return Err(format_error(dir, "its marker file is incomplete"));
+    };
+    if found_backend != backend {
+        return Err(format_error(
+            dir,
+            &format!("it was written by the {found_backend} backend, not {backend}"),
+        ));
+    }
+    if found_version > format_version {
+        return Err(format_error(
+            dir,
+            &format!(
+                "it was written in format version {found_version}, newer than this build's {format_version}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn format_error(dir: &Path, reason: &str) -> StorageError {
+    StorageError::Format {
+        path: dir.to_path_buf(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// Maps an I/O error: a full disk (ENOSPC, EDQUOT) becomes
+/// [`StorageError::StorageFull`], anything else [`StorageError::Io`].
+pub(crate) fn io_error(context: &'static str, e: io::Error) -> StorageError {
+    if is_full(&e) {
+        StorageError::StorageFull(e)
+    } else {
+        StorageError::Io { context, source: e }
+    }
+}
+
+/// True for the errors that mean "no space left" (ENOSPC, EDQUOT).
+pub(crate) fn is_full(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    )
+}
+
+/// Set once a sync or commit failed: after a failed fsync the kernel may
+/// have dropped the dirty pages and a retried fsync can report success with
+/// the data gone, so nothing may be acknowledged through this handle again.
+#[derive(Debug, Default)]
+pub(crate) struct Poison(AtomicBool);
+
+impl Poison {
+    /// Marks the handle as poisoned (for good).
+    pub(crate) fn set(&self) {
+        if !self.0.swap(true, Ordering::SeqCst) {
+            tracing::error!("storage handle poisoned by a failed sync or commit");
+        }
+    }
+
+    /// True once poisoned.
+    pub(crate) fn is_set(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// `Err(Poisoned)` once poisoned: call first in every operation.
+    pub(crate) fn check(&self) -> Result<()> {
+        if self.is_set() {
+            Err(StorageError::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// A failure a test can inject into the next durable commit of a backend,
+/// to exercise the paths real disks rarely take on demand.
+#[doc(hidden)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum InjectedFault {
+    /// The next commit's sync fails with EIO: the write is not
+    /// acknowledged and the handle is poisoned.
+    SyncError,
+    /// The next commit fails with ENOSPC: `StorageFull`, nothing stored,
+    /// the handle stays usable.
+    DiskFull,
+}
+
+/// Holds at most one pending [`InjectedFault`].
+#[derive(Debug, Default)]
+pub(crate) struct FaultSlot(AtomicU8);
+
+impl FaultSlot {
+    /// Arms `fault` for the next commit.
+    pub(crate) fn arm(&self, fault: InjectedFault) {
+        let v = match fault {
+            InjectedFault::SyncError => 1,
+            InjectedFault::DiskFull => 2,
+        };
+        self.0.store(v, Ordering::SeqCst);
+    }
+
+    /// Takes the armed fault, if any.
+    pub(crate) fn take(&self) -> Option<InjectedFault> {
+        match self.0.swap(0, Ordering::SeqCst) {
+            1 => Some(InjectedFault::SyncError),
+            2 => Some(InjectedFault::DiskFull),
+            _ => None,
+        }
+    }
+
+    /// The error a commit reports for `fault` (and poisons `poison` if the
+    /// fault is a failed sync).
+    pub(crate) fn error(fault: InjectedFault, poison: &Poison) -> StorageError {
+        match fault {
+            InjectedFault::SyncError => {
+                poison.set();
+                StorageError::Io {
+                    context: "commit",
+                    source: io::Error::other("injected sync failure"),
+                }
+            }
+            InjectedFault::DiskFull => StorageError::StorageFull(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "injected disk full",
+            )),
+        }
+    }
+}
+
+/// The system clock in ms since the Unix epoch (0 if it is before 1970).
+pub(crate) fn system_now() -> EpochMillis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn creates_the_directory_with_mode_0700_and_a_marker() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("a/b/queue");
+        let dir = QueueDir::open(&path, "memory", 1).unwrap();
+        let mode = fs::metadata(dir.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
+        let marker = fs::read_to_string(path.join(MARKER_FILE)).unwrap();
+        assert!(marker.contains("backend=memory"));
+        assert!(marker.contains("format=1"));
+    }
+
+    #[test]
+    fn a_second_open_is_locked_until_the_first_is_dropped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = QueueDir::open(tmp.path(), "x", 1).unwrap();
+        assert!(matches!(
+            QueueDir::open(tmp.path(), "x", 1),
+            Err(StorageError::Locked { .. })
+        ));
+        drop(first);
+        QueueDir::open(tmp.path(), "x", 1).unwrap();
+    }
+
+    #[test]
+    fn a_foreign_directory_is_refused_and_left_untouched() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::write(tmp.path().join("thesis.tex"), b"precious").unwrap();
+        let err = QueueDir::open(tmp.path(), "x", 1).unwrap_err();
+        assert!(matches!(err, StorageError::Format { .. }), "{err:?}");
+        let names: Vec<_> = fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("thesis.tex")]);
+    }
+
+    #[test]
+    fn a_newer_format_or_another_backend_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        drop(QueueDir::open(tmp.path(), "sqlite", 2).unwrap());
+        let newer = QueueDir::open(tmp.path(), "sqlite", 1).unwrap_err();
+        assert!(
+            matches!(&newer, StorageError::Format { reason, .. } if reason.contains("newer")),
+            "{newer:?}"
+        );
+        let other = QueueDir::open(tmp.path(), "sled", 2).unwrap_err();
+        assert!(
+            matches!(&other, StorageError::Format { reason, .. } if reason.contains("sqlite")),
+            "{other:?}"
+        );
+        // An older format is accepted (the backend migrates it).
+        QueueDir::open(tmp.path(), "sqlite", 3).unwrap();
+    }
+
+    #[test]
+    fn a_file_in_place_of_the_directory_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("q");
+        fs::write(&path, b"x").unwrap();
+        assert!(matches!(
+            QueueDir::open(&path, "x", 1),
+            Err(StorageError::Format { .. })
+        ));
+    }
+
+    #[test]
+    fn enospc_maps_to_storage_full() {
+        let e = io::Error::from_raw_os_error(28); // ENOSPC on Linux
+        assert!(matches!(io_error("x", e), StorageError::StorageFull(_)));
+        let e = io::Error::from_raw_os_error(5); // EIO
+        assert!(matches!(io_error("x", e), StorageError::Io { .. }));
+    }
+
+    #[test]
+    fn poison_is_sticky() {
+        let p = Poison::default();
+        p.check().unwrap();
+        p.set();
+        assert!(matches!(p.check(), Err(StorageError::Poisoned)));
+        assert!(p.is_set());
+    }
+
+    #[test]
+    fn injected_faults_are_taken_once() {
+        let slot = FaultSlot::default();
+        assert_eq!(slot.take(), None);
+        slot.arm(InjectedFault::SyncError);
+        assert_eq!(slot.take(), Some(InjectedFault::SyncError));
+        assert_eq!(slot.take(), None);
+        let poison = Poison::default();
+        assert!(matches!(
+            FaultSlot::error(InjectedFault::DiskFull, &poison),
+            StorageError::StorageFull(_)
+        ));
+        assert!(!poison.is_set());
+        assert!(matches!(
+            FaultSlot::error(InjectedFault::SyncError, &poison),
+            StorageError::Io { .. }
+        ));
+        assert!(poison.is_set());
+    }
+}

@@ -1,0 +1,861 @@
+//! The queue's rules, written once over a small table interface ([`Tx`])
+//! that each backend implements on its own indexes: the in-memory backend on
+//! `BTreeMap`/`BTreeSet`, the SQLite backend on tables and partial indexes.
+//!
+//! # Heads
+//! Every entity with undelivered work has exactly one *head*: its oldest
+//! operation (by `seq`), or under [`DeadHeadPolicy::SkipEntityHead`] its
+//! oldest operation that is not dead. Only heads are indexed for claiming,
+//! in one of three places, kept in the same transaction as the record:
+//! - *due* (`Head::Due`), ordered by (effective priority desc, seq): a
+//!   `Ready` head, claimable now;
+//! - *timed* (`Head::Timed`), ordered by (wake-up instant, seq): a head that
+//!   is waiting for a retry or in flight; it becomes due when its instant
+//!   passes (the next claim moves it, oldest first);
+//! - *blocked* (`Head::Blocked`): a dead or deferred head; its entity waits.
+//!
+//! A due head that can still age is also in the *aging* index, ordered by
+//! (ready-since, seq); a claim promotes the ones ready for longer than
+//! `aging_after` by one level. So a claim costs O((batch + promotions) ·
+//! log n): it reads only the first entries of ordered indexes. Moving timed
+//! heads and promoting aged ones is bounded per claim by
+//! [`MAX_TRANSITIONS_PER_CLAIM`] so no single claim pays for a whole
+//! backlog; the rest are moved by the following claims, oldest first.
+//!
+//! # Invariant
+//! At every transaction boundary the entity's marked head is
+//! `first_in_entity(entity, skip_dead)`, and its head kind matches its
+//! state. Every mutation below goes through [`fix_head`] for each entity it
+//! touches.
+
+use cpc_core::envelope::{self, RecordKind};
+use cpc_core::{
+    EnvelopeError, Operation, OperationId, OperationPriority, RemoteRecord, Resolution,
+};
+
+use crate::api::{
+    Claimed, Completion, DeadHeadPolicy, EpochMillis, ListFilter, OpState, QueueOptions,
+    QueueStats, StoredOperation,
+};
+use crate::error::{Result, StorageError};
+
+/// Upper bound on timed heads made due, and on aged heads promoted, by one
+/// claim (each). Larger than any batch, so in steady state every due head
+/// is seen by the next claim.
+pub(crate) const MAX_TRANSITIONS_PER_CLAIM: usize = 4096;
+
+/// Where a head is indexed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Head {
+    /// Claimable now, at `eff`; `aging` if it may still be promoted.
+    Due {
+        /// Effective priority (the op's, or one above once aged).
+        eff: OperationPriority,
+        /// In the aging index.
+        aging: bool,
+    },
+    /// Waiting for a retry or a lease to end (`OpMeta::wake_at`).
+    Timed,
+    /// Dead or deferred: its entity waits.
+    Blocked,
+}
+
+/// The bookkeeping of one stored operation (everything but the operation
+/// itself, which a backend may keep encoded).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct OpMeta {
+    pub seq: u64,
+    pub id: OperationId,
+    /// `EntityKey::to_key_bytes` of the operation's entity.
+    pub entity: Vec<u8>,
+    pub priority: OperationPriority,
+    pub state: OpState,
+    /// Since when it is ready: the aging clock.
+    pub ready_at: EpochMillis,
+    pub enqueued_at: EpochMillis,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+    pub payload_len: u64,
+    /// `Some` if it is its entity's head.
+    pub head: Option<Head>,
+}
+
+impl OpMeta {
+    /// The instant a timed head becomes due (lease end or retry time).
+    pub(crate) fn wake_at(&self) -> Option<EpochMillis> {
+        match self.state {
+            OpState::InFlight { lease_until } => Some(lease_until),
+            OpState::Waiting { until } => Some(until),
+            _ => None,
+        }
+    }
+
+    fn is_pending(&self) -> bool {
+        matches!(
+            self.state,
+            OpState::Ready | OpState::InFlight { .. } | OpState::Waiting { .. }
+        )
+    }
+}
+
+/// A stored value as read back: decoded, or found corrupt with its raw bytes.
+#[derive(Debug)]
+pub(crate) enum Loaded<T> {
+    Ok(T),
+    Corrupt { raw: Vec<u8>, error: EnvelopeError },
+}
+
+/// Counters kept beside the records (in the same transaction), so `pending`
+/// and `stats` never scan.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Counters {
+    pub ready: u64,
+    pub in_flight: u64,
+    pub waiting: u64,
+    pub dead: u64,
+    pub deferred: u64,
+    pub pending_by_priority: [u64; 4],
+    pub pending_bytes: u64,
+    /// The next `seq` to assign.
+    pub next_seq: u64,
+}
+
+impl Counters {
+    fn account(&mut self, meta: &OpMeta, add: bool) {
+        let bump = |v: &mut u64, by: u64| {
+            *v = if add {
+                v.saturating_add(by)
+            } else {
+                v.saturating_sub(by)
+            }
+        };
+        match meta.state {
+            OpState::Ready => bump(&mut self.ready, 1),
+            OpState::InFlight { .. } => bump(&mut self.in_flight, 1),
+            OpState::Waiting { .. } => bump(&mut self.waiting, 1),
+            OpState::Dead { .. } => bump(&mut self.dead, 1),
+            OpState::Deferred => bump(&mut self.deferred, 1),
+        }
+        if meta.is_pending() {
+            bump(
+                &mut self.pending_by_priority[usize::from(meta.priority.rank())],
+                1,
+            );
+            bump(&mut self.pending_bytes, meta.payload_len);
+        }
+    }
+
+    /// Undelivered operations (ready, in flight, waiting).
+    pub(crate) fn pending(&self) -> u64 {
+        self.ready + self.in_flight + self.waiting
+    }
+
+    /// Every stored operation (pending, dead, deferred).
+    pub(crate) fn stored(&self) -> u64 {
+        self.pending() + self.dead + self.deferred
+    }
+
+    pub(crate) fn stats(&self, quarantined: u64) -> QueueStats {
+        QueueStats {
+            pending: self.pending(),
+            ready: self.ready,
+            in_flight: self.in_flight,
+            waiting: self.waiting,
+            dead: self.dead,
+            deferred: self.deferred,
+            quarantined,
+            pending_by_priority: self.pending_by_priority,
+            pending_bytes: self.pending_bytes,
+        }
+    }
+}
+
+/// Which metas [`Tx::list_metas`] returns (in `seq` order).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct MetaFilter<'a> {
+    pub entity: Option<&'a [u8]>,
+    pub dead: Option<bool>,
+    pub deferred_only: bool,
+    pub limit: Option<usize>,
+}
+
+/// The table operations of one transaction. Every method sees the writes
+/// made earlier in the same transaction. Index maintenance (due, timed,
+/// aging, in-flight, parked, by entity, by id) is the implementation's job,
+/// derived from the `OpMeta` it is given.
+pub(crate) trait Tx {
+    fn meta_by_id(&mut self, id: OperationId) -> Result<Option<OpMeta>>;
+    /// The entity's oldest operation (its oldest non-dead one if `skip_dead`).
+    fn first_in_entity(&mut self, entity: &[u8], skip_dead: bool) -> Result<Option<OpMeta>>;
+    fn list_metas(&mut self, filter: MetaFilter<'_>) -> Result<Vec<OpMeta>>;
+    fn insert(&mut self, meta: &OpMeta, op: &Operation) -> Result<()>;
+    fn update(&mut self, old: &OpMeta, new: &OpMeta) -> Result<()>;
+    /// Replaces the stored operation (payload or base version changed).
+    fn update_op(&mut self, meta: &OpMeta, op: &Operation) -> Result<()>;
+    fn set_remote(&mut self, meta: &OpMeta, remote: Option<&RemoteRecord>) -> Result<()>;
+    fn delete(&mut self, meta: &OpMeta) -> Result<()>;
+    fn load_op(&mut self, meta: &OpMeta) -> Result<Loaded<Operation>>;
+    fn load_remote(&mut self, meta: &OpMeta) -> Result<Option<Loaded<RemoteRecord>>>;
+    /// The stored bytes of the operation (for quarantine).
+    fn raw_op(&mut self, meta: &OpMeta) -> Result<Vec<u8>>;
+    /// Deletes the operation and keeps `raw` in the quarantine set.
+    fn quarantine(
+        &mut self,
+        meta: &OpMeta,
+        raw: Vec<u8>,
+        reason: String,
+        at: EpochMillis,
+    ) -> Result<()>;
+    /// Due heads by (effective priority desc, seq).
+    fn due_heads(&mut self, limit: usize) -> Result<Vec<OpMeta>>;
+    /// Timed heads with wake-up at or before `now`, by (wake-up, seq).
+    fn timed_heads_upto(&mut self, now: EpochMillis, limit: usize) -> Result<Vec<OpMeta>>;
+    /// Due heads still aging with ready-since at or before `cutoff`.
+    fn aging_heads_upto(&mut self, cutoff: EpochMillis, limit: usize) -> Result<Vec<OpMeta>>;
+    fn min_timed(&mut self) -> Result<Option<EpochMillis>>;
+    /// In-flight operations whose lease ended at or before `now`.
+    fn expired_leases(&mut self, now: EpochMillis) -> Result<Vec<OpMeta>>;
+    fn counters(&mut self) -> &mut Counters;
+}
+
+/// Maps `Operation::validate` to this crate's errors.
+pub(crate) fn validate(op: &Operation, max_payload: usize) -> Result<()> {
+    op.validate(max_payload).map_err(|e| match e {
+        cpc_core::Error::PayloadTooLarge { size, max } => {
+            StorageError::PayloadTooLarge { size, max }
+        }
+        other => StorageError::InvalidOperation(other),
+    })
+}
+
+fn check_payload(len: usize, max: usize) -> Result<()> {
+    if len > max {
+        return Err(StorageError::PayloadTooLarge { size: len, max });
+    }
+    Ok(())
+}
+
+/// Checks everything an enqueue of `ops` can refuse before any write, so a
+/// refused batch leaves nothing behind even in a backend without rollback.
+pub(crate) fn check_enqueue<T: Tx + ?Sized>(
+    tx: &mut T,
+    ops: &[Operation],
+    options: &QueueOptions,
+) -> Result<()> {
+    let mut ids = std::collections::HashSet::with_capacity(ops.len());
+    for op in ops {
+        validate(op, options.max_payload)?;
+        if !ids.insert(op.id) || tx.meta_by_id(op.id)?.is_some() {
+            return Err(StorageError::Duplicate(op.id));
+        }
+    }
+    Ok(())
+}
+
+/// Stores `ops` (already checked by [`check_enqueue`]); returns their seqs.
+pub(crate) fn enqueue<T: Tx + ?Sized>(
+    tx: &mut T,
+    ops: &[Operation],
+    now: EpochMillis,
+    options: &QueueOptions,
+) -> Result<Vec<u64>> {
+    let skip = skip_dead(options);
+    let mut seqs = Vec::with_capacity(ops.len());
+    for op in ops {
+        let seq = tx.counters().next_seq;
+        tx.counters().next_seq = seq + 1;
+        let entity = op.entity.to_key_bytes();
+        let before = tx.first_in_entity(&entity, skip)?;
+        let mut meta = OpMeta {
+            seq,
+            id: op.id,
+            entity,
+            priority: op.priority,
+            state: OpState::Ready,
+            ready_at: now,
+            enqueued_at: now,
+            attempts: 0,
+            last_error: None,
+            payload_len: op.payload.len() as u64,
+            head: None,
+        };
+        // The first pending op of its entity is its head (written with the
+        // record, not as a second update).
+        if before.is_none() {
+            meta.head = Some(due_head(op.priority, options));
+        }
+        tx.insert(&meta, op)?;
+        tx.counters().account(&meta, true);
+        seqs.push(seq);
+    }
+    Ok(seqs)
+}
+
+/// Leases up to `limit` due heads; see the module docs.
+pub(crate) fn claim<T: Tx + ?Sized>(
+    tx: &mut T,
+    now: EpochMillis,
+    limit: usize,
+    options: &QueueOptions,
+) -> Result<Vec<Claimed>> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    // Retries that are due and leases that ended become ready heads.
+    for meta in tx.timed_heads_upto(now, MAX_TRANSITIONS_PER_CLAIM)? {
+        let mut new = meta.clone();
+        new.state = OpState::Ready;
+        if let OpState::Waiting { until } = meta.state {
+            new.ready_at = until;
+        }
+        new.head = Some(due_head(new.priority, options));
+        write_meta(tx, &meta, &new)?;
+    }
+    if let Some(aging) = options.aging_after {
+        let cutoff = now.saturating_sub(millis(aging));
+        for meta in tx.aging_heads_upto(cutoff, MAX_TRANSITIONS_PER_CLAIM)? {
+            let mut new = meta.clone();
+            new.head = Some(Head::Due {
+                eff: meta.priority.promoted(),
+                aging: false,
+            });
+            write_meta(tx, &meta, &new)?;
+        }
+    }
+
+    let lease_until = now
+        .saturating_add(millis(options.lease_timeout))
+        .min(MAX_INSTANT);
+    let mut out = Vec::with_capacity(limit);
+    while out.len() < limit {
+        let heads = tx.due_heads(limit - out.len())?;
+        if heads.is_empty() {
+            break;
+        }
+        for meta in heads {
+            let Some(op) = load_or_quarantine(tx, &meta, now, options)? else {
+                continue;
+            };
+            let eff = match meta.head {
+                Some(Head::Due { eff, .. }) => eff,
+                _ => meta.priority,
+            };
+            let mut new = meta.clone();
+            new.state = OpState::InFlight { lease_until };
+            // Persisted in the same write as the lease, so a crash while
+            // sending never resets the retry history.
+            new.attempts = meta.attempts.saturating_add(1);
+            new.head = Some(Head::Timed);
+            write_meta(tx, &meta, &new)?;
+            out.push(Claimed {
+                op,
+                seq: meta.seq,
+                attempt: new.attempts,
+                effective_priority: eff,
+                enqueued_at: meta.enqueued_at,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Checks what a batch of completions can refuse before any write.
+pub(crate) fn check_completions(completions: &[Completion], options: &QueueOptions) -> Result<()> {
+    for c in completions {
+        if let Completion::Resend {
+            payload: Some(p), ..
+        } = c
+        {
+            check_payload(p.len(), options.max_payload)?;
+        }
+    }
+    Ok(())
+}
+
+/// Applies a batch of completions (checked by [`check_completions`]).
+pub(crate) fn complete<T: Tx + ?Sized>(
+    tx: &mut T,
+    completions: &[Completion],
+    now: EpochMillis,
+    options: &QueueOptions,
+) -> Result<()> {
+    for c in completions {
+        let Some(meta) = tx.meta_by_id(c.id())? else {
+            continue;
+        };
+        let mut new = meta.clone();
+        match c {
+            Completion::Ack(_) | Completion::Drop(_) => {
+                remove(tx, &meta, options)?;
+                continue;
+            }
+            Completion::Retry { at, error, .. } => {
+                new.state = OpState::Waiting { until: *at };
+                new.last_error = Some(error.clone());
+            }
+            Completion::Dead { reason, .. } => {
+                new.state = OpState::Dead {
+                    reason: reason.clone(),
+                };
+                new.last_error = Some(reason.clone());
+            }
+            Completion::Defer { remote, .. } => {
+                new.state = OpState::Deferred;
+                tx.set_remote(&meta, Some(remote))?;
+            }
+            Completion::Resend {
+                base_version,
+                payload,
+                ..
+            } => {
+                let Some(mut op) = load_or_quarantine(tx, &meta, now, options)? else {
+                    continue;
+                };
+                op.base_version = *base_version;
+                if let Some(p) = payload {
+                    op.payload = p.clone();
+                }
+                new.payload_len = op.payload.len() as u64;
+                new.state = OpState::Ready;
+                new.ready_at = now;
+                tx.update_op(&new, &op)?;
+            }
+            Completion::Release(_) => {
+                if !matches!(meta.state, OpState::InFlight { .. }) {
+                    continue;
+                }
+                new.state = OpState::Ready;
+                new.attempts = meta.attempts.saturating_sub(1);
+            }
+        }
+        change_state(tx, &meta, new, options)?;
+    }
+    Ok(())
+}
+
+/// Dead or deferred → ready with attempts reset; `false` otherwise.
+pub(crate) fn revive<T: Tx + ?Sized>(
+    tx: &mut T,
+    id: OperationId,
+    now: EpochMillis,
+    options: &QueueOptions,
+) -> Result<bool> {
+    let Some(meta) = tx.meta_by_id(id)? else {
+        return Ok(false);
+    };
+    if !matches!(meta.state, OpState::Dead { .. } | OpState::Deferred) {
+        return Ok(false);
+    }
+    let mut new = meta.clone();
+    new.state = OpState::Ready;
+    new.attempts = 0;
+    new.ready_at = now;
+    change_state(tx, &meta, new, options)?;
+    Ok(true)
+}
+
+/// Removes one operation; `false` if unknown.
+pub(crate) fn drop_op<T: Tx + ?Sized>(
+    tx: &mut T,
+    id: OperationId,
+    options: &QueueOptions,
+) -> Result<bool> {
+    let Some(meta) = tx.meta_by_id(id)? else {
+        return Ok(false);
+    };
+    remove(tx, &meta, options)?;
+    Ok(true)
+}
+
+/// Removes every operation of an entity; returns how many.
+pub(crate) fn drop_entity<T: Tx + ?Sized>(tx: &mut T, entity: &[u8]) -> Result<u64> {
+    let metas = tx.list_metas(MetaFilter {
+        entity: Some(entity),
+        dead: None,
+        deferred_only: false,
+        limit: None,
+    })?;
+    for meta in &metas {
+        tx.delete(meta)?;
+        tx.counters().account(meta, false);
+    }
+    Ok(metas.len() as u64)
+}
+
+/// Returns ended leases to ready; returns how many.
+pub(crate) fn recover<T: Tx + ?Sized>(
+    tx: &mut T,
+    now: EpochMillis,
+    options: &QueueOptions,
+) -> Result<u64> {
+    let expired = tx.expired_leases(now)?;
+    for meta in &expired {
+        let mut new = meta.clone();
+        new.state = OpState::Ready;
+        change_state(tx, meta, new, options)?;
+    }
+    Ok(expired.len() as u64)
+}
+
+/// Settles a deferred conflict; `false` if the operation is not deferred.
+pub(crate) fn settle<T: Tx + ?Sized>(
+    tx: &mut T,
+    id: OperationId,
+    resolution: &Resolution,
+    now: EpochMillis,
+    options: &QueueOptions,
+) -> Result<bool> {
+    if let Resolution::Merged(p) = resolution {
+        check_payload(p.len(), options.max_payload)?;
+    }
+    let Some(meta) = tx.meta_by_id(id)? else {
+        return Ok(false);
+    };
+    if !matches!(meta.state, OpState::Deferred) {
+        return Ok(false);
+    }
+    let payload = match resolution {
+        Resolution::Defer => return Ok(true),
+        Resolution::KeepRemote => {
+            remove(tx, &meta, options)?;
+            return Ok(true);
+        }
+        Resolution::KeepLocal => None,
+        Resolution::Merged(p) => Some(p.clone()),
+    };
+    let version = match tx.load_remote(&meta)? {
+        Some(Loaded::Ok(remote)) => Some(remote.version),
+        Some(Loaded::Corrupt { error, .. }) => {
+            quarantine(tx, &meta, error, "deferred remote record", now, options)?;
+            return Ok(false);
+        }
+        None => None,
+    };
+    complete(
+        tx,
+        &[Completion::Resend {
+            id,
+            base_version: version,
+            payload,
+        }],
+        now,
+        options,
+    )?;
+    Ok(true)
+}
+
+/// Operations matching `filter`, in seq order (corrupt ones quarantined).
+pub(crate) fn list<T: Tx + ?Sized>(
+    tx: &mut T,
+    filter: &ListFilter,
+    now: EpochMillis,
+    options: &QueueOptions,
+) -> Result<Vec<StoredOperation>> {
+    let entity = filter.entity.as_ref().map(|e| e.to_key_bytes());
+    let metas = tx.list_metas(MetaFilter {
+        entity: entity.as_deref(),
+        dead: filter.dead,
+        deferred_only: false,
+        limit: filter.limit,
+    })?;
+    let mut out = Vec::with_capacity(metas.len());
+    for meta in metas {
+        if let Some(op) = load_or_quarantine(tx, &meta, now, options)? {
+            out.push(stored(meta, op));
+        }
+    }
+    Ok(out)
+}
+
+/// One operation by id; a corrupt one is quarantined and reported as
+/// [`StorageError::Corrupt`].
+pub(crate) fn get<T: Tx + ?Sized>(
+    tx: &mut T,
+    id: OperationId,
+    now: EpochMillis,
+    options: &QueueOptions,
+) -> Result<Option<StoredOperation>> {
+    let Some(meta) = tx.meta_by_id(id)? else {
+        return Ok(None);
+    };
+    match tx.load_op(&meta)? {
+        Loaded::Ok(op) if op.id == meta.id => Ok(Some(stored(meta, op))),
+        Loaded::Ok(_) => {
+            let error = EnvelopeError::Malformed("stored id differs from the index".into());
+            quarantine(tx, &meta, error.clone(), "operation", now, options)?;
+            Err(corrupt(&meta, error))
+        }
+        Loaded::Corrupt { raw, error } => {
+            quarantine_raw(tx, &meta, raw, &error, "operation", now, options)?;
+            Err(corrupt(&meta, error))
+        }
+    }
+}
+
+/// Deferred conflicts in seq order (corrupt ones quarantined).
+pub(crate) fn list_deferred<T: Tx + ?Sized>(
+    tx: &mut T,
+    now: EpochMillis,
+    options: &QueueOptions,
+) -> Result<Vec<crate::api::DeferredConflict>> {
+    let metas = tx.list_metas(MetaFilter {
+        entity: None,
+        dead: None,
+        deferred_only: true,
+        limit: None,
+    })?;
+    let mut out = Vec::with_capacity(metas.len());
+    for meta in metas {
+        let remote = match tx.load_remote(&meta)? {
+            Some(Loaded::Ok(r)) => r,
+            Some(Loaded::Corrupt { error, .. }) => {
+                quarantine(tx, &meta, error, "deferred remote record", now, options)?;
+                continue;
+            }
+            None => continue,
+        };
+        if let Some(op) = load_or_quarantine(tx, &meta, now, options)? {
+            out.push(crate::api::DeferredConflict { op, remote });
+        }
+    }
+    Ok(out)
+}
+
+/// The display key of a record in the quarantine set and in errors.
+pub(crate) fn record_key(seq: u64) -> String {
+    format!("op/{seq}")
+}
+
+fn corrupt(meta: &OpMeta, source: EnvelopeError) -> StorageError {
+    StorageError::Corrupt {
+        key: record_key(meta.seq),
+        source,
+    }
+}
+
+fn stored(meta: OpMeta, op: Operation) -> StoredOperation {
+    StoredOperation {
+        op,
+        seq: meta.seq,
+        enqueued_at: meta.enqueued_at,
+        attempts: meta.attempts,
+        last_error: meta.last_error,
+        state: meta.state,
+    }
+}
+
+/// Latest instant the store keeps: SQLite integers are signed 64-bit, so
+/// every backend clamps computed instants here to agree.
+pub(crate) const MAX_INSTANT: EpochMillis = i64::MAX as u64;
+
+fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis())
+        .unwrap_or(MAX_INSTANT)
+        .min(MAX_INSTANT)
+}
+
+fn skip_dead(options: &QueueOptions) -> bool {
+    options.dead_head == DeadHeadPolicy::SkipEntityHead
+}
+
+fn due_head(priority: OperationPriority, options: &QueueOptions) -> Head {
+    Head::Due {
+        eff: priority,
+        aging: options.aging_after.is_some() && priority < OperationPriority::Critical,
+    }
+}
+
+/// The head kind an operation in `state` has.
+fn head_for(meta: &OpMeta, options: &QueueOptions) -> Head {
+    match meta.state {
+        OpState::Ready => due_head(meta.priority, options),
+        OpState::InFlight { .. } | OpState::Waiting { .. } => Head::Timed,
+        OpState::Dead { .. } | OpState::Deferred => Head::Blocked,
+    }
+}
+
+fn write_meta<T: Tx + ?Sized>(tx: &mut T, old: &OpMeta, new: &OpMeta) -> Result<()> {
+    tx.update(old, new)?;
+    let c = tx.counters();
+    c.account(old, false);
+    c.account(new, true);
+    Ok(())
+}
+
+/// Writes a state change and keeps the entity's head right.
+fn change_state<T: Tx + ?Sized>(
+    tx: &mut T,
+    old: &OpMeta,
+    mut new: OpMeta,
+    options: &QueueOptions,
+) -> Result<()> {
+    let skip = skip_dead(options);
+    // Under SkipEntityHead a non-head op coming back to life may become the
+    // head: remember the current head (first non-dead op, by the invariant).
+    let marked_before = if skip && old.head.is_none() {
+        tx.first_in_entity(&old.entity, true)?
+    } else {
+        None
+    };
+    if matches!(old.state, OpState::Deferred) && !matches!(new.state, OpState::Deferred) {
+        tx.set_remote(old, None)?;
+    }
+    if old.head.is_some() {
+        let kind = head_for(&new, options);
+        // A head that stays due keeps its promotion.
+        new.head = Some(match (old.head, kind) {
+            (Some(Head::Due { eff, aging }), Head::Due { .. }) if old.ready_at == new.ready_at => {
+                Head::Due { eff, aging }
+            }
+            _ => kind,
+        });
+    }
+    write_meta(tx, old, &new)?;
+    // Under SkipEntityHead, dying or coming back changes which op is head.
+    if skip {
+        let marked = if old.head.is_some() {
+            Some(new)
+        } else {
+            marked_before
+        };
+        fix_head(tx, &old.entity, marked.as_ref(), options)?;
+    }
+    Ok(())
+}
+
+fn remove<T: Tx + ?Sized>(tx: &mut T, meta: &OpMeta, options: &QueueOptions) -> Result<()> {
+    tx.delete(meta)?;
+    tx.counters().account(meta, false);
+    if meta.head.is_some() {
+        fix_head(tx, &meta.entity, None, options)?;
+    }
+    Ok(())
+}
+
+/// Makes `first_in_entity` the marked head of `entity`. `marked` is the
+/// operation currently marked as head, if the caller knows it is still
+/// stored; otherwise the head is looked up.
+fn fix_head<T: Tx + ?Sized>(
+    tx: &mut T,
+    entity: &[u8],
+    marked: Option<&OpMeta>,
+    options: &QueueOptions,
+) -> Result<()> {
+    let Some(first) = tx.first_in_entity(entity, skip_dead(options))? else {
+        if let Some(m) = marked {
+            let mut new = m.clone();
+            new.head = None;
+            tx.update(m, &new)?;
+        }
+        return Ok(());
+    };
+    if let Some(m) = marked {
+        if m.seq == first.seq {
+            return Ok(());
+        }
+        // The marked one is no longer first (an older op came back to life).
+        let mut new = m.clone();
+        new.head = None;
+        tx.update(m, &new)?;
+    }
+    if first.head.is_none() {
+        let mut new = first.clone();
+        new.head = Some(head_for(&first, options));
+        tx.update(&first, &new)?;
+    }
+    Ok(())
+}
+
+/// Loads the operation of `meta`; a record that fails its checksum or
+/// decoding (or whose id disagrees with its index) is quarantined and `None`
+/// returned.
+fn load_or_quarantine<T: Tx + ?Sized>(
+    tx: &mut T,
+    meta: &OpMeta,
+    now: EpochMillis,
+    options: &QueueOptions,
+) -> Result<Option<Operation>> {
+    match tx.load_op(meta)? {
+        Loaded::Ok(op) if op.id == meta.id => Ok(Some(op)),
+        Loaded::Ok(_) => {
+            let error = EnvelopeError::Malformed("stored id differs from the index".into());
+            quarantine(tx, meta, error, "operation", now, options)?;
+            Ok(None)
+        }
+        Loaded::Corrupt { raw, error } => {
+            quarantine_raw(tx, meta, raw, &error, "operation", now, options)?;
+            Ok(None)
+        }
+    }
+}
+
+fn quarantine<T: Tx + ?Sized>(
+    tx: &mut T,
+    meta: &OpMeta,
+    error: EnvelopeError,
+    what: &str,
+    now: EpochMillis,
+    options: &QueueOptions,
+) -> Result<()> {
+    let raw = tx.raw_op(meta)?;
+    quarantine_raw(tx, meta, raw, &error, what, now, options)
+}
+
+fn quarantine_raw<T: Tx + ?Sized>(
+    tx: &mut T,
+    meta: &OpMeta,
+    raw: Vec<u8>,
+    error: &EnvelopeError,
+    what: &str,
+    now: EpochMillis,
+    options: &QueueOptions,
+) -> Result<()> {
+    tracing::warn!(
+        seq = meta.seq,
+        id = %meta.id,
+        raw_len = raw.len(),
+        error = %error,
+        "quarantining a corrupt record"
+    );
+    tx.quarantine(meta, raw, format!("{what}: {error}"), now)?;
+    tx.counters().account(meta, false);
+    if meta.head.is_some() {
+        fix_head(tx, &meta.entity, None, options)?;
+    }
+    Ok(())
+}
+
+/// Decodes an operation envelope.
+pub(crate) fn decode_op(raw: Vec<u8>) -> Loaded<Operation> {
+    match envelope::decode_operation(&raw) {
+        Ok(op) => Loaded::Ok(op),
+        Err(error) => Loaded::Corrupt { raw, error },
+    }
+}
+
+/// Decodes a deferred remote record envelope.
+pub(crate) fn decode_remote(raw: Vec<u8>) -> Loaded<RemoteRecord> {
+    match envelope::decode(RecordKind::Deferred, &raw, envelope::DEFAULT_MAX_BODY) {
+        Ok(r) => Loaded::Ok(r),
+        Err(error) => Loaded::Corrupt { raw, error },
+    }
+}
+
+/// Prunes a conflict log held as `(insertion id, entry)` oldest first: by
+/// age relative to the newest entry's `resolved_at_ms`, then by count.
+pub(crate) fn prune_conflicts(
+    log: &mut std::collections::VecDeque<(u64, cpc_core::ConflictRecord)>,
+    newest_at: EpochMillis,
+    options: &QueueOptions,
+) {
+    let cutoff = newest_at.saturating_sub(millis(options.conflict_log_max_age));
+    log.retain(|(_, e)| e.resolved_at_ms >= cutoff);
+    while log.len() > options.conflict_log_max_entries {
+        log.pop_front();
+    }
+}
+
+/// The age cutoff for the conflict log when `newest_at` was just logged.
+pub(crate) fn conflict_cutoff(newest_at: EpochMillis, options: &QueueOptions) -> EpochMillis {
+    newest_at.saturating_sub(millis(options.conflict_log_max_age))
+}

@@ -1,0 +1,476 @@
+//! `MemoryStorage`: the queue's full semantics in memory, without
+//! durability. For tests, simulations and caches.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use cpc_core::{
+    envelope, ConflictRecord, EntityKey, HlcTimestamp, Operation, OperationId, RemoteRecord,
+    Resolution,
+};
+
+use crate::api::{
+    Claimed, Completion, ConflictFilter, DeferredConflict, EpochMillis, ListFilter, OpState,
+    QuarantinedRecord, QueueOptions, QueueStats, QueueStorage, StoredOperation,
+};
+use crate::engine::{self, Counters, Head, Loaded, MetaFilter, OpMeta, Tx};
+use crate::error::Result;
+
+/// The queue in memory: same ordering rules, leases, dead letters, deferred
+/// set and conflict log as the durable backends, nothing survives a drop.
+///
+/// Claiming reads the first entries of ordered indexes (`BTreeSet`s), so it
+/// costs O(batch · log n) like the durable backends.
+///
+/// ```
+/// use cpc_core::{EntityKey, HlcTimestamp, NodeId, Operation, OperationKind};
+/// use cpc_storage::{Completion, MemoryStorage, QueueOptions, QueueStorage};
+/// use rand::{rngs::StdRng, SeedableRng};
+///
+/// let store = MemoryStorage::new(QueueOptions::default());
+/// let op = Operation::builder(EntityKey::new("notes", "1"), OperationKind::Create)
+///     .build_at(HlcTimestamp::new(1_000, 0, NodeId(1)), &mut StdRng::seed_from_u64(7));
+/// store.enqueue(op.clone(), 1_000)?;
+/// let batch = store.claim_ready(1_000, 64)?;
+/// assert_eq!(batch[0].op.id, op.id);
+/// store.complete(&[Completion::Ack(op.id)], 1_010)?;
+/// assert_eq!(store.pending()?, 0);
+/// # Ok::<(), cpc_storage::StorageError>(())
+/// ```
+#[derive(Debug)]
+pub struct MemoryStorage {
+    state: Mutex<MemState>,
+    options: QueueOptions,
+    /// The latest `now` seen, for the calls that take none.
+    now_hint: AtomicU64,
+}
+
+impl MemoryStorage {
+    /// An empty queue with `options` (durability is ignored).
+    pub fn new(options: QueueOptions) -> Self {
+        MemoryStorage {
+            state: Mutex::new(MemState::default()),
+            options,
+            now_hint: AtomicU64::new(0),
+        }
+    }
+
+    /// The options the queue was made with.
+    pub fn options(&self) -> &QueueOptions {
+        &self.options
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MemState> {
+        // A panic while holding the lock cannot leave the state half
+        // written: every mutation is checked before it starts.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn seen(&self, now: EpochMillis) -> EpochMillis {
+        self.now_hint.fetch_max(now, Ordering::Relaxed).max(now)
+    }
+
+    fn hint(&self) -> EpochMillis {
+        self.now_hint.load(Ordering::Relaxed)
+    }
+}
+
+impl Default for MemoryStorage {
+    fn default() -> Self {
+        MemoryStorage::new(QueueOptions::default())
+    }
+}
+
+impl QueueStorage for MemoryStorage {
+    fn enqueue(&self, op: Operation, now: EpochMillis) -> Result<u64> {
+        let seqs = self.enqueue_batch(vec![op], now)?;
+        Ok(seqs[0])
+    }
+
+    fn enqueue_batch(&self, ops: Vec<Operation>, now: EpochMillis) -> Result<Vec<u64>> {
+        let now = self.seen(now);
+        let mut st = self.lock();
+        engine::check_enqueue(&mut *st, &ops, &self.options)?;
+        engine::enqueue(&mut *st, &ops, now, &self.options)
+    }
+
+    fn claim_ready(&self, now: EpochMillis, limit: usize) -> Result<Vec<Claimed>> {
+        self.seen(now);
+        engine::claim(&mut *self.lock(), now, limit, &self.options)
+    }
+
+    fn complete(&self, completions: &[Completion], now: EpochMillis) -> Result<()> {
+        self.seen(now);
+        engine::check_completions(completions, &self.options)?;
+        engine::complete(&mut *self.lock(), completions, now, &self.options)
+    }
+
+    fn ack(&self, id: OperationId) -> Result<()> {
+        self.complete(&[Completion::Ack(id)], self.hint())
+    }
+
+    fn schedule_retry(&self, id: OperationId, at: EpochMillis, error: &str) -> Result<()> {
+        let c = Completion::Retry {
+            id,
+            at,
+            error: error.to_owned(),
+        };
+        self.complete(&[c], self.hint())
+    }
+
+    fn dead_letter(&self, id: OperationId, reason: &str) -> Result<()> {
+        let c = Completion::Dead {
+            id,
+            reason: reason.to_owned(),
+        };
+        self.complete(&[c], self.hint())
+    }
+
+    fn revive(&self, id: OperationId, now: EpochMillis) -> Result<bool> {
+        self.seen(now);
+        engine::revive(&mut *self.lock(), id, now, &self.options)
+    }
+
+    fn drop_op(&self, id: OperationId) -> Result<bool> {
+        engine::drop_op(&mut *self.lock(), id, &self.options)
+    }
+
+    fn drop_entity(&self, entity: &EntityKey) -> Result<u64> {
+        engine::drop_entity(&mut *self.lock(), &entity.to_key_bytes())
+    }
+
+    fn pending(&self) -> Result<u64> {
+        Ok(self.lock().counters.pending())
+    }
+
+    fn stats(&self) -> Result<QueueStats> {
+        let st = self.lock();
+        Ok(st.counters.stats(st.quarantine.len() as u64))
+    }
+
+    fn list(&self, filter: &ListFilter) -> Result<Vec<StoredOperation>> {
+        engine::list(&mut *self.lock(), filter, self.hint(), &self.options)
+    }
+
+    fn get(&self, id: OperationId) -> Result<Option<StoredOperation>> {
+        engine::get(&mut *self.lock(), id, self.hint(), &self.options)
+    }
+
+    fn recover(&self, now: EpochMillis) -> Result<u64> {
+        self.seen(now);
+        engine::recover(&mut *self.lock(), now, &self.options)
+    }
+
+    fn next_wakeup(&self) -> Result<Option<EpochMillis>> {
+        self.lock().min_timed()
+    }
+
+    fn defer(&self, id: OperationId, remote: RemoteRecord) -> Result<()> {
+        self.complete(&[Completion::Defer { id, remote }], self.hint())
+    }
+
+    fn list_deferred(&self) -> Result<Vec<DeferredConflict>> {
+        engine::list_deferred(&mut *self.lock(), self.hint(), &self.options)
+    }
+
+    fn settle(&self, id: OperationId, resolution: Resolution, now: EpochMillis) -> Result<bool> {
+        self.seen(now);
+        engine::settle(&mut *self.lock(), id, &resolution, now, &self.options)
+    }
+
+    fn log_conflict(&self, entry: &ConflictRecord) -> Result<()> {
+        let mut st = self.lock();
+        let id = st.next_conflict;
+        st.next_conflict += 1;
+        st.conflicts.push_back((id, entry.clone()));
+        engine::prune_conflicts(&mut st.conflicts, entry.resolved_at_ms, &self.options);
+        Ok(())
+    }
+
+    fn conflict_log(&self, filter: &ConflictFilter) -> Result<Vec<ConflictRecord>> {
+        let st = self.lock();
+        let limit = filter.limit.unwrap_or(usize::MAX);
+        Ok(st
+            .conflicts
+            .iter()
+            .rev()
+            .map(|(_, e)| e)
+            .filter(|e| filter.entity.as_ref().is_none_or(|k| &e.entity == k))
+            .filter(|e| filter.since.is_none_or(|s| e.resolved_at_ms >= s))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    fn list_quarantined(&self) -> Result<Vec<QuarantinedRecord>> {
+        Ok(self.lock().quarantine.clone())
+    }
+
+    fn purge_quarantined(&self) -> Result<u64> {
+        let mut st = self.lock();
+        let n = st.quarantine.len() as u64;
+        st.quarantine.clear();
+        Ok(n)
+    }
+
+    fn load_clock_mark(&self) -> Result<Option<HlcTimestamp>> {
+        Ok(self.lock().clock_mark)
+    }
+
+    fn store_clock_mark(&self, mark: HlcTimestamp) -> Result<()> {
+        let mut st = self.lock();
+        if st.clock_mark.is_none_or(|m| mark > m) {
+            st.clock_mark = Some(mark);
+        }
+        Ok(())
+    }
+
+    fn flush(&self) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    meta: OpMeta,
+    op: Operation,
+    remote: Option<RemoteRecord>,
+}
+
+/// The records and their indexes; every index is derived from `OpMeta` by
+/// [`MemState::index`], so adding and removing use the same keys.
+#[derive(Debug, Default)]
+struct MemState {
+    ops: BTreeMap<u64, Entry>,
+    by_id: HashMap<OperationId, u64>,
+    by_entity: BTreeSet<(Vec<u8>, u64)>,
+    due: BTreeSet<(Reverse<u8>, u64)>,
+    timed: BTreeSet<(EpochMillis, u64)>,
+    aging: BTreeSet<(EpochMillis, u64)>,
+    in_flight: BTreeSet<(EpochMillis, u64)>,
+    deferred: BTreeSet<u64>,
+    counters: Counters,
+    conflicts: VecDeque<(u64, ConflictRecord)>,
+    next_conflict: u64,
+    quarantine: Vec<QuarantinedRecord>,
+    clock_mark: Option<HlcTimestamp>,
+}
+
+impl MemState {
+    fn index(&mut self, m: &OpMeta, add: bool) {
+        fn apply<K: Ord>(set: &mut BTreeSet<K>, key: K, add: bool) {
+            if add {
+                set.insert(key);
+            } else {
+                set.remove(&key);
+            }
+        }
+        match m.head {
+            Some(Head::Due { eff, aging }) => {
+                apply(&mut self.due, (Reverse(eff.rank()), m.seq), add);
+                if aging {
+                    apply(&mut self.aging, (m.ready_at, m.seq), add);
+                }
+            }
+            Some(Head::Timed) => {
+                if let Some(at) = m.wake_at() {
+                    apply(&mut self.timed, (at, m.seq), add);
+                }
+            }
+            Some(Head::Blocked) | None => {}
+        }
+        match m.state {
+            OpState::InFlight { lease_until } => {
+                apply(&mut self.in_flight, (lease_until, m.seq), add)
+            }
+            OpState::Deferred => apply(&mut self.deferred, m.seq, add),
+            _ => {}
+        }
+    }
+
+    fn metas(&self, seqs: impl Iterator<Item = u64>) -> Vec<OpMeta> {
+        seqs.filter_map(|s| self.ops.get(&s).map(|e| e.meta.clone()))
+            .collect()
+    }
+}
+
+impl Tx for MemState {
+    fn meta_by_id(&mut self, id: OperationId) -> Result<Option<OpMeta>> {
+        Ok(self
+            .by_id
+            .get(&id)
+            .and_then(|s| self.ops.get(s))
+            .map(|e| e.meta.clone()))
+    }
+
+    fn first_in_entity(&mut self, entity: &[u8], skip_dead: bool) -> Result<Option<OpMeta>> {
+        let start = (entity.to_vec(), 0u64);
+        for (e, seq) in self.by_entity.range(start..) {
+            if e.as_slice() != entity {
+                break;
+            }
+            if let Some(entry) = self.ops.get(seq) {
+                if !(skip_dead && matches!(entry.meta.state, OpState::Dead { .. })) {
+                    return Ok(Some(entry.meta.clone()));
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn list_metas(&mut self, f: MetaFilter<'_>) -> Result<Vec<OpMeta>> {
+        let limit = f.limit.unwrap_or(usize::MAX);
+        let keep = |m: &OpMeta| {
+            let dead = matches!(m.state, OpState::Dead { .. });
+            f.dead.is_none_or(|d| d == dead)
+                && (!f.deferred_only || matches!(m.state, OpState::Deferred))
+        };
+        let out = if f.deferred_only {
+            self.metas(self.deferred.iter().copied())
+        } else if let Some(entity) = f.entity {
+            let start = (entity.to_vec(), 0u64);
+            self.metas(
+                self.by_entity
+                    .range(start..)
+                    .take_while(|(e, _)| e.as_slice() == entity)
+                    .map(|(_, s)| *s),
+            )
+        } else {
+            self.ops.values().map(|e| e.meta.clone()).collect()
+        };
+        Ok(out.into_iter().filter(|m| keep(m)).take(limit).collect())
+    }
+
+    fn insert(&mut self, meta: &OpMeta, op: &Operation) -> Result<()> {
+        self.by_id.insert(meta.id, meta.seq);
+        self.by_entity.insert((meta.entity.clone(), meta.seq));
+        self.index(meta, true);
+        self.ops.insert(
+            meta.seq,
+            Entry {
+                meta: meta.clone(),
+                op: op.clone(),
+                remote: None,
+            },
+        );
+        Ok(())
+    }
+
+    fn update(&mut self, old: &OpMeta, new: &OpMeta) -> Result<()> {
+        self.index(old, false);
+        self.index(new, true);
+        if let Some(e) = self.ops.get_mut(&new.seq) {
+            e.meta = new.clone();
+        }
+        Ok(())
+    }
+
+    fn update_op(&mut self, meta: &OpMeta, op: &Operation) -> Result<()> {
+        if let Some(e) = self.ops.get_mut(&meta.seq) {
+            e.op = op.clone();
+        }
+        Ok(())
+    }
+
+    fn set_remote(&mut self, meta: &OpMeta, remote: Option<&RemoteRecord>) -> Result<()> {
+        if let Some(e) = self.ops.get_mut(&meta.seq) {
+            e.remote = remote.cloned();
+        }
+        Ok(())
+    }
+
+    fn delete(&mut self, meta: &OpMeta) -> Result<()> {
+        if let Some(e) = self.ops.remove(&meta.seq) {
+            self.index(&e.meta, false);
+            self.by_id.remove(&e.meta.id);
+            self.by_entity.remove(&(e.meta.entity, e.meta.seq));
+        }
+        Ok(())
+    }
+
+    fn load_op(&mut self, meta: &OpMeta) -> Result<Loaded<Operation>> {
+        match self.ops.get(&meta.seq) {
+            Some(e) => Ok(Loaded::Ok(e.op.clone())),
+            None => Ok(Loaded::Corrupt {
+                raw: Vec::new(),
+                error: cpc_core::EnvelopeError::Malformed("record vanished".into()),
+            }),
+        }
+    }
+
+    fn load_remote(&mut self, meta: &OpMeta) -> Result<Option<Loaded<RemoteRecord>>> {
+        Ok(self
+            .ops
+            .get(&meta.seq)
+            .and_then(|e| e.remote.clone())
+            .map(Loaded::Ok))
+    }
+
+    fn raw_op(&mut self, meta: &OpMeta) -> Result<Vec<u8>> {
+        Ok(self
+            .ops
+            .get(&meta.seq)
+            .and_then(|e| envelope::encode_operation(&e.op).ok())
+            .unwrap_or_default())
+    }
+
+    fn quarantine(
+        &mut self,
+        meta: &OpMeta,
+        raw: Vec<u8>,
+        reason: String,
+        at: EpochMillis,
+    ) -> Result<()> {
+        self.delete(meta)?;
+        self.quarantine.push(QuarantinedRecord {
+            key: engine::record_key(meta.seq),
+            reason,
+            raw,
+            at,
+        });
+        Ok(())
+    }
+
+    fn due_heads(&mut self, limit: usize) -> Result<Vec<OpMeta>> {
+        Ok(self.metas(self.due.iter().take(limit).map(|(_, s)| *s)))
+    }
+
+    fn timed_heads_upto(&mut self, now: EpochMillis, limit: usize) -> Result<Vec<OpMeta>> {
+        Ok(self.metas(
+            self.timed
+                .iter()
+                .take_while(|(at, _)| *at <= now)
+                .take(limit)
+                .map(|(_, s)| *s),
+        ))
+    }
+
+    fn aging_heads_upto(&mut self, cutoff: EpochMillis, limit: usize) -> Result<Vec<OpMeta>> {
+        Ok(self.metas(
+            self.aging
+                .iter()
+                .take_while(|(at, _)| *at <= cutoff)
+                .take(limit)
+                .map(|(_, s)| *s),
+        ))
+    }
+
+    fn min_timed(&mut self) -> Result<Option<EpochMillis>> {
+        Ok(self.timed.first().map(|(at, _)| *at))
+    }
+
+    fn expired_leases(&mut self, now: EpochMillis) -> Result<Vec<OpMeta>> {
+        Ok(self.metas(
+            self.in_flight
+                .iter()
+                .take_while(|(at, _)| *at <= now)
+                .map(|(_, s)| *s),
+        ))
+    }
+
+    fn counters(&mut self) -> &mut Counters {
+        &mut self.counters
+    }
+}
