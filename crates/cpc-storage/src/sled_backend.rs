@@ -1,0 +1,763 @@
+//! `SledStorage`: the queue on sled 0.34, made honestly durable.
+//!
+//! Layout: one sled database in `<queue dir>/sled` with the trees described
+//! in [`tx::TREE_NAMES`]. The queue rules are the shared ones of
+//! [`crate::engine`], run on a write set ([`tx::SledTx`]) that is committed
+//! as one multi-tree sled transaction: record, indexes and counters
+//! together, so a crash never leaves an index disagreeing with its record.
+//! Claiming reads the first entries of the `due` index: O(batch · log n).
+//!
+//! Durability: sled's `flush()` only calls `sync_file_range`, which does not
+//! survive a power loss; after it the backend fdatasyncs sled's files (see
+//! [`durable`]). Every write, claims included, follows the configured
+//! durability.
+
+mod durable;
+mod keys;
+mod tx;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use cpc_core::envelope::{self, RecordKind};
+use cpc_core::{
+    ConflictRecord, EntityKey, HlcTimestamp, Operation, OperationId, RemoteRecord, Resolution,
+};
+
+use crate::api::{
+    Claimed, Completion, ConflictFilter, DeferredConflict, Durability, EpochMillis, ListFilter,
+    QuarantinedRecord, QueueOptions, QueueStats, QueueStorage, StoredOperation,
+};
+use crate::dir::{self, FaultSlot, InjectedFault, Poison, QueueDir};
+use crate::engine::{self, Tx as _};
+use crate::error::{Result, StorageError};
+use durable::{Committer, DataFiles, WaitError};
+use tx::{
+    sled_error, QuarantineEntry, SledTx, StoreState, AGING, CONFLICTS, DEFERRED, DUE, ENTS, IDS,
+    LEASES, META, METAS, META_CLOCK, META_STATE, OPS, QUARANTINE, REMOTES, TIMED, TREE_NAMES,
+};
+
+/// Default sled page cache: 64 MiB.
+pub const DEFAULT_SLED_CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
+
+/// Backend name written in the queue directory's format marker.
+const BACKEND: &str = "sled";
+/// Layout version of this backend's trees.
+const FORMAT_VERSION: u32 = 1;
+
+/// Options of a [`SledStorage`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SledOptions {
+    /// The queue options shared by every backend.
+    pub queue: QueueOptions,
+    /// sled's page cache capacity in bytes (default 64 MiB; sled's own
+    /// default of 1 GiB is far too much for a client-side outbox).
+    pub cache_capacity: u64,
+}
+
+impl Default for SledOptions {
+    fn default() -> Self {
+        SledOptions {
+            queue: QueueOptions::default(),
+            cache_capacity: DEFAULT_SLED_CACHE_CAPACITY,
+        }
+    }
+}
+
+impl From<QueueOptions> for SledOptions {
+    fn from(queue: QueueOptions) -> Self {
+        SledOptions {
+            queue,
+            ..SledOptions::default()
+        }
+    }
+}
+
+/// The operation queue on sled 0.34 (feature `sled`).
+///
+/// sled's `flush()` alone does not survive a power loss (it only calls
+/// `sync_file_range`); this backend follows it with an fdatasync of sled's
+/// files, so [`Durability::Immediate`] means what it says. Writes are
+/// serialized by one writer lock; under [`Durability::GroupCommit`]
+/// concurrent writers share one flush + fdatasync. See `docs/durability.md`
+/// for what it costs, and why SQLite is the default backend.
+///
+/// A disk-full error or a failed sync poisons the handle (sled keeps the
+/// failure as a global error and refuses further writes); reopen the store
+/// once space is freed.
+pub struct SledStorage {
+    options: QueueOptions,
+    db: sled::Db,
+    trees: Vec<sled::Tree>,
+    files: DataFiles,
+    committer: Committer,
+    /// The single writer lock; holds the store state (sequence, counters).
+    write: Mutex<StoreState>,
+    poison: Poison,
+    fault: FaultSlot,
+    /// The latest `now` seen, for the calls that take none.
+    now_hint: AtomicU64,
+    // Dropped last: the lock is released after sled's files are closed.
+    dir: QueueDir,
+}
+
+impl fmt::Debug for SledStorage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SledStorage")
+            .field("dir", &self.dir.path())
+            .field("durability", &self.options.durability)
+            .field("poisoned", &self.poison.is_set())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SledStorage {
+    /// Opens (creating if needed) the queue in `dir` with the default sled
+    /// cache.
+    pub fn open(dir: impl AsRef<Path>, options: QueueOptions) -> Result<Self> {
+        Self::open_with(dir, SledOptions::from(options))
+    }
+
+    /// Opens (creating if needed) the queue in `dir`. The directory is
+    /// locked for the life of the handle (a second open gets
+    /// [`StorageError::Locked`]); ended leases are returned to ready.
+    pub fn open_with(dir: impl AsRef<Path>, options: SledOptions) -> Result<Self> {
+        let qdir = QueueDir::open(dir.as_ref(), BACKEND, FORMAT_VERSION)?;
+        let sled_dir = qdir.path().join("sled");
+        let relaxed = matches!(options.queue.durability, Durability::Relaxed);
+        let db = sled::Config::new()
+            .path(&sled_dir)
+            .cache_capacity(options.cache_capacity)
+            // The durable modes sync explicitly; sled's background flusher
+            // would only add fsyncs whose errors nobody sees. Relaxed keeps
+            // it as its interval sync.
+            .flush_every_ms(if relaxed { Some(500) } else { None })
+            .open()
+            .map_err(|e| sled_error("open", e))?;
+        let mut trees = Vec::with_capacity(TREE_NAMES.len());
+        for name in TREE_NAMES {
+            trees.push(db.open_tree(name).map_err(|e| sled_error("open", e))?);
+        }
+        let files = DataFiles::open(&sled_dir).map_err(|e| dir::io_error("open", e))?;
+        let (state, fresh) = match trees[META]
+            .get(META_STATE)
+            .map_err(|e| sled_error("open", e))?
+        {
+            Some(raw) => (
+                envelope::decode::<StoreState>(RecordKind::Meta, &raw, 64 * 1024).map_err(
+                    |source| StorageError::Corrupt {
+                        key: "meta/state".into(),
+                        source,
+                    },
+                )?,
+                false,
+            ),
+            None => (
+                StoreState {
+                    next_seq: 1,
+                    ..StoreState::default()
+                },
+                true,
+            ),
+        };
+        let store = SledStorage {
+            options: options.queue,
+            db,
+            trees,
+            files,
+            committer: Committer::default(),
+            write: Mutex::new(state),
+            poison: Poison::default(),
+            fault: FaultSlot::default(),
+            now_hint: AtomicU64::new(0),
+            dir: qdir,
+        };
+        if fresh {
+            store.write_tx(|tx| {
+                tx.touch_state();
+                Ok(())
+            })?;
+        }
+        store.recover(dir::system_now())?;
+        tracing::debug!(
+            pending = store.lock().counters().pending(),
+            "sled queue opened"
+        );
+        Ok(store)
+    }
+
+    /// Number of durable syncs (flush + fdatasync) this handle ran; with
+    /// group commit, fewer than the writes they covered.
+    pub fn sync_count(&self) -> u64 {
+        self.committer.syncs()
+    }
+
+    /// The queue directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Fault injection for tests: arms `fault` for the next durable commit.
+    #[doc(hidden)]
+    pub fn inject_fault(&self, fault: InjectedFault) {
+        self.fault.arm(fault);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, StoreState> {
+        // Every mutation of the state happens after its commit succeeded,
+        // so a panic elsewhere cannot leave it half written.
+        self.write.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn seen(&self, now: EpochMillis) -> EpochMillis {
+        self.now_hint.fetch_max(now, Ordering::Relaxed).max(now)
+    }
+
+    fn hint(&self) -> EpochMillis {
+        self.now_hint.load(Ordering::Relaxed).max(1)
+    }
+
+    fn fail(&self, e: StorageError) -> StorageError {
+        self.poison.set();
+        self.committer.fail();
+        e
+    }
+
+    /// Runs `f` on a write set under the writer lock, commits it as one
+    /// sled transaction, then waits for the configured durability. Corrupt
+    /// bookkeeping met on the way is quarantined afterwards.
+    fn write_tx<T>(&self, f: impl FnOnce(&mut SledTx<'_>) -> Result<T>) -> Result<T> {
+        self.poison.check()?;
+        self.committer.begin();
+        let mut guard = self.lock();
+        let mut tx = SledTx::new(&self.trees, guard.clone());
+        let out = match f(&mut tx) {
+            Ok(v) => v,
+            Err(e) => {
+                drop(guard);
+                self.committer.abandon();
+                return Err(e);
+            }
+        };
+        let corrupt = std::mem::take(&mut tx.corrupt_metas);
+        if tx.is_empty() {
+            drop(guard);
+            self.committer.abandon();
+        } else {
+            match self.fault.take() {
+                Some(InjectedFault::DiskFull) => {
+                    drop(guard);
+                    self.committer.abandon();
+                    return Err(FaultSlot::error(InjectedFault::DiskFull, &self.poison));
+                }
+                Some(InjectedFault::SyncError) => self.files.inject_failures(1),
+                _ => {}
+            }
+            if let Err(e) = tx.commit() {
+                drop(guard);
+                self.committer.abandon();
+                // The in-memory trees may now disagree with the disk.
+                return Err(self.fail(e));
+            }
+            *guard = tx.final_state();
+            let ticket = self.committer.ticket();
+            drop(guard);
+            self.make_durable(ticket)?;
+        }
+        if !corrupt.is_empty() {
+            self.quarantine_metas(corrupt)?;
+        }
+        Ok(out)
+    }
+
+    fn sync_all(&self) -> std::io::Result<()> {
+        self.db.flush().map_err(|e| match e {
+            sled::Error::Io(io) => io,
+            other => std::io::Error::other(other),
+        })?;
+        self.files.sync()
+    }
+
+    fn make_durable(&self, ticket: u64) -> Result<()> {
+        let max_delay = match self.options.durability {
+            Durability::Immediate => Duration::ZERO,
+            Durability::GroupCommit { max_delay } => max_delay,
+            Durability::Relaxed => {
+                // Into the OS page cache: survives a process crash.
+                return self
+                    .db
+                    .flush()
+                    .map(|_| ())
+                    .map_err(|e| self.fail(sled_error("flush", e)));
+            }
+        };
+        match self
+            .committer
+            .wait_durable(ticket, max_delay, || self.sync_all())
+        {
+            Ok(()) => Ok(()),
+            Err(WaitError::Sync(io)) => Err(self.fail(dir::io_error("sync", io))),
+            Err(WaitError::Failed) => Err(StorageError::Poisoned),
+        }
+    }
+
+    /// Quarantines records whose bookkeeping failed its checksum: the raw
+    /// bytes of both halves are kept, every index entry pointing at them is
+    /// removed (a scan: this path is rare) and the counters are recounted.
+    fn quarantine_metas(&self, corrupt: Vec<tx::CorruptMeta>) -> Result<()> {
+        let now = self.hint();
+        self.write_tx(|tx| {
+            for c in &corrupt {
+                let key = keys::seq_key(c.seq);
+                let Some(meta_raw) = tx.get(METAS, &key)? else {
+                    continue;
+                };
+                let op_raw = tx.get(OPS, &key)?.unwrap_or_default();
+                let mut raw = Vec::with_capacity(8 + meta_raw.len() + op_raw.len());
+                raw.extend_from_slice(&u64::try_from(meta_raw.len()).unwrap_or(0).to_be_bytes());
+                raw.extend_from_slice(&meta_raw);
+                raw.extend_from_slice(&op_raw);
+                tx.put_quarantine(engine::record_key(c.seq), c.reason.clone(), raw, now)?;
+                for tree in [OPS, METAS, REMOTES, DEFERRED] {
+                    tx.del(tree, &key);
+                }
+                self.drop_orphan_entries(tx, c.seq)?;
+            }
+            self.recount(tx)
+        })
+    }
+
+    fn drop_orphan_entries(&self, tx: &mut SledTx<'_>, seq: u64) -> Result<()> {
+        for tree in [DUE, AGING, TIMED, LEASES, ENTS] {
+            for (k, _) in tx.scan(tree, &[], None, usize::MAX)? {
+                if keys::trailing_seq(&k) == Some(seq) {
+                    tx.del(tree, &k);
+                }
+            }
+        }
+        for (k, v) in tx.scan(IDS, &[], None, usize::MAX)? {
+            if keys::read_u64(&v) == Some(seq) {
+                tx.del(IDS, &k);
+            }
+        }
+        Ok(())
+    }
+
+    fn recount(&self, tx: &mut SledTx<'_>) -> Result<()> {
+        let next_seq = tx.counters().next_seq;
+        let mut c = engine::Counters {
+            next_seq,
+            ..engine::Counters::default()
+        };
+        let metas = tx.list_metas(engine::MetaFilter {
+            entity: None,
+            dead: None,
+            deferred_only: false,
+            limit: None,
+        })?;
+        for m in &metas {
+            count(&mut c, m);
+        }
+        tx.set_counters(c);
+        tx.touch_state();
+        Ok(())
+    }
+}
+
+/// Adds one operation to counters being rebuilt (the engine keeps them
+/// incrementally; this is for the rare recount after a quarantine).
+fn count(c: &mut engine::Counters, m: &engine::OpMeta) {
+    use crate::api::OpState;
+    let pending = match m.state {
+        OpState::Ready => {
+            c.ready += 1;
+            true
+        }
+        OpState::InFlight { .. } => {
+            c.in_flight += 1;
+            true
+        }
+        OpState::Waiting { .. } => {
+            c.waiting += 1;
+            true
+        }
+        OpState::Dead { .. } => {
+            c.dead += 1;
+            false
+        }
+        OpState::Deferred => {
+            c.deferred += 1;
+            false
+        }
+    };
+    if pending {
+        c.pending_by_priority[usize::from(m.priority.rank()).min(3)] += 1;
+        c.pending_bytes += m.payload_len;
+    }
+}
+
+impl Drop for SledStorage {
+    fn drop(&mut self) {
+        // Relaxed writes are made durable on drop; in the durable modes this
+        // syncs nothing new.
+        if !self.poison.is_set() {
+            if let Err(e) = self.sync_all() {
+                tracing::error!(error = %e, "final sync of the sled queue failed");
+            }
+        }
+    }
+}
+
+impl QueueStorage for SledStorage {
+    fn enqueue(&self, op: Operation, now: EpochMillis) -> Result<u64> {
+        let seqs = self.enqueue_batch(vec![op], now)?;
+        seqs.first().copied().ok_or(StorageError::Sled {
+            context: "enqueue",
+            source: "no sequence assigned".into(),
+        })
+    }
+
+    fn enqueue_batch(&self, ops: Vec<Operation>, now: EpochMillis) -> Result<Vec<u64>> {
+        let now = self.seen(now);
+        self.write_tx(|tx| {
+            engine::check_enqueue(tx, &ops, &self.options)?;
+            engine::enqueue(tx, &ops, now, &self.options)
+        })
+    }
+
+    fn claim_ready(&self, now: EpochMillis, limit: usize) -> Result<Vec<Claimed>> {
+        self.seen(now);
+        self.write_tx(|tx| engine::claim(tx, now, limit, &self.options))
+    }
+
+    fn complete(&self, completions: &[Completion], now: EpochMillis) -> Result<()> {
+        self.seen(now);
+        engine::check_completions(completions, &self.options)?;
+        self.write_tx(|tx| engine::complete(tx, completions, now, &self.options))
+    }
+
+    fn ack(&self, id: OperationId) -> Result<()> {
+        self.complete(&[Completion::Ack(id)], self.hint())
+    }
+
+    fn schedule_retry(&self, id: OperationId, at: EpochMillis, error: &str) -> Result<()> {
+        let c = Completion::Retry {
+            id,
+            at,
+            error: error.to_owned(),
+        };
+        self.complete(&[c], self.hint())
+    }
+
+    fn dead_letter(&self, id: OperationId, reason: &str) -> Result<()> {
+        let c = Completion::Dead {
+            id,
+            reason: reason.to_owned(),
+        };
+        self.complete(&[c], self.hint())
+    }
+
+    fn revive(&self, id: OperationId, now: EpochMillis) -> Result<bool> {
+        self.seen(now);
+        self.write_tx(|tx| engine::revive(tx, id, now, &self.options))
+    }
+
+    fn drop_op(&self, id: OperationId) -> Result<bool> {
+        self.write_tx(|tx| engine::drop_op(tx, id, &self.options))
+    }
+
+    fn drop_entity(&self, entity: &EntityKey) -> Result<u64> {
+        let key = entity.to_key_bytes();
+        self.write_tx(|tx| engine::drop_entity(tx, &key))
+    }
+
+    fn pending(&self) -> Result<u64> {
+        self.poison.check()?;
+        Ok(self.lock().counters().pending())
+    }
+
+    fn stats(&self) -> Result<QueueStats> {
+        self.poison.check()?;
+        let st = self.lock();
+        Ok(st.counters().stats(st.quarantined))
+    }
+
+    fn list(&self, filter: &ListFilter) -> Result<Vec<StoredOperation>> {
+        let now = self.hint();
+        self.write_tx(|tx| engine::list(tx, filter, now, &self.options))
+    }
+
+    fn get(&self, id: OperationId) -> Result<Option<StoredOperation>> {
+        let now = self.hint();
+        // A corrupt record is quarantined (a write) and reported as
+        // `Corrupt`: keep the quarantine even though the call fails.
+        let mut failure = None;
+        let found = self.write_tx(|tx| match engine::get(tx, id, now, &self.options) {
+            Ok(v) => Ok(v),
+            Err(e @ StorageError::Corrupt { .. }) => {
+                failure = Some(e);
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        })?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(found),
+        }
+    }
+
+    fn recover(&self, now: EpochMillis) -> Result<u64> {
+        self.seen(now);
+        self.write_tx(|tx| engine::recover(tx, now, &self.options))
+    }
+
+    fn next_wakeup(&self) -> Result<Option<EpochMillis>> {
+        self.poison.check()?;
+        let state = self.lock().clone();
+        SledTx::new(&self.trees, state).min_timed()
+    }
+
+    fn defer(&self, id: OperationId, remote: RemoteRecord) -> Result<()> {
+        self.complete(&[Completion::Defer { id, remote }], self.hint())
+    }
+
+    fn list_deferred(&self) -> Result<Vec<DeferredConflict>> {
+        let now = self.hint();
+        self.write_tx(|tx| engine::list_deferred(tx, now, &self.options))
+    }
+
+    fn settle(&self, id: OperationId, resolution: Resolution, now: EpochMillis) -> Result<bool> {
+        self.seen(now);
+        self.write_tx(|tx| engine::settle(tx, id, &resolution, now, &self.options))
+    }
+
+    fn log_conflict(&self, entry: &ConflictRecord) -> Result<()> {
+        let bytes = envelope::encode(RecordKind::Conflict, entry).map_err(StorageError::Encode)?;
+        let max_entries = self.options.conflict_log_max_entries as u64;
+        let cutoff = engine::conflict_cutoff(entry.resolved_at_ms, &self.options);
+        self.write_tx(|tx| {
+            let n = tx.state.conflict_seq;
+            tx.state.conflict_seq += 1;
+            tx.state.conflict_count += 1;
+            tx.touch_state();
+            tx.put(CONFLICTS, &keys::time_key(entry.resolved_at_ms, n), bytes);
+            // Prune the oldest entries: by age, then by count.
+            loop {
+                let first = tx.scan(CONFLICTS, &[], None, 1)?;
+                let Some((k, _)) = first.first() else {
+                    break;
+                };
+                let at = keys::parse_time_key(k).map_or(0, |(at, _)| at);
+                if at >= cutoff && tx.state.conflict_count <= max_entries {
+                    break;
+                }
+                tx.del(CONFLICTS, k);
+                tx.state.conflict_count = tx.state.conflict_count.saturating_sub(1);
+            }
+            Ok(())
+        })
+    }
+
+    fn conflict_log(&self, filter: &ConflictFilter) -> Result<Vec<ConflictRecord>> {
+        self.poison.check()?;
+        let limit = filter.limit.unwrap_or(usize::MAX);
+        let mut out = Vec::new();
+        let mut corrupt = Vec::new();
+        for item in self.trees[CONFLICTS].iter().rev() {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item.map_err(|e| sled_error("scan", e))?;
+            if let (Some(since), Some((at, _))) = (filter.since, keys::parse_time_key(&k)) {
+                if at < since {
+                    break;
+                }
+            }
+            match envelope::decode::<ConflictRecord>(
+                RecordKind::Conflict,
+                &v,
+                envelope::DEFAULT_MAX_BODY.saturating_mul(3),
+            ) {
+                Ok(c) => {
+                    if filter.entity.as_ref().is_none_or(|e| *e == c.entity) {
+                        out.push(c);
+                    }
+                }
+                Err(e) => corrupt.push((k.to_vec(), v.to_vec(), e)),
+            }
+        }
+        if !corrupt.is_empty() {
+            let now = self.hint();
+            self.write_tx(|tx| {
+                for (k, raw, e) in corrupt {
+                    tx.del(CONFLICTS, &k);
+                    tx.state.conflict_count = tx.state.conflict_count.saturating_sub(1);
+                    let name = format!(
+                        "conflict/{}",
+                        keys::parse_time_key(&k).map_or(0, |(_, n)| n)
+                    );
+                    tx.put_quarantine(name, format!("conflict log entry: {e}"), raw, now)?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(out)
+    }
+
+    fn list_quarantined(&self) -> Result<Vec<QuarantinedRecord>> {
+        self.poison.check()?;
+        let mut out = Vec::new();
+        for item in self.trees[QUARANTINE].iter() {
+            let (k, v) = item.map_err(|e| sled_error("scan", e))?;
+            match envelope::decode::<QuarantineEntry>(RecordKind::Meta, &v, u32::MAX) {
+                Ok(q) => out.push(QuarantinedRecord {
+                    key: q.key,
+                    reason: q.reason,
+                    raw: q.raw,
+                    at: q.at,
+                }),
+                // The quarantine entry itself is damaged: report its bytes.
+                Err(e) => out.push(QuarantinedRecord {
+                    key: format!("quarantine/{}", keys::read_u64(&k).unwrap_or(0)),
+                    reason: e.to_string(),
+                    raw: v.to_vec(),
+                    at: 0,
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    fn purge_quarantined(&self) -> Result<u64> {
+        self.write_tx(|tx| {
+            let entries = tx.scan(QUARANTINE, &[], None, usize::MAX)?;
+            for (k, _) in &entries {
+                tx.del(QUARANTINE, k);
+            }
+            tx.state.quarantined = 0;
+            tx.touch_state();
+            Ok(entries.len() as u64)
+        })
+    }
+
+    fn load_clock_mark(&self) -> Result<Option<HlcTimestamp>> {
+        self.poison.check()?;
+        let raw = self.trees[META]
+            .get(META_CLOCK)
+            .map_err(|e| sled_error("read", e))?;
+        raw.map(|raw| {
+            envelope::decode::<HlcTimestamp>(RecordKind::Meta, &raw, 1024).map_err(|source| {
+                StorageError::Corrupt {
+                    key: "meta/clock".into(),
+                    source,
+                }
+            })
+        })
+        .transpose()
+    }
+
+    fn store_clock_mark(&self, mark: HlcTimestamp) -> Result<()> {
+        let bytes = envelope::encode(RecordKind::Meta, &mark).map_err(StorageError::Encode)?;
+        self.write_tx(|tx| {
+            let current = tx.get(META, META_CLOCK)?.and_then(|raw| {
+                envelope::decode::<HlcTimestamp>(RecordKind::Meta, &raw, 1024).ok()
+            });
+            if current.is_none_or(|c| mark > c) {
+                tx.put(META, META_CLOCK, bytes);
+            }
+            Ok(())
+        })
+    }
+
+    fn flush(&self) -> Result<()> {
+        self.poison.check()?;
+        if matches!(self.options.durability, Durability::Relaxed) {
+            self.sync_all()
+                .map_err(|e| self.fail(dir::io_error("sync", e)))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cpc_core::{HlcTimestamp, NodeId, OperationKind, OperationPriority};
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+
+    fn op(entity: &str, n: u64, priority: OperationPriority) -> Operation {
+        Operation::builder(EntityKey::new("t", entity), OperationKind::Update)
+            .payload(vec![7; 32])
+            .priority(priority)
+            .build_at(
+                HlcTimestamp::new(1_000 + n, 0, NodeId(1)),
+                &mut StdRng::seed_from_u64(n),
+            )
+    }
+
+    #[test]
+    fn survives_reopen_with_order_and_counters() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q");
+        let ops = [
+            op("a", 1, OperationPriority::Background),
+            op("b", 2, OperationPriority::Critical),
+            op("a", 3, OperationPriority::Critical),
+            op("c", 4, OperationPriority::Normal),
+        ];
+        {
+            let s = SledStorage::open(&path, QueueOptions::default()).unwrap();
+            for o in &ops {
+                s.enqueue(o.clone(), 10).unwrap();
+            }
+            assert_eq!(s.pending().unwrap(), 4);
+        }
+        let s = SledStorage::open(&path, QueueOptions::default()).unwrap();
+        assert_eq!(s.pending().unwrap(), 4);
+        let claimed: Vec<_> = s
+            .claim_ready(20, 10)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.op.id)
+            .collect();
+        // b (critical), c (normal), a1 (background head of a); a3 waits.
+        assert_eq!(claimed, vec![ops[1].id, ops[3].id, ops[0].id]);
+        s.complete(&[Completion::Ack(ops[0].id)], 30).unwrap();
+        let next = s.claim_ready(40, 10).unwrap();
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].op.id, ops[2].id);
+        assert_eq!(s.stats().unwrap().in_flight, 3);
+        assert!(s.sync_count() > 0);
+    }
+
+    #[test]
+    fn a_second_open_is_locked() {
+        let dir = tempfile::tempdir().unwrap();
+        let _s = SledStorage::open(dir.path(), QueueOptions::default()).unwrap();
+        assert!(matches!(
+            SledStorage::open(dir.path(), QueueOptions::default()),
+            Err(StorageError::Locked { .. })
+        ));
+    }
+
+    #[test]
+    fn an_injected_sync_error_poisons_the_handle() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SledStorage::open(dir.path(), QueueOptions::default()).unwrap();
+        s.enqueue(op("a", 1, OperationPriority::Normal), 1).unwrap();
+        s.inject_fault(InjectedFault::SyncError);
+        assert!(s.enqueue(op("a", 2, OperationPriority::Normal), 2).is_err());
+        assert!(matches!(s.pending(), Err(StorageError::Poisoned)));
+        assert!(matches!(
+            s.enqueue(op("a", 3, OperationPriority::Normal), 3),
+            Err(StorageError::Poisoned)
+        ));
+        drop(s);
+        let s = SledStorage::open(dir.path(), QueueOptions::default()).unwrap();
+        assert!(s.pending().unwrap() >= 1);
+    }
+}
