@@ -10,6 +10,7 @@ use cpc_core::{
 };
 use cpc_storage::{
     Completion, ConflictFilter, DeferredConflict, QueueOptions, QueueStorage, SledStorage,
+    SqliteStorage,
 };
 
 const NOW: u64 = 1_800_000_000_000;
@@ -144,5 +145,12 @@ fn deferred_and_logged_conflicts_survive<S: QueueStorage>(open: impl Fn(&Path) -
 fn with_sled_storage() {
     deferred_and_logged_conflicts_survive(|dir| {
         SledStorage::open(dir, QueueOptions::default()).unwrap()
+    });
+}
+
+#[test]
+fn with_sqlite_storage() {
+    deferred_and_logged_conflicts_survive(|dir| {
+        SqliteStorage::open(dir, QueueOptions::default()).unwrap()
     });
 }
