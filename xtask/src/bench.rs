@@ -1,0 +1,285 @@
+//! `cargo xtask bench`: runs the criterion benches and the scale programs,
+//! then writes one report (`target/bench-report.md`, also printed) with every
+//! figure as a median and, where it has one, as a ratio to the baseline
+//! measured in the same run.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use crate::{cargo, run_step, workspace_root, XtaskError};
+
+/// A criterion measurement read back from `target/criterion`.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    /// `group/function[/parameter]`.
+    pub id: String,
+    /// Median time of one iteration, ns.
+    pub median_ns: f64,
+    /// Elements processed per iteration, when the bench declared a throughput.
+    pub elements: Option<f64>,
+}
+
+impl Measurement {
+    /// Operations per second implied by the median, when elements are known.
+    pub fn rate(&self) -> Option<f64> {
+        self.elements.map(|n| n * 1e9 / self.median_ns)
+    }
+}
+
+/// A figure compared with its same-run baseline: `(figure, baseline, target
+/// ratio, what the target means)`. The ids are matched exactly against the
+/// criterion ids; a pair whose ids are missing is reported as missing.
+const RATIOS: &[(&str, &str, f64, &str)] = &[
+    (
+        "storage_enqueue_immediate/sqlite",
+        "storage_enqueue_immediate/raw_fdatasync",
+        0.5,
+        "Immediate enqueue vs raw per-op fdatasync (rate ratio, higher is better)",
+    ),
+    (
+        "storage_enqueue_immediate/sled",
+        "storage_enqueue_immediate/raw_fdatasync",
+        0.5,
+        "sled Immediate enqueue vs raw per-op fdatasync",
+    ),
+    (
+        "storage_group_commit/sqlite",
+        "storage_group_commit/raw_fdatasync_group64",
+        0.5,
+        "GroupCommit, 64 writers, vs raw fdatasync per group of 64",
+    ),
+    (
+        "storage_group_commit/sled",
+        "storage_group_commit/raw_fdatasync_group64",
+        0.5,
+        "sled GroupCommit, 64 writers, vs raw fdatasync per group of 64",
+    ),
+    (
+        "worker_drain/engine_sqlite_group_commit",
+        "worker_drain/storage_claim_ack_loop",
+        0.5,
+        "engine drain vs the store's own claim+ack loop",
+    ),
+];
+
+pub fn main(args: &[String]) -> Result<(), XtaskError> {
+    let mut quick = false;
+    for a in args {
+        match a.as_str() {
+            "--quick" => quick = true,
+            other => return Err(XtaskError::Usage(format!("bench: unknown option {other}"))),
+        }
+    }
+    let mut cmd = cargo();
+    cmd.args(["bench", "-p", "cpc-benches"]);
+    if quick {
+        cmd.args(["--", "--quick"]);
+    }
+    run_step("cargo bench -p cpc-benches", &mut cmd)?;
+    let extra = run_scale_programs()?;
+    let root = workspace_root();
+    let measurements = read_criterion(&root.join("target").join("criterion"))?;
+    let report = render(&measurements, &extra);
+    let out = root.join("target").join("bench-report.md");
+    std::fs::write(&out, &report).map_err(|e| XtaskError::Io("writing the bench report", e))?;
+    println!("{report}");
+    println!("report written to {}", out.display());
+    Ok(())
+}
+
+/// Runs the non-criterion figure programs of the benches package and returns
+/// their printed output, verbatim, for the report.
+fn run_scale_programs() -> Result<Vec<(String, String)>, XtaskError> {
+    let mut out = Vec::new();
+    let bins_dir = workspace_root().join("benches").join("src").join("bin");
+    let Ok(entries) = std::fs::read_dir(&bins_dir) else {
+        return Ok(out);
+    };
+    let mut names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let p = e.path();
+            (p.extension().is_some_and(|x| x == "rs"))
+                .then(|| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+                .flatten()
+        })
+        .collect();
+    names.sort();
+    for name in names {
+        println!("==> figure program {name}");
+        let output = cargo()
+            .args([
+                "run",
+                "--quiet",
+                "--release",
+                "-p",
+                "cpc-benches",
+                "--bin",
+                &name,
+            ])
+            .output()
+            .map_err(|e| XtaskError::Io("running a figure program", e))?;
+        if !output.status.success() {
+            return Err(XtaskError::StepFailed(format!(
+                "figure program {name}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            )));
+        }
+        out.push((name, String::from_utf8_lossy(&output.stdout).into_owned()));
+    }
+    Ok(out)
+}
+
+/// Reads every `new/estimates.json` below `dir`.
+pub fn read_criterion(dir: &Path) -> Result<Vec<Measurement>, XtaskError> {
+    let mut found = Vec::new();
+    walk(dir, dir, &mut found)?;
+    found.sort_by(|a, b| a.id.cmp(&b.id));
+    Ok(found)
+}
+
+fn walk(root: &Path, dir: &Path, found: &mut Vec<Measurement>) -> Result<(), XtaskError> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    for entry in entries.filter_map(Result::ok) {
+        let path = entry.path();
+        if !path.is_dir() {
+            continue;
+        }
+        if path.file_name().is_some_and(|n| n == "new") {
+            if let Some(m) = read_one(root, &path)? {
+                found.push(m);
+            }
+        } else if path
+            .file_name()
+            .is_some_and(|n| n != "report" && n != "base" && n != "change")
+        {
+            walk(root, &path, found)?;
+        }
+    }
+    Ok(())
+}
+
+fn read_one(root: &Path, new_dir: &Path) -> Result<Option<Measurement>, XtaskError> {
+    let estimates = new_dir.join("estimates.json");
+    let Ok(text) = std::fs::read_to_string(&estimates) else {
+        return Ok(None);
+    };
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| XtaskError::StepFailed(format!("{}: {e}", estimates.display())))?;
+    let Some(median_ns) = json["median"]["point_estimate"].as_f64() else {
+        return Ok(None);
+    };
+    let bench: Option<serde_json::Value> = std::fs::read_to_string(new_dir.join("benchmark.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let id = bench
+        .as_ref()
+        .and_then(|b| b["full_id"].as_str().map(str::to_string))
+        .unwrap_or_else(|| relative_id(root, new_dir));
+    let elements = bench.as_ref().and_then(|b| {
+        b["throughput"]["Elements"]
+            .as_f64()
+            .or_else(|| b["throughput"]["Bytes"].as_f64().map(|_| 1.0))
+    });
+    Ok(Some(Measurement {
+        id,
+        median_ns,
+        elements,
+    }))
+}
+
+fn relative_id(root: &Path, new_dir: &Path) -> String {
+    let parent: PathBuf = new_dir.parent().map(PathBuf::from).unwrap_or_default();
+    parent
+        .strip_prefix(root)
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|_| parent.to_string_lossy().into_owned())
+}
+
+fn human_ns(ns: f64) -> String {
+    if ns >= 1e9 {
+        format!("{:.2} s", ns / 1e9)
+    } else if ns >= 1e6 {
+        format!("{:.2} ms", ns / 1e6)
+    } else if ns >= 1e3 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{ns:.1} ns")
+    }
+}
+
+/// Renders the report from the measurements and the figure programs' output.
+pub fn render(ms: &[Measurement], extra: &[(String, String)]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# cpc-sync bench report\n");
+    let _ = writeln!(
+        s,
+        "Produced by `cargo xtask bench`. Medians from criterion; ratios are against baselines \
+         measured in the same run (this machine is shared and noisy: compare ratios, not absolutes).\n"
+    );
+    let _ = writeln!(s, "## Ratios to same-run baselines\n");
+    let _ = writeln!(s, "| figure | baseline | ratio | target | verdict |");
+    let _ = writeln!(s, "|---|---|---|---|---|");
+    let find = |id: &str| ms.iter().find(|m| m.id == id);
+    for (fig, base, target, what) in RATIOS {
+        match (find(fig), find(base)) {
+            (Some(f), Some(b)) => {
+                // Rate ratio: baseline time over figure time per element.
+                let per_f = f.median_ns / f.elements.unwrap_or(1.0);
+                let per_b = b.median_ns / b.elements.unwrap_or(1.0);
+                let ratio = per_b / per_f;
+                let verdict = if ratio >= *target { "met" } else { "NOT met" };
+                let _ = writeln!(
+                    s,
+                    "| {what} (`{fig}`) | `{base}` | {ratio:.2}× | ≥ {target}× | {verdict} |"
+                );
+            }
+            _ => {
+                let _ = writeln!(
+                    s,
+                    "| {what} (`{fig}`) | `{base}` | missing | ≥ {target}× | not measured |"
+                );
+            }
+        }
+    }
+    let _ = writeln!(s, "\n## Every benchmark\n");
+    let _ = writeln!(s, "| benchmark | median / iter | rate |");
+    let _ = writeln!(s, "|---|---|---|");
+    for m in ms {
+        let rate = m
+            .rate()
+            .map(|r| format!("{r:.0} ops/s"))
+            .unwrap_or_else(|| "-".into());
+        let _ = writeln!(s, "| `{}` | {} | {} |", m.id, human_ns(m.median_ns), rate);
+    }
+    for (name, text) in extra {
+        let _ = writeln!(s, "\n## {name}\n\n```text\n{}```", text);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratio_uses_per_element_time() {
+        let ms = vec![
+            Measurement {
+                id: "storage_enqueue_immediate/sqlite".into(),
+                median_ns: 200_000.0,
+                elements: Some(1.0),
+            },
+            Measurement {
+                id: "storage_enqueue_immediate/raw_fdatasync".into(),
+                median_ns: 100_000.0,
+                elements: Some(1.0),
+            },
+        ];
+        let r = render(&ms, &[]);
+        assert!(r.contains("0.50×"), "{r}");
+        assert!(r.contains("| met |"), "{r}");
+    }
+}
