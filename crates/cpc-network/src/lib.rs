@@ -82,6 +82,7 @@ mod error;
 mod manual;
 mod monitor;
 mod observation;
+mod probe;
 mod source;
 mod status;
 
@@ -92,6 +93,10 @@ pub use monitor::{
     MAX_WINDOW_SAMPLES,
 };
 pub use observation::{Observation, Signal, SourceName};
+pub use probe::{
+    next_wait, validate_answer, HttpCheck, ProbeCheck, ProbeConfig, ProbeSource, Verdict,
+    MAX_RESPONSE_LIMIT,
+};
 pub use source::{ObservationSink, SourceHandle, StatusSource};
 pub use status::{FailureKind, NetworkStatus, StatusChange, TransitionReason};
 
@@ -108,6 +113,7 @@ mod compile_checks {
         _assert_send_sync::<ObservationSink>();
         _assert_send_sync::<SourceHandle>();
         _assert_send_sync::<ManualSource>();
+        _assert_send_sync::<ProbeSource>();
         _assert_send_sync::<StatusChange>();
         _assert_send_sync::<Error>();
     }
