@@ -107,7 +107,7 @@ pub(crate) enum Loaded<T> {
 
 /// Counters kept beside the records (in the same transaction), so `pending`
 /// and `stats` never scan.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Counters {
     pub ready: u64,
     pub in_flight: u64,
@@ -120,8 +120,25 @@ pub(crate) struct Counters {
     pub next_seq: u64,
 }
 
+impl Default for Counters {
+    /// Empty; seqs start at 1.
+    fn default() -> Self {
+        Counters {
+            ready: 0,
+            in_flight: 0,
+            waiting: 0,
+            dead: 0,
+            deferred: 0,
+            pending_by_priority: [0; 4],
+            pending_bytes: 0,
+            next_seq: 1,
+        }
+    }
+}
+
 impl Counters {
-    fn account(&mut self, meta: &OpMeta, add: bool) {
+    /// Adds (`add`) or removes one operation in `meta`'s state.
+    pub(crate) fn account(&mut self, meta: &OpMeta, add: bool) {
         let bump = |v: &mut u64, by: u64| {
             *v = if add {
                 v.saturating_add(by)

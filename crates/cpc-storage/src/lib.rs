@@ -3,12 +3,15 @@
 //! (Crate docs and the runnable example are completed with the backends.)
 
 mod api;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod dir;
 mod engine;
 mod error;
 mod memory;
 #[cfg(feature = "sled")]
 mod sled_backend;
+mod sqlite;
 
 pub use api::{
     Claimed, Completion, ConflictFilter, DeadHeadPolicy, DeferredConflict, Durability, EpochMillis,
@@ -21,6 +24,7 @@ pub use error::{Result, StorageError};
 pub use memory::MemoryStorage;
 #[cfg(feature = "sled")]
 pub use sled_backend::{SledOptions, SledStorage, DEFAULT_SLED_CACHE_CAPACITY};
+pub use sqlite::{SqliteStorage, RELAXED_SYNC_INTERVAL};
 
 #[cfg(test)]
 mod object_safety {

@@ -1,0 +1,1536 @@
+//! `SqliteStorage`: the queue in SQLite (WAL, `synchronous=FULL`), the
+//! expected default backend.
+//!
+//! Layout: one row per operation in `ops`, holding the operation as a
+//! `cpc_core::envelope` blob (CRC32-checked before decoding) beside the
+//! plain columns the claim path needs. Heads are marked on their own row
+//! (`hk`: 0 due, 1 timed, 2 blocked) and indexed by partial indexes, so the
+//! claim path reads the first entries of `ops_due` / `ops_timed` /
+//! `ops_aging` only. Counters live in a one-row table written in the same
+//! transaction, so nothing at open or in `pending`/`stats` scans.
+//!
+//! Commits: every call is one `BEGIN IMMEDIATE` transaction. Under
+//! `Immediate` each commit syncs the WAL (`synchronous=FULL`); under
+//! `GroupCommit` concurrent enqueues are gathered by a leader into one
+//! transaction and one sync; under `Relaxed` commits are not synced
+//! (`synchronous=NORMAL`) and a background thread fdatasyncs the WAL every
+//! [`RELAXED_SYNC_INTERVAL`] and on drop. Automatic checkpoints are off; a
+//! background thread with its own connection checkpoints (PASSIVE; TRUNCATE
+//! and incremental vacuum once the queue is empty), so a commit never pays
+//! for a checkpoint.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use cpc_core::envelope::{self, RecordKind};
+use cpc_core::{
+    ConflictRecord, EntityKey, HlcTimestamp, Operation, OperationId, OperationPriority,
+    RemoteRecord, Resolution,
+};
+use rusqlite::types::Type;
+use rusqlite::{
+    params, Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior,
+};
+
+use crate::api::{
+    Claimed, Completion, ConflictFilter, DeferredConflict, Durability, EpochMillis, ListFilter,
+    OpState, QuarantinedRecord, QueueOptions, QueueStats, QueueStorage, StoredOperation,
+};
+use crate::dir::{self, FaultSlot, InjectedFault, Poison, QueueDir};
+use crate::engine::{self, Counters, Head, Loaded, MetaFilter, OpMeta, Tx};
+use crate::error::{Result, StorageError};
+
+/// Name of the backend in the directory's format marker.
+const BACKEND: &str = "sqlite";
+/// Format version of the SQLite store (marker and `PRAGMA user_version`).
+const FORMAT_VERSION: u32 = 1;
+/// The database file inside the queue directory.
+#[doc(hidden)]
+pub const DB_FILE: &str = "queue.sqlite3";
+/// Under [`Durability::Relaxed`], how often the background thread syncs.
+pub const RELAXED_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// How often the background thread checkpoints while writes happen.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+/// Commits after which the background thread is woken early.
+const CHECKPOINT_AFTER_COMMITS: u64 = 2048;
+/// Pages returned per incremental vacuum step (one short write transaction).
+const VACUUM_STEP_PAGES: i64 = 1024;
+/// Most requests one group commit takes.
+const MAX_GROUP: usize = 1024;
+
+/// The durable queue in SQLite; see the module docs for the commit strategy
+/// and `docs/durability.md` for what survives what.
+///
+/// ```
+/// use cpc_core::{EntityKey, HlcTimestamp, NodeId, Operation, OperationKind};
+/// use cpc_storage::{Completion, QueueOptions, QueueStorage, SqliteStorage};
+/// use rand::{rngs::StdRng, SeedableRng};
+///
+/// let dir = tempfile::tempdir()?;
+/// let op = Operation::builder(EntityKey::new("notes", "1"), OperationKind::Create)
+///     .payload(b"hello".to_vec())
+///     .build_at(HlcTimestamp::new(1_000, 0, NodeId(1)), &mut StdRng::seed_from_u64(7));
+/// {
+///     let store = SqliteStorage::open_at(dir.path(), QueueOptions::default(), 1_000)?;
+///     store.enqueue(op.clone(), 1_000)?; // fsynced before it returns
+/// }
+/// let store = SqliteStorage::open_at(dir.path(), QueueOptions::default(), 2_000)?;
+/// let batch = store.claim_ready(2_000, 64)?;
+/// assert_eq!(batch[0].op, op);
+/// store.complete(&[Completion::Ack(op.id)], 2_010)?;
+/// assert_eq!(store.pending()?, 0);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct SqliteStorage {
+    shared: Arc<Shared>,
+    background: Option<JoinHandle<()>>,
+}
+
+impl SqliteStorage {
+    /// Opens (creating if needed) the queue in directory `dir`, returning
+    /// leases that ended before the system clock's now to ready.
+    pub fn open(dir: impl AsRef<Path>, options: QueueOptions) -> Result<Self> {
+        Self::open_at(dir, options, dir::system_now())
+    }
+
+    /// Opens the queue in `dir` with `now` as the recovery instant (leases
+    /// ending at or before `now` return to ready). For simulated clocks.
+    pub fn open_at(dir: impl AsRef<Path>, options: QueueOptions, now: EpochMillis) -> Result<Self> {
+        let qdir = QueueDir::open(dir.as_ref(), BACKEND, FORMAT_VERSION)?;
+        let path = qdir.path().to_path_buf();
+        let db_path = path.join(DB_FILE);
+        let wal_path = path.join(format!("{DB_FILE}-wal"));
+        let conn = open_connection(&path, &db_path, options.durability)?;
+        init_schema(&conn, &path)?;
+        // The new files' directory entries must be durable too.
+        qdir.sync()?;
+        let counters = load_counters(&conn, &path)?;
+        let shared = Arc::new(Shared {
+            main: Mutex::new(Main { conn, counters }),
+            group: Group::default(),
+            bg: Mutex::new(BgState::default()),
+            bg_cv: Condvar::new(),
+            poison: Poison::default(),
+            faults: FaultSlot::default(),
+            now_hint: AtomicU64::new(now),
+            options,
+            path,
+            db_path,
+            wal_path,
+            _dir: qdir,
+        });
+        let recovered = shared.write("recover", |tx| engine::recover(tx, now, &shared.options))?;
+        let bg_conn = open_connection(&shared.path, &shared.db_path, shared.options.durability)?;
+        bg_conn
+            .busy_timeout(Duration::from_millis(50))
+            .map_err(|e| classify(&shared.path, "configure", e))?;
+        let bg_shared = Arc::clone(&shared);
+        let background = std::thread::Builder::new()
+            .name("cpc-sqlite-checkpoint".into())
+            .spawn(move || background(&bg_shared, bg_conn))
+            .map_err(|e| dir::io_error("spawn checkpoint thread", e))?;
+        tracing::debug!(
+            pending = shared.lock_main().counters.pending(),
+            recovered,
+            "sqlite queue opened"
+        );
+        Ok(SqliteStorage {
+            shared,
+            background: Some(background),
+        })
+    }
+
+    /// The queue directory.
+    pub fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    /// The options the queue was opened with.
+    pub fn options(&self) -> &QueueOptions {
+        &self.shared.options
+    }
+
+    /// Test hook: makes the next durable commit fail as `fault` describes
+    /// (a failed sync poisons the handle; a full disk does not).
+    #[doc(hidden)]
+    pub fn inject_fault(&self, fault: InjectedFault) {
+        self.shared.faults.arm(fault);
+    }
+
+    fn enqueue_ops(&self, ops: Vec<Operation>, now: EpochMillis) -> Result<Vec<u64>> {
+        let s = &self.shared;
+        s.poison.check()?;
+        let now = s.seen(now);
+        if ops.is_empty() {
+            return Ok(Vec::new());
+        }
+        for op in &ops {
+            engine::validate(op, s.options.max_payload)?;
+        }
+        match s.options.durability {
+            Durability::GroupCommit { max_delay } => s.group_enqueue(ops, now, max_delay),
+            Durability::Immediate | Durability::Relaxed => s.write("enqueue", |tx| {
+                engine::check_enqueue(tx, &ops, &s.options)?;
+                engine::enqueue(tx, &ops, now, &s.options)
+            }),
+        }
+    }
+}
+
+impl Drop for SqliteStorage {
+    fn drop(&mut self) {
+        {
+            let mut bg = lock(&self.shared.bg);
+            bg.stop = true;
+        }
+        self.shared.bg_cv.notify_all();
+        if let Some(handle) = self.background.take() {
+            if handle.join().is_err() {
+                tracing::error!("sqlite checkpoint thread panicked");
+            }
+        }
+        if self.shared.options.durability == Durability::Relaxed {
+            if let Err(e) = self.shared.sync_wal() {
+                tracing::error!(error = %e, "final sync of a relaxed sqlite queue failed");
+            }
+        }
+    }
+}
+
+impl QueueStorage for SqliteStorage {
+    fn enqueue(&self, op: Operation, now: EpochMillis) -> Result<u64> {
+        let seqs = self.enqueue_ops(vec![op], now)?;
+        seqs.first().copied().ok_or(StorageError::Io {
+            context: "enqueue",
+            source: io::Error::other("no sequence number returned"),
+        })
+    }
+
+    fn enqueue_batch(&self, ops: Vec<Operation>, now: EpochMillis) -> Result<Vec<u64>> {
+        self.enqueue_ops(ops, now)
+    }
+
+    fn claim_ready(&self, now: EpochMillis, limit: usize) -> Result<Vec<Claimed>> {
+        let s = &self.shared;
+        let now = s.seen(now);
+        s.write("claim", |tx| engine::claim(tx, now, limit, &s.options))
+    }
+
+    fn complete(&self, completions: &[Completion], now: EpochMillis) -> Result<()> {
+        let s = &self.shared;
+        s.seen(now);
+        if completions.is_empty() {
+            return s.poison.check();
+        }
+        engine::check_completions(completions, &s.options)?;
+        s.write("complete", |tx| {
+            engine::complete(tx, completions, now, &s.options)
+        })
+    }
+
+    fn ack(&self, id: OperationId) -> Result<()> {
+        self.complete(&[Completion::Ack(id)], self.shared.hint())
+    }
+
+    fn schedule_retry(&self, id: OperationId, at: EpochMillis, error: &str) -> Result<()> {
+        let c = Completion::Retry {
+            id,
+            at,
+            error: error.to_owned(),
+        };
+        self.complete(&[c], self.shared.hint())
+    }
+
+    fn dead_letter(&self, id: OperationId, reason: &str) -> Result<()> {
+        let c = Completion::Dead {
+            id,
+            reason: reason.to_owned(),
+        };
+        self.complete(&[c], self.shared.hint())
+    }
+
+    fn revive(&self, id: OperationId, now: EpochMillis) -> Result<bool> {
+        let s = &self.shared;
+        s.seen(now);
+        s.write("revive", |tx| engine::revive(tx, id, now, &s.options))
+    }
+
+    fn drop_op(&self, id: OperationId) -> Result<bool> {
+        let s = &self.shared;
+        s.write("drop", |tx| engine::drop_op(tx, id, &s.options))
+    }
+
+    fn drop_entity(&self, entity: &EntityKey) -> Result<u64> {
+        let key = entity.to_key_bytes();
+        self.shared
+            .write("drop entity", |tx| engine::drop_entity(tx, &key))
+    }
+
+    fn pending(&self) -> Result<u64> {
+        self.shared.poison.check()?;
+        Ok(self.shared.lock_main().counters.pending())
+    }
+
+    fn stats(&self) -> Result<QueueStats> {
+        let s = &self.shared;
+        s.poison.check()?;
+        let main = s.lock_main();
+        let quarantined: i64 = main
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM quarantine")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)))
+            .map_err(|e| classify(&s.path, "stats", e))?;
+        Ok(main.counters.stats(to_u64(quarantined)))
+    }
+
+    fn list(&self, filter: &ListFilter) -> Result<Vec<StoredOperation>> {
+        let s = &self.shared;
+        let now = s.hint();
+        s.write("list", |tx| engine::list(tx, filter, now, &s.options))
+    }
+
+    fn get(&self, id: OperationId) -> Result<Option<StoredOperation>> {
+        let s = &self.shared;
+        let now = s.hint();
+        // A corrupt record is quarantined (committed) and then reported.
+        let mut corrupt = None;
+        let found = s.write("get", |tx| match engine::get(tx, id, now, &s.options) {
+            Err(e @ StorageError::Corrupt { .. }) => {
+                corrupt = Some(e);
+                Ok(None)
+            }
+            other => other,
+        })?;
+        match corrupt {
+            Some(e) => Err(e),
+            None => Ok(found),
+        }
+    }
+
+    fn recover(&self, now: EpochMillis) -> Result<u64> {
+        let s = &self.shared;
+        s.seen(now);
+        s.write("recover", |tx| engine::recover(tx, now, &s.options))
+    }
+
+    fn next_wakeup(&self) -> Result<Option<EpochMillis>> {
+        self.shared.read(|tx| tx.min_timed())
+    }
+
+    fn defer(&self, id: OperationId, remote: RemoteRecord) -> Result<()> {
+        self.complete(&[Completion::Defer { id, remote }], self.shared.hint())
+    }
+
+    fn list_deferred(&self) -> Result<Vec<DeferredConflict>> {
+        let s = &self.shared;
+        let now = s.hint();
+        s.write("list deferred", |tx| {
+            engine::list_deferred(tx, now, &s.options)
+        })
+    }
+
+    fn settle(&self, id: OperationId, resolution: Resolution, now: EpochMillis) -> Result<bool> {
+        let s = &self.shared;
+        s.seen(now);
+        s.write("settle", |tx| {
+            engine::settle(tx, id, &resolution, now, &s.options)
+        })
+    }
+
+    fn log_conflict(&self, entry: &ConflictRecord) -> Result<()> {
+        let s = &self.shared;
+        let body = envelope::encode(RecordKind::Conflict, entry).map_err(StorageError::Encode)?;
+        let cutoff = engine::conflict_cutoff(entry.resolved_at_ms, &s.options);
+        let max = i64::try_from(s.options.conflict_log_max_entries).unwrap_or(i64::MAX);
+        s.write("log conflict", |tx| {
+            let c = tx.conn;
+            let err = |e| classify(tx.path, "log conflict", e);
+            c.prepare_cached(
+                "INSERT INTO conflicts (resolved_at, entity, body) VALUES (?1, ?2, ?3)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    to_i64(entry.resolved_at_ms),
+                    entry.entity.to_key_bytes(),
+                    body
+                ])
+            })
+            .map_err(err)?;
+            c.prepare_cached("DELETE FROM conflicts WHERE resolved_at < ?1")
+                .and_then(|mut st| st.execute(params![to_i64(cutoff)]))
+                .map_err(err)?;
+            // The log is bounded by count, so this subquery is bounded too.
+            c.prepare_cached(
+                "DELETE FROM conflicts WHERE n IN \
+                 (SELECT n FROM conflicts ORDER BY n DESC LIMIT -1 OFFSET ?1)",
+            )
+            .and_then(|mut st| st.execute(params![max]))
+            .map_err(err)?;
+            Ok(())
+        })
+    }
+
+    fn conflict_log(&self, filter: &ConflictFilter) -> Result<Vec<ConflictRecord>> {
+        let s = &self.shared;
+        let entity = filter.entity.as_ref().map(EntityKey::to_key_bytes);
+        let since = filter.since.map(to_i64);
+        let limit = filter
+            .limit
+            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        let now = s.hint();
+        s.write("conflict log", |tx| {
+            let rows: Vec<(i64, Vec<u8>)> = tx
+                .conn
+                .prepare_cached(
+                    "SELECT n, body FROM conflicts \
+                     WHERE (?1 IS NULL OR entity = ?1) AND (?2 IS NULL OR resolved_at >= ?2) \
+                     ORDER BY n DESC LIMIT ?3",
+                )
+                .and_then(|mut st| {
+                    st.query_map(params![entity, since, limit], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?
+                    .collect()
+                })
+                .map_err(|e| classify(tx.path, "conflict log", e))?;
+            let mut out = Vec::with_capacity(rows.len());
+            for (n, body) in rows {
+                match envelope::decode(RecordKind::Conflict, &body, envelope::DEFAULT_MAX_BODY) {
+                    Ok(entry) => out.push(entry),
+                    Err(error) => {
+                        tracing::warn!(n, error = %error, "quarantining a corrupt conflict log entry");
+                        tx.quarantine_row(
+                            &format!("conflict/{n}"),
+                            &format!("conflict log entry: {error}"),
+                            &body,
+                            now,
+                        )?;
+                        tx.conn
+                            .prepare_cached("DELETE FROM conflicts WHERE n = ?1")
+                            .and_then(|mut st| st.execute(params![n]))
+                            .map_err(|e| classify(tx.path, "conflict log", e))?;
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn list_quarantined(&self) -> Result<Vec<QuarantinedRecord>> {
+        self.shared.read(|tx| {
+            tx.conn
+                .prepare_cached("SELECT key, reason, raw, at FROM quarantine ORDER BY n")
+                .and_then(|mut st| {
+                    st.query_map([], |r| {
+                        Ok(QuarantinedRecord {
+                            key: r.get(0)?,
+                            reason: r.get(1)?,
+                            raw: r.get(2)?,
+                            at: to_u64(r.get(3)?),
+                        })
+                    })?
+                    .collect()
+                })
+                .map_err(|e| classify(tx.path, "list quarantined", e))
+        })
+    }
+
+    fn purge_quarantined(&self) -> Result<u64> {
+        self.shared.write("purge quarantined", |tx| {
+            tx.conn
+                .execute("DELETE FROM quarantine", [])
+                .map(|n| n as u64)
+                .map_err(|e| classify(tx.path, "purge quarantined", e))
+        })
+    }
+
+    fn load_clock_mark(&self) -> Result<Option<HlcTimestamp>> {
+        self.shared.read(|tx| tx.clock_mark())
+    }
+
+    fn store_clock_mark(&self, mark: HlcTimestamp) -> Result<()> {
+        let body = envelope::encode(RecordKind::Meta, &mark).map_err(StorageError::Encode)?;
+        self.shared.write("store clock mark", |tx| {
+            // A mark that no longer decodes is replaced: the clock restores
+            // from the new one, which is what it would write anyway.
+            if tx.clock_mark().ok().flatten().is_some_and(|m| m >= mark) {
+                return Ok(());
+            }
+            tx.conn
+                .prepare_cached("INSERT OR REPLACE INTO meta (k, v) VALUES ('clock_mark', ?1)")
+                .and_then(|mut st| st.execute(params![body]))
+                .map_err(|e| classify(tx.path, "store clock mark", e))?;
+            Ok(())
+        })
+    }
+
+    fn flush(&self) -> Result<()> {
+        let s = &self.shared;
+        s.poison.check()?;
+        match s.options.durability {
+            Durability::Relaxed => {
+                let _main = s.lock_main();
+                s.sync_wal()
+            }
+            // Every commit was synced before it returned.
+            Durability::Immediate | Durability::GroupCommit { .. } => Ok(()),
+        }
+    }
+}
+
+/// What the handle and the background thread share.
+#[derive(Debug)]
+struct Shared {
+    main: Mutex<Main>,
+    group: Group,
+    bg: Mutex<BgState>,
+    bg_cv: Condvar,
+    poison: Poison,
+    faults: FaultSlot,
+    now_hint: AtomicU64,
+    options: QueueOptions,
+    path: PathBuf,
+    db_path: PathBuf,
+    wal_path: PathBuf,
+    // Last field: the directory lock is released only after the
+    // connections above are closed.
+    _dir: QueueDir,
+}
+
+#[derive(Debug)]
+struct Main {
+    conn: Connection,
+    /// Committed counters; a transaction works on a copy.
+    counters: Counters,
+}
+
+#[derive(Debug, Default)]
+struct BgState {
+    commits: u64,
+    empty: bool,
+    dirty: bool,
+    stop: bool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // The protected state is consistent between statements (SQLite rolls
+    // back a transaction dropped by a panic), so a poisoned mutex is usable.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    fn lock_main(&self) -> MutexGuard<'_, Main> {
+        lock(&self.main)
+    }
+
+    fn seen(&self, now: EpochMillis) -> EpochMillis {
+        self.now_hint.fetch_max(now, Ordering::Relaxed);
+        now
+    }
+
+    fn hint(&self) -> EpochMillis {
+        self.now_hint.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` in one IMMEDIATE transaction and commits it.
+    fn write<R>(
+        &self,
+        context: &'static str,
+        f: impl FnOnce(&mut SqlTx<'_>) -> Result<R>,
+    ) -> Result<R> {
+        self.poison.check()?;
+        let mut main = self.lock_main();
+        self.poison.check()?;
+        let r = self.run(&mut main, context, f);
+        drop(main);
+        r
+    }
+
+    /// Runs a read-only `f` (no commit needed, nothing written).
+    fn read<R>(&self, f: impl FnOnce(&mut SqlTx<'_>) -> Result<R>) -> Result<R> {
+        self.poison.check()?;
+        let mut main = self.lock_main();
+        let Main { conn, counters } = &mut *main;
+        let mut copy = *counters;
+        let mut tx = SqlTx {
+            conn,
+            path: &self.path,
+            counters: &mut copy,
+        };
+        let r = f(&mut tx);
+        self.poison_on_io(r)
+    }
+
+    fn run<R>(
+        &self,
+        main: &mut Main,
+        context: &'static str,
+        f: impl FnOnce(&mut SqlTx<'_>) -> Result<R>,
+    ) -> Result<R> {
+        let Main { conn, counters } = main;
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| classify(&self.path, context, e));
+        let tx = self.poison_on_io(tx)?;
+        let mut next = *counters;
+        let r = {
+            let mut stx = SqlTx {
+                conn: &tx,
+                path: &self.path,
+                counters: &mut next,
+            };
+            f(&mut stx).and_then(|v| {
+                if next != *counters {
+                    write_counters(&tx, &self.path, &next)?;
+                }
+                Ok(v)
+            })
+        };
+        let v = match r {
+            Ok(v) => v,
+            Err(e) => {
+                // Dropping the transaction rolls it back.
+                drop(tx);
+                return self.poison_on_io(Err(e));
+            }
+        };
+        if let Some(fault) = self.faults.take() {
+            drop(tx);
+            return Err(FaultSlot::error(fault, &self.poison));
+        }
+        let committed = tx.commit().map_err(|e| classify(&self.path, "commit", e));
+        self.poison_on_io(committed)?;
+        let changed = next != *counters;
+        *counters = next;
+        if changed {
+            self.after_commit(counters);
+        }
+        Ok(v)
+    }
+
+    /// An I/O error inside a transaction poisons the handle: after a failed
+    /// write or sync SQLite's view and the disk's may differ, and a retried
+    /// fsync may "succeed" with the pages gone.
+    fn poison_on_io<T>(&self, r: Result<T>) -> Result<T> {
+        if let Err(StorageError::Io { .. }) = &r {
+            self.poison.set();
+        }
+        r
+    }
+
+    fn after_commit(&self, counters: &Counters) {
+        let wake = {
+            let mut bg = lock(&self.bg);
+            bg.commits += 1;
+            bg.dirty = true;
+            let was_empty = bg.empty;
+            bg.empty = counters.stored() == 0;
+            (bg.empty && !was_empty) || bg.commits >= CHECKPOINT_AFTER_COMMITS
+        };
+        if wake {
+            self.bg_cv.notify_all();
+        }
+    }
+
+    /// fdatasyncs the WAL (Relaxed mode): everything committed so far
+    /// becomes durable.
+    fn sync_wal(&self) -> Result<()> {
+        let r = match File::open(&self.wal_path) {
+            Ok(f) => f.sync_data(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        };
+        r.map_err(|e| {
+            self.poison.set();
+            dir::io_error("sync wal", e)
+        })
+    }
+
+    /// Group commit: the first writer to find no leader leads; it waits up
+    /// to `max_delay` for as many writers as joined its previous group, then
+    /// commits every queued request in one transaction and one sync.
+    fn group_enqueue(
+        &self,
+        ops: Vec<Operation>,
+        now: EpochMillis,
+        max_delay: Duration,
+    ) -> Result<Vec<u64>> {
+        let g = &self.group;
+        let mut st = lock(&g.state);
+        let ticket = st.next_ticket;
+        st.next_ticket += 1;
+        st.queue.push(Request { ticket, ops, now });
+        g.cv.notify_all();
+        loop {
+            if let Some(r) = st.done.remove(&ticket) {
+                return r;
+            }
+            if !st.leading {
+                st.leading = true;
+                let deadline = Instant::now() + max_delay;
+                let want = st.last_group.clamp(1, MAX_GROUP);
+                while st.queue.len() < want {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    st =
+                        g.cv.wait_timeout(st, left)
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0;
+                }
+                let take = st.queue.len().min(MAX_GROUP);
+                let mut batch: Vec<Request> = st.queue.drain(..take).collect();
+                // The leader's own request is always in its group.
+                if !batch.iter().any(|r| r.ticket == ticket) {
+                    if let Some(pos) = st.queue.iter().position(|r| r.ticket == ticket) {
+                        batch.push(st.queue.remove(pos));
+                    }
+                }
+                st.last_group = batch.len();
+                drop(st);
+                let results = self.commit_group(batch);
+                st = lock(&g.state);
+                st.done.extend(results);
+                st.leading = false;
+                g.cv.notify_all();
+                continue;
+            }
+            st = g.cv.wait(st).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    fn commit_group(&self, batch: Vec<Request>) -> Vec<(u64, Result<Vec<u64>>)> {
+        let mut results: Vec<(u64, Result<Vec<u64>>)> = Vec::with_capacity(batch.len());
+        if let Err(e) = self.poison.check() {
+            let e = replicate(&e);
+            return batch
+                .iter()
+                .map(|r| (r.ticket, Err(replicate(&e))))
+                .collect();
+        }
+        let mut main = self.lock_main();
+        let outcome = self.run(&mut main, "group commit", |tx| {
+            for req in &batch {
+                // Refusals (duplicate, size) are per request and happen
+                // before any write; a failed write fails the whole group.
+                match engine::check_enqueue(tx, &req.ops, &self.options) {
+                    Ok(()) => {
+                        let seqs = engine::enqueue(tx, &req.ops, req.now, &self.options)?;
+                        results.push((req.ticket, Ok(seqs)));
+                    }
+                    Err(e) => results.push((req.ticket, Err(e))),
+                }
+            }
+            Ok(())
+        });
+        drop(main);
+        match outcome {
+            Ok(()) => results,
+            Err(e) => {
+                let mut first = Some(e);
+                batch
+                    .iter()
+                    .map(|r| {
+                        let err = match first.take() {
+                            Some(e) => e,
+                            None if self.poison.is_set() => StorageError::Poisoned,
+                            None => StorageError::Io {
+                                context: "group commit",
+                                source: io::Error::other("the group's commit failed"),
+                            },
+                        };
+                        (r.ticket, Err(err))
+                    })
+                    .collect()
+            }
+        }
+    }
+}
+
+/// A copy of a commit failure for the other members of a failed group.
+fn replicate(e: &StorageError) -> StorageError {
+    match e {
+        StorageError::Poisoned => StorageError::Poisoned,
+        StorageError::StorageFull(src) => {
+            StorageError::StorageFull(io::Error::new(io::ErrorKind::StorageFull, src.to_string()))
+        }
+        other => StorageError::Io {
+            context: "group commit",
+            source: io::Error::other(other.to_string()),
+        },
+    }
+}
+
+#[derive(Debug, Default)]
+struct Group {
+    state: Mutex<GroupState>,
+    cv: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GroupState {
+    queue: Vec<Request>,
+    leading: bool,
+    done: HashMap<u64, Result<Vec<u64>>>,
+    next_ticket: u64,
+    last_group: usize,
+}
+
+#[derive(Debug)]
+struct Request {
+    ticket: u64,
+    ops: Vec<Operation>,
+    now: EpochMillis,
+}
+
+/// The background thread: checkpoints (PASSIVE while there is work,
+/// incremental vacuum + TRUNCATE once the queue is empty) and, under
+/// `Relaxed`, the periodic WAL sync. It uses its own connection so a
+/// checkpoint's copying and syncing never happens inside a commit.
+fn background(shared: &Shared, conn: Connection) {
+    let relaxed = shared.options.durability == Durability::Relaxed;
+    let interval = if relaxed {
+        CHECKPOINT_INTERVAL.min(RELAXED_SYNC_INTERVAL)
+    } else {
+        CHECKPOINT_INTERVAL
+    };
+    let mut last_sync = Instant::now();
+    let mut vacuumed_empty = false;
+    loop {
+        let (commits, empty, dirty) = {
+            let mut bg = lock(&shared.bg);
+            let work_waiting =
+                bg.stop || bg.commits >= CHECKPOINT_AFTER_COMMITS || (bg.empty && !vacuumed_empty);
+            if !work_waiting {
+                bg = shared
+                    .bg_cv
+                    .wait_timeout(bg, interval)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            if bg.stop {
+                return;
+            }
+            let out = (bg.commits, bg.empty, bg.dirty);
+            bg.commits = 0;
+            if relaxed && last_sync.elapsed() >= RELAXED_SYNC_INTERVAL {
+                bg.dirty = false;
+            }
+            out
+        };
+        if shared.poison.is_set() {
+            continue;
+        }
+        if relaxed && dirty && last_sync.elapsed() >= RELAXED_SYNC_INTERVAL {
+            last_sync = Instant::now();
+            if let Err(e) = shared.sync_wal() {
+                tracing::error!(error = %e, "relaxed wal sync failed");
+                continue;
+            }
+        }
+        if commits > 0 {
+            vacuumed_empty = false;
+        }
+        let result = if empty && !vacuumed_empty {
+            vacuumed_empty = true;
+            checkpoint_empty(&conn)
+        } else if commits > 0 {
+            checkpoint_busy(&conn)
+        } else {
+            Ok(())
+        };
+        if let Err(e) = result {
+            match classify(&shared.path, "checkpoint", e) {
+                StorageError::Locked { .. } => {}
+                StorageError::Io { .. } => {
+                    tracing::error!("background checkpoint failed with an i/o error");
+                    shared.poison.set();
+                }
+                other => tracing::warn!(error = %other, "background checkpoint failed"),
+            }
+        }
+    }
+}
+
+fn checkpoint_busy(conn: &Connection) -> rusqlite::Result<()> {
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+    // Return space while draining once a quarter of the file is free.
+    let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    if free >= VACUUM_STEP_PAGES && free * 4 >= pages {
+        conn.execute_batch(&format!("PRAGMA incremental_vacuum({VACUUM_STEP_PAGES})"))?;
+    }
+    Ok(())
+}
+
+fn checkpoint_empty(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("PRAGMA incremental_vacuum")?;
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    Ok(())
+}
+
+fn open_connection(dir: &Path, db_path: &Path, durability: Durability) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(db_path, flags).map_err(|e| classify(dir, "open", e))?;
+    let err = |e| classify(dir, "configure", e);
+    // Read before any pragma writes: a newer store is refused untouched.
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::NotADatabase => {
+                StorageError::Format {
+                    path: dir.to_path_buf(),
+                    reason: format!("{DB_FILE} is not an SQLite database"),
+                }
+            }
+            e => err(e),
+        })?;
+    if version > i64::from(FORMAT_VERSION) {
+        return Err(StorageError::Format {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "the database is format version {version}, newer than this build's {FORMAT_VERSION}"
+            ),
+        });
+    }
+    conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
+    // Must precede the first table: auto_vacuum is fixed at creation.
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+        .map_err(err)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StorageError::Format {
+            path: dir.to_path_buf(),
+            reason: format!("could not switch the database to WAL (journal mode {mode})"),
+        });
+    }
+    let sync = match durability {
+        Durability::Relaxed => "NORMAL",
+        Durability::Immediate | Durability::GroupCommit { .. } => "FULL",
+    };
+    conn.pragma_update(None, "synchronous", sync).map_err(err)?;
+    conn.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(err)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS ops (
+    seq INTEGER PRIMARY KEY,
+    id BLOB NOT NULL,
+    entity BLOB NOT NULL,
+    priority INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    wake_at INTEGER,
+    ready_at INTEGER NOT NULL,
+    enqueued_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_error TEXT,
+    dead_reason TEXT,
+    payload_len INTEGER NOT NULL,
+    hk INTEGER,
+    eff INTEGER,
+    aging INTEGER,
+    remote BLOB,
+    body BLOB NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS ops_id ON ops(id);
+CREATE INDEX IF NOT EXISTS ops_entity ON ops(entity, seq);
+CREATE INDEX IF NOT EXISTS ops_due ON ops(eff DESC, seq) WHERE hk = 0;
+CREATE INDEX IF NOT EXISTS ops_timed ON ops(wake_at, seq) WHERE hk = 1;
+CREATE INDEX IF NOT EXISTS ops_aging ON ops(ready_at, seq) WHERE hk = 0 AND aging = 1;
+CREATE INDEX IF NOT EXISTS ops_in_flight ON ops(wake_at, seq) WHERE state = 1;
+CREATE INDEX IF NOT EXISTS ops_parked ON ops(state, seq) WHERE state >= 3;
+CREATE TABLE IF NOT EXISTS counters (
+    k INTEGER PRIMARY KEY CHECK (k = 0),
+    ready INTEGER NOT NULL, in_flight INTEGER NOT NULL, waiting INTEGER NOT NULL,
+    dead INTEGER NOT NULL, deferred INTEGER NOT NULL,
+    p0 INTEGER NOT NULL, p1 INTEGER NOT NULL, p2 INTEGER NOT NULL, p3 INTEGER NOT NULL,
+    bytes INTEGER NOT NULL, next_seq INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO counters VALUES (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1);
+CREATE TABLE IF NOT EXISTS conflicts (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    resolved_at INTEGER NOT NULL,
+    entity BLOB NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conflicts_at ON conflicts(resolved_at);
+CREATE TABLE IF NOT EXISTS quarantine (
+    n INTEGER PRIMARY KEY AUTOINCREMENT,
+    key TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    raw BLOB NOT NULL,
+    at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);
+";
+
+fn init_schema(conn: &Connection, dir: &Path) -> Result<()> {
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(|e| classify(dir, "read schema version", e))?;
+    if version == i64::from(FORMAT_VERSION) {
+        return Ok(());
+    }
+    conn.execute_batch(&format!(
+        "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {FORMAT_VERSION}; COMMIT;"
+    ))
+    .map_err(|e| classify(dir, "create schema", e))
+}
+
+fn load_counters(conn: &Connection, dir: &Path) -> Result<Counters> {
+    conn.query_row(
+        "SELECT ready, in_flight, waiting, dead, deferred, p0, p1, p2, p3, bytes, next_seq \
+         FROM counters WHERE k = 0",
+        [],
+        |r| {
+            Ok(Counters {
+                ready: to_u64(r.get(0)?),
+                in_flight: to_u64(r.get(1)?),
+                waiting: to_u64(r.get(2)?),
+                dead: to_u64(r.get(3)?),
+                deferred: to_u64(r.get(4)?),
+                pending_by_priority: [
+                    to_u64(r.get(5)?),
+                    to_u64(r.get(6)?),
+                    to_u64(r.get(7)?),
+                    to_u64(r.get(8)?),
+                ],
+                pending_bytes: to_u64(r.get(9)?),
+                next_seq: to_u64(r.get(10)?),
+            })
+        },
+    )
+    .map_err(|e| classify(dir, "load counters", e))
+}
+
+fn write_counters(conn: &Connection, dir: &Path, c: &Counters) -> Result<()> {
+    conn.prepare_cached(
+        "UPDATE counters SET ready = ?1, in_flight = ?2, waiting = ?3, dead = ?4, deferred = ?5, \
+         p0 = ?6, p1 = ?7, p2 = ?8, p3 = ?9, bytes = ?10, next_seq = ?11 WHERE k = 0",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            to_i64(c.ready),
+            to_i64(c.in_flight),
+            to_i64(c.waiting),
+            to_i64(c.dead),
+            to_i64(c.deferred),
+            to_i64(c.pending_by_priority[0]),
+            to_i64(c.pending_by_priority[1]),
+            to_i64(c.pending_by_priority[2]),
+            to_i64(c.pending_by_priority[3]),
+            to_i64(c.pending_bytes),
+            to_i64(c.next_seq),
+        ])
+    })
+    .map(drop)
+    .map_err(|e| classify(dir, "write counters", e))
+}
+
+/// Maps a SQLite error: full disk → `StorageFull`, busy/locked → `Locked`,
+/// I/O failure → `Io` (which poisons the handle inside a transaction).
+fn classify(dir: &Path, context: &'static str, e: rusqlite::Error) -> StorageError {
+    if let rusqlite::Error::SqliteFailure(f, _) = &e {
+        match f.code {
+            ErrorCode::DiskFull => {
+                return StorageError::StorageFull(io::Error::new(io::ErrorKind::StorageFull, e))
+            }
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+                return StorageError::Locked {
+                    path: dir.to_path_buf(),
+                }
+            }
+            ErrorCode::SystemIoFailure => {
+                return StorageError::Io {
+                    context,
+                    source: io::Error::other(e),
+                }
+            }
+            _ => {}
+        }
+    }
+    StorageError::Sqlite {
+        context,
+        source: Box::new(e),
+    }
+}
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+const STATE_READY: i64 = 0;
+const STATE_IN_FLIGHT: i64 = 1;
+const STATE_WAITING: i64 = 2;
+const STATE_DEAD: i64 = 3;
+const STATE_DEFERRED: i64 = 4;
+
+macro_rules! meta_cols {
+    () => {
+        "seq, id, entity, priority, state, wake_at, ready_at, enqueued_at, attempts, \
+         last_error, dead_reason, payload_len, hk, eff, aging"
+    };
+}
+
+/// The columns of `meta_cols!` for one `OpMeta`.
+struct MetaRow {
+    state: i64,
+    wake_at: Option<i64>,
+    dead_reason: Option<String>,
+    hk: Option<i64>,
+    eff: Option<i64>,
+    aging: Option<i64>,
+}
+
+fn meta_row(m: &OpMeta) -> MetaRow {
+    let (state, wake_at, dead_reason) = match &m.state {
+        OpState::Ready => (STATE_READY, None, None),
+        OpState::InFlight { lease_until } => (STATE_IN_FLIGHT, Some(to_i64(*lease_until)), None),
+        OpState::Waiting { until } => (STATE_WAITING, Some(to_i64(*until)), None),
+        OpState::Dead { reason } => (STATE_DEAD, None, Some(reason.clone())),
+        OpState::Deferred => (STATE_DEFERRED, None, None),
+    };
+    let (hk, eff, aging) = match m.head {
+        None => (None, None, None),
+        Some(Head::Due { eff, aging }) => {
+            (Some(0), Some(i64::from(eff.rank())), Some(i64::from(aging)))
+        }
+        Some(Head::Timed) => (Some(1), None, None),
+        Some(Head::Blocked) => (Some(2), None, None),
+    };
+    MetaRow {
+        state,
+        wake_at,
+        dead_reason,
+        hk,
+        eff,
+        aging,
+    }
+}
+
+fn bad(idx: usize, what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(idx, Type::Integer, what.to_owned().into())
+}
+
+fn read_meta(r: &Row<'_>) -> rusqlite::Result<OpMeta> {
+    let id: Vec<u8> = r.get(1)?;
+    let id: [u8; 16] = id.try_into().map_err(|_| bad(1, "id is not 16 bytes"))?;
+    let priority: i64 = r.get(3)?;
+    let priority = u8::try_from(priority)
+        .ok()
+        .and_then(OperationPriority::from_rank)
+        .ok_or_else(|| bad(3, "priority out of range"))?;
+    let wake_at: Option<i64> = r.get(5)?;
+    let wake = || {
+        wake_at
+            .map(to_u64)
+            .ok_or_else(|| bad(5, "missing wake time"))
+    };
+    let state = match r.get::<_, i64>(4)? {
+        STATE_READY => OpState::Ready,
+        STATE_IN_FLIGHT => OpState::InFlight {
+            lease_until: wake()?,
+        },
+        STATE_WAITING => OpState::Waiting { until: wake()? },
+        STATE_DEAD => OpState::Dead {
+            reason: r.get::<_, Option<String>>(10)?.unwrap_or_default(),
+        },
+        STATE_DEFERRED => OpState::Deferred,
+        _ => return Err(bad(4, "state out of range")),
+    };
+    let head = match r.get::<_, Option<i64>>(12)? {
+        None => None,
+        Some(0) => {
+            let eff: i64 = r
+                .get::<_, Option<i64>>(13)?
+                .unwrap_or(priority.rank().into());
+            let eff = u8::try_from(eff)
+                .ok()
+                .and_then(OperationPriority::from_rank)
+                .ok_or_else(|| bad(13, "effective priority out of range"))?;
+            Some(Head::Due {
+                eff,
+                aging: r.get::<_, Option<i64>>(14)?.unwrap_or(0) != 0,
+            })
+        }
+        Some(1) => Some(Head::Timed),
+        Some(2) => Some(Head::Blocked),
+        Some(_) => return Err(bad(12, "head kind out of range")),
+    };
+    Ok(OpMeta {
+        seq: to_u64(r.get(0)?),
+        id: OperationId::from_be_bytes(id),
+        entity: r.get(2)?,
+        priority,
+        state,
+        ready_at: to_u64(r.get(6)?),
+        enqueued_at: to_u64(r.get(7)?),
+        attempts: u32::try_from(r.get::<_, i64>(8)?).unwrap_or(u32::MAX),
+        last_error: r.get(9)?,
+        payload_len: to_u64(r.get(11)?),
+        head,
+    })
+}
+
+/// The engine's table interface over one SQLite transaction.
+struct SqlTx<'c> {
+    conn: &'c Connection,
+    path: &'c Path,
+    counters: &'c mut Counters,
+}
+
+impl SqlTx<'_> {
+    fn err(&self, context: &'static str) -> impl Fn(rusqlite::Error) -> StorageError + '_ {
+        move |e| classify(self.path, context, e)
+    }
+
+    fn metas(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        context: &'static str,
+    ) -> Result<Vec<OpMeta>> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut st| st.query_map(params, read_meta)?.collect())
+            .map_err(self.err(context))
+    }
+
+    fn meta(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        context: &'static str,
+    ) -> Result<Option<OpMeta>> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut st| st.query_row(params, read_meta).optional())
+            .map_err(self.err(context))
+    }
+
+    fn blob(&self, sql: &str, seq: u64, context: &'static str) -> Result<Option<Vec<u8>>> {
+        self.conn
+            .prepare_cached(sql)
+            .and_then(|mut st| {
+                st.query_row(params![to_i64(seq)], |r| r.get::<_, Option<Vec<u8>>>(0))
+                    .optional()
+            })
+            .map(Option::flatten)
+            .map_err(self.err(context))
+    }
+
+    fn quarantine_row(&self, key: &str, reason: &str, raw: &[u8], at: EpochMillis) -> Result<()> {
+        self.conn
+            .prepare_cached("INSERT INTO quarantine (key, reason, raw, at) VALUES (?1, ?2, ?3, ?4)")
+            .and_then(|mut st| st.execute(params![key, reason, raw, to_i64(at)]))
+            .map(drop)
+            .map_err(self.err("quarantine"))
+    }
+
+    fn clock_mark(&self) -> Result<Option<HlcTimestamp>> {
+        let raw: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT v FROM meta WHERE k = 'clock_mark'")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)).optional())
+            .map_err(self.err("load clock mark"))?;
+        raw.map(|raw| {
+            envelope::decode(RecordKind::Meta, &raw, 1024).map_err(|source| StorageError::Corrupt {
+                key: "meta/clock_mark".into(),
+                source,
+            })
+        })
+        .transpose()
+    }
+}
+
+impl Tx for SqlTx<'_> {
+    fn meta_by_id(&mut self, id: OperationId) -> Result<Option<OpMeta>> {
+        self.meta(
+            concat!("SELECT ", meta_cols!(), " FROM ops WHERE id = ?1"),
+            params![id.to_be_bytes().as_slice()],
+            "find operation",
+        )
+    }
+
+    fn first_in_entity(&mut self, entity: &[u8], skip_dead: bool) -> Result<Option<OpMeta>> {
+        if skip_dead {
+            self.meta(
+                concat!(
+                    "SELECT ",
+                    meta_cols!(),
+                    " FROM ops WHERE entity = ?1 AND state != 3 ORDER BY seq LIMIT 1"
+                ),
+                params![entity],
+                "find entity head",
+            )
+        } else {
+            self.meta(
+                concat!(
+                    "SELECT ",
+                    meta_cols!(),
+                    " FROM ops WHERE entity = ?1 ORDER BY seq LIMIT 1"
+                ),
+                params![entity],
+                "find entity head",
+            )
+        }
+    }
+
+    fn list_metas(&mut self, f: MetaFilter<'_>) -> Result<Vec<OpMeta>> {
+        let limit = f.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        if f.deferred_only {
+            return self.metas(
+                concat!(
+                    "SELECT ",
+                    meta_cols!(),
+                    " FROM ops WHERE state >= 3 AND state = 4 ORDER BY seq LIMIT ?1"
+                ),
+                params![limit],
+                "list deferred",
+            );
+        }
+        let dead = f.dead.map(i64::from);
+        match (f.entity, f.dead) {
+            (Some(entity), _) => self.metas(
+                concat!(
+                    "SELECT ",
+                    meta_cols!(),
+                    " FROM ops WHERE entity = ?1 AND (?2 IS NULL OR (state = 3) = ?2) \
+                     ORDER BY seq LIMIT ?3"
+                ),
+                params![entity, dead, limit],
+                "list",
+            ),
+            (None, Some(true)) => self.metas(
+                concat!(
+                    "SELECT ",
+                    meta_cols!(),
+                    " FROM ops WHERE state >= 3 AND state = 3 ORDER BY seq LIMIT ?1"
+                ),
+                params![limit],
+                "list",
+            ),
+            (None, _) => self.metas(
+                concat!(
+                    "SELECT ",
+                    meta_cols!(),
+                    " FROM ops WHERE (?1 IS NULL OR (state = 3) = ?1) ORDER BY seq LIMIT ?2"
+                ),
+                params![dead, limit],
+                "list",
+            ),
+        }
+    }
+
+    fn insert(&mut self, meta: &OpMeta, op: &Operation) -> Result<()> {
+        let body = envelope::encode_operation(op).map_err(StorageError::Encode)?;
+        let row = meta_row(meta);
+        self.conn
+            .prepare_cached(
+                "INSERT INTO ops (seq, id, entity, priority, state, wake_at, ready_at, \
+                 enqueued_at, attempts, last_error, dead_reason, payload_len, hk, eff, aging, \
+                 remote, body) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, NULL, ?16)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    to_i64(meta.seq),
+                    meta.id.to_be_bytes().as_slice(),
+                    meta.entity,
+                    i64::from(meta.priority.rank()),
+                    row.state,
+                    row.wake_at,
+                    to_i64(meta.ready_at),
+                    to_i64(meta.enqueued_at),
+                    i64::from(meta.attempts),
+                    meta.last_error,
+                    row.dead_reason,
+                    to_i64(meta.payload_len),
+                    row.hk,
+                    row.eff,
+                    row.aging,
+                    body,
+                ])
+            })
+            .map(drop)
+            .map_err(self.err("insert operation"))
+    }
+
+    fn update(&mut self, _old: &OpMeta, new: &OpMeta) -> Result<()> {
+        let row = meta_row(new);
+        self.conn
+            .prepare_cached(
+                "UPDATE ops SET state = ?2, wake_at = ?3, ready_at = ?4, attempts = ?5, \
+                 last_error = ?6, dead_reason = ?7, payload_len = ?8, hk = ?9, eff = ?10, \
+                 aging = ?11 WHERE seq = ?1",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    to_i64(new.seq),
+                    row.state,
+                    row.wake_at,
+                    to_i64(new.ready_at),
+                    i64::from(new.attempts),
+                    new.last_error,
+                    row.dead_reason,
+                    to_i64(new.payload_len),
+                    row.hk,
+                    row.eff,
+                    row.aging,
+                ])
+            })
+            .map(drop)
+            .map_err(self.err("update operation"))
+    }
+
+    fn update_op(&mut self, meta: &OpMeta, op: &Operation) -> Result<()> {
+        let body = envelope::encode_operation(op).map_err(StorageError::Encode)?;
+        self.conn
+            .prepare_cached("UPDATE ops SET body = ?2 WHERE seq = ?1")
+            .and_then(|mut st| st.execute(params![to_i64(meta.seq), body]))
+            .map(drop)
+            .map_err(self.err("update operation"))
+    }
+
+    fn set_remote(&mut self, meta: &OpMeta, remote: Option<&RemoteRecord>) -> Result<()> {
+        let blob = remote
+            .map(|r| envelope::encode(RecordKind::Deferred, r))
+            .transpose()
+            .map_err(StorageError::Encode)?;
+        self.conn
+            .prepare_cached("UPDATE ops SET remote = ?2 WHERE seq = ?1")
+            .and_then(|mut st| st.execute(params![to_i64(meta.seq), blob]))
+            .map(drop)
+            .map_err(self.err("store deferred remote"))
+    }
+
+    fn delete(&mut self, meta: &OpMeta) -> Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM ops WHERE seq = ?1")
+            .and_then(|mut st| st.execute(params![to_i64(meta.seq)]))
+            .map(drop)
+            .map_err(self.err("delete operation"))
+    }
+
+    fn load_op(&mut self, meta: &OpMeta) -> Result<Loaded<Operation>> {
+        let raw = self
+            .blob(
+                "SELECT body FROM ops WHERE seq = ?1",
+                meta.seq,
+                "load operation",
+            )?
+            .unwrap_or_default();
+        Ok(engine::decode_op(raw))
+    }
+
+    fn load_remote(&mut self, meta: &OpMeta) -> Result<Option<Loaded<RemoteRecord>>> {
+        Ok(self
+            .blob(
+                "SELECT remote FROM ops WHERE seq = ?1",
+                meta.seq,
+                "load deferred remote",
+            )?
+            .map(engine::decode_remote))
+    }
+
+    fn raw_op(&mut self, meta: &OpMeta) -> Result<Vec<u8>> {
+        Ok(self
+            .blob(
+                "SELECT body FROM ops WHERE seq = ?1",
+                meta.seq,
+                "load operation",
+            )?
+            .unwrap_or_default())
+    }
+
+    fn quarantine(
+        &mut self,
+        meta: &OpMeta,
+        raw: Vec<u8>,
+        reason: String,
+        at: EpochMillis,
+    ) -> Result<()> {
+        self.quarantine_row(&engine::record_key(meta.seq), &reason, &raw, at)?;
+        self.delete(meta)
+    }
+
+    fn due_heads(&mut self, limit: usize) -> Result<Vec<OpMeta>> {
+        self.metas(
+            concat!(
+                "SELECT ",
+                meta_cols!(),
+                " FROM ops WHERE hk = 0 ORDER BY eff DESC, seq LIMIT ?1"
+            ),
+            params![i64::try_from(limit).unwrap_or(i64::MAX)],
+            "claim",
+        )
+    }
+
+    fn timed_heads_upto(&mut self, now: EpochMillis, limit: usize) -> Result<Vec<OpMeta>> {
+        self.metas(
+            concat!(
+                "SELECT ",
+                meta_cols!(),
+                " FROM ops WHERE hk = 1 AND wake_at <= ?1 ORDER BY wake_at, seq LIMIT ?2"
+            ),
+            params![to_i64(now), i64::try_from(limit).unwrap_or(i64::MAX)],
+            "claim",
+        )
+    }
+
+    fn aging_heads_upto(&mut self, cutoff: EpochMillis, limit: usize) -> Result<Vec<OpMeta>> {
+        self.metas(
+            concat!(
+                "SELECT ",
+                meta_cols!(),
+                " FROM ops WHERE hk = 0 AND aging = 1 AND ready_at <= ?1 \
+                 ORDER BY ready_at, seq LIMIT ?2"
+            ),
+            params![to_i64(cutoff), i64::try_from(limit).unwrap_or(i64::MAX)],
+            "claim",
+        )
+    }
+
+    fn min_timed(&mut self) -> Result<Option<EpochMillis>> {
+        self.conn
+            .prepare_cached("SELECT MIN(wake_at) FROM ops WHERE hk = 1")
+            .and_then(|mut st| st.query_row([], |r| r.get::<_, Option<i64>>(0)))
+            .map(|v| v.map(to_u64))
+            .map_err(self.err("next wakeup"))
+    }
+
+    fn expired_leases(&mut self, now: EpochMillis) -> Result<Vec<OpMeta>> {
+        self.metas(
+            concat!(
+                "SELECT ",
+                meta_cols!(),
+                " FROM ops WHERE state = 1 AND wake_at <= ?1 ORDER BY wake_at, seq"
+            ),
+            params![to_i64(now)],
+            "recover",
+        )
+    }
+
+    fn counters(&mut self) -> &mut Counters {
+        self.counters
+    }
+}
