@@ -1,0 +1,58 @@
+//! Simulated time: tokio's clock measured from the start of a run.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// The origin of a simulation's time line.
+///
+/// Every time in a scenario, a schedule, the apply log and the report is a
+/// `Duration` since this origin. It reads tokio's clock, so under
+/// `tokio::time::pause()` (or `#[tokio::test(start_paused = true)]`) an hour
+/// of simulated time passes in milliseconds of wall time. Share one
+/// `SimClock` between the remote, the faulty transport and the scripted
+/// network so they agree about "now".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimClock {
+    start: Instant,
+}
+
+impl SimClock {
+    /// A time line starting now.
+    pub fn start_now() -> Self {
+        SimClock {
+            start: Instant::now(),
+        }
+    }
+
+    /// A time line starting at `start`.
+    pub fn starting_at(start: Instant) -> Self {
+        SimClock { start }
+    }
+
+    /// The origin.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+
+    /// Simulated time elapsed since the origin.
+    pub fn elapsed(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.start)
+    }
+
+    /// The instant `at` after the origin.
+    pub fn instant_at(&self, at: Duration) -> Instant {
+        self.start + at
+    }
+
+    /// Sleeps until `at` after the origin (returns at once if already past).
+    pub async fn sleep_until(&self, at: Duration) {
+        tokio::time::sleep_until(self.instant_at(at)).await;
+    }
+}
+
+impl Default for SimClock {
+    fn default() -> Self {
+        SimClock::start_now()
+    }
+}
