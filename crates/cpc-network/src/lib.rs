@@ -74,11 +74,14 @@
 //! ```
 //!
 //! # Feature flags
-//! - `linux-link` (default): the Linux link source and its pure parsers of
-//!   `/sys/class/net/*/operstate` and `/proc/net/route`. The source exists on
-//!   Linux only; elsewhere only the parsers compile.
+//! - `linux-link` (default): the [`link`] module, with `LinuxLinkSource` and
+//!   its pure parsers of `/sys/class/net/*/operstate` and
+//!   `/proc/net/{route,ipv6_route}`. The source exists on Linux only;
+//!   elsewhere only the parsers compile.
 
 mod error;
+#[cfg(feature = "linux-link")]
+pub mod link;
 mod manual;
 mod monitor;
 mod observation;
@@ -87,6 +90,8 @@ mod source;
 mod status;
 
 pub use error::{ConfigError, Error, Result};
+#[cfg(all(feature = "linux-link", target_os = "linux"))]
+pub use link::{LinkSourceConfig, LinuxLinkSource};
 pub use manual::ManualSource;
 pub use monitor::{
     MonitorConfig, MonitorStats, NetworkMonitor, NetworkObserver, ObserverHandle,

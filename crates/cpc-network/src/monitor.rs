@@ -679,11 +679,6 @@ impl State {
         }
         self.trim_window(now, cfg);
         let (failures, samples, degraded) = self.ratio(cfg);
-        let healthy = if degraded {
-            NetworkStatus::Degraded
-        } else {
-            NetworkStatus::Online
-        };
         let want = |to, reason| {
             Some(Wanted {
                 to,
@@ -708,14 +703,22 @@ impl State {
                         }
                         if self.succ_streak >= cfg.online_after {
                             let count = self.succ_streak;
-                            return want(healthy, TransitionReason::SuccessStreak { count });
+                            return want(
+                                NetworkStatus::Online,
+                                TransitionReason::SuccessStreak { count },
+                            );
                         }
                         return want(NetworkStatus::Unknown, TransitionReason::LinkRestored);
                     }
                 }
                 if self.succ_streak >= cfg.online_after {
+                    // Not Degraded: the failures in the window are the
+                    // outage's, and the window restarts on leaving Offline.
                     let count = self.succ_streak;
-                    return want(healthy, TransitionReason::SuccessStreak { count });
+                    return want(
+                        NetworkStatus::Online,
+                        TransitionReason::SuccessStreak { count },
+                    );
                 }
                 let ttl = cfg.evidence_ttl?;
                 let silent_for = now.saturating_duration_since(self.last_observation);
@@ -811,10 +814,14 @@ impl State {
             self.resume_at = Some(now + delay);
             resume_after = Some(delay);
         }
+        if from == NetworkStatus::Offline {
+            // The failure ratio measures flakiness while reachable; the
+            // outage's failures must not make the recovery look Degraded.
+            self.window.clear();
+        }
         if matches!(wanted.reason, TransitionReason::EvidenceExpired { .. }) {
             // Start afresh: the old failures must not count again.
             self.fail_streak = 0;
-            self.window.clear();
         }
         tracing::info!(
             from = from.as_str(),

@@ -1,0 +1,8 @@
+//! Behaviour of the monitor's state machine, on tokio's paused clock.
+
+mod common;
+mod degraded_when_many_but_not_all_checks_fail;
+mod every_transition_of_the_state_machine;
+mod flapping_is_bounded_by_min_dwell;
+mod observers_see_exactly_the_watch_transitions;
+mod sources_from_other_crates_drive_the_monitor;
