@@ -125,6 +125,21 @@ impl SledStorage {
     /// locked for the life of the handle (a second open gets
     /// [`StorageError::Locked`]); ended leases are returned to ready.
     pub fn open_with(dir: impl AsRef<Path>, options: SledOptions) -> Result<Self> {
+        Self::open_with_at(dir, options, dir::system_now())
+    }
+
+    /// Opens the queue in `dir` with `now` as the recovery instant (leases
+    /// ended at or before it return to ready).
+    pub fn open_at(dir: impl AsRef<Path>, options: QueueOptions, now: EpochMillis) -> Result<Self> {
+        Self::open_with_at(dir, SledOptions::from(options), now)
+    }
+
+    /// [`open_with`](Self::open_with) with an explicit recovery instant.
+    pub fn open_with_at(
+        dir: impl AsRef<Path>,
+        options: SledOptions,
+        now: EpochMillis,
+    ) -> Result<Self> {
         let qdir = QueueDir::open(dir.as_ref(), BACKEND, FORMAT_VERSION)?;
         let sled_dir = qdir.path().join("sled");
         let relaxed = matches!(options.queue.durability, Durability::Relaxed);
@@ -181,7 +196,7 @@ impl SledStorage {
                 Ok(())
             })?;
         }
-        store.recover(dir::system_now())?;
+        store.recover(now)?;
         tracing::debug!(
             pending = store.lock().counters().pending(),
             "sled queue opened"
@@ -198,6 +213,11 @@ impl SledStorage {
     /// The queue directory.
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The options the queue was opened with.
+    pub fn options(&self) -> &QueueOptions {
+        &self.options
     }
 
     /// Fault injection for tests: arms `fault` for the next durable commit.

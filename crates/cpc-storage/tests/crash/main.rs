@@ -1,0 +1,535 @@
+//! Crash loop: an `enqueue` acknowledged under `Immediate` or `GroupCommit`
+//! survives `kill -9` at any instant, for every durable backend.
+//!
+//! The test binary re-executes itself as the child (the `child_process`
+//! test, selected by the `CPC_CRASH_CHILD` environment variable; without it
+//! that test does nothing). The child opens the store, enqueues numbered
+//! operations (one writer under `Immediate`, 16 under `GroupCommit`) and
+//! prints `ACK <n>` after each acknowledged one, flushing stdout. The parent
+//! SIGKILLs it at a point drawn from a seeded RNG (right after spawn, during
+//! open, or after the k-th acknowledgement: no sleeps), then reopens the
+//! store and checks that it opens, that every acknowledged operation is
+//! present exactly once with its payload intact, that nothing was
+//! quarantined, and that draining it obeys the ordering rules (priority
+//! order within a claim, strict FIFO per entity). The store is drained at
+//! the end of each cycle and reused by the next, so recovery also runs over
+//! a log that has seen many crashes.
+//!
+//! Environment: `CPC_CRASH_CYCLES` (default 50 per backend), `CPC_CRASH_SEED`
+//! (default fixed; printed), `CPC_CRASH_BACKENDS` (comma list, default every
+//! durable backend). `cargo xtask crash` runs the same test with 1,000
+//! cycles.
+
+// Test helpers outside `#[test]` functions panic on failure by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cpc_core::{
+    EntityKey, HlcTimestamp, NodeId, Operation, OperationId, OperationKind, OperationPriority,
+};
+use cpc_storage::{Completion, Durability, QueueOptions, QueueStorage, StorageError};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Writers in group-commit mode.
+const GROUP_WRITERS: u64 = 16;
+/// Upper bound on operations one child enqueues (it is normally killed long
+/// before).
+const CHILD_MAX_OPS: u64 = 3_000;
+/// Numbers of one cycle live in `[cycle * STRIDE, (cycle + 1) * STRIDE)`.
+const STRIDE: u64 = 1_000_000;
+const ENTITIES: u64 = 7;
+const PAYLOAD_LEN: usize = 256;
+
+fn durable_backends() -> Vec<&'static str> {
+    let all = ["sqlite", "sled"];
+    match std::env::var("CPC_CRASH_BACKENDS") {
+        Ok(list) => all
+            .into_iter()
+            .filter(|b| list.split(',').any(|x| x.trim() == *b))
+            .collect(),
+        Err(_) => all.to_vec(),
+    }
+}
+
+fn open(
+    backend: &str,
+    dir: &Path,
+    options: QueueOptions,
+) -> Result<Box<dyn QueueStorage>, StorageError> {
+    match backend {
+        "sled" => Ok(Box::new(cpc_storage::SledStorage::open(dir, options)?)),
+        "sqlite" => Ok(Box::new(cpc_storage::SqliteStorage::open(dir, options)?)),
+        other => panic!("unknown backend {other}"),
+    }
+}
+
+fn options(group: bool) -> QueueOptions {
+    QueueOptions {
+        durability: if group {
+            Durability::GroupCommit {
+                max_delay: Duration::from_millis(2),
+            }
+        } else {
+            Durability::Immediate
+        },
+        // Strict priority: the order check below is exact.
+        aging_after: None,
+        ..QueueOptions::default()
+    }
+}
+
+/// The operation numbered `n`: deterministic id, entity, priority, payload.
+fn numbered(n: u64) -> Operation {
+    let mut payload = vec![0u8; PAYLOAD_LEN];
+    payload[..8].copy_from_slice(&n.to_be_bytes());
+    for (i, b) in payload[8..].iter_mut().enumerate() {
+        *b = (n as u8).wrapping_add(i as u8);
+    }
+    let priority = OperationPriority::from_rank((n % 4) as u8).unwrap_or_default();
+    Operation::builder(
+        EntityKey::new("crash", format!("e{}", n % ENTITIES)),
+        OperationKind::Update,
+    )
+    .payload(payload)
+    .priority(priority)
+    .build_at(
+        HlcTimestamp::new(1_000_000 + n, 0, NodeId(7)),
+        &mut StdRng::seed_from_u64(n),
+    )
+}
+
+fn number_of(op: &Operation) -> Option<u64> {
+    let n = u64::from_be_bytes(op.payload.get(..8)?.try_into().ok()?);
+    (numbered(n) == *op).then_some(n)
+}
+
+// ----- child ---------------------------------------------------------------
+
+/// The child half: does nothing unless `CPC_CRASH_CHILD` is set.
+#[test]
+fn child_process() {
+    if std::env::var_os("CPC_CRASH_CHILD").is_none() {
+        return;
+    }
+    let var = |k: &str| std::env::var(k).unwrap();
+    let backend = var("CPC_CRASH_BACKEND");
+    let dir = var("CPC_CRASH_DIR");
+    let group = var("CPC_CRASH_MODE") == "group";
+    let start: u64 = var("CPC_CRASH_START").parse().unwrap();
+    say("OPENING");
+    let store: Arc<dyn QueueStorage> =
+        Arc::from(open(&backend, Path::new(&dir), options(group)).unwrap());
+    say("OPEN");
+    let writers = if group { GROUP_WRITERS } else { 1 };
+    let threads: Vec<_> = (0..writers)
+        .map(|w| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let mut k = w;
+                while k < CHILD_MAX_OPS {
+                    let n = start + k;
+                    store.enqueue(numbered(n), 1_000 + k).unwrap();
+                    say(&format!("ACK {n}"));
+                    k += writers;
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    say("DONE");
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+// ----- parent --------------------------------------------------------------
+
+/// Where the parent kills the child.
+#[derive(Debug, Clone, Copy)]
+enum KillPoint {
+    /// Right after spawning: usually before the store is even opened.
+    AtSpawn,
+    /// When the child says it is opening the store (recovery in progress).
+    DuringOpen,
+    /// After the k-th acknowledgement.
+    AfterAcks(u64),
+}
+
+#[derive(Debug, Default)]
+struct Summary {
+    cycles: u64,
+    acknowledged: u64,
+    lost: u64,
+    claimed: u64,
+}
+
+fn run_cycle(backend: &str, dir: &Path, cycle: u64, rng: &mut StdRng) -> Summary {
+    let group = cycle % 2 == 1;
+    let kill = match rng.gen_range(0..100) {
+        0..=4 => KillPoint::AtSpawn,
+        5..=19 => KillPoint::DuringOpen,
+        _ => KillPoint::AfterAcks(rng.gen_range(0..if group { 160 } else { 40 })),
+    };
+    let start = cycle * STRIDE;
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "child_process",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CPC_CRASH_CHILD", "1")
+        .env("CPC_CRASH_BACKEND", backend)
+        .env("CPC_CRASH_DIR", dir)
+        .env("CPC_CRASH_MODE", if group { "group" } else { "immediate" })
+        .env("CPC_CRASH_START", start.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut reader = BufReader::new(stdout);
+    let mut acked: Vec<u64> = Vec::new();
+    let mut line = String::new();
+    let mut killed = false;
+    if matches!(kill, KillPoint::AtSpawn) {
+        child.kill().unwrap();
+        killed = true;
+    }
+    // Read until the kill point, kill, then read what the pipe still holds:
+    // every ACK line printed before the kill counts.
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        // libtest may print its own "test child_process ... " in front of
+        // the child's first line, so markers are searched, not matched.
+        let l = line.trim();
+        if let Some(pos) = l.find("ACK ") {
+            acked.push(l[pos + 4..].trim().parse().unwrap());
+        }
+        if !killed {
+            let now = match kill {
+                KillPoint::DuringOpen => l.contains("OPENING"),
+                KillPoint::AfterAcks(k) => acked.len() as u64 >= k,
+                KillPoint::AtSpawn => true,
+            };
+            if now {
+                child.kill().unwrap();
+                killed = true;
+            }
+        }
+    }
+    let status = child.wait().unwrap();
+    assert!(
+        killed || status.success(),
+        "{backend} cycle {cycle}: child failed on its own: {status}"
+    );
+
+    // Reopen and check.
+    let store = open(backend, dir, options(false)).unwrap_or_else(|e| {
+        panic!("{backend} cycle {cycle}: store does not reopen after kill -9: {e:?}")
+    });
+    let quarantined = store.list_quarantined().unwrap();
+    assert!(
+        quarantined.is_empty(),
+        "{backend} cycle {cycle}: {} record(s) quarantined after kill -9: {quarantined:?}",
+        quarantined.len()
+    );
+    let stored = store.list(&Default::default()).unwrap();
+    let mut present: HashMap<u64, u32> = HashMap::new();
+    for s in &stored {
+        let n = number_of(&s.op).unwrap_or_else(|| {
+            panic!(
+                "{backend} cycle {cycle}: stored operation {} does not match its number",
+                s.op.id
+            )
+        });
+        *present.entry(n).or_default() += 1;
+    }
+    let mut lost = 0;
+    for n in &acked {
+        match present.get(n) {
+            Some(1) => {}
+            Some(c) => panic!("{backend} cycle {cycle}: operation {n} stored {c} times"),
+            None => {
+                lost += 1;
+                eprintln!("{backend} cycle {cycle}: acknowledged operation {n} LOST");
+            }
+        }
+    }
+    assert_eq!(
+        lost, 0,
+        "{backend} cycle {cycle} ({kill:?}): acknowledged operations lost"
+    );
+    assert_eq!(store.pending().unwrap(), stored.len() as u64);
+
+    let claimed = drain_checking_order(&*store, backend, cycle);
+    assert_eq!(claimed, stored.len() as u64);
+    Summary {
+        cycles: 1,
+        acknowledged: acked.len() as u64,
+        lost,
+        claimed,
+    }
+}
+
+/// Drains the store by claim(64) + ack, checking DESIGN §4: within a claim,
+/// effective priority never rises and equal priorities come in seq order;
+/// per entity, operations are claimed strictly in seq order.
+fn drain_checking_order(store: &dyn QueueStorage, backend: &str, cycle: u64) -> u64 {
+    let mut last_seq_of: BTreeMap<String, u64> = BTreeMap::new();
+    let mut seen: HashSet<OperationId> = HashSet::new();
+    let mut total = 0;
+    let mut now = 10_000_000;
+    loop {
+        let batch = store.claim_ready(now, 64).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        for w in batch.windows(2) {
+            let (a, b) = (&w[0], &w[1]);
+            assert!(
+                a.effective_priority > b.effective_priority
+                    || (a.effective_priority == b.effective_priority && a.seq < b.seq),
+                "{backend} cycle {cycle}: claim order violates priority/FIFO: {a:?} before {b:?}"
+            );
+        }
+        let mut entities_in_batch = HashSet::new();
+        for c in &batch {
+            assert!(
+                seen.insert(c.op.id),
+                "{backend} cycle {cycle}: {} claimed twice",
+                c.op.id
+            );
+            let e = c.op.entity.to_string();
+            assert!(
+                entities_in_batch.insert(e.clone()),
+                "{backend} cycle {cycle}: two operations of {e} in flight at once"
+            );
+            if let Some(prev) = last_seq_of.insert(e.clone(), c.seq) {
+                assert!(prev < c.seq, "{backend} cycle {cycle}: {e} out of order");
+            }
+        }
+        let acks: Vec<_> = batch.iter().map(|c| Completion::Ack(c.op.id)).collect();
+        store.complete(&acks, now).unwrap();
+        total += batch.len() as u64;
+        now += 1;
+    }
+    assert_eq!(
+        store.pending().unwrap(),
+        0,
+        "{backend} cycle {cycle}: not drained"
+    );
+    total
+}
+
+fn cycles() -> u64 {
+    std::env::var("CPC_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50)
+}
+
+fn seed() -> u64 {
+    std::env::var("CPC_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0x5EED_C4A5)
+}
+
+fn crash_loop(backend: &str) {
+    let seed = seed();
+    let cycles = cycles();
+    println!("{backend}: crash loop, seed {seed}, {cycles} cycles");
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("queue");
+    let mut rng = StdRng::seed_from_u64(seed ^ backend.len() as u64);
+    let mut total = Summary::default();
+    for cycle in 0..cycles {
+        let s = run_cycle(backend, &dir, cycle, &mut rng);
+        total.cycles += s.cycles;
+        total.acknowledged += s.acknowledged;
+        total.lost += s.lost;
+        total.claimed += s.claimed;
+    }
+    println!(
+        "{backend}: cycles {}, acknowledged {}, lost {} (recovered and drained {} operations)",
+        total.cycles, total.acknowledged, total.lost, total.claimed
+    );
+    assert_eq!(total.lost, 0);
+    assert!(
+        total.acknowledged > 0,
+        "{backend}: the child never acknowledged anything"
+    );
+}
+
+#[test]
+fn acknowledged_enqueues_survive_kill_9_sqlite() {
+    if durable_backends().contains(&"sqlite") {
+        crash_loop("sqlite");
+    }
+}
+
+#[test]
+fn acknowledged_enqueues_survive_kill_9_sled() {
+    if durable_backends().contains(&"sled") {
+        crash_loop("sled");
+    }
+}
+
+/// The checker must be able to fail: a store that lost an acknowledged
+/// operation, or that breaks FIFO, is caught.
+#[test]
+fn the_checks_catch_a_lost_operation_and_a_fifo_violation() {
+    let store = cpc_storage::MemoryStorage::new(options(false));
+    for n in 0..10 {
+        store.enqueue(numbered(n), 1).unwrap();
+    }
+    // Lose operation 3 as a faulty backend would.
+    assert!(store.drop_op(numbered(3).id).unwrap());
+    let stored = store.list(&Default::default()).unwrap();
+    let present: HashSet<u64> = stored.iter().filter_map(|s| number_of(&s.op)).collect();
+    let lost: Vec<u64> = (0..10).filter(|n| !present.contains(n)).collect();
+    assert_eq!(lost, vec![3]);
+    // A corrupted payload no longer matches its number.
+    let mut bad = numbered(4);
+    bad.payload[100] ^= 1;
+    assert_eq!(number_of(&bad), None);
+    // The drain check panics on an out-of-order claim (a fake store that
+    // returns one entity's operations in reverse).
+    let result = std::panic::catch_unwind(|| {
+        #[derive(Debug)]
+        struct Reversed(cpc_storage::MemoryStorage, std::sync::Mutex<bool>);
+        impl QueueStorage for Reversed {
+            fn claim_ready(
+                &self,
+                now: u64,
+                limit: usize,
+            ) -> cpc_storage::Result<Vec<cpc_storage::Claimed>> {
+                let mut first = self.1.lock().unwrap();
+                let mut v = self.0.claim_ready(now, limit)?;
+                if *first {
+                    *first = false;
+                    v.reverse();
+                }
+                Ok(v)
+            }
+            fn enqueue(&self, op: Operation, now: u64) -> cpc_storage::Result<u64> {
+                self.0.enqueue(op, now)
+            }
+            fn enqueue_batch(
+                &self,
+                ops: Vec<Operation>,
+                now: u64,
+            ) -> cpc_storage::Result<Vec<u64>> {
+                self.0.enqueue_batch(ops, now)
+            }
+            fn complete(&self, c: &[Completion], now: u64) -> cpc_storage::Result<()> {
+                self.0.complete(c, now)
+            }
+            fn ack(&self, id: OperationId) -> cpc_storage::Result<()> {
+                self.0.ack(id)
+            }
+            fn schedule_retry(&self, id: OperationId, at: u64, e: &str) -> cpc_storage::Result<()> {
+                self.0.schedule_retry(id, at, e)
+            }
+            fn dead_letter(&self, id: OperationId, r: &str) -> cpc_storage::Result<()> {
+                self.0.dead_letter(id, r)
+            }
+            fn revive(&self, id: OperationId, now: u64) -> cpc_storage::Result<bool> {
+                self.0.revive(id, now)
+            }
+            fn drop_op(&self, id: OperationId) -> cpc_storage::Result<bool> {
+                self.0.drop_op(id)
+            }
+            fn drop_entity(&self, e: &EntityKey) -> cpc_storage::Result<u64> {
+                self.0.drop_entity(e)
+            }
+            fn pending(&self) -> cpc_storage::Result<u64> {
+                self.0.pending()
+            }
+            fn stats(&self) -> cpc_storage::Result<cpc_storage::QueueStats> {
+                self.0.stats()
+            }
+            fn list(
+                &self,
+                f: &cpc_storage::ListFilter,
+            ) -> cpc_storage::Result<Vec<cpc_storage::StoredOperation>> {
+                self.0.list(f)
+            }
+            fn get(
+                &self,
+                id: OperationId,
+            ) -> cpc_storage::Result<Option<cpc_storage::StoredOperation>> {
+                self.0.get(id)
+            }
+            fn recover(&self, now: u64) -> cpc_storage::Result<u64> {
+                self.0.recover(now)
+            }
+            fn next_wakeup(&self) -> cpc_storage::Result<Option<u64>> {
+                self.0.next_wakeup()
+            }
+            fn defer(&self, id: OperationId, r: cpc_core::RemoteRecord) -> cpc_storage::Result<()> {
+                self.0.defer(id, r)
+            }
+            fn list_deferred(&self) -> cpc_storage::Result<Vec<cpc_storage::DeferredConflict>> {
+                self.0.list_deferred()
+            }
+            fn settle(
+                &self,
+                id: OperationId,
+                r: cpc_core::Resolution,
+                now: u64,
+            ) -> cpc_storage::Result<bool> {
+                self.0.settle(id, r, now)
+            }
+            fn log_conflict(&self, e: &cpc_core::ConflictRecord) -> cpc_storage::Result<()> {
+                self.0.log_conflict(e)
+            }
+            fn conflict_log(
+                &self,
+                f: &cpc_storage::ConflictFilter,
+            ) -> cpc_storage::Result<Vec<cpc_core::ConflictRecord>> {
+                self.0.conflict_log(f)
+            }
+            fn list_quarantined(&self) -> cpc_storage::Result<Vec<cpc_storage::QuarantinedRecord>> {
+                self.0.list_quarantined()
+            }
+            fn purge_quarantined(&self) -> cpc_storage::Result<u64> {
+                self.0.purge_quarantined()
+            }
+            fn load_clock_mark(&self) -> cpc_storage::Result<Option<HlcTimestamp>> {
+                self.0.load_clock_mark()
+            }
+            fn store_clock_mark(&self, m: HlcTimestamp) -> cpc_storage::Result<()> {
+                self.0.store_clock_mark(m)
+            }
+            fn flush(&self) -> cpc_storage::Result<()> {
+                self.0.flush()
+            }
+        }
+        let r = Reversed(
+            cpc_storage::MemoryStorage::new(options(false)),
+            std::sync::Mutex::new(true),
+        );
+        for n in 0..10 {
+            r.enqueue(numbered(n), 1).unwrap();
+        }
+        drain_checking_order(&r, "reversed", 0);
+    });
+    assert!(result.is_err(), "the order check accepted a reversed claim");
+}

@@ -1,0 +1,438 @@
+//! Fault tests for the durable backends: a full disk, a record overwritten
+//! with garbage, and a failed sync.
+//!
+//! - Disk full: as root, a tiny tmpfs (`mount -t tmpfs -o size=...`) is
+//!   filled through the store until `StorageFull`; earlier operations must
+//!   be intact after reopening, and writes must resume once space is freed
+//!   (by deleting a ballast file the test put there first). Without root
+//!   (or if mounting fails) the test says so and uses the backends' injected
+//!   disk-full fault instead.
+//! - Corruption: a record is overwritten on disk while the store is closed
+//!   (through rusqlite for SQLite, through sled for sled); it must be
+//!   quarantined with its raw bytes, and the rest must stay claimable.
+//! - A failed sync: every later call returns `Poisoned` until reopened.
+
+// Test helpers outside `#[test]` functions panic on failure by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use cpc_core::{EntityKey, HlcTimestamp, NodeId, Operation, OperationKind, OperationPriority};
+use cpc_storage::{
+    Completion, InjectedFault, ListFilter, QueueOptions, QueueStorage, SledStorage, SqliteStorage,
+    StorageError,
+};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+/// Opens a durable backend as a trait object, with its fault hook.
+struct Store {
+    queue: Box<dyn QueueStorage>,
+    inject: Box<dyn Fn(InjectedFault)>,
+}
+
+fn open(backend: &str, dir: &Path) -> Result<Store, StorageError> {
+    let options = QueueOptions::default();
+    match backend {
+        "sled" => {
+            let s = std::sync::Arc::new(SledStorage::open(dir, options)?);
+            let hook = s.clone();
+            Ok(Store {
+                queue: Box::new(ArcQueue(s)),
+                inject: Box::new(move |f| hook.inject_fault(f)),
+            })
+        }
+        "sqlite" => {
+            let s = std::sync::Arc::new(SqliteStorage::open(dir, options)?);
+            let hook = s.clone();
+            Ok(Store {
+                queue: Box::new(ArcQueue(s)),
+                inject: Box::new(move |f| hook.inject_fault(f)),
+            })
+        }
+        other => panic!("unknown backend {other}"),
+    }
+}
+
+/// `Arc<T>` as a boxed queue (the hook keeps the other reference).
+#[derive(Debug)]
+struct ArcQueue<T>(std::sync::Arc<T>);
+
+impl<T> std::ops::Deref for ArcQueue<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+macro_rules! forward {
+    ($($name:ident($($arg:ident: $t:ty),*) -> $ret:ty;)*) => {
+        impl<T: QueueStorage> QueueStorage for ArcQueue<T> {
+            $(fn $name(&self, $($arg: $t),*) -> $ret { self.0.$name($($arg),*) })*
+        }
+    };
+}
+
+forward! {
+    enqueue(op: Operation, now: u64) -> cpc_storage::Result<u64>;
+    enqueue_batch(ops: Vec<Operation>, now: u64) -> cpc_storage::Result<Vec<u64>>;
+    claim_ready(now: u64, limit: usize) -> cpc_storage::Result<Vec<cpc_storage::Claimed>>;
+    complete(c: &[Completion], now: u64) -> cpc_storage::Result<()>;
+    ack(id: cpc_core::OperationId) -> cpc_storage::Result<()>;
+    schedule_retry(id: cpc_core::OperationId, at: u64, e: &str) -> cpc_storage::Result<()>;
+    dead_letter(id: cpc_core::OperationId, r: &str) -> cpc_storage::Result<()>;
+    revive(id: cpc_core::OperationId, now: u64) -> cpc_storage::Result<bool>;
+    drop_op(id: cpc_core::OperationId) -> cpc_storage::Result<bool>;
+    drop_entity(e: &EntityKey) -> cpc_storage::Result<u64>;
+    pending() -> cpc_storage::Result<u64>;
+    stats() -> cpc_storage::Result<cpc_storage::QueueStats>;
+    list(f: &ListFilter) -> cpc_storage::Result<Vec<cpc_storage::StoredOperation>>;
+    get(id: cpc_core::OperationId) -> cpc_storage::Result<Option<cpc_storage::StoredOperation>>;
+    recover(now: u64) -> cpc_storage::Result<u64>;
+    next_wakeup() -> cpc_storage::Result<Option<u64>>;
+    defer(id: cpc_core::OperationId, r: cpc_core::RemoteRecord) -> cpc_storage::Result<()>;
+    list_deferred() -> cpc_storage::Result<Vec<cpc_storage::DeferredConflict>>;
+    settle(id: cpc_core::OperationId, r: cpc_core::Resolution, now: u64) -> cpc_storage::Result<bool>;
+    log_conflict(e: &cpc_core::ConflictRecord) -> cpc_storage::Result<()>;
+    conflict_log(f: &cpc_storage::ConflictFilter) -> cpc_storage::Result<Vec<cpc_core::ConflictRecord>>;
+    list_quarantined() -> cpc_storage::Result<Vec<cpc_storage::QuarantinedRecord>>;
+    purge_quarantined() -> cpc_storage::Result<u64>;
+    load_clock_mark() -> cpc_storage::Result<Option<HlcTimestamp>>;
+    store_clock_mark(m: HlcTimestamp) -> cpc_storage::Result<()>;
+    flush() -> cpc_storage::Result<()>;
+}
+
+fn op(n: u64, payload_len: usize) -> Operation {
+    Operation::builder(
+        EntityKey::new("faults", format!("e{}", n % 5)),
+        OperationKind::Update,
+    )
+    .payload(vec![(n % 251) as u8; payload_len])
+    .priority(OperationPriority::from_rank((n % 4) as u8).unwrap_or_default())
+    .build_at(
+        HlcTimestamp::new(1_000 + n, 0, NodeId(9)),
+        &mut StdRng::seed_from_u64(n),
+    )
+}
+
+// ----- disk full -------------------------------------------------------------
+
+/// A tmpfs mounted for the test, unmounted on drop.
+struct Tmpfs {
+    path: PathBuf,
+}
+
+impl Tmpfs {
+    fn mount(path: &Path, size: &str) -> Option<Tmpfs> {
+        if !is_root() {
+            return None;
+        }
+        std::fs::create_dir_all(path).ok()?;
+        let status = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(path)
+            .status()
+            .ok()?;
+        status.success().then(|| Tmpfs {
+            path: path.to_path_buf(),
+        })
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// tmpfs size and ballast per backend. 64 KiB holds neither store: SQLite's
+/// schema alone is 15 b-trees of one 4 KiB page each, beside a 32 KiB
+/// shared-memory file; sled writes its log in 512 KiB segments and needs
+/// room for a fresh one at reopen.
+fn tmpfs_size(backend: &str) -> (&'static str, usize) {
+    match backend {
+        "sled" => ("4m", 1536 * 1024),
+        _ => ("1m", 256 * 1024),
+    }
+}
+
+fn fill_until_full(backend: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mnt = tmp.path().join("mnt");
+    let (size, ballast_len) = tmpfs_size(backend);
+    let Some(fs) = Tmpfs::mount(&mnt, size) else {
+        println!(
+            "{backend}: cannot mount a tmpfs (not root, or mount refused); using the injected disk-full fault instead"
+        );
+        injected_disk_full(backend, tmp.path());
+        return;
+    };
+    println!("{backend}: filling a {size} tmpfs at {}", fs.path.display());
+    let ballast = fs.path.join("ballast");
+    std::fs::write(&ballast, vec![0xAB; ballast_len]).unwrap();
+    let dir = fs.path.join("queue");
+    let store = open(backend, &dir).unwrap();
+    let mut acked = Vec::new();
+    let mut n = 0;
+    let full = loop {
+        match store.queue.enqueue(op(n, 1024), 1_000 + n) {
+            Ok(_) => acked.push(op(n, 1024).id),
+            Err(e) => break e,
+        }
+        n += 1;
+        assert!(n < 100_000, "{backend}: the tmpfs never filled up");
+    };
+    assert!(
+        matches!(full, StorageError::StorageFull(_)),
+        "{backend}: expected StorageFull, got {full:?}"
+    );
+    assert!(
+        !acked.is_empty(),
+        "{backend}: nothing fit before the disk was full"
+    );
+    println!(
+        "{backend}: {} operations stored before StorageFull",
+        acked.len()
+    );
+    drop(store);
+
+    // Free space, reopen: everything acknowledged is intact, nothing is
+    // quarantined, and writes resume.
+    std::fs::remove_file(&ballast).unwrap();
+    let store = open(backend, &dir).unwrap();
+    check_all_present(backend, &*store.queue, &acked);
+    let more = op(1_000_000, 512);
+    store
+        .queue
+        .enqueue(more.clone(), 2_000_000)
+        .unwrap_or_else(|e| panic!("{backend}: writes do not resume after space was freed: {e:?}"));
+    acked.push(more.id);
+    drop(store);
+    let store = open(backend, &dir).unwrap();
+    check_all_present(backend, &*store.queue, &acked);
+}
+
+/// Without a tmpfs: the injected fault stands in for ENOSPC.
+fn injected_disk_full(backend: &str, root: &Path) {
+    let dir = root.join("queue");
+    let store = open(backend, &dir).unwrap();
+    let first = op(1, 256);
+    store.queue.enqueue(first.clone(), 1).unwrap();
+    (store.inject)(InjectedFault::DiskFull);
+    assert!(matches!(
+        store.queue.enqueue(op(2, 256), 2),
+        Err(StorageError::StorageFull(_))
+    ));
+    store.queue.enqueue(op(3, 256), 3).unwrap();
+    drop(store);
+    let store = open(backend, &dir).unwrap();
+    check_all_present(backend, &*store.queue, &[first.id, op(3, 256).id]);
+}
+
+fn check_all_present(backend: &str, store: &dyn QueueStorage, ids: &[cpc_core::OperationId]) {
+    let stored: std::collections::HashSet<_> = store
+        .list(&ListFilter::default())
+        .unwrap()
+        .into_iter()
+        .map(|s| s.op.id)
+        .collect();
+    let missing = ids.iter().filter(|id| !stored.contains(id)).count();
+    assert_eq!(
+        missing, 0,
+        "{backend}: {missing} acknowledged operations missing"
+    );
+    assert!(
+        store.list_quarantined().unwrap().is_empty(),
+        "{backend}: records quarantined after a full disk"
+    );
+}
+
+#[test]
+fn a_full_disk_is_storage_full_and_loses_nothing_sqlite() {
+    fill_until_full("sqlite");
+}
+
+#[test]
+fn a_full_disk_is_storage_full_and_loses_nothing_sled() {
+    fill_until_full("sled");
+}
+
+// ----- corruption ------------------------------------------------------------
+
+const GARBAGE: &[u8] = b"\x00\x01garbage, not an envelope\xff\xfe";
+
+fn corrupt_sqlite(dir: &Path, seq: u64) {
+    let conn = rusqlite::Connection::open(dir.join("queue.sqlite3")).unwrap();
+    let n = conn
+        .execute(
+            "UPDATE ops SET body = ?1 WHERE seq = ?2",
+            rusqlite::params![GARBAGE, seq as i64],
+        )
+        .unwrap();
+    assert_eq!(n, 1, "no sqlite row with seq {seq}");
+}
+
+fn corrupt_sled(dir: &Path, tree: &str, seq: u64) {
+    let db = sled::open(dir.join("sled")).unwrap();
+    let t = db.open_tree(tree).unwrap();
+    assert!(
+        t.get(seq.to_be_bytes()).unwrap().is_some(),
+        "no sled record {seq}"
+    );
+    t.insert(seq.to_be_bytes(), GARBAGE).unwrap();
+    db.flush().unwrap();
+}
+
+fn garbage_record_is_quarantined(backend: &str, corrupt: impl Fn(&Path, u64)) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("queue");
+    let ops: Vec<_> = (0..10).map(|n| op(n, 256)).collect();
+    let seqs: Vec<u64> = {
+        let store = open(backend, &dir).unwrap();
+        ops.iter()
+            .map(|o| store.queue.enqueue(o.clone(), 10).unwrap())
+            .collect()
+    };
+    // Corrupt the 4th operation (head of its entity).
+    corrupt(&dir, seqs[3]);
+    let store = open(backend, &dir).unwrap();
+    let mut claimed = Vec::new();
+    let mut now = 100;
+    loop {
+        let batch = store.queue.claim_ready(now, 64).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        let acks: Vec<_> = batch.iter().map(|c| Completion::Ack(c.op.id)).collect();
+        claimed.extend(batch.into_iter().map(|c| c.op.id));
+        store.queue.complete(&acks, now).unwrap();
+        now += 1;
+    }
+    let expected: Vec<_> = ops
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .map(|(_, o)| o.id)
+        .collect();
+    let mut got = claimed.clone();
+    got.sort();
+    let mut want = expected.clone();
+    want.sort();
+    assert_eq!(got, want, "{backend}: the rest must stay claimable");
+    let q = store.queue.list_quarantined().unwrap();
+    assert_eq!(q.len(), 1, "{backend}: {q:?}");
+    assert_eq!(q[0].raw, GARBAGE, "{backend}: the raw bytes are kept");
+    assert_eq!(store.queue.stats().unwrap().quarantined, 1);
+    assert_eq!(store.queue.pending().unwrap(), 0);
+    assert_eq!(store.queue.purge_quarantined().unwrap(), 1);
+    assert!(store.queue.list_quarantined().unwrap().is_empty());
+}
+
+#[test]
+fn a_garbage_record_is_quarantined_and_the_rest_claimable_sqlite() {
+    garbage_record_is_quarantined("sqlite", corrupt_sqlite);
+}
+
+#[test]
+fn a_garbage_record_is_quarantined_and_the_rest_claimable_sled() {
+    garbage_record_is_quarantined("sled", |dir, seq| corrupt_sled(dir, "ops", seq));
+}
+
+/// sled keeps an operation's bookkeeping in its own checksummed record; a
+/// damaged one is quarantined too (with both halves' bytes), the counters
+/// are recounted, and the rest stays claimable.
+#[test]
+fn garbage_bookkeeping_is_quarantined_too_sled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("queue");
+    let ops: Vec<_> = (0..6).map(|n| op(n, 64)).collect();
+    let seqs: Vec<u64> = {
+        let store = open("sled", &dir).unwrap();
+        ops.iter()
+            .map(|o| store.queue.enqueue(o.clone(), 10).unwrap())
+            .collect()
+    };
+    corrupt_sled(&dir, "metas", seqs[1]);
+    let store = open("sled", &dir).unwrap();
+    let claimed = store.queue.claim_ready(100, 64).unwrap();
+    // Entities e0..e4 each have one head; e1's head (seq[1]) is damaged.
+    assert_eq!(claimed.len(), 4, "{claimed:?}");
+    assert!(claimed.iter().all(|c| c.op.id != ops[1].id));
+    let acks: Vec<_> = claimed.iter().map(|c| Completion::Ack(c.op.id)).collect();
+    store.queue.complete(&acks, 101).unwrap();
+    // ops[5] (entity e0) comes next.
+    let next = store.queue.claim_ready(102, 64).unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].op.id, ops[5].id);
+    let q = store.queue.list_quarantined().unwrap();
+    assert_eq!(q.len(), 1);
+    let stats = store.queue.stats().unwrap();
+    assert_eq!(stats.quarantined, 1);
+    assert_eq!(stats.pending, 1, "{stats:?}");
+    assert!(store.queue.get(ops[1].id).unwrap().is_none());
+}
+
+// ----- failed sync -------------------------------------------------------------
+
+fn a_failed_sync_poisons(backend: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("queue");
+    let store = open(backend, &dir).unwrap();
+    let kept = op(1, 128);
+    store.queue.enqueue(kept.clone(), 1).unwrap();
+    (store.inject)(InjectedFault::SyncError);
+    let err = store.queue.enqueue(op(2, 128), 2).unwrap_err();
+    assert!(
+        !matches!(err, StorageError::Poisoned),
+        "{backend}: the failing call reports the I/O error itself"
+    );
+    let q = &*store.queue;
+    let poisoned = |what: &str, r: Result<(), StorageError>| {
+        assert!(
+            matches!(r, Err(StorageError::Poisoned)),
+            "{backend}: {what} after a failed sync: {r:?}"
+        );
+    };
+    poisoned("enqueue", q.enqueue(op(3, 128), 3).map(drop));
+    poisoned("claim_ready", q.claim_ready(4, 8).map(drop));
+    poisoned("complete", q.complete(&[Completion::Ack(kept.id)], 5));
+    poisoned("pending", q.pending().map(drop));
+    poisoned("stats", q.stats().map(drop));
+    poisoned("list", q.list(&ListFilter::default()).map(drop));
+    poisoned("get", q.get(kept.id).map(drop));
+    poisoned(
+        "store_clock_mark",
+        q.store_clock_mark(HlcTimestamp::new(5, 0, NodeId(1))),
+    );
+    poisoned("flush", q.flush());
+    drop(store);
+    // Reopening clears it; what was acknowledged before is there.
+    let store = open(backend, &dir).unwrap();
+    assert!(store.queue.get(kept.id).unwrap().is_some());
+    store.queue.enqueue(op(4, 128), 6).unwrap();
+}
+
+#[test]
+fn a_failed_sync_poisons_every_later_call_sqlite() {
+    a_failed_sync_poisons("sqlite");
+}
+
+#[test]
+fn a_failed_sync_poisons_every_later_call_sled() {
+    a_failed_sync_poisons("sled");
+}
