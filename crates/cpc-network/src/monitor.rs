@@ -41,7 +41,9 @@ pub struct MonitorConfig {
     /// Span of the failure-ratio window. Default 30 s.
     pub degraded_window: Duration,
     /// Failure share of the window at or above which the status is Degraded
-    /// (when the failures are not total). In `(0, 1]`. Default 0.5.
+    /// (when the failures are not total; entered when a check succeeds, so a
+    /// plain outage goes Online → Offline without a Degraded stop). In
+    /// `(0, 1]`. Default 0.5.
     pub degraded_ratio: f64,
     /// Fewest checks in the window before the ratio is trusted. Default 4.
     pub degraded_min_samples: u32,
@@ -740,7 +742,10 @@ impl State {
                         },
                     );
                 }
-                if degraded && current != NetworkStatus::Degraded {
+                // Degraded means "answers, but often fails": decided when an
+                // answer arrives. A run of failures is an outage in progress,
+                // headed for Offline, not a degradation.
+                if degraded && current != NetworkStatus::Degraded && self.succ_streak > 0 {
                     return want(
                         NetworkStatus::Degraded,
                         TransitionReason::FailureRatio { failures, samples },

@@ -1,4 +1,6 @@
 //! Behaviour of the monitor's state machine, on tokio's paused clock.
+// Helpers outside #[test] functions panic on broken setups, like the tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 mod degraded_when_many_but_not_all_checks_fail;
