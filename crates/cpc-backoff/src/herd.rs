@@ -50,6 +50,11 @@ pub struct HerdConfig {
     /// The backoff every client uses (its jitter is what
     /// [`compare_jitters`] varies). Default [`Exponential::default`].
     pub backoff: Exponential,
+    /// Whether each client passes its previous delay to the strategy (as
+    /// [`BackoffState`](crate::BackoffState) does). `false` simulates a
+    /// caller that persists only the attempt count, as the sync worker does;
+    /// only decorrelated jitter behaves differently. Default `true`.
+    pub remember_previous: bool,
     /// Simulated time after which the run stops, whatever is left. Default
     /// three hours (enough for the default scenario to finish without
     /// jitter).
@@ -64,6 +69,7 @@ impl Default for HerdConfig {
             remote_burst: 10,
             tick: Duration::from_millis(1),
             backoff: Exponential::default(),
+            remember_previous: true,
             time_limit: Duration::from_secs(3 * 3600),
         }
     }
@@ -162,7 +168,10 @@ pub fn simulate(config: &HerdConfig, seed: u64) -> HerdReport {
             last_success_tick = tick;
             continue;
         }
-        let ctx = RetryContext::new(calls[index]).with_previous(previous[index]);
+        let mut ctx = RetryContext::new(calls[index]);
+        if config.remember_previous {
+            ctx = ctx.with_previous(previous[index]);
+        }
         // A strategy that gives up leaves the client failed for good.
         if let Some(delay) = config.backoff.next_delay(&ctx, &mut rng) {
             previous[index] = Some(delay);

@@ -15,16 +15,17 @@ use serde::{Deserialize, Serialize};
 /// | `None`         | exactly `c`                             | one client, or tests; never for a fleet       |
 /// | `Full`         | `[0, c]`                                | many clients retry at once (the default)      |
 /// | `Equal`        | `[c/2, c]`                              | you need a minimum wait, e.g. a rate limit    |
-/// | `Decorrelated` | `[base, min(max_delay, 3 × previous)]`  | long outages; fewer synchronised retries late |
+/// | `Decorrelated` | `[base, min(max_delay, 3 × previous)]`  | long outages; delays keep spreading late      |
 ///
 /// `c` is the un-jittered delay of the strategy for that attempt, already
-/// capped at `max_delay`; every interval is inclusive.
+/// capped at `max_delay`; every interval is inclusive. The crate docs give
+/// the thundering-herd figures behind the advice.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Jitter {
     /// No randomness: every client that failed together retries together.
     None,
-    /// Uniform in `[0, c]`: the fewest calls in a herd (AWS's recommendation).
+    /// Uniform in `[0, c]`: the widest spread (AWS's recommendation).
     #[default]
     Full,
     /// `c/2` plus uniform in `[0, c/2]`: never less than half the delay.

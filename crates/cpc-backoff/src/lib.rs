@@ -37,17 +37,30 @@
 //! # Which jitter?
 //! With `c` the un-jittered delay of the attempt (already capped):
 //!
-//! | jitter         | delay in                               | calls in a herd | use it when                                   |
-//! |----------------|----------------------------------------|-----------------|-----------------------------------------------|
-//! | `None`         | `c`                                    | most            | a single client, or tests                     |
-//! | `Full`         | `[0, c]`                               | fewest          | the default for any fleet of clients          |
-//! | `Equal`        | `[c/2, c]`                             | more than full  | a minimum wait matters (rate-limited APIs)    |
-//! | `Decorrelated` | `[base, min(max_delay, 3 × previous)]` | close to full   | long outages; keeps spreading late retries   |
+//! | jitter         | delay in                               | use it when                                                  |
+//! |----------------|----------------------------------------|--------------------------------------------------------------|
+//! | `None`         | `c`                                    | a single client, or tests; never for a fleet                 |
+//! | `Full`         | `[0, c]`                               | the default for a fleet: spreads retries the most            |
+//! | `Equal`        | `[c/2, c]`                             | a minimum wait matters (rate-limited APIs, a known cool-off) |
+//! | `Decorrelated` | `[base, min(max_delay, 3 × previous)]` | long outages: delays keep spreading instead of piling at the cap |
 //!
-//! The [`herd`] simulation (1,000 clients, a remote accepting 100 requests/s)
-//! shows the shape of the AWS article: no jitter is the worst on both the
-//! number of calls and the time until every client got through.
+//! What it changes, from the [`herd`] simulation (1,000 clients fail at
+//! `t = 0`; the remote serves 100 requests/s with 100 ms of queue; default
+//! exponential 200 ms × 2 up to 60 s; seed `0x5EED_2015`):
 //!
+//! | jitter                              | calls  | until all succeeded |
+//! |-------------------------------------|--------|---------------------|
+//! | `None`                              | 51,500 | 5,562 s             |
+//! | `Full`                              | 6,316  | 27.1 s              |
+//! | `Equal`                             | 6,181  | 23.4 s              |
+//! | `Decorrelated` (previous delay kept)| 5,699  | 18.2 s              |
+//! | `Decorrelated` (attempt count only) | 5,604  | 43.6 s              |
+//!
+//! Without jitter every client that failed together retries together, and
+//! each synchronised wave overruns the remote again: eight times the calls,
+//! two hundred times the time. Between the jittered kinds the difference is
+//! small; the AWS article finds the same shape.
+
 //! **Decorrelated jitter and persisted state.** It draws from the previous
 //! delay. [`BackoffState`] (or [`RetryContext::previous`]) carries it in
 //! memory; a caller that persists only the attempt count (the sync worker)

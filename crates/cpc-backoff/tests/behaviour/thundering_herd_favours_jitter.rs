@@ -45,6 +45,25 @@ fn no_jitter_is_worst_and_full_and_decorrelated_need_far_fewer_calls() {
 }
 
 #[test]
+fn decorrelated_from_the_attempt_count_alone_still_beats_no_jitter() {
+    // What the worker runs: it persists only the attempt count.
+    let config = HerdConfig {
+        remember_previous: false,
+        ..HerdConfig::default()
+    };
+    let reports = compare_jitters(&config, SEED);
+    let none = report_for(&reports, Jitter::None);
+    let decorrelated = report_for(&reports, Jitter::Decorrelated);
+    println!("{decorrelated} (attempt count only)");
+    assert_eq!(decorrelated.succeeded, 1_000);
+    assert!(
+        4 * decorrelated.total_calls <= none.total_calls,
+        "{decorrelated} vs {none}"
+    );
+    assert!(decorrelated.time_to_all_succeeded < none.time_to_all_succeeded);
+}
+
+#[test]
 fn the_simulation_is_deterministic_and_depends_on_the_seed() {
     let config = HerdConfig {
         clients: 200,
