@@ -70,6 +70,12 @@ pub struct SubmittedRecord {
     /// priority-inversion check.
     #[serde(default, with = "humane_opt", skip_serializing_if = "Option::is_none")]
     pub first_attempt_at: Option<Duration>,
+    /// When the client learned it was delivered (an `Applied` or
+    /// `AlreadyApplied` answer reached it). The next operation of its
+    /// entity becomes ready only then; without it the first apply stands
+    /// in, which is too early when acks are lost.
+    #[serde(default, with = "humane_opt", skip_serializing_if = "Option::is_none")]
+    pub acked_at: Option<Duration>,
     /// Set when the engine legitimately gave up on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abandoned: Option<Abandoned>,
@@ -87,6 +93,7 @@ impl SubmittedRecord {
             ready_at: submitted_at,
             outcome,
             first_attempt_at: None,
+            acked_at: None,
             abandoned: None,
         }
     }
@@ -360,7 +367,7 @@ struct ApplyInfo {
 ///   another entity had been ready for longer than
 ///   [`ExpectedBounds::inversion_tolerance`] and not yet sent. "Ready" starts
 ///   at `ready_at`, and not before the previous operation of its entity was
-///   applied; with aging, the lower operation's priority is raised one level
+///   acknowledged (`acked_at`, else its first apply); with aging, the lower operation's priority is raised one level
 ///   per `aging_after` it waited.
 pub fn check_with(
     apply_log: &[ApplyRecord],
@@ -599,8 +606,9 @@ fn check_priorities(
 ) {
     let tolerance = options.bounds.inversion_tolerance;
     // Effective readiness: not before `ready_at`, and not before the
-    // previous live operation of the entity was applied (only the head of
-    // an entity is claimable). A predecessor never applied keeps it unready.
+    // previous live operation of the entity was acknowledged to the client
+    // (else applied): only the head of an entity is claimable. A
+    // predecessor never applied keeps it unready.
     let mut ready: Vec<Option<Duration>> = submitted.iter().map(|r| Some(r.ready_at)).collect();
     for group in groups {
         let mut prev: Option<usize> = None;
@@ -611,8 +619,9 @@ fn check_priorities(
                 continue;
             }
             if let Some(p) = prev {
-                ready[i] = match info[p].first {
-                    Some((_, at)) => ready[i].map(|r| r.max(at)),
+                let done = submitted[p].acked_at.or(info[p].first.map(|(_, at)| at));
+                ready[i] = match done {
+                    Some(at) => ready[i].map(|r| r.max(at)),
                     None => None,
                 };
             }

@@ -199,7 +199,9 @@ async fn run_device(
                     };
                     match outcome {
                         PushOutcome::Applied { .. } | PushOutcome::AlreadyApplied { .. } => {
-                            queue.pop_front();
+                            if let Some(p) = queue.pop_front() {
+                                submitted[p.record].acked_at = Some(now);
+                            }
                         }
                         PushOutcome::Rejected { .. } => {
                             if let Some(p) = queue.pop_front() {

@@ -1,0 +1,26 @@
+//! Each fault of `FaultyTransport` in isolation, against `SimulatedRemote`.
+
+mod each_fault_kind_in_isolation;
+mod outages_and_determinism;
+
+use std::sync::Arc;
+
+use cpc_core::{EntityKey, HybridClock, ManualWallClock, NodeId, Operation, OperationKind};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+/// `n` operations on distinct records, deterministic.
+pub fn ops(n: usize) -> Vec<Operation> {
+    let clock = HybridClock::with_wall_clock(NodeId(1), Arc::new(ManualWallClock::new(1_000)));
+    let mut rng = StdRng::seed_from_u64(42);
+    (0..n)
+        .map(|i| {
+            Operation::builder(
+                EntityKey::new("notes", i.to_string()),
+                OperationKind::Create,
+            )
+            .payload(vec![b'x'; 16])
+            .build_at(clock.now().unwrap(), &mut rng)
+        })
+        .collect()
+}
