@@ -225,3 +225,37 @@ fn invalid_configurations_are_rejected() {
     c.cool_down = c.cool_down.factor(0.5);
     assert!(CircuitBreaker::new(c).is_err());
 }
+
+#[test]
+fn breaker_and_budget_configurations_read_from_toml() {
+    let c: CircuitBreakerConfig = toml::from_str(
+        r#"
+        failure_threshold = 3
+        half_open_probes = 2
+        [failure_rate]
+        threshold = 0.25
+        window = "30s"
+        [cool_down]
+        base = "1s"
+        max_delay = "2m"
+        jitter = "none"
+        "#,
+    )
+    .unwrap();
+    assert_eq!(c.failure_threshold, 3);
+    assert_eq!(c.failure_rate.as_ref().unwrap().window, 30 * SEC);
+    assert_eq!(
+        c.failure_rate.as_ref().unwrap().min_calls,
+        FailureRateConfig::default().min_calls
+    );
+    assert_eq!(c.cool_down.max_delay, 120 * SEC);
+    let text = toml::to_string(&c).unwrap();
+    assert_eq!(toml::from_str::<CircuitBreakerConfig>(&text).unwrap(), c);
+    assert!(CircuitBreaker::new(c).is_ok());
+    assert!(toml::from_str::<CircuitBreakerConfig>("failure_treshold = 3").is_err());
+
+    let b: cpc_backoff::RetryBudgetConfig =
+        toml::from_str("capacity = 100\nrefill_per_second = 0").unwrap();
+    assert_eq!((b.capacity, b.retry_cost, b.refill_per_second), (100, 5, 0));
+    assert!(toml::from_str::<cpc_backoff::RetryBudgetConfig>("capacty = 1").is_err());
+}
