@@ -1,0 +1,91 @@
+//! Worker options.
+
+use std::time::Duration;
+
+use crate::error::{Result, WorkerError};
+
+/// Options of a [`SyncWorker`](crate::SyncWorker). Build with
+/// `WorkerConfig::default()` and change what you need.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerConfig {
+    /// Operations claimed and pushed together (default 64).
+    pub batch_size: usize,
+    /// Batches pushed concurrently (default 1). More than one keeps per-entity
+    /// order because only an entity's head is claimable.
+    pub max_in_flight: usize,
+    /// A push taking longer counts as `TransportError::Timeout` for the whole
+    /// batch (default 30 s; keep it below the store's lease timeout so an
+    /// abandoned push does not outlive its lease).
+    pub push_timeout: Duration,
+    /// Longest `shutdown` waits for in-flight batches before abandoning them
+    /// and returning their leases (default 10 s).
+    pub shutdown_timeout: Duration,
+    /// Upper bound of the random delay added to each waiting retry when the
+    /// network comes back, on top of the monitor's `resume_after`, so retries
+    /// are spread instead of firing together (default 5 s).
+    pub reconnect_spread: Duration,
+    /// Capacity of the event channel (default 1024).
+    pub event_capacity: usize,
+    /// Wait after a failed storage call before the loop tries again (default 1 s).
+    pub storage_retry: Duration,
+    /// Shortest sleep when the store reports a wake-up that is already due
+    /// but nothing could be claimed; guards against a spin (default 50 ms).
+    pub min_wakeup_interval: Duration,
+    /// Seed of the worker's RNG (jitter); `None` seeds from entropy.
+    pub seed: Option<u64>,
+    /// Send only when the network monitor (if any) reports Online or
+    /// Degraded; `Unknown` counts as sendable, so a monitor without sources
+    /// learns from the worker's own reports (default true).
+    pub respect_network: bool,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            batch_size: 64,
+            max_in_flight: 1,
+            push_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
+            reconnect_spread: Duration::from_secs(5),
+            event_capacity: 1024,
+            storage_retry: Duration::from_secs(1),
+            min_wakeup_interval: Duration::from_millis(50),
+            seed: None,
+            respect_network: true,
+        }
+    }
+}
+
+impl WorkerConfig {
+    /// Checks the values make sense.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch_size == 0 {
+            return Err(WorkerError::Config("batch_size must be at least 1"));
+        }
+        if self.max_in_flight == 0 {
+            return Err(WorkerError::Config("max_in_flight must be at least 1"));
+        }
+        if self.event_capacity == 0 {
+            return Err(WorkerError::Config("event_capacity must be at least 1"));
+        }
+        if self.push_timeout.is_zero() {
+            return Err(WorkerError::Config("push_timeout must be positive"));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid_and_zero_batch_is_not() {
+        assert!(WorkerConfig::default().validate().is_ok());
+        let c = WorkerConfig {
+            batch_size: 0,
+            ..WorkerConfig::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,118 @@
+//! What the worker tells its observers.
+
+use cpc_core::{EntityKey, OperationId, TransportError};
+use cpc_storage::EpochMillis;
+
+use crate::summary::ProcessingSummary;
+
+/// The network reachability as the worker sees it (mirrors the monitor's
+/// status so observers need not depend on `cpc-network`).
+pub use cpc_network::NetworkStatus;
+
+/// Something the worker did or noticed, broadcast to every
+/// [`subscribe`](crate::SyncWorker::subscribe)r.
+///
+/// Events carry ids, counts and error names, never payloads. A slow
+/// subscriber that falls behind the channel's capacity misses events
+/// (`RecvError::Lagged`); the queue itself is the source of truth.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum WorkerEvent {
+    /// The remote applied an operation (or had already applied it).
+    Applied {
+        /// The operation.
+        id: OperationId,
+        /// Its entity.
+        entity: EntityKey,
+        /// The record's version at the remote.
+        version: u64,
+        /// True for an idempotent replay (`AlreadyApplied`).
+        replay: bool,
+    },
+    /// An operation will be tried again.
+    RetryScheduled {
+        /// The operation.
+        id: OperationId,
+        /// Not before this instant (ms since the epoch).
+        at: EpochMillis,
+        /// The attempt that failed (1 for the first send).
+        attempt: u32,
+        /// What went wrong (no payload data).
+        error: String,
+    },
+    /// An operation failed permanently and was parked in the dead letters.
+    DeadLettered {
+        /// The operation.
+        id: OperationId,
+        /// Its entity.
+        entity: EntityKey,
+        /// Why (remote's reason or "gave up after N attempts").
+        reason: String,
+    },
+    /// A conflict was resolved (and logged to the conflict log).
+    ConflictResolved {
+        /// The operation.
+        id: OperationId,
+        /// Its entity.
+        entity: EntityKey,
+        /// `keep_local`, `keep_remote`, `merged` or `defer`.
+        resolution: &'static str,
+        /// The remote version the conflict was against.
+        remote_version: u64,
+    },
+    /// A conflict was parked for the application (see `settle`).
+    Deferred {
+        /// The operation.
+        id: OperationId,
+        /// Its entity.
+        entity: EntityKey,
+    },
+    /// The store holds records it could not decode (moved aside, not lost).
+    Quarantined {
+        /// How many records are quarantined in total.
+        count: u64,
+    },
+    /// The network status changed.
+    NetworkChanged {
+        /// Before.
+        from: NetworkStatus,
+        /// After.
+        to: NetworkStatus,
+    },
+    /// The remote refused the credentials: sending is paused (nothing is
+    /// dropped, no attempt is counted) until `resume()` is called.
+    AuthRequired,
+    /// Sending resumed after [`AuthRequired`](Self::AuthRequired).
+    Resumed,
+    /// A whole batch failed (transport error or malformed answer); every
+    /// operation in it is retried.
+    BatchFailed {
+        /// Operations in the batch.
+        size: usize,
+        /// The error.
+        error: TransportError,
+    },
+    /// The circuit breaker is open: no pushes until it half-opens.
+    CircuitOpen {
+        /// When a trial push will be allowed (ms since the epoch).
+        until: EpochMillis,
+    },
+    /// A batch was processed (a UI refreshes its "3 changes waiting to
+    /// sync" from `SyncEngine::pending` on this event).
+    BatchCompleted {
+        /// What the batch did.
+        summary: ProcessingSummary,
+    },
+    /// Nothing is pending or in flight any more.
+    Drained,
+    /// A storage call failed; the worker waits and tries again.
+    StorageFailed {
+        /// The error, rendered (no payload data).
+        error: String,
+    },
+    /// The worker stopped (shutdown, or a poisoned store).
+    Stopped {
+        /// Why.
+        reason: String,
+    },
+}

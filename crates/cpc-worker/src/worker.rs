@@ -1,0 +1,1047 @@
+//! The sync worker: claims batches, pushes them, applies the outcomes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use cpc_conflict::{resolve_and_record, ConflictResolver, LastWriterWins};
+use cpc_core::{
+    check_response, ConflictRecord, HybridClock, Operation, OperationId, PushOutcome, Resolution,
+    Transport, TransportError,
+};
+use cpc_network::{NetworkMonitor, NetworkStatus};
+use cpc_storage::{Claimed, Completion, EpochMillis, ListFilter, OpState, QueueStorage};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{broadcast, watch, Notify};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+use crate::clock::TokioWallClock;
+use crate::config::WorkerConfig;
+use crate::error::{Result, WorkerError};
+use crate::event::WorkerEvent;
+use crate::net::NetworkGate;
+use crate::policy::{settle_breaker, FailedAttempt, RetryPolicy};
+use crate::summary::ProcessingSummary;
+use cpc_backoff::RetryCause;
+
+/// Drains a [`QueueStorage`] to a remote through a [`Transport`].
+///
+/// Cheap to clone: clones share one worker. Build it with
+/// [`SyncWorker::builder`]; then either drive it by hand with
+/// [`process_once`](Self::process_once) or [`start`](Self::start) its loop
+/// on the current tokio runtime and stop it with
+/// [`shutdown`](Self::shutdown).
+///
+/// The loop never busy-waits: it sleeps until the network allows sending and
+/// a submission arrives ([`notify`](Self::notify)), until the store's
+/// earliest [`next_wakeup`](QueueStorage::next_wakeup) falls due, until the
+/// circuit breaker half-opens, the network changes, or shutdown is asked.
+/// After every failure the next wake-up comes from the store, so a queue
+/// that still holds work always has a wake-up scheduled.
+#[derive(Clone)]
+pub struct SyncWorker {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for SyncWorker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SyncWorker")
+            .field("config", &self.inner.config)
+            .field("paused", &self.inner.paused.load(Ordering::SeqCst))
+            .field("in_flight", &self.inner.in_flight.load(Ordering::SeqCst))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Builds a [`SyncWorker`]; see [`SyncWorker::builder`].
+pub struct SyncWorkerBuilder {
+    storage: Arc<dyn QueueStorage>,
+    transport: Arc<dyn Transport>,
+    resolver: Arc<dyn ConflictResolver>,
+    retry: RetryPolicy,
+    network: Option<NetworkMonitor>,
+    clock: Option<TokioWallClock>,
+    hlc: Option<Arc<HybridClock>>,
+    config: WorkerConfig,
+}
+
+impl fmt::Debug for SyncWorkerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SyncWorkerBuilder")
+            .field("storage", &self.storage)
+            .field("resolver", &self.resolver)
+            .field("retry", &self.retry)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SyncWorkerBuilder {
+    /// Sets the conflict resolver (default [`LastWriterWins`]).
+    pub fn resolver(mut self, resolver: Arc<dyn ConflictResolver>) -> Self {
+        self.resolver = resolver;
+        self
+    }
+
+    /// Sets the retry policy: backoff strategy, shared retry budget and
+    /// circuit breaker (default [`RetryPolicy::default`]).
+    pub fn retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Sets the network monitor the worker consults and reports to.
+    pub fn network(mut self, monitor: NetworkMonitor) -> Self {
+        self.network = Some(monitor);
+        self
+    }
+
+    /// Sets the clock (default: [`TokioWallClock::new`] at build time).
+    pub fn clock(mut self, clock: TokioWallClock) -> Self {
+        self.clock = Some(clock);
+        self
+    }
+
+    /// Lets the worker merge remote timestamps seen in conflicts into the
+    /// engine's hybrid logical clock, so later local edits order after them.
+    pub fn hybrid_clock(mut self, hlc: Arc<HybridClock>) -> Self {
+        self.hlc = Some(hlc);
+        self
+    }
+
+    /// Sets the options.
+    pub fn config(mut self, config: WorkerConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Builds the worker (not started).
+    pub fn build(self) -> Result<SyncWorker> {
+        self.config.validate()?;
+        let (events, _) = broadcast::channel(self.config.event_capacity);
+        let (shutdown, _) = watch::channel(false);
+        let (progress, _) = watch::channel(0u64);
+        let rng = match self.config.seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_entropy(),
+        };
+        let network = NetworkGate::new(self.network);
+        Ok(SyncWorker {
+            inner: Arc::new(Inner {
+                storage: self.storage,
+                transport: self.transport,
+                resolver: self.resolver,
+                retry: self.retry,
+                network,
+                clock: self.clock.unwrap_or_default(),
+                hlc: self.hlc,
+                config: self.config,
+                events,
+                wake: Notify::new(),
+                paused: AtomicBool::new(false),
+                shutdown,
+                progress,
+                in_flight: AtomicUsize::new(0),
+                rng: Mutex::new(rng),
+                leases: Mutex::new(HashMap::new()),
+                batch_seq: AtomicU64::new(0),
+                task: tokio::sync::Mutex::new(RunState::Idle),
+            }),
+        })
+    }
+}
+
+enum RunState {
+    Idle,
+    Running(JoinHandle<()>),
+    ShutDown,
+}
+
+struct Inner {
+    storage: Arc<dyn QueueStorage>,
+    transport: Arc<dyn Transport>,
+    resolver: Arc<dyn ConflictResolver>,
+    retry: RetryPolicy,
+    network: NetworkGate,
+    clock: TokioWallClock,
+    hlc: Option<Arc<HybridClock>>,
+    config: WorkerConfig,
+    events: broadcast::Sender<WorkerEvent>,
+    /// Submissions and `resume` wake the loop; a stored permit means a
+    /// notification sent while the loop was busy is not lost.
+    wake: Notify,
+    /// Sending is paused until `resume` (credentials refused).
+    paused: AtomicBool,
+    shutdown: watch::Sender<bool>,
+    /// Bumped after every batch is completed in storage (drained() waits on it).
+    progress: watch::Sender<u64>,
+    /// Operations claimed and not yet completed in storage.
+    in_flight: AtomicUsize,
+    rng: Mutex<StdRng>,
+    /// Ids of every claimed batch not yet completed, so shutdown can give
+    /// back the leases of batches it abandons.
+    leases: Mutex<HashMap<u64, Vec<OperationId>>>,
+    batch_seq: AtomicU64,
+    task: tokio::sync::Mutex<RunState>,
+}
+
+impl SyncWorker {
+    /// Starts building a worker over `storage` and `transport`.
+    pub fn builder(
+        storage: Arc<dyn QueueStorage>,
+        transport: Arc<dyn Transport>,
+    ) -> SyncWorkerBuilder {
+        SyncWorkerBuilder {
+            storage,
+            transport,
+            resolver: Arc::new(LastWriterWins),
+            retry: RetryPolicy::default(),
+            network: None,
+            clock: None,
+            hlc: None,
+            config: WorkerConfig::default(),
+        }
+    }
+
+    /// The worker's options.
+    pub fn config(&self) -> &WorkerConfig {
+        &self.inner.config
+    }
+
+    /// The worker's clock (tokio time mapped onto epoch ms).
+    pub fn clock(&self) -> TokioWallClock {
+        self.inner.clock
+    }
+
+    /// The store the worker drains.
+    pub fn storage(&self) -> &Arc<dyn QueueStorage> {
+        &self.inner.storage
+    }
+
+    /// A receiver of every event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<WorkerEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Tells the loop something was submitted (cheap; call after every enqueue).
+    pub fn notify(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    /// Tells the loop and [`drained`](Self::drained) waiters that the queue
+    /// changed outside a batch (revive, settle, drop).
+    pub fn notify_changed(&self) {
+        self.inner.progress.send_modify(|p| *p += 1);
+        self.inner.wake.notify_one();
+    }
+
+    /// True while sending is paused for credentials.
+    pub fn is_paused(&self) -> bool {
+        self.inner.paused.load(Ordering::SeqCst)
+    }
+
+    /// Resumes sending after [`WorkerEvent::AuthRequired`], once the
+    /// application refreshed the transport's credentials.
+    pub fn resume(&self) {
+        if self.inner.paused.swap(false, Ordering::SeqCst) {
+            tracing::info!(target: "cpc_worker", "sending resumed");
+            self.inner.emit(WorkerEvent::Resumed);
+        }
+        self.inner.wake.notify_one();
+    }
+
+    /// Operations claimed and not yet completed in storage.
+    pub fn in_flight(&self) -> usize {
+        self.inner.in_flight.load(Ordering::SeqCst)
+    }
+
+    /// True while the loop runs.
+    pub async fn is_running(&self) -> bool {
+        matches!(&*self.inner.task.lock().await, RunState::Running(h) if !h.is_finished())
+    }
+
+    /// Resolves when nothing is pending in storage and nothing is in flight.
+    /// Needs the loop running (or someone calling `process_once`) to make
+    /// progress; dead letters and deferred conflicts do not count as pending.
+    pub async fn drained(&self) -> Result<()> {
+        let mut progress = self.inner.progress.subscribe();
+        loop {
+            progress.borrow_and_update();
+            if self.in_flight() == 0 && self.inner.pending().await? == 0 {
+                return Ok(());
+            }
+            if progress.changed().await.is_err() {
+                return Err(WorkerError::ShutDown);
+            }
+        }
+    }
+
+    /// Claims one batch (if sending is not paused and the circuit breaker
+    /// admits a push), pushes it and applies the outcomes. Does not consult
+    /// the network status: the caller asked to try now. Returns an empty
+    /// summary when nothing was claimable.
+    pub async fn process_once(&self) -> Result<ProcessingSummary> {
+        let inner = &self.inner;
+        if inner.paused.load(Ordering::SeqCst) || inner.retry.may_claim(0).is_err() {
+            return Ok(ProcessingSummary::default());
+        }
+        let claimed = inner.claim().await?;
+        if claimed.is_empty() {
+            return Ok(ProcessingSummary::default());
+        }
+        let batch = inner.register(&claimed);
+        let summary = Inner::process_batch(inner, batch, claimed).await?;
+        inner.after_batch(&summary).await;
+        Ok(summary)
+    }
+
+    /// Starts the loop on the current tokio runtime. Recovers expired leases
+    /// first. Errors if it is already running or was shut down.
+    pub async fn start(&self) -> Result<()> {
+        let mut task = self.inner.task.lock().await;
+        match &*task {
+            RunState::Running(h) if !h.is_finished() => return Err(WorkerError::AlreadyRunning),
+            RunState::ShutDown => return Err(WorkerError::ShutDown),
+            _ => {}
+        }
+        let now = self.inner.clock.now_ms();
+        let recovered = self
+            .inner
+            .blocking("recover", move |s| s.recover(now))
+            .await?;
+        if recovered > 0 {
+            tracing::info!(target: "cpc_worker", recovered, "expired leases returned to ready");
+        }
+        let inner = Arc::clone(&self.inner);
+        *task = RunState::Running(tokio::spawn(run(inner)));
+        Ok(())
+    }
+
+    /// Stops the loop: no new batch is claimed; in-flight batches get up to
+    /// `shutdown_timeout` to finish, after which they are abandoned and
+    /// their leases returned (the operations are sent again later: the
+    /// remote dedupes by id). Flushes storage. Idempotent.
+    pub async fn shutdown(&self) -> Result<()> {
+        let mut task = self.inner.task.lock().await;
+        let state = std::mem::replace(&mut *task, RunState::ShutDown);
+        self.inner.shutdown.send_replace(true);
+        if let RunState::Running(handle) = state {
+            // The loop itself applies the timeout to its in-flight batches,
+            // so joining it is bounded.
+            if let Err(e) = handle.await {
+                tracing::error!(target: "cpc_worker", error = %e, "worker task failed");
+            }
+        }
+        let released = self.inner.release_abandoned().await;
+        self.inner.blocking("flush", |s| s.flush()).await?;
+        released
+    }
+}
+
+/// What the worker keeps of a claim beside the operation.
+struct OpMeta {
+    attempt: u32,
+    priority: cpc_core::OperationPriority,
+    enqueued_at: EpochMillis,
+}
+
+/// The result of one pushed batch.
+struct BatchOutcome {
+    completions: Vec<Completion>,
+    conflicts: Vec<ConflictRecord>,
+    events: Vec<WorkerEvent>,
+    summary: ProcessingSummary,
+    pause: bool,
+}
+
+impl Inner {
+    fn emit(&self, event: WorkerEvent) {
+        // No subscriber is fine: events are advisory.
+        let _ = self.events.send(event);
+    }
+
+    fn rng(&self) -> MutexGuard<'_, StdRng> {
+        // The RNG has no invariant a panic could break.
+        self.rng.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lease_map(&self) -> MutexGuard<'_, HashMap<u64, Vec<OperationId>>> {
+        self.leases.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs a storage call on the blocking pool (it may fsync).
+    async fn blocking<T, F>(&self, context: &'static str, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn QueueStorage) -> cpc_storage::Result<T> + Send + 'static,
+    {
+        let storage = Arc::clone(&self.storage);
+        tokio::task::spawn_blocking(move || f(storage.as_ref()))
+            .await
+            .map_err(|source| WorkerError::Task { context, source })?
+            .map_err(WorkerError::storage(context))
+    }
+
+    async fn pending(&self) -> Result<u64> {
+        self.blocking("pending", |s| s.pending()).await
+    }
+
+    async fn claim(&self) -> Result<Vec<Claimed>> {
+        let now = self.clock.now_ms();
+        let limit = self.config.batch_size;
+        self.blocking("claim", move |s| s.claim_ready(now, limit))
+            .await
+    }
+
+    /// Records a claimed batch as in flight; returns its number.
+    fn register(&self, claimed: &[Claimed]) -> u64 {
+        let batch = self.batch_seq.fetch_add(1, Ordering::SeqCst);
+        self.in_flight.fetch_add(claimed.len(), Ordering::SeqCst);
+        self.lease_map()
+            .insert(batch, claimed.iter().map(|c| c.op.id).collect());
+        batch
+    }
+
+    fn unregister(&self, batch: u64) {
+        if let Some(ids) = self.lease_map().remove(&batch) {
+            self.in_flight.fetch_sub(ids.len(), Ordering::SeqCst);
+        }
+    }
+
+    /// Gives back the leases of batches abandoned at shutdown.
+    async fn release_abandoned(&self) -> Result<()> {
+        let ids: Vec<OperationId> = {
+            let mut map = self.lease_map();
+            map.drain().flat_map(|(_, ids)| ids).collect()
+        };
+        self.in_flight.store(0, Ordering::SeqCst);
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let count = ids.len();
+        let completions: Vec<Completion> = ids.into_iter().map(Completion::Release).collect();
+        let now = self.clock.now_ms();
+        self.blocking("release", move |s| s.complete(&completions, now))
+            .await?;
+        tracing::info!(target: "cpc_worker", released = count, "abandoned leases returned");
+        self.progress.send_modify(|p| *p += 1);
+        Ok(())
+    }
+
+    /// Pushes one claimed batch and applies the outcomes in one storage write.
+    async fn process_batch(
+        self: &Arc<Self>,
+        batch: u64,
+        claimed: Vec<Claimed>,
+    ) -> Result<ProcessingSummary> {
+        let started = Instant::now();
+        let mut meta = Vec::with_capacity(claimed.len());
+        let mut ops = Vec::with_capacity(claimed.len());
+        for c in claimed {
+            meta.push(OpMeta {
+                attempt: c.attempt,
+                priority: c.effective_priority,
+                enqueued_at: c.enqueued_at,
+            });
+            ops.push(c.op);
+        }
+
+        let permit = match self.retry.admit_push() {
+            Ok(permit) => permit,
+            Err(retry_after) => {
+                // The breaker opened between the claim and now: give the
+                // claims back uncounted.
+                tracing::debug!(target: "cpc_worker", batch, retry_after_ms = millis(retry_after), "breaker refused the push; claims released");
+                return self.release_batch(batch, &ops).await;
+            }
+        };
+        let pushed = tokio::time::timeout(self.config.push_timeout, self.transport.push(&ops))
+            .await
+            .unwrap_or(Err(TransportError::Timeout))
+            .and_then(|outcomes| check_response(&ops, &outcomes).map(|()| outcomes));
+        let remote_failed = matches!(&pushed, Err(e) if !matches!(e, TransportError::Unauthorized));
+        settle_breaker(permit, remote_failed);
+
+        let now = self.clock.now_ms();
+        let mut outcome = self.plan(&ops, &meta, pushed, now);
+        outcome.summary.elapsed = started.elapsed();
+
+        let completions = std::mem::take(&mut outcome.completions);
+        let conflicts = std::mem::take(&mut outcome.conflicts);
+        // Conflict entries are written before the completions: a crash in
+        // between then logs a conflict twice (the op is resent and conflicts
+        // again) instead of dropping a losing payload unrecorded.
+        let written = self
+            .blocking("complete", move |s| {
+                for entry in &conflicts {
+                    s.log_conflict(entry)?;
+                }
+                s.complete(&completions, now)
+            })
+            .await;
+        // Whether or not the write succeeded the batch is no longer ours: on
+        // failure its leases expire and the store hands the ops out again.
+        self.unregister(batch);
+        self.progress.send_modify(|p| *p += 1);
+        written?;
+
+        if outcome.pause {
+            self.paused.store(true, Ordering::SeqCst);
+        }
+        for event in outcome.events {
+            self.emit(event);
+        }
+        let s = &outcome.summary;
+        tracing::info!(
+            target: "cpc_worker",
+            batch,
+            attempted = s.attempted,
+            applied = s.applied,
+            already_applied = s.already_applied,
+            retried = s.retried,
+            conflicts = s.conflicts.total(),
+            dead_lettered = s.dead_lettered,
+            released = s.released,
+            critical = s.by_priority[3],
+            high = s.by_priority[2],
+            normal = s.by_priority[1],
+            background = s.by_priority[0],
+            batch_error = s.batch_error.as_ref().map(TransportError::name),
+            elapsed_us = u64::try_from(s.elapsed.as_micros()).unwrap_or(u64::MAX),
+            "batch processed"
+        );
+        Ok(outcome.summary)
+    }
+
+    /// Gives a claimed batch back without sending it or counting the attempt.
+    async fn release_batch(&self, batch: u64, ops: &[Operation]) -> Result<ProcessingSummary> {
+        let completions: Vec<Completion> =
+            ops.iter().map(|op| Completion::Release(op.id)).collect();
+        let now = self.clock.now_ms();
+        let written = self
+            .blocking("release", move |s| s.complete(&completions, now))
+            .await;
+        self.unregister(batch);
+        self.progress.send_modify(|p| *p += 1);
+        written?;
+        Ok(ProcessingSummary {
+            released: ops.len(),
+            ..ProcessingSummary::default()
+        })
+    }
+
+    /// Maps a push result onto completions, conflict log entries and events.
+    fn plan(
+        &self,
+        ops: &[Operation],
+        meta: &[OpMeta],
+        pushed: std::result::Result<Vec<PushOutcome>, TransportError>,
+        now: EpochMillis,
+    ) -> BatchOutcome {
+        let mut out = BatchOutcome {
+            completions: Vec::with_capacity(ops.len()),
+            conflicts: Vec::new(),
+            events: Vec::new(),
+            summary: ProcessingSummary {
+                attempted: ops.len(),
+                ..ProcessingSummary::default()
+            },
+            pause: false,
+        };
+        for m in meta {
+            out.summary.by_priority[usize::from(m.priority.rank())] += 1;
+        }
+        match pushed {
+            Ok(outcomes) => {
+                self.network.report_success();
+                for ((op, m), outcome) in ops.iter().zip(meta).zip(outcomes) {
+                    match outcome {
+                        PushOutcome::Applied { version }
+                        | PushOutcome::AlreadyApplied { version } => {
+                            let replay = matches!(outcome, PushOutcome::AlreadyApplied { .. });
+                            if replay {
+                                out.summary.already_applied += 1;
+                            } else {
+                                out.summary.applied += 1;
+                            }
+                            self.retry.on_delivered(op.id);
+                            out.completions.push(Completion::Ack(op.id));
+                            out.events.push(WorkerEvent::Applied {
+                                id: op.id,
+                                entity: op.entity.clone(),
+                                version,
+                                replay,
+                            });
+                        }
+                        PushOutcome::RetryLater { after } => {
+                            self.retry_or_bury(
+                                &mut out,
+                                op,
+                                m,
+                                after,
+                                RetryCause::Error,
+                                "retry later".into(),
+                                now,
+                            );
+                        }
+                        PushOutcome::Rejected { reason } => {
+                            self.retry.forget(op.id);
+                            out.summary.dead_lettered += 1;
+                            out.events.push(WorkerEvent::DeadLettered {
+                                id: op.id,
+                                entity: op.entity.clone(),
+                                reason: reason.clone(),
+                            });
+                            out.completions.push(Completion::Dead { id: op.id, reason });
+                        }
+                        PushOutcome::Conflict { remote } => {
+                            // The remote answered for good: the retry paid off.
+                            self.retry.on_delivered(op.id);
+                            self.resolve(&mut out, op, remote, now);
+                        }
+                    }
+                }
+            }
+            Err(TransportError::Unauthorized) => {
+                self.network.report_error(&TransportError::Unauthorized);
+                // Credentials are an application matter: give every claim
+                // back uncounted and wait for `resume`.
+                tracing::warn!(target: "cpc_worker", size = ops.len(), "unauthorized: sending paused until resume()");
+                out.summary.batch_error = Some(TransportError::Unauthorized);
+                out.summary.released = ops.len();
+                out.completions
+                    .extend(ops.iter().map(|op| Completion::Release(op.id)));
+                out.events.push(WorkerEvent::BatchFailed {
+                    size: ops.len(),
+                    error: TransportError::Unauthorized,
+                });
+                out.events.push(WorkerEvent::AuthRequired);
+                out.pause = true;
+            }
+            Err(error) => {
+                // Nothing in the batch is known to be applied: retry all.
+                self.network.report_error(&error);
+                let hint = match &error {
+                    TransportError::RateLimited { retry_after } => *retry_after,
+                    _ => None,
+                };
+                let cause = match &error {
+                    TransportError::Timeout => RetryCause::Timeout,
+                    _ => RetryCause::Error,
+                };
+                tracing::warn!(target: "cpc_worker", size = ops.len(), error = error.name(), "batch failed");
+                let text = error.to_string();
+                for (op, m) in ops.iter().zip(meta) {
+                    self.retry_or_bury(&mut out, op, m, hint, cause, text.clone(), now);
+                }
+                out.events.push(WorkerEvent::BatchFailed {
+                    size: ops.len(),
+                    error: error.clone(),
+                });
+                out.summary.batch_error = Some(error);
+            }
+        }
+        out
+    }
+
+    /// Schedules a retry through the backoff and the retry budget, or parks
+    /// the op in the dead letters when the strategy gives up.
+    #[allow(clippy::too_many_arguments)]
+    fn retry_or_bury(
+        &self,
+        out: &mut BatchOutcome,
+        op: &Operation,
+        meta: &OpMeta,
+        hint: Option<Duration>,
+        cause: RetryCause,
+        error: String,
+        now: EpochMillis,
+    ) {
+        let attempt = meta.attempt;
+        let elapsed = Duration::from_millis(now.saturating_sub(meta.enqueued_at));
+        let at = {
+            let mut rng = self.rng();
+            self.retry.retry_at(
+                &FailedAttempt {
+                    id: op.id,
+                    attempt,
+                    hint,
+                    cause,
+                    elapsed,
+                },
+                now,
+                &mut *rng,
+            )
+        };
+        match at {
+            Some(at) => {
+                out.summary.retried += 1;
+                out.events.push(WorkerEvent::RetryScheduled {
+                    id: op.id,
+                    at,
+                    attempt,
+                    error: error.clone(),
+                });
+                out.completions.push(Completion::Retry {
+                    id: op.id,
+                    at,
+                    error,
+                });
+            }
+            None => {
+                self.retry.forget(op.id);
+                let reason = format!("gave up after {attempt} attempts: {error}");
+                out.summary.dead_lettered += 1;
+                out.events.push(WorkerEvent::DeadLettered {
+                    id: op.id,
+                    entity: op.entity.clone(),
+                    reason: reason.clone(),
+                });
+                out.completions.push(Completion::Dead { id: op.id, reason });
+            }
+        }
+    }
+
+    fn resolve(
+        &self,
+        out: &mut BatchOutcome,
+        op: &Operation,
+        remote: cpc_core::RemoteRecord,
+        now: EpochMillis,
+    ) {
+        if let Some(hlc) = &self.hlc {
+            // Later local edits must order after what the remote holds; a
+            // timestamp beyond the drift limit is ignored (logged by the
+            // resolver's trace anyway).
+            let _ = hlc.observe(remote.timestamp);
+        }
+        let (resolution, record) = resolve_and_record(&*self.resolver, op, &remote, now);
+        out.conflicts.push(record);
+        out.events.push(WorkerEvent::ConflictResolved {
+            id: op.id,
+            entity: op.entity.clone(),
+            resolution: resolution.name(),
+            remote_version: remote.version,
+        });
+        match resolution {
+            Resolution::KeepLocal => {
+                out.summary.conflicts.keep_local += 1;
+                out.completions.push(Completion::Resend {
+                    id: op.id,
+                    base_version: Some(remote.version),
+                    payload: None,
+                });
+            }
+            Resolution::Merged(payload) => {
+                out.summary.conflicts.merged += 1;
+                out.completions.push(Completion::Resend {
+                    id: op.id,
+                    base_version: Some(remote.version),
+                    payload: Some(payload),
+                });
+            }
+            Resolution::KeepRemote => {
+                out.summary.conflicts.keep_remote += 1;
+                out.completions.push(Completion::Drop(op.id));
+            }
+            Resolution::Defer => {
+                out.summary.conflicts.deferred += 1;
+                out.events.push(WorkerEvent::Deferred {
+                    id: op.id,
+                    entity: op.entity.clone(),
+                });
+                out.completions
+                    .push(Completion::Defer { id: op.id, remote });
+            }
+        }
+    }
+
+    /// After a batch: emits the summary, and `Drained` when the queue is empty.
+    async fn after_batch(&self, summary: &ProcessingSummary) {
+        self.emit(WorkerEvent::BatchCompleted {
+            summary: summary.clone(),
+        });
+        // Counting pending work costs a query; only a batch that was not
+        // full can have emptied the queue.
+        if summary.attempted < self.config.batch_size && self.in_flight.load(Ordering::SeqCst) == 0
+        {
+            match self.pending().await {
+                Ok(0) if self.in_flight.load(Ordering::SeqCst) == 0 => {
+                    self.emit(WorkerEvent::Drained)
+                }
+                Ok(_) => {}
+                Err(e) => self.storage_failed(&e),
+            }
+        }
+    }
+
+    fn storage_failed(&self, e: &WorkerError) {
+        tracing::error!(target: "cpc_worker", error = %e, "storage call failed");
+        self.emit(WorkerEvent::StorageFailed {
+            error: error_chain(e),
+        });
+    }
+
+    /// On the Offline → Online transition: waiting retries are moved to
+    /// `now + resume_after + U(0, reconnect_spread)` so they do not all fire
+    /// at once. Returns the instant before which nothing is claimed.
+    async fn respread(&self) -> Result<Instant> {
+        let now = self.clock.now_ms();
+        let mut jitters = StdRng::seed_from_u64(self.rng().gen());
+        let hold_until = self.network.resume_at().unwrap_or_else(Instant::now);
+        let base = self.clock.at(hold_until).max(now);
+        let spread = millis(self.config.reconnect_spread);
+        let waiting = self
+            .blocking("list waiting", |s| {
+                s.list(&ListFilter {
+                    dead: Some(false),
+                    ..ListFilter::default()
+                })
+            })
+            .await?;
+        let completions: Vec<Completion> = waiting
+            .into_iter()
+            .filter_map(|stored| match stored.state {
+                OpState::Waiting { until } => {
+                    let at = base.saturating_add(jitters.gen_range(0..=spread));
+                    // Only pull forward retries that would fire in the burst;
+                    // ones already scheduled later keep their time.
+                    (until < at).then(|| Completion::Retry {
+                        id: stored.op.id,
+                        at,
+                        error: stored
+                            .last_error
+                            .unwrap_or_else(|| "rescheduled after reconnect".into()),
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        let count = completions.len();
+        if count > 0 {
+            self.blocking("respread", move |s| s.complete(&completions, now))
+                .await?;
+        }
+        tracing::info!(target: "cpc_worker", rescheduled = count, hold_ms = base - now, "network back: retries re-spread");
+        Ok(hold_until)
+    }
+}
+
+/// The worker loop.
+async fn run(inner: Arc<Inner>) {
+    let mut shutdown = inner.shutdown.subscribe();
+    let mut net = inner.network.subscribe();
+    let mut status = inner.network.status();
+    let mut batches: JoinSet<(u64, Result<ProcessingSummary>)> = JoinSet::new();
+    // No claim before this instant (storage trouble, reconnect hold).
+    let mut hold_until: Option<Instant> = None;
+    let mut reported_open = false;
+    tracing::info!(target: "cpc_worker", network = ?status, "worker started");
+
+    match inner.blocking("stats", |s| s.stats()).await {
+        Ok(stats) if stats.quarantined > 0 => inner.emit(WorkerEvent::Quarantined {
+            count: stats.quarantined,
+        }),
+        Ok(_) => {}
+        Err(e) => inner.storage_failed(&e),
+    }
+
+    let stop_reason = loop {
+        if *shutdown.borrow_and_update() {
+            break "shutdown".to_string();
+        }
+        // Network transitions.
+        if let Some(rx) = net.as_mut() {
+            let now_status = *rx.borrow_and_update();
+            if now_status != status {
+                tracing::info!(target: "cpc_worker", from = ?status, to = ?now_status, "network changed");
+                inner.emit(WorkerEvent::NetworkChanged {
+                    from: status,
+                    to: now_status,
+                });
+                let was_offline = status == NetworkStatus::Offline;
+                status = now_status;
+                if was_offline && NetworkGate::sendable(status) {
+                    match inner.respread().await {
+                        Ok(until) => hold_until = Some(until),
+                        Err(e) => inner.storage_failed(&e),
+                    }
+                }
+            }
+        }
+
+        let now_instant = Instant::now();
+        if hold_until.is_some_and(|h| h <= now_instant) {
+            hold_until = None;
+        }
+        let network_ok = !inner.config.respect_network || NetworkGate::sendable(status);
+        let paused = inner.paused.load(Ordering::SeqCst);
+        let may_send = network_ok && !paused && hold_until.is_none();
+        let breaker = inner.retry.may_claim(batches.len());
+        match breaker {
+            Err(Some(until)) if may_send && !reported_open => {
+                inner.emit(WorkerEvent::CircuitOpen {
+                    until: inner.clock.at(until),
+                });
+                reported_open = true;
+            }
+            Ok(()) => reported_open = false,
+            _ => {}
+        }
+        let room = batches.len() < inner.config.max_in_flight;
+
+        // Claim while there is room for another batch.
+        let mut wake_at: Option<Instant> = hold_until;
+        if may_send && breaker.is_ok() && room {
+            match inner.claim().await {
+                Ok(claimed) if !claimed.is_empty() => {
+                    let batch = inner.register(&claimed);
+                    let task_inner = Arc::clone(&inner);
+                    batches.spawn(async move {
+                        let result = Inner::process_batch(&task_inner, batch, claimed).await;
+                        if let Ok(summary) = &result {
+                            task_inner.after_batch(summary).await;
+                        }
+                        (batch, result)
+                    });
+                    // Room for more: claim again at once (only heads of
+                    // other entities can come out, so order is kept).
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    inner.storage_failed(&e);
+                    if e.is_poisoned() {
+                        break error_chain(&e);
+                    }
+                    hold_until = Some(now_instant + inner.config.storage_retry);
+                    wake_at = hold_until;
+                }
+            }
+        }
+
+        // Work out when to wake if nothing else happens. With every batch
+        // slot taken (or a half-open probe in flight) the next event is a
+        // batch finishing, so the store need not be asked.
+        if may_send && room {
+            match breaker {
+                Err(Some(until)) => wake_at = earliest(wake_at, Some(until)),
+                Err(None) => {}
+                Ok(()) => match inner.blocking("next_wakeup", |s| s.next_wakeup()).await {
+                    Ok(Some(ms)) => {
+                        let mut at = inner.clock.instant_at(ms);
+                        let now = Instant::now();
+                        if at <= now {
+                            // Due, yet the claim just made found nothing:
+                            // do not spin on it.
+                            at = now + inner.config.min_wakeup_interval;
+                        }
+                        wake_at = earliest(wake_at, Some(at));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        inner.storage_failed(&e);
+                        if e.is_poisoned() {
+                            break error_chain(&e);
+                        }
+                        wake_at =
+                            earliest(wake_at, Some(Instant::now() + inner.config.storage_retry));
+                    }
+                },
+            }
+        }
+
+        let sleep = async {
+            match wake_at {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        let net_changed = async {
+            match net.as_mut() {
+                Some(rx) => {
+                    if rx.changed().await.is_err() {
+                        std::future::pending::<()>().await
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => {}
+            Some(joined) = batches.join_next(), if !batches.is_empty() => {
+                handle_joined(&inner, joined);
+            }
+            _ = net_changed => {}
+            _ = inner.wake.notified() => {}
+            _ = sleep => {}
+        }
+    };
+
+    // Shutdown: give in-flight batches a bounded time to finish.
+    let deadline = Instant::now() + inner.config.shutdown_timeout;
+    while !batches.is_empty() {
+        match tokio::time::timeout_at(deadline, batches.join_next()).await {
+            Ok(Some(joined)) => handle_joined(&inner, joined),
+            Ok(None) => break,
+            Err(_) => {
+                tracing::warn!(target: "cpc_worker", batches = batches.len(), "shutdown timeout: abandoning in-flight batches");
+                batches.abort_all();
+                while batches.join_next().await.is_some() {}
+                break;
+            }
+        }
+    }
+    // Leases of abandoned batches are returned by `shutdown` (or, after a
+    // poisoned store, expire and are recovered at the next open).
+    tracing::info!(target: "cpc_worker", reason = %stop_reason, "worker stopped");
+    inner.emit(WorkerEvent::Stopped {
+        reason: stop_reason,
+    });
+}
+
+fn handle_joined(
+    inner: &Inner,
+    joined: std::result::Result<(u64, Result<ProcessingSummary>), tokio::task::JoinError>,
+) {
+    match joined {
+        Ok((_, Ok(_))) => {}
+        Ok((batch, Err(e))) => {
+            tracing::error!(target: "cpc_worker", batch, error = %e, "batch could not be completed; its leases will expire");
+            inner.storage_failed(&e);
+        }
+        Err(e) => {
+            tracing::error!(target: "cpc_worker", error = %e, "batch task failed");
+        }
+    }
+}
+
+fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// An error and its sources on one line (no payload data: storage errors
+/// carry ids and contexts only).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

@@ -1,0 +1,139 @@
+//! Failures of a whole push: nothing acked, everything retried (or given
+//! back uncounted for credentials).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cpc_core::{Operation, OperationPriority, PushOutcome, TransportError};
+use cpc_storage::{OpState, QueueStorage};
+use cpc_worker::WorkerEvent;
+
+use crate::support::*;
+
+#[tokio::test(start_paused = true)]
+async fn a_short_answer_is_a_protocol_error_and_acks_nothing() {
+    let s = storage();
+    let c = clock();
+    let h = hlc(c);
+    let ids: Vec<_> = (0..5)
+        .map(|i| enqueue(&s, c, op(&h, &format!("e{i}"), OperationPriority::Normal)))
+        .collect();
+    let t = Scripted::applied();
+    // Four answers for five operations: even the four must not be acked.
+    t.then(Box::new(|batch: &[Operation]| {
+        Ok(batch[1..]
+            .iter()
+            .map(|_| PushOutcome::Applied { version: 1 })
+            .collect())
+    }));
+    let w = worker(&s, &t, c).build().unwrap();
+    let summary = w.process_once().await.unwrap();
+    assert_eq!(summary.applied, 0);
+    assert_eq!(summary.retried, 5);
+    assert!(matches!(
+        summary.batch_error,
+        Some(TransportError::Protocol(_))
+    ));
+    for id in &ids {
+        let stored = s.get(*id).unwrap().unwrap();
+        assert_eq!(
+            stored.state,
+            OpState::Waiting {
+                until: START_MS + 1_000
+            }
+        );
+        assert_eq!(stored.attempts, 1);
+    }
+    // The retry fires by itself and succeeds.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    let summary = w.process_once().await.unwrap();
+    assert_eq!(summary.applied, 5);
+    assert_eq!(s.pending().unwrap(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn transport_errors_retry_the_whole_batch_with_the_rate_limit_hint() {
+    let s = storage();
+    let c = clock();
+    let h = hlc(c);
+    let id = enqueue(&s, c, op(&h, "a", OperationPriority::Normal));
+    let t = Scripted::applied();
+    t.then(fail(TransportError::RateLimited {
+        retry_after: Some(Duration::from_secs(20)),
+    }));
+    let w = worker(&s, &t, c).build().unwrap();
+    let summary = w.process_once().await.unwrap();
+    assert_eq!(summary.retried, 1);
+    assert_eq!(
+        s.get(id).unwrap().unwrap().state,
+        OpState::Waiting {
+            until: START_MS + 20_000
+        }
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn unauthorized_pauses_without_counting_and_resume_continues() {
+    let s = storage();
+    let c = clock();
+    let h = hlc(c);
+    let ids: Vec<_> = (0..3)
+        .map(|i| enqueue(&s, c, op(&h, &format!("e{i}"), OperationPriority::Normal)))
+        .collect();
+    let t = Scripted::applied();
+    t.then(fail(TransportError::Unauthorized));
+    let w = worker(&s, &t, c).build().unwrap();
+    let mut events = w.subscribe();
+    w.start().await.unwrap();
+    // The loop pushes once, gets Unauthorized and pauses.
+    let auth = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            if let WorkerEvent::AuthRequired = events.recv().await.unwrap() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(auth.is_ok(), "no AuthRequired event");
+    assert!(w.is_paused());
+    for id in &ids {
+        let stored = s.get(*id).unwrap().unwrap();
+        assert_eq!(stored.state, OpState::Ready);
+        assert_eq!(stored.attempts, 0, "an auth failure is not an attempt");
+    }
+    // Paused: nothing is sent however long we wait.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(t.pushes(), 1);
+    w.resume();
+    tokio::time::timeout(Duration::from_secs(60), w.drained())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.pushes(), 2);
+    assert_eq!(s.pending().unwrap(), 0);
+    w.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_push_that_hangs_times_out_and_is_retried() {
+    let s = storage();
+    let c = clock();
+    let h = hlc(c);
+    let id = enqueue(&s, c, op(&h, "a", OperationPriority::Normal));
+    let t = Scripted::applied();
+    *t.latency.lock().unwrap() = Some(Duration::from_secs(3600));
+    let w = worker(&s, &t, c)
+        .config(cpc_worker::WorkerConfig {
+            push_timeout: Duration::from_secs(5),
+            ..cpc_worker::WorkerConfig::default()
+        })
+        .build()
+        .unwrap();
+    let summary = w.process_once().await.unwrap();
+    assert_eq!(summary.batch_error, Some(TransportError::Timeout));
+    assert!(matches!(
+        s.get(id).unwrap().unwrap().state,
+        OpState::Waiting { .. }
+    ));
+    let _ = Arc::clone(&t);
+}

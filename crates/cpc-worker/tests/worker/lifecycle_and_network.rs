@@ -1,0 +1,265 @@
+//! The loop: draining, offline, reconnect spread, breaker, shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cpc_backoff::{CircuitBreaker, CircuitBreakerConfig};
+use cpc_core::{OperationPriority, TransportError};
+use cpc_network::{ManualSource, MonitorConfig, NetworkMonitor, NetworkStatus};
+use cpc_storage::{OpState, QueueStorage};
+use cpc_worker::{SyncWorker, WorkerConfig, WorkerEvent};
+
+use crate::support::*;
+
+fn monitor() -> (NetworkMonitor, ManualSource) {
+    let m = NetworkMonitor::new(MonitorConfig {
+        seed: Some(1),
+        ..MonitorConfig::default()
+    })
+    .unwrap();
+    let link = ManualSource::new();
+    link.connect(m.sink("manual"));
+    (m, link)
+}
+
+#[tokio::test(start_paused = true)]
+async fn drains_in_full_batches_and_then_sleeps() {
+    let s = storage();
+    let c = clock();
+    let h = hlc(c);
+    for i in 0..200 {
+        enqueue(&s, c, op(&h, &format!("e{i}"), OperationPriority::Normal));
+    }
+    let t = Scripted::applied();
+    let w = worker(&s, &t, c).build().unwrap();
+    let mut events = w.subscribe();
+    w.start().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), w.drained())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.pushes(), 4, "64 + 64 + 64 + 8");
+    // Idle for a day: no pushes, no spinning.
+    tokio::time::sleep(Duration::from_secs(86_400)).await;
+    assert_eq!(t.pushes(), 4);
+    let mut drained = false;
+    while let Ok(e) = events.try_recv() {
+        drained |= matches!(e, WorkerEvent::Drained);
+    }
+    assert!(drained);
+    w.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn offline_sends_nothing_and_reconnect_sends_everything() {
+    let s = storage();
+    let c = clock();
+    let h = hlc(c);
+    let (m, link) = monitor();
+    link.set_offline();
+    assert_eq!(m.status(), NetworkStatus::Offline);
+    let t = Scripted::applied();
+    let w = worker(&s, &t, c).network(m.clone()).build().unwrap();
+    let mut events = w.subscribe();
+    w.start().await.unwrap();
+    for i in 0..10 {
+        enqueue(&s, c, op(&h, &format!("e{i}"), OperationPriority::Normal));
+        w.notify();
+    }
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    assert_eq!(t.pushes(), 0);
+    link.set_online();
+    tokio::time::timeout(Duration::from_secs(60), w.drained())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.pending().unwrap(), 0);
+    let mut changed = false;
+    while let Ok(e) = events.try_recv() {
+        changed |= matches!(
+            e,
+            WorkerEvent::NetworkChanged {
+                from: NetworkStatus::Offline,
+                ..
+            }
+        );
+    }
+    assert!(changed);
+    w.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconnect_spreads_waiting_retries() {
+    let s = storage();
+    let c = clock();
+    let h = hlc(c);
+    let (m, link) = monitor();
+    let ids: Vec<_> = (0..50)
+        .map(|i| enqueue(&s, c, op(&h, &format!("e{i}"), OperationPriority::Normal)))
+        .collect();
+    let t = Scripted::applied();
+    t.then(fail(TransportError::Server { status: 503 }));
+    let w = worker(&s, &t, c)
+        .network(m.clone())
+        .config(WorkerConfig {
+            reconnect_spread: Duration::from_secs(10),
+            seed: Some(5),
+            ..WorkerConfig::default()
+        })
+        .build()
+        .unwrap();
+    w.process_once().await.unwrap();
+    // All 50 wait for the same instant (no jitter in this policy).
+    let untils: Vec<_> = ids
+        .iter()
+        .map(|id| s.get(*id).unwrap().unwrap().state)
+        .collect();
+    assert!(untils.iter().all(|u| *u
+        == OpState::Waiting {
+            until: START_MS + 1_000
+        }));
+
+    link.set_offline();
+    w.start().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    assert_eq!(t.pushes(), 1);
+    *t.latency.lock().unwrap() = Some(Duration::from_secs(3600));
+    link.set_online();
+    // Give the loop the transition (the monitor waits its dwell time).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let now = c.now_ms();
+    let mut untils: Vec<u64> = ids
+        .iter()
+        .filter_map(|id| match s.get(*id).unwrap().unwrap().state {
+            OpState::Waiting { until } => Some(until),
+            _ => None,
+        })
+        .collect();
+    untils.sort_unstable();
+    untils.dedup();
+    assert!(untils.len() > 30, "retries not spread: {untils:?}");
+    assert!(untils.iter().all(|u| *u <= now + 12_000));
+    w.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_stops_pushes_until_it_half_opens() {
+    let s = storage();
+    let c = clock();
+    let h = hlc(c);
+    for i in 0..3 {
+        enqueue(&s, c, op(&h, &format!("e{i}"), OperationPriority::Normal));
+    }
+    let t = Scripted::new(fail(TransportError::Server { status: 500 }));
+    let cfg = CircuitBreakerConfig {
+        failure_threshold: 2,
+        ..CircuitBreakerConfig::default()
+    };
+    let breaker = Arc::new(CircuitBreaker::new(cfg).unwrap().with_seed(1));
+    let policy = plain_policy(1_000).with_breaker(Some(breaker.clone()));
+    let w = worker(&s, &t, c).retry_policy(policy).build().unwrap();
+    let mut events = w.subscribe();
+    w.start().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Two failures open it: pushes at 0 s and ~1 s, then the cool-down
+    // (2.5-5 s with equal jitter) holds the retry due at ~3 s.
+    assert_eq!(t.pushes(), 2);
+    let mut open = false;
+    while let Ok(e) = events.try_recv() {
+        open |= matches!(e, WorkerEvent::CircuitOpen { .. });
+    }
+    assert!(open);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(t.pushes(), 3, "one probe when half-open");
+    w.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_mid_batch_returns_leases_and_a_restart_loses_nothing() {
+    let s = storage();
+    let c = clock();
+    let h = hlc(c);
+    let ids: Vec<_> = (0..10)
+        .map(|i| enqueue(&s, c, op(&h, &format!("e{i}"), OperationPriority::Normal)))
+        .collect();
+    let hanging = Scripted::applied();
+    *hanging.latency.lock().unwrap() = Some(Duration::from_secs(3600));
+    let w = worker(&s, &hanging, c)
+        .config(WorkerConfig {
+            shutdown_timeout: Duration::from_secs(2),
+            ..WorkerConfig::default()
+        })
+        .build()
+        .unwrap();
+    w.start().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(hanging.pushes(), 1);
+    assert_eq!(w.in_flight(), 10);
+    w.shutdown().await.unwrap();
+    assert_eq!(w.in_flight(), 0);
+    for id in &ids {
+        let stored = s.get(*id).unwrap().unwrap();
+        assert_eq!(stored.state, OpState::Ready, "lease returned");
+        assert_eq!(stored.attempts, 0, "an abandoned send is not an attempt");
+    }
+    assert!(w.start().await.is_err(), "a shut down worker stays down");
+
+    let t = Scripted::applied();
+    let w2 = SyncWorker::builder(s.clone(), t.clone())
+        .clock(c)
+        .build()
+        .unwrap();
+    w2.start().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), w2.drained())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut sent = t.sent();
+    sent.sort();
+    let mut expected = ids.clone();
+    expected.sort();
+    assert_eq!(sent, expected);
+    w2.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn several_batches_in_flight_keep_entity_order() {
+    let s = storage();
+    let c = clock();
+    let h = hlc(c);
+    let mut per_entity: Vec<Vec<cpc_core::OperationId>> = vec![Vec::new(); 8];
+    for round in 0..20 {
+        for (e, list) in per_entity.iter_mut().enumerate() {
+            let p = OperationPriority::from_rank(((round + e) % 4) as u8).unwrap();
+            list.push(enqueue(&s, c, op(&h, &format!("e{e}"), p)));
+        }
+    }
+    let t = Scripted::applied();
+    *t.latency.lock().unwrap() = Some(Duration::from_millis(20));
+    let w = worker(&s, &t, c)
+        .config(WorkerConfig {
+            batch_size: 3,
+            max_in_flight: 4,
+            ..WorkerConfig::default()
+        })
+        .build()
+        .unwrap();
+    w.start().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(60), w.drained())
+        .await
+        .unwrap()
+        .unwrap();
+    let sent = t.sent();
+    assert_eq!(sent.len(), 160);
+    for list in &per_entity {
+        let positions: Vec<usize> = list
+            .iter()
+            .map(|id| sent.iter().position(|x| x == id).unwrap())
+            .collect();
+        assert!(
+            positions.windows(2).all(|w| w[0] < w[1]),
+            "entity order broken"
+        );
+    }
+    w.shutdown().await.unwrap();
+}

@@ -1,0 +1,11 @@
+//! Behaviour of the sync worker against `MemoryStorage` on a paused clock.
+
+// Test support code panics on broken fixtures by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod batch_failures_ack_nothing;
+mod lifecycle_and_network;
+mod outcomes_become_completions;
+mod queue_never_stalls;
