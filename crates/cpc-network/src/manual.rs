@@ -122,7 +122,16 @@ impl StatusSource for ManualSource {
     }
 
     async fn run(self, sink: ObservationSink) {
+        // Disconnects when the task ends or is stopped, so a stopped source
+        // stops reporting.
+        struct Disconnect(ManualSource, ObservationSink);
+        impl Drop for Disconnect {
+            fn drop(&mut self) {
+                lock(&self.0.shared).sinks.retain(|s| !s.same_as(&self.1));
+            }
+        }
         self.connect(sink.clone());
+        let _disconnect = Disconnect(self, sink.clone());
         sink.closed().await;
     }
 }

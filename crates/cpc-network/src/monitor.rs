@@ -353,12 +353,19 @@ impl NetworkMonitor {
     /// Runs `source` on a task of the current tokio runtime. The task ends
     /// when the source returns, when [`SourceHandle::stop`] is called, or when
     /// the last clone of the monitor is dropped; dropping the handle leaves
-    /// it running.
+    /// it running. When the task ends, a link loss the source reported is
+    /// withdrawn: a source that no longer watches must not hold the monitor
+    /// Offline.
     pub fn attach<S: StatusSource>(&self, source: S) -> Result<SourceHandle, Error> {
         let runtime = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let name = source.name();
         let sink = self.sink(name.clone());
-        let task = runtime.spawn(source.run(sink));
+        let guard = WithdrawOnDrop(sink.clone());
+        let task = runtime.spawn(async move {
+            // Dropped when the run ends or the task is aborted.
+            let _guard = guard;
+            source.run(sink).await;
+        });
         let abort = task.abort_handle();
         let mut sources = lock(&self.inner.sources);
         sources.retain(|a| !a.is_finished());
@@ -383,6 +390,16 @@ impl NetworkMonitor {
             since: st.stats.since,
             time_in,
         }
+    }
+}
+
+/// Withdraws a finished source's link-down report (a `LinkUp` from a source
+/// that did not report the link down changes nothing).
+struct WithdrawOnDrop(ObservationSink);
+
+impl Drop for WithdrawOnDrop {
+    fn drop(&mut self) {
+        self.0.report(Signal::LinkUp);
     }
 }
 
@@ -699,7 +716,9 @@ impl State {
                         // Leaving a link-loss Offline needs the link to have
                         // stayed up for the dwell time, so a flapping link
                         // keeps the monitor Offline instead of thrashing.
-                        let since = self.link_up_since?;
+                        // (`link_up_since` is set whenever the last down
+                        // source comes back; fall back defensively.)
+                        let since = self.link_up_since.or(self.last_change).unwrap_or(now);
                         if now < since + cfg.min_dwell {
                             return None;
                         }

@@ -79,6 +79,11 @@ impl ObservationSink {
         }
     }
 
+    /// Whether both report to the same monitor under the same name.
+    pub(crate) fn same_as(&self, other: &ObservationSink) -> bool {
+        Weak::ptr_eq(&self.inner, &other.inner) && self.source == other.source
+    }
+
     /// The name reports are made under.
     pub fn source(&self) -> &SourceName {
         &self.source

@@ -87,9 +87,21 @@ async fn a_manual_source_forwards_the_platform_signal() {
     manual.set_online();
     step(DWELL).await;
     assert_eq!(monitor.status(), NetworkStatus::Unknown);
+    manual.set_offline();
+    step(DWELL).await;
+    assert_eq!(monitor.status(), NetworkStatus::Offline);
+    // A stopped source no longer watches: its link loss is withdrawn.
     handle.stop();
     tokio::task::yield_now().await;
     assert!(handle.is_finished());
+    step(DWELL).await;
+    assert_eq!(monitor.status(), NetworkStatus::Unknown);
+    manual.set_offline();
+    assert_eq!(
+        monitor.status(),
+        NetworkStatus::Unknown,
+        "stopped: no more reports"
+    );
 }
 
 #[tokio::test(start_paused = true)]
