@@ -393,13 +393,12 @@ impl NetworkMonitor {
     }
 }
 
-/// Withdraws a finished source's link-down report (a `LinkUp` from a source
-/// that did not report the link down changes nothing).
+/// Withdraws a finished source's link-down report, if it has one.
 struct WithdrawOnDrop(ObservationSink);
 
 impl Drop for WithdrawOnDrop {
     fn drop(&mut self) {
-        self.0.report(Signal::LinkUp);
+        self.0.withdraw_link_down();
     }
 }
 
@@ -446,6 +445,16 @@ impl Inner {
         };
         self.deliver();
         status
+    }
+
+    /// Applies a `LinkUp` from `source` if it currently reports the link
+    /// down (and nothing otherwise, so no phantom observation is counted).
+    pub(crate) fn withdraw_link_down(self: &Arc<Self>, source: &SourceName) {
+        let reported = lock(&self.state).links_down.contains(source);
+        if reported {
+            tracing::debug!(source = %source, "withdrawing the link loss of a stopped source");
+            self.apply(Some(Observation::link_up(source.clone())));
+        }
     }
 
     pub(crate) fn status(&self) -> NetworkStatus {

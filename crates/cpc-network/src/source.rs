@@ -105,6 +105,13 @@ impl ObservationSink {
         }
     }
 
+    /// Withdraws a link-down this sink's source reported, if any.
+    pub(crate) fn withdraw_link_down(&self) {
+        if let Some(inner) = self.inner.upgrade() {
+            inner.withdraw_link_down(&self.source);
+        }
+    }
+
     /// The monitor's current status, or `None` when it no longer exists.
     pub fn status(&self) -> Option<NetworkStatus> {
         self.inner.upgrade().map(|inner| inner.status())
