@@ -1,0 +1,315 @@
+//! `SyncEngineBuilder`: opens the store, restores the clock, wires the worker.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cpc_backoff::{BackoffStrategy, CircuitBreaker, RetryBudget};
+use cpc_conflict::{ConflictResolver, LastWriterWins};
+use cpc_core::{HybridClock, NodeId, Transport};
+use cpc_network::NetworkMonitor;
+use cpc_storage::{DeadHeadPolicy, Durability, QueueOptions, QueueStorage};
+use cpc_worker::{RetryPolicy, SyncWorker, TokioWallClock, WorkerConfig};
+use rand::Rng;
+
+use crate::engine::{EngineInner, SyncEngine};
+use crate::error::{Error, Result};
+
+/// Configures a [`SyncEngine`]; from [`SyncEngine::builder`].
+///
+/// Required: a transport, and either a directory ([`path`](Self::path): the
+/// default durable backend, SQLite) or a store ([`storage`](Self::storage)).
+/// Everything else has a default: [`LastWriterWins`], the default
+/// [`RetryPolicy`] (exponential backoff, retry budget, circuit breaker), no
+/// network monitor (always try), `Durability::Immediate`, batches of 64.
+pub struct SyncEngineBuilder {
+    path: Option<PathBuf>,
+    storage: Option<Arc<dyn QueueStorage>>,
+    transport: Option<Arc<dyn Transport>>,
+    resolver: Arc<dyn ConflictResolver>,
+    retry: RetryPolicy,
+    network: Option<NetworkMonitor>,
+    options: QueueOptions,
+    worker: WorkerConfig,
+    node: Option<NodeId>,
+    start_ms: Option<u64>,
+    clock: Option<TokioWallClock>,
+}
+
+impl fmt::Debug for SyncEngineBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SyncEngineBuilder")
+            .field("path", &self.path)
+            .field("storage", &self.storage)
+            .field("has_transport", &self.transport.is_some())
+            .field("resolver", &self.resolver)
+            .field("retry", &self.retry)
+            .field("network", &self.network)
+            .field("options", &self.options)
+            .field("worker", &self.worker)
+            .field("node", &self.node)
+            .finish()
+    }
+}
+
+impl Default for SyncEngineBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SyncEngineBuilder {
+    /// The defaults (see the type's docs).
+    pub fn new() -> Self {
+        SyncEngineBuilder {
+            path: None,
+            storage: None,
+            transport: None,
+            resolver: Arc::new(LastWriterWins),
+            retry: RetryPolicy::default(),
+            network: None,
+            options: QueueOptions::default(),
+            worker: WorkerConfig::default(),
+            node: None,
+            start_ms: None,
+            clock: None,
+        }
+    }
+
+    /// Keeps the queue in `dir` with the default durable backend (SQLite).
+    pub fn path(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.path = Some(dir.into());
+        self
+    }
+
+    /// Uses an already opened store (any backend). Its own options
+    /// (durability, lease, aging, limits) were fixed when it was opened; the
+    /// builder's queue options then only set the engine's payload limit.
+    pub fn storage(mut self, storage: Arc<dyn QueueStorage>) -> Self {
+        self.storage = Some(storage);
+        self
+    }
+
+    /// The transport to the remote (required).
+    pub fn transport(mut self, transport: impl Transport + 'static) -> Self {
+        self.transport = Some(Arc::new(transport));
+        self
+    }
+
+    /// The transport to the remote, shared.
+    pub fn transport_arc(mut self, transport: Arc<dyn Transport>) -> Self {
+        self.transport = Some(transport);
+        self
+    }
+
+    /// The conflict resolver (default [`LastWriterWins`]).
+    pub fn resolver(mut self, resolver: impl ConflictResolver + 'static) -> Self {
+        self.resolver = Arc::new(resolver);
+        self
+    }
+
+    /// The backoff strategy (default: exponential, full jitter, at most
+    /// [`DEFAULT_MAX_ATTEMPTS`](cpc_worker::DEFAULT_MAX_ATTEMPTS) attempts).
+    pub fn backoff(mut self, backoff: impl BackoffStrategy + 'static) -> Self {
+        self.retry = self.retry.with_backoff(Arc::new(backoff));
+        self
+    }
+
+    /// The shared retry budget (`None` disables it).
+    pub fn retry_budget(mut self, budget: Option<RetryBudget>) -> Self {
+        self.retry = self.retry.with_budget(budget.map(Arc::new));
+        self
+    }
+
+    /// The circuit breaker (`None` disables it).
+    pub fn circuit_breaker(mut self, breaker: Option<CircuitBreaker>) -> Self {
+        self.retry = self.retry.with_breaker(breaker.map(Arc::new));
+        self
+    }
+
+    /// Replaces the whole retry policy (backoff, budget, breaker).
+    pub fn retry_policy(mut self, retry: RetryPolicy) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// The network monitor the worker consults and reports to.
+    pub fn network(mut self, monitor: NetworkMonitor) -> Self {
+        self.network = Some(monitor);
+        self
+    }
+
+    /// Durability of writes (default `Immediate`); for [`path`](Self::path).
+    pub fn durability(mut self, durability: Durability) -> Self {
+        self.options.durability = durability;
+        self
+    }
+
+    /// Largest accepted payload in bytes (default 1 MiB).
+    pub fn max_payload(mut self, bytes: usize) -> Self {
+        self.options.max_payload = bytes;
+        self
+    }
+
+    /// How long a claim holds an operation (default 60 s); for [`path`](Self::path).
+    pub fn lease_timeout(mut self, lease: Duration) -> Self {
+        self.options.lease_timeout = lease;
+        self
+    }
+
+    /// Priority aging (default 5 min; `None`: strict priority); for [`path`](Self::path).
+    pub fn aging_after(mut self, aging: Option<Duration>) -> Self {
+        self.options.aging_after = aging;
+        self
+    }
+
+    /// What a dead head does to its entity; for [`path`](Self::path).
+    pub fn dead_head(mut self, policy: DeadHeadPolicy) -> Self {
+        self.options.dead_head = policy;
+        self
+    }
+
+    /// All queue options at once; for [`path`](Self::path).
+    pub fn queue_options(mut self, options: QueueOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Operations per batch (default 64).
+    pub fn batch_size(mut self, n: usize) -> Self {
+        self.worker.batch_size = n;
+        self
+    }
+
+    /// Batches in flight at once (default 1).
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.worker.max_in_flight = n;
+        self
+    }
+
+    /// Longest a push may take before it counts as a timeout (default 30 s).
+    pub fn push_timeout(mut self, timeout: Duration) -> Self {
+        self.worker.push_timeout = timeout;
+        self
+    }
+
+    /// Longest `shutdown` waits for an in-flight batch (default 10 s).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.worker.shutdown_timeout = timeout;
+        self
+    }
+
+    /// All worker options at once.
+    pub fn worker_config(mut self, config: WorkerConfig) -> Self {
+        self.worker = config;
+        self
+    }
+
+    /// Seeds the worker's jitter (reproducible simulations).
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.worker.seed = Some(seed);
+        self
+    }
+
+    /// The device's node id (default: the one persisted with the clock
+    /// mark, else random).
+    pub fn node_id(mut self, node: NodeId) -> Self {
+        self.node = Some(node);
+        self
+    }
+
+    /// Makes the engine's wall clock read `epoch_ms` at build time and
+    /// follow tokio's clock from there (default: the system time), so a
+    /// simulation on a paused clock is reproducible.
+    pub fn start_time_ms(mut self, epoch_ms: u64) -> Self {
+        self.start_ms = Some(epoch_ms);
+        self
+    }
+
+    /// Opens (or takes) the store, returns expired leases, restores the
+    /// clock's high-water mark and builds the worker; does not start it.
+    ///
+    /// Opening a path blocks on disk I/O: from async code prefer
+    /// [`start`](Self::start) or call this inside `spawn_blocking`.
+    pub fn build(self) -> Result<SyncEngine> {
+        let transport = self
+            .transport
+            .ok_or(Error::Config("a transport is required"))?;
+        let clock = match (self.clock, self.start_ms) {
+            (Some(clock), _) => clock,
+            (None, Some(ms)) => TokioWallClock::starting_at(ms),
+            (None, None) => TokioWallClock::new(),
+        };
+        let storage: Arc<dyn QueueStorage> = match (self.storage, self.path) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config("give either a path or a storage, not both"))
+            }
+            (Some(s), None) => s,
+            (None, Some(path)) => Arc::new(cpc_storage::SqliteStorage::open_at(
+                &path,
+                self.options.clone(),
+                clock.now_ms(),
+            )?),
+            (None, None) => return Err(Error::Config("a path or a storage is required")),
+        };
+        if self.options.max_payload == 0 {
+            return Err(Error::Config("max_payload must be positive"));
+        }
+        let mark = storage.load_clock_mark()?;
+        let node = self
+            .node
+            .or(mark.map(|m| m.node))
+            .unwrap_or_else(|| NodeId(rand::thread_rng().gen()));
+        let hlc = Arc::new(HybridClock::with_wall_clock(node, Arc::new(clock)));
+        if let Some(mark) = mark {
+            hlc.restore(mark);
+        }
+        let recovered = storage.recover(clock.now_ms())?;
+        if recovered > 0 {
+            tracing::info!(target: "cpc_sync", recovered, "expired leases returned at open");
+        }
+        let mut worker = SyncWorker::builder(Arc::clone(&storage), Arc::clone(&transport))
+            .resolver(self.resolver)
+            .retry_policy(self.retry)
+            .clock(clock)
+            .hybrid_clock(Arc::clone(&hlc))
+            .config(self.worker);
+        if let Some(monitor) = &self.network {
+            worker = worker.network(monitor.clone());
+        }
+        let worker = worker.build()?;
+        tracing::info!(target: "cpc_sync", node = %node, restored_mark = mark.is_some(), "engine built");
+        Ok(SyncEngine {
+            inner: Arc::new(EngineInner {
+                storage,
+                transport,
+                worker,
+                clock,
+                hlc,
+                network: self.network,
+                max_payload: self.options.max_payload,
+                mark_ceiling: Mutex::new(mark.map_or(0, |m| m.wall_ms)),
+                stripes: EngineInner::new_stripes(),
+                shut: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// [`build`](Self::build) (on the blocking pool) then
+    /// [`SyncEngine::start`].
+    pub async fn start(mut self) -> Result<SyncEngine> {
+        // The clock is anchored here, on the runtime's (possibly paused)
+        // clock, not on the blocking thread.
+        self.clock = Some(match self.start_ms {
+            Some(ms) => TokioWallClock::starting_at(ms),
+            None => TokioWallClock::new(),
+        });
+        let engine = tokio::task::spawn_blocking(move || self.build())
+            .await
+            .map_err(Error::Task)??;
+        engine.start().await?;
+        Ok(engine)
+    }
+}

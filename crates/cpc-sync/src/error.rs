@@ -1,0 +1,173 @@
+//! The one error type of the facade.
+
+use cpc_storage::StorageError;
+use cpc_worker::WorkerError;
+
+/// Everything that can go wrong through a [`SyncEngine`](crate::SyncEngine).
+///
+/// Ask it questions rather than matching: [`is_user_recoverable`]
+/// (the application or its user can fix it: a payload too large, a full
+/// disk, a bad setting) and [`is_retryable`] (a transient system fault:
+/// trying the same call again later may succeed). Causes are chained with
+/// `#[source]`.
+///
+/// [`is_user_recoverable`]: Error::is_user_recoverable
+/// [`is_retryable`]: Error::is_retryable
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The payload is larger than the configured limit; nothing was stored.
+    #[error("payload of {size} bytes exceeds the limit of {max} bytes")]
+    PayloadTooLarge {
+        /// Size of the refused payload.
+        size: usize,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The operation is invalid (empty collection, key too long, ...);
+    /// nothing was stored.
+    #[error("invalid operation")]
+    InvalidOperation(#[source] cpc_core::Error),
+    /// The hybrid logical clock could not issue a timestamp.
+    #[error("clock failure")]
+    Clock(#[source] cpc_core::Error),
+    /// The queue storage failed.
+    #[error("storage failure")]
+    Storage(#[source] StorageError),
+    /// The sync worker failed.
+    #[error("sync worker failure")]
+    Worker(#[source] WorkerError),
+    /// A backoff, budget or breaker setting was refused.
+    #[error("invalid backoff configuration")]
+    BackoffConfig(#[source] cpc_backoff::ConfigError),
+    /// The builder was given an inconsistent or incomplete configuration.
+    #[error("invalid configuration: {0}")]
+    Config(&'static str),
+    /// The engine was shut down.
+    #[error("the engine is shut down")]
+    ShutDown,
+    /// A blocking storage task panicked or was cancelled.
+    #[error("blocking storage task failed")]
+    Task(#[source] tokio::task::JoinError),
+}
+
+impl Error {
+    /// True if the application or its user can fix the cause: a payload too
+    /// large or an invalid operation (change the input), a full disk (free
+    /// space), a locked or foreign queue directory, a bad setting.
+    pub fn is_user_recoverable(&self) -> bool {
+        match self {
+            Error::PayloadTooLarge { .. }
+            | Error::InvalidOperation(_)
+            | Error::BackoffConfig(_)
+            | Error::Config(_) => true,
+            Error::Storage(e) => storage_user_recoverable(e),
+            Error::Worker(WorkerError::Storage { source, .. }) => storage_user_recoverable(source),
+            Error::Worker(WorkerError::Config(_)) => true,
+            _ => false,
+        }
+    }
+
+    /// True if the same call may succeed when tried again later without any
+    /// change (a transient I/O error, a busy database, a full disk once
+    /// space is freed). A poisoned store is not retryable: reopen it.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Storage(e) => storage_retryable(e),
+            Error::Worker(WorkerError::Storage { source, .. }) => storage_retryable(source),
+            Error::Worker(WorkerError::Task { .. }) | Error::Task(_) => true,
+            _ => false,
+        }
+    }
+}
+
+fn storage_user_recoverable(e: &StorageError) -> bool {
+    matches!(
+        e,
+        StorageError::PayloadTooLarge { .. }
+            | StorageError::InvalidOperation(_)
+            | StorageError::Duplicate(_)
+            | StorageError::StorageFull(_)
+            | StorageError::Locked { .. }
+            | StorageError::Format { .. }
+    )
+}
+
+fn storage_retryable(e: &StorageError) -> bool {
+    matches!(
+        e,
+        StorageError::StorageFull(_)
+            | StorageError::Locked { .. }
+            | StorageError::Io { .. }
+            | StorageError::Sqlite { .. }
+            | StorageError::Sled { .. }
+    )
+}
+
+impl From<StorageError> for Error {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::PayloadTooLarge { size, max } => Error::PayloadTooLarge { size, max },
+            other => Error::Storage(other),
+        }
+    }
+}
+
+impl From<WorkerError> for Error {
+    fn from(e: WorkerError) -> Self {
+        match e {
+            WorkerError::ShutDown => Error::ShutDown,
+            other => Error::Worker(other),
+        }
+    }
+}
+
+impl From<cpc_backoff::ConfigError> for Error {
+    fn from(e: cpc_backoff::ConfigError) -> Self {
+        Error::BackoffConfig(e)
+    }
+}
+
+/// Maps a validation error of `cpc-core` onto the facade's variants.
+pub(crate) fn invalid(e: cpc_core::Error) -> Error {
+    match e {
+        cpc_core::Error::PayloadTooLarge { size, max } => Error::PayloadTooLarge { size, max },
+        other => Error::InvalidOperation(other),
+    }
+}
+
+/// `Result` with the facade's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn questions_answer_by_cause() {
+        let e = Error::PayloadTooLarge { size: 2, max: 1 };
+        assert!(e.is_user_recoverable());
+        assert!(!e.is_retryable());
+        let e = Error::from(StorageError::Io {
+            context: "enqueue",
+            source: std::io::Error::other("disk went away"),
+        });
+        assert!(!e.is_user_recoverable());
+        assert!(e.is_retryable());
+        assert!(e.source().is_some());
+        let e = Error::from(StorageError::Poisoned);
+        assert!(!e.is_retryable());
+        assert!(!e.is_user_recoverable());
+        let e = Error::from(StorageError::StorageFull(std::io::Error::other("full")));
+        assert!(e.is_user_recoverable() && e.is_retryable());
+        assert!(matches!(
+            Error::from(StorageError::PayloadTooLarge { size: 3, max: 2 }),
+            Error::PayloadTooLarge { size: 3, max: 2 }
+        ));
+        assert!(matches!(
+            Error::from(WorkerError::ShutDown),
+            Error::ShutDown
+        ));
+    }
+}

@@ -1,0 +1,125 @@
+//! cpc-sync: an offline-first sync engine.
+//!
+//! An application records what its user did as [`Operation`](core::Operation)s
+//! and calls [`SyncEngine::submit`]. The operation is stored durably (the
+//! call returns once the chosen [`Durability`](storage::Durability) is
+//! reached) and the sync worker sends it to the remote when the network
+//! allows: highest priority first, strictly in order per entity, in batches,
+//! retrying transient failures with backoff and jitter under a retry budget
+//! and a circuit breaker, parking permanent failures as dead letters, and
+//! asking a [`ConflictResolver`](conflict::ConflictResolver) when the remote
+//! changed meanwhile. Everything it does is observable
+//! ([`SyncEngine::subscribe`], tracing spans and events).
+//!
+//! Main types: [`SyncEngine`] and its [`SyncEngineBuilder`],
+//! [`CompositeAdapter`] (send now when safe, queue otherwise) and the one
+//! [`Error`]. The building blocks are re-exported by crate:
+//! [`core`], [`storage`], [`backoff`], [`network`], [`conflict`], [`worker`].
+//!
+//! # Example
+//! ```
+//! use async_trait::async_trait;
+//! use cpc_sync::core::{EntityKey, Operation, OperationKind, PushOutcome, Transport, TransportError};
+//! use cpc_sync::network::{ManualSource, NetworkMonitor};
+//! use cpc_sync::SyncEngine;
+//!
+//! #[derive(Debug)]
+//! struct Remote;
+//! #[async_trait]
+//! impl Transport for Remote {
+//!     async fn push(&self, batch: &[Operation]) -> Result<Vec<PushOutcome>, TransportError> {
+//!         Ok(batch.iter().map(|_| PushOutcome::Applied { version: 1 }).collect())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread", start_paused = true)]
+//! # async fn main() -> Result<(), cpc_sync::Error> {
+//! let dir = tempfile::tempdir().map_err(|_| cpc_sync::Error::Config("tempdir"))?;
+//! let monitor = NetworkMonitor::default();
+//! let link = ManualSource::new();
+//! link.connect(monitor.sink("manual"));
+//! link.set_offline();
+//!
+//! let engine = SyncEngine::builder()
+//!     .path(dir.path())
+//!     .transport(Remote)
+//!     .network(monitor)
+//!     .start()
+//!     .await?;
+//! engine
+//!     .operation(EntityKey::new("notes", "42"), OperationKind::Update)
+//!     .payload(b"groceries".to_vec())
+//!     .submit()
+//!     .await?;
+//! assert_eq!(engine.pending().await?, 1); // offline: it waits
+//!
+//! link.set_online();
+//! engine.drained().await?;
+//! assert_eq!(engine.pending().await?, 0);
+//! engine.shutdown().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Feature flags
+//! None.
+//!
+//! # Supported Rust versions
+//! The workspace's `rust-version` (1.89) and later.
+
+mod builder;
+mod composite;
+mod engine;
+mod error;
+
+pub use builder::SyncEngineBuilder;
+pub use composite::{CompositeAdapter, Delivery, QueueReason, DEFAULT_DIRECT_TIMEOUT};
+pub use engine::{EngineOperation, SyncEngine, CLOCK_MARK_HEADROOM_MS};
+pub use error::{Error, Result};
+
+/// The operation model: operations, ids, the hybrid logical clock, the
+/// transport trait and its outcomes (`cpc-core`).
+pub mod core {
+    #[doc(inline)]
+    pub use cpc_core::*;
+}
+
+/// The durable queue: the `QueueStorage` contract and its backends (`cpc-storage`).
+pub mod storage {
+    #[doc(inline)]
+    pub use cpc_storage::*;
+}
+
+/// Backoff strategies, the retry budget and the circuit breaker (`cpc-backoff`).
+pub mod backoff {
+    #[doc(inline)]
+    pub use cpc_backoff::*;
+}
+
+/// Network status, the monitor and its sources (`cpc-network`).
+pub mod network {
+    #[doc(inline)]
+    pub use cpc_network::*;
+}
+
+/// Conflict resolvers and the conflict log helpers (`cpc-conflict`).
+pub mod conflict {
+    #[doc(inline)]
+    pub use cpc_conflict::*;
+}
+
+/// The sync worker, its events and summaries (`cpc-worker`).
+pub mod worker {
+    #[doc(inline)]
+    pub use cpc_worker::*;
+}
+
+#[cfg(test)]
+mod send_sync {
+    use super::*;
+    fn _assert_send_sync<T: Send + Sync>() {}
+    fn _public_types_cross_threads() {
+        _assert_send_sync::<SyncEngine>();
+        _assert_send_sync::<CompositeAdapter>();
+        _assert_send_sync::<Error>();
+    }
+}

@@ -1,0 +1,12 @@
+//! Behaviour of `SyncEngine` against cpc-fault's simulated remote, on a
+//! paused clock.
+
+// Test support code panics on broken fixtures by design.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod composite_adapter_keeps_order;
+mod delivery_survives_faults;
+mod priorities_and_order;
+mod restart_and_limits;
