@@ -1,6 +1,10 @@
 //! The checker is shown to fail: hand-made logs with known defects are
 //! reported with the op ids involved, and a clean log passes.
 
+// Test helpers outside #[test] functions may unwrap too: a failure is a
+// test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod reports_each_known_defect_with_its_op_ids;
 
 use std::time::Duration;
@@ -8,10 +12,12 @@ use std::time::Duration;
 use cpc_core::{EntityKey, NodeId, OperationId, OperationPriority};
 use cpc_fault::{ApplyRecord, SubmitOutcome, SubmittedRecord};
 
+/// Operation id `n`.
 pub fn id(n: u128) -> OperationId {
     OperationId::from_u128(n)
 }
 
+/// `n` milliseconds.
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }

@@ -1,5 +1,9 @@
 //! Each fault of `FaultyTransport` in isolation, against `SimulatedRemote`.
 
+// Test helpers outside #[test] functions may unwrap too: a failure is a
+// test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod each_fault_kind_in_isolation;
 mod outages_and_determinism;
 

@@ -1,5 +1,9 @@
 //! Scenario files: the shipped examples and the docs parse, bad files are
 //! refused with the field and line, and runs are reproducible from a seed.
 
+// Test helpers outside #[test] functions may unwrap too: a failure is a
+// test failure.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod files_parse_and_errors_point_at_the_line;
 mod same_seed_same_run;
