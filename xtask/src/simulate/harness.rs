@@ -1,0 +1,503 @@
+//! One scenario run: the full engine per device against the shared
+//! simulated remote, on a paused current-thread runtime.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant as WallInstant};
+
+use cpc_fault::{
+    check_with, Abandoned, FaultyTransport, InvariantReport, PlannedOp, Scenario, ScriptedNetwork,
+    SimClock, SimulatedRemote, SubmitOutcome, SubmittedRecord,
+};
+use cpc_sync::backoff::{CircuitBreaker, CircuitBreakerConfig};
+use cpc_sync::core::{EntityKey, Operation, OperationId, Resolution, Transport};
+use cpc_sync::network::{MonitorConfig, NetworkMonitor};
+use cpc_sync::storage::{
+    ConflictFilter, DeadHeadPolicy, Durability, MemoryStorage, QueueOptions, QueueStorage,
+    SledStorage, SqliteStorage,
+};
+use cpc_sync::SyncEngine;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use super::auth::{AnswerLog, BearerTransport, Secret};
+use super::gate::{Gate, GatedStorage};
+use super::spec::{DeadHead, Spec, StorageKind};
+use crate::XtaskError;
+
+/// How a run is set up beyond its scenario.
+#[derive(Debug, Clone)]
+pub struct RunSettings {
+    /// Backend of every device.
+    pub storage: StorageKind,
+    /// Durability of the durable backends.
+    pub durability: Durability,
+    /// Prefixed to every non-empty payload (the canary test).
+    pub payload_canary: Option<Vec<u8>>,
+    /// The bearer token every device's transport carries.
+    pub bearer: Secret,
+}
+
+/// What one run produced.
+#[derive(Debug, Clone)]
+pub struct RunResult {
+    /// The checker's verdict.
+    pub report: InvariantReport,
+    /// Wall-clock time of the run.
+    pub wall: Duration,
+}
+
+/// Runs `spec` on a fresh paused runtime and checks it.
+pub fn run(spec: &Spec, settings: &RunSettings) -> Result<RunResult, XtaskError> {
+    let scenario = &spec.scenario;
+    if settings.storage == StorageKind::Memory && !scenario.crash_times().is_empty() {
+        return Err(XtaskError::Usage(format!(
+            "{}: memory storage cannot survive the scenario's crash points; use sqlite or sled",
+            scenario.name
+        )));
+    }
+    let started = WallInstant::now();
+    let gate = Gate::new();
+    let (on_park, on_unpark) = (Arc::clone(&gate), Arc::clone(&gate));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        // One blocking thread: storage calls run one at a time, in the
+        // order the runtime spawned them (see `gate`).
+        .max_blocking_threads(1)
+        .on_thread_park(move || on_park.on_park())
+        .on_thread_unpark(move || on_unpark.on_unpark())
+        .build()
+        .map_err(|e| XtaskError::Io("building the simulation runtime", e))?;
+    gate.attach(runtime.handle().clone(), std::thread::current().id());
+    let result = runtime.block_on(simulate(spec, settings, &gate));
+    // Crashed engines may have left blocking calls behind: let them through,
+    // then drop whatever tasks remain.
+    gate.close();
+    runtime.shutdown_timeout(Duration::from_secs(10));
+    let report = result.map_err(XtaskError::StepFailed)?;
+    Ok(RunResult {
+        report,
+        wall: started.elapsed(),
+    })
+}
+
+/// Everything the device tasks share.
+struct World {
+    scenario: Scenario,
+    harness: super::spec::HarnessOptions,
+    settings: RunSettings,
+    gate: Arc<Gate>,
+    clock: SimClock,
+    remote: SimulatedRemote,
+    crash_times: Vec<Duration>,
+    aging_after: Option<Duration>,
+    /// Devices stop waiting for a drain at this instant.
+    deadline: Duration,
+}
+
+/// What a device hands back.
+struct DeviceOut {
+    records: Vec<SubmittedRecord>,
+    abandoned: BTreeMap<OperationId, Abandoned>,
+    transport: FaultyTransport<SimulatedRemote>,
+}
+
+async fn simulate(
+    spec: &Spec,
+    settings: &RunSettings,
+    gate: &Arc<Gate>,
+) -> Result<InvariantReport, String> {
+    let scenario = spec.scenario.clone();
+    let clock = SimClock::start_now();
+    let remote = scenario.remote(clock);
+    let horizon = scenario
+        .duration
+        .max(scenario.schedule.last_outage_end().unwrap_or_default());
+    let aging_after = scenario
+        .expect
+        .aging_after
+        .or(QueueOptions::default().aging_after);
+    let world = Arc::new(World {
+        crash_times: scenario.crash_times(),
+        deadline: horizon.saturating_add(spec.harness.drain_cap),
+        scenario,
+        harness: spec.harness.clone(),
+        settings: settings.clone(),
+        gate: Arc::clone(gate),
+        clock,
+        remote: remote.clone(),
+        aging_after,
+    });
+
+    let mut handles = Vec::with_capacity(world.scenario.devices as usize);
+    for device in 0..world.scenario.devices {
+        let mut workload = world
+            .scenario
+            .workload(device)
+            .map_err(|e| format!("workload of device {device}: {e}"))?;
+        if let Some(canary) = &world.settings.payload_canary {
+            for planned in &mut workload {
+                if !planned.op.payload.is_empty() {
+                    let mut payload = canary.clone();
+                    payload.extend_from_slice(&planned.op.payload);
+                    planned.op.payload = payload;
+                }
+            }
+        }
+        let world = Arc::clone(&world);
+        handles.push(tokio::spawn(run_device(world, device, workload)));
+    }
+
+    let mut submitted = Vec::new();
+    let (mut calls, mut ops_sent) = (0u64, 0u64);
+    for (device, handle) in handles.into_iter().enumerate() {
+        let out = handle
+            .await
+            .map_err(|e| format!("device {device} task failed: {e}"))??;
+        let first = out.transport.first_attempts();
+        let counters = out.transport.counters();
+        calls += counters.calls;
+        ops_sent += counters.ops_sent;
+        for mut rec in out.records {
+            rec.first_attempt_at = first.get(&rec.op_id).copied();
+            rec.abandoned = out.abandoned.get(&rec.op_id).copied();
+            submitted.push(rec);
+        }
+    }
+
+    let mut options = world.scenario.check_options();
+    options.transport_calls = Some(calls);
+    options.ops_sent = Some(ops_sent);
+    options.bounds.aging_after = world.aging_after;
+    Ok(check_with(&remote.apply_log(), &submitted, &options))
+}
+
+/// A seed for one purpose of one device.
+fn device_seed(scenario: &Scenario, device: u32, purpose: u64) -> u64 {
+    scenario.derived_seed(0x5EED_0000_0000 ^ (u64::from(device) << 8) ^ purpose)
+}
+
+/// One incarnation of a device's engine.
+struct Live {
+    engine: SyncEngine,
+    storage: Arc<GatedStorage>,
+}
+
+struct Device {
+    world: Arc<World>,
+    index: u32,
+    dir: Option<tempfile::TempDir>,
+    wire: Arc<dyn Transport>,
+    monitor: NetworkMonitor,
+    incarnation: u64,
+}
+
+impl Device {
+    fn seed(&self, purpose: u64) -> u64 {
+        device_seed(&self.world.scenario, self.index, purpose)
+    }
+
+    fn path(&self) -> Option<PathBuf> {
+        self.dir.as_ref().map(|d| d.path().join("queue"))
+    }
+
+    /// Opens the store and starts an engine on it; `fence` is the next
+    /// crash instant, from which the store refuses every call.
+    async fn open(&mut self, fence: Option<Duration>) -> Result<Live, String> {
+        let world = &self.world;
+        let scenario = &world.scenario;
+        let now = world.clock.elapsed();
+        let wall_ms = scenario
+            .epoch_ms
+            .saturating_add_signed(scenario.skew_ms(self.index))
+            .saturating_add(u64::try_from(now.as_millis()).unwrap_or(u64::MAX));
+        let options = QueueOptions {
+            durability: world.settings.durability,
+            aging_after: world.aging_after,
+            dead_head: match world.harness.dead_head {
+                DeadHead::Block => DeadHeadPolicy::BlockEntity,
+                DeadHead::Skip => DeadHeadPolicy::SkipEntityHead,
+            },
+            ..QueueOptions::default()
+        };
+        let store: Arc<dyn QueueStorage> = match (world.settings.storage, self.path()) {
+            (StorageKind::Memory, _) | (_, None) => Arc::new(MemoryStorage::new(options.clone())),
+            (StorageKind::Sqlite, Some(path)) => Arc::new(
+                open_dir(&path, |p| {
+                    SqliteStorage::open_at(p, options.clone(), wall_ms)
+                })
+                .map_err(|e| format!("device {}: cannot open sqlite store: {e}", self.index))?,
+            ),
+            (StorageKind::Sled, Some(path)) => Arc::new(
+                open_dir(&path, |p| SledStorage::open_at(p, options.clone(), wall_ms))
+                    .map_err(|e| format!("device {}: cannot open sled store: {e}", self.index))?,
+            ),
+        };
+        let storage = Arc::new(GatedStorage::new(store, Arc::clone(&world.gate)));
+        storage.set_fence(fence.map(|at| world.clock.instant_at(at)));
+        let breaker = CircuitBreaker::new(CircuitBreakerConfig::default())
+            .map_err(|e| format!("circuit breaker: {e}"))?
+            .with_seed(self.seed(0xB4EA_0000 + self.incarnation));
+        let mut builder = SyncEngine::builder()
+            .storage(Arc::clone(&storage) as Arc<dyn QueueStorage>)
+            .transport_arc(Arc::clone(&self.wire))
+            .network(self.monitor.clone())
+            .node_id(Scenario::node(self.index))
+            .start_time_ms(wall_ms)
+            .seed(self.seed(0x3047_0000 + self.incarnation))
+            .circuit_breaker(Some(breaker));
+        if let Some(n) = world.harness.batch_size {
+            builder = builder.batch_size(n);
+        }
+        let engine = builder
+            .start()
+            .await
+            .map_err(|e| format!("device {}: engine did not start: {}", self.index, chain(&e)))?;
+        Ok(Live { engine, storage })
+    }
+
+    /// Drops the engine without shutdown (its store refuses every call from
+    /// now on), closes the store, waits `restart_after` and reopens. Crash
+    /// points that fall while the engine is down are skipped.
+    async fn crash(&mut self, live: Live, crashes: &mut Crashes) -> Result<Live, String> {
+        let world = Arc::clone(&self.world);
+        live.storage.set_fence(Some(tokio::time::Instant::now()));
+        // The dead worker may still hold the wrapper; the real store goes.
+        drop(live.storage.take());
+        drop(live);
+        self.incarnation += 1;
+        tracing::debug!(
+            device = self.index,
+            incarnation = self.incarnation,
+            "engine crashed"
+        );
+        tokio::time::sleep(world.scenario.crash.restart_after).await;
+        let now = world.clock.elapsed();
+        while crashes.next_if(|ct| *ct <= now).is_some() {}
+        self.open(crashes.peek().copied()).await
+    }
+}
+
+type Crashes = std::iter::Peekable<std::vec::IntoIter<Duration>>;
+
+/// Opens a store, creating its directory first.
+fn open_dir<S, E: std::fmt::Display>(
+    path: &Path,
+    open: impl FnOnce(&Path) -> Result<S, E>,
+) -> Result<S, String> {
+    std::fs::create_dir_all(path).map_err(|e| e.to_string())?;
+    open(path).map_err(|e| e.to_string())
+}
+
+/// An error and its sources on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+async fn run_device(
+    world: Arc<World>,
+    index: u32,
+    workload: Vec<PlannedOp>,
+) -> Result<DeviceOut, String> {
+    let scenario = &world.scenario;
+    let transport = FaultyTransport::new(
+        world.remote.clone(),
+        scenario.faults.clone(),
+        device_seed(scenario, index, 0x00FA_0175),
+    )
+    .with_schedule(scenario.schedule.clone())
+    .with_clock(world.clock);
+    let bearer = BearerTransport::new(
+        transport.clone(),
+        world.settings.bearer.clone(),
+        world.clock,
+    );
+    let answers = bearer.answers();
+    let wire: Arc<dyn Transport> = Arc::new(bearer);
+    let monitor = NetworkMonitor::new(MonitorConfig {
+        seed: Some(device_seed(scenario, index, 0x0E70_0000)),
+        ..MonitorConfig::default()
+    })
+    .map_err(|e| format!("network monitor: {e}"))?;
+    monitor
+        .attach(ScriptedNetwork::new(scenario.schedule.clone(), world.clock))
+        .map_err(|e| format!("network source: {e}"))?;
+    let dir = match world.settings.storage {
+        StorageKind::Memory => None,
+        _ => Some(
+            tempfile::Builder::new()
+                .prefix("cpc-simulate-")
+                .tempdir()
+                .map_err(|e| format!("temp dir: {e}"))?,
+        ),
+    };
+    let mut device = Device {
+        world: Arc::clone(&world),
+        index,
+        dir,
+        wire,
+        monitor,
+        incarnation: 0,
+    };
+    let mut crashes: Crashes = world.crash_times.clone().into_iter().peekable();
+    let mut coin = StdRng::seed_from_u64(device.seed(0xC014));
+    let mut live = device.open(crashes.peek().copied()).await?;
+    let mut records: Vec<SubmittedRecord> = Vec::with_capacity(workload.len());
+    let batch_limit = world.harness.submit_batch.max(1);
+
+    let mut i = 0;
+    while i < workload.len() {
+        let at = workload[i].at;
+        // Crashes strictly before this arrival happen while the app is idle.
+        while let Some(ct) = crashes.next_if(|ct| ct_before(*ct, at)) {
+            world.clock.sleep_until(ct).await;
+            live = device.crash(live, &mut crashes).await?;
+        }
+        world.clock.sleep_until(at).await;
+        let mut end = i + 1;
+        while end < workload.len() && end - i < batch_limit && workload[end].at == at {
+            end += 1;
+        }
+        let ops: Vec<Operation> = workload[i..end].iter().map(|p| p.op.clone()).collect();
+        let submitted_at = world.clock.elapsed();
+        // A crash point within the millisecond of this submission hits it
+        // in progress: a seeded coin says whether the write landed before
+        // the process died; either way the application never heard back.
+        let in_progress = crashes
+            .next_if(|ct| !ct_before(*ct, at) && ct_before(*ct, at + Duration::from_millis(1)));
+        let outcome = if in_progress.is_some() {
+            let landed = coin.gen_bool(0.5);
+            live.storage
+                .set_fence((!landed).then(tokio::time::Instant::now));
+            let _ = submit(&live.engine, ops).await;
+            live = device.crash(live, &mut crashes).await?;
+            SubmitOutcome::Unknown
+        } else if submit(&live.engine, ops).await {
+            SubmitOutcome::Acknowledged
+        } else {
+            SubmitOutcome::Failed
+        };
+        for planned in &workload[i..end] {
+            records.push(SubmittedRecord::new(&planned.op, submitted_at, outcome));
+        }
+        i = end;
+    }
+
+    // Drain: after the last outage, until nothing is pending (crash points
+    // still apply), bounded by the deadline.
+    let heal = scenario.schedule.last_outage_end().unwrap_or_default();
+    loop {
+        let next_crash = crashes.peek().copied();
+        let wait = async {
+            world.clock.sleep_until(heal).await;
+            let deadline = world.clock.instant_at(world.deadline);
+            tokio::time::timeout_at(deadline, live.engine.drained()).await
+        };
+        match next_crash {
+            Some(ct) => {
+                let crashed = tokio::select! {
+                    biased;
+                    _ = wait => false,
+                    _ = world.clock.sleep_until(ct) => true,
+                };
+                if crashed {
+                    crashes.next();
+                    live = device.crash(live, &mut crashes).await?;
+                    continue;
+                }
+            }
+            None => {
+                let _ = wait.await;
+            }
+        }
+        break;
+    }
+
+    let abandoned = abandoned(&live.engine).await?;
+    if let Err(e) = live.engine.shutdown().await {
+        tracing::debug!(device = index, error = %chain(&e), "engine shutdown failed");
+    }
+    drop(live);
+    engine_readiness(&mut records, &answers);
+    Ok(DeviceOut {
+        records,
+        abandoned,
+        transport,
+    })
+}
+
+/// Sets each record's `ready_at` to when the engine could first claim it:
+/// not before the engine received the final answer for the previous
+/// operation of its record (only a record's head is claimable). The checker
+/// alone would use the remote's first apply of the predecessor, which the
+/// engine does not know about when the answer was lost: it resends the
+/// predecessor first, and the wait is no priority inversion.
+fn engine_readiness(records: &mut [SubmittedRecord], answers: &AnswerLog) {
+    let mut last: HashMap<EntityKey, OperationId> = HashMap::new();
+    for rec in records.iter_mut() {
+        if rec.outcome == SubmitOutcome::Failed {
+            continue;
+        }
+        if let Some(answered) = last.get(&rec.entity).and_then(|prev| answers.get(*prev)) {
+            rec.ready_at = rec.ready_at.max(answered);
+        }
+        last.insert(rec.entity.clone(), rec.op_id);
+    }
+}
+
+/// `a` falls in an earlier millisecond than `b`.
+fn ct_before(a: Duration, b: Duration) -> bool {
+    a.as_millis() < b.as_millis()
+}
+
+/// Submits one or more operations; true if the engine acknowledged them.
+async fn submit(engine: &SyncEngine, mut ops: Vec<Operation>) -> bool {
+    let result = if ops.len() == 1 {
+        match ops.pop() {
+            Some(op) => engine.submit(op).await.map(|_| ()),
+            None => Ok(()),
+        }
+    } else {
+        engine.submit_batch(ops).await.map(|_| ())
+    };
+    match result {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::debug!(error = %chain(&e), "submit failed");
+            false
+        }
+    }
+}
+
+/// Operations the engine legitimately gave up on: dead letters, and
+/// conflicts resolved in favour of the remote.
+async fn abandoned(engine: &SyncEngine) -> Result<BTreeMap<OperationId, Abandoned>, String> {
+    let mut out = BTreeMap::new();
+    let dead = engine
+        .dead_letters()
+        .await
+        .map_err(|e| format!("dead letters: {}", chain(&e)))?;
+    for stored in dead {
+        out.insert(stored.op.id, Abandoned::DeadLettered);
+    }
+    let log = engine
+        .conflict_log(ConflictFilter::default())
+        .await
+        .map_err(|e| format!("conflict log: {}", chain(&e)))?;
+    for entry in log {
+        if entry.resolution == Resolution::KeepRemote {
+            out.entry(entry.op_id)
+                .or_insert(Abandoned::ConflictKeptRemote);
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,608 @@
+//! `cargo xtask simulate`: the full engine against `cpc-fault`'s hostile
+//! world, checked against the invariants.
+//!
+//! Each scenario runs on its own current-thread tokio runtime with the clock
+//! paused: one shared [`SimulatedRemote`](cpc_fault::SimulatedRemote), and per
+//! device a `FaultyTransport` (seeded from the scenario seed and the device
+//! index) behind a bearer-token wrapper, a `NetworkMonitor` fed by a
+//! `ScriptedNetwork`, and a full `SyncEngine` on its own store. A driver per
+//! device submits the device's workload at its simulated times, crashes and
+//! reopens the engine at the scenario's crash points, waits for the drain
+//! after the last outage, and the checker compares what was submitted with
+//! the remote's apply log. One table row per scenario; the seed comes first;
+//! the same seed prints the same bytes (the wall column aside, or left out
+//! with `--no-wall`).
+//!
+//! Built-in suites live in `xtask/scenarios/*.toml` (copy one to start your
+//! own, run it with `--scenario FILE`).
+
+mod auth;
+mod gate;
+mod harness;
+mod spec;
+
+use std::fmt::Write as _;
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use cpc_fault::InvariantReport;
+use cpc_sync::storage::Durability;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+
+use self::auth::Secret;
+use self::harness::{RunResult, RunSettings};
+use self::spec::{Spec, StorageKind, SUITES};
+use crate::{parse_value, XtaskError};
+
+/// The seed of `cargo xtask simulate` without `--seed`.
+pub const DEFAULT_SEED: u64 = 42;
+
+const HELP: &str = "usage: cargo xtask simulate [options]
+
+  --suite NAME|all      built-in suite(s), comma-separated (default all):
+                        steady, flaky-30, lost-acks, partition-heal, flapping,
+                        rate-limited, thundering-herd, poison, conflicts,
+                        priority-storm, crash-restart, huge-queue
+  --scenario FILE.toml  run a scenario file instead (see xtask/scenarios/)
+  --seed N              seed of every scenario (default 42; a --scenario
+                        file keeps its own seed unless --seed is given)
+  --seeds N             run seeds N times: seed, seed+1, ... (prints seeds/s)
+  --ops N               operations per device
+  --devices N           number of devices
+  --storage KIND        sqlite (default), sled or memory
+  --durability KIND     immediate (default), group or relaxed
+                        (--quick defaults to relaxed: same backend, no fsync)
+  --quick               every suite at reduced size
+  --json FILE           write every report as JSON
+  --no-wall             leave out the wall-clock column (byte-stable output)
+  --payload-canary STR  prefix every payload with STR (log-leak test)
+  --bearer-token STR    the credential the simulated transport carries
+
+Exit status: 0 if every invariant and bound holds, 1 if not, 2 on bad usage.";
+
+/// Parsed command line.
+#[derive(Debug, Clone)]
+struct Options {
+    suites: Vec<String>,
+    scenario: Option<PathBuf>,
+    seed: Option<u64>,
+    seeds: u64,
+    ops: Option<u64>,
+    devices: Option<u32>,
+    storage: Option<StorageKind>,
+    durability: Option<Durability>,
+    quick: bool,
+    json: Option<PathBuf>,
+    wall: bool,
+    payload_canary: Option<String>,
+    bearer_token: Option<String>,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Options, XtaskError> {
+        let mut o = Options {
+            suites: Vec::new(),
+            scenario: None,
+            seed: None,
+            seeds: 1,
+            ops: None,
+            devices: None,
+            storage: None,
+            durability: None,
+            quick: false,
+            json: None,
+            wall: true,
+            payload_canary: None,
+            bearer_token: None,
+        };
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--suite" => {
+                    let v: String = parse_value(a, it.next())?;
+                    o.suites.extend(v.split(',').map(|s| s.trim().to_owned()));
+                }
+                "--scenario" => o.scenario = Some(parse_value::<PathBuf>(a, it.next())?),
+                "--seed" => o.seed = Some(parse_value(a, it.next())?),
+                "--seeds" => o.seeds = parse_value(a, it.next())?,
+                "--ops" => o.ops = Some(parse_value(a, it.next())?),
+                "--devices" => o.devices = Some(parse_value(a, it.next())?),
+                "--storage" => {
+                    let v: String = parse_value(a, it.next())?;
+                    o.storage = Some(StorageKind::parse(&v)?);
+                }
+                "--durability" => {
+                    let v: String = parse_value(a, it.next())?;
+                    o.durability = Some(match v.as_str() {
+                        "immediate" => Durability::Immediate,
+                        "group" => Durability::GroupCommit {
+                            max_delay: Duration::from_millis(2),
+                        },
+                        "relaxed" => Durability::Relaxed,
+                        other => return Err(XtaskError::Usage(format!(
+                            "--durability: unknown value {other:?} (immediate, group or relaxed)"
+                        ))),
+                    });
+                }
+                "--quick" => o.quick = true,
+                "--json" => o.json = Some(parse_value::<PathBuf>(a, it.next())?),
+                "--no-wall" => o.wall = false,
+                "--payload-canary" => o.payload_canary = Some(parse_value(a, it.next())?),
+                "--bearer-token" => o.bearer_token = Some(parse_value(a, it.next())?),
+                "-h" | "--help" => return Err(XtaskError::Usage(HELP.to_owned())),
+                other => {
+                    return Err(XtaskError::Usage(format!(
+                        "simulate: unknown option {other}\n{HELP}"
+                    )))
+                }
+            }
+        }
+        if o.seeds == 0 {
+            return Err(XtaskError::Usage("--seeds must be at least 1".into()));
+        }
+        if o.devices == Some(0) {
+            return Err(XtaskError::Usage("--devices must be at least 1".into()));
+        }
+        if o.scenario.is_some() && !o.suites.is_empty() {
+            return Err(XtaskError::Usage(
+                "give either --suite or --scenario, not both".into(),
+            ));
+        }
+        Ok(o)
+    }
+}
+
+/// `cargo xtask simulate ...`
+pub fn main(args: &[String]) -> Result<(), XtaskError> {
+    if args.iter().any(|a| a == "-h" || a == "--help") {
+        println!("{HELP}");
+        return Ok(());
+    }
+    let options = Options::parse(args)?;
+    init_tracing();
+    let specs = load_specs(&options)?;
+    let base_seed = options
+        .seed
+        .or_else(|| {
+            options
+                .scenario
+                .as_ref()
+                .and(specs.first().map(|s| s.scenario.seed))
+        })
+        .unwrap_or(DEFAULT_SEED);
+    let settings_for = |spec: &Spec| RunSettings {
+        storage: options
+            .storage
+            .or(spec.harness.storage)
+            .unwrap_or(StorageKind::Sqlite),
+        durability: options.durability.unwrap_or(if options.quick {
+            Durability::Relaxed
+        } else {
+            Durability::Immediate
+        }),
+        payload_canary: options
+            .payload_canary
+            .as_ref()
+            .map(|c| c.as_bytes().to_vec()),
+        bearer: Secret::new(
+            options
+                .bearer_token
+                .clone()
+                .unwrap_or_else(|| format!("sim-token-{base_seed}")),
+        ),
+    };
+
+    // The seed goes first, before anything can fail.
+    if options.seeds > 1 {
+        println!(
+            "seeds {}..={}",
+            base_seed,
+            base_seed.saturating_add(options.seeds - 1)
+        );
+    } else {
+        println!("seed {base_seed}");
+    }
+    println!("{}", header(options.wall, options.seeds > 1));
+
+    let total = specs.len() as u64 * options.seeds;
+    let bar = progress_bar(total);
+    let started = Instant::now();
+    let mut failures: Vec<(String, InvariantReport)> = Vec::new();
+    let mut json_reports: Vec<serde_json::Value> = Vec::new();
+    for spec in &specs {
+        let mut summary = Summary::new(&spec.scenario.name);
+        for k in 0..options.seeds {
+            let seed = base_seed.saturating_add(k);
+            let mut spec = spec.clone();
+            spec.scenario.seed = seed;
+            bar.set_message(format!("{} seed {seed}", spec.scenario.name));
+            let settings = settings_for(&spec);
+            let result = harness::run(&spec, &settings)?;
+            bar.inc(1);
+            if options.json.is_some() {
+                json_reports.push(json_entry(&spec, &settings, &result, options.wall));
+            }
+            if options.seeds == 1 {
+                let line = row(&spec.scenario.name, &result, options.wall);
+                bar.suspend(|| println!("{line}"));
+            }
+            summary.add(seed, &result);
+            if !result.report.passed {
+                failures.push((reproduce(&options, &spec), result.report));
+            }
+        }
+        if options.seeds > 1 {
+            let line = summary.row(options.wall);
+            bar.suspend(|| println!("{line}"));
+        }
+    }
+    bar.finish_and_clear();
+    let elapsed = started.elapsed();
+
+    if options.seeds > 1 {
+        let runs = total as f64;
+        let secs = elapsed.as_secs_f64().max(1e-9);
+        if options.wall {
+            println!(
+                "{} seeds x {} scenarios in {:.1}s: {:.1} seeds/s ({:.1} runs/s)",
+                options.seeds,
+                specs.len(),
+                secs,
+                options.seeds as f64 / secs,
+                runs / secs
+            );
+        } else {
+            println!("{} seeds x {} scenarios", options.seeds, specs.len());
+        }
+    } else if options.wall {
+        println!("{} scenarios in {}", specs.len(), human(elapsed));
+    }
+
+    if let Some(path) = &options.json {
+        let text = serde_json::to_string_pretty(&serde_json::Value::Array(json_reports))
+            .map_err(|e| XtaskError::Io("encoding the JSON reports", e.into()))?;
+        std::fs::write(path, text + "\n").map_err(|e| XtaskError::Io("writing --json", e))?;
+    }
+
+    if failures.is_empty() {
+        println!("all invariants hold");
+        return Ok(());
+    }
+    for (command, report) in &failures {
+        println!();
+        println!("FAILED: {command}");
+        print!("{}", report.to_text());
+    }
+    Err(XtaskError::Invariant(format!(
+        "{} of {} scenario runs failed (reports above)",
+        failures.len(),
+        total
+    )))
+}
+
+/// Installs a `tracing` fmt layer on stderr honouring `RUST_LOG` (off
+/// without it: a simulation logs thousands of expected failures).
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .try_init();
+}
+
+/// The scenarios to run, with the command line's overrides applied.
+fn load_specs(options: &Options) -> Result<Vec<Spec>, XtaskError> {
+    let mut specs = match &options.scenario {
+        Some(path) => vec![Spec::from_file(path)?],
+        None => {
+            let names: Vec<String> =
+                if options.suites.is_empty() || options.suites.iter().any(|s| s == "all") {
+                    SUITES.iter().map(|(n, _)| (*n).to_owned()).collect()
+                } else {
+                    options.suites.clone()
+                };
+            names
+                .iter()
+                .map(|n| Spec::builtin(n))
+                .collect::<Result<Vec<_>, _>>()?
+        }
+    };
+    for spec in &mut specs {
+        if options.quick {
+            spec.quick();
+        }
+        if let Some(n) = options.ops {
+            spec.scenario.ops.per_device = n;
+        }
+        if let Some(n) = options.devices {
+            spec.scenario.devices = n;
+            spec.scenario.clock_skew.truncate(n as usize);
+        }
+        spec.scenario
+            .validate()
+            .map_err(|e| XtaskError::Usage(format!("{}: {e}", spec.scenario.name)))?;
+    }
+    Ok(specs)
+}
+
+/// A progress bar on stderr that shows up only once the run has taken a
+/// second, and never when stdout is not a terminal.
+fn progress_bar(total: u64) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::hidden());
+    if let Ok(style) =
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+    {
+        bar.set_style(style);
+    }
+    if std::io::stdout().is_terminal() {
+        let shown = bar.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_secs(1));
+            if !shown.is_finished() {
+                shown.set_draw_target(ProgressDrawTarget::stderr());
+                shown.enable_steady_tick(Duration::from_millis(200));
+            }
+        });
+    }
+    bar
+}
+
+/// The command that reproduces one run.
+fn reproduce(options: &Options, spec: &Spec) -> String {
+    let mut cmd = String::from("cargo xtask simulate");
+    match &options.scenario {
+        Some(path) => {
+            let _ = write!(cmd, " --scenario {}", path.display());
+        }
+        None => {
+            let _ = write!(cmd, " --suite {}", spec.scenario.name);
+        }
+    }
+    let _ = write!(cmd, " --seed {}", spec.scenario.seed);
+    if options.quick {
+        cmd.push_str(" --quick");
+    }
+    if let Some(n) = options.ops {
+        let _ = write!(cmd, " --ops {n}");
+    }
+    if let Some(n) = options.devices {
+        let _ = write!(cmd, " --devices {n}");
+    }
+    if let Some(s) = options.storage {
+        let _ = write!(cmd, " --storage {}", s.name());
+    }
+    cmd
+}
+
+fn json_entry(
+    spec: &Spec,
+    settings: &RunSettings,
+    result: &RunResult,
+    wall: bool,
+) -> serde_json::Value {
+    let mut entry = serde_json::json!({
+        "suite": spec.scenario.name,
+        "seed": spec.scenario.seed,
+        "devices": spec.scenario.devices,
+        "ops_per_device": spec.scenario.ops.per_device,
+        "storage": settings.storage.name(),
+        "report": serde_json::to_value(&result.report).unwrap_or(serde_json::Value::Null),
+    });
+    if wall {
+        if let Some(obj) = entry.as_object_mut() {
+            obj.insert(
+                "wall_ms".into(),
+                serde_json::Value::from(u64::try_from(result.wall.as_millis()).unwrap_or(u64::MAX)),
+            );
+        }
+    }
+    entry
+}
+
+const COLUMNS: &[(&str, usize)] = &[
+    ("suite", 16),
+    ("seed", 6),
+    ("ops", 9),
+    ("applied", 9),
+    ("lost", 5),
+    ("dup", 5),
+    ("reord", 6),
+    ("inv", 5),
+    ("retry-amp", 10),
+    ("drain", 9),
+    ("p50", 9),
+    ("p99", 9),
+];
+
+fn header(wall: bool, many: bool) -> String {
+    let mut out = String::new();
+    for (name, width) in COLUMNS {
+        let name = match (*name, many) {
+            ("seed", true) => "seeds",
+            (n, _) => n,
+        };
+        let _ = write!(out, "{name:<width$} ");
+    }
+    if wall {
+        out.push_str("verdict   wall");
+    } else {
+        out.push_str("verdict");
+    }
+    out
+}
+
+fn cells(values: [String; 12], verdict: &str, wall: Option<Duration>) -> String {
+    let mut out = String::new();
+    for ((_, width), value) in COLUMNS.iter().zip(values) {
+        let _ = write!(out, "{value:<width$} ");
+    }
+    match wall {
+        Some(w) => {
+            let _ = write!(out, "{verdict:<9} {}", human(w));
+        }
+        None => out.push_str(verdict),
+    }
+    out
+}
+
+fn row(name: &str, result: &RunResult, wall: bool) -> String {
+    let r = &result.report;
+    cells(
+        [
+            name.to_owned(),
+            r.seed.to_string(),
+            r.submitted.to_string(),
+            r.applied.to_string(),
+            r.lost.count.to_string(),
+            r.duplicated.count.to_string(),
+            r.reordered.count.to_string(),
+            r.priority_inversions.count.to_string(),
+            ratio(r.retry_amplification),
+            opt(r.drain_after_heal),
+            opt(r.latency_p50),
+            opt(r.latency_p99),
+        ],
+        if r.passed { "PASS" } else { "FAIL" },
+        wall.then_some(result.wall),
+    )
+}
+
+/// Aggregate of one suite over many seeds.
+struct Summary {
+    name: String,
+    seeds: u64,
+    ops: u64,
+    applied: u64,
+    lost: u64,
+    duplicated: u64,
+    reordered: u64,
+    inversions: u64,
+    retry_max: Option<f64>,
+    drain_max: Option<Duration>,
+    p50_max: Option<Duration>,
+    p99_max: Option<Duration>,
+    failed: u64,
+    wall: Duration,
+}
+
+impl Summary {
+    fn new(name: &str) -> Self {
+        Summary {
+            name: name.to_owned(),
+            seeds: 0,
+            ops: 0,
+            applied: 0,
+            lost: 0,
+            duplicated: 0,
+            reordered: 0,
+            inversions: 0,
+            retry_max: None,
+            drain_max: None,
+            p50_max: None,
+            p99_max: None,
+            failed: 0,
+            wall: Duration::ZERO,
+        }
+    }
+
+    fn add(&mut self, _seed: u64, result: &RunResult) {
+        let r = &result.report;
+        self.seeds += 1;
+        self.ops += r.submitted;
+        self.applied += r.applied;
+        self.lost += r.lost.count;
+        self.duplicated += r.duplicated.count;
+        self.reordered += r.reordered.count;
+        self.inversions += r.priority_inversions.count;
+        self.retry_max = max_f(self.retry_max, r.retry_amplification);
+        self.drain_max = self.drain_max.max(r.drain_after_heal);
+        self.p50_max = self.p50_max.max(r.latency_p50);
+        self.p99_max = self.p99_max.max(r.latency_p99);
+        self.failed += u64::from(!r.passed);
+        self.wall += result.wall;
+    }
+
+    /// Sums over the seeds; maxima for the ratios and times.
+    fn row(&self, wall: bool) -> String {
+        cells(
+            [
+                self.name.clone(),
+                self.seeds.to_string(),
+                self.ops.to_string(),
+                self.applied.to_string(),
+                self.lost.to_string(),
+                self.duplicated.to_string(),
+                self.reordered.to_string(),
+                self.inversions.to_string(),
+                ratio(self.retry_max),
+                opt(self.drain_max),
+                opt(self.p50_max),
+                opt(self.p99_max),
+            ],
+            &if self.failed == 0 {
+                "PASS".to_owned()
+            } else {
+                format!("FAIL({})", self.failed)
+            },
+            wall.then_some(self.wall),
+        )
+    }
+}
+
+fn max_f(a: Option<f64>, b: Option<f64>) -> Option<f64> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, None) => a,
+        (None, b) => b,
+    }
+}
+
+fn ratio(r: Option<f64>) -> String {
+    r.map_or_else(|| "-".to_owned(), |r| format!("{r:.3}"))
+}
+
+fn opt(d: Option<Duration>) -> String {
+    d.map_or_else(|| "-".to_owned(), human)
+}
+
+/// A short duration for a table cell: `850ms`, `12.40s`, `3m07s`, `1h02m`.
+fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1_000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.2}s", d.as_secs_f64())
+    } else if ms < 3_600_000 {
+        format!("{}m{:02}s", ms / 60_000, (ms / 1_000) % 60)
+    } else {
+        format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human(Duration::from_millis(850)), "850ms");
+        assert_eq!(human(Duration::from_millis(12_400)), "12.40s");
+        assert_eq!(human(Duration::from_secs(187)), "3m07s");
+        assert_eq!(human(Duration::from_secs(3_720)), "1h02m");
+    }
+
+    #[test]
+    fn options_refuse_nonsense() {
+        let args = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert!(Options::parse(&args(&["--seeds", "0"])).is_err());
+        assert!(Options::parse(&args(&["--storage", "floppy"])).is_err());
+        assert!(Options::parse(&args(&["--suite", "steady", "--scenario", "x.toml"])).is_err());
+        let o =
+            Options::parse(&args(&["--suite", "steady,poison", "--quick", "--no-wall"])).unwrap();
+        assert_eq!(o.suites, ["steady", "poison"]);
+        assert!(o.quick && !o.wall);
+    }
+}
