@@ -19,8 +19,8 @@
 //! `aging_after` by one level. So a claim costs O((batch + promotions) ·
 //! log n): it reads only the first entries of ordered indexes. Moving timed
 //! heads and promoting aged ones is bounded per claim by
-//! [`MAX_TRANSITIONS_PER_CLAIM`] so no single claim pays for a whole
-//! backlog; the rest are moved by the following claims, oldest first.
+//! [`transitions_per_claim`] so no single claim pays for a whole backlog;
+//! the rest are moved by the following claims, oldest first.
 //!
 //! # Invariant
 //! At every transaction boundary the entity's marked head is
@@ -40,8 +40,19 @@ use crate::api::{
 use crate::error::{Result, StorageError};
 
 /// Upper bound on timed heads made due, and on aged heads promoted, by one
-/// claim (each). Larger than any batch, so in steady state every due head
-/// is seen by the next claim.
+/// claim (each): `4 × limit + 64`, at most [`MAX_TRANSITIONS_PER_CLAIM`].
+/// A multiple of the batch, so in steady state every due head is seen by the
+/// next claim, while a backlog (a long outage ends, thousands of retries
+/// fall due at once) is worked off over several claims, oldest first,
+/// instead of stalling one.
+pub(crate) fn transitions_per_claim(limit: usize) -> usize {
+    limit
+        .saturating_mul(4)
+        .saturating_add(64)
+        .min(MAX_TRANSITIONS_PER_CLAIM)
+}
+
+/// Cap of [`transitions_per_claim`].
 pub(crate) const MAX_TRANSITIONS_PER_CLAIM: usize = 4096;
 
 /// Where a head is indexed.
@@ -319,7 +330,7 @@ pub(crate) fn claim<T: Tx + ?Sized>(
         return Ok(Vec::new());
     }
     // Retries that are due and leases that ended become ready heads.
-    for meta in tx.timed_heads_upto(now, MAX_TRANSITIONS_PER_CLAIM)? {
+    for meta in tx.timed_heads_upto(now, transitions_per_claim(limit))? {
         let mut new = meta.clone();
         new.state = OpState::Ready;
         if let OpState::Waiting { until } = meta.state {
@@ -330,7 +341,7 @@ pub(crate) fn claim<T: Tx + ?Sized>(
     }
     if let Some(aging) = options.aging_after {
         let cutoff = now.saturating_sub(millis(aging));
-        for meta in tx.aging_heads_upto(cutoff, MAX_TRANSITIONS_PER_CLAIM)? {
+        for meta in tx.aging_heads_upto(cutoff, transitions_per_claim(limit))? {
             let mut new = meta.clone();
             new.head = Some(Head::Due {
                 eff: meta.priority.promoted(),

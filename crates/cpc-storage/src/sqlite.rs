@@ -61,6 +61,9 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 const CHECKPOINT_AFTER_COMMITS: u64 = 2048;
 /// Pages returned per incremental vacuum step (one short write transaction).
 const VACUUM_STEP_PAGES: i64 = 1024;
+/// Page cache of the main connection (negative: KiB), sized so index pages
+/// of a large queue stay cached without breaking the RSS budget.
+const MAIN_CACHE_KIB: i64 = -8192;
 /// Most requests one group commit takes.
 const MAX_GROUP: usize = 1024;
 
@@ -107,10 +110,17 @@ impl SqliteStorage {
         let path = qdir.path().to_path_buf();
         let db_path = path.join(DB_FILE);
         let wal_path = path.join(format!("{DB_FILE}-wal"));
+        let created = !db_path
+            .try_exists()
+            .map_err(|e| dir::io_error("inspect database", e))?;
         let conn = open_connection(&path, &db_path, options.durability)?;
+        conn.pragma_update(None, "cache_size", MAIN_CACHE_KIB)
+            .map_err(|e| classify(&path, "configure", e))?;
         init_schema(&conn, &path)?;
-        // The new files' directory entries must be durable too.
-        qdir.sync()?;
+        if created {
+            // The new files' directory entries must be durable too.
+            qdir.sync()?;
+        }
         let counters = load_counters(&conn, &path)?;
         let shared = Arc::new(Shared {
             main: Mutex::new(Main { conn, counters }),
@@ -904,12 +914,24 @@ fn open_connection(dir: &Path, db_path: &Path, durability: Durability) -> Result
         });
     }
     conn.busy_timeout(Duration::from_secs(10)).map_err(err)?;
-    // Must precede the first table: auto_vacuum is fixed at creation.
-    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+    // Every pragma that writes costs a sync: an existing store (already
+    // WAL, already incremental) is opened with reads only.
+    let pages: i64 = conn
+        .query_row("PRAGMA page_count", [], |r| r.get(0))
         .map_err(err)?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+    if pages == 0 {
+        // Must precede the first table: auto_vacuum is fixed at creation.
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+            .map_err(err)?;
+    }
+    let mut mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .map_err(err)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        mode = conn
+            .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+            .map_err(err)?;
+    }
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StorageError::Format {
             path: dir.to_path_buf(),
