@@ -5,7 +5,7 @@
 //! (exported at the crate root) expands to one `#[test]` per behaviour so a
 //! test runner reports them one by one:
 //!
-//! ```ignore
+//! ```text
 //! cpc_storage::conformance_tests!(cpc_storage::conformance::SqliteFactory);
 //! ```
 //!
