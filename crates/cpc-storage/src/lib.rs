@@ -113,7 +113,7 @@
 //!
 //! # Feature flags
 //! - `sled` (default): the sled backend.
-//! - `conformance`: the [`conformance`](crate::conformance) suite (one
+//! - `conformance`: the `conformance` module, a suite (one
 //!   function per behaviour and the `conformance_tests!` macro) for testing
 //!   any `QueueStorage` implementation.
 //!
