@@ -49,7 +49,7 @@ use crate::error::{Result, StorageError};
 /// Name of the backend in the directory's format marker.
 const BACKEND: &str = "sqlite";
 /// Format version of the SQLite store (marker and `PRAGMA user_version`).
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 /// The database file inside the queue directory.
 #[doc(hidden)]
 pub const DB_FILE: &str = "queue.sqlite3";
@@ -905,6 +905,15 @@ fn open_connection(dir: &Path, db_path: &Path, durability: Durability) -> Result
             }
             e => err(e),
         })?;
+    if version != 0 && version < i64::from(FORMAT_VERSION) {
+        return Err(StorageError::Format {
+            path: dir.to_path_buf(),
+            reason: format!(
+                "the database is format version {version}, older than this build's \
+                 {FORMAT_VERSION}, and there is no migration"
+            ),
+        });
+    }
     if version > i64::from(FORMAT_VERSION) {
         return Err(StorageError::Format {
             path: dir.to_path_buf(),
@@ -950,32 +959,41 @@ fn open_connection(dir: &Path, db_path: &Path, durability: Durability) -> Result
 }
 
 const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS entities (
+    eid INTEGER PRIMARY KEY,
+    key BLOB NOT NULL UNIQUE,
+    first INTEGER NOT NULL,
+    last INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS ops (
     seq INTEGER PRIMARY KEY,
+    eid INTEGER NOT NULL,
+    nxt INTEGER,
     id BLOB NOT NULL,
-    entity BLOB NOT NULL,
     priority INTEGER NOT NULL,
-    state INTEGER NOT NULL,
-    wake_at INTEGER,
-    ready_at INTEGER NOT NULL,
     enqueued_at INTEGER NOT NULL,
-    attempts INTEGER NOT NULL,
-    last_error TEXT,
-    dead_reason TEXT,
     payload_len INTEGER NOT NULL,
-    hk INTEGER,
-    eff INTEGER,
-    aging INTEGER,
     remote BLOB,
     body BLOB NOT NULL
 );
 CREATE UNIQUE INDEX IF NOT EXISTS ops_id ON ops(id);
-CREATE INDEX IF NOT EXISTS ops_entity ON ops(entity, seq);
-CREATE INDEX IF NOT EXISTS ops_due ON ops(eff DESC, seq) WHERE hk = 0;
-CREATE INDEX IF NOT EXISTS ops_timed ON ops(wake_at, seq) WHERE hk = 1;
-CREATE INDEX IF NOT EXISTS ops_aging ON ops(ready_at, seq) WHERE hk = 0 AND aging = 1;
-CREATE INDEX IF NOT EXISTS ops_in_flight ON ops(wake_at, seq) WHERE state = 1;
-CREATE INDEX IF NOT EXISTS ops_parked ON ops(state, seq) WHERE state >= 3;
+CREATE TABLE IF NOT EXISTS hot (
+    seq INTEGER PRIMARY KEY,
+    state INTEGER NOT NULL,
+    wake_at INTEGER,
+    ready_at INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    last_error TEXT,
+    dead_reason TEXT,
+    hk INTEGER,
+    eff INTEGER,
+    aging INTEGER
+);
+CREATE INDEX IF NOT EXISTS hot_due ON hot(eff DESC, seq) WHERE hk = 0;
+CREATE INDEX IF NOT EXISTS hot_timed ON hot(wake_at, seq) WHERE hk = 1;
+CREATE INDEX IF NOT EXISTS hot_aging ON hot(ready_at, seq) WHERE hk = 0 AND aging = 1;
+CREATE INDEX IF NOT EXISTS hot_in_flight ON hot(wake_at, seq) WHERE state = 1;
+CREATE INDEX IF NOT EXISTS hot_parked ON hot(state, seq) WHERE state >= 3;
 CREATE TABLE IF NOT EXISTS counters (
     k INTEGER PRIMARY KEY CHECK (k = 0),
     ready INTEGER NOT NULL, in_flight INTEGER NOT NULL, waiting INTEGER NOT NULL,
@@ -1106,15 +1124,81 @@ const STATE_WAITING: i64 = 2;
 const STATE_DEAD: i64 = 3;
 const STATE_DEFERRED: i64 = 4;
 
+/// The columns `read_row` expects, over `ops o`, `entities e` and the
+/// (possibly absent: LEFT JOIN) `hot h` row of an operation.
 macro_rules! meta_cols {
     () => {
-        "seq, id, entity, priority, state, wake_at, ready_at, enqueued_at, attempts, \
-         last_error, dead_reason, payload_len, hk, eff, aging"
+        "o.seq, o.id, e.key, o.priority, h.state, h.wake_at, h.ready_at, o.enqueued_at, \
+         h.attempts, h.last_error, h.dead_reason, o.payload_len, h.hk, h.eff, h.aging, o.nxt"
     };
 }
 
-/// The columns of `meta_cols!` for one `OpMeta`.
-struct MetaRow {
+/// Operations by a condition on their own row (`o`), with their hot row if any.
+macro_rules! from_ops {
+    () => {
+        " FROM ops o CROSS JOIN entities e ON e.eid = o.eid LEFT JOIN hot h ON h.seq = o.seq "
+    };
+}
+
+/// Operations by a condition on their hot row (`h`): heads, leases, parked.
+macro_rules! from_hot {
+    () => {
+        " FROM hot h CROSS JOIN ops o ON o.seq = h.seq CROSS JOIN entities e ON e.eid = o.eid "
+    };
+}
+
+// The statements of the claim and completion paths (checked for index use
+// by `tests::hot_paths_use_indexes`).
+/// One operation by id.
+const SQL_BY_ID: &str = concat!("SELECT ", meta_cols!(), from_ops!(), "WHERE o.id = ?1");
+/// One operation by seq.
+const SQL_BY_SEQ: &str = concat!("SELECT ", meta_cols!(), from_ops!(), "WHERE o.seq = ?1");
+/// Due heads, claim order.
+const SQL_DUE: &str = concat!(
+    "SELECT ",
+    meta_cols!(),
+    from_hot!(),
+    "WHERE h.hk = 0 ORDER BY h.eff DESC, h.seq LIMIT ?1"
+);
+/// Timed heads that are due.
+const SQL_TIMED: &str = concat!(
+    "SELECT ",
+    meta_cols!(),
+    from_hot!(),
+    "WHERE h.hk = 1 AND h.wake_at <= ?1 ORDER BY h.wake_at, h.seq LIMIT ?2"
+);
+/// Due heads old enough to be promoted.
+const SQL_AGING: &str = concat!(
+    "SELECT ",
+    meta_cols!(),
+    from_hot!(),
+    "WHERE h.hk = 0 AND h.aging = 1 AND h.ready_at <= ?1 \
+                 ORDER BY h.ready_at, h.seq LIMIT ?2"
+);
+/// Ended leases.
+const SQL_EXPIRED: &str = concat!(
+    "SELECT ",
+    meta_cols!(),
+    from_hot!(),
+    "WHERE h.state = 1 AND h.wake_at <= ?1 ORDER BY h.wake_at, h.seq"
+);
+/// An entity's row by key.
+const SQL_ENTITY: &str = "SELECT eid, first, last FROM entities WHERE key = ?1";
+
+/// Whether an operation needs a `hot` row: anything but a fresh, unmarked,
+/// ready operation does. Fresh non-head operations (the bulk of a backlog)
+/// have none, so claiming and acknowledging write only the small `hot`
+/// table and the acknowledged rows, never the rows of waiting operations.
+fn needs_hot(m: &OpMeta) -> bool {
+    m.head.is_some()
+        || m.state != OpState::Ready
+        || m.attempts != 0
+        || m.last_error.is_some()
+        || m.ready_at != m.enqueued_at
+}
+
+/// The `hot` columns of one `OpMeta`.
+struct HotRow {
     state: i64,
     wake_at: Option<i64>,
     dead_reason: Option<String>,
@@ -1123,7 +1207,7 @@ struct MetaRow {
     aging: Option<i64>,
 }
 
-fn meta_row(m: &OpMeta) -> MetaRow {
+fn hot_row(m: &OpMeta) -> HotRow {
     let (state, wake_at, dead_reason) = match &m.state {
         OpState::Ready => (STATE_READY, None, None),
         OpState::InFlight { lease_until } => (STATE_IN_FLIGHT, Some(to_i64(*lease_until)), None),
@@ -1139,7 +1223,7 @@ fn meta_row(m: &OpMeta) -> MetaRow {
         Some(Head::Timed) => (Some(1), None, None),
         Some(Head::Blocked) => (Some(2), None, None),
     };
-    MetaRow {
+    HotRow {
         state,
         wake_at,
         dead_reason,
@@ -1153,7 +1237,14 @@ fn bad(idx: usize, what: &str) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(idx, Type::Integer, what.to_owned().into())
 }
 
-fn read_meta(r: &Row<'_>) -> rusqlite::Result<OpMeta> {
+/// One operation's bookkeeping and the link to the next operation of its
+/// entity.
+struct MetaLink {
+    meta: OpMeta,
+    next: Option<u64>,
+}
+
+fn read_row(r: &Row<'_>) -> rusqlite::Result<MetaLink> {
     let id: Vec<u8> = r.get(1)?;
     let id: [u8; 16] = id.try_into().map_err(|_| bad(1, "id is not 16 bytes"))?;
     let priority: i64 = r.get(3)?;
@@ -1161,23 +1252,25 @@ fn read_meta(r: &Row<'_>) -> rusqlite::Result<OpMeta> {
         .ok()
         .and_then(OperationPriority::from_rank)
         .ok_or_else(|| bad(3, "priority out of range"))?;
+    let enqueued_at = to_u64(r.get(7)?);
     let wake_at: Option<i64> = r.get(5)?;
     let wake = || {
         wake_at
             .map(to_u64)
             .ok_or_else(|| bad(5, "missing wake time"))
     };
-    let state = match r.get::<_, i64>(4)? {
-        STATE_READY => OpState::Ready,
-        STATE_IN_FLIGHT => OpState::InFlight {
+    // No hot row: a fresh ready operation, not a head.
+    let state = match r.get::<_, Option<i64>>(4)? {
+        None | Some(STATE_READY) => OpState::Ready,
+        Some(STATE_IN_FLIGHT) => OpState::InFlight {
             lease_until: wake()?,
         },
-        STATE_WAITING => OpState::Waiting { until: wake()? },
-        STATE_DEAD => OpState::Dead {
+        Some(STATE_WAITING) => OpState::Waiting { until: wake()? },
+        Some(STATE_DEAD) => OpState::Dead {
             reason: r.get::<_, Option<String>>(10)?.unwrap_or_default(),
         },
-        STATE_DEFERRED => OpState::Deferred,
-        _ => return Err(bad(4, "state out of range")),
+        Some(STATE_DEFERRED) => OpState::Deferred,
+        Some(_) => return Err(bad(4, "state out of range")),
     };
     let head = match r.get::<_, Option<i64>>(12)? {
         None => None,
@@ -1198,22 +1291,52 @@ fn read_meta(r: &Row<'_>) -> rusqlite::Result<OpMeta> {
         Some(2) => Some(Head::Blocked),
         Some(_) => return Err(bad(12, "head kind out of range")),
     };
-    Ok(OpMeta {
+    let meta = OpMeta {
         seq: to_u64(r.get(0)?),
         id: OperationId::from_be_bytes(id),
         entity: r.get(2)?,
         priority,
         state,
-        ready_at: to_u64(r.get(6)?),
-        enqueued_at: to_u64(r.get(7)?),
-        attempts: u32::try_from(r.get::<_, i64>(8)?).unwrap_or(u32::MAX),
+        ready_at: r.get::<_, Option<i64>>(6)?.map_or(enqueued_at, to_u64),
+        enqueued_at,
+        attempts: r
+            .get::<_, Option<i64>>(8)?
+            .map_or(0, |a| u32::try_from(a).unwrap_or(u32::MAX)),
         last_error: r.get(9)?,
         payload_len: to_u64(r.get(11)?),
         head,
-    })
+    };
+    let next = r.get::<_, Option<i64>>(15)?.map(to_u64);
+    Ok(MetaLink { meta, next })
+}
+
+fn read_meta(r: &Row<'_>) -> rusqlite::Result<OpMeta> {
+    read_row(r).map(|m| m.meta)
+}
+
+/// An entity's row: its interned id and the ends of its operation chain.
+struct EntityRow {
+    eid: i64,
+    first: u64,
+    last: u64,
 }
 
 /// The engine's table interface over one SQLite transaction.
+///
+/// Layout (format 2):
+/// - `entities`: one row per entity with queued operations, interning its
+///   key as a small integer `eid` and holding the ends (`first`, `last`)
+///   of the chain of its operations in `seq` order;
+/// - `ops`: the operations (rowid = `seq`), immutable but for the link
+///   `nxt` to the entity's next operation, the deferred remote record and
+///   a replaced body; `ops_id` finds one by id;
+/// - `hot`: the mutable bookkeeping (state, lease, attempts, errors, head
+///   mark) of the operations that have any (see [`needs_hot`]), with the
+///   partial indexes the claim path reads.
+///
+/// So the entity FIFO needs no index over all operations: the head of an
+/// entity is `entities.first`, the next one `ops.nxt`, and acknowledging a
+/// head touches its own row, its entity's row and the new head's `hot` row.
 struct SqlTx<'c> {
     conn: &'c Connection,
     path: &'c Path,
@@ -1247,6 +1370,136 @@ impl SqlTx<'_> {
             .prepare_cached(sql)
             .and_then(|mut st| st.query_row(params, read_meta).optional())
             .map_err(self.err(context))
+    }
+
+    fn link_by_seq(&self, seq: u64) -> Result<Option<MetaLink>> {
+        self.conn
+            .prepare_cached(SQL_BY_SEQ)
+            .and_then(|mut st| st.query_row(params![to_i64(seq)], read_row).optional())
+            .map_err(self.err("find operation"))
+    }
+
+    fn entity_row(&self, key: &[u8]) -> Result<Option<EntityRow>> {
+        self.conn
+            .prepare_cached(SQL_ENTITY)
+            .and_then(|mut st| {
+                st.query_row(params![key], |r| {
+                    Ok(EntityRow {
+                        eid: r.get(0)?,
+                        first: to_u64(r.get(1)?),
+                        last: to_u64(r.get(2)?),
+                    })
+                })
+                .optional()
+            })
+            .map_err(self.err("find entity"))
+    }
+
+    /// The link of operation `seq` (`Err` if it does not exist: the chain
+    /// of its entity is broken).
+    fn next_of(&self, seq: u64) -> Result<Option<u64>> {
+        let next: Option<Option<i64>> = self
+            .conn
+            .prepare_cached("SELECT nxt FROM ops WHERE seq = ?1")
+            .and_then(|mut st| st.query_row(params![to_i64(seq)], |r| r.get(0)).optional())
+            .map_err(self.err("follow entity chain"))?;
+        match next {
+            Some(n) => Ok(n.map(to_u64)),
+            None => Err(broken_chain(seq)),
+        }
+    }
+
+    fn set_next(&self, seq: u64, next: Option<u64>) -> Result<()> {
+        self.conn
+            .prepare_cached("UPDATE ops SET nxt = ?2 WHERE seq = ?1")
+            .and_then(|mut st| st.execute(params![to_i64(seq), next.map(to_i64)]))
+            .map(drop)
+            .map_err(self.err("link operation"))
+    }
+
+    /// Takes operation `seq` (whose link is `next`) out of its entity's
+    /// chain, deleting the entity row when it was the last operation.
+    /// O(1) for the entity's oldest operation; a later one walks the chain
+    /// from the oldest to find its predecessor.
+    fn unlink(&self, eid: i64, seq: u64, next: Option<u64>) -> Result<()> {
+        let ends: Option<(i64, i64)> = self
+            .conn
+            .prepare_cached("SELECT first, last FROM entities WHERE eid = ?1")
+            .and_then(|mut st| {
+                st.query_row(params![eid], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(self.err("find entity"))?;
+        let Some((first, last)) = ends else {
+            return Err(broken_chain(seq));
+        };
+        let (first, last) = (to_u64(first), to_u64(last));
+        let err = self.err("unlink operation");
+        if first == seq {
+            match next {
+                None => self
+                    .conn
+                    .prepare_cached("DELETE FROM entities WHERE eid = ?1")
+                    .and_then(|mut st| st.execute(params![eid])),
+                Some(n) => self
+                    .conn
+                    .prepare_cached("UPDATE entities SET first = ?2 WHERE eid = ?1")
+                    .and_then(|mut st| st.execute(params![eid, to_i64(n)])),
+            }
+            .map_err(err)?;
+            return Ok(());
+        }
+        let mut prev = first;
+        loop {
+            match self.next_of(prev)? {
+                Some(n) if n == seq => break,
+                Some(n) if n < seq => prev = n,
+                _ => return Err(broken_chain(seq)),
+            }
+        }
+        self.set_next(prev, next)?;
+        if last == seq {
+            self.conn
+                .prepare_cached("UPDATE entities SET last = ?2 WHERE eid = ?1")
+                .and_then(|mut st| st.execute(params![eid, to_i64(prev)]))
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+
+    fn write_hot(&self, m: &OpMeta) -> Result<()> {
+        let err = self.err("update operation");
+        if !needs_hot(m) {
+            return self
+                .conn
+                .prepare_cached("DELETE FROM hot WHERE seq = ?1")
+                .and_then(|mut st| st.execute(params![to_i64(m.seq)]))
+                .map(drop)
+                .map_err(err);
+        }
+        let row = hot_row(m);
+        self.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO hot (seq, state, wake_at, ready_at, attempts, \
+                 last_error, dead_reason, hk, eff, aging) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .and_then(|mut st| {
+                st.execute(params![
+                    to_i64(m.seq),
+                    row.state,
+                    row.wake_at,
+                    to_i64(m.ready_at),
+                    i64::from(m.attempts),
+                    m.last_error,
+                    row.dead_reason,
+                    row.hk,
+                    row.eff,
+                    row.aging,
+                ])
+            })
+            .map(drop)
+            .map_err(err)
     }
 
     fn blob(&self, sql: &str, seq: u64, context: &'static str) -> Result<Option<Vec<u8>>> {
@@ -1284,36 +1537,40 @@ impl SqlTx<'_> {
     }
 }
 
+/// The chain of an entity's operations does not hold together.
+fn broken_chain(seq: u64) -> StorageError {
+    StorageError::Corrupt {
+        key: engine::record_key(seq),
+        source: cpc_core::EnvelopeError::Malformed("the entity's operation chain is broken".into()),
+    }
+}
+
 impl Tx for SqlTx<'_> {
     fn meta_by_id(&mut self, id: OperationId) -> Result<Option<OpMeta>> {
         self.meta(
-            concat!("SELECT ", meta_cols!(), " FROM ops WHERE id = ?1"),
+            SQL_BY_ID,
             params![id.to_be_bytes().as_slice()],
             "find operation",
         )
     }
 
     fn first_in_entity(&mut self, entity: &[u8], skip_dead: bool) -> Result<Option<OpMeta>> {
-        if skip_dead {
-            self.meta(
-                concat!(
-                    "SELECT ",
-                    meta_cols!(),
-                    " FROM ops WHERE entity = ?1 AND state != 3 ORDER BY seq LIMIT 1"
-                ),
-                params![entity],
-                "find entity head",
-            )
-        } else {
-            self.meta(
-                concat!(
-                    "SELECT ",
-                    meta_cols!(),
-                    " FROM ops WHERE entity = ?1 ORDER BY seq LIMIT 1"
-                ),
-                params![entity],
-                "find entity head",
-            )
+        let Some(row) = self.entity_row(entity)? else {
+            return Ok(None);
+        };
+        let mut seq = row.first;
+        loop {
+            let Some(link) = self.link_by_seq(seq)? else {
+                return Err(broken_chain(seq));
+            };
+            if !(skip_dead && matches!(link.meta.state, OpState::Dead { .. })) {
+                return Ok(Some(link.meta));
+            }
+            match link.next {
+                Some(n) if n > seq => seq = n,
+                Some(_) => return Err(broken_chain(seq)),
+                None => return Ok(None),
+            }
         }
     }
 
@@ -1324,7 +1581,8 @@ impl Tx for SqlTx<'_> {
                 concat!(
                     "SELECT ",
                     meta_cols!(),
-                    " FROM ops WHERE state >= 3 AND state = 4 ORDER BY seq LIMIT ?1"
+                    from_hot!(),
+                    "WHERE h.state >= 3 AND h.state = 4 ORDER BY h.seq LIMIT ?1"
                 ),
                 params![limit],
                 "list deferred",
@@ -1332,21 +1590,39 @@ impl Tx for SqlTx<'_> {
         }
         let dead = f.dead.map(i64::from);
         match (f.entity, f.dead) {
-            (Some(entity), _) => self.metas(
-                concat!(
-                    "SELECT ",
-                    meta_cols!(),
-                    " FROM ops WHERE entity = ?1 AND (?2 IS NULL OR (state = 3) = ?2) \
-                     ORDER BY seq LIMIT ?3"
-                ),
-                params![entity, dead, limit],
-                "list",
-            ),
+            (Some(entity), _) => {
+                // Walk the entity's chain (seq order).
+                let mut out = Vec::new();
+                let Some(row) = self.entity_row(entity)? else {
+                    return Ok(out);
+                };
+                let max = f.limit.unwrap_or(usize::MAX);
+                let mut next = Some(row.first);
+                while let Some(seq) = next {
+                    if out.len() >= max {
+                        break;
+                    }
+                    let Some(link) = self.link_by_seq(seq)? else {
+                        return Err(broken_chain(seq));
+                    };
+                    next = match link.next {
+                        Some(n) if n > seq => Some(n),
+                        Some(_) => return Err(broken_chain(seq)),
+                        None => None,
+                    };
+                    let is_dead = matches!(link.meta.state, OpState::Dead { .. });
+                    if f.dead.is_none_or(|d| d == is_dead) {
+                        out.push(link.meta);
+                    }
+                }
+                Ok(out)
+            }
             (None, Some(true)) => self.metas(
                 concat!(
                     "SELECT ",
                     meta_cols!(),
-                    " FROM ops WHERE state >= 3 AND state = 3 ORDER BY seq LIMIT ?1"
+                    from_hot!(),
+                    "WHERE h.state >= 3 AND h.state = 3 ORDER BY h.seq LIMIT ?1"
                 ),
                 params![limit],
                 "list",
@@ -1355,7 +1631,9 @@ impl Tx for SqlTx<'_> {
                 concat!(
                     "SELECT ",
                     meta_cols!(),
-                    " FROM ops WHERE (?1 IS NULL OR (state = 3) = ?1) ORDER BY seq LIMIT ?2"
+                    from_ops!(),
+                    "WHERE (?1 IS NULL OR (COALESCE(h.state, 0) = 3) = ?1) \
+                     ORDER BY o.seq LIMIT ?2"
                 ),
                 params![dead, limit],
                 "list",
@@ -1365,70 +1643,70 @@ impl Tx for SqlTx<'_> {
 
     fn insert(&mut self, meta: &OpMeta, op: &Operation) -> Result<()> {
         let body = envelope::encode_operation(op).map_err(StorageError::Encode)?;
-        let row = meta_row(meta);
+        let err = self.err("insert operation");
+        let seq = to_i64(meta.seq);
+        let eid = match self.entity_row(&meta.entity)? {
+            Some(row) => {
+                if row.last >= meta.seq {
+                    return Err(broken_chain(row.last));
+                }
+                self.set_next(row.last, Some(meta.seq))?;
+                self.conn
+                    .prepare_cached("UPDATE entities SET last = ?2 WHERE eid = ?1")
+                    .and_then(|mut st| st.execute(params![row.eid, seq]))
+                    .map_err(&err)?;
+                row.eid
+            }
+            None => self
+                .conn
+                .prepare_cached("INSERT INTO entities (key, first, last) VALUES (?1, ?2, ?2)")
+                .and_then(|mut st| st.insert(params![meta.entity, seq]))
+                .map_err(&err)?,
+        };
         self.conn
             .prepare_cached(
-                "INSERT INTO ops (seq, id, entity, priority, state, wake_at, ready_at, \
-                 enqueued_at, attempts, last_error, dead_reason, payload_len, hk, eff, aging, \
-                 remote, body) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, NULL, ?16)",
+                "INSERT INTO ops (seq, eid, nxt, id, priority, enqueued_at, payload_len, \
+                 remote, body) VALUES (?1, ?2, NULL, ?3, ?4, ?5, ?6, NULL, ?7)",
             )
             .and_then(|mut st| {
                 st.execute(params![
-                    to_i64(meta.seq),
+                    seq,
+                    eid,
                     meta.id.to_be_bytes().as_slice(),
-                    meta.entity,
                     i64::from(meta.priority.rank()),
-                    row.state,
-                    row.wake_at,
-                    to_i64(meta.ready_at),
                     to_i64(meta.enqueued_at),
-                    i64::from(meta.attempts),
-                    meta.last_error,
-                    row.dead_reason,
                     to_i64(meta.payload_len),
-                    row.hk,
-                    row.eff,
-                    row.aging,
                     body,
                 ])
             })
-            .map(drop)
-            .map_err(self.err("insert operation"))
+            .map_err(&err)?;
+        if needs_hot(meta) {
+            self.write_hot(meta)?;
+        }
+        Ok(())
     }
 
-    fn update(&mut self, _old: &OpMeta, new: &OpMeta) -> Result<()> {
-        let row = meta_row(new);
-        self.conn
-            .prepare_cached(
-                "UPDATE ops SET state = ?2, wake_at = ?3, ready_at = ?4, attempts = ?5, \
-                 last_error = ?6, dead_reason = ?7, payload_len = ?8, hk = ?9, eff = ?10, \
-                 aging = ?11 WHERE seq = ?1",
-            )
-            .and_then(|mut st| {
-                st.execute(params![
-                    to_i64(new.seq),
-                    row.state,
-                    row.wake_at,
-                    to_i64(new.ready_at),
-                    i64::from(new.attempts),
-                    new.last_error,
-                    row.dead_reason,
-                    to_i64(new.payload_len),
-                    row.hk,
-                    row.eff,
-                    row.aging,
-                ])
-            })
-            .map(drop)
-            .map_err(self.err("update operation"))
+    fn update(&mut self, old: &OpMeta, new: &OpMeta) -> Result<()> {
+        if old.payload_len != new.payload_len {
+            self.conn
+                .prepare_cached("UPDATE ops SET payload_len = ?2 WHERE seq = ?1")
+                .and_then(|mut st| st.execute(params![to_i64(new.seq), to_i64(new.payload_len)]))
+                .map_err(self.err("update operation"))?;
+        }
+        self.write_hot(new)
     }
 
     fn update_op(&mut self, meta: &OpMeta, op: &Operation) -> Result<()> {
         let body = envelope::encode_operation(op).map_err(StorageError::Encode)?;
         self.conn
-            .prepare_cached("UPDATE ops SET body = ?2 WHERE seq = ?1")
-            .and_then(|mut st| st.execute(params![to_i64(meta.seq), body]))
+            .prepare_cached("UPDATE ops SET body = ?2, payload_len = ?3 WHERE seq = ?1")
+            .and_then(|mut st| {
+                st.execute(params![
+                    to_i64(meta.seq),
+                    body,
+                    to_i64(op.payload.len() as u64)
+                ])
+            })
             .map(drop)
             .map_err(self.err("update operation"))
     }
@@ -1446,11 +1724,25 @@ impl Tx for SqlTx<'_> {
     }
 
     fn delete(&mut self, meta: &OpMeta) -> Result<()> {
-        self.conn
-            .prepare_cached("DELETE FROM ops WHERE seq = ?1")
-            .and_then(|mut st| st.execute(params![to_i64(meta.seq)]))
-            .map(drop)
-            .map_err(self.err("delete operation"))
+        let err = self.err("delete operation");
+        let gone: Option<(i64, Option<i64>)> = self
+            .conn
+            .prepare_cached("DELETE FROM ops WHERE seq = ?1 RETURNING eid, nxt")
+            .and_then(|mut st| {
+                st.query_row(params![to_i64(meta.seq)], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()
+            })
+            .map_err(&err)?;
+        let Some((eid, next)) = gone else {
+            return Ok(());
+        };
+        {
+            self.conn
+                .prepare_cached("DELETE FROM hot WHERE seq = ?1")
+                .and_then(|mut st| st.execute(params![to_i64(meta.seq)]))
+                .map_err(&err)?;
+        }
+        self.unlink(eid, meta.seq, next.map(to_u64))
     }
 
     fn load_op(&mut self, meta: &OpMeta) -> Result<Loaded<Operation>> {
@@ -1497,11 +1789,7 @@ impl Tx for SqlTx<'_> {
 
     fn due_heads(&mut self, limit: usize) -> Result<Vec<OpMeta>> {
         self.metas(
-            concat!(
-                "SELECT ",
-                meta_cols!(),
-                " FROM ops WHERE hk = 0 ORDER BY eff DESC, seq LIMIT ?1"
-            ),
+            SQL_DUE,
             params![i64::try_from(limit).unwrap_or(i64::MAX)],
             "claim",
         )
@@ -1509,11 +1797,7 @@ impl Tx for SqlTx<'_> {
 
     fn timed_heads_upto(&mut self, now: EpochMillis, limit: usize) -> Result<Vec<OpMeta>> {
         self.metas(
-            concat!(
-                "SELECT ",
-                meta_cols!(),
-                " FROM ops WHERE hk = 1 AND wake_at <= ?1 ORDER BY wake_at, seq LIMIT ?2"
-            ),
+            SQL_TIMED,
             params![to_i64(now), i64::try_from(limit).unwrap_or(i64::MAX)],
             "claim",
         )
@@ -1521,12 +1805,7 @@ impl Tx for SqlTx<'_> {
 
     fn aging_heads_upto(&mut self, cutoff: EpochMillis, limit: usize) -> Result<Vec<OpMeta>> {
         self.metas(
-            concat!(
-                "SELECT ",
-                meta_cols!(),
-                " FROM ops WHERE hk = 0 AND aging = 1 AND ready_at <= ?1 \
-                 ORDER BY ready_at, seq LIMIT ?2"
-            ),
+            SQL_AGING,
             params![to_i64(cutoff), i64::try_from(limit).unwrap_or(i64::MAX)],
             "claim",
         )
@@ -1534,25 +1813,85 @@ impl Tx for SqlTx<'_> {
 
     fn min_timed(&mut self) -> Result<Option<EpochMillis>> {
         self.conn
-            .prepare_cached("SELECT MIN(wake_at) FROM ops WHERE hk = 1")
+            .prepare_cached("SELECT MIN(wake_at) FROM hot WHERE hk = 1")
             .and_then(|mut st| st.query_row([], |r| r.get::<_, Option<i64>>(0)))
             .map(|v| v.map(to_u64))
             .map_err(self.err("next wakeup"))
     }
 
     fn expired_leases(&mut self, now: EpochMillis) -> Result<Vec<OpMeta>> {
-        self.metas(
-            concat!(
-                "SELECT ",
-                meta_cols!(),
-                " FROM ops WHERE state = 1 AND wake_at <= ?1 ORDER BY wake_at, seq"
-            ),
-            params![to_i64(now)],
-            "recover",
-        )
+        self.metas(SQL_EXPIRED, params![to_i64(now)], "recover")
     }
 
     fn counters(&mut self) -> &mut Counters {
         self.counters
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(conn: &Connection, sql: &str) -> Vec<String> {
+        let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        // Unbound parameters are NULL: enough for a plan.
+        let mut rows = st.raw_query();
+        let mut out = Vec::new();
+        while let Some(r) = rows.next().unwrap() {
+            out.push(r.get::<_, String>(3).unwrap());
+        }
+        out
+    }
+
+    /// The statements a claim, an acknowledgement and an enqueue run read
+    /// through indexes only: no table scan, no sort; an index is walked in
+    /// order only up to a LIMIT.
+    #[test]
+    fn hot_paths_use_indexes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SqliteStorage::open_at(tmp.path(), QueueOptions::default(), 1).unwrap();
+        let main = store.shared.lock_main();
+        for sql in [
+            SQL_BY_ID,
+            SQL_BY_SEQ,
+            SQL_DUE,
+            SQL_TIMED,
+            SQL_AGING,
+            SQL_EXPIRED,
+            SQL_ENTITY,
+            "SELECT MIN(wake_at) FROM hot WHERE hk = 1",
+            "SELECT first, last FROM entities WHERE eid = ?1",
+            "DELETE FROM ops WHERE seq = ?1 RETURNING eid, nxt",
+            "DELETE FROM hot WHERE seq = ?1",
+            "UPDATE ops SET nxt = ?2 WHERE seq = ?1",
+        ] {
+            let steps = plan(&main.conn, sql);
+            assert!(!steps.is_empty(), "{sql}");
+            for step in &steps {
+                // An ordered index walk is bounded only with a LIMIT.
+                let bounded_walk = step.contains("USING INDEX") && sql.contains("LIMIT");
+                assert!(
+                    (!step.starts_with("SCAN") || bounded_walk) && !step.contains("TEMP B-TREE"),
+                    "{sql}: {steps:?}"
+                );
+            }
+        }
+    }
+
+    /// A store of an older format is refused, not misread.
+    #[test]
+    fn an_older_format_is_refused_untouched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("q");
+        drop(SqliteStorage::open_at(&dir, QueueOptions::default(), 1).unwrap());
+        let db = dir.join(DB_FILE);
+        Connection::open(&db)
+            .unwrap()
+            .pragma_update(None, "user_version", 1)
+            .unwrap();
+        let before = std::fs::read(&db).unwrap();
+        let err = SqliteStorage::open_at(&dir, QueueOptions::default(), 1).unwrap_err();
+        assert!(matches!(err, StorageError::Format { .. }), "{err:?}");
+        assert_eq!(std::fs::read(&db).unwrap(), before);
     }
 }
