@@ -59,6 +59,13 @@ pub const RELAXED_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// Commits after which the background thread is woken early.
 const CHECKPOINT_AFTER_COMMITS: u64 = 2048;
+/// A checkpoint pass that leaves at most this many frames uncopied copies
+/// them with the writer held off, so the WAL restarts (see `checkpoint_busy`).
+const CATCH_UP_FRAMES: i64 = 1024;
+/// A WAL of this many frames (64 MiB of 4 KiB pages) is copied entirely with
+/// the writer held off: commits are throttled to the checkpoint's pace
+/// rather than the WAL growing without bound.
+const WAL_LIMIT_FRAMES: i64 = 16384;
 /// Pages returned per incremental vacuum step (one short write transaction).
 const VACUUM_STEP_PAGES: i64 = 1024;
 /// Page cache of the main connection (negative: KiB), sized so index pages
@@ -827,6 +834,16 @@ fn background(shared: &Shared, conn: Connection) {
                     .0;
             }
             if bg.stop {
+                // A queue closed empty gives its space back now rather than
+                // at the next open.
+                let final_vacuum = bg.empty && !vacuumed_empty;
+                drop(bg);
+                if final_vacuum && !shared.poison.is_set() {
+                    if let Err(e) = checkpoint_empty(&conn) {
+                        let e = classify(&shared.path, "checkpoint", e);
+                        tracing::warn!(error = %e, "final vacuum of an empty queue failed");
+                    }
+                }
                 return;
             }
             let out = (bg.commits, bg.empty, bg.dirty);
@@ -853,7 +870,7 @@ fn background(shared: &Shared, conn: Connection) {
             vacuumed_empty = true;
             checkpoint_empty(&conn)
         } else if commits > 0 {
-            checkpoint_busy(&conn)
+            checkpoint_busy(shared, &conn)
         } else {
             Ok(())
         };
@@ -870,20 +887,53 @@ fn background(shared: &Shared, conn: Connection) {
     }
 }
 
-fn checkpoint_busy(conn: &Connection) -> rusqlite::Result<()> {
-    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+/// `PRAGMA wal_checkpoint(mode)`: (frames in the WAL, frames copied).
+fn wal_checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64)> {
+    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        Ok((r.get(1)?, r.get(2)?))
+    })
+}
+
+/// A PASSIVE checkpoint copies the frames that were in the WAL when it
+/// started, while the writer keeps appending; the WAL is restarted from its
+/// beginning only by a write that begins when every frame has been copied.
+/// Under a steady stream of commits that moment never comes, and the WAL
+/// grows without bound (measured: 9.3 GB while draining 1,000,000 ops). So
+/// when a pass leaves only a short tail ([`CATCH_UP_FRAMES`]), or the WAL
+/// is past [`WAL_LIMIT_FRAMES`], the tail is copied with the writer held
+/// off (the main mutex): a short pause for the writer, a bounded file.
+fn checkpoint_busy(shared: &Shared, conn: &Connection) -> rusqlite::Result<()> {
+    let (log, copied) = wal_checkpoint(conn, "PASSIVE")?;
+    let left = log - copied;
+    if left > 0 && (left <= CATCH_UP_FRAMES || log >= WAL_LIMIT_FRAMES) {
+        let _writer = shared.lock_main();
+        wal_checkpoint(conn, "PASSIVE")?;
+    }
     // Return space while draining once a quarter of the file is free.
     let free: i64 = conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))?;
     let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
     if free >= VACUUM_STEP_PAGES && free * 4 >= pages {
-        conn.execute_batch(&format!("PRAGMA incremental_vacuum({VACUUM_STEP_PAGES})"))?;
+        incremental_vacuum(conn, Some(VACUUM_STEP_PAGES))?;
     }
     Ok(())
 }
 
+/// Runs `PRAGMA incremental_vacuum` to completion: it frees one page per
+/// step, so a single step (as `execute_batch` does) returns one page only.
+fn incremental_vacuum(conn: &Connection, pages: Option<i64>) -> rusqlite::Result<()> {
+    let sql = match pages {
+        Some(n) => format!("PRAGMA incremental_vacuum({n})"),
+        None => "PRAGMA incremental_vacuum".to_owned(),
+    };
+    let mut st = conn.prepare(&sql)?;
+    let mut rows = st.query([])?;
+    while rows.next()?.is_some() {}
+    Ok(())
+}
+
 fn checkpoint_empty(conn: &Connection) -> rusqlite::Result<()> {
-    conn.execute_batch("PRAGMA incremental_vacuum")?;
-    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+    incremental_vacuum(conn, None)?;
+    wal_checkpoint(conn, "TRUNCATE")?;
     Ok(())
 }
 
@@ -1876,6 +1926,54 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A drained queue gives its disk space back (incremental vacuum run
+    /// to completion, WAL truncated) by the time it is closed.
+    #[test]
+    fn a_drained_queue_returns_its_space() {
+        use cpc_core::{EntityKey, HlcTimestamp, NodeId, OperationKind};
+        use rand::{rngs::StdRng, SeedableRng};
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("q");
+        let options = QueueOptions {
+            durability: Durability::Relaxed,
+            ..QueueOptions::default()
+        };
+        let mut rng = StdRng::seed_from_u64(3);
+        let ops: Vec<Operation> = (0..4000u64)
+            .map(|n| {
+                Operation::builder(
+                    EntityKey::new("c", format!("e{}", n % 50)),
+                    OperationKind::Update,
+                )
+                .payload(vec![1u8; 1024])
+                .build_at(HlcTimestamp::new(1_000 + n, 0, NodeId(1)), &mut rng)
+            })
+            .collect();
+        let db = dir.join(DB_FILE);
+        {
+            let store = SqliteStorage::open_at(&dir, options.clone(), 1).unwrap();
+            store.enqueue_batch(ops, 1).unwrap();
+        }
+        let full = std::fs::metadata(&db).unwrap().len();
+        assert!(full > 4_000_000, "{full}");
+        {
+            let store = SqliteStorage::open_at(&dir, options, 2).unwrap();
+            loop {
+                let batch = store.claim_ready(2, 64).unwrap();
+                if batch.is_empty() {
+                    break;
+                }
+                let acks: Vec<_> = batch.iter().map(|c| Completion::Ack(c.op.id)).collect();
+                store.complete(&acks, 2).unwrap();
+            }
+            assert_eq!(store.pending().unwrap(), 0);
+        }
+        let empty = std::fs::metadata(&db).unwrap().len();
+        assert!(empty * 20 < full, "{empty} bytes left of {full}");
+        let wal = dir.join(format!("{DB_FILE}-wal"));
+        assert!(std::fs::metadata(&wal).map_or(0, |m| m.len()) == 0);
     }
 
     /// A store of an older format is refused, not misread.
