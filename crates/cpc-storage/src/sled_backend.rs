@@ -143,15 +143,14 @@ impl SledStorage {
         let qdir = QueueDir::open(dir.as_ref(), BACKEND, FORMAT_VERSION)?;
         let sled_dir = qdir.path().join("sled");
         let relaxed = matches!(options.queue.durability, Durability::Relaxed);
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(&sled_dir)
             .cache_capacity(options.cache_capacity)
             // The durable modes sync explicitly; sled's background flusher
             // would only add fsyncs whose errors nobody sees. Relaxed keeps
             // it as its interval sync.
-            .flush_every_ms(if relaxed { Some(500) } else { None })
-            .open()
-            .map_err(|e| sled_error("open", e))?;
+            .flush_every_ms(if relaxed { Some(500) } else { None });
+        let db = open_sled(&config)?;
         let mut trees = Vec::with_capacity(TREE_NAMES.len());
         for name in TREE_NAMES {
             trees.push(db.open_tree(name).map_err(|e| sled_error("open", e))?);
@@ -384,6 +383,27 @@ impl SledStorage {
         tx.set_counters(c);
         tx.touch_state();
         Ok(())
+    }
+}
+
+/// Opens sled. We hold the queue directory's lock, so a conflict on sled's
+/// own file lock can only be a handle of this process that was just
+/// dropped: sled's I/O threads release the log file a moment after the
+/// `Db` is gone. Retry briefly (bounded: about half a second) in that case.
+fn open_sled(config: &sled::Config) -> Result<sled::Db> {
+    const ATTEMPTS: u32 = 100;
+    let mut attempt = 0;
+    loop {
+        match config.open() {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(e))
+                if attempt < ATTEMPTS && e.to_string().contains("could not acquire lock") =>
+            {
+                attempt += 1;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(e) => return Err(sled_error("open", e)),
+        }
     }
 }
 
