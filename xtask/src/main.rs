@@ -45,6 +45,8 @@ commands:
   simulate [--suite NAME|all] [--scenario FILE.toml] [--seed N] [--seeds N]
            [--ops N] [--devices N] [--storage sqlite|sled|memory] [--json FILE]
            [--quick] [--no-wall]
+           [--jobs N] [--tmpdir DIR] [--durability immediate|group|relaxed]
+           [--payload-canary STR] [--bearer-token STR]
   bench    [--quick]
   crash    [--cycles N]
   ci       [--seeds N] [--crash-cycles N]";

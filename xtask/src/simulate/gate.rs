@@ -57,7 +57,7 @@ struct GateState {
 
 /// How long a waiting job sleeps before it looks again, in case a wake-up
 /// was missed (the queue depth is read outside the lock).
-const RECHECK: Duration = Duration::from_millis(2);
+const RECHECK: Duration = Duration::from_millis(1);
 
 impl Gate {
     /// A gate not yet attached to a runtime (calls pass through).

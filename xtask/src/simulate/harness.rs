@@ -37,6 +37,8 @@ pub struct RunSettings {
     pub payload_canary: Option<Vec<u8>>,
     /// The bearer token every device's transport carries.
     pub bearer: Secret,
+    /// Where the per-device store directories go.
+    pub tmp_root: PathBuf,
 }
 
 /// What one run produced.
@@ -336,7 +338,7 @@ async fn run_device(
         _ => Some(
             tempfile::Builder::new()
                 .prefix("cpc-simulate-")
-                .tempdir()
+                .tempdir_in(&world.settings.tmp_root)
                 .map_err(|e| format!("temp dir: {e}"))?,
         ),
     };
@@ -374,11 +376,12 @@ async fn run_device(
         // the process died; either way the application never heard back.
         let in_progress = crashes
             .next_if(|ct| !ct_before(*ct, at) && ct_before(*ct, at + Duration::from_millis(1)));
+        let mut stored = true;
         let outcome = if in_progress.is_some() {
             let landed = coin.gen_bool(0.5);
             live.storage
                 .set_fence((!landed).then(tokio::time::Instant::now));
-            let _ = submit(&live.engine, ops).await;
+            stored = submit(&live.engine, ops).await;
             live = device.crash(live, &mut crashes).await?;
             SubmitOutcome::Unknown
         } else if submit(&live.engine, ops).await {
@@ -387,7 +390,13 @@ async fn run_device(
             SubmitOutcome::Failed
         };
         for planned in &workload[i..end] {
-            records.push(SubmittedRecord::new(&planned.op, submitted_at, outcome));
+            let mut record = SubmittedRecord::new(&planned.op, submitted_at, outcome);
+            if !stored {
+                // Never reached the queue: never eligible to send, so
+                // nothing sent meanwhile passes it over.
+                record.ready_at = Duration::MAX;
+            }
+            records.push(record);
         }
         i = end;
     }
@@ -444,7 +453,7 @@ async fn run_device(
 fn engine_readiness(records: &mut [SubmittedRecord], answers: &AnswerLog) {
     let mut last: HashMap<EntityKey, OperationId> = HashMap::new();
     for rec in records.iter_mut() {
-        if rec.outcome == SubmitOutcome::Failed {
+        if rec.outcome == SubmitOutcome::Failed || rec.ready_at == Duration::MAX {
             continue;
         }
         if let Some(answered) = last.get(&rec.entity).and_then(|prev| answers.get(*prev)) {

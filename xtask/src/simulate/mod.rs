@@ -19,6 +19,7 @@
 mod auth;
 mod gate;
 mod harness;
+mod pool;
 mod spec;
 
 use std::fmt::Write as _;
@@ -52,8 +53,12 @@ const HELP: &str = "usage: cargo xtask simulate [options]
   --devices N           number of devices
   --storage KIND        sqlite (default), sled or memory
   --durability KIND     immediate (default), group or relaxed
-                        (--quick defaults to relaxed: same backend, no fsync)
+  --tmpdir DIR          where the per-device stores go (default: the system
+                        temp dir; with --quick /dev/shm if present, so the
+                        same durable code runs without paying for fsync)
   --quick               every suite at reduced size
+  --jobs N              scenario runs at once (default: 3 per core, or 1 per
+                        core with --quick; each run is deterministic alone)
   --json FILE           write every report as JSON
   --no-wall             leave out the wall-clock column (byte-stable output)
   --payload-canary STR  prefix every payload with STR (log-leak test)
@@ -77,6 +82,8 @@ struct Options {
     wall: bool,
     payload_canary: Option<String>,
     bearer_token: Option<String>,
+    tmpdir: Option<PathBuf>,
+    jobs: Option<usize>,
 }
 
 impl Options {
@@ -95,6 +102,8 @@ impl Options {
             wall: true,
             payload_canary: None,
             bearer_token: None,
+            tmpdir: None,
+            jobs: None,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -120,12 +129,16 @@ impl Options {
                             max_delay: Duration::from_millis(2),
                         },
                         "relaxed" => Durability::Relaxed,
-                        other => return Err(XtaskError::Usage(format!(
+                        other => {
+                            return Err(XtaskError::Usage(format!(
                             "--durability: unknown value {other:?} (immediate, group or relaxed)"
-                        ))),
+                        )))
+                        }
                     });
                 }
                 "--quick" => o.quick = true,
+                "--jobs" => o.jobs = Some(parse_value(a, it.next())?),
+                "--tmpdir" => o.tmpdir = Some(parse_value::<PathBuf>(a, it.next())?),
                 "--json" => o.json = Some(parse_value::<PathBuf>(a, it.next())?),
                 "--no-wall" => o.wall = false,
                 "--payload-canary" => o.payload_canary = Some(parse_value(a, it.next())?),
@@ -137,6 +150,9 @@ impl Options {
                     )))
                 }
             }
+        }
+        if o.jobs == Some(0) {
+            return Err(XtaskError::Usage("--jobs must be at least 1".into()));
         }
         if o.seeds == 0 {
             return Err(XtaskError::Usage("--seeds must be at least 1".into()));
@@ -171,16 +187,19 @@ pub fn main(args: &[String]) -> Result<(), XtaskError> {
                 .and(specs.first().map(|s| s.scenario.seed))
         })
         .unwrap_or(DEFAULT_SEED);
+    let shm = PathBuf::from("/dev/shm");
+    let tmp_root = match &options.tmpdir {
+        Some(dir) => dir.clone(),
+        None if options.quick && shm.is_dir() => shm,
+        None => std::env::temp_dir(),
+    };
     let settings_for = |spec: &Spec| RunSettings {
         storage: options
             .storage
             .or(spec.harness.storage)
             .unwrap_or(StorageKind::Sqlite),
-        durability: options.durability.unwrap_or(if options.quick {
-            Durability::Relaxed
-        } else {
-            Durability::Immediate
-        }),
+        durability: options.durability.unwrap_or(Durability::Immediate),
+        tmp_root: tmp_root.clone(),
         payload_canary: options
             .payload_canary
             .as_ref()
@@ -210,32 +229,64 @@ pub fn main(args: &[String]) -> Result<(), XtaskError> {
     let started = Instant::now();
     let mut failures: Vec<(String, InvariantReport)> = Vec::new();
     let mut json_reports: Vec<serde_json::Value> = Vec::new();
+
+    // Every (scenario, seed) run is independent (its own runtime, gate and
+    // stores), so they run on a pool; results are printed in order.
+    let mut jobs: Vec<(Spec, RunSettings)> = Vec::new();
     for spec in &specs {
-        let mut summary = Summary::new(&spec.scenario.name);
         for k in 0..options.seeds {
-            let seed = base_seed.saturating_add(k);
             let mut spec = spec.clone();
-            spec.scenario.seed = seed;
-            bar.set_message(format!("{} seed {seed}", spec.scenario.name));
+            spec.scenario.seed = base_seed.saturating_add(k);
             let settings = settings_for(&spec);
-            let result = harness::run(&spec, &settings)?;
+            jobs.push((spec, settings));
+        }
+    }
+    let threads = options.jobs.unwrap_or_else(|| default_jobs(options.quick));
+    let mut summary: Option<Summary> = None;
+    let mut first_error: Option<XtaskError> = None;
+    pool::run(
+        &jobs,
+        threads,
+        |(spec, _)| cost(spec),
+        |(spec, settings)| harness::run(spec, settings),
+        |index, result| {
+            let (spec, settings) = &jobs[index];
+            let result = match result {
+                Ok(r) => r,
+                Err(e) => {
+                    first_error = Some(e);
+                    return false;
+                }
+            };
             bar.inc(1);
+            bar.set_message(format!(
+                "{} seed {}",
+                spec.scenario.name, spec.scenario.seed
+            ));
             if options.json.is_some() {
-                json_reports.push(json_entry(&spec, &settings, &result, options.wall));
+                json_reports.push(json_entry(spec, settings, &result, options.wall));
             }
             if options.seeds == 1 {
                 let line = row(&spec.scenario.name, &result, options.wall);
                 bar.suspend(|| println!("{line}"));
+            } else {
+                let sum = summary.get_or_insert_with(|| Summary::new(&spec.scenario.name));
+                sum.add(spec.scenario.seed, &result);
+                if sum.seeds == options.seeds {
+                    let line = sum.row(options.wall);
+                    bar.suspend(|| println!("{line}"));
+                    summary = None;
+                }
             }
-            summary.add(seed, &result);
             if !result.report.passed {
-                failures.push((reproduce(&options, &spec), result.report));
+                failures.push((reproduce(&options, spec), result.report));
             }
-        }
-        if options.seeds > 1 {
-            let line = summary.row(options.wall);
-            bar.suspend(|| println!("{line}"));
-        }
+            true
+        },
+    );
+    if let Some(e) = first_error {
+        bar.finish_and_clear();
+        return Err(e);
     }
     bar.finish_and_clear();
     let elapsed = started.elapsed();
@@ -279,6 +330,23 @@ pub fn main(args: &[String]) -> Result<(), XtaskError> {
         failures.len(),
         total
     )))
+}
+
+/// Runs at once: full-size runs mostly wait for fsync, so several per core
+/// overlap their waits; quick runs on tmpfs are CPU-bound.
+fn default_jobs(quick: bool) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if quick {
+        cores
+    } else {
+        cores * 3
+    }
+}
+
+/// A rough cost of a run, to start the longest ones first.
+fn cost(spec: &Spec) -> u64 {
+    let s = &spec.scenario;
+    u64::from(s.devices).saturating_mul(s.ops.per_device)
 }
 
 /// Installs a `tracing` fmt layer on stderr honouring `RUST_LOG` (off
