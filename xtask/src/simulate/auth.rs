@@ -59,21 +59,39 @@ pub struct BearerTransport<T> {
 /// the resend's answer is the one that counts.
 #[derive(Debug, Clone, Default)]
 pub struct AnswerLog {
-    inner: Arc<Mutex<HashMap<OperationId, Duration>>>,
+    inner: Arc<Mutex<HashMap<OperationId, (Duration, FinalAnswer)>>>,
+}
+
+/// The kind of a final per-operation answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FinalAnswer {
+    /// `Applied` or `AlreadyApplied`.
+    Applied,
+    /// `Rejected`: refused for good by the remote.
+    Rejected,
+    /// `Conflict`: the resolver decides.
+    Conflict,
 }
 
 impl AnswerLog {
     fn record(&self, at: Duration, batch: &[Operation], outcomes: &[PushOutcome]) {
         let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         for (op, outcome) in batch.iter().zip(outcomes) {
-            if !matches!(outcome, PushOutcome::RetryLater { .. }) {
-                map.insert(op.id, at);
-            }
+            let kind = match outcome {
+                PushOutcome::Applied { .. } | PushOutcome::AlreadyApplied { .. } => {
+                    FinalAnswer::Applied
+                }
+                PushOutcome::Rejected { .. } => FinalAnswer::Rejected,
+                PushOutcome::Conflict { .. } => FinalAnswer::Conflict,
+                // Not final, and any outcome added later is not known final.
+                _ => continue,
+            };
+            map.insert(op.id, (at, kind));
         }
     }
 
-    /// The last final answer for `id`, if any.
-    pub fn get(&self, id: OperationId) -> Option<Duration> {
+    /// When and how `id` was last answered for good, if it was.
+    pub fn get(&self, id: OperationId) -> Option<(Duration, FinalAnswer)> {
         self.inner
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -21,7 +21,7 @@ use cpc_sync::SyncEngine;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::auth::{AnswerLog, BearerTransport, Secret};
+use super::auth::{AnswerLog, BearerTransport, FinalAnswer, Secret};
 use super::gate::{Gate, GatedStorage};
 use super::spec::{DeadHead, Spec, StorageKind};
 use crate::XtaskError;
@@ -431,7 +431,7 @@ async fn run_device(
         break;
     }
 
-    let abandoned = abandoned(&live.engine).await?;
+    let abandoned = abandoned(&live.engine, &answers).await?;
     if let Err(e) = live.engine.shutdown().await {
         tracing::debug!(device = index, error = %chain(&e), "engine shutdown failed");
     }
@@ -456,7 +456,7 @@ fn engine_readiness(records: &mut [SubmittedRecord], answers: &AnswerLog) {
         if rec.outcome == SubmitOutcome::Failed || rec.ready_at == Duration::MAX {
             continue;
         }
-        if let Some(answered) = last.get(&rec.entity).and_then(|prev| answers.get(*prev)) {
+        if let Some((answered, _)) = last.get(&rec.entity).and_then(|prev| answers.get(*prev)) {
             rec.ready_at = rec.ready_at.max(answered);
         }
         last.insert(rec.entity.clone(), rec.op_id);
@@ -487,16 +487,26 @@ async fn submit(engine: &SyncEngine, mut ops: Vec<Operation>) -> bool {
     }
 }
 
-/// Operations the engine legitimately gave up on: dead letters, and
-/// conflicts resolved in favour of the remote.
-async fn abandoned(engine: &SyncEngine) -> Result<BTreeMap<OperationId, Abandoned>, String> {
+/// Operations the engine legitimately gave up on: dead letters the remote
+/// refused for good, and conflicts resolved in favour of the remote. A dead
+/// letter the engine parked after running out of attempts on transient
+/// failures is not legitimate: it stays counted as lost.
+async fn abandoned(
+    engine: &SyncEngine,
+    answers: &AnswerLog,
+) -> Result<BTreeMap<OperationId, Abandoned>, String> {
     let mut out = BTreeMap::new();
     let dead = engine
         .dead_letters()
         .await
         .map_err(|e| format!("dead letters: {}", chain(&e)))?;
     for stored in dead {
-        out.insert(stored.op.id, Abandoned::DeadLettered);
+        match answers.get(stored.op.id) {
+            Some((_, FinalAnswer::Rejected)) => {
+                out.insert(stored.op.id, Abandoned::DeadLettered);
+            }
+            _ => tracing::debug!(op = %stored.op.id, "dead letter without a refusal: counted lost"),
+        }
     }
     let log = engine
         .conflict_log(ConflictFilter::default())
