@@ -1,12 +1,17 @@
 //! `SqliteStorage`: the queue in SQLite (WAL, `synchronous=FULL`), the
 //! expected default backend.
 //!
-//! Layout: one row per operation in `ops`, holding the operation as a
-//! `cpc_core::envelope` blob (CRC32-checked before decoding) beside the
-//! plain columns the claim path needs. Heads are marked on their own row
-//! (`hk`: 0 due, 1 timed, 2 blocked) and indexed by partial indexes, so the
-//! claim path reads the first entries of `ops_due` / `ops_timed` /
-//! `ops_aging` only. Counters live in a one-row table written in the same
+//! Layout (format 2, see `SqlTx`): one row per operation in `ops`, holding
+//! the operation as a `cpc_core::envelope` blob (CRC32-checked before
+//! decoding) beside its interned entity (`eid`, a small integer from the
+//! `entities` table) and the link `nxt` to its entity's next operation;
+//! each entity row holds the first and last `seq` of that chain, so the
+//! strict per-entity FIFO needs no index over all operations. The mutable
+//! bookkeeping (state, lease, attempts, head mark `hk`: 0 due, 1 timed,
+//! 2 blocked) lives in the small `hot` table, which only heads and
+//! operations that left the fresh ready state have; its partial indexes
+//! `hot_due` / `hot_timed` / `hot_aging` are what a claim reads (their first
+//! entries only). Counters live in a one-row table written in the same
 //! transaction, so nothing at open or in `pending`/`stats` scans.
 //!
 //! Commits: every call is one `BEGIN IMMEDIATE` transaction. Under
@@ -15,9 +20,11 @@
 //! transaction and one sync; under `Relaxed` commits are not synced
 //! (`synchronous=NORMAL`) and a background thread fdatasyncs the WAL every
 //! [`RELAXED_SYNC_INTERVAL`] and on drop. Automatic checkpoints are off; a
-//! background thread with its own connection checkpoints (PASSIVE; TRUNCATE
-//! and incremental vacuum once the queue is empty), so a commit never pays
-//! for a checkpoint.
+//! background thread with its own connection checkpoints (PASSIVE, plus a
+//! short catch-up with the writer held off every 16 MiB of WAL so the WAL
+//! restarts instead of growing; TRUNCATE and incremental vacuum once the
+//! queue is empty or closed empty), so a commit never pays for copying the
+//! WAL into the database.
 
 use std::collections::HashMap;
 use std::fs::File;
