@@ -50,8 +50,8 @@ pub struct RunResult {
     pub wall: Duration,
 }
 
-/// Runs `spec` on a fresh paused runtime and checks it.
-pub fn run(spec: &Spec, settings: &RunSettings) -> Result<RunResult, XtaskError> {
+/// Refuses a run that cannot mean anything: crash points on memory storage.
+pub fn check(spec: &Spec, settings: &RunSettings) -> Result<(), XtaskError> {
     let scenario = &spec.scenario;
     if settings.storage == StorageKind::Memory && !scenario.crash_times().is_empty() {
         return Err(XtaskError::Usage(format!(
@@ -59,6 +59,12 @@ pub fn run(spec: &Spec, settings: &RunSettings) -> Result<RunResult, XtaskError>
             scenario.name
         )));
     }
+    Ok(())
+}
+
+/// Runs `spec` on a fresh paused runtime and checks it.
+pub fn run(spec: &Spec, settings: &RunSettings) -> Result<RunResult, XtaskError> {
+    check(spec, settings)?;
     let started = WallInstant::now();
     let gate = Gate::new();
     let (on_park, on_unpark) = (Arc::clone(&gate), Arc::clone(&gate));

@@ -212,7 +212,23 @@ pub fn main(args: &[String]) -> Result<(), XtaskError> {
         ),
     };
 
-    // The seed goes first, before anything can fail.
+    // Every (scenario, seed) run is independent (its own runtime, gate and
+    // stores), so they run on a pool; results are printed in order.
+    let mut jobs: Vec<(Spec, RunSettings)> = Vec::new();
+    for spec in &specs {
+        for k in 0..options.seeds {
+            let mut spec = spec.clone();
+            spec.scenario.seed = base_seed.saturating_add(k);
+            let settings = settings_for(&spec);
+            jobs.push((spec, settings));
+        }
+    }
+    // Refuse what cannot run before anything runs.
+    for (spec, settings) in &jobs {
+        harness::check(spec, settings)?;
+    }
+
+    // The seed goes first, before anything else is printed.
     if options.seeds > 1 {
         println!(
             "seeds {}..={}",
@@ -230,17 +246,6 @@ pub fn main(args: &[String]) -> Result<(), XtaskError> {
     let mut failures: Vec<(String, InvariantReport)> = Vec::new();
     let mut json_reports: Vec<serde_json::Value> = Vec::new();
 
-    // Every (scenario, seed) run is independent (its own runtime, gate and
-    // stores), so they run on a pool; results are printed in order.
-    let mut jobs: Vec<(Spec, RunSettings)> = Vec::new();
-    for spec in &specs {
-        for k in 0..options.seeds {
-            let mut spec = spec.clone();
-            spec.scenario.seed = base_seed.saturating_add(k);
-            let settings = settings_for(&spec);
-            jobs.push((spec, settings));
-        }
-    }
     let threads = options.jobs.unwrap_or_else(|| default_jobs(options.quick));
     let mut summary: Option<Summary> = None;
     let mut first_error: Option<XtaskError> = None;

@@ -212,12 +212,25 @@ impl Spec {
         })
     }
 
-    /// Reads a scenario file (TOML).
+    /// Reads a scenario file: TOML (with an optional `[harness]` table), or
+    /// JSON (the scenario alone) if the name ends in `.json`.
     pub fn from_file(path: &Path) -> Result<Spec, XtaskError> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             XtaskError::Usage(format!("cannot read scenario file {}: {e}", path.display()))
         })?;
-        Spec::parse(&text, &path.display().to_string())
+        let origin = path.display().to_string();
+        if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+        {
+            let scenario = Scenario::from_json_str(&text)
+                .map_err(|e| XtaskError::Usage(format!("{origin}: {e}")))?;
+            return Ok(Spec {
+                scenario,
+                harness: HarnessOptions::default(),
+            });
+        }
+        Spec::parse(&text, &origin)
     }
 
     /// A built-in suite by name.
