@@ -48,6 +48,17 @@ const BACKEND: &str = "sled";
 /// Layout version of this backend's trees.
 const FORMAT_VERSION: u32 = 1;
 
+/// How a write transaction's commit is made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Commit {
+    /// As the configured [`Durability`] says.
+    Durable,
+    /// A claim: flushed into the OS page cache only (survives a process
+    /// crash). Losing it to a power loss only resends the operation with
+    /// one fewer counted attempt; the next durable commit syncs it too.
+    Claim,
+}
+
 /// Options of a [`SledStorage`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SledOptions {
@@ -249,6 +260,14 @@ impl SledStorage {
     /// sled transaction, then waits for the configured durability. Corrupt
     /// bookkeeping met on the way is quarantined afterwards.
     fn write_tx<T>(&self, f: impl FnOnce(&mut SledTx<'_>) -> Result<T>) -> Result<T> {
+        self.write_tx_as(Commit::Durable, f)
+    }
+
+    fn write_tx_as<T>(
+        &self,
+        kind: Commit,
+        f: impl FnOnce(&mut SledTx<'_>) -> Result<T>,
+    ) -> Result<T> {
         self.poison.check()?;
         self.committer.begin();
         let mut guard = self.lock();
@@ -284,7 +303,12 @@ impl SledStorage {
             *guard = tx.final_state();
             let ticket = self.committer.ticket();
             drop(guard);
-            self.make_durable(ticket)?;
+            match kind {
+                Commit::Durable => self.make_durable(ticket)?,
+                // A claim's ticket is still taken, so the next durable
+                // commit's sync (of the whole sequential log) covers it.
+                Commit::Claim => self.flush_only()?,
+            }
         }
         if !corrupt.is_empty() {
             self.quarantine_metas(corrupt)?;
@@ -300,18 +324,21 @@ impl SledStorage {
         self.files.sync()
     }
 
+    /// Writes the log into the OS page cache without the extra syncs:
+    /// survives a process crash, not a power loss.
+    fn flush_only(&self) -> Result<()> {
+        self.db
+            .flush()
+            .map(|_| ())
+            .map_err(|e| self.fail(sled_error("flush", e)))
+    }
+
     fn make_durable(&self, ticket: u64) -> Result<()> {
         let max_delay = match self.options.durability {
             Durability::Immediate => Duration::ZERO,
             Durability::GroupCommit { max_delay } => max_delay,
-            Durability::Relaxed => {
-                // Into the OS page cache: survives a process crash.
-                return self
-                    .db
-                    .flush()
-                    .map(|_| ())
-                    .map_err(|e| self.fail(sled_error("flush", e)));
-            }
+            // Into the OS page cache: survives a process crash.
+            Durability::Relaxed => return self.flush_only(),
         };
         match self
             .committer
@@ -470,7 +497,9 @@ impl QueueStorage for SledStorage {
 
     fn claim_ready(&self, now: EpochMillis, limit: usize) -> Result<Vec<Claimed>> {
         self.seen(now);
-        self.write_tx(|tx| engine::claim(tx, now, limit, &self.options))
+        self.write_tx_as(Commit::Claim, |tx| {
+            engine::claim(tx, now, limit, &self.options)
+        })
     }
 
     fn complete(&self, completions: &[Completion], now: EpochMillis) -> Result<()> {

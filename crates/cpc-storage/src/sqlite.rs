@@ -243,7 +243,7 @@ impl QueueStorage for SqliteStorage {
     fn claim_ready(&self, now: EpochMillis, limit: usize) -> Result<Vec<Claimed>> {
         let s = &self.shared;
         let now = s.seen(now);
-        s.write("claim", |tx| engine::claim(tx, now, limit, &s.options))
+        s.write_claim(|tx| engine::claim(tx, now, limit, &s.options))
     }
 
     fn complete(&self, completions: &[Completion], now: EpochMillis) -> Result<()> {
@@ -574,6 +574,49 @@ impl Shared {
         let r = self.run(&mut main, context, f);
         drop(main);
         r
+    }
+
+    /// Runs a claim transaction: under `Immediate` and `GroupCommit` its
+    /// commit is crash-safe but not fsynced (`synchronous=NORMAL` for this
+    /// one transaction, `FULL` restored afterwards, on every path).
+    ///
+    /// The lease and the incremented attempt count are what "a crash while
+    /// sending never resets an operation's retry history" protects; they
+    /// survive a process crash (`kill -9`) because the WAL frames are in the
+    /// OS page cache. Only an OS crash or power loss before the next durable
+    /// commit can lose them, and then the operation is merely sent again
+    /// with one fewer counted attempt, which at-least-once delivery already
+    /// covers. No submitted data is at risk: enqueues and completions stay
+    /// fsynced, and since the WAL is sequential the next `FULL` commit's
+    /// fsync also makes the earlier claim frames durable. Under `Relaxed`
+    /// every commit is `NORMAL` already.
+    fn write_claim<R>(&self, f: impl FnOnce(&mut SqlTx<'_>) -> Result<R>) -> Result<R> {
+        const CONTEXT: &str = "claim";
+        if self.options.durability == Durability::Relaxed {
+            return self.write(CONTEXT, f);
+        }
+        self.poison.check()?;
+        let mut main = self.lock_main();
+        self.poison.check()?;
+        let set = |main: &Main, level: &str| {
+            let r = main
+                .conn
+                .pragma_update(None, "synchronous", level)
+                .map_err(|e| classify(&self.path, "set synchronous", e));
+            // A connection left at NORMAL would acknowledge unsynced
+            // enqueues: a failure to restore FULL must stop the handle.
+            if r.is_err() {
+                self.poison.set();
+            }
+            r
+        };
+        set(&main, "NORMAL")?;
+        let r = self.run(&mut main, CONTEXT, f);
+        let restored = set(&main, "FULL");
+        drop(main);
+        let v = r?;
+        restored?;
+        Ok(v)
     }
 
     /// Runs a read-only `f` (no commit needed, nothing written).
@@ -1901,6 +1944,48 @@ mod tests {
             out.push(r.get::<_, String>(3).unwrap());
         }
         out
+    }
+
+    fn synchronous(store: &SqliteStorage) -> i64 {
+        let main = store.shared.lock_main();
+        main.conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// A claim commits at `NORMAL` and leaves the writer at `FULL` for the
+    /// enqueues and completions after it, also when the claim fails.
+    #[test]
+    fn a_claim_restores_full_sync() {
+        const FULL: i64 = 2;
+        const NORMAL: i64 = 1;
+        let tmp = tempfile::tempdir().unwrap();
+        let store = SqliteStorage::open_at(tmp.path(), QueueOptions::default(), 1).unwrap();
+        assert_eq!(synchronous(&store), FULL);
+        let op =
+            cpc_core::Operation::builder(EntityKey::new("t", "e"), cpc_core::OperationKind::Update)
+                .payload(vec![1; 8])
+                .build_at(
+                    HlcTimestamp::new(1, 0, cpc_core::NodeId(1)),
+                    &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1),
+                );
+        store.enqueue(op, 1).unwrap();
+        let seen = std::cell::Cell::new(0);
+        let r = store.shared.write_claim(|tx| {
+            seen.set(
+                tx.conn
+                    .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                    .unwrap(),
+            );
+            Err::<(), _>(StorageError::Locked {
+                path: PathBuf::new(),
+            })
+        });
+        assert!(r.is_err());
+        assert_eq!(seen.get(), NORMAL);
+        assert_eq!(synchronous(&store), FULL);
+        assert_eq!(store.claim_ready(2, 8).unwrap().len(), 1);
+        assert_eq!(synchronous(&store), FULL);
     }
 
     /// The statements a claim, an acknowledgement and an enqueue run read
