@@ -2,7 +2,9 @@
 //! durability. For tests, simulations and caches.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
@@ -22,7 +24,9 @@ use crate::error::Result;
 /// set and conflict log as the durable backends, nothing survives a drop.
 ///
 /// Claiming reads the first entries of ordered indexes (`BTreeSet`s), so it
-/// costs O(batch · log n) like the durable backends.
+/// costs O(batch · log n) like the durable backends. An entity's operations
+/// are found through a hash map of per-entity queues, so finding an
+/// entity's head does not compare entity keys along a tree path.
 ///
 /// ```
 /// use cpc_core::{EntityKey, HlcTimestamp, NodeId, Operation, OperationKind};
@@ -241,11 +245,19 @@ struct Entry {
 
 /// The records and their indexes; every index is derived from `OpMeta` by
 /// [`MemState::index`], so adding and removing use the same keys.
+///
+/// No hash map is ever iterated, so their order cannot leak into results:
+/// listing goes through `order`, an entity's operations through its queue.
 #[derive(Debug, Default)]
 struct MemState {
-    ops: BTreeMap<u64, Entry>,
-    by_id: HashMap<OperationId, u64>,
-    by_entity: BTreeSet<(Vec<u8>, u64)>,
+    /// Every stored operation by seq.
+    ops: HashMap<u64, Entry, KeyedHash>,
+    /// The seqs of `ops`, ascending (listing order).
+    order: BTreeSet<u64>,
+    by_id: HashMap<OperationId, u64, KeyedHash>,
+    /// Seqs of each entity's stored operations, ascending; an entity with
+    /// nothing stored has no key.
+    by_entity: HashMap<Vec<u8>, VecDeque<u64>, KeyedHash>,
     due: BTreeSet<(Reverse<u8>, u64)>,
     timed: BTreeSet<(EpochMillis, u64)>,
     aging: BTreeSet<(EpochMillis, u64)>,
@@ -294,6 +306,81 @@ impl MemState {
         seqs.filter_map(|s| self.ops.get(&s).map(|e| e.meta.clone()))
             .collect()
     }
+
+    fn entity_seqs(&self, entity: &[u8]) -> impl Iterator<Item = u64> + '_ {
+        self.by_entity
+            .get(entity)
+            .into_iter()
+            .flat_map(|q| q.iter().copied())
+    }
+
+    fn add_to_entity(&mut self, entity: &[u8], seq: u64) {
+        match self.by_entity.get_mut(entity) {
+            // Seqs are assigned in increasing order: an insert appends.
+            Some(q) if q.back().is_none_or(|&last| last < seq) => q.push_back(seq),
+            Some(q) => {
+                if let Err(at) = q.binary_search(&seq) {
+                    q.insert(at, seq);
+                }
+            }
+            None => {
+                self.by_entity
+                    .insert(entity.to_vec(), VecDeque::from([seq]));
+            }
+        }
+    }
+
+    fn remove_from_entity(&mut self, entity: &[u8], seq: u64) {
+        let Some(q) = self.by_entity.get_mut(entity) else {
+            return;
+        };
+        // Acks remove the head, so this is the front in the common case;
+        // `VecDeque::remove` shifts the shorter side.
+        if q.front() == Some(&seq) {
+            q.pop_front();
+        } else if let Ok(at) = q.binary_search(&seq) {
+            q.remove(at);
+        }
+        if q.is_empty() {
+            self.by_entity.remove(entity);
+        }
+    }
+}
+
+/// `*dst = src.clone()` reusing `dst`'s allocations (the entity key is the
+/// same for every version of an operation's meta).
+fn assign_meta(dst: &mut OpMeta, src: &OpMeta) {
+    // Destructured so a new field cannot be forgotten here.
+    let OpMeta {
+        seq,
+        id,
+        entity,
+        priority,
+        state,
+        ready_at,
+        enqueued_at,
+        attempts,
+        last_error,
+        payload_len,
+        head,
+    } = src;
+    dst.seq = *seq;
+    dst.id = *id;
+    if dst.entity != *entity {
+        dst.entity.clone_from(entity);
+    }
+    dst.priority = *priority;
+    if dst.state != *state {
+        dst.state.clone_from(state);
+    }
+    dst.ready_at = *ready_at;
+    dst.enqueued_at = *enqueued_at;
+    dst.attempts = *attempts;
+    if dst.last_error != *last_error {
+        dst.last_error.clone_from(last_error);
+    }
+    dst.payload_len = *payload_len;
+    dst.head = *head;
 }
 
 impl Tx for MemState {
@@ -306,12 +393,8 @@ impl Tx for MemState {
     }
 
     fn first_in_entity(&mut self, entity: &[u8], skip_dead: bool) -> Result<Option<OpMeta>> {
-        let start = (entity.to_vec(), 0u64);
-        for (e, seq) in self.by_entity.range(start..) {
-            if e.as_slice() != entity {
-                break;
-            }
-            if let Some(entry) = self.ops.get(seq) {
+        for seq in self.entity_seqs(entity) {
+            if let Some(entry) = self.ops.get(&seq) {
                 if !(skip_dead && matches!(entry.meta.state, OpState::Dead { .. })) {
                     return Ok(Some(entry.meta.clone()));
                 }
@@ -330,23 +413,18 @@ impl Tx for MemState {
         let out = if f.deferred_only {
             self.metas(self.deferred.iter().copied())
         } else if let Some(entity) = f.entity {
-            let start = (entity.to_vec(), 0u64);
-            self.metas(
-                self.by_entity
-                    .range(start..)
-                    .take_while(|(e, _)| e.as_slice() == entity)
-                    .map(|(_, s)| *s),
-            )
+            self.metas(self.entity_seqs(entity))
         } else {
-            self.ops.values().map(|e| e.meta.clone()).collect()
+            self.metas(self.order.iter().copied())
         };
         Ok(out.into_iter().filter(|m| keep(m)).take(limit).collect())
     }
 
     fn insert(&mut self, meta: &OpMeta, op: &Operation) -> Result<()> {
         self.by_id.insert(meta.id, meta.seq);
-        self.by_entity.insert((meta.entity.clone(), meta.seq));
+        self.add_to_entity(&meta.entity, meta.seq);
         self.index(meta, true);
+        self.order.insert(meta.seq);
         self.ops.insert(
             meta.seq,
             Entry {
@@ -362,14 +440,14 @@ impl Tx for MemState {
         self.index(old, false);
         self.index(new, true);
         if let Some(e) = self.ops.get_mut(&new.seq) {
-            e.meta = new.clone();
+            assign_meta(&mut e.meta, new);
         }
         Ok(())
     }
 
     fn update_op(&mut self, meta: &OpMeta, op: &Operation) -> Result<()> {
         if let Some(e) = self.ops.get_mut(&meta.seq) {
-            e.op = op.clone();
+            e.op.clone_from(op);
         }
         Ok(())
     }
@@ -383,9 +461,10 @@ impl Tx for MemState {
 
     fn delete(&mut self, meta: &OpMeta) -> Result<()> {
         if let Some(e) = self.ops.remove(&meta.seq) {
+            self.order.remove(&e.meta.seq);
             self.index(&e.meta, false);
             self.by_id.remove(&e.meta.id);
-            self.by_entity.remove(&(e.meta.entity, e.meta.seq));
+            self.remove_from_entity(&e.meta.entity, e.meta.seq);
         }
         Ok(())
     }
@@ -472,5 +551,133 @@ impl Tx for MemState {
 
     fn counters(&mut self) -> &mut Counters {
         &mut self.counters
+    }
+}
+
+/// The hasher of the in-memory indexes: FxHash's multiply-rotate over 8-byte
+/// words (as in rustc), started from a per-store random key.
+///
+/// The default SipHash was a tenth of the instructions of a claim + ack
+/// cycle. The keys hashed here are store-assigned seqs, operation ids and
+/// entity keys; the random key keeps an application's entity names from
+/// colliding the same way in every process. This is not a defence against
+/// a deliberate flood, which this backend (tests, simulations, caches) does
+/// not need.
+#[derive(Clone, Copy, Debug)]
+struct KeyedHash {
+    key: u64,
+}
+
+impl Default for KeyedHash {
+    fn default() -> Self {
+        KeyedHash {
+            key: RandomState::new().hash_one(0x6370_632d_6d65_6d00_u64),
+        }
+    }
+}
+
+impl BuildHasher for KeyedHash {
+    type Hasher = WordHasher;
+
+    fn build_hasher(&self) -> WordHasher {
+        WordHasher { hash: self.key }
+    }
+}
+
+/// See [`KeyedHash`].
+#[derive(Clone, Copy, Debug)]
+struct WordHasher {
+    hash: u64,
+}
+
+impl WordHasher {
+    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(Self::SEED);
+    }
+}
+
+impl Hasher for WordHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, n: u8) {
+        self.add(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u32(&mut self, n: u32) {
+        self.add(u64::from(n));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, n: u64) {
+        self.add(n);
+    }
+
+    #[inline]
+    fn write_u128(&mut self, n: u128) {
+        // Truncations on purpose: the low then the high word.
+        self.add(n as u64);
+        self.add((n >> 64) as u64);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, n: usize) {
+        self.add(n as u64);
+    }
+
+    #[inline]
+    fn finish(&self) -> u64 {
+        // The multiply leaves the low bits weakest and hashbrown picks the
+        // bucket from them: fold the high half in.
+        self.hash ^ (self.hash >> 32)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::hash::Hash;
+
+    fn hash_of<T: Hash>(build: &KeyedHash, value: &T) -> u64 {
+        build.hash_one(value)
+    }
+
+    #[test]
+    fn word_hash_separates_keys_and_depends_on_the_store_key() {
+        let a = KeyedHash { key: 1 };
+        let b = KeyedHash { key: 2 };
+        // Sequential seqs spread over the low bits hashbrown uses.
+        let low: std::collections::HashSet<u64> =
+            (0..1024u64).map(|s| hash_of(&a, &s) & 1023).collect();
+        assert!(low.len() > 600, "only {} distinct buckets", low.len());
+        // Keys differing after the first word, or only in length, differ.
+        let k1 = b"\0\0\0\x05notes-record-1".to_vec();
+        let k2 = b"\0\0\0\x05notes-record-2".to_vec();
+        assert_ne!(hash_of(&a, &k1), hash_of(&a, &k2));
+        assert_ne!(hash_of(&a, &b"ab".to_vec()), hash_of(&a, &b"ab\0".to_vec()));
+        assert_ne!(hash_of(&a, &k1), hash_of(&b, &k1));
+        let id = OperationId::from_u128(7 << 64 | 9);
+        assert_ne!(
+            hash_of(&a, &id),
+            hash_of(&a, &OperationId::from_u128(9 << 64 | 7))
+        );
     }
 }
