@@ -46,7 +46,7 @@ commands:
            [--ops N] [--devices N] [--storage sqlite|sled|memory] [--json FILE]
            [--quick] [--no-wall]
            [--jobs N] [--tmpdir DIR] [--durability immediate|group|relaxed]
-           [--payload-canary STR] [--bearer-token STR]
+           [--storage-calls inline|blocking] [--payload-canary STR] [--bearer-token STR]
   bench    [--quick]
   crash    [--cycles N]
   ci       [--seeds N] [--crash-cycles N]";

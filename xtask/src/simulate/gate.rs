@@ -1,6 +1,10 @@
 //! Deterministic storage calls on a paused current-thread runtime.
 //!
-//! The engine runs every storage call through `tokio::task::spawn_blocking`.
+//! By default the harness asks the engine for inline storage calls
+//! (`StorageCalls::Inline`): every call then runs on the runtime's one
+//! thread and the gate has nothing to do. With `--storage-calls blocking`
+//! the engine runs every storage call through `tokio::task::spawn_blocking`,
+//! as it does in production.
 //! On a paused clock that costs no simulated time (tokio inhibits auto-advance
 //! while a blocking task is in flight), but the *moment* a finished call is
 //! noticed by the runtime thread races with whatever else the runtime is

@@ -17,6 +17,7 @@ use cpc_sync::storage::{
     ConflictFilter, DeadHeadPolicy, Durability, MemoryStorage, QueueOptions, QueueStorage,
     SledStorage, SqliteStorage,
 };
+use cpc_sync::worker::StorageCalls;
 use cpc_sync::SyncEngine;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -39,6 +40,9 @@ pub struct RunSettings {
     pub bearer: Secret,
     /// Where the per-device store directories go.
     pub tmp_root: PathBuf,
+    /// How the engine calls its store: inline on the runtime thread (exact
+    /// replay by construction), or on the blocking pool through the gate.
+    pub storage_calls: StorageCalls,
 }
 
 /// What one run produced.
@@ -255,7 +259,8 @@ impl Device {
             .node_id(Scenario::node(self.index))
             .start_time_ms(wall_ms)
             .seed(self.seed(0x3047_0000 + self.incarnation))
-            .circuit_breaker(Some(breaker));
+            .circuit_breaker(Some(breaker))
+            .storage_calls(world.settings.storage_calls);
         if let Some(n) = world.harness.batch_size {
             builder = builder.batch_size(n);
         }

@@ -5,7 +5,9 @@
 //! paused: one shared [`SimulatedRemote`](cpc_fault::SimulatedRemote), and per
 //! device a `FaultyTransport` (seeded from the scenario seed and the device
 //! index) behind a bearer-token wrapper, a `NetworkMonitor` fed by a
-//! `ScriptedNetwork`, and a full `SyncEngine` on its own store. A driver per
+//! `ScriptedNetwork`, and a full `SyncEngine` on its own store (storage
+//! calls inline on the runtime thread, or on the blocking pool behind the
+//! replay gate of the `gate` module with `--storage-calls blocking`). A driver per
 //! device submits the device's workload at its simulated times, crashes and
 //! reopens the engine at the scenario's crash points, waits for the drain
 //! after the last outage, and the checker compares what was submitted with
@@ -29,6 +31,7 @@ use std::time::{Duration, Instant};
 
 use cpc_fault::InvariantReport;
 use cpc_sync::storage::Durability;
+use cpc_sync::worker::StorageCalls;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use self::auth::Secret;
@@ -56,6 +59,9 @@ const HELP: &str = "usage: cargo xtask simulate [options]
   --tmpdir DIR          where the per-device stores go (default: the system
                         temp dir; with --quick /dev/shm if present, so the
                         same durable code runs without paying for fsync)
+  --storage-calls MODE  inline (default): the engine calls its store on the
+                        simulation's one thread; blocking: on tokio's blocking
+                        pool as in production, made replayable by a gate
   --quick               every suite at reduced size
   --jobs N              scenario runs at once (default: 3 per core, or 1 per
                         core with --quick; each run is deterministic alone)
@@ -84,6 +90,7 @@ struct Options {
     bearer_token: Option<String>,
     tmpdir: Option<PathBuf>,
     jobs: Option<usize>,
+    storage_calls: StorageCalls,
 }
 
 impl Options {
@@ -104,6 +111,7 @@ impl Options {
             bearer_token: None,
             tmpdir: None,
             jobs: None,
+            storage_calls: StorageCalls::Inline,
         };
         let mut it = args.iter();
         while let Some(a) = it.next() {
@@ -137,6 +145,18 @@ impl Options {
                     });
                 }
                 "--quick" => o.quick = true,
+                "--storage-calls" => {
+                    let v: String = parse_value(a, it.next())?;
+                    o.storage_calls = match v.as_str() {
+                        "inline" => StorageCalls::Inline,
+                        "blocking" => StorageCalls::Blocking,
+                        other => {
+                            return Err(XtaskError::Usage(format!(
+                                "--storage-calls: unknown value {other:?} (inline or blocking)"
+                            )))
+                        }
+                    };
+                }
                 "--jobs" => o.jobs = Some(parse_value(a, it.next())?),
                 "--tmpdir" => o.tmpdir = Some(parse_value::<PathBuf>(a, it.next())?),
                 "--json" => o.json = Some(parse_value::<PathBuf>(a, it.next())?),
@@ -200,6 +220,7 @@ pub fn main(args: &[String]) -> Result<(), XtaskError> {
             .unwrap_or(StorageKind::Sqlite),
         durability: options.durability.unwrap_or(Durability::Immediate),
         tmp_root: tmp_root.clone(),
+        storage_calls: options.storage_calls,
         payload_canary: options
             .payload_canary
             .as_ref()

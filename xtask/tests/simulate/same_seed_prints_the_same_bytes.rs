@@ -67,10 +67,15 @@ fn a_hundred_devices_racing_at_one_instant_replay_identically() {
     )
     .expect("write scenario");
     let path = path.to_str().expect("utf-8 path");
-    let first = simulate(&["--scenario", path, "--no-wall"], &[]);
-    assert!(first.status.success(), "{}", stdout(&first));
-    for _ in 0..3 {
-        let again = simulate(&["--scenario", path, "--no-wall"], &[]);
-        assert_eq!(stdout(&first), stdout(&again));
+    // Inline storage calls (the default) and blocking-pool calls through
+    // the harness's gate must each replay exactly.
+    for mode in ["inline", "blocking"] {
+        let args = ["--scenario", path, "--no-wall", "--storage-calls", mode];
+        let first = simulate(&args, &[]);
+        assert!(first.status.success(), "{}", stdout(&first));
+        for _ in 0..3 {
+            let again = simulate(&args, &[]);
+            assert_eq!(stdout(&first), stdout(&again), "{mode} storage calls");
+        }
     }
 }
