@@ -4,6 +4,39 @@ use std::time::Duration;
 
 use crate::error::{Result, WorkerError};
 
+/// How the worker (and the `SyncEngine` facade) calls its
+/// [`QueueStorage`](cpc_storage::QueueStorage).
+///
+/// Storage calls are synchronous. A store that syncs to disk may block for
+/// milliseconds, which must not stall the async runtime, so by default every
+/// call runs on tokio's blocking pool. A store that never blocks gains
+/// nothing from that handoff and pays two thread switches per batch for it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum StorageCalls {
+    /// Each call runs on tokio's blocking pool (`spawn_blocking`): for stores
+    /// that fsync (`SqliteStorage`, `SledStorage`). The default.
+    #[default]
+    Blocking,
+    /// Each call runs on the calling async task. For stores that never block
+    /// (`MemoryStorage`), where it removes the thread handoffs; and for
+    /// deterministic simulations on a paused current-thread runtime, where
+    /// every step then happens on the runtime's one thread in program order
+    /// (a blocking-pool completion arrives from another thread, at a moment
+    /// the paused clock does not control). Do not use it with a store that
+    /// may block on I/O: a call would stall every task of its runtime thread.
+    Inline,
+}
+
+impl StorageCalls {
+    /// Short lowercase name (`blocking`, `inline`).
+    pub fn name(self) -> &'static str {
+        match self {
+            StorageCalls::Blocking => "blocking",
+            StorageCalls::Inline => "inline",
+        }
+    }
+}
+
 /// Options of a [`SyncWorker`](crate::SyncWorker). Build with
 /// `WorkerConfig::default()` and change what you need.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -37,6 +70,8 @@ pub struct WorkerConfig {
     /// Degraded; `Unknown` counts as sendable, so a monitor without sources
     /// learns from the worker's own reports (default true).
     pub respect_network: bool,
+    /// How storage calls are made (default [`StorageCalls::Blocking`]).
+    pub storage_calls: StorageCalls,
 }
 
 impl Default for WorkerConfig {
@@ -52,6 +87,7 @@ impl Default for WorkerConfig {
             min_wakeup_interval: Duration::from_millis(50),
             seed: None,
             respect_network: true,
+            storage_calls: StorageCalls::Blocking,
         }
     }
 }

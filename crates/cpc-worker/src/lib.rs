@@ -77,7 +77,7 @@ mod summary;
 mod worker;
 
 pub use clock::TokioWallClock;
-pub use config::WorkerConfig;
+pub use config::{StorageCalls, WorkerConfig};
 pub use error::{Result, WorkerError};
 pub use event::{NetworkStatus, WorkerEvent};
 pub use policy::{RetryPolicy, DEFAULT_MAX_ATTEMPTS};
@@ -94,5 +94,6 @@ mod send_sync {
         _assert_send_sync::<ProcessingSummary>();
         _assert_send_sync::<RetryPolicy>();
         _assert_send_sync::<TokioWallClock>();
+        _assert_send_sync::<StorageCalls>();
     }
 }

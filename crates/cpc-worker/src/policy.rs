@@ -149,12 +149,32 @@ impl RetryPolicy {
         }
     }
 
-    /// An operation was delivered (or answered for good): refund its retry
-    /// permit, or deposit the first-attempt refund.
-    pub(crate) fn on_delivered(&self, id: OperationId) {
-        let permit = self.state().permits.remove(&id);
+    /// Operations were delivered (or answered for good): refund each one's
+    /// retry permit, or deposit the first-attempt refund; one lock for all.
+    pub(crate) fn on_delivered_all(&self, ids: &[OperationId]) {
+        if ids.is_empty() {
+            return;
+        }
+        let permits: Vec<RetryPermit> = {
+            let mut state = self.state();
+            if state.permits.is_empty() {
+                Vec::new()
+            } else {
+                ids.iter()
+                    .filter_map(|id| state.permits.remove(id))
+                    .collect()
+            }
+        };
         if let Some(budget) = &self.budget {
-            budget.record_success(permit.unwrap_or(RetryPermit::FIRST_ATTEMPT));
+            // Every delivery refunds: its retry permit, or the first-attempt
+            // refund when it had none.
+            let first = ids.len().saturating_sub(permits.len());
+            for permit in permits {
+                budget.record_success(permit);
+            }
+            for _ in 0..first {
+                budget.record_success(RetryPermit::FIRST_ATTEMPT);
+            }
         }
     }
 
@@ -316,7 +336,7 @@ mod tests {
         // 500 ms (5 tokens at 10/s).
         assert_eq!(ats, vec![1_000, 1_000, 1_000, 1_500, 2_000, 2_500]);
         assert_eq!(p.state().permits.len(), 2);
-        p.on_delivered(OperationId::from_u128(0));
+        p.on_delivered_all(&[OperationId::from_u128(0)]);
         assert_eq!(p.state().permits.len(), 1);
     }
 }

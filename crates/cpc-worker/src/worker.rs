@@ -20,7 +20,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::clock::TokioWallClock;
-use crate::config::WorkerConfig;
+use crate::config::{StorageCalls, WorkerConfig};
 use crate::error::{Result, WorkerError};
 use crate::event::WorkerEvent;
 use crate::net::NetworkGate;
@@ -309,10 +309,7 @@ impl SyncWorker {
             _ => {}
         }
         let now = self.inner.clock.now_ms();
-        let recovered = self
-            .inner
-            .blocking("recover", move |s| s.recover(now))
-            .await?;
+        let recovered = self.inner.call("recover", move |s| s.recover(now)).await?;
         if recovered > 0 {
             tracing::info!(target: "cpc_worker", recovered, "expired leases returned to ready");
         }
@@ -337,7 +334,7 @@ impl SyncWorker {
             }
         }
         let released = self.inner.release_abandoned().await;
-        self.inner.blocking("flush", |s| s.flush()).await?;
+        self.inner.call("flush", |s| s.flush()).await?;
         released
     }
 }
@@ -354,8 +351,23 @@ struct BatchOutcome {
     completions: Vec<Completion>,
     conflicts: Vec<ConflictRecord>,
     events: Vec<WorkerEvent>,
+    /// Whether anyone listens: without a subscriber the per-operation
+    /// events are not built at all (they would be dropped by `emit`).
+    observed: bool,
+    /// Operations the remote answered for good (retry permits to refund).
+    delivered: Vec<OperationId>,
+    /// How many of `delivered` were refunded already.
+    refunded: usize,
     summary: ProcessingSummary,
     pause: bool,
+}
+
+impl BatchOutcome {
+    fn event(&mut self, event: impl FnOnce() -> WorkerEvent) {
+        if self.observed {
+            self.events.push(event());
+        }
+    }
 }
 
 impl Inner {
@@ -373,28 +385,33 @@ impl Inner {
         self.leases.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs a storage call on the blocking pool (it may fsync).
-    async fn blocking<T, F>(&self, context: &'static str, f: F) -> Result<T>
+    /// Runs a storage call as configured ([`StorageCalls`]): on the
+    /// blocking pool (it may fsync) or inline on this task.
+    async fn call<T, F>(&self, context: &'static str, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&dyn QueueStorage) -> cpc_storage::Result<T> + Send + 'static,
     {
-        let storage = Arc::clone(&self.storage);
-        tokio::task::spawn_blocking(move || f(storage.as_ref()))
-            .await
-            .map_err(|source| WorkerError::Task { context, source })?
-            .map_err(WorkerError::storage(context))
+        let result = match self.config.storage_calls {
+            StorageCalls::Inline => f(self.storage.as_ref()),
+            StorageCalls::Blocking => {
+                let storage = Arc::clone(&self.storage);
+                tokio::task::spawn_blocking(move || f(storage.as_ref()))
+                    .await
+                    .map_err(|source| WorkerError::Task { context, source })?
+            }
+        };
+        result.map_err(WorkerError::storage(context))
     }
 
     async fn pending(&self) -> Result<u64> {
-        self.blocking("pending", |s| s.pending()).await
+        self.call("pending", |s| s.pending()).await
     }
 
     async fn claim(&self) -> Result<Vec<Claimed>> {
         let now = self.clock.now_ms();
         let limit = self.config.batch_size;
-        self.blocking("claim", move |s| s.claim_ready(now, limit))
-            .await
+        self.call("claim", move |s| s.claim_ready(now, limit)).await
     }
 
     /// Records a claimed batch as in flight; returns its number.
@@ -425,7 +442,7 @@ impl Inner {
         let count = ids.len();
         let completions: Vec<Completion> = ids.into_iter().map(Completion::Release).collect();
         let now = self.clock.now_ms();
-        self.blocking("release", move |s| s.complete(&completions, now))
+        self.call("release", move |s| s.complete(&completions, now))
             .await?;
         tracing::info!(target: "cpc_worker", released = count, "abandoned leases returned");
         self.progress.send_modify(|p| *p += 1);
@@ -476,7 +493,7 @@ impl Inner {
         // between then logs a conflict twice (the op is resent and conflicts
         // again) instead of dropping a losing payload unrecorded.
         let written = self
-            .blocking("complete", move |s| {
+            .call("complete", move |s| {
                 for entry in &conflicts {
                     s.log_conflict(entry)?;
                 }
@@ -523,7 +540,7 @@ impl Inner {
             ops.iter().map(|op| Completion::Release(op.id)).collect();
         let now = self.clock.now_ms();
         let written = self
-            .blocking("release", move |s| s.complete(&completions, now))
+            .call("release", move |s| s.complete(&completions, now))
             .await;
         self.unregister(batch);
         self.progress.send_modify(|p| *p += 1);
@@ -542,10 +559,18 @@ impl Inner {
         pushed: std::result::Result<Vec<PushOutcome>, TransportError>,
         now: EpochMillis,
     ) -> BatchOutcome {
+        let observed = self.events.receiver_count() > 0;
         let mut out = BatchOutcome {
             completions: Vec::with_capacity(ops.len()),
             conflicts: Vec::new(),
-            events: Vec::new(),
+            events: if observed {
+                Vec::with_capacity(ops.len())
+            } else {
+                Vec::new()
+            },
+            observed,
+            delivered: Vec::with_capacity(ops.len()),
+            refunded: 0,
             summary: ProcessingSummary {
                 attempted: ops.len(),
                 ..ProcessingSummary::default()
@@ -568,9 +593,9 @@ impl Inner {
                             } else {
                                 out.summary.applied += 1;
                             }
-                            self.retry.on_delivered(op.id);
+                            out.delivered.push(op.id);
                             out.completions.push(Completion::Ack(op.id));
-                            out.events.push(WorkerEvent::Applied {
+                            out.event(|| WorkerEvent::Applied {
                                 id: op.id,
                                 entity: op.entity.clone(),
                                 version,
@@ -578,6 +603,9 @@ impl Inner {
                             });
                         }
                         PushOutcome::RetryLater { after } => {
+                            // Refunds of the operations before this one come
+                            // first, as if each were refunded on its own.
+                            self.refund(&mut out);
                             self.retry_or_bury(
                                 &mut out,
                                 op,
@@ -591,7 +619,7 @@ impl Inner {
                         PushOutcome::Rejected { reason } => {
                             self.retry.forget(op.id);
                             out.summary.dead_lettered += 1;
-                            out.events.push(WorkerEvent::DeadLettered {
+                            out.event(|| WorkerEvent::DeadLettered {
                                 id: op.id,
                                 entity: op.entity.clone(),
                                 reason: reason.clone(),
@@ -600,11 +628,12 @@ impl Inner {
                         }
                         PushOutcome::Conflict { remote } => {
                             // The remote answered for good: the retry paid off.
-                            self.retry.on_delivered(op.id);
+                            out.delivered.push(op.id);
                             self.resolve(&mut out, op, remote, now);
                         }
                     }
                 }
+                self.refund(&mut out);
             }
             Err(TransportError::Unauthorized) => {
                 self.network.report_error(&TransportError::Unauthorized);
@@ -615,11 +644,11 @@ impl Inner {
                 out.summary.released = ops.len();
                 out.completions
                     .extend(ops.iter().map(|op| Completion::Release(op.id)));
-                out.events.push(WorkerEvent::BatchFailed {
+                out.event(|| WorkerEvent::BatchFailed {
                     size: ops.len(),
                     error: TransportError::Unauthorized,
                 });
-                out.events.push(WorkerEvent::AuthRequired);
+                out.event(|| WorkerEvent::AuthRequired);
                 out.pause = true;
             }
             Err(error) => {
@@ -638,7 +667,7 @@ impl Inner {
                 for (op, m) in ops.iter().zip(meta) {
                     self.retry_or_bury(&mut out, op, m, hint, cause, text.clone(), now);
                 }
-                out.events.push(WorkerEvent::BatchFailed {
+                out.event(|| WorkerEvent::BatchFailed {
                     size: ops.len(),
                     error: error.clone(),
                 });
@@ -646,6 +675,13 @@ impl Inner {
             }
         }
         out
+    }
+
+    /// Refunds the retry permits of the operations delivered since the last
+    /// refund (one lock for all of them).
+    fn refund(&self, out: &mut BatchOutcome) {
+        self.retry.on_delivered_all(&out.delivered[out.refunded..]);
+        out.refunded = out.delivered.len();
     }
 
     /// Schedules a retry through the backoff and the retry budget, or parks
@@ -680,7 +716,7 @@ impl Inner {
         match at {
             Some(at) => {
                 out.summary.retried += 1;
-                out.events.push(WorkerEvent::RetryScheduled {
+                out.event(|| WorkerEvent::RetryScheduled {
                     id: op.id,
                     at,
                     attempt,
@@ -696,7 +732,7 @@ impl Inner {
                 self.retry.forget(op.id);
                 let reason = format!("gave up after {attempt} attempts: {error}");
                 out.summary.dead_lettered += 1;
-                out.events.push(WorkerEvent::DeadLettered {
+                out.event(|| WorkerEvent::DeadLettered {
                     id: op.id,
                     entity: op.entity.clone(),
                     reason: reason.clone(),
@@ -721,7 +757,7 @@ impl Inner {
         }
         let (resolution, record) = resolve_and_record(&*self.resolver, op, &remote, now);
         out.conflicts.push(record);
-        out.events.push(WorkerEvent::ConflictResolved {
+        out.event(|| WorkerEvent::ConflictResolved {
             id: op.id,
             entity: op.entity.clone(),
             resolution: resolution.name(),
@@ -750,7 +786,7 @@ impl Inner {
             }
             Resolution::Defer => {
                 out.summary.conflicts.deferred += 1;
-                out.events.push(WorkerEvent::Deferred {
+                out.event(|| WorkerEvent::Deferred {
                     id: op.id,
                     entity: op.entity.clone(),
                 });
@@ -796,7 +832,7 @@ impl Inner {
         let base = self.clock.at(hold_until).max(now);
         let spread = millis(self.config.reconnect_spread);
         let waiting = self
-            .blocking("list waiting", |s| {
+            .call("list waiting", |s| {
                 s.list(&ListFilter {
                     dead: Some(false),
                     ..ListFilter::default()
@@ -823,7 +859,7 @@ impl Inner {
             .collect();
         let count = completions.len();
         if count > 0 {
-            self.blocking("respread", move |s| s.complete(&completions, now))
+            self.call("respread", move |s| s.complete(&completions, now))
                 .await?;
         }
         tracing::info!(target: "cpc_worker", rescheduled = count, hold_ms = base - now, "network back: retries re-spread");
@@ -842,7 +878,7 @@ async fn run(inner: Arc<Inner>) {
     let mut reported_open = false;
     tracing::info!(target: "cpc_worker", network = ?status, "worker started");
 
-    match inner.blocking("stats", |s| s.stats()).await {
+    match inner.call("stats", |s| s.stats()).await {
         Ok(stats) if stats.quarantined > 0 => inner.emit(WorkerEvent::Quarantined {
             count: stats.quarantined,
         }),
@@ -931,7 +967,7 @@ async fn run(inner: Arc<Inner>) {
             match breaker {
                 Err(Some(until)) => wake_at = earliest(wake_at, Some(until)),
                 Err(None) => {}
-                Ok(()) => match inner.blocking("next_wakeup", |s| s.next_wakeup()).await {
+                Ok(()) => match inner.call("next_wakeup", |s| s.next_wakeup()).await {
                     Ok(Some(ms)) => {
                         let mut at = inner.clock.instant_at(ms);
                         let now = Instant::now();

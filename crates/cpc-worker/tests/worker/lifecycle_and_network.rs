@@ -7,7 +7,7 @@ use cpc_backoff::{CircuitBreaker, CircuitBreakerConfig};
 use cpc_core::{OperationPriority, TransportError};
 use cpc_network::{ManualSource, MonitorConfig, NetworkMonitor, NetworkStatus};
 use cpc_storage::{OpState, QueueStorage};
-use cpc_worker::{SyncWorker, WorkerConfig, WorkerEvent};
+use cpc_worker::{StorageCalls, SyncWorker, WorkerConfig, WorkerEvent};
 
 use crate::support::*;
 
@@ -46,6 +46,46 @@ async fn drains_in_full_batches_and_then_sleeps() {
     while let Ok(e) = events.try_recv() {
         drained |= matches!(e, WorkerEvent::Drained);
     }
+    assert!(drained);
+    w.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn inline_storage_calls_drain_the_same_way() {
+    let s = storage();
+    let c = clock();
+    let h = hlc(c);
+    for i in 0..200 {
+        enqueue(&s, c, op(&h, &format!("e{i}"), OperationPriority::Normal));
+    }
+    let t = Scripted::applied();
+    let w = worker(&s, &t, c)
+        .config(WorkerConfig {
+            seed: Some(7),
+            storage_calls: StorageCalls::Inline,
+            ..WorkerConfig::default()
+        })
+        .build()
+        .unwrap();
+    assert_eq!(w.config().storage_calls, StorageCalls::Inline);
+    let mut events = w.subscribe();
+    w.start().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), w.drained())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.pushes(), 4, "64 + 64 + 64 + 8");
+    assert_eq!(s.pending().unwrap(), 0);
+    tokio::time::sleep(Duration::from_secs(86_400)).await;
+    assert_eq!(t.pushes(), 4, "idle without spinning");
+    // A subscriber still hears of every operation.
+    let mut applied = 0;
+    let mut drained = false;
+    while let Ok(e) = events.try_recv() {
+        applied += usize::from(matches!(e, WorkerEvent::Applied { .. }));
+        drained |= matches!(e, WorkerEvent::Drained);
+    }
+    assert_eq!(applied, 200);
     assert!(drained);
     w.shutdown().await.unwrap();
 }
