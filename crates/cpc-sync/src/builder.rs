@@ -11,7 +11,7 @@ use cpc_conflict::{ConflictResolver, LastWriterWins};
 use cpc_core::{HybridClock, NodeId, Transport};
 use cpc_network::NetworkMonitor;
 use cpc_storage::{DeadHeadPolicy, Durability, QueueOptions, QueueStorage};
-use cpc_worker::{RetryPolicy, SyncWorker, TokioWallClock, WorkerConfig};
+use cpc_worker::{RetryPolicy, StorageCalls, SyncWorker, TokioWallClock, WorkerConfig};
 use rand::Rng;
 
 use crate::engine::{EngineInner, SyncEngine};
@@ -201,6 +201,17 @@ impl SyncEngineBuilder {
         self
     }
 
+    /// How the engine and its worker call the store (default
+    /// [`StorageCalls::Blocking`]: on tokio's blocking pool, for stores that
+    /// fsync). [`StorageCalls::Inline`] calls it on the async task: for
+    /// `MemoryStorage`, and for deterministic simulations on a paused
+    /// current-thread runtime (then [`start`](Self::start) also opens the
+    /// store inline).
+    pub fn storage_calls(mut self, calls: StorageCalls) -> Self {
+        self.worker.storage_calls = calls;
+        self
+    }
+
     /// All worker options at once.
     pub fn worker_config(mut self, config: WorkerConfig) -> Self {
         self.worker = config;
@@ -297,8 +308,8 @@ impl SyncEngineBuilder {
         })
     }
 
-    /// [`build`](Self::build) (on the blocking pool) then
-    /// [`SyncEngine::start`].
+    /// [`build`](Self::build) (on the blocking pool, or inline under
+    /// [`StorageCalls::Inline`]) then [`SyncEngine::start`].
     pub async fn start(mut self) -> Result<SyncEngine> {
         // The clock is anchored here, on the runtime's (possibly paused)
         // clock, not on the blocking thread.
@@ -306,9 +317,12 @@ impl SyncEngineBuilder {
             Some(ms) => TokioWallClock::starting_at(ms),
             None => TokioWallClock::new(),
         });
-        let engine = tokio::task::spawn_blocking(move || self.build())
-            .await
-            .map_err(Error::Task)??;
+        let engine = match self.worker.storage_calls {
+            StorageCalls::Inline => self.build()?,
+            StorageCalls::Blocking => tokio::task::spawn_blocking(move || self.build())
+                .await
+                .map_err(Error::Task)??,
+        };
         engine.start().await?;
         Ok(engine)
     }

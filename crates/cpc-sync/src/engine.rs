@@ -13,7 +13,7 @@ use cpc_storage::{
     ConflictFilter, DeferredConflict, ListFilter, QuarantinedRecord, QueueStats, QueueStorage,
     StoredOperation,
 };
-use cpc_worker::{ProcessingSummary, SyncWorker, TokioWallClock, WorkerEvent};
+use cpc_worker::{ProcessingSummary, StorageCalls, SyncWorker, TokioWallClock, WorkerEvent};
 use tokio::sync::broadcast;
 
 use crate::builder::SyncEngineBuilder;
@@ -95,17 +95,23 @@ impl EngineInner {
         Some(HlcTimestamp::new(wall, 0, self.hlc.node()))
     }
 
-    /// Runs a storage call on the blocking pool (it may fsync).
+    /// Runs a storage call as configured ([`StorageCalls`], the worker's
+    /// setting): on the blocking pool (it may fsync) or inline on this task.
     pub(crate) async fn blocking<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&dyn QueueStorage) -> cpc_storage::Result<T> + Send + 'static,
     {
-        let storage = Arc::clone(&self.storage);
-        tokio::task::spawn_blocking(move || f(storage.as_ref()))
-            .await
-            .map_err(Error::Task)?
-            .map_err(Error::from)
+        let result = match self.worker.config().storage_calls {
+            StorageCalls::Inline => f(self.storage.as_ref()),
+            StorageCalls::Blocking => {
+                let storage = Arc::clone(&self.storage);
+                tokio::task::spawn_blocking(move || f(storage.as_ref()))
+                    .await
+                    .map_err(Error::Task)?
+            }
+        };
+        result.map_err(Error::from)
     }
 
     fn check_open(&self) -> Result<()> {

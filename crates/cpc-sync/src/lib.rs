@@ -73,6 +73,10 @@ mod error;
 
 pub use builder::SyncEngineBuilder;
 pub use composite::{CompositeAdapter, Delivery, QueueReason, DEFAULT_DIRECT_TIMEOUT};
+/// How the engine calls its store: on the blocking pool or inline (see
+/// [`SyncEngineBuilder::storage_calls`]).
+#[doc(inline)]
+pub use cpc_worker::StorageCalls;
 pub use engine::{EngineOperation, SyncEngine, CLOCK_MARK_HEADROOM_MS};
 pub use error::{Error, Result};
 
