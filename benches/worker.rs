@@ -1,8 +1,13 @@
 //! Worker overhead and end-to-end drain, each beside a same-run baseline.
 //!
-//! - `worker/overhead_memory_100k`: `MemoryStorage` and a transport that
-//!   answers at once; the time to drain 100,000 queued ops through
-//!   `process_once` (target ≤ 5 µs per op). Per-op cost = time / 100,000.
+//! - `worker/overhead_memory_100k` vs `worker/store_loop_memory_100k`:
+//!   `MemoryStorage` and a transport that answers at once; the time to
+//!   drain 100,000 queued ops through `process_once` vs the store's own
+//!   `claim_ready(64)` + `complete(acks)` loop. Worker overhead per op =
+//!   (worker time − store loop time) / 100,000 (target ≤ 5 µs per op).
+//!   `overhead_memory_100k` makes its storage calls on tokio's blocking pool
+//!   (the default, `StorageCalls::Blocking`), `overhead_memory_inline_100k`
+//!   on the worker's task (`StorageCalls::Inline`).
 //! - `worker/drain_sqlite_group_commit_100k` vs
 //!   `worker/store_loop_sqlite_group_commit_100k`: draining 100,000 queued
 //!   ops through the worker vs the store's own claim + complete(Ack) loop,
@@ -24,7 +29,7 @@ use cpc_core::{
 use cpc_storage::{
     Completion, Durability, MemoryStorage, QueueOptions, QueueStorage, SqliteStorage,
 };
-use cpc_worker::{RetryPolicy, SyncWorker, TokioWallClock, WorkerConfig};
+use cpc_worker::{RetryPolicy, StorageCalls, SyncWorker, TokioWallClock, WorkerConfig};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -79,13 +84,18 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Drains `storage` through a worker's `process_once`; returns the time.
-fn drain_with_worker(rt: &tokio::runtime::Runtime, storage: Arc<dyn QueueStorage>) -> Duration {
+fn drain_with_worker(
+    rt: &tokio::runtime::Runtime,
+    storage: Arc<dyn QueueStorage>,
+    storage_calls: StorageCalls,
+) -> Duration {
     rt.block_on(async move {
         let worker = SyncWorker::builder(storage, Arc::new(Instant0))
             .clock(TokioWallClock::starting_at(START_MS + 1))
             .retry_policy(RetryPolicy::default())
             .config(WorkerConfig {
                 seed: Some(1),
+                storage_calls,
                 ..WorkerConfig::default()
             })
             .build()
@@ -102,6 +112,24 @@ fn drain_with_worker(rt: &tokio::runtime::Runtime, storage: Arc<dyn QueueStorage
         assert_eq!(done, OPS);
         start.elapsed()
     })
+}
+
+/// The store's own loop: `claim_ready(64)` then one `complete` of the acks
+/// per batch, until empty; returns the time.
+fn store_loop(storage: &dyn QueueStorage) -> Duration {
+    let start = Instant::now();
+    let mut done = 0;
+    while done < OPS {
+        let claimed = storage.claim_ready(START_MS + 1, 64).unwrap_or_default();
+        if claimed.is_empty() {
+            break;
+        }
+        let acks: Vec<Completion> = claimed.iter().map(|c| Completion::Ack(c.op.id)).collect();
+        storage.complete(&acks, START_MS + 1).unwrap_or_default();
+        done += acks.len();
+    }
+    assert_eq!(done, OPS);
+    start.elapsed()
 }
 
 fn sqlite(dir: &std::path::Path) -> SqliteStorage {
@@ -127,7 +155,31 @@ fn bench(c: &mut Criterion) {
             for _ in 0..iters {
                 let storage = Arc::new(MemoryStorage::new(QueueOptions::default()));
                 fill(storage.as_ref(), &all);
-                total += drain_with_worker(&rt, storage);
+                total += drain_with_worker(&rt, storage, StorageCalls::Blocking);
+            }
+            total
+        })
+    });
+
+    group.bench_function("overhead_memory_inline_100k", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let storage = Arc::new(MemoryStorage::new(QueueOptions::default()));
+                fill(storage.as_ref(), &all);
+                total += drain_with_worker(&rt, storage, StorageCalls::Inline);
+            }
+            total
+        })
+    });
+
+    group.bench_function("store_loop_memory_100k", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let storage = MemoryStorage::new(QueueOptions::default());
+                fill(&storage, &all);
+                total += store_loop(&storage);
             }
             total
         })
@@ -140,7 +192,7 @@ fn bench(c: &mut Criterion) {
                 let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
                 let storage = Arc::new(sqlite(dir.path()));
                 fill(storage.as_ref(), &all);
-                total += drain_with_worker(&rt, storage);
+                total += drain_with_worker(&rt, storage, StorageCalls::Blocking);
             }
             total
         })
@@ -153,20 +205,7 @@ fn bench(c: &mut Criterion) {
                 let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
                 let storage = sqlite(dir.path());
                 fill(&storage, &all);
-                let start = Instant::now();
-                let mut done = 0;
-                while done < OPS {
-                    let claimed = storage.claim_ready(START_MS + 1, 64).unwrap_or_default();
-                    if claimed.is_empty() {
-                        break;
-                    }
-                    let acks: Vec<Completion> =
-                        claimed.iter().map(|c| Completion::Ack(c.op.id)).collect();
-                    storage.complete(&acks, START_MS + 1).unwrap_or_default();
-                    done += acks.len();
-                }
-                assert_eq!(done, OPS);
-                total += start.elapsed();
+                total += store_loop(&storage);
             }
             total
         })
