@@ -10,7 +10,10 @@ use crate::{cargo, run_step, XtaskError};
 const EXAMPLES: &[(&str, &[&str])] = &[
     ("sync_example", &[]),
     ("full_integration_example", &[]),
-    ("network_monitor", &["127.0.0.1:9", "--probes", "3"]),
+    (
+        "network_monitor",
+        &["127.0.0.1:9", "--probes", "3", "--interval-ms", "100"],
+    ),
 ];
 
 /// Runs the CI pipeline. `quick_seeds` is how many seeds the quick

@@ -426,6 +426,7 @@ mod linux {
                     }
                 }
                 tokio::select! {
+                    biased;
                     _ = tokio::time::sleep(self.config.interval) => {}
                     _ = sink.closed() => return,
                 }

@@ -329,6 +329,7 @@ impl NetworkMonitor {
                     None => return,
                     Some(at) => {
                         tokio::select! {
+                            biased;
                             _ = tokio::time::sleep_until(at) => {}
                             _ = rx.changed() => {}
                         }
@@ -528,6 +529,7 @@ async fn timer_loop(weak: Weak<Inner>, notify: Arc<Notify>) {
         match deadline {
             Some(at) => {
                 tokio::select! {
+                    biased;
                     _ = tokio::time::sleep_until(at) => {}
                     _ = notify.notified() => {}
                 }

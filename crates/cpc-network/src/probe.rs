@@ -310,6 +310,7 @@ where
 {
     loop {
         let signal = tokio::select! {
+            biased;
             signal = probe() => signal,
             _ = sink.closed() => return,
         };
@@ -317,6 +318,7 @@ where
             return;
         }
         tokio::select! {
+            biased;
             _ = tokio::time::sleep(wait()) => {}
             _ = sink.closed() => return,
         }
