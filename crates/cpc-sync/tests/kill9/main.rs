@@ -242,33 +242,45 @@ fn crash_loop(dir: &Path, cycles: u32, seed: u64) -> CrashReport {
     report
 }
 
-fn check(dir: &Path, report: &CrashReport) {
+/// What the remote's log shows against what the children acknowledged.
+#[derive(Debug, Default)]
+struct Verdict {
+    lost: Vec<(u64, OperationId)>,
+    duplicated: Vec<OperationId>,
+    reordered: Vec<String>,
+}
+
+fn check(dir: &Path, report: &CrashReport) -> Verdict {
     let log = read_log(&dir.join("remote.log"));
     let mut count: HashMap<OperationId, u32> = HashMap::new();
     for (id, _, _) in &log {
         *count.entry(*id).or_default() += 1;
     }
-    let twice: Vec<_> = count.iter().filter(|(_, c)| **c > 1).collect();
-    assert!(twice.is_empty(), "applied twice: {twice:?}");
-    let missing: Vec<_> = report
+    let mut verdict = Verdict::default();
+    verdict.duplicated = count
+        .iter()
+        .filter(|(_, c)| **c > 1)
+        .map(|(id, _)| *id)
+        .collect();
+    verdict.duplicated.sort();
+    verdict.lost = report
         .acknowledged
         .iter()
         .filter(|(_, id)| !count.contains_key(id))
+        .map(|(n, id)| (*n, *id))
         .collect();
-    assert!(
-        missing.is_empty(),
-        "acknowledged but never applied: {missing:?}"
-    );
     // Per entity, the numbers (submission order) increase along the log.
     let mut last: HashMap<&str, u64> = HashMap::new();
     for (id, n, entity) in &log {
         if let Some(prev) = last.insert(entity, *n) {
-            assert!(
-                prev < *n,
-                "entity {entity}: {n} ({id}) applied after {prev}"
-            );
+            if prev >= *n {
+                verdict
+                    .reordered
+                    .push(format!("entity {entity}: {n} ({id}) applied after {prev}"));
+            }
         }
     }
+    verdict
 }
 
 #[test]
@@ -290,14 +302,33 @@ fn acknowledged_submissions_survive_kill_9_exactly_once_in_order() {
         dir.path().display()
     );
     let report = crash_loop(dir.path(), cycles, seed);
-    eprintln!(
-        "kill9: {} cycles, {} acknowledged submissions",
-        report.cycles,
-        report.acknowledged.len()
-    );
     assert!(
         !report.acknowledged.is_empty(),
         "the children acknowledged nothing"
     );
-    check(dir.path(), &report);
+    let verdict = check(dir.path(), &report);
+    // The summary line `cargo xtask crash` sums across loops.
+    eprintln!(
+        "kill9: cycles {}, acknowledged {}, lost {}, duplicated {}, reordered {}",
+        report.cycles,
+        report.acknowledged.len(),
+        verdict.lost.len(),
+        verdict.duplicated.len(),
+        verdict.reordered.len()
+    );
+    assert!(
+        verdict.duplicated.is_empty(),
+        "applied twice: {:?}",
+        verdict.duplicated
+    );
+    assert!(
+        verdict.lost.is_empty(),
+        "acknowledged but never applied: {:?}",
+        verdict.lost
+    );
+    assert!(
+        verdict.reordered.is_empty(),
+        "reordered: {:?}",
+        verdict.reordered
+    );
 }
