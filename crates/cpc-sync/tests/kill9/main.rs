@@ -256,19 +256,23 @@ fn check(dir: &Path, report: &CrashReport) -> Verdict {
     for (id, _, _) in &log {
         *count.entry(*id).or_default() += 1;
     }
-    let mut verdict = Verdict::default();
-    verdict.duplicated = count
+    let mut duplicated: Vec<OperationId> = count
         .iter()
         .filter(|(_, c)| **c > 1)
         .map(|(id, _)| *id)
         .collect();
-    verdict.duplicated.sort();
-    verdict.lost = report
+    duplicated.sort();
+    let lost = report
         .acknowledged
         .iter()
         .filter(|(_, id)| !count.contains_key(id))
         .map(|(n, id)| (*n, *id))
         .collect();
+    let mut verdict = Verdict {
+        lost,
+        duplicated,
+        reordered: Vec::new(),
+    };
     // Per entity, the numbers (submission order) increase along the log.
     let mut last: HashMap<&str, u64> = HashMap::new();
     for (id, n, entity) in &log {
