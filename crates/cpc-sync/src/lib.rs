@@ -11,6 +11,11 @@
 //! changed meanwhile. Everything it does is observable
 //! ([`SyncEngine::subscribe`], tracing spans and events).
 //!
+//! Storage calls run on tokio's blocking pool by default (a durable store
+//! may block on fsync); with `MemoryStorage`, or in a deterministic
+//! simulation on a paused current-thread runtime, choose
+//! [`StorageCalls::Inline`] with [`SyncEngineBuilder::storage_calls`].
+//!
 //! Main types: [`SyncEngine`] and its [`SyncEngineBuilder`],
 //! [`CompositeAdapter`] (send now when safe, queue otherwise) and the one
 //! [`Error`]. The building blocks are re-exported by crate:

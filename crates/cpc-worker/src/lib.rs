@@ -26,6 +26,12 @@
 //! [`ProcessingSummary`] (also one `tracing` event) and [`WorkerEvent`]s on a
 //! broadcast channel.
 //!
+//! Storage calls are synchronous. By default the worker makes them on
+//! tokio's blocking pool, since a durable store may block on fsync;
+//! [`StorageCalls::Inline`] makes them on the worker's task instead, for
+//! stores that never block (`MemoryStorage`) and for deterministic
+//! simulations on a paused current-thread runtime.
+//!
 //! Most applications use the facade crate `cpc-sync` (`SyncEngine`), which
 //! builds and starts the worker.
 //!
