@@ -132,3 +132,9 @@ mod send_sync {
         _assert_send_sync::<Error>();
     }
 }
+
+/// The README's usage example, compiled and run as a doctest so it cannot
+/// drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
