@@ -26,15 +26,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cpc_core::{EntityKey, HlcTimestamp, NodeId, Operation, OperationKind, OperationPriority};
+use cpc_benches::PAYLOAD;
+use cpc_core::Operation;
 use cpc_storage::{
     Completion, Durability, MemoryStorage, QueueOptions, QueueStorage, SledStorage, SqliteStorage,
 };
 use criterion::{BenchmarkId, Criterion, Throughput};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 
-const PAYLOAD: usize = 256;
 const GROUP: usize = 64;
 /// Size of the preallocated raw file; writes wrap around inside it.
 const RAW_FILE_LEN: u64 = 64 * 1024 * 1024;
@@ -45,16 +43,7 @@ static NEXT: AtomicU64 = AtomicU64::new(1);
 /// and the four priorities.
 fn next_op() -> Operation {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    Operation::builder(
-        EntityKey::new("bench", format!("e{}", n % 1000)),
-        OperationKind::Update,
-    )
-    .payload(vec![(n % 251) as u8; PAYLOAD])
-    .priority(OperationPriority::from_rank((n % 4) as u8).unwrap_or_default())
-    .build_at(
-        HlcTimestamp::new(1_700_000_000_000 + n, 0, NodeId(1)),
-        &mut StdRng::seed_from_u64(n),
-    )
+    cpc_benches::bench_op("bench", n, 1000)
 }
 
 fn configure(c: &mut Criterion) -> Criterion {

@@ -17,27 +17,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use cpc_core::{EntityKey, HlcTimestamp, NodeId, Operation, OperationKind, OperationPriority};
+use cpc_benches::PAYLOAD;
+use cpc_core::Operation;
 use cpc_storage::{Completion, QueueOptions, QueueStorage, SledStorage, SqliteStorage};
-use rand::rngs::StdRng;
-use rand::SeedableRng;
 
-const PAYLOAD: usize = 256;
 const ENTITIES: u64 = 10_000;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 fn op(n: u64) -> Operation {
-    Operation::builder(
-        EntityKey::new("scale", format!("e{}", n % ENTITIES)),
-        OperationKind::Update,
-    )
-    .payload(vec![(n % 251) as u8; PAYLOAD])
-    .priority(OperationPriority::from_rank((n % 4) as u8).unwrap_or_default())
-    .build_at(
-        HlcTimestamp::new(1_700_000_000_000 + n, 0, NodeId(1)),
-        &mut StdRng::seed_from_u64(n),
-    )
+    cpc_benches::bench_op("scale", n, ENTITIES)
 }
 
 fn open(backend: &str, dir: &Path) -> Res<Box<dyn QueueStorage>> {
