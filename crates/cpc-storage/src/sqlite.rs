@@ -15,7 +15,9 @@
 //! transaction, so nothing at open or in `pending`/`stats` scans.
 //!
 //! Commits: every call is one `BEGIN IMMEDIATE` transaction. Under
-//! `Immediate` each commit syncs the WAL (`synchronous=FULL`); under
+//! `Immediate` each commit syncs the WAL (`synchronous=FULL`), except a
+//! claim's, which is crash-safe but not synced (`synchronous=NORMAL` for
+//! that transaction only, see `Shared::write_claim`); under
 //! `GroupCommit` concurrent enqueues are gathered by a leader into one
 //! transaction and one sync; under `Relaxed` commits are not synced
 //! (`synchronous=NORMAL`) and a background thread fdatasyncs the WAL every
