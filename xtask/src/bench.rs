@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::{cargo, run_step, workspace_root, XtaskError};
+use crate::{cargo, workspace_root, XtaskError};
 
 /// A criterion measurement read back from `target/criterion`.
 #[derive(Debug, Clone)]
@@ -28,37 +28,86 @@ impl Measurement {
 
 /// A figure compared with its same-run baseline: `(figure, baseline, target
 /// ratio, what the target means)`. The ids are matched exactly against the
-/// criterion ids; a pair whose ids are missing is reported as missing.
+/// criterion ids; a pair whose ids are missing is reported as missing. The
+/// ratio is a rate ratio (baseline time per element over figure time per
+/// element), so higher is better.
 const RATIOS: &[(&str, &str, f64, &str)] = &[
     (
-        "storage_enqueue_immediate/sqlite",
-        "storage_enqueue_immediate/raw_fdatasync",
+        "enqueue_immediate/sqlite",
+        "baseline_raw_file/fdatasync_per_op",
         0.5,
-        "Immediate enqueue vs raw per-op fdatasync (rate ratio, higher is better)",
+        "SQLite Immediate enqueue vs raw per-op fdatasync",
     ),
     (
-        "storage_enqueue_immediate/sled",
-        "storage_enqueue_immediate/raw_fdatasync",
+        "enqueue_immediate/sled",
+        "baseline_raw_file/fdatasync_per_op",
         0.5,
         "sled Immediate enqueue vs raw per-op fdatasync",
     ),
     (
-        "storage_group_commit/sqlite",
-        "storage_group_commit/raw_fdatasync_group64",
-        0.5,
-        "GroupCommit, 64 writers, vs raw fdatasync per group of 64",
+        "enqueue_immediate/sqlite",
+        "baseline_sqlite_outbox/insert_per_op",
+        1.0,
+        "SQLite Immediate enqueue vs a plain SQLite outbox insert",
     ),
     (
-        "storage_group_commit/sled",
-        "storage_group_commit/raw_fdatasync_group64",
+        "group_commit_64_writers/sqlite",
+        "baseline_raw_file/fdatasync_per_64",
         0.5,
-        "sled GroupCommit, 64 writers, vs raw fdatasync per group of 64",
+        "SQLite GroupCommit, 64 writers, vs raw fdatasync per 64",
     ),
     (
-        "worker_drain/engine_sqlite_group_commit",
-        "worker_drain/storage_claim_ack_loop",
+        "group_commit_64_writers/sled",
+        "baseline_raw_file/fdatasync_per_64",
         0.5,
-        "engine drain vs the store's own claim+ack loop",
+        "sled GroupCommit, 64 writers, vs raw fdatasync per 64",
+    ),
+    (
+        "worker/drain_sqlite_group_commit_100k",
+        "worker/store_loop_sqlite_group_commit_100k",
+        0.5,
+        "engine drain (SQLite, GroupCommit) vs the store's own claim+ack loop",
+    ),
+];
+
+/// Absolute bounds from the issues: `(figure, bound, unit, what)`. `ops/s`
+/// bounds are minimum rates; `ns` bounds are maximum times per element.
+const BOUNDS: &[(&str, f64, &str, &str)] = &[
+    (
+        "drain_claim64_ack/sqlite",
+        75_000.0,
+        "ops/s",
+        "drain by claim_ready(64)+ack, one durable commit per batch",
+    ),
+    (
+        "worker/overhead_memory_100k",
+        5_000.0,
+        "ns",
+        "worker cost per op, MemoryStorage, instant transport (Blocking calls)",
+    ),
+    (
+        "worker/overhead_memory_inline_100k",
+        5_000.0,
+        "ns",
+        "worker cost per op, MemoryStorage, instant transport (Inline calls)",
+    ),
+    (
+        "backoff_delay/exponential/full",
+        50.0,
+        "ns",
+        "Exponential::delay with full jitter",
+    ),
+    (
+        "backoff_delay/exponential/decorrelated",
+        50.0,
+        "ns",
+        "Exponential::delay with decorrelated jitter",
+    ),
+    (
+        "fault/simulated_hour_20_outages_10k_ops",
+        2e9,
+        "ns",
+        "a simulated hour, 20 outages, 10,000 ops",
     ),
 ];
 
@@ -75,8 +124,31 @@ pub fn main(args: &[String]) -> Result<(), XtaskError> {
     if quick {
         cmd.args(["--", "--quick"]);
     }
-    run_step("cargo bench -p cpc-benches", &mut cmd)?;
-    let extra = run_scale_programs()?;
+    println!("==> cargo bench -p cpc-benches");
+    let output = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .map_err(|e| XtaskError::Io("running cargo bench", e))?;
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    print!("{printed}");
+    if !output.status.success() {
+        return Err(XtaskError::StepFailed("cargo bench -p cpc-benches".into()));
+    }
+    let mut extra = Vec::new();
+    // Latency percentiles are printed by the benches themselves (criterion
+    // records only the time per iteration).
+    let latencies: String = printed
+        .lines()
+        .filter(|l| l.contains("p99"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    if !latencies.is_empty() {
+        extra.push((
+            "latency percentiles printed by the benches".to_string(),
+            latencies,
+        ));
+    }
+    extra.extend(run_scale_programs()?);
     let root = workspace_root();
     let measurements = read_criterion(&root.join("target").join("criterion"))?;
     let report = render(&measurements, &extra);
@@ -244,6 +316,32 @@ pub fn render(ms: &[Measurement], extra: &[(String, String)]) -> String {
             }
         }
     }
+    let _ = writeln!(s, "\n## Absolute bounds from the issues\n");
+    let _ = writeln!(s, "| figure | measured | bound | verdict |");
+    let _ = writeln!(s, "|---|---|---|---|");
+    for (id, bound, unit, what) in BOUNDS {
+        match find(id) {
+            Some(m) => {
+                let per = m.median_ns / m.elements.unwrap_or(1.0);
+                let (shown, ok) = if *unit == "ops/s" {
+                    let rate = 1e9 / per;
+                    (format!("{rate:.0} ops/s"), rate >= *bound)
+                } else {
+                    (human_ns(per), per <= *bound)
+                };
+                let limit = if *unit == "ops/s" {
+                    format!("≥ {bound:.0} ops/s")
+                } else {
+                    format!("≤ {}", human_ns(*bound))
+                };
+                let verdict = if ok { "met" } else { "NOT met" };
+                let _ = writeln!(s, "| {what} (`{id}`) | {shown} | {limit} | {verdict} |");
+            }
+            None => {
+                let _ = writeln!(s, "| {what} (`{id}`) | missing | | not measured |");
+            }
+        }
+    }
     let _ = writeln!(s, "\n## Every benchmark\n");
     let _ = writeln!(s, "| benchmark | median / iter | rate |");
     let _ = writeln!(s, "|---|---|---|");
@@ -268,12 +366,12 @@ mod tests {
     fn ratio_uses_per_element_time() {
         let ms = vec![
             Measurement {
-                id: "storage_enqueue_immediate/sqlite".into(),
+                id: "enqueue_immediate/sqlite".into(),
                 median_ns: 200_000.0,
                 elements: Some(1.0),
             },
             Measurement {
-                id: "storage_enqueue_immediate/raw_fdatasync".into(),
+                id: "baseline_raw_file/fdatasync_per_op".into(),
                 median_ns: 100_000.0,
                 elements: Some(1.0),
             },
