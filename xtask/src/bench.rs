@@ -113,12 +113,32 @@ const BOUNDS: &[(&str, f64, &str, &str)] = &[
 
 pub fn main(args: &[String]) -> Result<(), XtaskError> {
     let mut quick = false;
+    let mut report_only = false;
     for a in args {
         match a.as_str() {
             "--quick" => quick = true,
+            "--report-only" => report_only = true,
             other => return Err(XtaskError::Usage(format!("bench: unknown option {other}"))),
         }
     }
+    let extra = if report_only {
+        Vec::new()
+    } else {
+        run_benches(quick)?
+    };
+    let root = workspace_root();
+    let measurements = read_criterion(&root.join("target").join("criterion"))?;
+    let report = render(&measurements, &extra);
+    let out = root.join("target").join("bench-report.md");
+    std::fs::write(&out, &report).map_err(|e| XtaskError::Io("writing the bench report", e))?;
+    println!("{report}");
+    println!("report written to {}", out.display());
+    Ok(())
+}
+
+/// Runs the criterion benches and the figure programs; returns the extra
+/// report sections (printed latency percentiles, the programs' output).
+fn run_benches(quick: bool) -> Result<Vec<(String, String)>, XtaskError> {
     let mut cmd = cargo();
     cmd.args(["bench", "-p", "cpc-benches"]);
     if quick {
@@ -149,14 +169,7 @@ pub fn main(args: &[String]) -> Result<(), XtaskError> {
         ));
     }
     extra.extend(run_scale_programs()?);
-    let root = workspace_root();
-    let measurements = read_criterion(&root.join("target").join("criterion"))?;
-    let report = render(&measurements, &extra);
-    let out = root.join("target").join("bench-report.md");
-    std::fs::write(&out, &report).map_err(|e| XtaskError::Io("writing the bench report", e))?;
-    println!("{report}");
-    println!("report written to {}", out.display());
-    Ok(())
+    Ok(extra)
 }
 
 /// Runs the non-criterion figure programs of the benches package and returns

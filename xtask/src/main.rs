@@ -47,7 +47,7 @@ commands:
            [--quick] [--no-wall]
            [--jobs N] [--tmpdir DIR] [--durability immediate|group|relaxed]
            [--storage-calls inline|blocking] [--payload-canary STR] [--bearer-token STR]
-  bench    [--quick]
+  bench    [--quick] [--report-only]
   crash    [--cycles N]
   ci       [--seeds N] [--crash-cycles N]";
 
