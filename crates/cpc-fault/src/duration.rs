@@ -8,7 +8,7 @@
 //! (`"-10m"`, `"+90s"`).
 //!
 //! The serde helpers in this module are used with `#[serde(with = ...)]`;
-//! [`parse`] and [`format`] are public so tools can reuse them.
+//! [`parse`] and [`format()`] are public so tools can reuse them.
 
 use std::fmt;
 use std::time::Duration;
