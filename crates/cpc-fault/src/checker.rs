@@ -131,7 +131,8 @@ pub struct ExpectedBounds {
     #[serde(with = "humane")]
     pub inversion_tolerance: Duration,
     /// The engine's aging period, if aging is on: an operation waiting this
-    /// long is promoted one level, so passing over it is no inversion.
+    /// long since its submission is promoted one level (once), so passing
+    /// over it is no inversion.
     #[serde(with = "humane_opt", skip_serializing_if = "Option::is_none")]
     pub aging_after: Option<Duration>,
 }
@@ -368,7 +369,8 @@ struct ApplyInfo {
 ///   [`ExpectedBounds::inversion_tolerance`] and not yet sent. "Ready" starts
 ///   at `ready_at`, and not before the previous operation of its entity was
 ///   acknowledged (`acked_at`, else its first apply); with aging, the lower operation's priority is raised one level
-///   per `aging_after` it waited.
+///   once it has waited `aging_after` since it was submitted (the storage's
+///   rule: one promotion, counted from submission).
 pub fn check_with(
     apply_log: &[ApplyRecord],
     submitted: &[SubmittedRecord],
@@ -675,9 +677,12 @@ fn check_priorities(
             EventKind::Check => {
                 let mut effective = rank;
                 if let Some(aging) = options.bounds.aging_after.filter(|a| !a.is_zero()) {
-                    let waited = at.saturating_sub(since);
-                    let levels = (waited.as_nanos() / aging.as_nanos()).min(3) as usize;
-                    effective = (rank + levels).min(3);
+                    // The engine's rule (cpc-storage): waiting counts from
+                    // when the operation was queued, not from when it became
+                    // its record's head, and promotes exactly one level.
+                    if at.saturating_sub(rec.submitted_at) >= aging {
+                        effective = (rank + 1).min(3);
+                    }
                 }
                 'ranks: for higher_rank in (effective + 1..4).rev() {
                     for &(h_since, h) in &overdue[higher_rank] {
