@@ -308,12 +308,29 @@ pub trait QueueStorage: Send + Sync + fmt::Debug {
     fn claim_ready(&self, now: EpochMillis, limit: usize) -> Result<Vec<Claimed>>;
     /// Applies the outcomes of a batch in one atomic, durable write; unknown ids are skipped.
     fn complete(&self, completions: &[Completion], now: EpochMillis) -> Result<()>;
+    /// The latest `now` any call has given this store (what the single-op conveniences below pass to `complete`).
+    fn last_now(&self) -> EpochMillis;
     /// Acknowledges one delivered operation (same as `complete(&[Ack(id)])`).
-    fn ack(&self, id: OperationId) -> Result<()>;
+    fn ack(&self, id: OperationId) -> Result<()> {
+        self.complete(&[Completion::Ack(id)], self.last_now())
+    }
     /// Makes an operation claimable again at `at`, recording the error.
-    fn schedule_retry(&self, id: OperationId, at: EpochMillis, error: &str) -> Result<()>;
+    fn schedule_retry(&self, id: OperationId, at: EpochMillis, error: &str) -> Result<()> {
+        let retry = Completion::Retry {
+            id,
+            at,
+            error: error.to_owned(),
+        };
+        self.complete(&[retry], self.last_now())
+    }
     /// Moves an operation to the dead letters.
-    fn dead_letter(&self, id: OperationId, reason: &str) -> Result<()>;
+    fn dead_letter(&self, id: OperationId, reason: &str) -> Result<()> {
+        let dead = Completion::Dead {
+            id,
+            reason: reason.to_owned(),
+        };
+        self.complete(&[dead], self.last_now())
+    }
     /// Brings a dead (or deferred) operation back as ready, attempts reset; `false` if unknown.
     fn revive(&self, id: OperationId, now: EpochMillis) -> Result<bool>;
     /// Removes an operation in any state; `false` if unknown.
@@ -333,7 +350,9 @@ pub trait QueueStorage: Send + Sync + fmt::Debug {
     /// Earliest instant at which something not claimable now becomes claimable (retry due, lease expiry), if any.
     fn next_wakeup(&self) -> Result<Option<EpochMillis>>;
     /// Parks an operation as a deferred conflict (same as `complete(&[Defer{..}])`).
-    fn defer(&self, id: OperationId, remote: RemoteRecord) -> Result<()>;
+    fn defer(&self, id: OperationId, remote: RemoteRecord) -> Result<()> {
+        self.complete(&[Completion::Defer { id, remote }], self.last_now())
+    }
     /// Deferred conflicts, in submission order.
     fn list_deferred(&self) -> Result<Vec<DeferredConflict>>;
     /// Settles a deferred conflict: KeepLocal/Merged resend, KeepRemote drops, Defer leaves it; `false` if not deferred.

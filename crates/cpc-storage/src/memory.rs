@@ -88,6 +88,10 @@ impl Default for MemoryStorage {
 }
 
 impl QueueStorage for MemoryStorage {
+    fn last_now(&self) -> EpochMillis {
+        self.hint()
+    }
+
     fn enqueue(&self, op: Operation, now: EpochMillis) -> Result<u64> {
         let seqs = self.enqueue_batch(vec![op], now)?;
         Ok(seqs[0])
@@ -109,27 +113,6 @@ impl QueueStorage for MemoryStorage {
         self.seen(now);
         engine::check_completions(completions, &self.options)?;
         engine::complete(&mut *self.lock(), completions, now, &self.options)
-    }
-
-    fn ack(&self, id: OperationId) -> Result<()> {
-        self.complete(&[Completion::Ack(id)], self.hint())
-    }
-
-    fn schedule_retry(&self, id: OperationId, at: EpochMillis, error: &str) -> Result<()> {
-        let c = Completion::Retry {
-            id,
-            at,
-            error: error.to_owned(),
-        };
-        self.complete(&[c], self.hint())
-    }
-
-    fn dead_letter(&self, id: OperationId, reason: &str) -> Result<()> {
-        let c = Completion::Dead {
-            id,
-            reason: reason.to_owned(),
-        };
-        self.complete(&[c], self.hint())
     }
 
     fn revive(&self, id: OperationId, now: EpochMillis) -> Result<bool> {
@@ -169,10 +152,6 @@ impl QueueStorage for MemoryStorage {
 
     fn next_wakeup(&self) -> Result<Option<EpochMillis>> {
         self.lock().min_timed()
-    }
-
-    fn defer(&self, id: OperationId, remote: RemoteRecord) -> Result<()> {
-        self.complete(&[Completion::Defer { id, remote }], self.hint())
     }
 
     fn list_deferred(&self) -> Result<Vec<DeferredConflict>> {

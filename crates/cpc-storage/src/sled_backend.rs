@@ -23,9 +23,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use cpc_core::envelope::{self, RecordKind};
-use cpc_core::{
-    ConflictRecord, EntityKey, HlcTimestamp, Operation, OperationId, RemoteRecord, Resolution,
-};
+use cpc_core::{ConflictRecord, EntityKey, HlcTimestamp, Operation, OperationId, Resolution};
 
 use crate::api::{
     Claimed, Completion, ConflictFilter, DeferredConflict, Durability, EpochMillis, ListFilter,
@@ -479,6 +477,10 @@ impl Drop for SledStorage {
 }
 
 impl QueueStorage for SledStorage {
+    fn last_now(&self) -> EpochMillis {
+        self.hint()
+    }
+
     fn enqueue(&self, op: Operation, now: EpochMillis) -> Result<u64> {
         let seqs = self.enqueue_batch(vec![op], now)?;
         seqs.first().copied().ok_or(StorageError::Sled {
@@ -506,27 +508,6 @@ impl QueueStorage for SledStorage {
         self.seen(now);
         engine::check_completions(completions, &self.options)?;
         self.write_tx(|tx| engine::complete(tx, completions, now, &self.options))
-    }
-
-    fn ack(&self, id: OperationId) -> Result<()> {
-        self.complete(&[Completion::Ack(id)], self.hint())
-    }
-
-    fn schedule_retry(&self, id: OperationId, at: EpochMillis, error: &str) -> Result<()> {
-        let c = Completion::Retry {
-            id,
-            at,
-            error: error.to_owned(),
-        };
-        self.complete(&[c], self.hint())
-    }
-
-    fn dead_letter(&self, id: OperationId, reason: &str) -> Result<()> {
-        let c = Completion::Dead {
-            id,
-            reason: reason.to_owned(),
-        };
-        self.complete(&[c], self.hint())
     }
 
     fn revive(&self, id: OperationId, now: EpochMillis) -> Result<bool> {
@@ -587,10 +568,6 @@ impl QueueStorage for SledStorage {
         self.poison.check()?;
         let state = self.lock().clone();
         SledTx::new(&self.trees, state).min_timed()
-    }
-
-    fn defer(&self, id: OperationId, remote: RemoteRecord) -> Result<()> {
-        self.complete(&[Completion::Defer { id, remote }], self.hint())
     }
 
     fn list_deferred(&self) -> Result<Vec<DeferredConflict>> {

@@ -230,6 +230,10 @@ impl Drop for SqliteStorage {
 }
 
 impl QueueStorage for SqliteStorage {
+    fn last_now(&self) -> EpochMillis {
+        self.shared.hint()
+    }
+
     fn enqueue(&self, op: Operation, now: EpochMillis) -> Result<u64> {
         let seqs = self.enqueue_ops(vec![op], now)?;
         seqs.first().copied().ok_or(StorageError::Io {
@@ -258,27 +262,6 @@ impl QueueStorage for SqliteStorage {
         s.write("complete", |tx| {
             engine::complete(tx, completions, now, &s.options)
         })
-    }
-
-    fn ack(&self, id: OperationId) -> Result<()> {
-        self.complete(&[Completion::Ack(id)], self.shared.hint())
-    }
-
-    fn schedule_retry(&self, id: OperationId, at: EpochMillis, error: &str) -> Result<()> {
-        let c = Completion::Retry {
-            id,
-            at,
-            error: error.to_owned(),
-        };
-        self.complete(&[c], self.shared.hint())
-    }
-
-    fn dead_letter(&self, id: OperationId, reason: &str) -> Result<()> {
-        let c = Completion::Dead {
-            id,
-            reason: reason.to_owned(),
-        };
-        self.complete(&[c], self.shared.hint())
     }
 
     fn revive(&self, id: OperationId, now: EpochMillis) -> Result<bool> {
@@ -347,10 +330,6 @@ impl QueueStorage for SqliteStorage {
 
     fn next_wakeup(&self) -> Result<Option<EpochMillis>> {
         self.shared.read(|tx| tx.min_timed())
-    }
-
-    fn defer(&self, id: OperationId, remote: RemoteRecord) -> Result<()> {
-        self.complete(&[Completion::Defer { id, remote }], self.shared.hint())
     }
 
     fn list_deferred(&self) -> Result<Vec<DeferredConflict>> {

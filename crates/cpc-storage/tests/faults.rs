@@ -79,6 +79,7 @@ forward! {
     enqueue_batch(ops: Vec<Operation>, now: u64) -> cpc_storage::Result<Vec<u64>>;
     claim_ready(now: u64, limit: usize) -> cpc_storage::Result<Vec<cpc_storage::Claimed>>;
     complete(c: &[Completion], now: u64) -> cpc_storage::Result<()>;
+    last_now() -> u64;
     ack(id: cpc_core::OperationId) -> cpc_storage::Result<()>;
     schedule_retry(id: cpc_core::OperationId, at: u64, e: &str) -> cpc_storage::Result<()>;
     dead_letter(id: cpc_core::OperationId, r: &str) -> cpc_storage::Result<()>;

@@ -195,6 +195,10 @@ impl QueueStorage for GatedStorage {
     fn complete(&self, completions: &[Completion], now: EpochMillis) -> Result<()> {
         self.call(|s| s.complete(completions, now))
     }
+    fn last_now(&self) -> EpochMillis {
+        // Reads an in-memory hint: nothing to gate or fence.
+        self.read().as_ref().map_or(0, |s| s.last_now())
+    }
     fn ack(&self, id: OperationId) -> Result<()> {
         self.call(|s| s.ack(id))
     }

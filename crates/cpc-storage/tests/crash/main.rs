@@ -441,6 +441,9 @@ fn the_checks_catch_a_lost_operation_and_a_fifo_violation() {
             fn complete(&self, c: &[Completion], now: u64) -> cpc_storage::Result<()> {
                 self.0.complete(c, now)
             }
+            fn last_now(&self) -> u64 {
+                self.0.last_now()
+            }
             fn ack(&self, id: OperationId) -> cpc_storage::Result<()> {
                 self.0.ack(id)
             }
