@@ -1,7 +1,7 @@
 //! The conformance suite every [`QueueStorage`] implementation must pass.
 //!
 //! One function per behaviour, each taking a [`Factory`] that opens a store
-//! on a directory; [`run_all`] runs them all, and [`conformance_tests!`]
+//! on a directory; [`run_all`] runs them all, and [`conformance_tests!`](crate::conformance_tests!)
 //! (exported at the crate root) expands to one `#[test]` per behaviour so a
 //! test runner reports them one by one:
 //!
@@ -89,6 +89,29 @@ impl Factory for SqliteFactory {
         now: EpochMillis,
     ) -> Result<Box<dyn QueueStorage>> {
         Ok(Box::new(SqliteStorage::open_at(dir, options, now)?))
+    }
+}
+
+/// [`SledStorage`](crate::SledStorage) for the suite.
+#[cfg(feature = "sled")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SledFactory;
+
+#[cfg(feature = "sled")]
+impl Factory for SledFactory {
+    fn name(&self) -> &str {
+        "sled"
+    }
+    fn durable(&self) -> bool {
+        true
+    }
+    fn open(
+        &self,
+        dir: &Path,
+        options: QueueOptions,
+        now: EpochMillis,
+    ) -> Result<Box<dyn QueueStorage>> {
+        Ok(Box::new(crate::SledStorage::open_at(dir, options, now)?))
     }
 }
 
