@@ -213,6 +213,16 @@ pub(crate) struct MetaFilter<'a> {
 /// derived from the `OpMeta` it is given.
 pub(crate) trait Tx {
     fn meta_by_id(&mut self, id: OperationId) -> Result<Option<OpMeta>>;
+    /// Whether an operation with this id is stored (a cheaper
+    /// [`Tx::meta_by_id`] where only presence matters).
+    fn contains_id(&mut self, id: OperationId) -> Result<bool> {
+        Ok(self.meta_by_id(id)?.is_some())
+    }
+    /// Whether the entity has a head: any operation, or with `skip_dead`
+    /// any non-dead one (a cheaper [`Tx::first_in_entity`]).
+    fn has_head(&mut self, entity: &[u8], skip_dead: bool) -> Result<bool> {
+        Ok(self.first_in_entity(entity, skip_dead)?.is_some())
+    }
     /// The entity's oldest operation (its oldest non-dead one if `skip_dead`).
     fn first_in_entity(&mut self, entity: &[u8], skip_dead: bool) -> Result<Option<OpMeta>>;
     fn list_metas(&mut self, filter: MetaFilter<'_>) -> Result<Vec<OpMeta>>;
@@ -273,7 +283,7 @@ pub(crate) fn check_enqueue<T: Tx + ?Sized>(
     let mut ids = std::collections::HashSet::with_capacity(ops.len());
     for op in ops {
         validate(op, options.max_payload)?;
-        if !ids.insert(op.id) || tx.meta_by_id(op.id)?.is_some() {
+        if !ids.insert(op.id) || tx.contains_id(op.id)? {
             return Err(StorageError::Duplicate(op.id));
         }
     }
@@ -293,7 +303,7 @@ pub(crate) fn enqueue<T: Tx + ?Sized>(
         let seq = tx.counters().next_seq;
         tx.counters().next_seq = seq + 1;
         let entity = op.entity.to_key_bytes();
-        let before = tx.first_in_entity(&entity, skip)?;
+        let has_head = tx.has_head(&entity, skip)?;
         let mut meta = OpMeta {
             seq,
             id: op.id,
@@ -309,7 +319,7 @@ pub(crate) fn enqueue<T: Tx + ?Sized>(
         };
         // The first pending op of its entity is its head (written with the
         // record, not as a second update).
-        if before.is_none() {
+        if !has_head {
             meta.head = Some(due_head(op.priority, options));
         }
         tx.insert(&meta, op)?;
