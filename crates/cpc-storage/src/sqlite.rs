@@ -1277,7 +1277,15 @@ macro_rules! from_hot {
 // The statements of the claim and completion paths (checked for index use
 // by `tests::hot_paths_use_indexes`).
 /// One operation by id.
-const SQL_BY_ID: &str = concat!("SELECT ", meta_cols!(), from_ops!(), "WHERE o.id = ?1");
+/// One operation by id, with its entity's row (columns 16–18), which the
+/// acknowledgement that usually follows unlinks it from.
+const SQL_BY_ID: &str = concat!(
+    "SELECT ",
+    meta_cols!(),
+    ", e.eid, e.first, e.last",
+    from_ops!(),
+    "WHERE o.id = ?1"
+);
 /// One operation by seq when its entity's key (`?2`) is known: no
 /// entity look-up.
 const SQL_BY_SEQ_IN: &str =
@@ -1519,18 +1527,6 @@ impl<'c> SqlTx<'c> {
             .map_err(self.err(context))
     }
 
-    fn meta(
-        &self,
-        sql: &str,
-        params: impl rusqlite::Params,
-        context: &'static str,
-    ) -> Result<Option<OpMeta>> {
-        self.conn
-            .prepare_cached(sql)
-            .and_then(|mut st| st.query_row(params, read_meta).optional())
-            .map_err(self.err(context))
-    }
-
     /// One operation of the entity `key` by seq, with its link.
     fn link_in(&self, key: &[u8], seq: u64) -> Result<Option<MetaLink>> {
         self.conn
@@ -1746,11 +1742,25 @@ fn broken_chain(seq: u64) -> StorageError {
 
 impl Tx for SqlTx<'_> {
     fn meta_by_id(&mut self, id: OperationId) -> Result<Option<OpMeta>> {
-        self.meta(
-            SQL_BY_ID,
-            params![id.to_be_bytes().as_slice()],
-            "find operation",
-        )
+        let found = self
+            .conn
+            .prepare_cached(SQL_BY_ID)
+            .and_then(|mut st| {
+                st.query_row(params![id.to_be_bytes().as_slice()], |r| {
+                    let row = EntityRow {
+                        eid: r.get(16)?,
+                        first: to_u64(r.get(17)?),
+                        last: to_u64(r.get(18)?),
+                    };
+                    Ok((read_meta(r)?, row))
+                })
+                .optional()
+            })
+            .map_err(self.err("find operation"))?;
+        Ok(found.map(|(meta, row)| {
+            self.remember_entity(&meta.entity, Some(row));
+            meta
+        }))
     }
 
     fn contains_id(&mut self, id: OperationId) -> Result<bool> {
