@@ -24,7 +24,7 @@
 //! entity. The median of `--runs` runs of each is printed, with ratios.
 //!
 //! ```text
-//! cargo run --release -p cpc-storage --example sqlite_ceiling [-- N [RUNS]]
+//! cargo run --release -p cpc-benches --bin drain_ceiling [-- N [RUNS]]
 //! ```
 //! `CPC_SCALE_DIR` sets where the databases are made (default: the system
 //! temporary directory).
@@ -277,14 +277,14 @@ fn main() -> Res<()> {
     let root: PathBuf =
         std::env::var_os("CPC_SCALE_DIR").map_or_else(std::env::temp_dir, Into::into);
     println!(
-        "sqlite_ceiling: drain {n} ops of {PAYLOAD} B over {ENTITIES} entities by claim({CLAIM}) \
+        "drain_ceiling: drain {n} ops of {PAYLOAD} B over {ENTITIES} entities by claim({CLAIM}) \
          + ack, {runs} runs, in {}",
         root.display()
     );
     let (mut o, mut h, mut s) = (Vec::new(), Vec::new(), Vec::new());
     for run in 1..=runs {
         let tmp = tempfile::Builder::new()
-            .prefix("cpc-sqlite-ceiling-")
+            .prefix("cpc-drain-ceiling-")
             .tempdir_in(&root)?;
         o.push(outbox(tmp.path(), n)?);
         h.push(heads(tmp.path(), n)?);
