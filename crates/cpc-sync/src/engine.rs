@@ -38,6 +38,12 @@ const STRIPES: usize = 64;
 /// [`SyncEngine::builder`]. `submit` returns once the operation is stored
 /// with the configured durability; the worker (after [`start`](Self::start))
 /// sends it when the network allows.
+///
+/// Stop it with [`shutdown`](Self::shutdown). Dropping the last clone
+/// without it still stops the worker, which then closes the queue (so the
+/// same directory can be opened again), but cannot hand back the leases of
+/// an in-flight batch: those operations are sent again once their lease
+/// expires.
 #[derive(Clone)]
 pub struct SyncEngine {
     pub(crate) inner: Arc<EngineInner>,

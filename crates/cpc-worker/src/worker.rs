@@ -42,9 +42,28 @@ use cpc_backoff::RetryCause;
 /// circuit breaker half-opens, the network changes, or shutdown is asked.
 /// After every failure the next wake-up comes from the store, so a queue
 /// that still holds work always has a wake-up scheduled.
+///
+/// Dropping the last handle asks a running loop to stop, as `shutdown`
+/// does, so it lets go of the store (and the queue directory's lock)
+/// instead of running on unowned. Unlike `shutdown` it cannot wait: the
+/// leases of batches the loop abandons are not handed back (the store's
+/// recovery returns them once they expire) and the store is not flushed.
+/// Call `shutdown` for a clean stop.
 #[derive(Clone)]
 pub struct SyncWorker {
     inner: Arc<Inner>,
+    /// Shared by the handles only, never by the loop: dropped with the
+    /// last handle.
+    _stop_on_drop: Arc<StopOnDrop>,
+}
+
+/// Asks the loop to stop when the last [`SyncWorker`] handle goes.
+struct StopOnDrop(Arc<Inner>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.shutdown.send_replace(true);
+    }
 }
 
 impl fmt::Debug for SyncWorker {
@@ -130,27 +149,29 @@ impl SyncWorkerBuilder {
             None => StdRng::from_entropy(),
         };
         let network = NetworkGate::new(self.network);
+        let inner = Arc::new(Inner {
+            storage: self.storage,
+            transport: self.transport,
+            resolver: self.resolver,
+            retry: self.retry,
+            network,
+            clock: self.clock.unwrap_or_default(),
+            hlc: self.hlc,
+            config: self.config,
+            events,
+            wake: Notify::new(),
+            paused: AtomicBool::new(false),
+            shutdown,
+            progress,
+            in_flight: AtomicUsize::new(0),
+            rng: Mutex::new(rng),
+            leases: Mutex::new(HashMap::new()),
+            batch_seq: AtomicU64::new(0),
+            task: tokio::sync::Mutex::new(RunState::Idle),
+        });
         Ok(SyncWorker {
-            inner: Arc::new(Inner {
-                storage: self.storage,
-                transport: self.transport,
-                resolver: self.resolver,
-                retry: self.retry,
-                network,
-                clock: self.clock.unwrap_or_default(),
-                hlc: self.hlc,
-                config: self.config,
-                events,
-                wake: Notify::new(),
-                paused: AtomicBool::new(false),
-                shutdown,
-                progress,
-                in_flight: AtomicUsize::new(0),
-                rng: Mutex::new(rng),
-                leases: Mutex::new(HashMap::new()),
-                batch_seq: AtomicU64::new(0),
-                task: tokio::sync::Mutex::new(RunState::Idle),
-            }),
+            _stop_on_drop: Arc::new(StopOnDrop(Arc::clone(&inner))),
+            inner,
         })
     }
 }

@@ -163,3 +163,42 @@ async fn dead_letters_can_be_revived_and_deferred_conflicts_settled() {
     assert!(engine.dead_letters().await.unwrap().is_empty());
     engine.shutdown().await.unwrap();
 }
+
+/// A running engine dropped without `shutdown` stops its worker, which lets
+/// go of the store: the same queue directory opens again (it stayed locked
+/// by the orphaned loop before) and nothing submitted is lost.
+#[tokio::test(start_paused = true)]
+async fn dropping_a_running_engine_releases_its_queue() {
+    let dir = tempfile::tempdir().unwrap();
+    let w = world(RemoteOptions::default(), FaultPlan::none(), 22);
+    let engine = SyncEngine::builder()
+        .path(dir.path())
+        .transport_arc(std::sync::Arc::new(Hanging))
+        .shutdown_timeout(Duration::from_secs(1))
+        .start_time_ms(START_MS)
+        .start()
+        .await
+        .unwrap();
+    let id = engine
+        .submit(op(&engine, "a", OperationPriority::Normal, b"x"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(engine.worker().in_flight() > 0, "a batch is in flight");
+    drop(engine);
+    // The loop gives its in-flight batch the shutdown timeout, then ends.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let engine = SyncEngine::builder()
+        .path(dir.path())
+        .transport_arc(w.transport.clone())
+        .start()
+        .await
+        .unwrap();
+    // The abandoned batch's lease was not handed back: it is resent once
+    // the lease expires.
+    drain(&engine, Duration::from_secs(600)).await;
+    let applied: Vec<_> = w.remote.apply_log().iter().map(|r| r.op_id).collect();
+    assert_eq!(applied, vec![id]);
+    engine.shutdown().await.unwrap();
+}
