@@ -42,6 +42,22 @@ impl EntityKey {
         out.extend_from_slice(self.id.as_bytes());
         out
     }
+
+    /// The key back from [`to_key_bytes`](Self::to_key_bytes); `None` if
+    /// `bytes` is not such a form (too short, a length past the end, or
+    /// text that is not UTF-8).
+    pub fn from_key_bytes(bytes: &[u8]) -> Option<Self> {
+        let (len, rest) = bytes.split_first_chunk::<4>()?;
+        let len = usize::try_from(u32::from_be_bytes(*len)).ok()?;
+        if len > rest.len() {
+            return None;
+        }
+        let (collection, id) = rest.split_at(len);
+        Some(EntityKey {
+            collection: std::str::from_utf8(collection).ok()?.to_owned(),
+            id: std::str::from_utf8(id).ok()?.to_owned(),
+        })
+    }
 }
 
 impl fmt::Display for EntityKey {
@@ -254,6 +270,21 @@ mod tests {
     use super::*;
     use crate::hlc::{ManualWallClock, NodeId};
     use std::sync::Arc;
+
+    #[test]
+    fn key_bytes_round_trip_and_refuse_what_is_not_a_key() {
+        for key in [
+            EntityKey::new("notes", "1"),
+            EntityKey::new("", ""),
+            EntityKey::new("a/b", "ü\u{0}x"),
+        ] {
+            assert_eq!(EntityKey::from_key_bytes(&key.to_key_bytes()), Some(key));
+        }
+        assert_eq!(EntityKey::from_key_bytes(&[0, 0, 0]), None);
+        assert_eq!(EntityKey::from_key_bytes(&[0, 0, 0, 9, b'a']), None);
+        assert_eq!(EntityKey::from_key_bytes(&[0, 0, 0, 1, 0xff]), None);
+        assert_eq!(EntityKey::from_key_bytes(&[0, 0, 0, 0, 0xc3]), None);
+    }
 
     #[test]
     fn priorities_order_critical_first() {

@@ -35,6 +35,8 @@ const MARKER_MAGIC: &str = "cpc-sync operation queue";
 #[derive(Debug)]
 pub(crate) struct QueueDir {
     path: PathBuf,
+    /// The format version the marker records.
+    marker_version: u32,
     // Held for its lock; released (closed) on drop.
     _lock: File,
 }
@@ -82,20 +84,37 @@ impl QueueDir {
             Err(TryLockError::Error(e)) => return Err(io_error("lock queue directory", e)),
         }
 
-        match fs::read_to_string(&marker_path) {
+        let marker_version = match fs::read_to_string(&marker_path) {
             Ok(text) => check_marker(&path, &text, backend, format_version)?,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 // Checked again under the lock: another process may have
                 // created files between the first check and the lock.
                 ensure_only_our_files(&path)?;
                 write_marker(&path, backend, format_version)?;
+                format_version
             }
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                 return Err(format_error(&path, "its marker file is not text"));
             }
             Err(e) => return Err(io_error("read format marker", e)),
+        };
+        Ok(QueueDir {
+            path,
+            marker_version,
+            _lock: lock,
+        })
+    }
+
+    /// Records in the marker that the store is now in `format_version`
+    /// (after the backend upgraded an older store in place); a no-op when
+    /// the marker says so already.
+    pub(crate) fn upgrade_marker(&mut self, backend: &str, format_version: u32) -> Result<()> {
+        if self.marker_version >= format_version {
+            return Ok(());
         }
-        Ok(QueueDir { path, _lock: lock })
+        write_marker(&self.path, backend, format_version)?;
+        self.marker_version = format_version;
+        Ok(())
     }
 
     /// The directory.
@@ -151,7 +170,8 @@ fn write_marker(dir: &Path, backend: &str, format_version: u32) -> Result<()> {
     sync_dir(dir)
 }
 
-fn check_marker(dir: &Path, text: &str, backend: &str, format_version: u32) -> Result<()> {
+/// Checks the marker; returns the format version it records.
+fn check_marker(dir: &Path, text: &str, backend: &str, format_version: u32) -> Result<u32> {
     let mut lines = text.lines();
     if lines.next() != Some(MARKER_MAGIC) {
         return Err(format_error(
@@ -185,7 +205,7 @@ fn check_marker(dir: &Path, text: &str, backend: &str, format_version: u32) -> R
             ),
         ));
     }
-    Ok(())
+    Ok(found_version)
 }
 
 fn format_error(dir: &Path, reason: &str) -> StorageError {

@@ -121,6 +121,7 @@
 //! The workspace `rust-version` (1.89: `File::try_lock`).
 
 mod api;
+mod compact;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod dir;

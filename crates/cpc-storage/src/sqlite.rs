@@ -1,9 +1,11 @@
 //! `SqliteStorage`: the queue in SQLite (WAL, `synchronous=FULL`), the
 //! expected default backend.
 //!
-//! Layout (format 2, see `SqlTx`): one row per operation in `ops`, holding
-//! the operation as a `cpc_core::envelope` blob (CRC32-checked before
-//! decoding) beside its interned entity (`eid`, a small integer from the
+//! Layout (format 3, see `SqlTx`): one row per operation in `ops`, holding
+//! the operation as a compact body (see `compact`: what the columns do not
+//! hold, with a CRC32 over it and those columns, checked before decoding;
+//! format-2 rows hold a `cpc_core::envelope` and still read) beside its
+//! interned entity (`eid`, a small integer from the
 //! `entities` table) and the link `nxt` to its entity's next operation;
 //! each entity row holds the first and last `seq` of that chain, so the
 //! strict per-entity FIFO needs no index over all operations. The mutable
@@ -50,6 +52,7 @@ use crate::api::{
     Claimed, Completion, ConflictFilter, DeferredConflict, Durability, EpochMillis, ListFilter,
     OpState, QuarantinedRecord, QueueOptions, QueueStats, QueueStorage, StoredOperation,
 };
+use crate::compact;
 use crate::dir::{self, FaultSlot, InjectedFault, Poison, QueueDir};
 use crate::engine::{self, Counters, Head, Loaded, MetaFilter, OpMeta, Tx};
 use crate::error::{Result, StorageError};
@@ -57,7 +60,11 @@ use crate::error::{Result, StorageError};
 /// Name of the backend in the directory's format marker.
 const BACKEND: &str = "sqlite";
 /// Format version of the SQLite store (marker and `PRAGMA user_version`).
-const FORMAT_VERSION: u32 = 2;
+/// 3: operation bodies are `compact` bodies (format-2 envelopes still read).
+const FORMAT_VERSION: u32 = 3;
+/// The oldest format this build opens (and upgrades in place: format 2 has
+/// the same tables, only new bodies are written compact).
+const OLDEST_READABLE: u32 = 2;
 /// The database file inside the queue directory.
 #[doc(hidden)]
 pub const DB_FILE: &str = "queue.sqlite3";
@@ -120,7 +127,7 @@ impl SqliteStorage {
     /// Opens the queue in `dir` with `now` as the recovery instant (leases
     /// ending at or before `now` return to ready). For simulated clocks.
     pub fn open_at(dir: impl AsRef<Path>, options: QueueOptions, now: EpochMillis) -> Result<Self> {
-        let qdir = QueueDir::open(dir.as_ref(), BACKEND, FORMAT_VERSION)?;
+        let mut qdir = QueueDir::open(dir.as_ref(), BACKEND, FORMAT_VERSION)?;
         let path = qdir.path().to_path_buf();
         let db_path = path.join(DB_FILE);
         let wal_path = path.join(format!("{DB_FILE}-wal"));
@@ -131,6 +138,9 @@ impl SqliteStorage {
         conn.pragma_update(None, "cache_size", MAIN_CACHE_KIB)
             .map_err(|e| classify(&path, "configure", e))?;
         init_schema(&conn, &path)?;
+        // After the database accepted the upgrade: a refused store keeps
+        // its old marker.
+        qdir.upgrade_marker(BACKEND, FORMAT_VERSION)?;
         if created {
             // The new files' directory entries must be durable too.
             qdir.sync()?;
@@ -1030,12 +1040,12 @@ fn open_connection(dir: &Path, db_path: &Path, durability: Durability) -> Result
             }
             e => err(e),
         })?;
-    if version != 0 && version < i64::from(FORMAT_VERSION) {
+    if version != 0 && version < i64::from(OLDEST_READABLE) {
         return Err(StorageError::Format {
             path: dir.to_path_buf(),
             reason: format!(
-                "the database is format version {version}, older than this build's \
-                 {FORMAT_VERSION}, and there is no migration"
+                "the database is format version {version}; this build opens \
+                 {OLDEST_READABLE} to {FORMAT_VERSION}, and there is no migration"
             ),
         });
     }
@@ -1465,7 +1475,7 @@ struct EntityRow {
 
 /// The engine's table interface over one SQLite transaction.
 ///
-/// Layout (format 2):
+/// Layout (format 3; format 2 differs only in its bodies):
 /// - `entities`: one row per entity with queued operations, interning its
 ///   key as a small integer `eid` and holding the ends (`first`, `last`)
 ///   of the chain of its operations in `seq` order;
@@ -1866,7 +1876,7 @@ impl Tx for SqlTx<'_> {
     }
 
     fn insert(&mut self, meta: &OpMeta, op: &Operation) -> Result<()> {
-        let body = envelope::encode_operation(op).map_err(StorageError::Encode)?;
+        let body = compact::encode(op)?;
         let path = self.path;
         let err = |e| classify(path, "insert operation", e);
         let seq = to_i64(meta.seq);
@@ -1931,7 +1941,7 @@ impl Tx for SqlTx<'_> {
     }
 
     fn update_op(&mut self, meta: &OpMeta, op: &Operation) -> Result<()> {
-        let body = envelope::encode_operation(op).map_err(StorageError::Encode)?;
+        let body = compact::encode(op)?;
         self.conn
             .prepare_cached("UPDATE ops SET body = ?2, payload_len = ?3 WHERE seq = ?1")
             .and_then(|mut st| {
@@ -1983,7 +1993,7 @@ impl Tx for SqlTx<'_> {
     fn load_op(&mut self, meta: &OpMeta) -> Result<Loaded<Operation>> {
         if let Some(pos) = self.bodies.iter().position(|(seq, _)| *seq == meta.seq) {
             let (_, raw) = self.bodies.swap_remove(pos);
-            return Ok(engine::decode_op(raw));
+            return Ok(compact::decode(raw, meta));
         }
         let raw = self
             .blob(
@@ -1992,7 +2002,7 @@ impl Tx for SqlTx<'_> {
                 "load operation",
             )?
             .unwrap_or_default();
-        Ok(engine::decode_op(raw))
+        Ok(compact::decode(raw, meta))
     }
 
     fn load_remote(&mut self, meta: &OpMeta) -> Result<Option<Loaded<RemoteRecord>>> {
@@ -2217,6 +2227,77 @@ mod tests {
         assert!(empty * 20 < full, "{empty} bytes left of {full}");
         let wal = dir.join(format!("{DB_FILE}-wal"));
         assert!(std::fs::metadata(&wal).map_or(0, |m| m.len()) == 0);
+    }
+
+    /// A format-2 store (same tables, envelope bodies, marker and
+    /// `user_version` 2) opens, reads its operations, takes new ones in the
+    /// compact body, and is marked format 3 afterwards.
+    #[test]
+    fn a_format_2_store_is_upgraded_in_place() {
+        use cpc_core::{NodeId, OperationKind};
+        use rand::{rngs::StdRng, SeedableRng};
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("q");
+        let mut rng = StdRng::seed_from_u64(4);
+        let op = |n: u64, rng: &mut StdRng| {
+            Operation::builder(
+                EntityKey::new("c", format!("e{}", n % 3)),
+                OperationKind::Update,
+            )
+            .payload(vec![n as u8; 40])
+            .build_at(HlcTimestamp::new(1_000 + n, 0, NodeId(1)), rng)
+        };
+        let old: Vec<Operation> = (0..6).map(|n| op(n, &mut rng)).collect();
+        {
+            let store = SqliteStorage::open_at(&dir, QueueOptions::default(), 1).unwrap();
+            store.enqueue_batch(old.clone(), 1).unwrap();
+        }
+        // Make it exactly what format 2 wrote.
+        {
+            let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+            for o in &old {
+                let body = envelope::encode_operation(o).unwrap();
+                conn.execute(
+                    "UPDATE ops SET body = ?1 WHERE id = ?2",
+                    params![body, o.id.to_be_bytes().as_slice()],
+                )
+                .unwrap();
+            }
+            conn.pragma_update(None, "user_version", 2).unwrap();
+        }
+        let marker = dir.join(dir::MARKER_FILE);
+        let text = std::fs::read_to_string(&marker).unwrap();
+        std::fs::write(&marker, text.replace("format=3", "format=2")).unwrap();
+
+        let newer = op(6, &mut rng);
+        {
+            let store = SqliteStorage::open_at(&dir, QueueOptions::default(), 2).unwrap();
+            store.enqueue(newer.clone(), 2).unwrap();
+            let mut got = Vec::new();
+            loop {
+                let batch = store.claim_ready(3, 4).unwrap();
+                if batch.is_empty() {
+                    break;
+                }
+                let acks: Vec<_> = batch.iter().map(|c| Completion::Ack(c.op.id)).collect();
+                got.extend(batch.into_iter().map(|c| c.op));
+                store.complete(&acks, 3).unwrap();
+            }
+            let mut want = old.clone();
+            want.push(newer);
+            got.sort_by_key(|o| o.id);
+            want.sort_by_key(|o| o.id);
+            assert_eq!(got, want);
+            assert_eq!(store.stats().unwrap().quarantined, 0);
+        }
+        let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, i64::from(FORMAT_VERSION));
+        assert!(std::fs::read_to_string(&marker)
+            .unwrap()
+            .contains("format=3"));
     }
 
     /// A store of an older format is refused, not misread.
