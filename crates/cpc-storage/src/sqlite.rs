@@ -1991,17 +1991,10 @@ impl Tx for SqlTx<'_> {
     }
 
     fn load_op(&mut self, meta: &OpMeta) -> Result<Loaded<Operation>> {
-        if let Some(pos) = self.bodies.iter().position(|(seq, _)| *seq == meta.seq) {
-            let (_, raw) = self.bodies.swap_remove(pos);
-            return Ok(compact::decode(raw, meta));
-        }
-        let raw = self
-            .blob(
-                "SELECT body FROM ops WHERE seq = ?1",
-                meta.seq,
-                "load operation",
-            )?
-            .unwrap_or_default();
+        let raw = match self.bodies.iter().position(|(seq, _)| *seq == meta.seq) {
+            Some(pos) => self.bodies.swap_remove(pos).1,
+            None => self.raw_op(meta)?,
+        };
         Ok(compact::decode(raw, meta))
     }
 
