@@ -8,7 +8,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use cpc_core::{check_response, Operation, PushOutcome, Transport};
+use cpc_core::{match_outcomes, Operation, PushOutcome, Transport};
 use cpc_fault::{
     check_with, FaultPlan, InvariantReport, Latency, OperationMix, Probability, Scenario, Schedule,
     SimClock, SubmitOutcome, SubmittedRecord,
@@ -99,7 +99,7 @@ async fn run(scenario: &Scenario) -> Result<InvariantReport, cpc_fault::Error> {
         let answer = transport
             .push(&batch)
             .await
-            .and_then(|o| check_response(&batch, &o).map(|()| o));
+            .and_then(|o| match_outcomes(&batch, o));
         match answer {
             Ok(outcomes) => {
                 // Acknowledge the applied prefix; stop at the first op to retry.

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cpc_core::{
-    EntityKey, HybridClock, NodeId, Operation, OperationKind, PushOutcome, Transport,
+    EntityKey, HybridClock, NodeId, OpOutcome, Operation, OperationKind, PushOutcome, Transport,
     TransportError,
 };
 use cpc_storage::{
@@ -41,10 +41,10 @@ const START_MS: u64 = 1_700_000_000_000;
 struct Instant0;
 #[async_trait]
 impl Transport for Instant0 {
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<PushOutcome>, TransportError> {
+    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
         Ok(batch
             .iter()
-            .map(|_| PushOutcome::Applied { version: 1 })
+            .map(|op| OpOutcome::new(op.id, PushOutcome::Applied { version: 1 }))
             .collect())
     }
 }

@@ -50,7 +50,7 @@ pub use operation::{
     MAX_KEY_LEN,
 };
 pub use transport::{
-    check_response, ConflictRecord, PushOutcome, RemoteRecord, Resolution, Transport,
+    match_outcomes, ConflictRecord, OpOutcome, PushOutcome, RemoteRecord, Resolution, Transport,
     TransportError,
 };
 

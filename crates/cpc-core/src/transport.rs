@@ -8,6 +8,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::hlc::{HlcTimestamp, NodeId};
+use crate::id::OperationId;
 use crate::operation::Operation;
 
 /// The remote's current version of a record, sent back with a conflict.
@@ -109,6 +110,10 @@ pub enum TransportError {
     /// The answer was malformed (wrong length, unknown ids, bad encoding).
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The transport panicked while pushing. Produced by the engine, which
+    /// contains the panic; a transport returns one of the other variants.
+    #[error("transport panicked: {0}")]
+    Panicked(String),
 }
 
 impl TransportError {
@@ -131,47 +136,123 @@ impl TransportError {
             TransportError::RateLimited { .. } => "rate_limited",
             TransportError::Unauthorized => "unauthorized",
             TransportError::Protocol(_) => "protocol",
+            TransportError::Panicked(_) => "panicked",
         }
+    }
+}
+
+/// One answer of a push: the outcome for the operation it names.
+///
+/// The remote names the operation in every outcome so that an answer is
+/// matched to its batch by id, never by position: a proxy, a buggy server or
+/// a transport that answers in another order cannot make the engine
+/// acknowledge an operation the remote never applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpOutcome {
+    /// The operation this outcome is for.
+    pub op: OperationId,
+    /// What the remote did with it.
+    pub outcome: PushOutcome,
+}
+
+impl OpOutcome {
+    /// The outcome `outcome` for operation `op`.
+    pub fn new(op: OperationId, outcome: PushOutcome) -> Self {
+        OpOutcome { op, outcome }
     }
 }
 
 /// Sends batches of operations to the remote.
 ///
-/// The answer is positional: outcome `i` is for `batch[i]`. An
-/// implementation that receives per-id answers maps them to positions and
-/// returns `TransportError::Protocol` if an id is unknown or missing. The
-/// engine additionally refuses (as `Protocol`) any answer whose length differs
-/// from the batch; see [`check_response`].
+/// # Contract
+/// - `push` sends `batch` (operations of distinct ids; the engine's batches
+///   hold at most one operation per entity) and answers one [`OpOutcome`]
+///   per operation, each naming the operation it is for. The order of the
+///   answer does not matter: the engine matches outcomes to operations by
+///   id with [`match_outcomes`].
+/// - An answer that names an operation not in the batch, names one twice,
+///   leaves one out, or has a different length is refused as a whole
+///   ([`TransportError::Protocol`]): nothing of the batch is acknowledged and
+///   every operation is sent again later (the remote dedupes by id).
+/// - `Err` means nothing in the batch is known to be applied.
+/// - A panic inside `push` is contained by the engine and treated as a
+///   failure of the whole batch (`TransportError::Panicked`); do not rely on
+///   it, return an error.
+///
+/// `Debug` is a supertrait so that the engine and its builder can print
+/// what they drive; print no credentials.
 #[async_trait]
-pub trait Transport: Send + Sync {
-    /// Pushes `batch`, in order, and returns one outcome per operation.
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<PushOutcome>, TransportError>;
+pub trait Transport: fmt::Debug + Send + Sync {
+    /// Pushes `batch` and returns one outcome per operation, each naming
+    /// its operation, in any order.
+    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError>;
 }
 
 #[async_trait]
 impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<PushOutcome>, TransportError> {
+    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
         (**self).push(batch).await
     }
 }
 
 #[async_trait]
 impl<T: Transport + ?Sized> Transport for Box<T> {
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<PushOutcome>, TransportError> {
+    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
         (**self).push(batch).await
     }
 }
 
-/// Checks that a response matches its batch: one outcome per operation.
-pub fn check_response(batch: &[Operation], outcomes: &[PushOutcome]) -> Result<(), TransportError> {
-    if batch.len() != outcomes.len() {
+/// Matches an answer to its batch by operation id: returns the outcomes in
+/// the batch's order (outcome `i` for `batch[i]`).
+///
+/// Refuses the whole answer with [`TransportError::Protocol`] when its length
+/// differs from the batch's, when it names an operation that is not in the
+/// batch, names one twice, or leaves one out; and when the batch itself
+/// holds an id twice (then no answer can be matched).
+pub fn match_outcomes(
+    batch: &[Operation],
+    answer: Vec<OpOutcome>,
+) -> Result<Vec<PushOutcome>, TransportError> {
+    if batch.len() != answer.len() {
         return Err(TransportError::Protocol(format!(
             "answer has {} outcomes for a batch of {}",
-            outcomes.len(),
+            answer.len(),
             batch.len()
         )));
     }
-    Ok(())
+    let mut position = std::collections::HashMap::with_capacity(batch.len());
+    for (i, op) in batch.iter().enumerate() {
+        if position.insert(op.id, i).is_some() {
+            return Err(TransportError::Protocol(format!(
+                "batch holds operation {} twice",
+                op.id
+            )));
+        }
+    }
+    let mut slots: Vec<Option<PushOutcome>> = vec![None; batch.len()];
+    for OpOutcome { op, outcome } in answer {
+        let Some(&i) = position.get(&op) else {
+            return Err(TransportError::Protocol(format!(
+                "answer names operation {op}, which is not in the batch"
+            )));
+        };
+        if slots[i].replace(outcome).is_some() {
+            return Err(TransportError::Protocol(format!(
+                "answer names operation {op} twice"
+            )));
+        }
+    }
+    // Equal lengths and no repeats mean every slot is filled; checked
+    // anyway so a logic slip here can never ack an unanswered operation.
+    slots
+        .into_iter()
+        .zip(batch)
+        .map(|(slot, op)| {
+            slot.ok_or_else(|| {
+                TransportError::Protocol(format!("answer leaves out operation {}", op.id))
+            })
+        })
+        .collect()
 }
 
 /// How a conflict was settled.
@@ -237,5 +318,92 @@ impl fmt::Debug for ConflictRecord {
             )
             .field("resolved_at_ms", &self.resolved_at_ms)
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EntityKey, HybridClock, ManualWallClock, OperationKind};
+    use rand::SeedableRng;
+
+    fn batch(n: usize) -> Vec<Operation> {
+        let clock = HybridClock::with_wall_clock(
+            NodeId(1),
+            std::sync::Arc::new(ManualWallClock::new(1_000)),
+        );
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        (0..n)
+            .map(|i| {
+                Operation::builder(
+                    EntityKey::new("notes", i.to_string()),
+                    OperationKind::Update,
+                )
+                .build_at(clock.now().expect("clock"), &mut rng)
+            })
+            .collect()
+    }
+
+    fn applied(op: &Operation, version: u64) -> OpOutcome {
+        OpOutcome::new(op.id, PushOutcome::Applied { version })
+    }
+
+    #[test]
+    fn an_answer_in_another_order_is_matched_by_id() {
+        let b = batch(3);
+        let answer = vec![applied(&b[2], 3), applied(&b[0], 1), applied(&b[1], 2)];
+        let matched = match_outcomes(&b, answer).expect("matched");
+        assert_eq!(
+            matched,
+            vec![
+                PushOutcome::Applied { version: 1 },
+                PushOutcome::Applied { version: 2 },
+                PushOutcome::Applied { version: 3 },
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_repeated_missing_ids_and_wrong_counts_are_protocol_errors() {
+        let b = batch(3);
+        let other = batch(4).pop().expect("op");
+        let cases: Vec<(&str, Vec<OpOutcome>)> = vec![
+            ("short", vec![applied(&b[0], 1), applied(&b[1], 1)]),
+            (
+                "long",
+                vec![
+                    applied(&b[0], 1),
+                    applied(&b[1], 1),
+                    applied(&b[2], 1),
+                    applied(&b[2], 1),
+                ],
+            ),
+            (
+                "unknown",
+                vec![applied(&b[0], 1), applied(&b[1], 1), applied(&other, 1)],
+            ),
+            (
+                "repeated",
+                vec![applied(&b[0], 1), applied(&b[0], 1), applied(&b[2], 1)],
+            ),
+            ("empty", Vec::new()),
+        ];
+        for (name, answer) in cases {
+            match match_outcomes(&b, answer) {
+                Err(TransportError::Protocol(_)) => {}
+                other => panic!("{name}: expected a protocol error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_batch_holding_an_id_twice_cannot_be_matched() {
+        let b = batch(1);
+        let twice = vec![b[0].clone(), b[0].clone()];
+        let answer = vec![applied(&b[0], 1), applied(&b[0], 2)];
+        assert!(matches!(
+            match_outcomes(&twice, answer),
+            Err(TransportError::Protocol(_))
+        ));
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cpc_core::{Operation, OperationId, PushOutcome, Transport, TransportError};
+use cpc_core::{OpOutcome, Operation, OperationId, PushOutcome, Transport, TransportError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -106,7 +106,8 @@ impl Latency {
 /// retry_after = "2s"
 /// lost_ack = 0.1      # applied, answer lost: Timeout after `timeout`
 /// partial_batch = 0.05 # a prefix applied, the rest answered RetryLater
-/// corrupt = 0.01      # applied, answer of the wrong length
+/// corrupt = 0.01      # applied, answer that does not match the batch
+/// reorder = 0.05      # applied, outcomes answered in another order
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -134,11 +135,16 @@ pub struct FaultPlan {
     /// Only a random prefix of the batch is sent on; the rest is answered
     /// `RetryLater { after: None }`.
     pub partial_batch: Probability,
-    /// The batch is applied and the answer comes back with the wrong
-    /// number of outcomes (one missing or one extra). The wrapper returns it
-    /// as is: detecting it (see `cpc_core::check_response`) is the caller's
-    /// job.
+    /// The batch is applied and the answer does not match it: one outcome
+    /// missing, or one extra naming an operation that was never sent. The
+    /// wrapper returns it as is: detecting it (see
+    /// `cpc_core::match_outcomes`) is the caller's job.
     pub corrupt: Probability,
+    /// The batch is applied and its outcomes come back in another order
+    /// (reversed). An honest answer: a caller that matches outcomes by
+    /// operation id, as it must, is unaffected; one that matches by position
+    /// acknowledges the wrong operations.
+    pub reorder: Probability,
 }
 
 impl Default for FaultPlan {
@@ -154,6 +160,7 @@ impl Default for FaultPlan {
             lost_ack: Probability::NEVER,
             partial_batch: Probability::NEVER,
             corrupt: Probability::NEVER,
+            reorder: Probability::NEVER,
         }
     }
 }
@@ -173,11 +180,12 @@ impl FaultPlan {
             + self.rate_limit.get()
             + self.lost_ack.get()
             + self.partial_batch.get()
-            + self.corrupt.get();
+            + self.corrupt.get()
+            + self.reorder.get();
         if sum > 1.0 + 1e-9 {
             return Err(Error::invalid(
                 "faults",
-                format!("drop + server_error + rate_limit + lost_ack + partial_batch + corrupt = {sum}, more than 1"),
+                format!("drop + server_error + rate_limit + lost_ack + partial_batch + corrupt + reorder = {sum}, more than 1"),
             ));
         }
         if self.timeout.is_zero() {
@@ -233,8 +241,10 @@ pub struct FaultCounters {
     pub slow_timeouts: u64,
     /// Only a prefix applied.
     pub partial: u64,
-    /// Applied, answer of the wrong length.
+    /// Applied, answer that does not match the batch.
     pub corrupt: u64,
+    /// Applied, outcomes answered in another order.
+    pub reordered: u64,
     /// Calls where the inner transport itself failed (counted within the
     /// categories above too, e.g. `passed`).
     pub inner_errors: u64,
@@ -244,7 +254,7 @@ impl fmt::Display for FaultCounters {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "calls {} ops_sent {} passed {} offline {} degraded {} dropped {} server_errors {} rate_limited {} lost_acks {} slow_timeouts {} partial {} corrupt {} inner_errors {}",
+            "calls {} ops_sent {} passed {} offline {} degraded {} dropped {} server_errors {} rate_limited {} lost_acks {} slow_timeouts {} partial {} corrupt {} reordered {} inner_errors {}",
             self.calls,
             self.ops_sent,
             self.passed,
@@ -257,6 +267,7 @@ impl fmt::Display for FaultCounters {
             self.slow_timeouts,
             self.partial,
             self.corrupt,
+            self.reordered,
             self.inner_errors
         )
     }
@@ -274,6 +285,7 @@ enum Fault {
     LostAck,
     Partial(usize),
     Corrupt { extra: bool },
+    Reorder,
 }
 
 struct FaultState {
@@ -445,6 +457,7 @@ impl<T> FaultyTransport<T> {
             p.lost_ack,
             p.partial_batch,
             p.corrupt,
+            p.reorder,
         ];
         let mut edge = 0.0;
         let mut region = regions.len();
@@ -483,6 +496,11 @@ impl<T> FaultyTransport<T> {
                     extra: batch.is_empty() || st.rng.gen::<bool>(),
                 }
             }
+            // A batch of one has no other order: it passes.
+            6 if batch.len() > 1 => {
+                st.counters.reordered += 1;
+                Fault::Reorder
+            }
             _ => {
                 st.counters.passed += 1;
                 Fault::Pass
@@ -502,7 +520,7 @@ impl<T> FaultyTransport<T> {
 
 #[async_trait]
 impl<T: Transport> Transport for FaultyTransport<T> {
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<PushOutcome>, TransportError> {
+    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
         let started = tokio::time::Instant::now();
         let (fault, latency) = self.decide(batch);
         let timeout = self.plan.timeout;
@@ -565,15 +583,24 @@ impl<T: Transport> Transport for FaultyTransport<T> {
         let mut outcomes = answer?;
         match fault {
             Fault::Partial(k) => {
-                outcomes.extend((k..batch.len()).map(|_| PushOutcome::RetryLater { after: None }));
+                outcomes.extend(
+                    batch[k..]
+                        .iter()
+                        .map(|op| OpOutcome::new(op.id, PushOutcome::RetryLater { after: None })),
+                );
             }
             Fault::Corrupt { extra } => {
                 if extra {
-                    outcomes.push(PushOutcome::Applied { version: 0 });
+                    // An operation that was never sent.
+                    outcomes.push(OpOutcome::new(
+                        OperationId::from_u128(u128::MAX),
+                        PushOutcome::Applied { version: 0 },
+                    ));
                 } else {
                     outcomes.pop();
                 }
             }
+            Fault::Reorder => outcomes.reverse(),
             _ => {}
         }
         Ok(outcomes)

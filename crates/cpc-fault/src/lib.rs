@@ -38,7 +38,7 @@
 //! # Example
 //! ```
 //! use std::time::Duration;
-//! use cpc_core::{check_response, EntityKey, HybridClock, ManualWallClock, NodeId, Operation,
+//! use cpc_core::{match_outcomes, EntityKey, HybridClock, ManualWallClock, NodeId, Operation,
 //!                OperationKind, Transport, TransportError};
 //! use cpc_fault::{check_with, FaultPlan, FaultyTransport, Probability, RemoteOptions,
 //!                 Schedule, SimClock, SimulatedRemote, SubmitOutcome, SubmittedRecord};
@@ -63,7 +63,7 @@
 //! // resend an applied operation; dedupe answers AlreadyApplied.
 //! loop {
 //!     match transport.push(std::slice::from_ref(&op)).await {
-//!         Ok(outcomes) => { check_response(std::slice::from_ref(&op), &outcomes)?; break; }
+//!         Ok(answer) => { match_outcomes(std::slice::from_ref(&op), answer)?; break; }
 //!         Err(TransportError::Timeout | TransportError::Offline) => {
 //!             tokio::time::sleep(Duration::from_secs(1)).await;
 //!         }

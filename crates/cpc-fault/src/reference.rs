@@ -12,7 +12,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use cpc_core::{check_response, EntityKey, Operation, PushOutcome, Transport, TransportError};
+use cpc_core::{match_outcomes, EntityKey, Operation, PushOutcome, Transport, TransportError};
 
 use crate::checker::{check_with, Abandoned, InvariantReport, SubmitOutcome, SubmittedRecord};
 use crate::clock::SimClock;
@@ -187,7 +187,7 @@ async fn run_device(
             .map(|p| p.op.clone())
             .collect();
         let answer = match transport.push(&batch).await {
-            Ok(outcomes) => check_response(&batch, &outcomes).map(|()| outcomes),
+            Ok(answer) => match_outcomes(&batch, answer),
             Err(e) => Err(e),
         };
         let now = clock.elapsed();

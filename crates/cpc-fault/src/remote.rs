@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cpc_core::{
-    EntityKey, HlcTimestamp, NodeId, Operation, OperationId, OperationKind, OperationPriority,
-    PushOutcome, RemoteRecord, Transport, TransportError,
+    EntityKey, HlcTimestamp, NodeId, OpOutcome, Operation, OperationId, OperationKind,
+    OperationPriority, PushOutcome, RemoteRecord, Transport, TransportError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -562,8 +562,13 @@ impl RemoteState {
 
 #[async_trait]
 impl Transport for SimulatedRemote {
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<PushOutcome>, TransportError> {
-        self.apply_batch(batch)
+    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+        let outcomes = self.apply_batch(batch)?;
+        Ok(batch
+            .iter()
+            .zip(outcomes)
+            .map(|(op, outcome)| OpOutcome::new(op.id, outcome))
+            .collect())
     }
 }
 
@@ -596,8 +601,7 @@ mod tests {
         let c = op(&clock, &mut rng, "1", OperationKind::Delete);
         tokio::time::advance(Duration::from_secs(3)).await;
         let out = remote
-            .push(&[a.clone(), b.clone(), c.clone()])
-            .await
+            .apply_batch(&[a.clone(), b.clone(), c.clone()])
             .unwrap();
         assert_eq!(
             out,
@@ -624,8 +628,8 @@ mod tests {
         let remote = SimulatedRemote::default();
         let a = op(&clock, &mut rng, "1", OperationKind::Create);
         let b = op(&clock, &mut rng, "1", OperationKind::Update);
-        remote.push(&[a.clone(), b]).await.unwrap();
-        let out = remote.push(&[a]).await.unwrap();
+        remote.apply_batch(&[a.clone(), b]).unwrap();
+        let out = remote.apply_batch(&[a]).unwrap();
         assert_eq!(out, vec![PushOutcome::AlreadyApplied { version: 1 }]);
         assert_eq!(remote.apply_count(), 2);
         assert_eq!(remote.stats().already_applied, 1);
@@ -642,8 +646,8 @@ mod tests {
             SimClock::start_now(),
         );
         let a = op(&clock, &mut rng, "1", OperationKind::Create);
-        remote.push(std::slice::from_ref(&a)).await.unwrap();
-        let out = remote.push(std::slice::from_ref(&a)).await.unwrap();
+        remote.apply_batch(std::slice::from_ref(&a)).unwrap();
+        let out = remote.apply_batch(std::slice::from_ref(&a)).unwrap();
         assert_eq!(out, vec![PushOutcome::Applied { version: 2 }]);
         let log = remote.apply_log();
         assert_eq!(log.len(), 2);
@@ -655,17 +659,15 @@ mod tests {
         let (clock, mut rng) = setup();
         let remote = SimulatedRemote::default();
         remote
-            .push(&[op(&clock, &mut rng, "1", OperationKind::Create)])
-            .await
+            .apply_batch(&[op(&clock, &mut rng, "1", OperationKind::Create)])
             .unwrap();
         remote
-            .push(&[op(&clock, &mut rng, "1", OperationKind::Update)])
-            .await
+            .apply_batch(&[op(&clock, &mut rng, "1", OperationKind::Update)])
             .unwrap();
         let stale = Operation::builder(EntityKey::new("notes", "1"), OperationKind::Update)
             .base_version(1)
             .build_at(clock.now().unwrap(), &mut rng);
-        let out = remote.push(std::slice::from_ref(&stale)).await.unwrap();
+        let out = remote.apply_batch(std::slice::from_ref(&stale)).unwrap();
         match &out[0] {
             PushOutcome::Conflict { remote } => assert_eq!(remote.version, 2),
             other => panic!("expected conflict, got {other:?}"),
@@ -674,14 +676,14 @@ mod tests {
             .base_version(2)
             .build_at(clock.now().unwrap(), &mut rng);
         assert_eq!(
-            remote.push(&[fresh]).await.unwrap(),
+            remote.apply_batch(&[fresh]).unwrap(),
             vec![PushOutcome::Applied { version: 3 }]
         );
         remote.update_options(|o| {
             o.conflicts_by_collection.insert("notes".into(), false);
         });
         assert_eq!(
-            remote.push(&[stale]).await.unwrap(),
+            remote.apply_batch(&[stale]).unwrap(),
             vec![PushOutcome::Applied { version: 4 }]
         );
     }
@@ -695,7 +697,7 @@ mod tests {
         let audit = Operation::builder(EntityKey::new("audit", "1"), OperationKind::Create)
             .build_at(clock.now().unwrap(), &mut rng);
         assert!(matches!(
-            remote.push(&[audit]).await.unwrap()[0],
+            remote.apply_batch(&[audit]).unwrap()[0],
             PushOutcome::Rejected { .. }
         ));
 
@@ -710,7 +712,7 @@ mod tests {
         let poisoned = ops.iter().filter(|o| rule.matches(o)).count();
         assert!((150..=250).contains(&poisoned), "poisoned {poisoned}");
         remote.update_options(|o| o.poison = Some(rule));
-        let out = remote.push(&ops).await.unwrap();
+        let out = remote.apply_batch(&ops).unwrap();
         for (o, outcome) in ops.iter().zip(&out) {
             assert_eq!(
                 rule.matches(o),
@@ -720,7 +722,7 @@ mod tests {
         // Poison is a property of the operation: a replay is refused again.
         let first_poison = ops.iter().find(|o| rule.matches(o)).unwrap().clone();
         assert!(matches!(
-            remote.push(&[first_poison]).await.unwrap()[0],
+            remote.apply_batch(&[first_poison]).unwrap()[0],
             PushOutcome::Rejected { .. }
         ));
     }
@@ -743,7 +745,7 @@ mod tests {
         let mut admitted = 0;
         let mut refused = 0;
         for _ in 0..1_000 {
-            match remote.push(std::slice::from_ref(&one)).await {
+            match remote.apply_batch(std::slice::from_ref(&one)) {
                 Ok(_) => admitted += 1,
                 Err(TransportError::RateLimited { retry_after }) => {
                     assert!(retry_after.unwrap() > Duration::ZERO);
@@ -757,7 +759,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(1)).await;
         let mut again = 0;
         for _ in 0..1_000 {
-            if remote.push(std::slice::from_ref(&one)).await.is_ok() {
+            if remote.apply_batch(std::slice::from_ref(&one)).is_ok() {
                 again += 1;
             }
         }
@@ -781,7 +783,7 @@ mod tests {
         let ops: Vec<Operation> = (0..5)
             .map(|i| op(&clock, &mut rng, &i.to_string(), OperationKind::Create))
             .collect();
-        let out = remote.push(&ops).await.unwrap();
+        let out = remote.apply_batch(&ops).unwrap();
         assert_eq!(
             out.iter().map(PushOutcome::name).collect::<Vec<_>>(),
             vec![

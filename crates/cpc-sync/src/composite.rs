@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cpc_core::{check_response, Operation, OperationId, PushOutcome, Transport, TransportError};
+use cpc_core::{match_outcomes, Operation, OperationId, PushOutcome, Transport, TransportError};
 use cpc_network::NetworkStatus;
 use cpc_storage::ListFilter;
 
@@ -143,9 +143,9 @@ impl CompositeAdapter {
         let reason = match pushed {
             Err(_) => QueueReason::Timeout,
             Ok(Err(e)) => QueueReason::Failed(e),
-            Ok(Ok(outcomes)) => match check_response(std::slice::from_ref(&op), &outcomes) {
+            Ok(Ok(answer)) => match match_outcomes(std::slice::from_ref(&op), answer) {
                 Err(e) => QueueReason::Failed(e),
-                Ok(()) => match outcomes.into_iter().next() {
+                Ok(outcomes) => match outcomes.into_iter().next() {
                     Some(PushOutcome::Applied { version }) => {
                         self.report_success();
                         tracing::debug!(target: "cpc_sync", op_id = %id, "sent directly");

@@ -24,7 +24,7 @@
 //! # Example
 //! ```
 //! use async_trait::async_trait;
-//! use cpc_sync::core::{EntityKey, Operation, OperationKind, PushOutcome, Transport, TransportError};
+//! use cpc_sync::core::{EntityKey, OpOutcome, Operation, OperationKind, PushOutcome, Transport, TransportError};
 //! use cpc_sync::network::{ManualSource, NetworkMonitor};
 //! use cpc_sync::SyncEngine;
 //!
@@ -32,8 +32,8 @@
 //! struct Remote;
 //! #[async_trait]
 //! impl Transport for Remote {
-//!     async fn push(&self, batch: &[Operation]) -> Result<Vec<PushOutcome>, TransportError> {
-//!         Ok(batch.iter().map(|_| PushOutcome::Applied { version: 1 }).collect())
+//!     async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+//!         Ok(batch.iter().map(|op| OpOutcome::new(op.id, PushOutcome::Applied { version: 1 })).collect())
 //!     }
 //! }
 //!

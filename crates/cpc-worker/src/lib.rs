@@ -39,7 +39,7 @@
 //! ```
 //! use std::sync::Arc;
 //! use async_trait::async_trait;
-//! use cpc_core::{EntityKey, Operation, OperationKind, PushOutcome, Transport, TransportError};
+//! use cpc_core::{EntityKey, OpOutcome, Operation, OperationKind, PushOutcome, Transport, TransportError};
 //! use cpc_storage::{MemoryStorage, QueueOptions, QueueStorage};
 //! use cpc_worker::{SyncWorker, TokioWallClock};
 //!
@@ -47,8 +47,8 @@
 //! struct AcceptAll;
 //! #[async_trait]
 //! impl Transport for AcceptAll {
-//!     async fn push(&self, batch: &[Operation]) -> Result<Vec<PushOutcome>, TransportError> {
-//!         Ok(batch.iter().map(|_| PushOutcome::Applied { version: 1 }).collect())
+//!     async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+//!         Ok(batch.iter().map(|op| OpOutcome::new(op.id, PushOutcome::Applied { version: 1 })).collect())
 //!     }
 //! }
 //!

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cpc_conflict::{resolve_and_record, ConflictResolver, LastWriterWins};
 use cpc_core::{
-    check_response, ConflictRecord, HybridClock, Operation, OperationId, PushOutcome, Resolution,
+    match_outcomes, ConflictRecord, HybridClock, Operation, OperationId, PushOutcome, Resolution,
     Transport, TransportError,
 };
 use cpc_network::{NetworkMonitor, NetworkStatus};
@@ -500,7 +500,7 @@ impl Inner {
         let pushed = tokio::time::timeout(self.config.push_timeout, self.transport.push(&ops))
             .await
             .unwrap_or(Err(TransportError::Timeout))
-            .and_then(|outcomes| check_response(&ops, &outcomes).map(|()| outcomes));
+            .and_then(|answer| match_outcomes(&ops, answer));
         let remote_failed = matches!(&pushed, Err(e) if !matches!(e, TransportError::Unauthorized));
         settle_breaker(permit, remote_failed);
 

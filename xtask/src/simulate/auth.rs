@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cpc_fault::SimClock;
-use cpc_sync::core::{Operation, OperationId, PushOutcome, Transport, TransportError};
+use cpc_sync::core::{
+    match_outcomes, OpOutcome, Operation, OperationId, PushOutcome, Transport, TransportError,
+};
 
 /// A secret string whose `Debug` and `Display` never show it.
 #[derive(Clone)]
@@ -143,7 +145,7 @@ impl<T> BearerTransport<T> {
 
 #[async_trait]
 impl<T: Transport> Transport for BearerTransport<T> {
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<PushOutcome>, TransportError> {
+    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
         let header = self.authorization();
         if !self.accepted(&header) {
             tracing::debug!(ops = batch.len(), "credentials refused");
@@ -151,9 +153,10 @@ impl<T: Transport> Transport for BearerTransport<T> {
         }
         let answer = self.inner.push(batch).await;
         if let Ok(outcomes) = &answer {
-            // A malformed answer is refused whole by the engine.
-            if outcomes.len() == batch.len() {
-                self.answers.record(self.clock.elapsed(), batch, outcomes);
+            // A malformed answer is refused whole by the engine: only one
+            // that matches the batch by id is recorded.
+            if let Ok(matched) = match_outcomes(batch, outcomes.clone()) {
+                self.answers.record(self.clock.elapsed(), batch, &matched);
             }
         }
         answer

@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use cpc_core::{check_response, PushOutcome, Transport, TransportError};
+use cpc_core::{match_outcomes, PushOutcome, Transport, TransportError};
 use cpc_fault::{FaultPlan, FaultyTransport, Latency, Probability, SimClock, SimulatedRemote};
 use tokio::time::Instant;
 
@@ -34,7 +34,7 @@ async fn lost_ack_applies_once_and_the_client_sees_a_timeout() {
     let inner = remote.push(&batch).await.unwrap();
     assert!(inner
         .iter()
-        .all(|o| *o == PushOutcome::AlreadyApplied { version: 1 }));
+        .all(|o| o.outcome == PushOutcome::AlreadyApplied { version: 1 }));
     assert_eq!(remote.apply_count(), 3);
     assert_eq!(t.counters().lost_acks, 1);
 }
@@ -102,14 +102,14 @@ async fn partial_batch_applies_a_prefix_and_asks_to_retry_the_rest() {
         assert_eq!(out.len(), batch.len(), "round {round}");
         let k = out
             .iter()
-            .position(|o| matches!(o, PushOutcome::RetryLater { .. }))
+            .position(|o| matches!(o.outcome, PushOutcome::RetryLater { .. }))
             .unwrap();
         assert!(out[k..]
             .iter()
-            .all(|o| *o == PushOutcome::RetryLater { after: None }));
+            .all(|o| o.outcome == PushOutcome::RetryLater { after: None }));
         assert!(out[..k]
             .iter()
-            .all(|o| !matches!(o, PushOutcome::RetryLater { .. })));
+            .all(|o| !matches!(o.outcome, PushOutcome::RetryLater { .. })));
         saw_short_prefix |= k < batch.len() - 1;
     }
     assert!(saw_short_prefix);
@@ -132,13 +132,13 @@ async fn corrupt_answer_reaches_the_caller_who_detects_it() {
     let batch = ops(4);
     let mut lengths = std::collections::BTreeSet::new();
     for _ in 0..8 {
-        // The wrapper hands the wrong-length answer over as is...
+        // The wrapper hands the mismatched answer over as is...
         let out = t.push(&batch).await.unwrap();
         assert_ne!(out.len(), batch.len());
         lengths.insert(out.len());
         // ...and the caller's check turns it into a protocol error.
         assert!(matches!(
-            check_response(&batch, &out),
+            match_outcomes(&batch, out),
             Err(TransportError::Protocol(_))
         ));
     }
@@ -146,6 +146,27 @@ async fn corrupt_answer_reaches_the_caller_who_detects_it() {
     // The batch was applied; replays are deduplicated.
     assert_eq!(remote.apply_count(), 4);
     assert_eq!(t.counters().corrupt, 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn reordered_answers_name_their_operations() {
+    let (remote, t) = setup(FaultPlan {
+        reorder: always(),
+        ..FaultPlan::none()
+    });
+    let batch = ops(4);
+    let out = t.push(&batch).await.unwrap();
+    // Another order than the batch's...
+    let answered: Vec<_> = out.iter().map(|o| o.op).collect();
+    let sent: Vec<_> = batch.iter().map(|o| o.id).collect();
+    assert_ne!(answered, sent);
+    // ...that matching by id puts right.
+    let matched = match_outcomes(&batch, out).unwrap();
+    assert!(matched
+        .iter()
+        .all(|o| matches!(o, PushOutcome::Applied { .. })));
+    assert_eq!(remote.apply_count(), 4);
+    assert_eq!(t.counters().reordered, 1);
 }
 
 #[tokio::test(start_paused = true)]

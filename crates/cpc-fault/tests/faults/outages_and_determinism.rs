@@ -107,7 +107,11 @@ async fn same_seed_same_decisions() {
         let mut out = Vec::new();
         for _ in 0..200 {
             out.push(match t.push(&batch).await {
-                Ok(o) => o.iter().map(|x| x.name()).collect::<Vec<_>>().join(","),
+                Ok(o) => o
+                    .iter()
+                    .map(|x| x.outcome.name())
+                    .collect::<Vec<_>>()
+                    .join(","),
                 Err(e) => e.name().to_owned(),
             });
         }

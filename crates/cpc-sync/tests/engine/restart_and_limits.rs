@@ -85,7 +85,7 @@ impl cpc_sync::core::Transport for Hanging {
     async fn push(
         &self,
         _: &[cpc_sync::core::Operation],
-    ) -> Result<Vec<cpc_sync::core::PushOutcome>, TransportError> {
+    ) -> Result<Vec<cpc_sync::core::OpOutcome>, TransportError> {
         std::future::pending().await
     }
 }
@@ -100,7 +100,7 @@ impl cpc_sync::core::Transport for ExpiredOnce {
     async fn push(
         &self,
         batch: &[cpc_sync::core::Operation],
-    ) -> Result<Vec<cpc_sync::core::PushOutcome>, TransportError> {
+    ) -> Result<Vec<cpc_sync::core::OpOutcome>, TransportError> {
         if !self.refused.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return Err(TransportError::Unauthorized);
         }

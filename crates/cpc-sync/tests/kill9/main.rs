@@ -24,7 +24,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cpc_sync::core::{
-    EntityKey, Operation, OperationId, OperationKind, PushOutcome, Transport, TransportError,
+    EntityKey, OpOutcome, Operation, OperationId, OperationKind, PushOutcome, Transport,
+    TransportError,
 };
 use cpc_sync::storage::Durability;
 use cpc_sync::SyncEngine;
@@ -58,7 +59,7 @@ impl FileRemote {
 
 #[async_trait]
 impl Transport for FileRemote {
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<PushOutcome>, TransportError> {
+    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
         let mut out = Vec::with_capacity(batch.len());
         let mut seen = self.seen.lock().unwrap();
         let mut file = self.file.lock().unwrap();
@@ -67,9 +68,12 @@ impl Transport for FileRemote {
             if seen.insert(op.id) {
                 let n = String::from_utf8_lossy(&op.payload).into_owned();
                 text.push_str(&format!("{} {} {}\n", op.id, n, op.entity.id));
-                out.push(PushOutcome::Applied { version: 1 });
+                out.push(OpOutcome::new(op.id, PushOutcome::Applied { version: 1 }));
             } else {
-                out.push(PushOutcome::AlreadyApplied { version: 1 });
+                out.push(OpOutcome::new(
+                    op.id,
+                    PushOutcome::AlreadyApplied { version: 1 },
+                ));
             }
         }
         file.write_all(text.as_bytes())

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cpc_core::{Operation, OperationPriority, PushOutcome, TransportError};
+use cpc_core::{OpOutcome, Operation, OperationPriority, PushOutcome, TransportError};
 use cpc_storage::{OpState, QueueStorage};
 use cpc_worker::WorkerEvent;
 
@@ -23,7 +23,7 @@ async fn a_short_answer_is_a_protocol_error_and_acks_nothing() {
     t.then(Box::new(|batch: &[Operation]| {
         Ok(batch[1..]
             .iter()
-            .map(|_| PushOutcome::Applied { version: 1 })
+            .map(|o| OpOutcome::new(o.id, PushOutcome::Applied { version: 1 }))
             .collect())
     }));
     let w = worker(&s, &t, c).build().unwrap();
@@ -49,6 +49,94 @@ async fn a_short_answer_is_a_protocol_error_and_acks_nothing() {
     let summary = w.process_once().await.unwrap();
     assert_eq!(summary.applied, 5);
     assert_eq!(s.pending().unwrap(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn outcomes_answered_in_another_order_are_matched_by_operation_id() {
+    let s = storage();
+    let c = clock();
+    let h = hlc(c);
+    let a = enqueue(&s, c, op(&h, "a", OperationPriority::Normal));
+    let b = enqueue(&s, c, op(&h, "b", OperationPriority::Normal));
+    let d = enqueue(&s, c, op(&h, "d", OperationPriority::Normal));
+    let t = Scripted::applied();
+    // Only `a` is applied; the answer lists it last. Matched by position,
+    // `d`'s Applied would land on `a` and `a`'s on `d`.
+    t.then(Box::new(move |batch: &[Operation]| {
+        let mut answer: Vec<OpOutcome> = batch
+            .iter()
+            .map(|o| {
+                let outcome = if o.id == a {
+                    PushOutcome::Applied { version: 7 }
+                } else if o.id == b {
+                    PushOutcome::RetryLater { after: None }
+                } else {
+                    PushOutcome::Rejected {
+                        reason: "invalid".into(),
+                    }
+                };
+                OpOutcome::new(o.id, outcome)
+            })
+            .collect();
+        answer.reverse();
+        Ok(answer)
+    }));
+    let w = worker(&s, &t, c).build().unwrap();
+    let summary = w.process_once().await.unwrap();
+    assert_eq!(summary.applied, 1);
+    assert_eq!(summary.retried, 1);
+    assert_eq!(summary.dead_lettered, 1);
+    assert!(s.get(a).unwrap().is_none(), "a was applied and acked");
+    assert!(matches!(
+        s.get(b).unwrap().unwrap().state,
+        OpState::Waiting { .. }
+    ));
+    assert!(matches!(
+        s.get(d).unwrap().unwrap().state,
+        OpState::Dead { .. }
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_answer_naming_an_unknown_or_repeated_operation_acks_nothing() {
+    let s = storage();
+    let c = clock();
+    let h = hlc(c);
+    let ids: Vec<_> = (0..3)
+        .map(|i| enqueue(&s, c, op(&h, &format!("e{i}"), OperationPriority::Normal)))
+        .collect();
+    let t = Scripted::applied();
+    let stranger = op(&h, "stranger", OperationPriority::Normal).id;
+    // The right count, but one outcome names an operation never sent.
+    t.then(Box::new(move |batch: &[Operation]| {
+        let mut answer: Vec<OpOutcome> = batch
+            .iter()
+            .map(|o| OpOutcome::new(o.id, PushOutcome::Applied { version: 1 }))
+            .collect();
+        answer[2].op = stranger;
+        Ok(answer)
+    }));
+    // The right count, but one operation answered twice.
+    t.then(Box::new(|batch: &[Operation]| {
+        Ok(batch
+            .iter()
+            .map(|_| OpOutcome::new(batch[0].id, PushOutcome::Applied { version: 1 }))
+            .collect())
+    }));
+    let w = worker(&s, &t, c).build().unwrap();
+    for _ in 0..2 {
+        let summary = w.process_once().await.unwrap();
+        assert_eq!(summary.applied, 0);
+        assert!(matches!(
+            summary.batch_error,
+            Some(TransportError::Protocol(_))
+        ));
+        assert_eq!(s.pending().unwrap(), 3, "nothing acked");
+        tokio::time::advance(Duration::from_secs(60)).await;
+    }
+    for id in &ids {
+        assert!(s.get(*id).unwrap().is_some());
+    }
 }
 
 #[tokio::test(start_paused = true)]

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use cpc_conflict::ConflictResolver;
 use cpc_core::{
-    HlcTimestamp, NodeId, Operation, OperationPriority, PushOutcome, RemoteRecord, Resolution,
+    HlcTimestamp, NodeId, OpOutcome, Operation, OperationPriority, PushOutcome, RemoteRecord,
+    Resolution,
 };
 use cpc_storage::{ConflictFilter, OpState, QueueStorage};
 use cpc_worker::WorkerEvent;
@@ -25,7 +26,7 @@ async fn applied_acks_rejected_dead_letters_retry_later_waits_at_least_the_hint(
         Ok(batch
             .iter()
             .map(|o| {
-                if o.id == a {
+                let outcome = if o.id == a {
                     PushOutcome::Applied { version: 3 }
                 } else if o.id == b {
                     PushOutcome::Rejected {
@@ -35,7 +36,8 @@ async fn applied_acks_rejected_dead_letters_retry_later_waits_at_least_the_hint(
                     PushOutcome::RetryLater {
                         after: Some(Duration::from_secs(30)),
                     }
-                }
+                };
+                OpOutcome::new(o.id, outcome)
             })
             .collect())
     }));

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use cpc_conflict::LocalWins;
 use cpc_core::{
-    HlcTimestamp, NodeId, Operation, OperationPriority, PushOutcome, RemoteRecord, TransportError,
+    HlcTimestamp, NodeId, OpOutcome, Operation, OperationPriority, PushOutcome, RemoteRecord,
+    TransportError,
 };
 use cpc_storage::QueueStorage;
 use cpc_worker::{SyncWorker, WorkerConfig};
@@ -53,19 +54,22 @@ fn answer(a: PushAnswer) -> Answer {
         PushAnswer::PerOp(list) => Ok(batch
             .iter()
             .enumerate()
-            .map(|(i, _)| match &list[i % list.len()] {
-                OpAnswer::Applied => PushOutcome::Applied { version: 1 },
-                OpAnswer::RetryLater(after) => PushOutcome::RetryLater {
-                    after: after.map(Duration::from_millis),
-                },
-                OpAnswer::Conflict => PushOutcome::Conflict {
-                    remote: RemoteRecord {
-                        version: 2,
-                        timestamp: HlcTimestamp::new(1, 0, NodeId(9)),
-                        payload: None,
-                        node: NodeId(9),
+            .map(|(i, op)| {
+                let outcome = match &list[i % list.len()] {
+                    OpAnswer::Applied => PushOutcome::Applied { version: 1 },
+                    OpAnswer::RetryLater(after) => PushOutcome::RetryLater {
+                        after: after.map(Duration::from_millis),
                     },
-                },
+                    OpAnswer::Conflict => PushOutcome::Conflict {
+                        remote: RemoteRecord {
+                            version: 2,
+                            timestamp: HlcTimestamp::new(1, 0, NodeId(9)),
+                            payload: None,
+                            node: NodeId(9),
+                        },
+                    },
+                };
+                OpOutcome::new(op.id, outcome)
             })
             .collect()),
     })

@@ -7,8 +7,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cpc_backoff::{BackoffExt, Exponential, Jitter};
 use cpc_core::{
-    EntityKey, HybridClock, NodeId, Operation, OperationId, OperationKind, OperationPriority,
-    PushOutcome, Transport, TransportError,
+    EntityKey, HybridClock, NodeId, OpOutcome, Operation, OperationId, OperationKind,
+    OperationPriority, PushOutcome, Transport, TransportError,
 };
 use cpc_storage::{MemoryStorage, QueueOptions, QueueStorage};
 use cpc_worker::{RetryPolicy, SyncWorker, SyncWorkerBuilder, TokioWallClock, WorkerConfig};
@@ -16,8 +16,7 @@ use cpc_worker::{RetryPolicy, SyncWorker, SyncWorkerBuilder, TokioWallClock, Wor
 pub const START_MS: u64 = 1_700_000_000_000;
 
 /// What the transport does with one push.
-pub type Answer =
-    Box<dyn Fn(&[Operation]) -> Result<Vec<PushOutcome>, TransportError> + Send + Sync>;
+pub type Answer = Box<dyn Fn(&[Operation]) -> Result<Vec<OpOutcome>, TransportError> + Send + Sync>;
 
 /// A transport answering from a script (then from a default), recording
 /// every batch it saw.
@@ -70,7 +69,7 @@ impl Scripted {
 
 #[async_trait]
 impl Transport for Scripted {
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<PushOutcome>, TransportError> {
+    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
         self.calls
             .lock()
             .unwrap()
@@ -89,7 +88,12 @@ impl Transport for Scripted {
 
 /// The same outcome for every op of a batch.
 pub fn all(f: impl Fn(&Operation) -> PushOutcome + Send + Sync + 'static) -> Answer {
-    Box::new(move |batch| Ok(batch.iter().map(&f).collect()))
+    Box::new(move |batch| {
+        Ok(batch
+            .iter()
+            .map(|op| OpOutcome::new(op.id, f(op)))
+            .collect())
+    })
 }
 
 pub fn fail(e: TransportError) -> Answer {
