@@ -112,17 +112,34 @@ pub trait BackoffStrategy: fmt::Debug + Send + Sync {
     ) -> Option<Duration> {
         self.next_delay(&RetryContext::new(attempt).with_previous(previous), rng)
     }
+
+    /// The delay [`next_delay`](Self::next_delay) would give if no limit on
+    /// attempts or elapsed time applied: for failures that must never give
+    /// up (being offline is not the operation's fault), paced like the
+    /// others. Limit wrappers ([`Limited`]) override it; a strategy without
+    /// limits need not.
+    fn delay_without_limits(&self, ctx: &RetryContext, rng: &mut dyn RngCore) -> Option<Duration> {
+        self.next_delay(ctx, rng)
+    }
 }
 
 impl<S: BackoffStrategy + ?Sized> BackoffStrategy for Box<S> {
     fn next_delay(&self, ctx: &RetryContext, rng: &mut dyn RngCore) -> Option<Duration> {
         (**self).next_delay(ctx, rng)
     }
+
+    fn delay_without_limits(&self, ctx: &RetryContext, rng: &mut dyn RngCore) -> Option<Duration> {
+        (**self).delay_without_limits(ctx, rng)
+    }
 }
 
 impl<S: BackoffStrategy + ?Sized> BackoffStrategy for std::sync::Arc<S> {
     fn next_delay(&self, ctx: &RetryContext, rng: &mut dyn RngCore) -> Option<Duration> {
         (**self).next_delay(ctx, rng)
+    }
+
+    fn delay_without_limits(&self, ctx: &RetryContext, rng: &mut dyn RngCore) -> Option<Duration> {
+        (**self).delay_without_limits(ctx, rng)
     }
 }
 
@@ -248,6 +265,15 @@ impl<S: BackoffStrategy> BackoffStrategy for Limited<S> {
             }
         }
         Some(delay)
+    }
+
+    fn delay_without_limits(&self, ctx: &RetryContext, rng: &mut dyn RngCore) -> Option<Duration> {
+        let inner_ctx = RetryContext { hint: None, ..*ctx };
+        Some(honour_hint(
+            self.inner.delay_without_limits(&inner_ctx, rng)?,
+            ctx.hint,
+            self.hint_cap,
+        ))
     }
 }
 

@@ -112,8 +112,9 @@ pub enum TransportError {
     Protocol(String),
     /// The transport panicked while pushing. Produced by the engine, which
     /// contains the panic; a transport returns one of the other variants.
-    #[error("transport panicked: {0}")]
-    Panicked(String),
+    /// The panic's message is not kept: it may quote a payload.
+    #[error("transport panicked")]
+    Panicked,
 }
 
 impl TransportError {
@@ -136,7 +137,7 @@ impl TransportError {
             TransportError::RateLimited { .. } => "rate_limited",
             TransportError::Unauthorized => "unauthorized",
             TransportError::Protocol(_) => "protocol",
-            TransportError::Panicked(_) => "panicked",
+            TransportError::Panicked => "panicked",
         }
     }
 }

@@ -178,6 +178,20 @@ pub enum Completion {
         id: OperationId,
         /// The remote's record at the time of the conflict.
         remote: RemoteRecord,
+        /// Why it was parked (no payload data), kept as its `last_error`.
+        reason: String,
+    },
+    /// A transient failure that says nothing about this operation (no
+    /// network, a timeout, a whole batch refused): claimable again at `at`,
+    /// and the attempt the claim counted is given back, so being offline
+    /// never uses up the attempts that lead to a dead letter.
+    Postpone {
+        /// The operation.
+        id: OperationId,
+        /// When it may be claimed again.
+        at: EpochMillis,
+        /// What went wrong (no payload data).
+        error: String,
     },
     /// Resend (conflict resolved as keep-local or merged): the operation
     /// becomes ready now with a new base version and, if given, a new payload.
@@ -204,6 +218,7 @@ impl Completion {
             Completion::Retry { id, .. }
             | Completion::Dead { id, .. }
             | Completion::Defer { id, .. }
+            | Completion::Postpone { id, .. }
             | Completion::Resend { id, .. } => *id,
         }
     }
@@ -250,6 +265,9 @@ pub struct DeferredConflict {
     pub op: Operation,
     /// The remote's record when the conflict happened.
     pub remote: RemoteRecord,
+    /// Why it was parked (the resolver deferred it, the resolver panicked,
+    /// too many conflicts in a row), if the store knows.
+    pub reason: Option<String>,
 }
 
 /// Which conflict log entries [`QueueStorage::conflict_log`] returns.
@@ -351,11 +369,12 @@ pub trait QueueStorage: Send + Sync + fmt::Debug {
     fn next_wakeup(&self) -> Result<Option<EpochMillis>>;
     /// Parks an operation as a deferred conflict (same as `complete(&[Defer{..}])`).
     fn defer(&self, id: OperationId, remote: RemoteRecord) -> Result<()> {
-        self.complete(&[Completion::Defer { id, remote }], self.last_now())
+        let reason = format!("conflict with remote version {}", remote.version);
+        self.complete(&[Completion::Defer { id, remote, reason }], self.last_now())
     }
     /// Deferred conflicts, in submission order.
     fn list_deferred(&self) -> Result<Vec<DeferredConflict>>;
-    /// Settles a deferred conflict: KeepLocal/Merged resend, KeepRemote drops, Defer leaves it; `false` if not deferred.
+    /// Settles a deferred conflict: KeepLocal/Merged resend (attempts reset), KeepRemote drops, Defer leaves it; `false` if not deferred.
     fn settle(&self, id: OperationId, resolution: Resolution, now: EpochMillis) -> Result<bool>;
     /// Appends to the bounded conflict log (pruning by count and age).
     fn log_conflict(&self, entry: &ConflictRecord) -> Result<()>;

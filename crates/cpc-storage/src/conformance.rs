@@ -154,6 +154,7 @@ suite!($
     drop_op_and_drop_entity_remove_work,
     complete_applies_a_mixed_batch_and_skips_unknown_ids,
     release_gives_the_attempt_back,
+    postpone_waits_and_gives_the_attempt_back,
     resend_replaces_payload_and_base_version,
     deferred_conflicts_are_listed_and_settled,
     conflict_log_is_bounded_by_count_and_age,
@@ -703,6 +704,7 @@ pub fn complete_applies_a_mixed_batch_and_skips_unknown_ids(f: &dyn Factory) {
                 Completion::Defer {
                     id: ops[3].id,
                     remote: remote(7),
+                    reason: "deferred by the resolver".into(),
                 },
                 Completion::Resend {
                     id: ops[4].id,
@@ -736,6 +738,61 @@ pub fn complete_applies_a_mixed_batch_and_skips_unknown_ids(f: &dyn Factory) {
         (3, 2, 1, 1, 1, 0)
     );
     env.s().complete(&[], T0 + 11).unwrap();
+}
+
+/// `Postpone` makes the op wait like `Retry` but gives the claim's attempt
+/// back (a failure that says nothing about the operation), and a deferred
+/// conflict keeps its reason.
+pub fn postpone_waits_and_gives_the_attempt_back(f: &dyn Factory) {
+    let env = Env::new(f, options());
+    let a = normal("a", 1);
+    let b = normal("b", 2);
+    env.s()
+        .enqueue_batch(vec![a.clone(), b.clone()], T0)
+        .unwrap();
+    for round in 0..3u64 {
+        let now = T0 + round * 100;
+        assert_eq!(env.s().claim_ready(now, 1).unwrap()[0].attempt, 1);
+        env.s()
+            .complete(
+                &[Completion::Postpone {
+                    id: a.id,
+                    at: now + 50,
+                    error: "offline".into(),
+                }],
+                now,
+            )
+            .unwrap();
+        let got = env.s().get(a.id).unwrap().unwrap();
+        assert_eq!(got.attempts, 0);
+        assert_eq!(got.state, OpState::Waiting { until: now + 50 });
+        assert_eq!(got.last_error.as_deref(), Some("offline"));
+    }
+    // Postponing an op that is not in flight does not lower its count.
+    env.s().claim_ready(T0 + 1_000, 2).unwrap();
+    env.s()
+        .complete(
+            &[Completion::Retry {
+                id: b.id,
+                at: T0 + 1_100,
+                error: "e".into(),
+            }],
+            T0 + 1_000,
+        )
+        .unwrap();
+    env.s()
+        .complete(
+            &[Completion::Postpone {
+                id: b.id,
+                at: T0 + 1_200,
+                error: "p".into(),
+            }],
+            T0 + 1_001,
+        )
+        .unwrap();
+    assert_eq!(env.s().get(b.id).unwrap().unwrap().attempts, 1);
+    let stats = env.s().stats().unwrap();
+    assert_eq!((stats.pending, stats.in_flight), (2, 1));
 }
 
 /// `Release` makes the op ready at once and gives the attempt back.
@@ -828,6 +885,10 @@ pub fn deferred_conflicts_are_listed_and_settled(f: &dyn Factory) {
     assert_eq!(listed[0].op, ops[0]);
     assert_eq!(listed[0].remote, remote(100));
     assert_eq!(listed[3].remote.version, 103);
+    assert_eq!(
+        listed[0].reason.as_deref(),
+        Some("conflict with remote version 100")
+    );
     let st = env.s().stats().unwrap();
     assert_eq!((st.deferred, st.pending), (4, 1));
 

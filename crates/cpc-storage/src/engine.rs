@@ -437,9 +437,19 @@ pub(crate) fn complete<T: Tx + ?Sized>(
                 };
                 new.last_error = Some(reason.clone());
             }
-            Completion::Defer { remote, .. } => {
+            Completion::Defer { remote, reason, .. } => {
                 new.state = OpState::Deferred;
+                new.last_error = Some(reason.clone());
                 tx.set_remote(&meta, Some(remote))?;
+            }
+            Completion::Postpone { at, error, .. } => {
+                // The claim counted an attempt; a failure that says nothing
+                // about the operation gives it back.
+                if matches!(meta.state, OpState::InFlight { .. }) {
+                    new.attempts = meta.attempts.saturating_sub(1);
+                }
+                new.state = OpState::Waiting { until: *at };
+                new.last_error = Some(error.clone());
             }
             Completion::Resend {
                 base_version,
@@ -579,6 +589,15 @@ pub(crate) fn settle<T: Tx + ?Sized>(
         now,
         options,
     )?;
+    // The application decided: the operation starts afresh, so the limits
+    // that count attempts (conflicts in a row, failures) start over too.
+    if let Some(meta) = tx.meta_by_id(id)? {
+        if meta.attempts != 0 {
+            let mut new = meta.clone();
+            new.attempts = 0;
+            write_meta(tx, &meta, &new)?;
+        }
+    }
     Ok(true)
 }
 
@@ -653,7 +672,11 @@ pub(crate) fn list_deferred<T: Tx + ?Sized>(
             None => continue,
         };
         if let Some(op) = load_or_quarantine(tx, &meta, now, options)? {
-            out.push(crate::api::DeferredConflict { op, remote });
+            out.push(crate::api::DeferredConflict {
+                op,
+                remote,
+                reason: meta.last_error,
+            });
         }
     }
     Ok(out)

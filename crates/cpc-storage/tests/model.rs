@@ -45,7 +45,7 @@ fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
         4 => prop::collection::vec(new_op, 1..4).prop_map(Action::Enqueue),
         4 => (0u8..5).prop_map(Action::Claim),
-        4 => prop::collection::vec((any::<u16>(), 0u8..8, 0u16..6000), 1..4).prop_map(Action::Complete),
+        4 => prop::collection::vec((any::<u16>(), 0u8..9, 0u16..6000), 1..4).prop_map(Action::Complete),
         1 => any::<u16>().prop_map(Action::Revive),
         1 => (any::<u16>(), 0u8..4).prop_map(|(p, k)| Action::Settle(p, k)),
         1 => any::<u16>().prop_map(Action::DropOp),
@@ -212,10 +212,18 @@ impl Model {
                     };
                     m.last_error = Some(reason.clone());
                 }
-                Completion::Defer { remote, .. } => {
+                Completion::Defer { remote, reason, .. } => {
                     m.state = OpState::Deferred;
                     m.remote = Some(remote.clone());
+                    m.last_error = Some(reason.clone());
                     continue;
+                }
+                Completion::Postpone { at, error, .. } => {
+                    if matches!(m.state, OpState::InFlight { .. }) {
+                        m.attempts = m.attempts.saturating_sub(1);
+                    }
+                    m.state = OpState::Waiting { until: *at };
+                    m.last_error = Some(error.clone());
                 }
                 Completion::Resend {
                     base_version,
@@ -297,6 +305,11 @@ impl Model {
                     }],
                     now,
                 )?;
+            }
+        }
+        if let Some(i) = self.find(id) {
+            if !matches!(r, Resolution::Defer) {
+                self.ops[i].attempts = 0;
             }
         }
         Ok(true)
@@ -413,6 +426,12 @@ fn completion(model: &Model, (p, kind, arg): (u16, u8, u16), now: EpochMillis) -
         3 => Completion::Defer {
             id,
             remote: remote(u64::from(arg)),
+            reason: format!("d{arg}"),
+        },
+        7 => Completion::Postpone {
+            id,
+            at: now + u64::from(arg),
+            error: format!("p{arg}"),
         },
         4 => Completion::Resend {
             id,

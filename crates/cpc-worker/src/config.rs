@@ -37,6 +37,9 @@ impl StorageCalls {
     }
 }
 
+/// Default of [`WorkerConfig::max_conflicts`].
+pub const DEFAULT_MAX_CONFLICTS: u32 = 10;
+
 /// Options of a [`SyncWorker`](crate::SyncWorker). Build with
 /// `WorkerConfig::default()` and change what you need.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -72,6 +75,11 @@ pub struct WorkerConfig {
     pub respect_network: bool,
     /// How storage calls are made (default [`StorageCalls::Blocking`]).
     pub storage_calls: StorageCalls,
+    /// An operation whose conflict is resolved keep-local or merged is
+    /// resent after a backoff; once it conflicts on this attempt (or a later
+    /// one) it is deferred for the application instead, so two devices that
+    /// both keep their own edit cannot loop forever (default 10; at least 1).
+    pub max_conflicts: u32,
 }
 
 impl Default for WorkerConfig {
@@ -88,6 +96,7 @@ impl Default for WorkerConfig {
             seed: None,
             respect_network: true,
             storage_calls: StorageCalls::Blocking,
+            max_conflicts: DEFAULT_MAX_CONFLICTS,
         }
     }
 }
@@ -103,6 +112,9 @@ impl WorkerConfig {
         }
         if self.event_capacity == 0 {
             return Err(WorkerError::Config("event_capacity must be at least 1"));
+        }
+        if self.max_conflicts == 0 {
+            return Err(WorkerError::Config("max_conflicts must be at least 1"));
         }
         if self.push_timeout.is_zero() {
             return Err(WorkerError::Config("push_timeout must be positive"));

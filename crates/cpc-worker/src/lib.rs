@@ -79,11 +79,13 @@ mod error;
 mod event;
 mod net;
 mod policy;
+mod split;
 mod summary;
+mod unwind;
 mod worker;
 
 pub use clock::TokioWallClock;
-pub use config::{StorageCalls, WorkerConfig};
+pub use config::{StorageCalls, WorkerConfig, DEFAULT_MAX_CONFLICTS};
 pub use error::{Result, WorkerError};
 pub use event::{NetworkStatus, WorkerEvent};
 pub use policy::{RetryPolicy, DEFAULT_MAX_ATTEMPTS};

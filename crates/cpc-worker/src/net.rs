@@ -54,6 +54,10 @@ impl NetworkGate {
         let Some(m) = &self.monitor else {
             return;
         };
+        // A panic happened on this device: it says nothing about the network.
+        if matches!(error, TransportError::Panicked) {
+            return;
+        }
         match failure_kind(error) {
             Some(kind) => m.report_failure(kind),
             None => m.report_success(),

@@ -200,11 +200,20 @@ impl RetryPolicy {
             hint,
             cause,
             elapsed,
+            may_give_up,
         } = *failed;
         let ctx = RetryContext::new(attempt)
             .with_hint(hint)
             .with_elapsed(elapsed);
-        let delay = self.backoff.next_delay(&ctx, rng)?;
+        let delay = if may_give_up {
+            self.backoff.next_delay(&ctx, rng)?
+        } else {
+            // Never given up on: paced as if no limit applied. A strategy
+            // that still has no delay falls back to the hint or a minute.
+            self.backoff
+                .delay_without_limits(&ctx, rng)
+                .unwrap_or_else(|| hint.unwrap_or(NEVER_GIVE_UP_FALLBACK))
+        };
         let at = now.saturating_add(crate::worker::millis(delay));
         let Some(budget) = &self.budget else {
             return Some(at);
@@ -249,7 +258,13 @@ pub(crate) struct FailedAttempt {
     pub(crate) cause: RetryCause,
     /// Time since the operation was enqueued.
     pub(crate) elapsed: Duration,
+    /// Whether the strategy's limits apply (`false`: a failure that says
+    /// nothing about the operation, which is never given up on).
+    pub(crate) may_give_up: bool,
 }
+
+/// Delay of a retry that is never given up on, when the strategy offers none.
+const NEVER_GIVE_UP_FALLBACK: Duration = Duration::from_secs(60);
 
 /// A push of the whole batch failed in a way that says the remote is
 /// unwell; the breaker hears about it through the permit.
@@ -295,6 +310,7 @@ mod tests {
                 hint,
                 cause: RetryCause::Error,
                 elapsed: Duration::ZERO,
+                may_give_up: true,
             };
             p.retry_at(&f, 1_000, rng)
         };
@@ -325,6 +341,7 @@ mod tests {
                         hint: None,
                         cause: RetryCause::Error,
                         elapsed: Duration::ZERO,
+                        may_give_up: true,
                     },
                     0,
                     &mut rng,

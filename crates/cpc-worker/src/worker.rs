@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -25,7 +25,9 @@ use crate::error::{Result, WorkerError};
 use crate::event::WorkerEvent;
 use crate::net::NetworkGate;
 use crate::policy::{settle_breaker, FailedAttempt, RetryPolicy};
+use crate::split::{may_be_caused_by_an_operation, Suspects};
 use crate::summary::ProcessingSummary;
+use crate::unwind::{catch, CatchUnwind};
 use cpc_backoff::RetryCause;
 
 /// Drains a [`QueueStorage`] to a remote through a [`Transport`].
@@ -166,6 +168,9 @@ impl SyncWorkerBuilder {
             in_flight: AtomicUsize::new(0),
             rng: Mutex::new(rng),
             leases: Mutex::new(HashMap::new()),
+            orphans: Mutex::new(Vec::new()),
+            suspects: Mutex::new(Suspects::default()),
+            failure_streak: AtomicU32::new(0),
             batch_seq: AtomicU64::new(0),
             task: tokio::sync::Mutex::new(RunState::Idle),
         });
@@ -206,6 +211,16 @@ struct Inner {
     /// Ids of every claimed batch not yet completed, so shutdown can give
     /// back the leases of batches it abandons.
     leases: Mutex<HashMap<u64, Vec<OperationId>>>,
+    /// Claims of batches whose task ended without completing them (a
+    /// panic past every guard, an abort): given back by the loop at once
+    /// instead of waiting for their leases to expire.
+    orphans: Mutex<Vec<OperationId>>,
+    /// Operations of batches that failed in a way one of them may have
+    /// caused; their batches are split (see `split`).
+    suspects: Mutex<Suspects>,
+    /// Pushes that failed as a whole in a row (reset by any answer): paces
+    /// the retries of failures that say nothing about the operations.
+    failure_streak: AtomicU32,
     batch_seq: AtomicU64,
     task: tokio::sync::Mutex<RunState>,
 }
@@ -307,6 +322,7 @@ impl SyncWorker {
     /// summary when nothing was claimable.
     pub async fn process_once(&self) -> Result<ProcessingSummary> {
         let inner = &self.inner;
+        inner.release_orphans().await?;
         if inner.paused.load(Ordering::SeqCst) || inner.retry.may_claim(0).is_err() {
             return Ok(ProcessingSummary::default());
         }
@@ -358,6 +374,33 @@ impl SyncWorker {
         self.inner.call("flush", |s| s.flush()).await?;
         released
     }
+}
+
+/// Orphans its batch when dropped before the batch was completed.
+struct BatchGuard<'a> {
+    inner: &'a Inner,
+    batch: u64,
+}
+
+impl Drop for BatchGuard<'_> {
+    fn drop(&mut self) {
+        self.inner.orphan(self.batch);
+    }
+}
+
+/// How one operation's attempt failed, for [`Inner::retry_or_bury`].
+struct Failure {
+    /// Server hint, a floor for the delay.
+    hint: Option<Duration>,
+    /// What the retry costs from the budget.
+    cause: RetryCause,
+    /// What went wrong (no payload data).
+    error: String,
+    /// Whether the failure is the operation's own: it counts towards the
+    /// dead letter. Otherwise it is postponed, never given up on.
+    counted: bool,
+    /// Whole-batch failures in a row, pacing uncounted failures.
+    streak: u32,
 }
 
 /// What the worker keeps of a claim beside the operation.
@@ -429,10 +472,60 @@ impl Inner {
         self.call("pending", |s| s.pending()).await
     }
 
+    /// Claims a batch, cut where a suspect's limit says (see `split`): the
+    /// operations past the cut are given back at once, uncounted.
     async fn claim(&self) -> Result<Vec<Claimed>> {
         let now = self.clock.now_ms();
         let limit = self.config.batch_size;
-        self.call("claim", move |s| s.claim_ready(now, limit)).await
+        let mut claimed = self
+            .call("claim", move |s| s.claim_ready(now, limit))
+            .await?;
+        let keep = {
+            let ids: Vec<OperationId> = claimed.iter().map(|c| c.op.id).collect();
+            self.suspects().allowed_prefix(&ids)
+        };
+        if keep < claimed.len() {
+            let back: Vec<Completion> = claimed
+                .drain(keep..)
+                .map(|c| Completion::Release(c.op.id))
+                .collect();
+            tracing::debug!(target: "cpc_worker", kept = keep, released = back.len(), "batch cut to isolate a failing operation");
+            self.call("release", move |s| s.complete(&back, now))
+                .await?;
+        }
+        Ok(claimed)
+    }
+
+    fn suspects(&self) -> MutexGuard<'_, Suspects> {
+        // Plain bookkeeping: a poisoned lock leaves nothing inconsistent.
+        self.suspects.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn orphan_list(&self) -> MutexGuard<'_, Vec<OperationId>> {
+        self.orphans.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Gives back, uncounted, the claims of batches whose task ended
+    /// without completing them (see [`BatchGuard`]).
+    async fn release_orphans(&self) -> Result<()> {
+        let ids = std::mem::take(&mut *self.orphan_list());
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let count = ids.len();
+        let completions: Vec<Completion> = ids.into_iter().map(Completion::Release).collect();
+        let now = self.clock.now_ms();
+        let written = self
+            .call("release", move |s| s.complete(&completions, now))
+            .await;
+        if let Err(e) = &written {
+            // Not lost: their leases expire and recovery returns them.
+            tracing::error!(target: "cpc_worker", error = %e, released = count, "could not give back orphaned claims");
+        } else {
+            tracing::warn!(target: "cpc_worker", released = count, "claims of an unfinished batch given back");
+        }
+        self.progress.send_modify(|p| *p += 1);
+        written
     }
 
     /// Records a claimed batch as in flight; returns its number.
@@ -450,12 +543,33 @@ impl Inner {
         }
     }
 
+    /// A batch's task ended without completing it: its claims become
+    /// orphans, given back by the loop (or the next `process_once`).
+    fn orphan(&self, batch: u64) {
+        let Some(ids) = self.lease_map().remove(&batch) else {
+            return;
+        };
+        self.in_flight.fetch_sub(ids.len(), Ordering::SeqCst);
+        let size = ids.len();
+        self.orphan_list().extend(ids);
+        if std::thread::panicking() {
+            tracing::error!(target: "cpc_worker", batch, size, "batch task panicked; its claims are given back");
+            self.emit(WorkerEvent::BatchFailed {
+                size,
+                error: TransportError::Panicked,
+            });
+        }
+        self.progress.send_modify(|p| *p += 1);
+        self.wake.notify_one();
+    }
+
     /// Gives back the leases of batches abandoned at shutdown.
     async fn release_abandoned(&self) -> Result<()> {
-        let ids: Vec<OperationId> = {
+        let mut ids: Vec<OperationId> = {
             let mut map = self.lease_map();
             map.drain().flat_map(|(_, ids)| ids).collect()
         };
+        ids.append(&mut self.orphan_list());
         self.in_flight.store(0, Ordering::SeqCst);
         if ids.is_empty() {
             return Ok(());
@@ -476,6 +590,9 @@ impl Inner {
         batch: u64,
         claimed: Vec<Claimed>,
     ) -> Result<ProcessingSummary> {
+        // Every path out of here unregisters the batch; should one not (a
+        // panic in our own code, an abort), the guard orphans it.
+        let _guard = BatchGuard { inner: self, batch };
         let started = Instant::now();
         let mut meta = Vec::with_capacity(claimed.len());
         let mut ops = Vec::with_capacity(claimed.len());
@@ -497,10 +614,16 @@ impl Inner {
                 return self.release_batch(batch, &ops).await;
             }
         };
-        let pushed = tokio::time::timeout(self.config.push_timeout, self.transport.push(&ops))
-            .await
-            .unwrap_or(Err(TransportError::Timeout))
-            .and_then(|answer| match_outcomes(&ops, answer));
+        let push = CatchUnwind::new(self.transport.push(&ops));
+        let pushed = match tokio::time::timeout(self.config.push_timeout, push).await {
+            Err(_) => Err(TransportError::Timeout),
+            Ok(Err(message)) => {
+                tracing::error!(target: "cpc_worker", batch, size = ops.len(), "transport panicked; the batch failed");
+                tracing::debug!(target: "cpc_worker", batch, message = %message, "transport panic message");
+                Err(TransportError::Panicked)
+            }
+            Ok(Ok(answer)) => answer.and_then(|answer| match_outcomes(&ops, answer)),
+        };
         let remote_failed = matches!(&pushed, Err(e) if !matches!(e, TransportError::Unauthorized));
         settle_breaker(permit, remote_failed);
 
@@ -604,6 +727,8 @@ impl Inner {
         match pushed {
             Ok(outcomes) => {
                 self.network.report_success();
+                self.failure_streak.store(0, Ordering::SeqCst);
+                self.suspects().cleared(ops.iter().map(|op| op.id));
                 for ((op, m), outcome) in ops.iter().zip(meta).zip(outcomes) {
                     match outcome {
                         PushOutcome::Applied { version }
@@ -631,9 +756,13 @@ impl Inner {
                                 &mut out,
                                 op,
                                 m,
-                                after,
-                                RetryCause::Error,
-                                "retry later".into(),
+                                Failure {
+                                    hint: after,
+                                    cause: RetryCause::Error,
+                                    error: "retry later".into(),
+                                    counted: true,
+                                    streak: 0,
+                                },
                                 now,
                             );
                         }
@@ -650,7 +779,7 @@ impl Inner {
                         PushOutcome::Conflict { remote } => {
                             // The remote answered for good: the retry paid off.
                             out.delivered.push(op.id);
-                            self.resolve(&mut out, op, remote, now);
+                            self.resolve(&mut out, op, m, remote, now);
                         }
                     }
                 }
@@ -675,6 +804,10 @@ impl Inner {
             Err(error) => {
                 // Nothing in the batch is known to be applied: retry all.
                 self.network.report_error(&error);
+                let streak = self
+                    .failure_streak
+                    .fetch_add(1, Ordering::SeqCst)
+                    .saturating_add(1);
                 let hint = match &error {
                     TransportError::RateLimited { retry_after } => *retry_after,
                     _ => None,
@@ -683,10 +816,26 @@ impl Inner {
                     TransportError::Timeout => RetryCause::Timeout,
                     _ => RetryCause::Error,
                 };
-                tracing::warn!(target: "cpc_worker", size = ops.len(), error = error.name(), "batch failed");
+                // Only a failure one operation may have caused, of that
+                // operation alone, counts towards its dead letter; a larger
+                // batch failing so is split on its next tries instead.
+                let suspect = may_be_caused_by_an_operation(&error);
+                if suspect {
+                    let ids: Vec<OperationId> = ops.iter().map(|op| op.id).collect();
+                    self.suspects().failed(&ids);
+                }
+                let counted = suspect && ops.len() == 1;
+                tracing::warn!(target: "cpc_worker", size = ops.len(), error = error.name(), counted, "batch failed");
                 let text = error.to_string();
                 for (op, m) in ops.iter().zip(meta) {
-                    self.retry_or_bury(&mut out, op, m, hint, cause, text.clone(), now);
+                    let failure = Failure {
+                        hint,
+                        cause,
+                        error: text.clone(),
+                        counted,
+                        streak,
+                    };
+                    self.retry_or_bury(&mut out, op, m, failure, now);
                 }
                 out.event(|| WorkerEvent::BatchFailed {
                     size: ops.len(),
@@ -707,17 +856,21 @@ impl Inner {
 
     /// Schedules a retry through the backoff and the retry budget, or parks
     /// the op in the dead letters when the strategy gives up.
-    #[allow(clippy::too_many_arguments)]
     fn retry_or_bury(
         &self,
         out: &mut BatchOutcome,
         op: &Operation,
         meta: &OpMeta,
-        hint: Option<Duration>,
-        cause: RetryCause,
-        error: String,
+        failure: Failure,
         now: EpochMillis,
     ) {
+        let Failure {
+            hint,
+            cause,
+            error,
+            counted,
+            streak,
+        } = failure;
         let attempt = meta.attempt;
         let elapsed = Duration::from_millis(now.saturating_sub(meta.enqueued_at));
         let at = {
@@ -725,10 +878,13 @@ impl Inner {
             self.retry.retry_at(
                 &FailedAttempt {
                     id: op.id,
-                    attempt,
+                    // An uncounted failure is paced by the failures in a
+                    // row of the whole link, not by the operation's own.
+                    attempt: if counted { attempt } else { streak.max(1) },
                     hint,
                     cause,
                     elapsed,
+                    may_give_up: counted,
                 },
                 now,
                 &mut *rng,
@@ -743,14 +899,23 @@ impl Inner {
                     attempt,
                     error: error.clone(),
                 });
-                out.completions.push(Completion::Retry {
-                    id: op.id,
-                    at,
-                    error,
+                out.completions.push(if counted {
+                    Completion::Retry {
+                        id: op.id,
+                        at,
+                        error,
+                    }
+                } else {
+                    Completion::Postpone {
+                        id: op.id,
+                        at,
+                        error,
+                    }
                 });
             }
             None => {
                 self.retry.forget(op.id);
+                self.suspects().cleared([op.id]);
                 let reason = format!("gave up after {attempt} attempts: {error}");
                 out.summary.dead_lettered += 1;
                 out.event(|| WorkerEvent::DeadLettered {
@@ -763,10 +928,17 @@ impl Inner {
         }
     }
 
+    /// Settles a conflict through the resolver. A keep-local or merged
+    /// result is resent after a backoff (the retry policy's, paid from the
+    /// budget), so two devices that both keep their own edit do not loop at
+    /// full speed; once an operation conflicts on its `max_conflicts`-th
+    /// attempt it is deferred for the application instead. A resolver that
+    /// panics defers the operation too.
     fn resolve(
         &self,
         out: &mut BatchOutcome,
         op: &Operation,
+        meta: &OpMeta,
         remote: cpc_core::RemoteRecord,
         now: EpochMillis,
     ) {
@@ -776,7 +948,30 @@ impl Inner {
             // resolver's trace anyway).
             let _ = hlc.observe(remote.timestamp);
         }
-        let (resolution, record) = resolve_and_record(&*self.resolver, op, &remote, now);
+        let decided = catch(|| resolve_and_record(&*self.resolver, op, &remote, now));
+        let (resolution, mut record) = match decided {
+            Ok(decided) => decided,
+            Err(message) => {
+                tracing::error!(target: "cpc_worker", op_id = %op.id, "conflict resolver panicked; the operation is deferred");
+                tracing::debug!(target: "cpc_worker", op_id = %op.id, message = %message, "resolver panic message");
+                self.defer(out, op, remote, "the conflict resolver panicked".into());
+                return;
+            }
+        };
+        let resend = matches!(resolution, Resolution::KeepLocal | Resolution::Merged(_));
+        if resend && meta.attempt >= self.config.max_conflicts {
+            // The log keeps the conflict as what happened to it: deferred,
+            // nothing lost yet.
+            record.resolution = Resolution::Defer;
+            record.losing_payload = None;
+            out.conflicts.push(record);
+            let reason = format!(
+                "conflict again on attempt {} (max_conflicts {}): deferred for the application",
+                meta.attempt, self.config.max_conflicts
+            );
+            self.defer(out, op, remote, reason);
+            return;
+        }
         out.conflicts.push(record);
         out.event(|| WorkerEvent::ConflictResolved {
             id: op.id,
@@ -784,37 +979,92 @@ impl Inner {
             resolution: resolution.name(),
             remote_version: remote.version,
         });
-        match resolution {
+        let payload = match resolution {
             Resolution::KeepLocal => {
                 out.summary.conflicts.keep_local += 1;
-                out.completions.push(Completion::Resend {
-                    id: op.id,
-                    base_version: Some(remote.version),
-                    payload: None,
-                });
+                None
             }
             Resolution::Merged(payload) => {
                 out.summary.conflicts.merged += 1;
-                out.completions.push(Completion::Resend {
-                    id: op.id,
-                    base_version: Some(remote.version),
-                    payload: Some(payload),
-                });
+                Some(payload)
             }
             Resolution::KeepRemote => {
                 out.summary.conflicts.keep_remote += 1;
                 out.completions.push(Completion::Drop(op.id));
+                return;
             }
             Resolution::Defer => {
-                out.summary.conflicts.deferred += 1;
-                out.event(|| WorkerEvent::Deferred {
-                    id: op.id,
-                    entity: op.entity.clone(),
-                });
-                out.completions
-                    .push(Completion::Defer { id: op.id, remote });
+                let reason = format!("conflict with remote version {}", remote.version);
+                self.defer_counted(out, op, remote, reason);
+                return;
             }
+        };
+        out.completions.push(Completion::Resend {
+            id: op.id,
+            base_version: Some(remote.version),
+            payload,
+        });
+        let at = {
+            let mut rng = self.rng();
+            self.retry.retry_at(
+                &FailedAttempt {
+                    id: op.id,
+                    attempt: meta.attempt,
+                    hint: None,
+                    cause: RetryCause::Error,
+                    elapsed: Duration::from_millis(now.saturating_sub(meta.enqueued_at)),
+                    may_give_up: false,
+                },
+                now,
+                &mut *rng,
+            )
+        };
+        if let Some(at) = at.filter(|at| *at > now) {
+            out.completions.push(Completion::Retry {
+                id: op.id,
+                at,
+                error: format!(
+                    "conflict with remote version {}; resent after a backoff",
+                    remote.version
+                ),
+            });
         }
+    }
+
+    /// Parks `op` as a deferred conflict, with the event.
+    fn defer(
+        &self,
+        out: &mut BatchOutcome,
+        op: &Operation,
+        remote: cpc_core::RemoteRecord,
+        reason: String,
+    ) {
+        out.event(|| WorkerEvent::ConflictResolved {
+            id: op.id,
+            entity: op.entity.clone(),
+            resolution: Resolution::Defer.name(),
+            remote_version: remote.version,
+        });
+        self.defer_counted(out, op, remote, reason);
+    }
+
+    fn defer_counted(
+        &self,
+        out: &mut BatchOutcome,
+        op: &Operation,
+        remote: cpc_core::RemoteRecord,
+        reason: String,
+    ) {
+        out.summary.conflicts.deferred += 1;
+        out.event(|| WorkerEvent::Deferred {
+            id: op.id,
+            entity: op.entity.clone(),
+        });
+        out.completions.push(Completion::Defer {
+            id: op.id,
+            remote,
+            reason,
+        });
     }
 
     /// After a batch: emits the summary, and `Drained` when the queue is empty.
@@ -910,6 +1160,11 @@ async fn run(inner: Arc<Inner>) {
     let stop_reason = loop {
         if *shutdown.borrow_and_update() {
             break "shutdown".to_string();
+        }
+        if !inner.orphan_list().is_empty() {
+            if let Err(e) = inner.release_orphans().await {
+                inner.storage_failed(&e);
+            }
         }
         // Network transitions.
         if let Some(rx) = net.as_mut() {

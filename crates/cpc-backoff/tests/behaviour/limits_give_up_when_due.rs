@@ -1,6 +1,8 @@
 use std::time::Duration;
 
-use cpc_backoff::{BackoffExt, BackoffState, BackoffStrategy, Constant, Exponential, RetryContext};
+use cpc_backoff::{
+    BackoffExt, BackoffState, BackoffStrategy, Constant, Exponential, Jitter, RetryContext,
+};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -60,4 +62,36 @@ fn limits_work_on_a_boxed_strategy() {
     let mut rng = StdRng::seed_from_u64(4);
     assert!(policy.delay(1, &mut rng).is_some());
     assert_eq!(policy.delay(2, &mut rng), None);
+}
+
+#[test]
+fn delay_without_limits_keeps_pacing_past_every_limit() {
+    let policy = Exponential::new(
+        Duration::from_secs(1),
+        2.0,
+        Duration::from_secs(60),
+        Jitter::None,
+    )
+    .unwrap()
+    .with_max_attempts(3)
+    .with_max_elapsed(Duration::from_secs(10));
+    let mut rng = StdRng::seed_from_u64(1);
+    let late = RetryContext::new(50).with_elapsed(Duration::from_secs(86_400));
+    assert_eq!(policy.next_delay(&late, &mut rng), None);
+    assert_eq!(
+        policy.delay_without_limits(&late, &mut rng),
+        Some(Duration::from_secs(60))
+    );
+    // The hint is still a floor, and still capped.
+    let hinted = late.with_hint(Some(Duration::from_secs(90)));
+    assert_eq!(
+        policy.delay_without_limits(&hinted, &mut rng),
+        Some(Duration::from_secs(90))
+    );
+    // Through a trait object too.
+    let dynamic: std::sync::Arc<dyn BackoffStrategy> = std::sync::Arc::new(policy);
+    assert_eq!(
+        dynamic.delay_without_limits(&RetryContext::new(1), &mut rng),
+        Some(Duration::from_secs(1))
+    );
 }

@@ -78,6 +78,7 @@ fn deferred_and_logged_conflicts_survive<S: QueueStorage>(open: impl Fn(&Path) -
                     Completion::Defer {
                         id: renamed.id,
                         remote: remote_7.clone(),
+                        reason: "deferred".into(),
                     },
                     Completion::Drop(stale.id),
                 ],
@@ -93,6 +94,7 @@ fn deferred_and_logged_conflicts_survive<S: QueueStorage>(open: impl Fn(&Path) -
         vec![DeferredConflict {
             op: renamed.clone(),
             remote: remote_7.clone(),
+            reason: Some("deferred".into()),
         }]
     );
     let log = store.conflict_log(&ConflictFilter::default()).unwrap();

@@ -9,5 +9,6 @@ mod support;
 mod composite_adapter_keeps_order;
 mod delivery_survives_faults;
 mod inline_storage_calls_are_deterministic;
+mod offline_for_weeks;
 mod priorities_and_order;
 mod restart_and_limits;

@@ -8,4 +8,5 @@ mod support;
 mod batch_failures_ack_nothing;
 mod lifecycle_and_network;
 mod outcomes_become_completions;
+mod panics_and_poison_are_contained;
 mod queue_never_stalls;

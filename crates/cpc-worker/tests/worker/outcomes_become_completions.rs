@@ -151,7 +151,14 @@ async fn keep_local_resends_on_the_remote_version_and_logs() {
     let (s, id, summary, events) = conflict_with(Resolution::KeepLocal).await;
     assert_eq!(summary.conflicts.keep_local, 1);
     let stored = s.get(id).unwrap().unwrap();
-    assert_eq!(stored.state, OpState::Ready);
+    // Resent on the remote's version after the retry policy's backoff
+    // (1 s for a first attempt here), not at once.
+    assert_eq!(
+        stored.state,
+        OpState::Waiting {
+            until: START_MS + 1_000
+        }
+    );
     assert_eq!(stored.op.base_version, Some(7));
     let log = s.conflict_log(&ConflictFilter::default()).unwrap();
     assert_eq!(log.len(), 1);
