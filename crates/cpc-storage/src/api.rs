@@ -328,6 +328,10 @@ pub trait QueueStorage: Send + Sync + fmt::Debug {
     fn complete(&self, completions: &[Completion], now: EpochMillis) -> Result<()>;
     /// The latest `now` any call has given this store (what the single-op conveniences below pass to `complete`).
     fn last_now(&self) -> EpochMillis;
+    /// The largest payload the store accepts and reads back, in bytes (its
+    /// `QueueOptions::max_payload`): the one payload limit the worker
+    /// checks remote records and merges against before they reach the store.
+    fn max_payload(&self) -> usize;
     /// Acknowledges one delivered operation (same as `complete(&[Ack(id)])`).
     fn ack(&self, id: OperationId) -> Result<()> {
         self.complete(&[Completion::Ack(id)], self.last_now())
@@ -377,6 +381,8 @@ pub trait QueueStorage: Send + Sync + fmt::Debug {
     /// Settles a deferred conflict: KeepLocal/Merged resend (attempts reset), KeepRemote drops, Defer leaves it; `false` if not deferred.
     fn settle(&self, id: OperationId, resolution: Resolution, now: EpochMillis) -> Result<bool>;
     /// Appends to the bounded conflict log (pruning by count and age).
+    /// Refuses ([`StorageError::PayloadTooLarge`](crate::StorageError)) an
+    /// entry holding a payload over the store's `max_payload`.
     fn log_conflict(&self, entry: &ConflictRecord) -> Result<()>;
     /// Conflict log entries, newest first.
     fn conflict_log(&self, filter: &ConflictFilter) -> Result<Vec<ConflictRecord>>;

@@ -13,7 +13,7 @@
 //! Format-2 rows (a `cpc_core::envelope`, which starts with a different
 //! byte) stay readable, so a store upgraded in place needs no rewrite.
 
-use cpc_core::envelope::{self, MAGIC};
+use cpc_core::envelope::MAGIC;
 use cpc_core::{EntityKey, EnvelopeError, HlcTimestamp, Operation, OperationKind};
 use serde::{Deserialize, Serialize};
 
@@ -85,17 +85,21 @@ pub(crate) fn encode(op: &Operation) -> Result<Vec<u8>> {
 /// The operation of the row `meta` from its stored body: a compact body or
 /// a format-2 envelope. Anything that fails a check is `Corrupt`, with the
 /// bytes kept for the quarantine.
-pub(crate) fn decode(raw: Vec<u8>, meta: &OpMeta) -> Loaded<Operation> {
+pub(crate) fn decode(raw: Vec<u8>, meta: &OpMeta, limit: u32) -> Loaded<Operation> {
     match raw.first() {
-        Some(&b) if b == MAGIC[0] => engine::decode_op(raw),
-        _ => match decode_compact(&raw, meta) {
+        Some(&b) if b == MAGIC[0] => engine::decode_op(raw, limit),
+        _ => match decode_compact(&raw, meta, limit) {
             Ok(op) => Loaded::Ok(op),
             Err(error) => Loaded::Corrupt { raw, error },
         },
     }
 }
 
-fn decode_compact(raw: &[u8], meta: &OpMeta) -> std::result::Result<Operation, EnvelopeError> {
+fn decode_compact(
+    raw: &[u8],
+    meta: &OpMeta,
+    limit: u32,
+) -> std::result::Result<Operation, EnvelopeError> {
     let Some((header, rest)) = raw.split_first_chunk::<HEADER>() else {
         return Err(EnvelopeError::TruncatedHeader {
             got: raw.len(),
@@ -112,7 +116,7 @@ fn decode_compact(raw: &[u8], meta: &OpMeta) -> std::result::Result<Operation, E
         });
     }
     // Bounded before anything is decoded or allocated from it.
-    let max = usize::try_from(envelope::DEFAULT_MAX_BODY).unwrap_or(usize::MAX);
+    let max = usize::try_from(limit).unwrap_or(usize::MAX);
     if rest.len() > max {
         return Err(EnvelopeError::Malformed(format!(
             "body of {} bytes exceeds {max}",
@@ -176,7 +180,7 @@ mod tests {
     }
 
     fn decoded(raw: Vec<u8>, meta: &OpMeta) -> std::result::Result<Operation, EnvelopeError> {
-        match decode(raw, meta) {
+        match decode(raw, meta, engine::body_limit(cpc_core::DEFAULT_MAX_PAYLOAD)) {
             Loaded::Ok(op) => Ok(op),
             Loaded::Corrupt { error, .. } => Err(error),
         }
@@ -186,7 +190,7 @@ mod tests {
     fn round_trips_and_is_smaller_than_the_envelope() {
         let op = op();
         let body = encode(&op).unwrap();
-        let envelope = envelope::encode_operation(&op).unwrap();
+        let envelope = cpc_core::envelope::encode_operation(&op).unwrap();
         assert!(
             body.len() + 30 <= envelope.len(),
             "{} vs {}",

@@ -397,14 +397,20 @@ pub(crate) fn claim<T: Tx + ?Sized>(
     Ok(out)
 }
 
-/// Checks what a batch of completions can refuse before any write.
+/// Checks what a batch of completions can refuse before any write: a
+/// merged payload or a deferred remote record over the payload limit.
 pub(crate) fn check_completions(completions: &[Completion], options: &QueueOptions) -> Result<()> {
     for c in completions {
-        if let Completion::Resend {
-            payload: Some(p), ..
-        } = c
-        {
-            check_payload(p.len(), options.max_payload)?;
+        match c {
+            Completion::Resend {
+                payload: Some(p), ..
+            } => check_payload(p.len(), options.max_payload)?,
+            Completion::Defer { remote, .. } => {
+                if let Some(p) = &remote.payload {
+                    check_payload(p.len(), options.max_payload)?;
+                }
+            }
+            _ => {}
         }
     }
     Ok(())
@@ -886,17 +892,51 @@ fn quarantine_raw<T: Tx + ?Sized>(
     Ok(())
 }
 
-/// Decodes an operation envelope.
-pub(crate) fn decode_op(raw: Vec<u8>) -> Loaded<Operation> {
-    match envelope::decode_operation(&raw) {
+/// Room a stored record needs beyond its payload(s): ids, the entity key
+/// (at most `MAX_KEY_LEN` bytes), timestamps, the encoding's own bytes.
+const RECORD_SLACK: usize = 64 * 1024;
+
+/// The largest body a record holding one payload of at most `max_payload`
+/// bytes can have. Decoding limits come from here, from the store's own
+/// `max_payload`, so that everything the store accepted it can read back,
+/// whatever limit it was opened with (and nothing larger is allocated).
+pub(crate) fn body_limit(max_payload: usize) -> u32 {
+    u32::try_from(max_payload.saturating_add(RECORD_SLACK)).unwrap_or(u32::MAX)
+}
+
+/// The largest body of a conflict log entry: up to three payloads (local,
+/// remote, losing), each within `max_payload`.
+pub(crate) fn conflict_body_limit(max_payload: usize) -> u32 {
+    u32::try_from(max_payload.saturating_mul(3).saturating_add(RECORD_SLACK)).unwrap_or(u32::MAX)
+}
+
+/// Checks that every payload a conflict log entry holds is within the
+/// store's limit (the entry is then within [`conflict_body_limit`]).
+pub(crate) fn check_conflict(entry: &cpc_core::ConflictRecord, max_payload: usize) -> Result<()> {
+    check_payload(entry.local_payload.len(), max_payload)?;
+    if let Some(p) = &entry.remote.payload {
+        check_payload(p.len(), max_payload)?;
+    }
+    if let Some(p) = &entry.losing_payload {
+        check_payload(p.len(), max_payload)?;
+    }
+    if let Resolution::Merged(p) = &entry.resolution {
+        check_payload(p.len(), max_payload)?;
+    }
+    Ok(())
+}
+
+/// Decodes an operation envelope whose body is at most `limit` bytes.
+pub(crate) fn decode_op(raw: Vec<u8>, limit: u32) -> Loaded<Operation> {
+    match envelope::decode(RecordKind::Operation, &raw, limit) {
         Ok(op) => Loaded::Ok(op),
         Err(error) => Loaded::Corrupt { raw, error },
     }
 }
 
-/// Decodes a deferred remote record envelope.
-pub(crate) fn decode_remote(raw: Vec<u8>) -> Loaded<RemoteRecord> {
-    match envelope::decode(RecordKind::Deferred, &raw, envelope::DEFAULT_MAX_BODY) {
+/// Decodes a deferred remote record envelope whose body is at most `limit` bytes.
+pub(crate) fn decode_remote(raw: Vec<u8>, limit: u32) -> Loaded<RemoteRecord> {
+    match envelope::decode(RecordKind::Deferred, &raw, limit) {
         Ok(r) => Loaded::Ok(r),
         Err(error) => Loaded::Corrupt { raw, error },
     }

@@ -88,6 +88,10 @@ impl Default for MemoryStorage {
 }
 
 impl QueueStorage for MemoryStorage {
+    fn max_payload(&self) -> usize {
+        self.options.max_payload
+    }
+
     fn last_now(&self) -> EpochMillis {
         self.hint()
     }
@@ -164,6 +168,7 @@ impl QueueStorage for MemoryStorage {
     }
 
     fn log_conflict(&self, entry: &ConflictRecord) -> Result<()> {
+        engine::check_conflict(entry, self.options.max_payload)?;
         let mut st = self.lock();
         let id = st.next_conflict;
         st.next_conflict += 1;

@@ -269,7 +269,7 @@ impl SledStorage {
         self.poison.check()?;
         self.committer.begin();
         let mut guard = self.lock();
-        let mut tx = SledTx::new(&self.trees, guard.clone());
+        let mut tx = SledTx::new(&self.trees, guard.clone(), self.options.max_payload);
         let out = match f(&mut tx) {
             Ok(v) => v,
             Err(e) => {
@@ -477,6 +477,10 @@ impl Drop for SledStorage {
 }
 
 impl QueueStorage for SledStorage {
+    fn max_payload(&self) -> usize {
+        self.options.max_payload
+    }
+
     fn last_now(&self) -> EpochMillis {
         self.hint()
     }
@@ -567,7 +571,7 @@ impl QueueStorage for SledStorage {
     fn next_wakeup(&self) -> Result<Option<EpochMillis>> {
         self.poison.check()?;
         let state = self.lock().clone();
-        SledTx::new(&self.trees, state).min_timed()
+        SledTx::new(&self.trees, state, self.options.max_payload).min_timed()
     }
 
     fn list_deferred(&self) -> Result<Vec<DeferredConflict>> {
@@ -581,6 +585,7 @@ impl QueueStorage for SledStorage {
     }
 
     fn log_conflict(&self, entry: &ConflictRecord) -> Result<()> {
+        engine::check_conflict(entry, self.options.max_payload)?;
         let bytes = envelope::encode(RecordKind::Conflict, entry).map_err(StorageError::Encode)?;
         let max_entries = self.options.conflict_log_max_entries as u64;
         let cutoff = engine::conflict_cutoff(entry.resolved_at_ms, &self.options);
@@ -625,7 +630,7 @@ impl QueueStorage for SledStorage {
             match envelope::decode::<ConflictRecord>(
                 RecordKind::Conflict,
                 &v,
-                envelope::DEFAULT_MAX_BODY.saturating_mul(3),
+                engine::conflict_body_limit(self.options.max_payload),
             ) {
                 Ok(c) => {
                     if filter.entity.as_ref().is_none_or(|e| *e == c.entity) {

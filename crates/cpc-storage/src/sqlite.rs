@@ -239,6 +239,10 @@ impl Drop for SqliteStorage {
 }
 
 impl QueueStorage for SqliteStorage {
+    fn max_payload(&self) -> usize {
+        self.shared.options.max_payload
+    }
+
     fn last_now(&self) -> EpochMillis {
         self.shared.hint()
     }
@@ -359,6 +363,7 @@ impl QueueStorage for SqliteStorage {
 
     fn log_conflict(&self, entry: &ConflictRecord) -> Result<()> {
         let s = &self.shared;
+        engine::check_conflict(entry, s.options.max_payload)?;
         let body = envelope::encode(RecordKind::Conflict, entry).map_err(StorageError::Encode)?;
         let cutoff = engine::conflict_cutoff(entry.resolved_at_ms, &s.options);
         let max = i64::try_from(s.options.conflict_log_max_entries).unwrap_or(i64::MAX);
@@ -415,7 +420,8 @@ impl QueueStorage for SqliteStorage {
                 .map_err(|e| classify(tx.path, "conflict log", e))?;
             let mut out = Vec::with_capacity(rows.len());
             for (n, body) in rows {
-                match envelope::decode(RecordKind::Conflict, &body, envelope::DEFAULT_MAX_BODY) {
+                let limit = engine::conflict_body_limit(s.options.max_payload);
+                match envelope::decode(RecordKind::Conflict, &body, limit) {
                     Ok(entry) => out.push(entry),
                     Err(error) => {
                         tracing::warn!(n, error = %error, "quarantining a corrupt conflict log entry");
@@ -615,7 +621,8 @@ impl Shared {
         let mut main = self.lock_main();
         let Main { conn, counters } = &mut *main;
         let mut copy = *counters;
-        let mut tx = SqlTx::new(conn, &self.path, &mut copy);
+        let limit = engine::body_limit(self.options.max_payload);
+        let mut tx = SqlTx::new(conn, &self.path, &mut copy, limit);
         let r = f(&mut tx);
         self.poison_on_io(r)
     }
@@ -633,7 +640,8 @@ impl Shared {
         let tx = self.poison_on_io(tx)?;
         let mut next = *counters;
         let r = {
-            let mut stx = SqlTx::new(&tx, &self.path, &mut next);
+            let limit = engine::body_limit(self.options.max_payload);
+            let mut stx = SqlTx::new(&tx, &self.path, &mut next, limit);
             f(&mut stx).and_then(|v| {
                 if next != *counters {
                     write_counters(&tx, &self.path, &next)?;
@@ -1501,16 +1509,25 @@ struct SqlTx<'c> {
     /// Bodies read with the last `due_heads`, by seq, for the claim's
     /// `load_op` calls that follow.
     bodies: Vec<(u64, Vec<u8>)>,
+    /// Largest record body decoded ([`engine::body_limit`] of the store's
+    /// `max_payload`).
+    body_limit: u32,
 }
 
 impl<'c> SqlTx<'c> {
-    fn new(conn: &'c Connection, path: &'c Path, counters: &'c mut Counters) -> Self {
+    fn new(
+        conn: &'c Connection,
+        path: &'c Path,
+        counters: &'c mut Counters,
+        body_limit: u32,
+    ) -> Self {
         SqlTx {
             conn,
             path,
             counters,
             entity: None,
             bodies: Vec::new(),
+            body_limit,
         }
     }
 
@@ -1995,7 +2012,7 @@ impl Tx for SqlTx<'_> {
             Some(pos) => self.bodies.swap_remove(pos).1,
             None => self.raw_op(meta)?,
         };
-        Ok(compact::decode(raw, meta))
+        Ok(compact::decode(raw, meta, self.body_limit))
     }
 
     fn load_remote(&mut self, meta: &OpMeta) -> Result<Option<Loaded<RemoteRecord>>> {
@@ -2005,7 +2022,7 @@ impl Tx for SqlTx<'_> {
                 meta.seq,
                 "load deferred remote",
             )?
-            .map(engine::decode_remote))
+            .map(|raw| engine::decode_remote(raw, self.body_limit)))
     }
 
     fn raw_op(&mut self, meta: &OpMeta) -> Result<Vec<u8>> {

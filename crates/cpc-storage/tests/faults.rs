@@ -80,6 +80,7 @@ forward! {
     claim_ready(now: u64, limit: usize) -> cpc_storage::Result<Vec<cpc_storage::Claimed>>;
     complete(c: &[Completion], now: u64) -> cpc_storage::Result<()>;
     last_now() -> u64;
+    max_payload() -> usize;
     ack(id: cpc_core::OperationId) -> cpc_storage::Result<()>;
     schedule_retry(id: cpc_core::OperationId, at: u64, e: &str) -> cpc_storage::Result<()>;
     dead_letter(id: cpc_core::OperationId, r: &str) -> cpc_storage::Result<()>;

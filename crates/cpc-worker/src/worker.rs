@@ -766,20 +766,23 @@ impl Inner {
                                 now,
                             );
                         }
-                        PushOutcome::Rejected { reason } => {
-                            self.retry.forget(op.id);
-                            out.summary.dead_lettered += 1;
-                            out.event(|| WorkerEvent::DeadLettered {
-                                id: op.id,
-                                entity: op.entity.clone(),
-                                reason: reason.clone(),
-                            });
-                            out.completions.push(Completion::Dead { id: op.id, reason });
-                        }
+                        PushOutcome::Rejected { reason } => self.bury(&mut out, op, reason),
                         PushOutcome::Conflict { remote } => {
                             // The remote answered for good: the retry paid off.
                             out.delivered.push(op.id);
-                            self.resolve(&mut out, op, m, remote, now);
+                            let max = self.storage.max_payload();
+                            match remote.payload.as_ref().map(Vec::len) {
+                                // Refused as it arrives, before any resolver
+                                // or store sees it; the local op is kept.
+                                Some(len) if len > max => self.bury(
+                                    &mut out,
+                                    op,
+                                    format!(
+                                        "remote record too large: {len} bytes, max_payload {max}"
+                                    ),
+                                ),
+                                _ => self.resolve(&mut out, op, m, remote, now),
+                            }
                         }
                     }
                 }
@@ -958,6 +961,20 @@ impl Inner {
                 return;
             }
         };
+        if let Resolution::Merged(merged) = &resolution {
+            let max = self.storage.max_payload();
+            if merged.len() > max {
+                // That op only: the rest of the batch is acknowledged. Its
+                // own payload is kept, so nothing is lost; not logged, as
+                // the entry could not be stored.
+                let reason = format!(
+                    "merged payload too large: {} bytes, max_payload {max}",
+                    merged.len()
+                );
+                self.bury(out, op, reason);
+                return;
+            }
+        }
         let resend = matches!(resolution, Resolution::KeepLocal | Resolution::Merged(_));
         if resend && meta.attempt >= self.config.max_conflicts {
             // The log keeps the conflict as what happened to it: deferred,
@@ -1029,6 +1046,18 @@ impl Inner {
                 ),
             });
         }
+    }
+
+    /// Parks `op` in the dead letters for `reason`, with the event.
+    fn bury(&self, out: &mut BatchOutcome, op: &Operation, reason: String) {
+        self.retry.forget(op.id);
+        out.summary.dead_lettered += 1;
+        out.event(|| WorkerEvent::DeadLettered {
+            id: op.id,
+            entity: op.entity.clone(),
+            reason: reason.clone(),
+        });
+        out.completions.push(Completion::Dead { id: op.id, reason });
     }
 
     /// Parks `op` as a deferred conflict, with the event.

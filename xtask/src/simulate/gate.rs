@@ -199,6 +199,12 @@ impl QueueStorage for GatedStorage {
         // Reads an in-memory hint: nothing to gate or fence.
         self.read().as_ref().map_or(0, |s| s.last_now())
     }
+    fn max_payload(&self) -> usize {
+        // A fixed option: nothing to gate or fence.
+        self.read()
+            .as_ref()
+            .map_or(cpc_sync::core::DEFAULT_MAX_PAYLOAD, |s| s.max_payload())
+    }
     fn ack(&self, id: OperationId) -> Result<()> {
         self.call(|s| s.ack(id))
     }

@@ -212,10 +212,13 @@ pub(super) struct SledTx<'a> {
     counters: Counters,
     state_dirty: bool,
     pub(super) corrupt_metas: Vec<CorruptMeta>,
+    /// Largest record body decoded ([`engine::body_limit`] of the store's
+    /// `max_payload`).
+    body_limit: u32,
 }
 
 impl<'a> SledTx<'a> {
-    pub(super) fn new(trees: &'a [sled::Tree], state: StoreState) -> Self {
+    pub(super) fn new(trees: &'a [sled::Tree], state: StoreState, max_payload: usize) -> Self {
         let counters = state.counters();
         SledTx {
             trees,
@@ -224,6 +227,7 @@ impl<'a> SledTx<'a> {
             counters,
             state_dirty: false,
             corrupt_metas: Vec::new(),
+            body_limit: engine::body_limit(max_payload),
         }
     }
 
@@ -577,7 +581,7 @@ impl engine::Tx for SledTx<'_> {
 
     fn load_op(&mut self, meta: &OpMeta) -> Result<Loaded<Operation>> {
         match self.get(OPS, &keys::seq_key(meta.seq))? {
-            Some(raw) => Ok(engine::decode_op(raw)),
+            Some(raw) => Ok(engine::decode_op(raw, self.body_limit)),
             None => Ok(Loaded::Corrupt {
                 raw: Vec::new(),
                 error: EnvelopeError::Malformed("operation record missing".into()),
@@ -588,7 +592,7 @@ impl engine::Tx for SledTx<'_> {
     fn load_remote(&mut self, meta: &OpMeta) -> Result<Option<Loaded<RemoteRecord>>> {
         Ok(self
             .get(REMOTES, &keys::seq_key(meta.seq))?
-            .map(engine::decode_remote))
+            .map(|raw| engine::decode_remote(raw, self.body_limit)))
     }
 
     fn raw_op(&mut self, meta: &OpMeta) -> Result<Vec<u8>> {

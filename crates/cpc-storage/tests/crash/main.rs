@@ -444,6 +444,9 @@ fn the_checks_catch_a_lost_operation_and_a_fifo_violation() {
             fn last_now(&self) -> u64 {
                 self.0.last_now()
             }
+            fn max_payload(&self) -> usize {
+                self.0.max_payload()
+            }
             fn ack(&self, id: OperationId) -> cpc_storage::Result<()> {
                 self.0.ack(id)
             }

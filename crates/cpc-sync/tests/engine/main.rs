@@ -10,5 +10,6 @@ mod composite_adapter_keeps_order;
 mod delivery_survives_faults;
 mod inline_storage_calls_are_deterministic;
 mod offline_for_weeks;
+mod payload_limits_on_disk;
 mod priorities_and_order;
 mod restart_and_limits;

@@ -9,4 +9,5 @@ mod batch_failures_ack_nothing;
 mod lifecycle_and_network;
 mod outcomes_become_completions;
 mod panics_and_poison_are_contained;
+mod payload_limit_at_every_door;
 mod queue_never_stalls;
