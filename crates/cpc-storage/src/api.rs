@@ -281,6 +281,22 @@ pub struct ConflictFilter {
     pub limit: Option<usize>,
 }
 
+/// Something the store quarantined, reported once through
+/// [`QueueStorage::take_quarantine_notices`] so the application hears of it
+/// when it happens. A quarantined operation stays in the queue as a dead
+/// letter (reason `quarantined: ...`) that blocks its entity under
+/// [`DeadHeadPolicy::BlockEntity`], until the application repairs it
+/// ([`QueueStorage::repair`]) or drops it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuarantineNotice {
+    /// The operation, when its id could be read.
+    pub id: Option<OperationId>,
+    /// Its entity, when its key could be read.
+    pub entity: Option<EntityKey>,
+    /// Why (no payload data).
+    pub reason: String,
+}
+
 /// A stored record that failed its checksum or could not be decoded. Its
 /// raw bytes are kept so nothing is lost and a later release may recover it.
 #[derive(Clone, PartialEq, Eq)]
@@ -293,6 +309,17 @@ pub struct QuarantinedRecord {
     pub raw: Vec<u8>,
     /// When it was quarantined.
     pub at: EpochMillis,
+}
+
+impl QuarantinedRecord {
+    /// The id of the quarantined operation, when the record is one whose id
+    /// was known (its key is `op/{seq}/{id}`): what to pass to
+    /// [`QueueStorage::repair`] or `drop_op`.
+    pub fn operation_id(&self) -> Option<OperationId> {
+        let rest = self.key.strip_prefix("op/")?;
+        let (_, id) = rest.split_once('/')?;
+        id.parse().ok()
+    }
 }
 
 impl fmt::Debug for QuarantinedRecord {
@@ -388,6 +415,15 @@ pub trait QueueStorage: Send + Sync + fmt::Debug {
     fn conflict_log(&self, filter: &ConflictFilter) -> Result<Vec<ConflictRecord>>;
     /// Records that failed their checksum or decoding.
     fn list_quarantined(&self) -> Result<Vec<QuarantinedRecord>>;
+    /// What was quarantined since the last call (at most the latest 1024),
+    /// oldest first. Cheap: no I/O.
+    fn take_quarantine_notices(&self) -> Vec<QuarantineNotice>;
+    /// Replaces a dead operation (typically a quarantined one, whose stored
+    /// bytes are damaged) with `fixed`, which must have the same id and
+    /// entity, and makes it ready again with its attempts reset, in its
+    /// place in its entity's order. `false` if no dead operation has that
+    /// id. Errors if `fixed` differs in id or entity, or is too large.
+    fn repair(&self, fixed: Operation, now: EpochMillis) -> Result<bool>;
     /// Deletes the quarantined records; returns how many.
     fn purge_quarantined(&self) -> Result<u64>;
     /// The persisted HLC high-water mark.

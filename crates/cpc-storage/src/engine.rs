@@ -34,8 +34,8 @@ use cpc_core::{
 };
 
 use crate::api::{
-    Claimed, Completion, DeadHeadPolicy, EpochMillis, ListFilter, OpState, QueueOptions,
-    QueueStats, StoredOperation,
+    Claimed, Completion, DeadHeadPolicy, EpochMillis, ListFilter, OpState, QuarantineNotice,
+    QueueOptions, QueueStats, StoredOperation,
 };
 use crate::error::{Result, StorageError};
 
@@ -236,7 +236,9 @@ pub(crate) trait Tx {
     fn load_remote(&mut self, meta: &OpMeta) -> Result<Option<Loaded<RemoteRecord>>>;
     /// The stored bytes of the operation (for quarantine).
     fn raw_op(&mut self, meta: &OpMeta) -> Result<Vec<u8>>;
-    /// Deletes the operation and keeps `raw` in the quarantine set.
+    /// Keeps `raw` in the quarantine set under `key`. The operation itself
+    /// stays stored (the engine parks it as dead, so its entity's order
+    /// holds).
     fn quarantine(
         &mut self,
         meta: &OpMeta,
@@ -254,6 +256,10 @@ pub(crate) trait Tx {
     /// In-flight operations whose lease ended at or before `now`.
     fn expired_leases(&mut self, now: EpochMillis) -> Result<Vec<OpMeta>>;
     fn counters(&mut self) -> &mut Counters;
+    /// Notices of what this transaction quarantined, handed to
+    /// [`QueueStorage::take_quarantine_notices`](crate::QueueStorage::take_quarantine_notices)
+    /// once it commits.
+    fn notices(&mut self) -> &mut Vec<QuarantineNotice>;
 }
 
 /// Maps `Operation::validate` to this crate's errors.
@@ -643,6 +649,10 @@ pub(crate) fn get<T: Tx + ?Sized>(
     };
     match tx.load_op(&meta)? {
         Loaded::Ok(op) if op.id == meta.id => Ok(Some(stored(meta, op))),
+        Loaded::Ok(_) | Loaded::Corrupt { .. } if is_quarantined(&meta) => Err(corrupt(
+            &meta,
+            EnvelopeError::Malformed("the operation is quarantined".into()),
+        )),
         Loaded::Ok(_) => {
             let error = EnvelopeError::Malformed("stored id differs from the index".into());
             quarantine(tx, &meta, error.clone(), "operation", now, options)?;
@@ -691,6 +701,13 @@ pub(crate) fn list_deferred<T: Tx + ?Sized>(
 /// The display key of a record in the quarantine set and in errors.
 pub(crate) fn record_key(seq: u64) -> String {
     format!("op/{seq}")
+}
+
+/// The key of a quarantined operation in the quarantine set: its record
+/// key and its id (`op/{seq}/{id}`), so the application can repair or
+/// drop it (see [`QuarantinedRecord::operation_id`](crate::QuarantinedRecord::operation_id)).
+pub(crate) fn quarantine_key(meta: &OpMeta) -> String {
+    format!("{}/{}", record_key(meta.seq), meta.id)
 }
 
 fn corrupt(meta: &OpMeta, source: EnvelopeError) -> StorageError {
@@ -802,7 +819,7 @@ fn remove<T: Tx + ?Sized>(tx: &mut T, meta: &OpMeta, options: &QueueOptions) -> 
 /// Makes `first_in_entity` the marked head of `entity`. `marked` is the
 /// operation currently marked as head, if the caller knows it is still
 /// stored; otherwise the head is looked up.
-fn fix_head<T: Tx + ?Sized>(
+pub(crate) fn fix_head<T: Tx + ?Sized>(
     tx: &mut T,
     entity: &[u8],
     marked: Option<&OpMeta>,
@@ -835,7 +852,7 @@ fn fix_head<T: Tx + ?Sized>(
 
 /// Loads the operation of `meta`; a record that fails its checksum or
 /// decoding (or whose id disagrees with its index) is quarantined and `None`
-/// returned.
+/// returned. One already quarantined (dead for that reason) is not again.
 fn load_or_quarantine<T: Tx + ?Sized>(
     tx: &mut T,
     meta: &OpMeta,
@@ -844,6 +861,7 @@ fn load_or_quarantine<T: Tx + ?Sized>(
 ) -> Result<Option<Operation>> {
     match tx.load_op(meta)? {
         Loaded::Ok(op) if op.id == meta.id => Ok(Some(op)),
+        _ if is_quarantined(meta) => Ok(None),
         Loaded::Ok(_) => {
             let error = EnvelopeError::Malformed("stored id differs from the index".into());
             quarantine(tx, meta, error, "operation", now, options)?;
@@ -854,6 +872,15 @@ fn load_or_quarantine<T: Tx + ?Sized>(
             Ok(None)
         }
     }
+}
+
+/// The reason prefix of an operation parked by the quarantine.
+pub(crate) const QUARANTINED: &str = "quarantined: ";
+
+/// Whether `meta` is an operation the quarantine parked (dead, with the
+/// quarantine's reason).
+fn is_quarantined(meta: &OpMeta) -> bool {
+    matches!(&meta.state, OpState::Dead { reason } if reason.starts_with(QUARANTINED))
 }
 
 fn quarantine<T: Tx + ?Sized>(
@@ -868,6 +895,10 @@ fn quarantine<T: Tx + ?Sized>(
     quarantine_raw(tx, meta, raw, &error, what, now, options)
 }
 
+/// Keeps `raw` aside in the quarantine set and parks the operation as a
+/// dead letter in its place: its entity waits behind it (under
+/// `BlockEntity`) until the application repairs or drops it, so a damaged
+/// record never lets a later edit of the same record overtake it.
 fn quarantine_raw<T: Tx + ?Sized>(
     tx: &mut T,
     meta: &OpMeta,
@@ -882,14 +913,59 @@ fn quarantine_raw<T: Tx + ?Sized>(
         id = %meta.id,
         raw_len = raw.len(),
         error = %error,
-        "quarantining a corrupt record"
+        "quarantining a corrupt record; its operation is parked as a dead letter"
     );
-    tx.quarantine(meta, raw, format!("{what}: {error}"), now)?;
-    tx.counters().account(meta, false);
-    if meta.head.is_some() {
-        fix_head(tx, &meta.entity, None, options)?;
-    }
+    let reason = format!("{what}: {error}");
+    tx.quarantine(meta, raw, reason.clone(), now)?;
+    let dead = format!("{QUARANTINED}{reason}");
+    let mut new = meta.clone();
+    new.state = OpState::Dead {
+        reason: dead.clone(),
+    };
+    new.last_error = Some(dead);
+    change_state(tx, meta, new, options)?;
+    tx.notices().push(QuarantineNotice {
+        id: Some(meta.id),
+        entity: cpc_core::EntityKey::from_key_bytes(&meta.entity),
+        reason,
+    });
     Ok(())
+}
+
+/// Replaces a dead operation with a fixed version (same id and entity)
+/// and makes it ready in its place; `false` if no dead operation has the id.
+pub(crate) fn repair<T: Tx + ?Sized>(
+    tx: &mut T,
+    fixed: &Operation,
+    now: EpochMillis,
+    options: &QueueOptions,
+) -> Result<bool> {
+    validate(fixed, options.max_payload)?;
+    let Some(meta) = tx.meta_by_id(fixed.id)? else {
+        return Ok(false);
+    };
+    if !matches!(meta.state, OpState::Dead { .. }) {
+        return Ok(false);
+    }
+    if fixed.entity.to_key_bytes() != meta.entity {
+        return Err(StorageError::RepairMismatch {
+            id: fixed.id,
+            reason: "the fixed operation belongs to another entity",
+        });
+    }
+    let mut new = meta.clone();
+    new.payload_len = fixed.payload.len() as u64;
+    new.state = OpState::Ready;
+    new.attempts = 0;
+    new.ready_at = now;
+    new.last_error = None;
+    // The priority is part of the row's bookkeeping and indexes: the
+    // stored one is kept.
+    let mut op = fixed.clone();
+    op.priority = meta.priority;
+    tx.update_op(&new, &op)?;
+    change_state(tx, &meta, new, options)?;
+    Ok(true)
 }
 
 /// Room a stored record needs beyond its payload(s): ids, the entity key

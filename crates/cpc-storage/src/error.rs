@@ -17,6 +17,15 @@ pub enum StorageError {
     /// The operation is invalid (see `cpc_core::Operation::validate`).
     #[error("invalid operation")]
     InvalidOperation(#[source] cpc_core::Error),
+    /// A repair ([`QueueStorage::repair`](crate::QueueStorage::repair))
+    /// whose operation is not the stored one: another entity.
+    #[error("repair of operation {id} refused: {reason}")]
+    RepairMismatch {
+        /// The operation.
+        id: cpc_core::OperationId,
+        /// What differs.
+        reason: &'static str,
+    },
     /// An operation with this id is already stored.
     #[error("operation {0} is already queued")]
     Duplicate(cpc_core::OperationId),

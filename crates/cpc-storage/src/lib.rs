@@ -128,14 +128,15 @@ mod dir;
 mod engine;
 mod error;
 mod memory;
+mod notices;
 #[cfg(feature = "sled")]
 mod sled_backend;
 mod sqlite;
 
 pub use api::{
     Claimed, Completion, ConflictFilter, DeadHeadPolicy, DeferredConflict, Durability, EpochMillis,
-    ListFilter, OpState, QuarantinedRecord, QueueOptions, QueueStats, QueueStorage,
-    StoredOperation,
+    ListFilter, OpState, QuarantineNotice, QuarantinedRecord, QueueOptions, QueueStats,
+    QueueStorage, StoredOperation,
 };
 #[doc(hidden)]
 pub use dir::InjectedFault;

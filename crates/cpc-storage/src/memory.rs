@@ -15,7 +15,7 @@ use cpc_core::{
 
 use crate::api::{
     Claimed, Completion, ConflictFilter, DeferredConflict, EpochMillis, ListFilter, OpState,
-    QuarantinedRecord, QueueOptions, QueueStats, QueueStorage, StoredOperation,
+    QuarantineNotice, QuarantinedRecord, QueueOptions, QueueStats, QueueStorage, StoredOperation,
 };
 use crate::engine::{self, Counters, Head, Loaded, MetaFilter, OpMeta, Tx};
 use crate::error::Result;
@@ -122,6 +122,15 @@ impl QueueStorage for MemoryStorage {
     fn revive(&self, id: OperationId, now: EpochMillis) -> Result<bool> {
         self.seen(now);
         engine::revive(&mut *self.lock(), id, now, &self.options)
+    }
+
+    fn repair(&self, fixed: Operation, now: EpochMillis) -> Result<bool> {
+        self.seen(now);
+        engine::repair(&mut *self.lock(), &fixed, now, &self.options)
+    }
+
+    fn take_quarantine_notices(&self) -> Vec<QuarantineNotice> {
+        std::mem::take(&mut self.lock().notices)
     }
 
     fn drop_op(&self, id: OperationId) -> Result<bool> {
@@ -252,6 +261,7 @@ struct MemState {
     next_conflict: u64,
     quarantine: Vec<QuarantinedRecord>,
     clock_mark: Option<HlcTimestamp>,
+    notices: Vec<QuarantineNotice>,
 }
 
 impl MemState {
@@ -486,9 +496,8 @@ impl Tx for MemState {
         reason: String,
         at: EpochMillis,
     ) -> Result<()> {
-        self.delete(meta)?;
         self.quarantine.push(QuarantinedRecord {
-            key: engine::record_key(meta.seq),
+            key: engine::quarantine_key(meta),
             reason,
             raw,
             at,
@@ -535,6 +544,10 @@ impl Tx for MemState {
 
     fn counters(&mut self) -> &mut Counters {
         &mut self.counters
+    }
+
+    fn notices(&mut self) -> &mut Vec<QuarantineNotice> {
+        &mut self.notices
     }
 }
 

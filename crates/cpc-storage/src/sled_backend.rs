@@ -27,11 +27,12 @@ use cpc_core::{ConflictRecord, EntityKey, HlcTimestamp, Operation, OperationId, 
 
 use crate::api::{
     Claimed, Completion, ConflictFilter, DeferredConflict, Durability, EpochMillis, ListFilter,
-    QuarantinedRecord, QueueOptions, QueueStats, QueueStorage, StoredOperation,
+    QuarantineNotice, QuarantinedRecord, QueueOptions, QueueStats, QueueStorage, StoredOperation,
 };
 use crate::dir::{self, FaultSlot, InjectedFault, Poison, QueueDir};
 use crate::engine::{self, Tx as _};
 use crate::error::{Result, StorageError};
+use crate::notices::Notices;
 use durable::{Committer, DataFiles, WaitError};
 use tx::{
     sled_error, QuarantineEntry, SledTx, StoreState, AGING, CONFLICTS, DEFERRED, DUE, ENTS, IDS,
@@ -109,6 +110,8 @@ pub struct SledStorage {
     fault: FaultSlot,
     /// The latest `now` seen, for the calls that take none.
     now_hint: AtomicU64,
+    /// What committed transactions quarantined, until the worker asks.
+    notices: Notices,
     // Dropped last: the lock is released after sled's files are closed.
     dir: QueueDir,
 }
@@ -196,6 +199,7 @@ impl SledStorage {
             poison: Poison::default(),
             fault: FaultSlot::default(),
             now_hint: AtomicU64::new(0),
+            notices: Notices::default(),
             dir: qdir,
         };
         if fresh {
@@ -299,6 +303,7 @@ impl SledStorage {
                 return Err(self.fail(e));
             }
             *guard = tx.final_state();
+            self.notices.extend(std::mem::take(tx.notices_mut()));
             let ticket = self.committer.ticket();
             drop(guard);
             match kind {
@@ -517,6 +522,15 @@ impl QueueStorage for SledStorage {
     fn revive(&self, id: OperationId, now: EpochMillis) -> Result<bool> {
         self.seen(now);
         self.write_tx(|tx| engine::revive(tx, id, now, &self.options))
+    }
+
+    fn repair(&self, fixed: Operation, now: EpochMillis) -> Result<bool> {
+        self.seen(now);
+        self.write_tx(|tx| engine::repair(tx, &fixed, now, &self.options))
+    }
+
+    fn take_quarantine_notices(&self) -> Vec<QuarantineNotice> {
+        self.notices.take()
     }
 
     fn drop_op(&self, id: OperationId) -> Result<bool> {

@@ -50,12 +50,14 @@ use rusqlite::{
 
 use crate::api::{
     Claimed, Completion, ConflictFilter, DeferredConflict, Durability, EpochMillis, ListFilter,
-    OpState, QuarantinedRecord, QueueOptions, QueueStats, QueueStorage, StoredOperation,
+    OpState, QuarantineNotice, QuarantinedRecord, QueueOptions, QueueStats, QueueStorage,
+    StoredOperation,
 };
 use crate::compact;
 use crate::dir::{self, FaultSlot, InjectedFault, Poison, QueueDir};
 use crate::engine::{self, Counters, Head, Loaded, MetaFilter, OpMeta, Tx};
 use crate::error::{Result, StorageError};
+use crate::notices::Notices;
 
 /// Name of the backend in the directory's format marker.
 const BACKEND: &str = "sqlite";
@@ -154,6 +156,7 @@ impl SqliteStorage {
             poison: Poison::default(),
             faults: FaultSlot::default(),
             now_hint: AtomicU64::new(now),
+            notices: Notices::default(),
             options,
             path,
             db_path,
@@ -281,6 +284,16 @@ impl QueueStorage for SqliteStorage {
         let s = &self.shared;
         s.seen(now);
         s.write("revive", |tx| engine::revive(tx, id, now, &s.options))
+    }
+
+    fn repair(&self, fixed: Operation, now: EpochMillis) -> Result<bool> {
+        let s = &self.shared;
+        s.seen(now);
+        s.write("repair", |tx| engine::repair(tx, &fixed, now, &s.options))
+    }
+
+    fn take_quarantine_notices(&self) -> Vec<QuarantineNotice> {
+        self.shared.notices.take()
     }
 
     fn drop_op(&self, id: OperationId) -> Result<bool> {
@@ -514,6 +527,8 @@ struct Shared {
     poison: Poison,
     faults: FaultSlot,
     now_hint: AtomicU64,
+    /// What committed transactions quarantined, until the worker asks.
+    notices: Notices,
     options: QueueOptions,
     path: PathBuf,
     db_path: PathBuf,
@@ -639,21 +654,29 @@ impl Shared {
             .map_err(|e| classify(&self.path, context, e));
         let tx = self.poison_on_io(tx)?;
         let mut next = *counters;
-        let r = {
+        let (r, notices) = {
             let limit = engine::body_limit(self.options.max_payload);
             let mut stx = SqlTx::new(&tx, &self.path, &mut next, limit);
-            f(&mut stx).and_then(|v| {
+            let r = f(&mut stx);
+            let notices = std::mem::take(&mut stx.notices);
+            let r = r.and_then(|v| {
                 if next != *counters {
                     write_counters(&tx, &self.path, &next)?;
                 }
                 Ok(v)
-            })
+            });
+            (r, notices)
         };
         let v = match r {
             Ok(v) => v,
             Err(e) => {
                 // Dropping the transaction rolls it back.
                 drop(tx);
+                if salvage::is_row_damage(&e) && context != SALVAGE {
+                    // One damaged row must not stall every call: park it
+                    // (see `salvage`); this call fails, the next works.
+                    self.salvage(main, context);
+                }
                 return self.poison_on_io(Err(e));
             }
         };
@@ -663,12 +686,24 @@ impl Shared {
         }
         let committed = tx.commit().map_err(|e| classify(&self.path, "commit", e));
         self.poison_on_io(committed)?;
+        self.notices.extend(notices);
         let changed = next != *counters;
         *counters = next;
         if changed {
             self.after_commit(counters);
         }
         Ok(v)
+    }
+
+    /// Parks the rows whose bookkeeping no longer converts (see
+    /// `salvage`). Not generic, so `run` calling it does not recurse
+    /// through instantiations.
+    fn salvage(&self, main: &mut Main, context: &'static str) {
+        let now = self.hint();
+        match self.run(main, SALVAGE, |tx| salvage::salvage(tx, now, &self.options)) {
+            Ok(rows) => tracing::warn!(rows, context, "rows with damaged bookkeeping parked"),
+            Err(e) => tracing::error!(error = %e, context, "salvaging damaged rows failed"),
+        }
     }
 
     /// An I/O error inside a transaction poisons the handle: after a failed
@@ -1263,6 +1298,9 @@ fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// The context of the salvage transaction (never salvaged again itself).
+const SALVAGE: &str = "salvage";
+
 const STATE_READY: i64 = 0;
 const STATE_IN_FLIGHT: i64 = 1;
 const STATE_WAITING: i64 = 2;
@@ -1291,6 +1329,8 @@ macro_rules! from_hot {
         " FROM hot h CROSS JOIN ops o ON o.seq = h.seq CROSS JOIN entities e ON e.eid = o.eid "
     };
 }
+
+mod salvage;
 
 // The statements of the claim and completion paths (checked for index use
 // by `tests::hot_paths_use_indexes`).
@@ -1512,6 +1552,7 @@ struct SqlTx<'c> {
     /// Largest record body decoded ([`engine::body_limit`] of the store's
     /// `max_payload`).
     body_limit: u32,
+    notices: Vec<QuarantineNotice>,
 }
 
 impl<'c> SqlTx<'c> {
@@ -1528,6 +1569,7 @@ impl<'c> SqlTx<'c> {
             entity: None,
             bodies: Vec::new(),
             body_limit,
+            notices: Vec::new(),
         }
     }
 
@@ -2042,8 +2084,7 @@ impl Tx for SqlTx<'_> {
         reason: String,
         at: EpochMillis,
     ) -> Result<()> {
-        self.quarantine_row(&engine::record_key(meta.seq), &reason, &raw, at)?;
-        self.delete(meta)
+        self.quarantine_row(&engine::quarantine_key(meta), &reason, &raw, at)
     }
 
     fn due_heads(&mut self, limit: usize) -> Result<Vec<OpMeta>> {
@@ -2096,6 +2137,10 @@ impl Tx for SqlTx<'_> {
 
     fn counters(&mut self) -> &mut Counters {
         self.counters
+    }
+
+    fn notices(&mut self) -> &mut Vec<QuarantineNotice> {
+        &mut self.notices
     }
 }
 

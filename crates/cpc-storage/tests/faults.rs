@@ -100,6 +100,8 @@ forward! {
     conflict_log(f: &cpc_storage::ConflictFilter) -> cpc_storage::Result<Vec<cpc_core::ConflictRecord>>;
     list_quarantined() -> cpc_storage::Result<Vec<cpc_storage::QuarantinedRecord>>;
     purge_quarantined() -> cpc_storage::Result<u64>;
+    take_quarantine_notices() -> Vec<cpc_storage::QuarantineNotice>;
+    repair(op: Operation, now: u64) -> cpc_storage::Result<bool>;
     load_clock_mark() -> cpc_storage::Result<Option<HlcTimestamp>>;
     store_clock_mark(m: HlcTimestamp) -> cpc_storage::Result<()>;
     flush() -> cpc_storage::Result<()>;
@@ -310,49 +312,170 @@ fn garbage_record_is_quarantined(backend: &str, corrupt: impl Fn(&Path, u64)) {
             .map(|o| store.queue.enqueue(o.clone(), 10).unwrap())
             .collect()
     };
-    // Corrupt the 4th operation (head of its entity).
+    // Corrupt the 4th operation (head of its entity, `e3`, whose other
+    // operation is the 9th).
     corrupt(&dir, seqs[3]);
     let store = open(backend, &dir).unwrap();
-    let mut claimed = Vec::new();
-    let mut now = 100;
-    loop {
-        let batch = store.queue.claim_ready(now, 64).unwrap();
-        if batch.is_empty() {
-            break;
+    let drain = |now: &mut u64| {
+        let mut claimed = Vec::new();
+        loop {
+            let batch = store.queue.claim_ready(*now, 64).unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            let acks: Vec<_> = batch.iter().map(|c| Completion::Ack(c.op.id)).collect();
+            claimed.extend(batch.into_iter().map(|c| c.op.id));
+            store.queue.complete(&acks, *now).unwrap();
+            *now += 1;
         }
-        let acks: Vec<_> = batch.iter().map(|c| Completion::Ack(c.op.id)).collect();
-        claimed.extend(batch.into_iter().map(|c| c.op.id));
-        store.queue.complete(&acks, now).unwrap();
-        now += 1;
-    }
-    let expected: Vec<_> = ops
+        claimed.sort();
+        claimed
+    };
+    let mut now = 100;
+    let claimed = drain(&mut now);
+    let mut want: Vec<_> = ops
         .iter()
         .enumerate()
-        .filter(|(i, _)| *i != 3)
+        .filter(|(i, _)| *i != 3 && *i != 8)
         .map(|(_, o)| o.id)
         .collect();
-    let mut got = claimed.clone();
-    got.sort();
-    let mut want = expected.clone();
     want.sort();
-    assert_eq!(got, want, "{backend}: the rest must stay claimable");
+    assert_eq!(
+        claimed, want,
+        "{backend}: the rest drains, the damaged op's entity waits"
+    );
+    let notices = store.queue.take_quarantine_notices();
+    assert_eq!(notices.len(), 1, "{backend}: {notices:?}");
+    assert_eq!(notices[0].id, Some(ops[3].id));
+    assert_eq!(notices[0].entity.as_ref(), Some(&ops[3].entity));
+    assert!(store.queue.take_quarantine_notices().is_empty());
     let q = store.queue.list_quarantined().unwrap();
     assert_eq!(q.len(), 1, "{backend}: {q:?}");
     assert_eq!(q[0].raw, GARBAGE, "{backend}: the raw bytes are kept");
-    assert_eq!(store.queue.stats().unwrap().quarantined, 1);
+    assert_eq!(q[0].operation_id(), Some(ops[3].id));
+    let stats = store.queue.stats().unwrap();
+    assert_eq!((stats.quarantined, stats.dead, stats.pending), (1, 1, 1));
+    // The dead letter listing does not quarantine it again.
+    assert!(store.queue.list(&ListFilter::default()).unwrap().len() == 1);
+    assert_eq!(store.queue.list_quarantined().unwrap().len(), 1);
+    // The application repairs it with the version it still has: it goes
+    // first, then its entity's next operation.
+    assert!(store.queue.repair(ops[3].clone(), now).unwrap());
+    let first = store.queue.claim_ready(now, 64).unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].op, ops[3]);
+    store
+        .queue
+        .complete(&[Completion::Ack(ops[3].id)], now)
+        .unwrap();
+    now += 1;
+    assert_eq!(drain(&mut now), vec![ops[8].id]);
     assert_eq!(store.queue.pending().unwrap(), 0);
     assert_eq!(store.queue.purge_quarantined().unwrap(), 1);
     assert!(store.queue.list_quarantined().unwrap().is_empty());
 }
 
 #[test]
-fn a_garbage_record_is_quarantined_and_the_rest_claimable_sqlite() {
+fn a_garbage_record_is_quarantined_its_entity_waits_and_the_rest_drains_sqlite() {
     garbage_record_is_quarantined("sqlite", corrupt_sqlite);
 }
 
 #[test]
-fn a_garbage_record_is_quarantined_and_the_rest_claimable_sled() {
+fn a_garbage_record_is_quarantined_its_entity_waits_and_the_rest_drains_sled() {
     garbage_record_is_quarantined("sled", |dir, seq| corrupt_sled(dir, "ops", seq));
+}
+
+/// Rows whose bookkeeping columns no longer convert (a state out of range,
+/// a priority out of range, an id of the wrong length) used to fail every
+/// claim, stalling the whole queue. Each is now parked as a quarantined dead
+/// letter that holds its entity; the rest drains.
+#[test]
+fn damaged_bookkeeping_rows_are_parked_and_the_rest_drains_sqlite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("queue");
+    // Entities e0..e4, two operations each: op n and op n + 5.
+    let ops: Vec<_> = (0..10).map(|n| op(n, 64)).collect();
+    let seqs: Vec<u64> = {
+        let store = open("sqlite", &dir).unwrap();
+        ops.iter()
+            .map(|o| store.queue.enqueue(o.clone(), 10).unwrap())
+            .collect()
+    };
+    {
+        let conn = rusqlite::Connection::open(dir.join("queue.sqlite3")).unwrap();
+        let damage = |sql: &str, seq: u64| {
+            let n = conn.execute(sql, rusqlite::params![seq as i64]).unwrap();
+            assert_eq!(n, 1, "{sql}");
+        };
+        damage("UPDATE hot SET state = 'bogus' WHERE seq = ?1", seqs[3]);
+        damage("UPDATE ops SET priority = 77 WHERE seq = ?1", seqs[1]);
+        damage("UPDATE ops SET id = x'00' WHERE seq = ?1", seqs[2]);
+    }
+    let store = open("sqlite", &dir).unwrap();
+    let mut now = 100;
+    let mut claimed = Vec::new();
+    let mut failures = 0;
+    for _ in 0..20 {
+        match store.queue.claim_ready(now, 64) {
+            Ok(batch) if batch.is_empty() => break,
+            Ok(batch) => {
+                let acks: Vec<_> = batch.iter().map(|c| Completion::Ack(c.op.id)).collect();
+                claimed.extend(batch.into_iter().map(|c| c.op.id));
+                store.queue.complete(&acks, now).unwrap();
+            }
+            Err(e) => {
+                assert!(matches!(e, StorageError::Sqlite { .. }), "{e}");
+                failures += 1;
+            }
+        }
+        now += 1;
+    }
+    assert!(failures <= 1, "one failed call at most, then salvaged");
+    claimed.sort();
+    let mut want: Vec<_> = [0, 4, 5, 9].iter().map(|i| ops[*i].id).collect();
+    want.sort();
+    assert_eq!(claimed, want, "the undamaged entities drain");
+    let stats = store.queue.stats().unwrap();
+    assert_eq!(
+        (stats.dead, stats.pending, stats.quarantined),
+        (3, 3, 3),
+        "{stats:?}"
+    );
+    let notices = store.queue.take_quarantine_notices();
+    assert_eq!(notices.len(), 3, "{notices:?}");
+    // The damaged op whose id survived is repaired; its entity follows.
+    assert!(store.queue.repair(ops[3].clone(), now).unwrap());
+    // The one whose id was lost is dropped by its stand-in id.
+    let lost = store
+        .queue
+        .list_quarantined()
+        .unwrap()
+        .into_iter()
+        .filter_map(|q| q.operation_id())
+        .find(|id| !ops.iter().any(|o| o.id == *id))
+        .expect("a stand-in id for the unreadable one");
+    assert!(store.queue.drop_op(lost).unwrap());
+    let mut rest = Vec::new();
+    loop {
+        let batch = store.queue.claim_ready(now, 64).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        let acks: Vec<_> = batch.iter().map(|c| Completion::Ack(c.op.id)).collect();
+        rest.extend(batch.into_iter().map(|c| c.op.id));
+        store.queue.complete(&acks, now).unwrap();
+        now += 1;
+    }
+    // op 3 before op 8 (same entity), op 7 once op 2 was dropped.
+    let pos = |id| rest.iter().position(|x| *x == id).unwrap();
+    assert!(pos(ops[3].id) < pos(ops[8].id));
+    assert!(rest.contains(&ops[7].id));
+    let stats = store.queue.stats().unwrap();
+    assert_eq!(
+        (stats.pending, stats.dead),
+        (1, 1),
+        "op 6 waits behind op 1"
+    );
 }
 
 /// sled keeps an operation's bookkeeping in its own checksummed record; a

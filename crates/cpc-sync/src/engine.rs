@@ -258,6 +258,17 @@ impl SyncEngine {
         Ok(revived)
     }
 
+    /// Replaces a dead operation, typically a quarantined one whose stored
+    /// bytes were damaged ([`QuarantinedRecord::operation_id`] names it),
+    /// with `fixed` (same id and entity) and makes it ready again in its
+    /// place in its entity's order; `false` if no dead operation has the id.
+    pub async fn repair(&self, fixed: Operation) -> Result<bool> {
+        let now = self.inner.clock.now_ms();
+        let repaired = self.inner.blocking(move |s| s.repair(fixed, now)).await?;
+        self.changed();
+        Ok(repaired)
+    }
+
     /// Removes one operation in any state; `false` if unknown.
     pub async fn drop_operation(&self, id: OperationId) -> Result<bool> {
         let dropped = self.inner.blocking(move |s| s.drop_op(id)).await?;

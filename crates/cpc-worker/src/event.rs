@@ -67,10 +67,23 @@ pub enum WorkerEvent {
         /// Its entity.
         entity: EntityKey,
     },
-    /// The store holds records it could not decode (moved aside, not lost).
+    /// At start: the store holds records it could not decode (moved aside,
+    /// not lost).
     Quarantined {
         /// How many records are quarantined in total.
         count: u64,
+    },
+    /// The store just quarantined an operation whose stored bytes are
+    /// damaged. It stays in the queue as a dead letter, and later
+    /// operations of its entity wait behind it (under the default
+    /// `BlockEntity`) until the application repairs (`repair`) or drops it.
+    OperationQuarantined {
+        /// The operation, when its id could be read.
+        id: Option<OperationId>,
+        /// Its entity, when its key could be read.
+        entity: Option<EntityKey>,
+        /// Why (no payload data).
+        reason: String,
     },
     /// The network status changed.
     NetworkChanged {

@@ -477,9 +477,9 @@ impl Inner {
     async fn claim(&self) -> Result<Vec<Claimed>> {
         let now = self.clock.now_ms();
         let limit = self.config.batch_size;
-        let mut claimed = self
-            .call("claim", move |s| s.claim_ready(now, limit))
-            .await?;
+        let claimed = self.call("claim", move |s| s.claim_ready(now, limit)).await;
+        self.report_quarantines();
+        let mut claimed = claimed?;
         let keep = {
             let ids: Vec<OperationId> = claimed.iter().map(|c| c.op.id).collect();
             self.suspects().allowed_prefix(&ids)
@@ -494,6 +494,19 @@ impl Inner {
                 .await?;
         }
         Ok(claimed)
+    }
+
+    /// Raises an event for each operation the store quarantined since the
+    /// last look (an in-memory list: no I/O).
+    fn report_quarantines(&self) {
+        for notice in self.storage.take_quarantine_notices() {
+            tracing::warn!(target: "cpc_worker", op_id = ?notice.id, reason = %notice.reason, "operation quarantined; its entity waits for the application");
+            self.emit(WorkerEvent::OperationQuarantined {
+                id: notice.id,
+                entity: notice.entity,
+                reason: notice.reason,
+            });
+        }
     }
 
     fn suspects(&self) -> MutexGuard<'_, Suspects> {
@@ -644,6 +657,7 @@ impl Inner {
                 s.complete(&completions, now)
             })
             .await;
+        self.report_quarantines();
         // Whether or not the write succeeded the batch is no longer ours: on
         // failure its leases expire and the store hands the ops out again.
         self.unregister(batch);

@@ -259,6 +259,15 @@ impl QueueStorage for GatedStorage {
     fn list_quarantined(&self) -> Result<Vec<QuarantinedRecord>> {
         self.call(|s| s.list_quarantined())
     }
+    fn take_quarantine_notices(&self) -> Vec<cpc_sync::storage::QuarantineNotice> {
+        // An in-memory list: nothing to gate or fence.
+        self.read()
+            .as_ref()
+            .map_or_else(Vec::new, |s| s.take_quarantine_notices())
+    }
+    fn repair(&self, fixed: cpc_sync::core::Operation, now: EpochMillis) -> Result<bool> {
+        self.call(|s| s.repair(fixed, now))
+    }
     fn purge_quarantined(&self) -> Result<u64> {
         self.call(|s| s.purge_quarantined())
     }

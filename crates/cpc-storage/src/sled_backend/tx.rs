@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::keys;
-use crate::api::{EpochMillis, OpState};
+use crate::api::{EpochMillis, OpState, QuarantineNotice};
 use crate::engine::{self, Counters, Head, Loaded, MetaFilter, OpMeta};
 use crate::error::{Result, StorageError};
 
@@ -215,6 +215,7 @@ pub(super) struct SledTx<'a> {
     /// Largest record body decoded ([`engine::body_limit`] of the store's
     /// `max_payload`).
     body_limit: u32,
+    notices: Vec<QuarantineNotice>,
 }
 
 impl<'a> SledTx<'a> {
@@ -228,7 +229,13 @@ impl<'a> SledTx<'a> {
             state_dirty: false,
             corrupt_metas: Vec::new(),
             body_limit: engine::body_limit(max_payload),
+            notices: Vec::new(),
         }
+    }
+
+    /// The notices of what this transaction quarantined.
+    pub(super) fn notices_mut(&mut self) -> &mut Vec<QuarantineNotice> {
+        &mut self.notices
     }
 
     /// True when nothing was written.
@@ -606,8 +613,7 @@ impl engine::Tx for SledTx<'_> {
         reason: String,
         at: EpochMillis,
     ) -> Result<()> {
-        self.delete(meta)?;
-        self.put_quarantine(engine::record_key(meta.seq), reason, raw, at)
+        self.put_quarantine(engine::quarantine_key(meta), reason, raw, at)
     }
 
     fn due_heads(&mut self, limit: usize) -> Result<Vec<OpMeta>> {
@@ -640,6 +646,10 @@ impl engine::Tx for SledTx<'_> {
 
     fn counters(&mut self) -> &mut Counters {
         &mut self.counters
+    }
+
+    fn notices(&mut self) -> &mut Vec<QuarantineNotice> {
+        &mut self.notices
     }
 }
 

@@ -515,6 +515,12 @@ fn the_checks_catch_a_lost_operation_and_a_fifo_violation() {
             fn list_quarantined(&self) -> cpc_storage::Result<Vec<cpc_storage::QuarantinedRecord>> {
                 self.0.list_quarantined()
             }
+            fn take_quarantine_notices(&self) -> Vec<cpc_storage::QuarantineNotice> {
+                self.0.take_quarantine_notices()
+            }
+            fn repair(&self, op: Operation, now: u64) -> cpc_storage::Result<bool> {
+                self.0.repair(op, now)
+            }
             fn purge_quarantined(&self) -> cpc_storage::Result<u64> {
                 self.0.purge_quarantined()
             }
