@@ -63,7 +63,13 @@ pub struct QueueOptions {
     pub conflict_log_max_entries: usize,
     /// Conflict log bound by age.
     pub conflict_log_max_age: Duration,
+    /// Conflict log bound by the bytes of its stored entries (oldest pruned
+    /// first; the newest entry is always kept). Default 64 MiB.
+    pub conflict_log_max_bytes: u64,
 }
+
+/// Default of [`QueueOptions::conflict_log_max_bytes`]: 64 MiB.
+pub const DEFAULT_CONFLICT_LOG_MAX_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Default for QueueOptions {
     fn default() -> Self {
@@ -75,6 +81,7 @@ impl Default for QueueOptions {
             max_payload: cpc_core::DEFAULT_MAX_PAYLOAD,
             conflict_log_max_entries: 10_000,
             conflict_log_max_age: Duration::from_secs(30 * 24 * 3600),
+            conflict_log_max_bytes: DEFAULT_CONFLICT_LOG_MAX_BYTES,
         }
     }
 }
@@ -229,6 +236,12 @@ impl Completion {
 pub struct QueueStats {
     /// Operations not yet delivered (every state but dead and deferred).
     pub pending: u64,
+    /// Of `pending`, those that cannot be sent until the application acts:
+    /// they wait behind their entity's head, which is a dead letter (under
+    /// [`DeadHeadPolicy::BlockEntity`]) or a deferred conflict. `pending -
+    /// blocked` is what the worker can still send; `drained()` waits for
+    /// that to reach zero.
+    pub blocked: u64,
     /// Claimable or waiting for their entity's head.
     pub ready: u64,
     /// Claimed, lease not ended.
@@ -407,10 +420,12 @@ pub trait QueueStorage: Send + Sync + fmt::Debug {
     fn list_deferred(&self) -> Result<Vec<DeferredConflict>>;
     /// Settles a deferred conflict: KeepLocal/Merged resend (attempts reset), KeepRemote drops, Defer leaves it; `false` if not deferred.
     fn settle(&self, id: OperationId, resolution: Resolution, now: EpochMillis) -> Result<bool>;
-    /// Appends to the bounded conflict log (pruning by count and age).
+    /// Appends to the bounded conflict log, pruning the oldest entries by
+    /// age, count and bytes; returns how many older entries were pruned (so
+    /// the caller can tell the application losing values were let go).
     /// Refuses ([`StorageError::PayloadTooLarge`](crate::StorageError)) an
     /// entry holding a payload over the store's `max_payload`.
-    fn log_conflict(&self, entry: &ConflictRecord) -> Result<()>;
+    fn log_conflict(&self, entry: &ConflictRecord) -> Result<u64>;
     /// Conflict log entries, newest first.
     fn conflict_log(&self, filter: &ConflictFilter) -> Result<Vec<ConflictRecord>>;
     /// Records that failed their checksum or decoding.

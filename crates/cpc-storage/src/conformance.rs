@@ -155,9 +155,11 @@ suite!($
     complete_applies_a_mixed_batch_and_skips_unknown_ids,
     release_gives_the_attempt_back,
     postpone_waits_and_gives_the_attempt_back,
+    blocked_counts_what_waits_behind_a_parked_head,
     resend_replaces_payload_and_base_version,
     deferred_conflicts_are_listed_and_settled,
     conflict_log_is_bounded_by_count_and_age,
+    conflict_log_is_bounded_by_bytes,
     clock_mark_never_goes_down,
     a_healthy_store_has_nothing_quarantined,
     stats_count_by_state_and_priority,
@@ -192,6 +194,7 @@ fn options() -> QueueOptions {
         max_payload: 1024,
         conflict_log_max_entries: 100,
         conflict_log_max_age: Duration::from_secs(3600),
+        conflict_log_max_bytes: crate::DEFAULT_CONFLICT_LOG_MAX_BYTES,
     }
 }
 
@@ -795,6 +798,47 @@ pub fn postpone_waits_and_gives_the_attempt_back(f: &dyn Factory) {
     assert_eq!((stats.pending, stats.in_flight), (2, 1));
 }
 
+/// `stats().blocked` counts the pending operations held behind a dead or
+/// deferred head, which no claim can reach until the application acts.
+pub fn blocked_counts_what_waits_behind_a_parked_head(f: &dyn Factory) {
+    let env = Env::new(f, options());
+    let a1 = normal("a", 1);
+    let a2 = normal("a", 2);
+    let a3 = normal("a", 3);
+    let b1 = normal("b", 4);
+    let b2 = normal("b", 5);
+    let c1 = normal("c", 6);
+    for o in [&a1, &a2, &a3, &b1, &b2, &c1] {
+        env.s().enqueue(o.clone(), T0).unwrap();
+    }
+    assert_eq!(env.s().stats().unwrap().blocked, 0);
+    env.s().claim_ready(T0, 10).unwrap();
+    env.s()
+        .complete(
+            &[
+                Completion::Defer {
+                    id: a1.id,
+                    remote: remote(3),
+                    reason: "r".into(),
+                },
+                Completion::Dead {
+                    id: b1.id,
+                    reason: "r".into(),
+                },
+                Completion::Ack(c1.id),
+            ],
+            T0 + 1,
+        )
+        .unwrap();
+    let st = env.s().stats().unwrap();
+    // a2, a3 wait behind the deferred a1; b2 behind the dead b1.
+    assert_eq!((st.pending, st.blocked), (3, 3), "{st:?}");
+    assert!(env.s().claim_ready(T0 + 2, 10).unwrap().is_empty());
+    assert!(env.s().revive(b1.id, T0 + 3).unwrap());
+    let st = env.s().stats().unwrap();
+    assert_eq!((st.pending, st.blocked), (4, 2), "{st:?}");
+}
+
 /// `Release` makes the op ready at once and gives the attempt back.
 pub fn release_gives_the_attempt_back(f: &dyn Factory) {
     let env = Env::new(f, options());
@@ -951,6 +995,39 @@ fn conflict(entity: &str, n: u64, at: EpochMillis) -> ConflictRecord {
         losing_payload: Some(o.payload),
         resolved_at_ms: at,
     }
+}
+
+/// The conflict log keeps the newest entries whose sizes add up to its
+/// byte bound (the newest always), and says how many it dropped.
+pub fn conflict_log_is_bounded_by_bytes(f: &dyn Factory) {
+    let mut o = options();
+    o.conflict_log_max_bytes = 3_000;
+    let env = Env::new(f, o);
+    let big = |n: u64| {
+        let mut c = conflict("big", n, T0 + n);
+        c.local_payload = vec![1; 400];
+        c.losing_payload = Some(vec![1; 400]);
+        c
+    };
+    let mut dropped = 0;
+    for n in 0..10 {
+        dropped += env.s().log_conflict(&big(n)).unwrap();
+    }
+    let kept = env.s().conflict_log(&ConflictFilter::default()).unwrap();
+    // Each entry holds about 800 bytes of payloads: a 3,000-byte log keeps
+    // two to three of the newest, and said it dropped the rest.
+    assert!((2..=3).contains(&kept.len()), "{} entries kept", kept.len());
+    assert_eq!(kept[0].remote.version, 9, "the newest stays");
+    assert_eq!(dropped, 10 - kept.len() as u64);
+    // One entry larger than the whole bound is still kept (alone).
+    let mut huge = big(10);
+    huge.local_payload = vec![2; 1024];
+    huge.losing_payload = Some(vec![2; 1024]);
+    huge.remote.payload = Some(vec![3; 1024]);
+    env.s().log_conflict(&huge).unwrap();
+    let kept = env.s().conflict_log(&ConflictFilter::default()).unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0], huge);
 }
 
 /// The conflict log keeps the newest entries within its count and age

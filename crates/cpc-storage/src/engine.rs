@@ -186,6 +186,7 @@ impl Counters {
     pub(crate) fn stats(&self, quarantined: u64) -> QueueStats {
         QueueStats {
             pending: self.pending(),
+            blocked: 0,
             ready: self.ready,
             in_flight: self.in_flight,
             waiting: self.waiting,
@@ -698,6 +699,58 @@ pub(crate) fn list_deferred<T: Tx + ?Sized>(
     Ok(out)
 }
 
+/// Fills `stats.blocked`: the pending operations of entities whose head
+/// is dead (under `BlockEntity`) or deferred. Costs nothing when nothing is
+/// parked; otherwise a look at each parked operation's entity.
+pub(crate) fn count_blocked<T: Tx + ?Sized>(
+    tx: &mut T,
+    stats: &mut QueueStats,
+    options: &QueueOptions,
+) -> Result<()> {
+    stats.blocked = 0;
+    if stats.pending == 0 || stats.dead + stats.deferred == 0 {
+        return Ok(());
+    }
+    let skip = skip_dead(options);
+    let mut entities = std::collections::BTreeSet::new();
+    for filter in [
+        MetaFilter {
+            entity: None,
+            dead: Some(true),
+            deferred_only: false,
+            limit: None,
+        },
+        MetaFilter {
+            entity: None,
+            dead: None,
+            deferred_only: true,
+            limit: None,
+        },
+    ] {
+        if filter.dead.is_some() && skip {
+            // Dead heads are skipped: they block nothing.
+            continue;
+        }
+        for meta in tx.list_metas(filter)? {
+            entities.insert(meta.entity);
+        }
+    }
+    for entity in entities {
+        let head = tx.first_in_entity(&entity, skip)?;
+        if head.is_some_and(|h| matches!(h.state, OpState::Dead { .. } | OpState::Deferred)) {
+            let metas = tx.list_metas(MetaFilter {
+                entity: Some(&entity),
+                dead: None,
+                deferred_only: false,
+                limit: None,
+            })?;
+            stats.blocked += metas.iter().filter(|m| m.is_pending()).count() as u64;
+        }
+    }
+    stats.blocked = stats.blocked.min(stats.pending);
+    Ok(())
+}
+
 /// The display key of a record in the quarantine set and in errors.
 pub(crate) fn record_key(seq: u64) -> String {
     format!("op/{seq}")
@@ -1019,17 +1072,39 @@ pub(crate) fn decode_remote(raw: Vec<u8>, limit: u32) -> Loaded<RemoteRecord> {
 }
 
 /// Prunes a conflict log held as `(insertion id, entry)` oldest first: by
-/// age relative to the newest entry's `resolved_at_ms`, then by count.
+/// age relative to the newest entry's `resolved_at_ms`, then by count, then
+/// by bytes (the newest entry is kept); returns how many were pruned.
 pub(crate) fn prune_conflicts(
     log: &mut std::collections::VecDeque<(u64, cpc_core::ConflictRecord)>,
     newest_at: EpochMillis,
     options: &QueueOptions,
-) {
+) -> u64 {
+    let before = log.len();
     let cutoff = newest_at.saturating_sub(millis(options.conflict_log_max_age));
     log.retain(|(_, e)| e.resolved_at_ms >= cutoff);
     while log.len() > options.conflict_log_max_entries {
         log.pop_front();
     }
+    let mut bytes: u64 = log.iter().map(|(_, e)| conflict_size(e)).sum();
+    while bytes > options.conflict_log_max_bytes && log.len() > 1 {
+        if let Some((_, e)) = log.pop_front() {
+            bytes = bytes.saturating_sub(conflict_size(&e));
+        }
+    }
+    (before - log.len()) as u64
+}
+
+/// The bytes a conflict log entry holds (its payloads and a fixed
+/// allowance for the rest), as the in-memory store counts them.
+fn conflict_size(e: &cpc_core::ConflictRecord) -> u64 {
+    let payloads = e.local_payload.len()
+        + e.remote.payload.as_ref().map_or(0, Vec::len)
+        + e.losing_payload.as_ref().map_or(0, Vec::len)
+        + match &e.resolution {
+            Resolution::Merged(p) => p.len(),
+            _ => 0,
+        };
+    payloads as u64 + 128
 }
 
 /// The age cutoff for the conflict log when `newest_at` was just logged.

@@ -136,7 +136,7 @@ mod sqlite;
 pub use api::{
     Claimed, Completion, ConflictFilter, DeadHeadPolicy, DeferredConflict, Durability, EpochMillis,
     ListFilter, OpState, QuarantineNotice, QuarantinedRecord, QueueOptions, QueueStats,
-    QueueStorage, StoredOperation,
+    QueueStorage, StoredOperation, DEFAULT_CONFLICT_LOG_MAX_BYTES,
 };
 #[doc(hidden)]
 pub use dir::InjectedFault;

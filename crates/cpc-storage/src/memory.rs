@@ -146,8 +146,10 @@ impl QueueStorage for MemoryStorage {
     }
 
     fn stats(&self) -> Result<QueueStats> {
-        let st = self.lock();
-        Ok(st.counters.stats(st.quarantine.len() as u64))
+        let mut st = self.lock();
+        let mut stats = st.counters.stats(st.quarantine.len() as u64);
+        engine::count_blocked(&mut *st, &mut stats, &self.options)?;
+        Ok(stats)
     }
 
     fn list(&self, filter: &ListFilter) -> Result<Vec<StoredOperation>> {
@@ -176,14 +178,17 @@ impl QueueStorage for MemoryStorage {
         engine::settle(&mut *self.lock(), id, &resolution, now, &self.options)
     }
 
-    fn log_conflict(&self, entry: &ConflictRecord) -> Result<()> {
+    fn log_conflict(&self, entry: &ConflictRecord) -> Result<u64> {
         engine::check_conflict(entry, self.options.max_payload)?;
         let mut st = self.lock();
         let id = st.next_conflict;
         st.next_conflict += 1;
         st.conflicts.push_back((id, entry.clone()));
-        engine::prune_conflicts(&mut st.conflicts, entry.resolved_at_ms, &self.options);
-        Ok(())
+        Ok(engine::prune_conflicts(
+            &mut st.conflicts,
+            entry.resolved_at_ms,
+            &self.options,
+        ))
     }
 
     fn conflict_log(&self, filter: &ConflictFilter) -> Result<Vec<ConflictRecord>> {

@@ -112,6 +112,8 @@ pub struct SledStorage {
     now_hint: AtomicU64,
     /// What committed transactions quarantined, until the worker asks.
     notices: Notices,
+    /// Bytes of the conflict log's entries (`None` until first counted).
+    conflict_bytes: Mutex<Option<u64>>,
     // Dropped last: the lock is released after sled's files are closed.
     dir: QueueDir,
 }
@@ -200,6 +202,7 @@ impl SledStorage {
             fault: FaultSlot::default(),
             now_hint: AtomicU64::new(0),
             notices: Notices::default(),
+            conflict_bytes: Mutex::new(None),
             dir: qdir,
         };
         if fresh {
@@ -351,6 +354,14 @@ impl SledStorage {
             Err(WaitError::Sync(io)) => Err(self.fail(dir::io_error("sync", io))),
             Err(WaitError::Failed) => Err(StorageError::Poisoned),
         }
+    }
+
+    /// The bytes of the conflict log's entries, once counted.
+    fn conflict_bytes(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
+        // A plain number: a poisoned lock leaves nothing inconsistent.
+        self.conflict_bytes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Quarantines records whose bookkeeping failed its checksum: the raw
@@ -549,8 +560,12 @@ impl QueueStorage for SledStorage {
 
     fn stats(&self) -> Result<QueueStats> {
         self.poison.check()?;
-        let st = self.lock();
-        Ok(st.counters().stats(st.quarantined))
+        let mut stats = {
+            let st = self.lock();
+            st.counters().stats(st.quarantined)
+        };
+        self.write_tx(|tx| engine::count_blocked(tx, &mut stats, &self.options))?;
+        Ok(stats)
     }
 
     fn list(&self, filter: &ListFilter) -> Result<Vec<StoredOperation>> {
@@ -598,32 +613,49 @@ impl QueueStorage for SledStorage {
         self.write_tx(|tx| engine::settle(tx, id, &resolution, now, &self.options))
     }
 
-    fn log_conflict(&self, entry: &ConflictRecord) -> Result<()> {
+    fn log_conflict(&self, entry: &ConflictRecord) -> Result<u64> {
         engine::check_conflict(entry, self.options.max_payload)?;
         let bytes = envelope::encode(RecordKind::Conflict, entry).map_err(StorageError::Encode)?;
         let max_entries = self.options.conflict_log_max_entries as u64;
+        let max_bytes = self.options.conflict_log_max_bytes;
         let cutoff = engine::conflict_cutoff(entry.resolved_at_ms, &self.options);
-        self.write_tx(|tx| {
+        let mut total = match *self.conflict_bytes() {
+            Some(total) => total,
+            // Counted once per handle (a scan), then kept up to date.
+            None => self.trees[CONFLICTS]
+                .iter()
+                .values()
+                .try_fold(0u64, |sum, v| v.map(|v| sum + v.len() as u64))
+                .map_err(|e| sled_error("scan", e))?,
+        };
+        let (pruned, total) = self.write_tx(|tx| {
             let n = tx.state.conflict_seq;
             tx.state.conflict_seq += 1;
             tx.state.conflict_count += 1;
             tx.touch_state();
+            total += bytes.len() as u64;
             tx.put(CONFLICTS, &keys::time_key(entry.resolved_at_ms, n), bytes);
-            // Prune the oldest entries: by age, then by count.
-            loop {
+            // Prune the oldest entries: by age, count and bytes (the
+            // newest, just written, always stays).
+            let mut pruned = 0;
+            while tx.state.conflict_count > 1 {
                 let first = tx.scan(CONFLICTS, &[], None, 1)?;
-                let Some((k, _)) = first.first() else {
+                let Some((k, v)) = first.first() else {
                     break;
                 };
                 let at = keys::parse_time_key(k).map_or(0, |(at, _)| at);
-                if at >= cutoff && tx.state.conflict_count <= max_entries {
+                if at >= cutoff && tx.state.conflict_count <= max_entries && total <= max_bytes {
                     break;
                 }
+                total = total.saturating_sub(v.len() as u64);
                 tx.del(CONFLICTS, k);
                 tx.state.conflict_count = tx.state.conflict_count.saturating_sub(1);
+                pruned += 1;
             }
-            Ok(())
-        })
+            Ok((pruned, total))
+        })?;
+        *self.conflict_bytes() = Some(total);
+        Ok(pruned)
     }
 
     fn conflict_log(&self, filter: &ConflictFilter) -> Result<Vec<ConflictRecord>> {

@@ -321,7 +321,10 @@ impl QueueStorage for SqliteStorage {
             .prepare_cached("SELECT COUNT(*) FROM quarantine")
             .and_then(|mut st| st.query_row([], |r| r.get(0)))
             .map_err(|e| classify(&s.path, "stats", e))?;
-        Ok(main.counters.stats(to_u64(quarantined)))
+        let mut stats = main.counters.stats(to_u64(quarantined));
+        drop(main);
+        s.read(|tx| engine::count_blocked(tx, &mut stats, &s.options))?;
+        Ok(stats)
     }
 
     fn list(&self, filter: &ListFilter) -> Result<Vec<StoredOperation>> {
@@ -374,12 +377,13 @@ impl QueueStorage for SqliteStorage {
         })
     }
 
-    fn log_conflict(&self, entry: &ConflictRecord) -> Result<()> {
+    fn log_conflict(&self, entry: &ConflictRecord) -> Result<u64> {
         let s = &self.shared;
         engine::check_conflict(entry, s.options.max_payload)?;
         let body = envelope::encode(RecordKind::Conflict, entry).map_err(StorageError::Encode)?;
         let cutoff = engine::conflict_cutoff(entry.resolved_at_ms, &s.options);
         let max = i64::try_from(s.options.conflict_log_max_entries).unwrap_or(i64::MAX);
+        let max_bytes = i64::try_from(s.options.conflict_log_max_bytes).unwrap_or(i64::MAX);
         s.write("log conflict", |tx| {
             let c = tx.conn;
             let err = |e| classify(tx.path, "log conflict", e);
@@ -394,17 +398,32 @@ impl QueueStorage for SqliteStorage {
                 ])
             })
             .map_err(err)?;
-            c.prepare_cached("DELETE FROM conflicts WHERE resolved_at < ?1")
+            let mut pruned = c
+                .prepare_cached("DELETE FROM conflicts WHERE resolved_at < ?1")
                 .and_then(|mut st| st.execute(params![to_i64(cutoff)]))
                 .map_err(err)?;
             // The log is bounded by count, so this subquery is bounded too.
-            c.prepare_cached(
-                "DELETE FROM conflicts WHERE n IN \
-                 (SELECT n FROM conflicts ORDER BY n DESC LIMIT -1 OFFSET ?1)",
-            )
-            .and_then(|mut st| st.execute(params![max]))
-            .map_err(err)?;
-            Ok(())
+            pruned += c
+                .prepare_cached(
+                    "DELETE FROM conflicts WHERE n IN \
+                     (SELECT n FROM conflicts ORDER BY n DESC LIMIT -1 OFFSET ?1)",
+                )
+                .and_then(|mut st| st.execute(params![max]))
+                .map_err(err)?;
+            // By bytes: keep the newest entries whose bodies add up to at
+            // most the bound (the newest always). `length` of a blob reads
+            // its size from the row header, not its pages.
+            pruned += c
+                .prepare_cached(
+                    "DELETE FROM conflicts WHERE n <= (\
+                       SELECT n FROM (SELECT n, SUM(length(body)) OVER (ORDER BY n DESC) AS total \
+                                      FROM conflicts) \
+                       WHERE total > ?1 ORDER BY n DESC LIMIT 1) \
+                     AND n < (SELECT MAX(n) FROM conflicts)",
+                )
+                .and_then(|mut st| st.execute(params![max_bytes]))
+                .map_err(err)?;
+            Ok(pruned as u64)
         })
     }
 

@@ -96,7 +96,7 @@ forward! {
     defer(id: cpc_core::OperationId, r: cpc_core::RemoteRecord) -> cpc_storage::Result<()>;
     list_deferred() -> cpc_storage::Result<Vec<cpc_storage::DeferredConflict>>;
     settle(id: cpc_core::OperationId, r: cpc_core::Resolution, now: u64) -> cpc_storage::Result<bool>;
-    log_conflict(e: &cpc_core::ConflictRecord) -> cpc_storage::Result<()>;
+    log_conflict(e: &cpc_core::ConflictRecord) -> cpc_storage::Result<u64>;
     conflict_log(f: &cpc_storage::ConflictFilter) -> cpc_storage::Result<Vec<cpc_core::ConflictRecord>>;
     list_quarantined() -> cpc_storage::Result<Vec<cpc_storage::QuarantinedRecord>>;
     purge_quarantined() -> cpc_storage::Result<u64>;

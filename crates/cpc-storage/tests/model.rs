@@ -370,6 +370,19 @@ impl Model {
                 s.pending_bytes += m.op.payload.len() as u64;
             }
         }
+        // Pending operations behind a dead (when not skipped) or deferred head.
+        for m in &self.ops {
+            let pending = matches!(
+                m.state,
+                OpState::Ready | OpState::InFlight { .. } | OpState::Waiting { .. }
+            );
+            let blocked = self.head_of(&m.op.entity).is_some_and(|h| {
+                matches!(self.ops[h].state, OpState::Dead { .. } | OpState::Deferred)
+            });
+            if pending && blocked {
+                s.blocked += 1;
+            }
+        }
         s
     }
 }
@@ -526,6 +539,7 @@ fn run(
         max_payload: MAX_PAYLOAD,
         conflict_log_max_entries: 10,
         conflict_log_max_age: Duration::from_secs(60),
+        conflict_log_max_bytes: cpc_storage::DEFAULT_CONFLICT_LOG_MAX_BYTES,
     };
     let mut store = Some(open(&path, options.clone(), T0));
     let mut model = Model {

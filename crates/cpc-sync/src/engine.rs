@@ -318,8 +318,11 @@ impl SyncEngine {
         self.inner.worker.subscribe()
     }
 
-    /// Resolves when nothing is pending or in flight (dead letters and
-    /// deferred conflicts do not count). Needs the worker started.
+    /// Resolves when nothing is left to send and nothing is in flight. What
+    /// waits for the application does not count: dead letters, deferred
+    /// conflicts, and the operations of their entities held behind them
+    /// (`stats()` reports them as `dead`, `deferred` and `blocked`). Needs
+    /// the worker started. See `SyncWorker::drained`.
     pub async fn drained(&self) -> Result<()> {
         self.inner.worker.drained().await?;
         Ok(())

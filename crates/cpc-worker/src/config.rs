@@ -76,9 +76,11 @@ pub struct WorkerConfig {
     /// How storage calls are made (default [`StorageCalls::Blocking`]).
     pub storage_calls: StorageCalls,
     /// An operation whose conflict is resolved keep-local or merged is
-    /// resent after a backoff; once it conflicts on this attempt (or a later
-    /// one) it is deferred for the application instead, so two devices that
-    /// both keep their own edit cannot loop forever (default 10; at least 1).
+    /// resent after a backoff (the retry policy's, growing with each
+    /// conflict in a row); at this many conflicts in a row it is deferred
+    /// for the application instead, so two devices that both keep their own
+    /// edit cannot loop forever (default 10; at least 1). Counted in memory:
+    /// a restart starts the count over.
     pub max_conflicts: u32,
 }
 

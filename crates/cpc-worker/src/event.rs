@@ -60,6 +60,13 @@ pub enum WorkerEvent {
         /// The remote version the conflict was against.
         remote_version: u64,
     },
+    /// The conflict log reached a bound (age, count or bytes) and dropped
+    /// its oldest entries, with the losing values they kept: read the log
+    /// before then if the application wants them.
+    ConflictLogPruned {
+        /// How many entries were dropped.
+        dropped: u64,
+    },
     /// A conflict was parked for the application (see `settle`).
     Deferred {
         /// The operation.
@@ -116,7 +123,7 @@ pub enum WorkerEvent {
         /// What the batch did.
         summary: ProcessingSummary,
     },
-    /// Nothing is pending or in flight any more.
+    /// Nothing is left to send or in flight (see `SyncWorker::drained`).
     Drained,
     /// A storage call failed; the worker waits and tries again.
     StorageFailed {

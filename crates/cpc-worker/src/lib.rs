@@ -80,6 +80,7 @@ mod event;
 mod net;
 mod policy;
 mod split;
+mod streaks;
 mod summary;
 mod unwind;
 mod worker;

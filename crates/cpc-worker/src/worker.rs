@@ -26,6 +26,7 @@ use crate::event::WorkerEvent;
 use crate::net::NetworkGate;
 use crate::policy::{settle_breaker, FailedAttempt, RetryPolicy};
 use crate::split::{may_be_caused_by_an_operation, Suspects};
+use crate::streaks::ConflictStreaks;
 use crate::summary::ProcessingSummary;
 use crate::unwind::{catch, CatchUnwind};
 use cpc_backoff::RetryCause;
@@ -170,6 +171,7 @@ impl SyncWorkerBuilder {
             leases: Mutex::new(HashMap::new()),
             orphans: Mutex::new(Vec::new()),
             suspects: Mutex::new(Suspects::default()),
+            streaks: Mutex::new(ConflictStreaks::default()),
             failure_streak: AtomicU32::new(0),
             batch_seq: AtomicU64::new(0),
             task: tokio::sync::Mutex::new(RunState::Idle),
@@ -218,6 +220,8 @@ struct Inner {
     /// Operations of batches that failed in a way one of them may have
     /// caused; their batches are split (see `split`).
     suspects: Mutex<Suspects>,
+    /// Conflicts in a row per operation (see `streaks`).
+    streaks: Mutex<ConflictStreaks>,
     /// Pushes that failed as a whole in a row (reset by any answer): paces
     /// the retries of failures that say nothing about the operations.
     failure_streak: AtomicU32,
@@ -300,14 +304,20 @@ impl SyncWorker {
         matches!(&*self.inner.task.lock().await, RunState::Running(h) if !h.is_finished())
     }
 
-    /// Resolves when nothing is pending in storage and nothing is in flight.
-    /// Needs the loop running (or someone calling `process_once`) to make
-    /// progress; dead letters and deferred conflicts do not count as pending.
+    /// Resolves when nothing is left that the worker could send and nothing
+    /// is in flight: every pending operation is delivered, or waits behind
+    /// its entity's dead (under `BlockEntity`) or deferred head for the
+    /// application to act (`QueueStats::blocked`). Dead letters, deferred
+    /// conflicts and the operations they hold back stay in the store;
+    /// [`QueueStorage::stats`] reports them apart (`dead`, `deferred`,
+    /// `blocked`). Operations waiting for a retry are sendable: `drained`
+    /// waits for them. Needs the loop running (or someone calling
+    /// `process_once`) to make progress.
     pub async fn drained(&self) -> Result<()> {
         let mut progress = self.inner.progress.subscribe();
         loop {
             progress.borrow_and_update();
-            if self.in_flight() == 0 && self.inner.pending().await? == 0 {
+            if self.in_flight() == 0 && self.inner.sendable().await? == 0 {
                 return Ok(());
             }
             if progress.changed().await.is_err() {
@@ -468,8 +478,11 @@ impl Inner {
         result.map_err(WorkerError::storage(context))
     }
 
-    async fn pending(&self) -> Result<u64> {
-        self.call("pending", |s| s.pending()).await
+    /// Pending operations the worker could still send (not held behind a
+    /// dead or deferred head).
+    async fn sendable(&self) -> Result<u64> {
+        let stats = self.call("stats", |s| s.stats()).await?;
+        Ok(stats.pending.saturating_sub(stats.blocked))
     }
 
     /// Claims a batch, cut where a suspect's limit says (see `split`): the
@@ -507,6 +520,11 @@ impl Inner {
                 reason: notice.reason,
             });
         }
+    }
+
+    fn streaks(&self) -> MutexGuard<'_, ConflictStreaks> {
+        // Plain bookkeeping: a poisoned lock leaves nothing inconsistent.
+        self.streaks.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn suspects(&self) -> MutexGuard<'_, Suspects> {
@@ -651,10 +669,12 @@ impl Inner {
         // again) instead of dropping a losing payload unrecorded.
         let written = self
             .call("complete", move |s| {
+                let mut pruned = 0;
                 for entry in &conflicts {
-                    s.log_conflict(entry)?;
+                    pruned += s.log_conflict(entry)?;
                 }
-                s.complete(&completions, now)
+                s.complete(&completions, now)?;
+                Ok(pruned)
             })
             .await;
         self.report_quarantines();
@@ -662,7 +682,11 @@ impl Inner {
         // failure its leases expire and the store hands the ops out again.
         self.unregister(batch);
         self.progress.send_modify(|p| *p += 1);
-        written?;
+        let pruned = written?;
+        if pruned > 0 {
+            tracing::info!(target: "cpc_worker", pruned, "conflict log full: oldest entries dropped");
+            self.emit(WorkerEvent::ConflictLogPruned { dropped: pruned });
+        }
 
         if outcome.pause {
             self.paused.store(true, Ordering::SeqCst);
@@ -744,6 +768,9 @@ impl Inner {
                 self.failure_streak.store(0, Ordering::SeqCst);
                 self.suspects().cleared(ops.iter().map(|op| op.id));
                 for ((op, m), outcome) in ops.iter().zip(meta).zip(outcomes) {
+                    if !matches!(outcome, PushOutcome::Conflict { .. }) {
+                        self.streaks().ended(op.id);
+                    }
                     match outcome {
                         PushOutcome::Applied { version }
                         | PushOutcome::AlreadyApplied { version } => {
@@ -948,9 +975,9 @@ impl Inner {
     /// Settles a conflict through the resolver. A keep-local or merged
     /// result is resent after a backoff (the retry policy's, paid from the
     /// budget), so two devices that both keep their own edit do not loop at
-    /// full speed; once an operation conflicts on its `max_conflicts`-th
-    /// attempt it is deferred for the application instead. A resolver that
-    /// panics defers the operation too.
+    /// full speed; at `max_conflicts` conflicts in a row the operation is
+    /// deferred for the application instead. A resolver that panics defers
+    /// the operation too.
     fn resolve(
         &self,
         out: &mut BatchOutcome,
@@ -990,15 +1017,22 @@ impl Inner {
             }
         }
         let resend = matches!(resolution, Resolution::KeepLocal | Resolution::Merged(_));
-        if resend && meta.attempt >= self.config.max_conflicts {
+        let in_a_row = if resend {
+            self.streaks().conflicted(op.id)
+        } else {
+            self.streaks().ended(op.id);
+            0
+        };
+        if resend && in_a_row >= self.config.max_conflicts {
+            self.streaks().ended(op.id);
             // The log keeps the conflict as what happened to it: deferred,
             // nothing lost yet.
             record.resolution = Resolution::Defer;
             record.losing_payload = None;
             out.conflicts.push(record);
             let reason = format!(
-                "conflict again on attempt {} (max_conflicts {}): deferred for the application",
-                meta.attempt, self.config.max_conflicts
+                "{in_a_row} conflicts in a row (max_conflicts {}): deferred for the application",
+                self.config.max_conflicts
             );
             self.defer(out, op, remote, reason);
             return;
@@ -1040,7 +1074,7 @@ impl Inner {
             self.retry.retry_at(
                 &FailedAttempt {
                     id: op.id,
-                    attempt: meta.attempt,
+                    attempt: in_a_row,
                     hint: None,
                     cause: RetryCause::Error,
                     elapsed: Duration::from_millis(now.saturating_sub(meta.enqueued_at)),
@@ -1119,7 +1153,7 @@ impl Inner {
         // full can have emptied the queue.
         if summary.attempted < self.config.batch_size && self.in_flight.load(Ordering::SeqCst) == 0
         {
-            match self.pending().await {
+            match self.sendable().await {
                 Ok(0) if self.in_flight.load(Ordering::SeqCst) == 0 => {
                     self.emit(WorkerEvent::Drained)
                 }

@@ -250,7 +250,7 @@ impl QueueStorage for GatedStorage {
     fn settle(&self, id: OperationId, resolution: Resolution, now: EpochMillis) -> Result<bool> {
         self.call(|s| s.settle(id, resolution, now))
     }
-    fn log_conflict(&self, entry: &ConflictRecord) -> Result<()> {
+    fn log_conflict(&self, entry: &ConflictRecord) -> Result<u64> {
         self.call(|s| s.log_conflict(entry))
     }
     fn conflict_log(&self, filter: &ConflictFilter) -> Result<Vec<ConflictRecord>> {

@@ -503,7 +503,7 @@ fn the_checks_catch_a_lost_operation_and_a_fifo_violation() {
             ) -> cpc_storage::Result<bool> {
                 self.0.settle(id, r, now)
             }
-            fn log_conflict(&self, e: &cpc_core::ConflictRecord) -> cpc_storage::Result<()> {
+            fn log_conflict(&self, e: &cpc_core::ConflictRecord) -> cpc_storage::Result<u64> {
                 self.0.log_conflict(e)
             }
             fn conflict_log(

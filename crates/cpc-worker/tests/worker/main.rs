@@ -6,6 +6,7 @@
 mod support;
 
 mod batch_failures_ack_nothing;
+mod drained_waits_only_for_sendable_work;
 mod lifecycle_and_network;
 mod outcomes_become_completions;
 mod panics_and_poison_are_contained;
