@@ -1317,6 +1317,11 @@ fn to_u64(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
+/// Bodies at least this large are written into their row through SQLite's
+/// incremental blob I/O, which copies them into pages directly, instead of
+/// being bound as a value, which first builds a whole record in memory.
+const LARGE_BODY: usize = 64 * 1024;
+
 /// The context of the salvage transaction (never salvaged again itself).
 const SALVAGE: &str = "salvage";
 
@@ -1991,6 +1996,12 @@ impl Tx for SqlTx<'_> {
                  remote, body) VALUES (?1, ?2, NULL, ?3, ?4, ?5, ?6, NULL, ?7)",
             )
             .and_then(|mut st| {
+                // A large body is written into its row in place (below):
+                // bound as a value, SQLite would first copy it whole into
+                // a record of its own.
+                let large = body.len() >= LARGE_BODY;
+                let zero = rusqlite::blob::ZeroBlob(i32::try_from(body.len()).unwrap_or(i32::MAX));
+                let value: &dyn rusqlite::ToSql = if large { &zero } else { &body };
                 st.execute(params![
                     seq,
                     eid,
@@ -1998,10 +2009,17 @@ impl Tx for SqlTx<'_> {
                     i64::from(meta.priority.rank()),
                     to_i64(meta.enqueued_at),
                     to_i64(meta.payload_len),
-                    body,
+                    value,
                 ])
             })
             .map_err(&err)?;
+        if body.len() >= LARGE_BODY {
+            let mut blob = self
+                .conn
+                .blob_open(rusqlite::DatabaseName::Main, "ops", "body", seq, false)
+                .map_err(&err)?;
+            blob.write_at(&body, 0).map_err(&err)?;
+        }
         if needs_hot(meta) {
             self.write_hot(meta)?;
         }

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod adversarial_remote;
 mod composite_adapter_keeps_order;
 mod delivery_survives_faults;
 mod inline_storage_calls_are_deterministic;
