@@ -1321,6 +1321,8 @@ fn to_u64(v: i64) -> u64 {
 /// incremental blob I/O, which copies them into pages directly, instead of
 /// being bound as a value, which first builds a whole record in memory.
 const LARGE_BODY: usize = 64 * 1024;
+// `SQL_DUE` spells it out as a literal.
+const _: () = assert!(LARGE_BODY == 65536);
 
 /// The context of the salvage transaction (never salvaged again itself).
 const SALVAGE: &str = "salvage";
@@ -1379,7 +1381,8 @@ const SQL_BY_SEQ_IN: &str =
 const SQL_DUE: &str = concat!(
     "SELECT ",
     meta_cols!(),
-    ", o.body",
+    // Large bodies (LARGE_BODY, 64 KiB) are read apart, through blob I/O.
+    ", CASE WHEN length(o.body) < 65536 THEN o.body END",
     from_hot!(),
     "WHERE h.hk = 0 ORDER BY h.eff DESC, h.seq LIMIT ?1"
 );
@@ -2105,13 +2108,42 @@ impl Tx for SqlTx<'_> {
     }
 
     fn raw_op(&mut self, meta: &OpMeta) -> Result<Vec<u8>> {
-        Ok(self
-            .blob(
-                "SELECT body FROM ops WHERE seq = ?1",
-                meta.seq,
-                "load operation",
-            )?
-            .unwrap_or_default())
+        let len: Option<i64> = self
+            .conn
+            .prepare_cached(
+                "SELECT CASE typeof(body) WHEN 'blob' THEN length(body) END FROM ops WHERE seq = ?1",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![to_i64(meta.seq)], |r| r.get(0))
+                    .optional()
+            })
+            .map(Option::flatten)
+            .map_err(self.err("load operation"))?;
+        match len.and_then(|n| usize::try_from(n).ok()) {
+            // Read page by page into a buffer of its size: a plain SELECT
+            // would have SQLite hold a whole copy of it first.
+            Some(n) if n >= LARGE_BODY => {
+                let mut body = vec![0u8; n];
+                self.conn
+                    .blob_open(
+                        rusqlite::DatabaseName::Main,
+                        "ops",
+                        "body",
+                        to_i64(meta.seq),
+                        true,
+                    )
+                    .and_then(|blob| blob.read_at_exact(&mut body, 0))
+                    .map_err(self.err("load operation"))?;
+                Ok(body)
+            }
+            _ => Ok(self
+                .blob(
+                    "SELECT body FROM ops WHERE seq = ?1",
+                    meta.seq,
+                    "load operation",
+                )?
+                .unwrap_or_default()),
+        }
     }
 
     fn quarantine(
@@ -2125,7 +2157,7 @@ impl Tx for SqlTx<'_> {
     }
 
     fn due_heads(&mut self, limit: usize) -> Result<Vec<OpMeta>> {
-        let rows: Vec<(OpMeta, Vec<u8>)> = self
+        let rows: Vec<(OpMeta, Option<Vec<u8>>)> = self
             .conn
             .prepare_cached(SQL_DUE)
             .and_then(|mut st| {
@@ -2138,7 +2170,9 @@ impl Tx for SqlTx<'_> {
         self.bodies.clear();
         let mut metas = Vec::with_capacity(rows.len());
         for (meta, body) in rows {
-            self.bodies.push((meta.seq, body));
+            if let Some(body) = body {
+                self.bodies.push((meta.seq, body));
+            }
             metas.push(meta);
         }
         Ok(metas)
