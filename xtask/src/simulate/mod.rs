@@ -45,7 +45,8 @@ pub const DEFAULT_SEED: u64 = 42;
 const HELP: &str = "usage: cargo xtask simulate [options]
 
   --suite NAME|all      built-in suite(s), comma-separated (default all):
-                        steady, flaky-30, lost-acks, partition-heal, flapping,
+                        steady, flaky-30, lost-acks, hostile-answers,
+                        partition-heal, flapping,
                         rate-limited, thundering-herd, poison, conflicts,
                         priority-storm, crash-restart, huge-queue
   --scenario FILE.toml  run a scenario file instead (see xtask/scenarios/)

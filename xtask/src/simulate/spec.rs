@@ -38,6 +38,10 @@ pub const SUITES: &[(&str, &str)] = &[
     ("flaky-30", include_str!("../../scenarios/flaky-30.toml")),
     ("lost-acks", include_str!("../../scenarios/lost-acks.toml")),
     (
+        "hostile-answers",
+        include_str!("../../scenarios/hostile-answers.toml"),
+    ),
+    (
         "partition-heal",
         include_str!("../../scenarios/partition-heal.toml"),
     ),
