@@ -27,6 +27,11 @@ enum PushAnswer {
     PerOp(Vec<OpAnswer>),
     Fail(TransportError),
     Short,
+    /// The transport panics: the batch fails, its claims come back, the
+    /// in-flight count stays balanced.
+    Panic,
+    /// Per-op answers, listed in reverse order (matched by id).
+    Reversed(Vec<OpAnswer>),
 }
 
 fn op_answer() -> impl Strategy<Value = OpAnswer> {
@@ -44,34 +49,46 @@ fn push_answer() -> impl Strategy<Value = PushAnswer> {
         1 => Just(PushAnswer::Fail(TransportError::Timeout)),
         1 => Just(PushAnswer::Fail(TransportError::RateLimited { retry_after: Some(Duration::from_secs(90)) })),
         1 => Just(PushAnswer::Short),
+        1 => Just(PushAnswer::Panic),
+        1 => prop::collection::vec(op_answer(), 1..8).prop_map(PushAnswer::Reversed),
     ]
+}
+
+fn per_op(batch: &[Operation], list: &[OpAnswer]) -> Vec<OpOutcome> {
+    batch
+        .iter()
+        .enumerate()
+        .map(|(i, op)| {
+            let outcome = match &list[i % list.len()] {
+                OpAnswer::Applied => PushOutcome::Applied { version: 1 },
+                OpAnswer::RetryLater(after) => PushOutcome::RetryLater {
+                    after: after.map(Duration::from_millis),
+                },
+                OpAnswer::Conflict => PushOutcome::Conflict {
+                    remote: RemoteRecord {
+                        version: 2,
+                        timestamp: HlcTimestamp::new(1, 0, NodeId(9)),
+                        payload: None,
+                        node: NodeId(9),
+                    },
+                },
+            };
+            OpOutcome::new(op.id, outcome)
+        })
+        .collect()
 }
 
 fn answer(a: PushAnswer) -> Answer {
     Box::new(move |batch: &[Operation]| match &a {
         PushAnswer::Fail(e) => Err(e.clone()),
         PushAnswer::Short => Ok(Vec::new()),
-        PushAnswer::PerOp(list) => Ok(batch
-            .iter()
-            .enumerate()
-            .map(|(i, op)| {
-                let outcome = match &list[i % list.len()] {
-                    OpAnswer::Applied => PushOutcome::Applied { version: 1 },
-                    OpAnswer::RetryLater(after) => PushOutcome::RetryLater {
-                        after: after.map(Duration::from_millis),
-                    },
-                    OpAnswer::Conflict => PushOutcome::Conflict {
-                        remote: RemoteRecord {
-                            version: 2,
-                            timestamp: HlcTimestamp::new(1, 0, NodeId(9)),
-                            payload: None,
-                            node: NodeId(9),
-                        },
-                    },
-                };
-                OpOutcome::new(op.id, outcome)
-            })
-            .collect()),
+        PushAnswer::Panic => panic!("scripted transport panic"),
+        PushAnswer::PerOp(list) => Ok(per_op(batch, list)),
+        PushAnswer::Reversed(list) => {
+            let mut answer = per_op(batch, list);
+            answer.reverse();
+            Ok(answer)
+        }
     })
 }
 
@@ -120,12 +137,14 @@ fn run_case(
         let drained = tokio::time::timeout(Duration::from_secs(6 * 3600), w.drained()).await;
         let pending = s.pending().unwrap();
         let pushes = t.pushes();
+        let in_flight = w.in_flight();
         w.shutdown().await.unwrap();
         prop_assert!(
             drained.is_ok(),
             "stalled with {pending} pending after {pushes} pushes"
         );
         prop_assert_eq!(pending, 0);
+        prop_assert_eq!(in_flight, 0, "in-flight accounting balanced");
         // No busy loop: every push is either scripted or makes progress.
         prop_assert!(
             pushes <= scripted + n + 1,
