@@ -86,6 +86,65 @@ impl Default for QueueOptions {
     }
 }
 
+/// Largest [`QueueOptions::max_payload`]: 1 GiB (record sizes stay within
+/// 32-bit lengths even for a conflict log entry holding three payloads).
+pub const MAX_PAYLOAD_LIMIT: usize = 1 << 30;
+
+impl QueueOptions {
+    /// Checks every value against its range; the error names the field.
+    /// The stores call it when they open, so no instant they compute from
+    /// a configured duration can overflow.
+    pub fn validate(&self) -> Result<()> {
+        const DAY: Duration = Duration::from_secs(24 * 3600);
+        let check = |ok: bool, field: &'static str, reason: &'static str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(crate::StorageError::InvalidOption { field, reason })
+            }
+        };
+        if let Durability::GroupCommit { max_delay } = self.durability {
+            check(
+                max_delay <= Duration::from_secs(1),
+                "durability",
+                "GroupCommit max_delay must be at most 1 s",
+            )?;
+        }
+        check(
+            !self.lease_timeout.is_zero() && self.lease_timeout <= DAY * 30,
+            "lease_timeout",
+            "must be positive and at most 30 days",
+        )?;
+        check(
+            self.aging_after
+                .is_none_or(|a| !a.is_zero() && a <= DAY * 365),
+            "aging_after",
+            "must be positive and at most 365 days",
+        )?;
+        check(
+            (1..=MAX_PAYLOAD_LIMIT).contains(&self.max_payload),
+            "max_payload",
+            "must be between 1 byte and 1 GiB",
+        )?;
+        check(
+            (1..=10_000_000).contains(&self.conflict_log_max_entries),
+            "conflict_log_max_entries",
+            "must be between 1 and 10,000,000",
+        )?;
+        check(
+            !self.conflict_log_max_age.is_zero() && self.conflict_log_max_age <= DAY * 3650,
+            "conflict_log_max_age",
+            "must be positive and at most 10 years",
+        )?;
+        check(
+            self.conflict_log_max_bytes > 0,
+            "conflict_log_max_bytes",
+            "must be positive",
+        )?;
+        Ok(())
+    }
+}
+
 /// Where an operation stands.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpState {

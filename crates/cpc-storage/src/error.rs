@@ -26,6 +26,14 @@ pub enum StorageError {
         /// What differs.
         reason: &'static str,
     },
+    /// A [`QueueOptions`](crate::QueueOptions) value out of its range.
+    #[error("invalid queue option {field}: {reason}")]
+    InvalidOption {
+        /// The field.
+        field: &'static str,
+        /// Its range.
+        reason: &'static str,
+    },
     /// An operation with this id is already stored.
     #[error("operation {0} is already queued")]
     Duplicate(cpc_core::OperationId),

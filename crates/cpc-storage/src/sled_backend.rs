@@ -154,6 +154,7 @@ impl SledStorage {
         options: SledOptions,
         now: EpochMillis,
     ) -> Result<Self> {
+        options.queue.validate()?;
         let qdir = QueueDir::open(dir.as_ref(), BACKEND, FORMAT_VERSION)?;
         let sled_dir = qdir.path().join("sled");
         let relaxed = matches!(options.queue.durability, Durability::Relaxed);

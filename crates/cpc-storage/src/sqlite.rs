@@ -129,6 +129,7 @@ impl SqliteStorage {
     /// Opens the queue in `dir` with `now` as the recovery instant (leases
     /// ending at or before `now` return to ready). For simulated clocks.
     pub fn open_at(dir: impl AsRef<Path>, options: QueueOptions, now: EpochMillis) -> Result<Self> {
+        options.validate()?;
         let mut qdir = QueueDir::open(dir.as_ref(), BACKEND, FORMAT_VERSION)?;
         let path = qdir.path().to_path_buf();
         let db_path = path.join(DB_FILE);

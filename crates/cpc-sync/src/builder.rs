@@ -258,11 +258,20 @@ impl SyncEngineBuilder {
                 return Err(Error::Config("give either a path or a storage, not both"))
             }
             (Some(s), None) => s,
-            (None, Some(path)) => Arc::new(cpc_storage::SqliteStorage::open_at(
-                &path,
-                self.options.clone(),
-                clock.now_ms(),
-            )?),
+            (None, Some(path)) => {
+                // An abandoned push must not outlive its lease, or the store
+                // hands the batch out again while it may still be applied.
+                if self.worker.push_timeout >= self.options.lease_timeout {
+                    return Err(Error::Config(
+                        "push_timeout must be shorter than the queue's lease_timeout",
+                    ));
+                }
+                Arc::new(cpc_storage::SqliteStorage::open_at(
+                    &path,
+                    self.options.clone(),
+                    clock.now_ms(),
+                )?)
+            }
             (None, None) => return Err(Error::Config("a path or a storage is required")),
         };
         if self.options.max_payload == 0 {

@@ -37,6 +37,15 @@ impl StorageCalls {
     }
 }
 
+/// Largest [`WorkerConfig::batch_size`].
+pub const MAX_BATCH_SIZE: usize = 100_000;
+/// Largest [`WorkerConfig::max_in_flight`].
+pub const MAX_IN_FLIGHT: usize = 1024;
+/// Largest [`WorkerConfig::event_capacity`].
+pub const MAX_EVENT_CAPACITY: usize = 1 << 20;
+/// Longest duration any [`WorkerConfig`] field may hold: 7 days.
+pub const MAX_DURATION: Duration = Duration::from_secs(7 * 24 * 3600);
+
 /// Default of [`WorkerConfig::max_conflicts`].
 pub const DEFAULT_MAX_CONFLICTS: u32 = 10;
 
@@ -104,23 +113,53 @@ impl Default for WorkerConfig {
 }
 
 impl WorkerConfig {
-    /// Checks the values make sense.
+    /// Checks every value against its documented range (see the
+    /// constants [`MAX_BATCH_SIZE`], [`MAX_IN_FLIGHT`],
+    /// [`MAX_EVENT_CAPACITY`] and [`MAX_DURATION`]); the error names the
+    /// field. Within these bounds no instant the worker computes from a
+    /// configured duration can overflow.
     pub fn validate(&self) -> Result<()> {
-        if self.batch_size == 0 {
-            return Err(WorkerError::Config("batch_size must be at least 1"));
-        }
-        if self.max_in_flight == 0 {
-            return Err(WorkerError::Config("max_in_flight must be at least 1"));
-        }
-        if self.event_capacity == 0 {
-            return Err(WorkerError::Config("event_capacity must be at least 1"));
-        }
-        if self.max_conflicts == 0 {
-            return Err(WorkerError::Config("max_conflicts must be at least 1"));
-        }
-        if self.push_timeout.is_zero() {
-            return Err(WorkerError::Config("push_timeout must be positive"));
-        }
+        let check = |ok: bool, what: &'static str| {
+            if ok {
+                Ok(())
+            } else {
+                Err(WorkerError::Config(what))
+            }
+        };
+        check(
+            (1..=MAX_BATCH_SIZE).contains(&self.batch_size),
+            "batch_size must be between 1 and 100000",
+        )?;
+        check(
+            (1..=MAX_IN_FLIGHT).contains(&self.max_in_flight),
+            "max_in_flight must be between 1 and 1024",
+        )?;
+        check(
+            (1..=MAX_EVENT_CAPACITY).contains(&self.event_capacity),
+            "event_capacity must be between 1 and 1048576",
+        )?;
+        check(self.max_conflicts >= 1, "max_conflicts must be at least 1")?;
+        let positive = |d: Duration| !d.is_zero() && d <= MAX_DURATION;
+        check(
+            positive(self.push_timeout),
+            "push_timeout must be positive and at most 7 days",
+        )?;
+        check(
+            self.shutdown_timeout <= MAX_DURATION,
+            "shutdown_timeout must be at most 7 days",
+        )?;
+        check(
+            self.reconnect_spread <= MAX_DURATION,
+            "reconnect_spread must be at most 7 days",
+        )?;
+        check(
+            positive(self.storage_retry),
+            "storage_retry must be positive and at most 7 days",
+        )?;
+        check(
+            positive(self.min_wakeup_interval),
+            "min_wakeup_interval must be positive and at most 7 days",
+        )?;
         Ok(())
     }
 }
@@ -128,6 +167,49 @@ impl WorkerConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_duration_at_its_extreme_is_refused_with_its_field_named() {
+        type Set = fn(&mut WorkerConfig, Duration);
+        let fields: [(&str, Set); 5] = [
+            ("push_timeout", |c, d| c.push_timeout = d),
+            ("shutdown_timeout", |c, d| c.shutdown_timeout = d),
+            ("reconnect_spread", |c, d| c.reconnect_spread = d),
+            ("storage_retry", |c, d| c.storage_retry = d),
+            ("min_wakeup_interval", |c, d| c.min_wakeup_interval = d),
+        ];
+        for (name, set) in fields {
+            let mut c = WorkerConfig::default();
+            set(&mut c, Duration::MAX);
+            match c.validate() {
+                Err(WorkerError::Config(msg)) => assert!(msg.starts_with(name), "{msg}"),
+                other => panic!("{name} = Duration::MAX: {other:?}"),
+            }
+            let mut c = WorkerConfig::default();
+            set(&mut c, MAX_DURATION);
+            assert!(c.validate().is_ok(), "{name} at the bound is valid");
+        }
+        for bad in [
+            WorkerConfig {
+                batch_size: MAX_BATCH_SIZE + 1,
+                ..WorkerConfig::default()
+            },
+            WorkerConfig {
+                event_capacity: usize::MAX,
+                ..WorkerConfig::default()
+            },
+            WorkerConfig {
+                max_in_flight: 0,
+                ..WorkerConfig::default()
+            },
+            WorkerConfig {
+                storage_retry: Duration::ZERO,
+                ..WorkerConfig::default()
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn default_is_valid_and_zero_batch_is_not() {

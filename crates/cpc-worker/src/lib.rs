@@ -86,7 +86,10 @@ mod unwind;
 mod worker;
 
 pub use clock::TokioWallClock;
-pub use config::{StorageCalls, WorkerConfig, DEFAULT_MAX_CONFLICTS};
+pub use config::{
+    StorageCalls, WorkerConfig, DEFAULT_MAX_CONFLICTS, MAX_BATCH_SIZE, MAX_DURATION,
+    MAX_EVENT_CAPACITY, MAX_IN_FLIGHT,
+};
 pub use error::{Result, WorkerError};
 pub use event::{NetworkStatus, WorkerEvent};
 pub use policy::{RetryPolicy, DEFAULT_MAX_ATTEMPTS};

@@ -1307,7 +1307,7 @@ async fn run(inner: Arc<Inner>) {
                     if e.is_poisoned() {
                         break error_chain(&e);
                     }
-                    hold_until = Some(now_instant + inner.config.storage_retry);
+                    hold_until = Some(after(now_instant, inner.config.storage_retry));
                     wake_at = hold_until;
                 }
             }
@@ -1327,7 +1327,7 @@ async fn run(inner: Arc<Inner>) {
                         if at <= now {
                             // Due, yet the claim just made found nothing:
                             // do not spin on it.
-                            at = now + inner.config.min_wakeup_interval;
+                            at = after(now, inner.config.min_wakeup_interval);
                         }
                         wake_at = earliest(wake_at, Some(at));
                     }
@@ -1337,8 +1337,10 @@ async fn run(inner: Arc<Inner>) {
                         if e.is_poisoned() {
                             break error_chain(&e);
                         }
-                        wake_at =
-                            earliest(wake_at, Some(Instant::now() + inner.config.storage_retry));
+                        wake_at = earliest(
+                            wake_at,
+                            Some(after(Instant::now(), inner.config.storage_retry)),
+                        );
                     }
                 },
             }
@@ -1373,7 +1375,7 @@ async fn run(inner: Arc<Inner>) {
     };
 
     // Shutdown: give in-flight batches a bounded time to finish.
-    let deadline = Instant::now() + inner.config.shutdown_timeout;
+    let deadline = after(Instant::now(), inner.config.shutdown_timeout);
     while !batches.is_empty() {
         match tokio::time::timeout_at(deadline, batches.join_next()).await {
             Ok(Some(joined)) => handle_joined(&inner, joined),
@@ -1408,6 +1410,15 @@ fn handle_joined(
             tracing::error!(target: "cpc_worker", error = %e, "batch task failed");
         }
     }
+}
+
+/// `base + d`, saturating far in the future instead of panicking (the
+/// configuration bounds every `d`; this keeps the worker panic-free even
+/// if a caller skipped `validate`).
+fn after(base: Instant, d: Duration) -> Instant {
+    base.checked_add(d)
+        .or_else(|| base.checked_add(crate::config::MAX_DURATION))
+        .unwrap_or(base)
 }
 
 fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {

@@ -8,6 +8,7 @@ mod support;
 
 mod adversarial_remote;
 mod composite_adapter_keeps_order;
+mod configuration_is_checked;
 mod delivery_survives_faults;
 mod inline_storage_calls_are_deterministic;
 mod offline_for_weeks;
