@@ -246,9 +246,10 @@ impl<C: FieldCodec> FieldMerge<C> {
         side: &'static str,
         payload_len: usize,
     ) -> Resolution {
+        // Entity keys may be personal: DEBUG only.
+        tracing::debug!(op_id = %local.id, entity = %local.entity, "field merge fell back");
         tracing::warn!(
             op_id = %local.id,
-            entity = %local.entity,
             side,
             payload_len,
             error_type = std::any::type_name::<C::Error>(),

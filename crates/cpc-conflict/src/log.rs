@@ -19,10 +19,11 @@ pub fn resolve_logged<R: ConflictResolver + ?Sized>(
     remote: &RemoteRecord,
 ) -> Resolution {
     let resolution = resolver.resolve(local, remote);
+    // Entity keys may be personal (a patient's, a customer's id): DEBUG only.
+    tracing::debug!(target: "cpc_conflict", op_id = %local.id, entity = %local.entity, "conflict on entity");
     tracing::info!(
         target: "cpc_conflict",
         op_id = %local.id,
-        entity = %local.entity,
         local_kind = kind_name(&local.kind),
         local_timestamp = %local.timestamp,
         local_base_version = ?local.base_version,

@@ -257,7 +257,7 @@ pub fn match_outcomes(
 }
 
 /// How a conflict was settled.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Resolution {
     /// Keep the local change: resend it on top of the remote's version.
     KeepLocal,
@@ -267,6 +267,20 @@ pub enum Resolution {
     Merged(Vec<u8>),
     /// Park the operation until the application settles it.
     Defer,
+}
+
+/// Prints the merged payload's length, never its bytes.
+impl fmt::Debug for Resolution {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Resolution::Merged(p) => f.debug_struct("Merged").field("len", &p.len()).finish(),
+            other => f.write_str(match other {
+                Resolution::KeepLocal => "KeepLocal",
+                Resolution::KeepRemote => "KeepRemote",
+                _ => "Defer",
+            }),
+        }
+    }
 }
 
 impl Resolution {
@@ -395,6 +409,14 @@ mod tests {
                 other => panic!("{name}: expected a protocol error, got {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn debug_of_a_merge_shows_its_length_not_its_bytes() {
+        let text = format!("{:?}", Resolution::Merged(b"secret-canary".to_vec()));
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.contains("13"), "{text}");
+        assert_eq!(format!("{:?}", Resolution::KeepLocal), "KeepLocal");
     }
 
     #[test]

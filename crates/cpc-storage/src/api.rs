@@ -217,8 +217,8 @@ pub struct Claimed {
 
 /// The result of sending one claimed operation, applied by
 /// [`QueueStorage::complete`]. Completions of one batch are applied in one
-/// atomic, durable write.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// atomic, durable write. `Debug` prints payload lengths, never bytes.
+#[derive(Clone, PartialEq, Eq)]
 pub enum Completion {
     /// Delivered: remove it; the next operation of its entity becomes the head.
     Ack(OperationId),
@@ -274,6 +274,49 @@ pub enum Completion {
     Release(OperationId),
     /// Remove without delivering (conflict resolved as keep-remote).
     Drop(OperationId),
+}
+
+impl fmt::Debug for Completion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Completion::Ack(id) => f.debug_tuple("Ack").field(id).finish(),
+            Completion::Release(id) => f.debug_tuple("Release").field(id).finish(),
+            Completion::Drop(id) => f.debug_tuple("Drop").field(id).finish(),
+            Completion::Retry { id, at, error } => f
+                .debug_struct("Retry")
+                .field("id", id)
+                .field("at", at)
+                .field("error", error)
+                .finish(),
+            Completion::Postpone { id, at, error } => f
+                .debug_struct("Postpone")
+                .field("id", id)
+                .field("at", at)
+                .field("error", error)
+                .finish(),
+            Completion::Dead { id, reason } => f
+                .debug_struct("Dead")
+                .field("id", id)
+                .field("reason", reason)
+                .finish(),
+            Completion::Defer { id, remote, reason } => f
+                .debug_struct("Defer")
+                .field("id", id)
+                .field("remote", remote)
+                .field("reason", reason)
+                .finish(),
+            Completion::Resend {
+                id,
+                base_version,
+                payload,
+            } => f
+                .debug_struct("Resend")
+                .field("id", id)
+                .field("base_version", base_version)
+                .field("payload_len", &payload.as_ref().map(Vec::len))
+                .finish(),
+        }
+    }
 }
 
 impl Completion {
@@ -506,4 +549,21 @@ pub trait QueueStorage: Send + Sync + fmt::Debug {
     fn store_clock_mark(&self, mark: HlcTimestamp) -> Result<()>;
     /// Makes everything written so far durable (a no-op under `Immediate`).
     fn flush(&self) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_of_a_completion_shows_payload_lengths_not_bytes() {
+        let resend = Completion::Resend {
+            id: OperationId::from_u128(1),
+            base_version: Some(2),
+            payload: Some(b"secret-canary".to_vec()),
+        };
+        let text = format!("{resend:?}");
+        assert!(!text.contains("secret"), "{text}");
+        assert!(text.contains("payload_len: Some(13)"), "{text}");
+    }
 }

@@ -655,6 +655,9 @@ impl Inner {
             }
             Ok(Ok(answer)) => answer.and_then(|answer| match_outcomes(&ops, answer)),
         };
+        // Text from the remote (or the transport) is logged and stored:
+        // bounded first.
+        let pushed = pushed.map_err(bounded_error);
         let remote_failed = matches!(&pushed, Err(e) if !matches!(e, TransportError::Unauthorized));
         settle_breaker(permit, remote_failed);
 
@@ -807,7 +810,9 @@ impl Inner {
                                 now,
                             );
                         }
-                        PushOutcome::Rejected { reason } => self.bury(&mut out, op, reason),
+                        PushOutcome::Rejected { reason } => {
+                            self.bury(&mut out, op, bounded(reason))
+                        }
                         PushOutcome::Conflict { remote } => {
                             // The remote answered for good: the retry paid off.
                             out.delivered.push(op.id);
@@ -1409,6 +1414,32 @@ fn handle_joined(
         Err(e) => {
             tracing::error!(target: "cpc_worker", error = %e, "batch task failed");
         }
+    }
+}
+
+/// Longest text from the remote that is logged or stored (a reason, an
+/// error message), in characters; longer text is cut with a marker.
+pub(crate) const MAX_REMOTE_TEXT: usize = 256;
+
+/// `text` cut to [`MAX_REMOTE_TEXT`] characters.
+fn bounded(text: String) -> String {
+    match text.char_indices().nth(MAX_REMOTE_TEXT) {
+        None => text,
+        Some((cut, _)) => {
+            let mut short = text;
+            short.truncate(cut);
+            short.push_str("…[truncated]");
+            short
+        }
+    }
+}
+
+/// The error with any text it carries bounded.
+fn bounded_error(error: TransportError) -> TransportError {
+    match error {
+        TransportError::Connect(text) => TransportError::Connect(bounded(text)),
+        TransportError::Protocol(text) => TransportError::Protocol(bounded(text)),
+        other => other,
     }
 }
 

@@ -36,6 +36,8 @@ pub struct RunSettings {
     pub durability: Durability,
     /// Prefixed to every non-empty payload (the canary test).
     pub payload_canary: Option<Vec<u8>>,
+    /// Prefixed to every record id (the canary test for entity ids).
+    pub entity_canary: Option<String>,
     /// The bearer token every device's transport carries.
     pub bearer: Secret,
     /// Where the per-device store directories go.
@@ -149,6 +151,11 @@ async fn simulate(
             .scenario
             .workload(device)
             .map_err(|e| format!("workload of device {device}: {e}"))?;
+        if let Some(canary) = &world.settings.entity_canary {
+            for planned in &mut workload {
+                planned.op.entity.id = format!("{canary}{}", planned.op.entity.id);
+            }
+        }
         if let Some(canary) = &world.settings.payload_canary {
             for planned in &mut workload {
                 if !planned.op.payload.is_empty() {

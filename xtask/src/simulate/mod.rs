@@ -69,6 +69,8 @@ const HELP: &str = "usage: cargo xtask simulate [options]
   --json FILE           write every report as JSON
   --no-wall             leave out the wall-clock column (byte-stable output)
   --payload-canary STR  prefix every payload with STR (log-leak test)
+  --entity-canary STR   prefix every record id with STR (log-leak test:
+                        record ids may be logged at DEBUG, never above)
   --bearer-token STR    the credential the simulated transport carries
 
 Exit status: 0 if every invariant and bound holds, 1 if not, 2 on bad usage.";
@@ -88,6 +90,7 @@ struct Options {
     json: Option<PathBuf>,
     wall: bool,
     payload_canary: Option<String>,
+    entity_canary: Option<String>,
     bearer_token: Option<String>,
     tmpdir: Option<PathBuf>,
     jobs: Option<usize>,
@@ -109,6 +112,7 @@ impl Options {
             json: None,
             wall: true,
             payload_canary: None,
+            entity_canary: None,
             bearer_token: None,
             tmpdir: None,
             jobs: None,
@@ -163,6 +167,7 @@ impl Options {
                 "--json" => o.json = Some(parse_value::<PathBuf>(a, it.next())?),
                 "--no-wall" => o.wall = false,
                 "--payload-canary" => o.payload_canary = Some(parse_value(a, it.next())?),
+                "--entity-canary" => o.entity_canary = Some(parse_value(a, it.next())?),
                 "--bearer-token" => o.bearer_token = Some(parse_value(a, it.next())?),
                 "-h" | "--help" => return Err(XtaskError::Usage(HELP.to_owned())),
                 other => {
@@ -226,6 +231,7 @@ pub fn main(args: &[String]) -> Result<(), XtaskError> {
             .payload_canary
             .as_ref()
             .map(|c| c.as_bytes().to_vec()),
+        entity_canary: options.entity_canary.clone(),
         bearer: Secret::new(
             options
                 .bearer_token

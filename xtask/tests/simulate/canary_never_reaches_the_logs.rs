@@ -42,3 +42,37 @@ fn the_test_would_see_a_leak() {
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains(CANARY));
 }
+
+#[test]
+fn record_ids_never_reach_the_logs_above_debug() {
+    let out = simulate(
+        &[
+            "--suite",
+            "lost-acks,conflicts,poison,crash-restart,hostile-answers",
+            "--quick",
+            "--entity-canary",
+            CANARY,
+        ],
+        &[("RUST_LOG", "info")],
+    );
+    let (so, se) = (stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{so}");
+    assert!(
+        se.contains("INFO") || se.contains("WARN"),
+        "no logs captured"
+    );
+    assert_eq!(
+        so.matches(CANARY).count() + se.matches(CANARY).count(),
+        0,
+        "a record id was logged above DEBUG"
+    );
+    // Control: at DEBUG the ids may appear, and this test would see them.
+    let out = simulate(
+        &["--suite", "conflicts", "--quick", "--entity-canary", CANARY],
+        &[("RUST_LOG", "debug")],
+    );
+    assert!(
+        stderr(&out).contains(CANARY),
+        "the control run shows no record id at DEBUG: the check proves nothing"
+    );
+}

@@ -75,11 +75,21 @@ fn the_event_names_both_versions_and_the_decision() {
     let mut res = None;
     let log = capture(|| res = Some(resolve_logged(&LastWriterWins, &op, &remote.as_remote())));
     assert_eq!(res, Some(Resolution::KeepRemote));
-    assert_eq!(log.lines().count(), 1, "{log}");
+    assert_eq!(log.lines().count(), 2, "{log}");
+    // The entity key (possibly personal data) only at DEBUG; the decision
+    // at INFO without it.
+    let debug = log
+        .lines()
+        .find(|l| l.contains("DEBUG"))
+        .expect("a DEBUG line");
+    assert!(debug.contains("entity=notes/shared"), "{debug}");
+    let info = log
+        .lines()
+        .find(|l| l.contains("INFO"))
+        .expect("an INFO line");
+    assert!(!info.contains("entity="), "entity key at INFO: {info}");
     for needle in [
         "conflict resolved",
-        &format!("op_id={}", op.id),
-        "entity=notes/shared",
         &format!("local_timestamp={}", local.timestamp),
         &format!("remote_timestamp={}", remote.timestamp),
         "local_base_version=Some(1)",

@@ -141,3 +141,46 @@ async fn an_oversized_merge_fails_that_op_only_and_the_batch_is_acked() {
     // Nothing is resent in a loop.
     assert!(w.process_once().await.unwrap().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn remote_reasons_and_error_texts_are_cut_before_they_are_stored() {
+    let s = storage();
+    let c = clock();
+    let h = hlc(c);
+    let a = enqueue(&s, c, op(&h, "a", OperationPriority::Normal));
+    let b = enqueue(&s, c, op(&h, "b", OperationPriority::Normal));
+    let long = "r".repeat(10_000);
+    let reason = long.clone();
+    let t = Scripted::new(all(move |_| PushOutcome::Rejected {
+        reason: reason.clone(),
+    }));
+    t.then(fail(cpc_core::TransportError::Protocol("p".repeat(10_000))));
+    let w = worker(&s, &t, c).build().unwrap();
+    let mut events = w.subscribe();
+    w.process_once().await.unwrap();
+    for id in [a, b] {
+        let stored = s.get(id).unwrap().unwrap();
+        let error = stored.last_error.unwrap();
+        assert!(error.chars().count() < 300, "{} chars stored", error.len());
+    }
+    // The failed batch is split: one operation per push from here.
+    for _ in 0..2 {
+        tokio::time::advance(std::time::Duration::from_secs(60)).await;
+        w.process_once().await.unwrap();
+    }
+    for id in [a, b] {
+        let OpState::Dead { reason } = s.get(id).unwrap().unwrap().state else {
+            panic!("not dead")
+        };
+        assert!(
+            reason.chars().count() < 300,
+            "{} chars stored",
+            reason.len()
+        );
+        assert!(reason.ends_with("[truncated]"));
+    }
+    while let Ok(e) = events.try_recv() {
+        let text = format!("{e:?}");
+        assert!(text.len() < 1_000, "an event carries {} bytes", text.len());
+    }
+}
