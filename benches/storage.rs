@@ -74,7 +74,10 @@ fn preallocated(dir: &Path) -> File {
 }
 
 fn raw_baselines(c: &mut Criterion) {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let f = preallocated(tmp.path());
     let record = vec![0xA5u8; PAYLOAD];
     let mut offset = 0u64;
@@ -114,7 +117,10 @@ fn raw_baselines(c: &mut Criterion) {
 }
 
 fn sqlite_outbox_baseline(c: &mut Criterion) {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let conn = rusqlite::Connection::open(tmp.path().join("outbox.sqlite3")).unwrap();
     conn.execute_batch(
         "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;
@@ -173,7 +179,10 @@ fn enqueue_immediate(c: &mut Criterion) {
     let mut g = c.benchmark_group("enqueue_immediate");
     g.throughput(Throughput::Elements(1));
     for backend in BACKENDS {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let store = open(backend, &tmp.path().join("q"), Durability::Immediate);
         g.bench_function(BenchmarkId::from_parameter(backend), |b| {
             b.iter(|| store.enqueue(next_op(), 1).unwrap())
@@ -196,7 +205,10 @@ fn group_commit(c: &mut Criterion) {
     g.throughput(Throughput::Elements(GROUP as u64));
     let mut p99s = Vec::new();
     for backend in BACKENDS {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let store = open(
             backend,
             &tmp.path().join("q"),
@@ -251,7 +263,10 @@ fn drain(c: &mut Criterion) {
     let mut g = c.benchmark_group("drain_claim64_ack");
     g.throughput(Throughput::Elements(GROUP as u64));
     for backend in BACKENDS {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let store = open(backend, &tmp.path().join("q"), Durability::Immediate);
         g.bench_function(BenchmarkId::from_parameter(backend), |b| {
             b.iter_custom(|iters| {

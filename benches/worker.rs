@@ -189,7 +189,10 @@ fn bench(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+                let dir = tempfile::Builder::new()
+                    .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                    .tempdir()
+                    .unwrap_or_else(|e| panic!("tempdir: {e}"));
                 let storage = Arc::new(sqlite(dir.path()));
                 fill(storage.as_ref(), &all);
                 total += drain_with_worker(&rt, storage, StorageCalls::Blocking);
@@ -202,7 +205,10 @@ fn bench(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+                let dir = tempfile::Builder::new()
+                    .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                    .tempdir()
+                    .unwrap_or_else(|e| panic!("tempdir: {e}"));
                 let storage = sqlite(dir.path());
                 fill(&storage, &all);
                 total += store_loop(&storage);

@@ -30,7 +30,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     link.set_offline();
 
     let engine = SyncEngine::builder()
-        .path(dir.path())
+        .path(dir.path().join("queue"))
         .transport(remote.clone())
         .network(monitor)
         .start()

@@ -15,7 +15,9 @@
 //!    the next operation (reading that one's priority) and deletes it. No
 //!    counters, checksums, aging, retry bookkeeping or quarantine: a
 //!    ceiling, not a queue.
-//! 3. **`SqliteStorage`**: this crate's queue, `claim_ready(64)` + one
+//! 3. **`SqliteStorage`**: this crate's queue (with its default
+//!    `secure_delete`, and once more without it, to state what erasing
+//!    acknowledged payloads costs on enqueue and drain), `claim_ready(64)` + one
 //!    `complete` of the acks per batch.
 //!
 //! Every variant commits each claim at `synchronous=NORMAL` and each ack
@@ -237,15 +239,26 @@ fn op(seq: u64) -> Operation {
     )
 }
 
-fn storage(dir: &Path, n: u64) -> Res<f64> {
-    let qdir = dir.join("queue");
-    let store = SqliteStorage::open_at(&qdir, QueueOptions::default(), 1)?;
+/// Fills then drains a `SqliteStorage`; returns (fill ops/s, drain ops/s).
+fn storage(dir: &Path, n: u64, secure_delete: bool) -> Res<(f64, f64)> {
+    let qdir = dir.join(if secure_delete {
+        "queue"
+    } else {
+        "queue-plain"
+    });
+    let options = QueueOptions {
+        secure_delete,
+        ..QueueOptions::default()
+    };
+    let store = SqliteStorage::open_at(&qdir, options, 1)?;
     let mut seq = 1;
+    let filled = Instant::now();
     while seq <= n {
         let end = (seq + FILL_BATCH).min(n + 1);
         store.enqueue_batch((seq..end).map(op).collect(), 1)?;
         seq = end;
     }
+    let fill = n as f64 / filled.elapsed().as_secs_f64();
     let t = Instant::now();
     let mut drained = 0usize;
     let mut now = 2;
@@ -262,7 +275,7 @@ fn storage(dir: &Path, n: u64) -> Res<f64> {
     if drained as u64 != n {
         return Err(format!("drained {drained} of {n}").into());
     }
-    Ok(drained as f64 / t.elapsed().as_secs_f64())
+    Ok((fill, drained as f64 / t.elapsed().as_secs_f64()))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -282,21 +295,35 @@ fn main() -> Res<()> {
         root.display()
     );
     let (mut o, mut h, mut s) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut fill_on, mut fill_off, mut plain) = (Vec::new(), Vec::new(), Vec::new());
     for run in 1..=runs {
         let tmp = tempfile::Builder::new()
             .prefix("cpc-drain-ceiling-")
             .tempdir_in(&root)?;
         o.push(outbox(tmp.path(), n)?);
         h.push(heads(tmp.path(), n)?);
-        s.push(storage(tmp.path(), n)?);
+        let (f_on, d_on) = storage(tmp.path(), n, true)?;
+        let (f_off, d_off) = storage(tmp.path(), n, false)?;
+        s.push(d_on);
+        plain.push(d_off);
+        fill_on.push(f_on);
+        fill_off.push(f_off);
         println!(
-            "run {run}: outbox {:.0} ops/s, entity heads (ideal) {:.0} ops/s, SqliteStorage {:.0} ops/s",
+            "run {run}: outbox {:.0} ops/s, entity heads (ideal) {:.0} ops/s, SqliteStorage {:.0} ops/s \
+             (without secure_delete {d_off:.0}; fill {f_on:.0} vs {f_off:.0} ops/s)",
             o[run - 1],
             h[run - 1],
             s[run - 1]
         );
     }
+    let (fill_on, fill_off, plain) = (median(fill_on), median(fill_off), median(plain));
     let (o, h, s) = (median(o), median(h), median(s));
+    println!(
+        "secure_delete (the default): enqueue {fill_on:.0} vs {fill_off:.0} ops/s without = {:.2}x; \
+         drain {s:.0} vs {plain:.0} ops/s without = {:.2}x",
+        fill_on / fill_off,
+        s / plain
+    );
     println!(
         "median: outbox {o:.0} ops/s; entity heads (ideal) {h:.0} ops/s = {:.2}x outbox; \
          SqliteStorage {s:.0} ops/s = {:.2}x outbox, {:.2}x ideal heads",

@@ -66,6 +66,14 @@ pub struct QueueOptions {
     /// Conflict log bound by the bytes of its stored entries (oldest pruned
     /// first; the newest entry is always kept). Default 64 MiB.
     pub conflict_log_max_bytes: u64,
+    /// Open an existing queue directory that group or others can read or
+    /// write (default `false`: refused with `StorageError::SharedDirectory`).
+    pub allow_shared_directory: bool,
+    /// SQLite: overwrite deleted content with zeros (`PRAGMA
+    /// secure_delete`), so an acknowledged payload does not stay readable
+    /// in free pages and the WAL (default `true`; its cost is in
+    /// durability.md). sled ignores it.
+    pub secure_delete: bool,
 }
 
 /// Default of [`QueueOptions::conflict_log_max_bytes`]: 64 MiB.
@@ -82,6 +90,8 @@ impl Default for QueueOptions {
             conflict_log_max_entries: 10_000,
             conflict_log_max_age: Duration::from_secs(30 * 24 * 3600),
             conflict_log_max_bytes: DEFAULT_CONFLICT_LOG_MAX_BYTES,
+            allow_shared_directory: false,
+            secure_delete: true,
         }
     }
 }

@@ -195,6 +195,8 @@ fn options() -> QueueOptions {
         conflict_log_max_entries: 100,
         conflict_log_max_age: Duration::from_secs(3600),
         conflict_log_max_bytes: crate::DEFAULT_CONFLICT_LOG_MAX_BYTES,
+        allow_shared_directory: false,
+        secure_delete: true,
     }
 }
 
@@ -231,7 +233,10 @@ struct Env<'f> {
 
 impl<'f> Env<'f> {
     fn new(factory: &'f dyn Factory, options: QueueOptions) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let store = factory
             .open(&dir.path().join("queue"), options.clone(), T0)
             .unwrap();

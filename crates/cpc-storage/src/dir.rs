@@ -3,7 +3,11 @@
 //! poison flag.
 //!
 //! Order at open (each step must precede the next):
-//! 1. create the directory (0700) if it does not exist;
+//! 1. create the directory (0700) if it does not exist, fsyncing the parent
+//!    of every level created; an existing one that group or others can
+//!    read or write is refused unless the caller allows a shared directory
+//!    (a queue holds the user's unsent work: on a shared device nobody else
+//!    may read it);
 //! 2. if there is no marker, refuse a directory holding anything but our lock
 //!    file, before writing anything into it (a user's directory is left
 //!    untouched);
@@ -14,7 +18,7 @@
 
 use std::fs::{self, DirBuilder, File, OpenOptions, TryLockError};
 use std::io::{self, Write};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -44,24 +48,24 @@ pub(crate) struct QueueDir {
 impl QueueDir {
     /// Opens (creating if needed) the queue directory `path` for `backend`
     /// with the given store format version.
-    pub(crate) fn open(path: &Path, backend: &str, format_version: u32) -> Result<QueueDir> {
+    pub(crate) fn open(
+        path: &Path,
+        backend: &str,
+        format_version: u32,
+        allow_shared: bool,
+    ) -> Result<QueueDir> {
         let path = path.to_path_buf();
         match fs::metadata(&path) {
-            Ok(m) if m.is_dir() => {}
+            Ok(m) if m.is_dir() => {
+                let mode = m.permissions().mode() & 0o777;
+                if mode & 0o066 != 0 && !allow_shared {
+                    return Err(StorageError::SharedDirectory { path, mode });
+                }
+            }
             Ok(_) => {
                 return Err(format_error(&path, "it exists and is not a directory"));
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(&path)
-                    .map_err(|e| io_error("create queue directory", e))?;
-                // Make the new directory entry itself durable.
-                if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                    sync_dir(parent)?;
-                }
-            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => create_dirs(&path)?,
             Err(e) => return Err(io_error("inspect queue directory", e)),
         }
 
@@ -76,6 +80,8 @@ impl QueueDir {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&lock_path)
             .map_err(|e| io_error("open lock file", e))?;
         match lock.try_lock() {
@@ -128,6 +134,79 @@ impl QueueDir {
     }
 }
 
+/// Creates `path` and every missing ancestor with mode 0700, fsyncing the
+/// parent of each level it creates (top down), so the whole chain of new
+/// entries survives a power loss, not just the last one.
+fn create_dirs(path: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(path);
+    while let Some(p) = at.filter(|p| !p.as_os_str().is_empty()) {
+        match p.try_exists() {
+            Ok(true) => break,
+            Ok(false) => missing.push(p),
+            Err(e) => return Err(io_error("inspect queue directory", e)),
+        }
+        at = p.parent();
+    }
+    for dir in missing.into_iter().rev() {
+        match DirBuilder::new().mode(0o700).create(dir) {
+            Ok(()) => {}
+            // Created meanwhile by someone else: fine, it is checked below.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io_error("create queue directory", e)),
+        }
+        let parent = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        sync_dir(parent)?;
+    }
+    Ok(())
+}
+
+/// Creates (or truncates) a file only this user can read, never following
+/// a symlink planted in its place: a leftover file is removed first (its
+/// name, not what it points to) and the new one created exclusively.
+pub(crate) fn create_private(path: &Path) -> io::Result<File> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+/// Brings every file under `root` to mode 0600 and every directory to
+/// 0700 (for stores whose library creates files with the process umask).
+pub(crate) fn restrict_tree(root: &Path) -> Result<()> {
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let entries = fs::read_dir(&dir).map_err(|e| io_error("list store files", e))?;
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error("list store files", e))?;
+            let kind = entry
+                .file_type()
+                .map_err(|e| io_error("list store files", e))?;
+            let mode = if kind.is_dir() {
+                pending.push(entry.path());
+                0o700
+            } else if kind.is_file() {
+                0o600
+            } else {
+                continue;
+            };
+            fs::set_permissions(entry.path(), fs::Permissions::from_mode(mode))
+                .map_err(|e| io_error("restrict store file", e))?;
+        }
+    }
+    Ok(())
+}
+
 /// fsyncs a directory, making the entries created in it durable.
 pub(crate) fn sync_dir(path: &Path) -> Result<()> {
     File::open(path)
@@ -161,7 +240,7 @@ fn marker_text(backend: &str, format_version: u32) -> String {
 
 fn write_marker(dir: &Path, backend: &str, format_version: u32) -> Result<()> {
     let tmp = dir.join(MARKER_TMP);
-    let mut f = File::create(&tmp).map_err(|e| io_error("write format marker", e))?;
+    let mut f = create_private(&tmp).map_err(|e| io_error("write format marker", e))?;
     f.write_all(marker_text(backend, format_version).as_bytes())
         .and_then(|()| f.sync_all())
         .map_err(|e| io_error("write format marker", e))?;
@@ -331,11 +410,78 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
+    fn private_tmp() -> tempfile::TempDir {
+        tempfile::Builder::new()
+            .permissions(fs::Permissions::from_mode(0o700))
+            .tempdir()
+            .unwrap()
+    }
+
+    fn mode(path: &Path) -> u32 {
+        fs::symlink_metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn a_directory_others_can_read_is_refused_naming_its_mode_unless_allowed() {
+        let tmp = private_tmp();
+        let path = tmp.path().join("shared");
+        fs::create_dir(&path).unwrap();
+        for bits in [0o755, 0o750, 0o707, 0o770] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(bits)).unwrap();
+            let err = QueueDir::open(&path, "x", 1, false).unwrap_err();
+            assert!(
+                matches!(err, StorageError::SharedDirectory { mode, .. } if mode == bits),
+                "{err}"
+            );
+            assert!(err.to_string().contains(&format!("{bits:o}")), "{err}");
+            assert!(
+                fs::read_dir(&path).unwrap().next().is_none(),
+                "left untouched"
+            );
+        }
+        // Others may only traverse it: not a leak of its contents.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o711)).unwrap();
+        drop(QueueDir::open(&path, "x", 1, false).unwrap());
+        // The opt-out opens a shared one.
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        drop(QueueDir::open(&path, "x", 1, true).unwrap());
+    }
+
+    #[test]
+    fn every_created_level_is_private_and_files_are_0600() {
+        let tmp = private_tmp();
+        let path = tmp.path().join("a/b/queue");
+        let dir = QueueDir::open(&path, "x", 1, false).unwrap();
+        for level in ["a", "a/b", "a/b/queue"] {
+            assert_eq!(mode(&tmp.path().join(level)), 0o700, "{level}");
+        }
+        assert_eq!(mode(&path.join(LOCK_FILE)), 0o600);
+        assert_eq!(mode(&path.join(MARKER_FILE)), 0o600);
+        drop(dir);
+    }
+
+    #[test]
+    fn a_leftover_marker_temp_that_is_a_symlink_is_not_followed() {
+        let tmp = private_tmp();
+        let path = tmp.path().join("queue");
+        fs::create_dir(&path).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o700)).unwrap();
+        let victim = tmp.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        std::os::unix::fs::symlink(&victim, path.join(MARKER_TMP)).unwrap();
+        drop(QueueDir::open(&path, "x", 1, false).unwrap());
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert!(path.join(MARKER_FILE).is_file());
+    }
+
     #[test]
     fn creates_the_directory_with_mode_0700_and_a_marker() {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let path = tmp.path().join("a/b/queue");
-        let dir = QueueDir::open(&path, "memory", 1).unwrap();
+        let dir = QueueDir::open(&path, "memory", 1, false).unwrap();
         let mode = fs::metadata(dir.path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o700);
         let marker = fs::read_to_string(path.join(MARKER_FILE)).unwrap();
@@ -345,21 +491,27 @@ mod tests {
 
     #[test]
     fn a_second_open_is_locked_until_the_first_is_dropped() {
-        let tmp = tempfile::tempdir().unwrap();
-        let first = QueueDir::open(tmp.path(), "x", 1).unwrap();
+        let tmp = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
+        let first = QueueDir::open(tmp.path(), "x", 1, false).unwrap();
         assert!(matches!(
-            QueueDir::open(tmp.path(), "x", 1),
+            QueueDir::open(tmp.path(), "x", 1, false),
             Err(StorageError::Locked { .. })
         ));
         drop(first);
-        QueueDir::open(tmp.path(), "x", 1).unwrap();
+        QueueDir::open(tmp.path(), "x", 1, false).unwrap();
     }
 
     #[test]
     fn a_foreign_directory_is_refused_and_left_untouched() {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         fs::write(tmp.path().join("thesis.tex"), b"precious").unwrap();
-        let err = QueueDir::open(tmp.path(), "x", 1).unwrap_err();
+        let err = QueueDir::open(tmp.path(), "x", 1, false).unwrap_err();
         assert!(matches!(err, StorageError::Format { .. }), "{err:?}");
         let names: Vec<_> = fs::read_dir(tmp.path())
             .unwrap()
@@ -370,29 +522,35 @@ mod tests {
 
     #[test]
     fn a_newer_format_or_another_backend_is_refused() {
-        let tmp = tempfile::tempdir().unwrap();
-        drop(QueueDir::open(tmp.path(), "sqlite", 2).unwrap());
-        let newer = QueueDir::open(tmp.path(), "sqlite", 1).unwrap_err();
+        let tmp = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
+        drop(QueueDir::open(tmp.path(), "sqlite", 2, false).unwrap());
+        let newer = QueueDir::open(tmp.path(), "sqlite", 1, false).unwrap_err();
         assert!(
             matches!(&newer, StorageError::Format { reason, .. } if reason.contains("newer")),
             "{newer:?}"
         );
-        let other = QueueDir::open(tmp.path(), "sled", 2).unwrap_err();
+        let other = QueueDir::open(tmp.path(), "sled", 2, false).unwrap_err();
         assert!(
             matches!(&other, StorageError::Format { reason, .. } if reason.contains("sqlite")),
             "{other:?}"
         );
         // An older format is accepted (the backend migrates it).
-        QueueDir::open(tmp.path(), "sqlite", 3).unwrap();
+        QueueDir::open(tmp.path(), "sqlite", 3, false).unwrap();
     }
 
     #[test]
     fn a_file_in_place_of_the_directory_is_refused() {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let path = tmp.path().join("q");
         fs::write(&path, b"x").unwrap();
         assert!(matches!(
-            QueueDir::open(&path, "x", 1),
+            QueueDir::open(&path, "x", 1, false),
             Err(StorageError::Format { .. })
         ));
     }

@@ -60,6 +60,17 @@ pub enum StorageError {
         /// The directory.
         path: PathBuf,
     },
+    /// The queue directory exists and group or others can read or write
+    /// it: a queue holds the user's unsent work, so it is refused unless
+    /// [`QueueOptions::allow_shared_directory`](crate::QueueOptions) says
+    /// otherwise. `chmod 700` the directory, or let the library create it.
+    #[error("queue directory {path} has mode {mode:o}: group or others can read or write it (chmod 700 it, or set allow_shared_directory)")]
+    SharedDirectory {
+        /// The directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The directory is not a queue, or was written by a newer format.
     #[error("{path} is not a usable queue: {reason}")]
     Format {

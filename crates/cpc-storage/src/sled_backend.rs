@@ -155,7 +155,12 @@ impl SledStorage {
         now: EpochMillis,
     ) -> Result<Self> {
         options.queue.validate()?;
-        let qdir = QueueDir::open(dir.as_ref(), BACKEND, FORMAT_VERSION)?;
+        let qdir = QueueDir::open(
+            dir.as_ref(),
+            BACKEND,
+            FORMAT_VERSION,
+            options.queue.allow_shared_directory,
+        )?;
         let sled_dir = qdir.path().join("sled");
         let relaxed = matches!(options.queue.durability, Durability::Relaxed);
         let config = sled::Config::new()
@@ -166,6 +171,7 @@ impl SledStorage {
             // it as its interval sync.
             .flush_every_ms(if relaxed { Some(500) } else { None });
         let db = open_sled(&config)?;
+        dir::restrict_tree(&sled_dir)?;
         let mut trees = Vec::with_capacity(TREE_NAMES.len());
         for name in TREE_NAMES {
             trees.push(db.open_tree(name).map_err(|e| sled_error("open", e))?);
@@ -799,7 +805,10 @@ mod tests {
 
     #[test]
     fn survives_reopen_with_order_and_counters() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let path = dir.path().join("q");
         let ops = [
             op("a", 1, OperationPriority::Background),
@@ -834,7 +843,10 @@ mod tests {
 
     #[test]
     fn a_second_open_is_locked() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let _s = SledStorage::open(dir.path(), QueueOptions::default()).unwrap();
         assert!(matches!(
             SledStorage::open(dir.path(), QueueOptions::default()),
@@ -844,7 +856,10 @@ mod tests {
 
     #[test]
     fn an_injected_sync_error_poisons_the_handle() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let s = SledStorage::open(dir.path(), QueueOptions::default()).unwrap();
         s.enqueue(op("a", 1, OperationPriority::Normal), 1).unwrap();
         s.inject_fault(InjectedFault::SyncError);

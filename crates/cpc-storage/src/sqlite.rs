@@ -103,10 +103,10 @@ const MAX_GROUP: usize = 1024;
 ///     .payload(b"hello".to_vec())
 ///     .build_at(HlcTimestamp::new(1_000, 0, NodeId(1)), &mut StdRng::seed_from_u64(7));
 /// {
-///     let store = SqliteStorage::open_at(dir.path(), QueueOptions::default(), 1_000)?;
+///     let store = SqliteStorage::open_at(dir.path().join("queue"), QueueOptions::default(), 1_000)?;
 ///     store.enqueue(op.clone(), 1_000)?; // fsynced before it returns
 /// }
-/// let store = SqliteStorage::open_at(dir.path(), QueueOptions::default(), 2_000)?;
+/// let store = SqliteStorage::open_at(dir.path().join("queue"), QueueOptions::default(), 2_000)?;
 /// let batch = store.claim_ready(2_000, 64)?;
 /// assert_eq!(batch[0].op, op);
 /// store.complete(&[Completion::Ack(op.id)], 2_010)?;
@@ -130,14 +130,20 @@ impl SqliteStorage {
     /// ending at or before `now` return to ready). For simulated clocks.
     pub fn open_at(dir: impl AsRef<Path>, options: QueueOptions, now: EpochMillis) -> Result<Self> {
         options.validate()?;
-        let mut qdir = QueueDir::open(dir.as_ref(), BACKEND, FORMAT_VERSION)?;
+        let mut qdir = QueueDir::open(
+            dir.as_ref(),
+            BACKEND,
+            FORMAT_VERSION,
+            options.allow_shared_directory,
+        )?;
         let path = qdir.path().to_path_buf();
         let db_path = path.join(DB_FILE);
         let wal_path = path.join(format!("{DB_FILE}-wal"));
         let created = !db_path
             .try_exists()
             .map_err(|e| dir::io_error("inspect database", e))?;
-        let conn = open_connection(&path, &db_path, options.durability)?;
+        make_files_private(&path, &db_path, created)?;
+        let conn = open_connection(&path, &db_path, &options)?;
         conn.pragma_update(None, "cache_size", MAIN_CACHE_KIB)
             .map_err(|e| classify(&path, "configure", e))?;
         init_schema(&conn, &path)?;
@@ -165,7 +171,7 @@ impl SqliteStorage {
             _dir: qdir,
         });
         let recovered = shared.write("recover", |tx| engine::recover(tx, now, &shared.options))?;
-        let bg_conn = open_connection(&shared.path, &shared.db_path, shared.options.durability)?;
+        let bg_conn = open_connection(&shared.path, &shared.db_path, &shared.options)?;
         bg_conn
             .busy_timeout(Duration::from_millis(50))
             .map_err(|e| classify(&shared.path, "configure", e))?;
@@ -1085,7 +1091,28 @@ fn checkpoint_empty(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn open_connection(dir: &Path, db_path: &Path, durability: Durability) -> Result<Connection> {
+/// Creates a new database file with mode 0600 before SQLite opens it
+/// (SQLite gives the WAL and shared-memory files the database file's mode),
+/// and brings the files of an existing store to 0600.
+fn make_files_private(dir: &Path, db_path: &Path, create: bool) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    if create {
+        dir::create_private(db_path).map_err(|e| dir::io_error("create database", e))?;
+        return dir::sync_dir(dir);
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let file = dir.join(format!("{DB_FILE}{suffix}"));
+        match std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(dir::io_error("restrict database file", e)),
+        }
+    }
+    Ok(())
+}
+
+fn open_connection(dir: &Path, db_path: &Path, options: &QueueOptions) -> Result<Connection> {
+    let durability = options.durability;
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
         | OpenFlags::SQLITE_OPEN_NO_MUTEX;
@@ -1154,6 +1181,19 @@ fn open_connection(dir: &Path, db_path: &Path, durability: Durability) -> Result
         .map_err(err)?;
     conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
         .map_err(err)?;
+    // Deleted content (acknowledged payloads) is overwritten, not left in
+    // free pages and the WAL for anyone who copies the file.
+    conn.pragma_update(None, "secure_delete", options.secure_delete)
+        .map_err(err)?;
+    // On Apple platforms fsync only reaches the drive's cache; F_FULLFSYNC
+    // is what makes a commit survive power loss there. Not exercised here
+    // (no Apple machine in CI); see durability.md.
+    #[cfg(target_vendor = "apple")]
+    {
+        conn.pragma_update(None, "fullfsync", true).map_err(err)?;
+        conn.pragma_update(None, "checkpoint_fullfsync", true)
+            .map_err(err)?;
+    }
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -2244,7 +2284,10 @@ mod tests {
     fn a_claim_restores_full_sync() {
         const FULL: i64 = 2;
         const NORMAL: i64 = 1;
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let store = SqliteStorage::open_at(tmp.path(), QueueOptions::default(), 1).unwrap();
         assert_eq!(synchronous(&store), FULL);
         let op =
@@ -2273,12 +2316,66 @@ mod tests {
         assert_eq!(synchronous(&store), FULL);
     }
 
+    /// The database and its WAL are 0600; with `secure_delete` (the
+    /// default) an acknowledged payload is not left readable in the file.
+    #[test]
+    fn files_are_private_and_acknowledged_payloads_are_erased() {
+        use std::os::unix::fs::PermissionsExt;
+        const CANARY: &[u8] = b"ERASE-ME-canary-4b1d";
+        let leftover = |secure_delete: bool| {
+            let tmp = tempfile::Builder::new()
+                .permissions(std::fs::Permissions::from_mode(0o700))
+                .tempdir()
+                .unwrap();
+            let path = tmp.path().join("queue");
+            let options = QueueOptions {
+                secure_delete,
+                ..QueueOptions::default()
+            };
+            let store = SqliteStorage::open_at(&path, options, 1).unwrap();
+            let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(1);
+            let mut payload = CANARY.repeat(64);
+            payload.extend_from_slice(&[7; 100]);
+            let op = cpc_core::Operation::builder(
+                EntityKey::new("t", "e"),
+                cpc_core::OperationKind::Update,
+            )
+            .payload(payload)
+            .build_at(HlcTimestamp::new(1, 0, cpc_core::NodeId(1)), &mut rng);
+            store.enqueue(op.clone(), 1).unwrap();
+            for file in [DB_FILE.to_owned(), format!("{DB_FILE}-wal")] {
+                let mode = std::fs::metadata(path.join(&file))
+                    .unwrap()
+                    .permissions()
+                    .mode();
+                assert_eq!(mode & 0o777, 0o600, "{file}");
+            }
+            store.claim_ready(2, 1).unwrap();
+            store.complete(&[Completion::Ack(op.id)], 3).unwrap();
+            drop(store);
+            let mut found = 0;
+            for entry in std::fs::read_dir(&path).unwrap() {
+                let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+                found += bytes.windows(CANARY.len()).filter(|w| *w == CANARY).count();
+            }
+            found
+        };
+        assert_eq!(leftover(true), 0, "secure_delete leaves nothing behind");
+        assert!(
+            leftover(false) > 0,
+            "control: without secure_delete the freed page still holds the payload"
+        );
+    }
+
     /// The statements a claim, an acknowledgement and an enqueue run read
     /// through indexes only: no table scan, no sort; an index is walked in
     /// order only up to a LIMIT.
     #[test]
     fn hot_paths_use_indexes() {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let store = SqliteStorage::open_at(tmp.path(), QueueOptions::default(), 1).unwrap();
         let main = store.shared.lock_main();
         for sql in [
@@ -2314,7 +2411,10 @@ mod tests {
     fn a_drained_queue_returns_its_space() {
         use cpc_core::{EntityKey, HlcTimestamp, NodeId, OperationKind};
         use rand::{rngs::StdRng, SeedableRng};
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let dir = tmp.path().join("q");
         let options = QueueOptions {
             durability: Durability::Relaxed,
@@ -2363,7 +2463,10 @@ mod tests {
     fn a_format_2_store_is_upgraded_in_place() {
         use cpc_core::{NodeId, OperationKind};
         use rand::{rngs::StdRng, SeedableRng};
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let dir = tmp.path().join("q");
         let mut rng = StdRng::seed_from_u64(4);
         let op = |n: u64, rng: &mut StdRng| {
@@ -2430,7 +2533,10 @@ mod tests {
     /// A store of an older format is refused, not misread.
     #[test]
     fn an_older_format_is_refused_untouched() {
-        let tmp = tempfile::tempdir().unwrap();
+        let tmp = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         let dir = tmp.path().join("q");
         drop(SqliteStorage::open_at(&dir, QueueOptions::default(), 1).unwrap());
         let db = dir.join(DB_FILE);

@@ -138,7 +138,10 @@ struct Traced {
 }
 
 fn traced_run(backend: &str, mode: &str) -> Traced {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let report = tmp.path().join("strace.txt");
     let out = Command::new("strace")
         .args(["-f", "-c", "-o"])

@@ -176,7 +176,10 @@ fn tmpfs_size(backend: &str) -> (&'static str, usize) {
 }
 
 fn fill_until_full(backend: &str) {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let mnt = tmp.path().join("mnt");
     let (size, ballast_len) = tmpfs_size(backend);
     let Some(fs) = Tmpfs::mount(&mnt, size) else {
@@ -303,7 +306,10 @@ fn corrupt_sled(dir: &Path, tree: &str, seq: u64) {
 }
 
 fn garbage_record_is_quarantined(backend: &str, corrupt: impl Fn(&Path, u64)) {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let dir = tmp.path().join("queue");
     let ops: Vec<_> = (0..10).map(|n| op(n, 256)).collect();
     let seqs: Vec<u64> = {
@@ -391,7 +397,10 @@ fn a_garbage_record_is_quarantined_its_entity_waits_and_the_rest_drains_sled() {
 /// letter that holds its entity; the rest drains.
 #[test]
 fn damaged_bookkeeping_rows_are_parked_and_the_rest_drains_sqlite() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let dir = tmp.path().join("queue");
     // Entities e0..e4, two operations each: op n and op n + 5.
     let ops: Vec<_> = (0..10).map(|n| op(n, 64)).collect();
@@ -483,7 +492,10 @@ fn damaged_bookkeeping_rows_are_parked_and_the_rest_drains_sqlite() {
 /// are recounted, and the rest stays claimable.
 #[test]
 fn garbage_bookkeeping_is_quarantined_too_sled() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let dir = tmp.path().join("queue");
     let ops: Vec<_> = (0..6).map(|n| op(n, 64)).collect();
     let seqs: Vec<u64> = {
@@ -515,7 +527,10 @@ fn garbage_bookkeeping_is_quarantined_too_sled() {
 // ----- failed sync -------------------------------------------------------------
 
 fn a_failed_sync_poisons(backend: &str) {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let dir = tmp.path().join("queue");
     let store = open(backend, &dir).unwrap();
     let kept = op(1, 128);

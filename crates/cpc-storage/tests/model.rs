@@ -525,7 +525,10 @@ fn run(
     skip_dead: bool,
     aging: bool,
 ) -> Result<(), TestCaseError> {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let path = dir.path().join("q");
     let options = QueueOptions {
         durability: Durability::Relaxed,
@@ -540,6 +543,8 @@ fn run(
         conflict_log_max_entries: 10,
         conflict_log_max_age: Duration::from_secs(60),
         conflict_log_max_bytes: cpc_storage::DEFAULT_CONFLICT_LOG_MAX_BYTES,
+        allow_shared_directory: false,
+        secure_delete: true,
     };
     let mut store = Some(open(&path, options.clone(), T0));
     let mut model = Model {

@@ -46,7 +46,7 @@
 //! link.set_offline();
 //!
 //! let engine = SyncEngine::builder()
-//!     .path(dir.path())
+//!     .path(dir.path().join("queue"))
 //!     .transport(Remote)
 //!     .network(monitor)
 //!     .start()

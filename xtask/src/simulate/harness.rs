@@ -302,12 +302,11 @@ impl Device {
 
 type Crashes = std::iter::Peekable<std::vec::IntoIter<Duration>>;
 
-/// Opens a store, creating its directory first.
+/// Opens a store; the store creates its directory (mode 0700) itself.
 fn open_dir<S, E: std::fmt::Display>(
     path: &Path,
     open: impl FnOnce(&Path) -> Result<S, E>,
 ) -> Result<S, String> {
-    std::fs::create_dir_all(path).map_err(|e| e.to_string())?;
     open(path).map_err(|e| e.to_string())
 }
 

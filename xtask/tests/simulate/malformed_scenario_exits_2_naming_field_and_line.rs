@@ -4,7 +4,10 @@
 use super::support::{simulate, stderr};
 
 fn run_file(text: &str) -> std::process::Output {
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .expect("temp dir");
     let path = dir.path().join("mine.toml");
     std::fs::write(&path, text).expect("write scenario");
     simulate(

@@ -26,7 +26,10 @@ fn same_seed_prints_the_same_bytes_and_another_seed_does_not() {
 
 #[test]
 fn json_reports_are_identical_too() {
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .expect("temp dir");
     let a = dir.path().join("a.json");
     let b = dir.path().join("b.json");
     for path in [&a, &b] {
@@ -57,7 +60,10 @@ fn a_hundred_devices_racing_at_one_instant_replay_identically() {
     // so requests meet at the remote within one simulated instant and
     // their order decides the conflicts: the storage-call gate must make
     // that order a function of the seed alone.
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .expect("temp dir");
     let path = dir.path().join("race.toml");
     std::fs::write(
         &path,

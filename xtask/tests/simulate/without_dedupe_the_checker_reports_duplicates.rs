@@ -10,7 +10,10 @@ fn lost_acks_without_dedupe_fail_with_duplicates() {
         text.contains("dedupe = true"),
         "the suite states its dedupe"
     );
-    let dir = tempfile::tempdir().expect("temp dir");
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .expect("temp dir");
     let path = dir.path().join("no-dedupe.toml");
     std::fs::write(&path, text.replace("dedupe = true", "dedupe = false")).expect("write");
     let out = simulate(

@@ -27,7 +27,10 @@ fn fields(entries: &[(&str, &[u8], HlcTimestamp)]) -> Vec<u8> {
 
 /// The whole story against one backend; `open` reopens the same directory.
 fn deferred_and_logged_conflicts_survive<S: QueueStorage>(open: impl Fn(&Path) -> S) {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let clock = HybridClock::with_wall_clock(PHONE, Arc::new(ManualWallClock::new(NOW)));
     let laptop_edit = HlcTimestamp::new(NOW + 5_000, 0, LAPTOP);
 

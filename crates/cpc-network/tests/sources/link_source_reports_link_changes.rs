@@ -32,7 +32,10 @@ async fn step(by: Duration) {
 #[tokio::test(start_paused = true)]
 async fn an_interface_going_down_is_offline_at_once_and_coming_back_is_unknown() {
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     copy_dir(&fixtures.join("sys_up"), &dir.path().join("net"));
     std::fs::copy(fixtures.join("route_default"), dir.path().join("route")).unwrap();
     let source = LinuxLinkSource::new(LinkSourceConfig {
@@ -86,7 +89,10 @@ async fn an_interface_going_down_is_offline_at_once_and_coming_back_is_unknown()
 
 #[tokio::test(start_paused = true)]
 async fn unreadable_files_report_nothing_rather_than_a_false_offline() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let source = LinuxLinkSource::new(LinkSourceConfig {
         sys_class_net: dir.path().join("absent"),
         proc_net_route: dir.path().join("absent-route"),

@@ -300,7 +300,10 @@ mod tests {
 
     #[test]
     fn injected_failures_are_counted_down() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         std::fs::write(dir.path().join("db"), b"log").unwrap();
         let files = DataFiles::open(dir.path()).unwrap();
         files.inject_failures(1);

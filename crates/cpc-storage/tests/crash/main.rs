@@ -355,7 +355,10 @@ fn crash_loop(backend: &str) {
     let seed = seed();
     let cycles = cycles();
     println!("{backend}: crash loop, seed {seed}, {cycles} cycles");
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let dir = tmp.path().join("queue");
     let mut rng = StdRng::seed_from_u64(seed ^ backend.len() as u64);
     let mut total = Summary::default();

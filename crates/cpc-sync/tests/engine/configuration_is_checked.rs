@@ -12,7 +12,10 @@ use crate::support::*;
 
 fn worker_error(config: WorkerConfig) -> String {
     let w = world(RemoteOptions::default(), FaultPlan::none(), 1);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     match SyncEngine::builder()
         .path(dir.path())
         .transport_arc(w.transport.clone())
@@ -77,7 +80,10 @@ fn every_queue_option_at_its_extreme_is_refused_by_name() {
     for (field, set) in cases {
         let mut options = QueueOptions::default();
         set(&mut options);
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
         match SqliteStorage::open(dir.path(), options) {
             Err(StorageError::InvalidOption { field: f, .. }) => assert_eq!(f, field),
             other => panic!("{field}: {other:?}"),

@@ -20,7 +20,10 @@ const MIB: usize = 1024 * 1024;
 #[tokio::test(start_paused = true)]
 async fn a_payload_above_one_mib_under_a_larger_limit_is_delivered_not_quarantined() {
     let w = world(RemoteOptions::default(), FaultPlan::none(), 40);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let engine = SyncEngine::builder()
         .path(dir.path())
         .max_payload(5 * MIB)
@@ -46,7 +49,10 @@ async fn a_payload_above_one_mib_under_a_larger_limit_is_delivered_not_quarantin
 
 #[test]
 fn a_large_conflict_log_entry_reads_back_whole() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let options = QueueOptions {
         max_payload: 3 * MIB,
         ..QueueOptions::default()

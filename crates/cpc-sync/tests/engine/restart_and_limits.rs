@@ -23,7 +23,10 @@ async fn a_payload_over_the_limit_is_refused_and_nothing_is_stored() {
 
 #[tokio::test(start_paused = true)]
 async fn shutdown_mid_batch_then_restart_on_sqlite_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let w = world(RemoteOptions::default(), FaultPlan::none(), 21);
     let hanging = std::sync::Arc::new(Hanging);
     let engine = SyncEngine::builder()
@@ -169,7 +172,10 @@ async fn dead_letters_can_be_revived_and_deferred_conflicts_settled() {
 /// by the orphaned loop before) and nothing submitted is lost.
 #[tokio::test(start_paused = true)]
 async fn dropping_a_running_engine_releases_its_queue() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let w = world(RemoteOptions::default(), FaultPlan::none(), 22);
     let engine = SyncEngine::builder()
         .path(dir.path())

@@ -307,7 +307,10 @@ fn acknowledged_submissions_survive_kill_9_exactly_once_in_order() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(0x6b69_6c6c);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     eprintln!(
         "kill9: seed {seed}, {cycles} cycles in {}",
         dir.path().display()

@@ -37,7 +37,10 @@ impl Transport for Sink {
 
 #[tokio::test(flavor = "current_thread")]
 async fn a_maximum_size_payload_costs_at_most_three_times_its_size() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
     let engine = SyncEngine::builder()
         .path(dir.path())
         .max_payload(MAX_PAYLOAD)
