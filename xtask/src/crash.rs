@@ -51,6 +51,9 @@ pub fn main(args: &[String]) -> Result<(), XtaskError> {
                 "--test-threads=1",
             ])
             .env(var, cycles.to_string())
+            // The storage loop's startup crash loop (every run killed
+            // 20-300 ms after start): 200 cycles, or fewer if asked.
+            .env("CPC_WAL_CYCLES", cycles.min(200).to_string())
             .output()
             .map_err(|e| XtaskError::Io("running a crash test", e))?;
         let stdout = String::from_utf8_lossy(&output.stdout);

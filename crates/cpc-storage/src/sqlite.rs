@@ -74,6 +74,13 @@ pub const DB_FILE: &str = "queue.sqlite3";
 pub const RELAXED_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the background thread checkpoints while writes happen.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+/// Delay of the background thread's first pass after open: short, so that
+/// a process killed soon after every start still gets its WAL copied back.
+const FIRST_PASS_DELAY: Duration = Duration::from_millis(20);
+/// A WAL left larger than this by the previous process is checkpointed
+/// (and truncated) at open, before anything else: a crash loop of short
+/// lives must not grow it without bound.
+const OPEN_CHECKPOINT_BYTES: u64 = 1024 * 1024;
 /// Commits after which the background thread is woken early.
 const CHECKPOINT_AFTER_COMMITS: u64 = 2048;
 /// A WAL of this many frames (16 MiB of 4 KiB pages) is restarted by the
@@ -146,6 +153,7 @@ impl SqliteStorage {
         let conn = open_connection(&path, &db_path, &options)?;
         conn.pragma_update(None, "cache_size", MAIN_CACHE_KIB)
             .map_err(|e| classify(&path, "configure", e))?;
+        checkpoint_leftover_wal(&conn, &path, &wal_path)?;
         init_schema(&conn, &path)?;
         // After the database accepted the upgrade: a refused store keeps
         // its old marker.
@@ -973,6 +981,10 @@ fn background(shared: &Shared, conn: Connection) {
     };
     let mut last_sync = Instant::now();
     let mut vacuumed_empty = false;
+    // The first pass comes soon after open, and counts as having commits
+    // to copy: the previous process may have left frames in the WAL.
+    let mut wait = FIRST_PASS_DELAY;
+    lock(&shared.bg).commits += 1;
     loop {
         let (commits, empty, dirty) = {
             let mut bg = lock(&shared.bg);
@@ -981,10 +993,11 @@ fn background(shared: &Shared, conn: Connection) {
             if !work_waiting {
                 bg = shared
                     .bg_cv
-                    .wait_timeout(bg, interval)
+                    .wait_timeout(bg, wait)
                     .unwrap_or_else(|e| e.into_inner())
                     .0;
             }
+            wait = interval;
             if bg.stop {
                 // A queue closed empty gives its space back now rather than
                 // at the next open.
@@ -1037,6 +1050,33 @@ fn background(shared: &Shared, conn: Connection) {
             }
         }
     }
+}
+
+/// Checkpoints and truncates a WAL the previous process left larger than
+/// [`OPEN_CHECKPOINT_BYTES`] (copying it back is crash-safe: SQLite's
+/// checkpoint protocol), so a loop of short-lived processes, each killed
+/// before its background pass, cannot grow the WAL and the next open's
+/// recovery without bound.
+fn checkpoint_leftover_wal(conn: &Connection, dir: &Path, wal: &Path) -> Result<()> {
+    let len = match std::fs::metadata(wal) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(dir::io_error("inspect wal", e)),
+    };
+    if len <= OPEN_CHECKPOINT_BYTES {
+        return Ok(());
+    }
+    let started = Instant::now();
+    let (frames, copied) =
+        wal_checkpoint(conn, "TRUNCATE").map_err(|e| classify(dir, "checkpoint at open", e))?;
+    tracing::debug!(
+        wal_bytes = len,
+        frames,
+        copied,
+        elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "leftover WAL checkpointed at open"
+    );
+    Ok(())
 }
 
 /// `PRAGMA wal_checkpoint(mode)`: (frames in the WAL, frames copied).

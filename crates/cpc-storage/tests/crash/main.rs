@@ -394,6 +394,97 @@ fn acknowledged_enqueues_survive_kill_9_sled() {
     }
 }
 
+/// Largest WAL the startup crash loop allows (the WAL's size limit).
+const WAL_BOUND: u64 = 32 * 1024 * 1024;
+
+/// A startup crash loop: every run is killed at a random instant 20–300 ms
+/// after it started, with no clean run in between (an app the OS kills on
+/// short background launches, or that crashes at start). The WAL must stay
+/// within [`WAL_BOUND`] and nothing acknowledged may be lost. Cycles from
+/// `CPC_WAL_CYCLES` (default 30; `cargo xtask crash` runs 200). Prints the
+/// WAL size and the open time (of this build: debug under `cargo test`,
+/// release under `cargo xtask crash`) at the end.
+#[test]
+fn the_wal_stays_short_when_every_run_is_killed_soon_after_start_sqlite() {
+    if !durable_backends().contains(&"sqlite") {
+        return;
+    }
+    let cycles: u64 = std::env::var("CPC_WAL_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let seed = seed();
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path().join("queue");
+    let wal = dir.join("queue.sqlite3-wal");
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x3A1);
+    let mut acked: Vec<u64> = Vec::new();
+    let mut max_wal = 0u64;
+    for cycle in 0..cycles {
+        let start = cycle * STRIDE;
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "child_process",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env("CPC_CRASH_CHILD", "1")
+            .env("CPC_CRASH_BACKEND", "sqlite")
+            .env("CPC_CRASH_DIR", &dir)
+            .env("CPC_CRASH_MODE", "immediate")
+            .env("CPC_CRASH_START", start.to_string())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(pos) = line.find("ACK ") {
+                    seen.push(line[pos + 4..].trim().parse::<u64>().unwrap());
+                }
+            }
+            seen
+        });
+        std::thread::sleep(Duration::from_millis(rng.gen_range(20..=300)));
+        let _ = child.kill();
+        let _ = child.wait();
+        acked.extend(reader.join().unwrap());
+        let len = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        max_wal = max_wal.max(len);
+        assert!(
+            len <= WAL_BOUND,
+            "cycle {cycle}: WAL of {len} bytes after a kill, above {WAL_BOUND}"
+        );
+    }
+    let wal_before_open = std::fs::metadata(&wal).map_or(0, |m| m.len());
+    let opened = std::time::Instant::now();
+    let store = open("sqlite", &dir, options(false)).unwrap();
+    let open_ms = opened.elapsed().as_secs_f64() * 1e3;
+    let stored: HashSet<u64> = store
+        .list(&Default::default())
+        .unwrap()
+        .iter()
+        .filter_map(|s| number_of(&s.op))
+        .collect();
+    let lost = acked.iter().filter(|n| !stored.contains(n)).count();
+    println!(
+        "sqlite startup crash loop: cycles {cycles}, acknowledged {}, lost {lost}, max WAL {max_wal} bytes, \
+         WAL at the last open {wal_before_open} bytes, last open {open_ms:.1} ms, seed {seed}",
+        acked.len()
+    );
+    assert_eq!(lost, 0, "acknowledged operations lost");
+    assert!(
+        !acked.is_empty(),
+        "the children never acknowledged anything"
+    );
+}
+
 /// The checker must be able to fail: a store that lost an acknowledged
 /// operation, or that breaks FIFO, is caught.
 #[test]
