@@ -963,16 +963,12 @@ impl Inner {
                 });
             }
             None => {
-                self.retry.forget(op.id);
                 self.suspects().cleared([op.id]);
-                let reason = format!("gave up after {attempt} attempts: {error}");
-                out.summary.dead_lettered += 1;
-                out.event(|| WorkerEvent::DeadLettered {
-                    id: op.id,
-                    entity: op.entity.clone(),
-                    reason: reason.clone(),
-                });
-                out.completions.push(Completion::Dead { id: op.id, reason });
+                self.bury(
+                    out,
+                    op,
+                    format!("gave up after {attempt} attempts: {error}"),
+                );
             }
         }
     }

@@ -175,15 +175,9 @@ struct Summary {
     claimed: u64,
 }
 
-fn run_cycle(backend: &str, dir: &Path, cycle: u64, rng: &mut StdRng) -> Summary {
-    let group = cycle % 2 == 1;
-    let kill = match rng.gen_range(0..100) {
-        0..=4 => KillPoint::AtSpawn,
-        5..=19 => KillPoint::DuringOpen,
-        _ => KillPoint::AfterAcks(rng.gen_range(0..if group { 160 } else { 40 })),
-    };
-    let start = cycle * STRIDE;
-    let mut child = Command::new(std::env::current_exe().unwrap())
+/// Starts this test binary as the child, enqueuing from number `start`.
+fn spawn_child(backend: &str, dir: &Path, group: bool, start: u64) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
         .args([
             "child_process",
             "--exact",
@@ -198,7 +192,18 @@ fn run_cycle(backend: &str, dir: &Path, cycle: u64, rng: &mut StdRng) -> Summary
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+fn run_cycle(backend: &str, dir: &Path, cycle: u64, rng: &mut StdRng) -> Summary {
+    let group = cycle % 2 == 1;
+    let kill = match rng.gen_range(0..100) {
+        0..=4 => KillPoint::AtSpawn,
+        5..=19 => KillPoint::DuringOpen,
+        _ => KillPoint::AfterAcks(rng.gen_range(0..if group { 160 } else { 40 })),
+    };
+    let start = cycle * STRIDE;
+    let mut child = spawn_child(backend, dir, group, start);
     let stdout = child.stdout.take().unwrap();
     let mut reader = BufReader::new(stdout);
     let mut acked: Vec<u64> = Vec::new();
@@ -424,23 +429,7 @@ fn the_wal_stays_short_when_every_run_is_killed_soon_after_start_sqlite() {
     let mut acked: Vec<u64> = Vec::new();
     let mut max_wal = 0u64;
     for cycle in 0..cycles {
-        let start = cycle * STRIDE;
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .args([
-                "child_process",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("CPC_CRASH_CHILD", "1")
-            .env("CPC_CRASH_BACKEND", "sqlite")
-            .env("CPC_CRASH_DIR", &dir)
-            .env("CPC_CRASH_MODE", "immediate")
-            .env("CPC_CRASH_START", start.to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_child("sqlite", &dir, false, cycle * STRIDE);
         let stdout = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
             let mut seen = Vec::new();
