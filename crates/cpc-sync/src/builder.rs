@@ -35,6 +35,7 @@ pub struct SyncEngineBuilder {
     worker: WorkerConfig,
     node: Option<NodeId>,
     start_ms: Option<u64>,
+    wall: Option<Arc<dyn cpc_core::WallClock>>,
     clock: Option<TokioWallClock>,
 }
 
@@ -74,6 +75,7 @@ impl SyncEngineBuilder {
             worker: WorkerConfig::default(),
             node: None,
             start_ms: None,
+            wall: None,
             clock: None,
         }
     }
@@ -239,20 +241,37 @@ impl SyncEngineBuilder {
         self
     }
 
+    /// Makes the engine read its wall time from `wall` (re-read at every
+    /// reading, never going backwards) instead of the system clock: the
+    /// application's own time source. `start_time_ms` takes precedence.
+    pub fn wall_clock(mut self, wall: Arc<dyn cpc_core::WallClock>) -> Self {
+        self.wall = Some(wall);
+        self
+    }
+
+    /// The engine's clock: simulated from `start_time_ms`, else following
+    /// the given or the system wall clock.
+    fn make_clock(&self) -> TokioWallClock {
+        match (self.start_ms, &self.wall) {
+            (Some(ms), _) => TokioWallClock::starting_at(ms),
+            (None, Some(wall)) => TokioWallClock::with_wall_clock(Arc::clone(wall)),
+            (None, None) => TokioWallClock::new(),
+        }
+    }
+
     /// Opens (or takes) the store, returns expired leases, restores the
     /// clock's high-water mark and builds the worker; does not start it.
     ///
     /// Opening a path blocks on disk I/O: from async code prefer
     /// [`start`](Self::start) or call this inside `spawn_blocking`.
     pub fn build(self) -> Result<SyncEngine> {
+        let clock = match self.clock.clone() {
+            Some(clock) => clock,
+            None => self.make_clock(),
+        };
         let transport = self
             .transport
             .ok_or(Error::Config("a transport is required"))?;
-        let clock = match (self.clock, self.start_ms) {
-            (Some(clock), _) => clock,
-            (None, Some(ms)) => TokioWallClock::starting_at(ms),
-            (None, None) => TokioWallClock::new(),
-        };
         let storage: Arc<dyn QueueStorage> = match (self.storage, self.path) {
             (Some(_), Some(_)) => {
                 return Err(Error::Config("give either a path or a storage, not both"))
@@ -282,7 +301,7 @@ impl SyncEngineBuilder {
             .node
             .or(mark.map(|m| m.node))
             .unwrap_or_else(|| NodeId(rand::thread_rng().gen()));
-        let hlc = Arc::new(HybridClock::with_wall_clock(node, Arc::new(clock)));
+        let hlc = Arc::new(HybridClock::with_wall_clock(node, Arc::new(clock.clone())));
         if let Some(mark) = mark {
             hlc.restore(mark);
         }
@@ -293,7 +312,7 @@ impl SyncEngineBuilder {
         let mut worker = SyncWorker::builder(Arc::clone(&storage), Arc::clone(&transport))
             .resolver(self.resolver)
             .retry_policy(self.retry)
-            .clock(clock)
+            .clock(clock.clone())
             .hybrid_clock(Arc::clone(&hlc))
             .config(self.worker);
         if let Some(monitor) = &self.network {
@@ -322,10 +341,7 @@ impl SyncEngineBuilder {
     pub async fn start(mut self) -> Result<SyncEngine> {
         // The clock is anchored here, on the runtime's (possibly paused)
         // clock, not on the blocking thread.
-        self.clock = Some(match self.start_ms {
-            Some(ms) => TokioWallClock::starting_at(ms),
-            None => TokioWallClock::new(),
-        });
+        self.clock = Some(self.make_clock());
         let engine = match self.worker.storage_calls {
             StorageCalls::Inline => self.build()?,
             StorageCalls::Blocking => tokio::task::spawn_blocking(move || self.build())

@@ -370,7 +370,7 @@ impl SyncEngine {
 
     /// The engine's wall clock (tokio's clock mapped onto epoch ms).
     pub fn wall_clock(&self) -> TokioWallClock {
-        self.inner.clock
+        self.inner.clock.clone()
     }
 
     /// Stops the worker (bounded by its shutdown timeout, leases returned),

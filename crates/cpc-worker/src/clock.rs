@@ -1,64 +1,121 @@
-//! The worker's clock: tokio's (possibly paused) clock mapped onto epoch ms.
+//! The worker's clock: epoch milliseconds that follow the system's wall
+//! clock in production and tokio's (possibly paused) clock in simulations.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
-use cpc_core::WallClock;
+use cpc_core::{SystemWallClock, WallClock};
 use cpc_storage::EpochMillis;
 use tokio::time::Instant;
 
-/// Wall time as milliseconds since the Unix epoch, advanced by tokio's
-/// clock: `epoch_at_start + (Instant::now() - start)`.
+/// Wall time as milliseconds since the Unix epoch, for what the store
+/// persists (retry times, leases: they must mean the same after a restart),
+/// and the bridge to tokio's clock for everything that waits.
 ///
-/// The store persists epoch milliseconds (they must mean the same thing
-/// after a restart), while everything that waits uses tokio's clock so tests
-/// can pause and advance it. This type is the single bridge between the two:
-/// on a paused runtime every reading is deterministic, and a [`HybridClock`]
-/// built on it (it implements [`WallClock`]) follows simulated time too.
+/// Two modes:
+/// - **Following a wall clock** ([`new`](Self::new): the system's;
+///   [`with_wall_clock`](Self::with_wall_clock): yours). Every reading
+///   re-reads the wall clock, so time does not stop while the device sleeps
+///   (monotonic clocks stop during suspend on Linux, Android and Apple, and
+///   a reading derived from one would lag the real time after a night
+///   asleep). Readings never go backwards: after an NTP step back the clock
+///   holds at its high-water mark until the wall clock catches up. Clones
+///   share the mark.
+/// - **Following tokio's clock** ([`starting_at`](Self::starting_at)):
+///   `epoch_ms + (Instant::now() - start)`, for deterministic simulations
+///   on a paused runtime.
 ///
-/// Cheap to clone; clones read the same time.
-///
-/// [`HybridClock`]: cpc_core::HybridClock
-#[derive(Clone, Copy, Debug)]
+/// Waiting for an epoch instant ([`instant_at`](Self::instant_at)) is
+/// always relative to the current reading, so a jump of the wall clock
+/// moves what is due with it.
+#[derive(Clone)]
 pub struct TokioWallClock {
     epoch_at_start: EpochMillis,
     start: Instant,
+    /// `Some` when following a wall clock, with the high-water mark.
+    wall: Option<(Arc<dyn WallClock>, Arc<AtomicU64>)>,
+}
+
+impl std::fmt::Debug for TokioWallClock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokioWallClock")
+            .field("follows_wall_clock", &self.wall.is_some())
+            .field("now_ms", &self.now_ms())
+            .finish()
+    }
 }
 
 impl TokioWallClock {
-    /// A clock that reads the system's wall time now and then follows tokio's clock.
+    /// A clock that follows the system's wall clock (re-read at every
+    /// reading, never going backwards).
     pub fn new() -> Self {
-        let epoch = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-            .unwrap_or(0);
-        Self::starting_at(epoch)
+        Self::with_wall_clock(Arc::new(SystemWallClock))
     }
 
-    /// A clock that reads `epoch_ms` now (deterministic simulations).
+    /// A clock that follows `wall` (re-read at every reading, never going
+    /// backwards): the application's own time source.
+    pub fn with_wall_clock(wall: Arc<dyn WallClock>) -> Self {
+        let now = wall.now_ms();
+        TokioWallClock {
+            epoch_at_start: now,
+            start: Instant::now(),
+            wall: Some((wall, Arc::new(AtomicU64::new(now)))),
+        }
+    }
+
+    /// A clock that reads `epoch_ms` now and then follows tokio's clock
+    /// (deterministic simulations).
     pub fn starting_at(epoch_ms: EpochMillis) -> Self {
         TokioWallClock {
             epoch_at_start: epoch_ms,
             start: Instant::now(),
+            wall: None,
         }
     }
 
     /// The current time in ms since the epoch.
     pub fn now_ms(&self) -> EpochMillis {
-        self.at(Instant::now())
+        match &self.wall {
+            Some((wall, mark)) => {
+                let now = wall.now_ms();
+                // fetch_max: the highest reading any clone has returned.
+                mark.fetch_max(now, Ordering::AcqRel).max(now)
+            }
+            None => self.tokio_ms(Instant::now()),
+        }
     }
 
-    /// The epoch ms reading that corresponds to a tokio instant.
-    pub fn at(&self, instant: Instant) -> EpochMillis {
+    fn tokio_ms(&self, instant: Instant) -> EpochMillis {
         let elapsed = instant.saturating_duration_since(self.start);
         self.epoch_at_start
             .saturating_add(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// The epoch ms reading that corresponds to a tokio instant (relative
+    /// to now: the current reading plus the instant's distance from now).
+    pub fn at(&self, instant: Instant) -> EpochMillis {
+        if self.wall.is_none() {
+            return self.tokio_ms(instant);
+        }
+        let now = Instant::now();
+        let reading = self.now_ms();
+        if instant >= now {
+            reading.saturating_add(
+                u64::try_from(instant.duration_since(now).as_millis()).unwrap_or(u64::MAX),
+            )
+        } else {
+            reading.saturating_sub(
+                u64::try_from(now.duration_since(instant).as_millis()).unwrap_or(u64::MAX),
+            )
+        }
     }
 
     /// The tokio instant at which the clock will read `ms` (now, if `ms` is
     /// already past).
     pub fn instant_at(&self, ms: EpochMillis) -> Instant {
         let now = Instant::now();
-        let now_ms = self.at(now);
+        let now_ms = self.now_ms();
         if ms <= now_ms {
             return now;
         }
@@ -104,6 +161,33 @@ mod tests {
         // A past reading maps to now.
         assert_eq!(clock.at(clock.instant_at(5)), 1_002_500);
         assert_eq!(clock.after(Duration::from_secs(1)), 1_003_500);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn follows_a_wall_clock_across_sleep_and_never_goes_back() {
+        let wall = Arc::new(cpc_core::ManualWallClock::new(1_000_000));
+        let clock = TokioWallClock::with_wall_clock(wall.clone());
+        let clone = clock.clone();
+        assert_eq!(clock.now_ms(), 1_000_000);
+        // The device sleeps 8 hours: tokio's (monotonic) clock does not
+        // move, the wall clock does, and so does this clock.
+        wall.set(1_000_000 + 8 * 3_600_000);
+        assert_eq!(clock.now_ms(), 29_800_000);
+        assert_eq!(clone.now_ms(), 29_800_000);
+        // An NTP step back by a minute: held at the mark, not backwards.
+        wall.set(29_740_000);
+        assert_eq!(clock.now_ms(), 29_800_000);
+        assert_eq!(clone.now_ms(), 29_800_000);
+        // Catching up again.
+        wall.set(29_800_500);
+        assert_eq!(clock.now_ms(), 29_800_500);
+        // Waiting is relative to the current reading.
+        let at = clock.instant_at(29_801_500);
+        assert_eq!(
+            at - tokio::time::Instant::now(),
+            Duration::from_millis(1_000)
+        );
+        assert_eq!(clock.at(at), 29_801_500);
     }
 
     #[tokio::test(start_paused = true)]

@@ -60,6 +60,18 @@ pub enum WorkerEvent {
         /// The remote version the conflict was against.
         remote_version: u64,
     },
+    /// A remote record's timestamp (seen in a conflict) was further ahead of
+    /// this device's clock than the hybrid clock's `max_drift`, so it was
+    /// not merged into the clock: this device's clock (or the remote
+    /// writer's) is off by about `ahead_ms`.
+    ClockSkew {
+        /// The operation whose conflict carried the timestamp.
+        id: OperationId,
+        /// How far ahead of this clock the remote timestamp was, in ms.
+        ahead_ms: u64,
+        /// The hybrid clock's limit, in ms.
+        max_drift_ms: u64,
+    },
     /// The conflict log reached a bound (age, count or bytes) and dropped
     /// its oldest entries, with the losing values they kept: read the log
     /// before then if the application wants them.

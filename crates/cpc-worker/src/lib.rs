@@ -56,7 +56,7 @@
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let storage: Arc<dyn QueueStorage> = Arc::new(MemoryStorage::new(QueueOptions::default()));
 //! let clock = TokioWallClock::starting_at(1_700_000_000_000);
-//! let hlc = cpc_core::HybridClock::with_wall_clock(cpc_core::NodeId(1), Arc::new(clock));
+//! let hlc = cpc_core::HybridClock::with_wall_clock(cpc_core::NodeId(1), Arc::new(clock.clone()));
 //! for i in 0..3 {
 //!     let op = Operation::builder(EntityKey::new("notes", i.to_string()), OperationKind::Create)
 //!         .build(&hlc)?;

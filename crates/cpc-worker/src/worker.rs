@@ -254,7 +254,7 @@ impl SyncWorker {
 
     /// The worker's clock (tokio time mapped onto epoch ms).
     pub fn clock(&self) -> TokioWallClock {
-        self.inner.clock
+        self.inner.clock.clone()
     }
 
     /// The store the worker drains.
@@ -988,10 +988,22 @@ impl Inner {
         now: EpochMillis,
     ) {
         if let Some(hlc) = &self.hlc {
-            // Later local edits must order after what the remote holds; a
-            // timestamp beyond the drift limit is ignored (logged by the
-            // resolver's trace anyway).
-            let _ = hlc.observe(remote.timestamp);
+            // Later local edits must order after what the remote holds. A
+            // timestamp beyond the drift limit is not merged (it would drag
+            // every later edit into the future), but said: this device's
+            // clock, or the remote writer's, is off.
+            if let Err(cpc_core::Error::ClockDrift {
+                ahead, max_drift, ..
+            }) = hlc.observe(remote.timestamp)
+            {
+                let ahead_ms = millis(ahead);
+                tracing::warn!(target: "cpc_worker", op_id = %op.id, ahead_ms, max_drift_ms = millis(max_drift), "remote timestamp too far ahead of this clock; not merged");
+                out.event(|| WorkerEvent::ClockSkew {
+                    id: op.id,
+                    ahead_ms,
+                    max_drift_ms: millis(max_drift),
+                });
+            }
         }
         let decided = catch(|| resolve_and_record(&*self.resolver, op, &remote, now));
         let (resolution, mut record) = match decided {

@@ -15,3 +15,4 @@ mod offline_for_weeks;
 mod payload_limits_on_disk;
 mod priorities_and_order;
 mod restart_and_limits;
+mod time_follows_the_wall_clock;

@@ -23,14 +23,18 @@ async fn thirty_days_offline_with_a_thousand_ops_dead_letters_nothing_and_then_d
         .with_schedule(schedule)
         .with_clock(clock);
     // The default builder (default retry policy, budget and breaker, no
-    // network monitor, default queue options); in memory only so that a
-    // month of failed pushes takes seconds, not minutes, of writes.
+    // network monitor, default queue options) on simulated time; in memory
+    // only so that a month of failed pushes takes seconds, not minutes, of
+    // writes.
     let engine = SyncEngine::builder()
         .storage(std::sync::Arc::new(MemoryStorage::new(
             QueueOptions::default(),
         )))
         .storage_calls(StorageCalls::Inline)
         .transport(transport.clone())
+        // Simulated wall time (the default follows the system clock, which
+        // a paused tokio clock does not move).
+        .start_time_ms(crate::support::START_MS)
         .seed(30)
         .start()
         .await

@@ -14,9 +14,9 @@ use crate::support::*;
 async fn a_short_answer_is_a_protocol_error_and_acks_nothing() {
     let s = storage();
     let c = clock();
-    let h = hlc(c);
+    let h = hlc(&c);
     let ids: Vec<_> = (0..5)
-        .map(|i| enqueue(&s, c, op(&h, &format!("e{i}"), OperationPriority::Normal)))
+        .map(|i| enqueue(&s, &c, op(&h, &format!("e{i}"), OperationPriority::Normal)))
         .collect();
     let t = Scripted::applied();
     // Four answers for five operations: even the four must not be acked.
@@ -26,7 +26,7 @@ async fn a_short_answer_is_a_protocol_error_and_acks_nothing() {
             .map(|o| OpOutcome::new(o.id, PushOutcome::Applied { version: 1 }))
             .collect())
     }));
-    let w = worker(&s, &t, c).build().unwrap();
+    let w = worker(&s, &t, &c).build().unwrap();
     let summary = w.process_once().await.unwrap();
     assert_eq!(summary.applied, 0);
     assert_eq!(summary.retried, 5);
@@ -60,10 +60,10 @@ async fn a_short_answer_is_a_protocol_error_and_acks_nothing() {
 async fn outcomes_answered_in_another_order_are_matched_by_operation_id() {
     let s = storage();
     let c = clock();
-    let h = hlc(c);
-    let a = enqueue(&s, c, op(&h, "a", OperationPriority::Normal));
-    let b = enqueue(&s, c, op(&h, "b", OperationPriority::Normal));
-    let d = enqueue(&s, c, op(&h, "d", OperationPriority::Normal));
+    let h = hlc(&c);
+    let a = enqueue(&s, &c, op(&h, "a", OperationPriority::Normal));
+    let b = enqueue(&s, &c, op(&h, "b", OperationPriority::Normal));
+    let d = enqueue(&s, &c, op(&h, "d", OperationPriority::Normal));
     let t = Scripted::applied();
     // Only `a` is applied; the answer lists it last. Matched by position,
     // `d`'s Applied would land on `a` and `a`'s on `d`.
@@ -86,7 +86,7 @@ async fn outcomes_answered_in_another_order_are_matched_by_operation_id() {
         answer.reverse();
         Ok(answer)
     }));
-    let w = worker(&s, &t, c).build().unwrap();
+    let w = worker(&s, &t, &c).build().unwrap();
     let summary = w.process_once().await.unwrap();
     assert_eq!(summary.applied, 1);
     assert_eq!(summary.retried, 1);
@@ -106,9 +106,9 @@ async fn outcomes_answered_in_another_order_are_matched_by_operation_id() {
 async fn an_answer_naming_an_unknown_or_repeated_operation_acks_nothing() {
     let s = storage();
     let c = clock();
-    let h = hlc(c);
+    let h = hlc(&c);
     let ids: Vec<_> = (0..3)
-        .map(|i| enqueue(&s, c, op(&h, &format!("e{i}"), OperationPriority::Normal)))
+        .map(|i| enqueue(&s, &c, op(&h, &format!("e{i}"), OperationPriority::Normal)))
         .collect();
     let t = Scripted::applied();
     let stranger = op(&h, "stranger", OperationPriority::Normal).id;
@@ -128,7 +128,7 @@ async fn an_answer_naming_an_unknown_or_repeated_operation_acks_nothing() {
             .map(|_| OpOutcome::new(batch[0].id, PushOutcome::Applied { version: 1 }))
             .collect())
     }));
-    let w = worker(&s, &t, c).build().unwrap();
+    let w = worker(&s, &t, &c).build().unwrap();
     for _ in 0..2 {
         let summary = w.process_once().await.unwrap();
         assert_eq!(summary.applied, 0);
@@ -148,13 +148,13 @@ async fn an_answer_naming_an_unknown_or_repeated_operation_acks_nothing() {
 async fn transport_errors_retry_the_whole_batch_with_the_rate_limit_hint() {
     let s = storage();
     let c = clock();
-    let h = hlc(c);
-    let id = enqueue(&s, c, op(&h, "a", OperationPriority::Normal));
+    let h = hlc(&c);
+    let id = enqueue(&s, &c, op(&h, "a", OperationPriority::Normal));
     let t = Scripted::applied();
     t.then(fail(TransportError::RateLimited {
         retry_after: Some(Duration::from_secs(20)),
     }));
-    let w = worker(&s, &t, c).build().unwrap();
+    let w = worker(&s, &t, &c).build().unwrap();
     let summary = w.process_once().await.unwrap();
     assert_eq!(summary.retried, 1);
     assert_eq!(
@@ -169,13 +169,13 @@ async fn transport_errors_retry_the_whole_batch_with_the_rate_limit_hint() {
 async fn unauthorized_pauses_without_counting_and_resume_continues() {
     let s = storage();
     let c = clock();
-    let h = hlc(c);
+    let h = hlc(&c);
     let ids: Vec<_> = (0..3)
-        .map(|i| enqueue(&s, c, op(&h, &format!("e{i}"), OperationPriority::Normal)))
+        .map(|i| enqueue(&s, &c, op(&h, &format!("e{i}"), OperationPriority::Normal)))
         .collect();
     let t = Scripted::applied();
     t.then(fail(TransportError::Unauthorized));
-    let w = worker(&s, &t, c).build().unwrap();
+    let w = worker(&s, &t, &c).build().unwrap();
     let mut events = w.subscribe();
     w.start().await.unwrap();
     // The loop pushes once, gets Unauthorized and pauses.
@@ -211,11 +211,11 @@ async fn unauthorized_pauses_without_counting_and_resume_continues() {
 async fn a_push_that_hangs_times_out_and_is_retried() {
     let s = storage();
     let c = clock();
-    let h = hlc(c);
-    let id = enqueue(&s, c, op(&h, "a", OperationPriority::Normal));
+    let h = hlc(&c);
+    let id = enqueue(&s, &c, op(&h, "a", OperationPriority::Normal));
     let t = Scripted::applied();
     *t.latency.lock().unwrap() = Some(Duration::from_secs(3600));
-    let w = worker(&s, &t, c)
+    let w = worker(&s, &t, &c)
         .config(cpc_worker::WorkerConfig {
             push_timeout: Duration::from_secs(5),
             ..cpc_worker::WorkerConfig::default()

@@ -16,12 +16,12 @@ use crate::support::*;
 async fn drained_resolves_with_a_deferred_head_and_the_edits_behind_it_reported_apart() {
     let s = storage();
     let c = clock();
-    let h = hlc(c);
-    let head = enqueue(&s, c, op(&h, "a", OperationPriority::Normal));
+    let h = hlc(&c);
+    let head = enqueue(&s, &c, op(&h, "a", OperationPriority::Normal));
     let behind: Vec<_> = (0..2)
-        .map(|_| enqueue(&s, c, op(&h, "a", OperationPriority::Normal)))
+        .map(|_| enqueue(&s, &c, op(&h, "a", OperationPriority::Normal)))
         .collect();
-    let other = enqueue(&s, c, op(&h, "b", OperationPriority::Normal));
+    let other = enqueue(&s, &c, op(&h, "b", OperationPriority::Normal));
     let t = Scripted::new(Box::new(move |batch: &[Operation]| {
         Ok(batch
             .iter()
@@ -42,7 +42,7 @@ async fn drained_resolves_with_a_deferred_head_and_the_edits_behind_it_reported_
             })
             .collect())
     }));
-    let w = worker(&s, &t, c)
+    let w = worker(&s, &t, &c)
         .resolver(Arc::new(DeferAll))
         .build()
         .unwrap();

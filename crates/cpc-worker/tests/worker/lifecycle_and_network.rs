@@ -26,12 +26,12 @@ fn monitor() -> (NetworkMonitor, ManualSource) {
 async fn drains_in_full_batches_and_then_sleeps() {
     let s = storage();
     let c = clock();
-    let h = hlc(c);
+    let h = hlc(&c);
     for i in 0..200 {
-        enqueue(&s, c, op(&h, &format!("e{i}"), OperationPriority::Normal));
+        enqueue(&s, &c, op(&h, &format!("e{i}"), OperationPriority::Normal));
     }
     let t = Scripted::applied();
-    let w = worker(&s, &t, c).build().unwrap();
+    let w = worker(&s, &t, &c).build().unwrap();
     let mut events = w.subscribe();
     w.start().await.unwrap();
     tokio::time::timeout(Duration::from_secs(10), w.drained())
@@ -54,12 +54,12 @@ async fn drains_in_full_batches_and_then_sleeps() {
 async fn inline_storage_calls_drain_the_same_way() {
     let s = storage();
     let c = clock();
-    let h = hlc(c);
+    let h = hlc(&c);
     for i in 0..200 {
-        enqueue(&s, c, op(&h, &format!("e{i}"), OperationPriority::Normal));
+        enqueue(&s, &c, op(&h, &format!("e{i}"), OperationPriority::Normal));
     }
     let t = Scripted::applied();
-    let w = worker(&s, &t, c)
+    let w = worker(&s, &t, &c)
         .config(WorkerConfig {
             seed: Some(7),
             storage_calls: StorageCalls::Inline,
@@ -94,16 +94,16 @@ async fn inline_storage_calls_drain_the_same_way() {
 async fn offline_sends_nothing_and_reconnect_sends_everything() {
     let s = storage();
     let c = clock();
-    let h = hlc(c);
+    let h = hlc(&c);
     let (m, link) = monitor();
     link.set_offline();
     assert_eq!(m.status(), NetworkStatus::Offline);
     let t = Scripted::applied();
-    let w = worker(&s, &t, c).network(m.clone()).build().unwrap();
+    let w = worker(&s, &t, &c).network(m.clone()).build().unwrap();
     let mut events = w.subscribe();
     w.start().await.unwrap();
     for i in 0..10 {
-        enqueue(&s, c, op(&h, &format!("e{i}"), OperationPriority::Normal));
+        enqueue(&s, &c, op(&h, &format!("e{i}"), OperationPriority::Normal));
         w.notify();
     }
     tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -132,14 +132,14 @@ async fn offline_sends_nothing_and_reconnect_sends_everything() {
 async fn reconnect_spreads_waiting_retries() {
     let s = storage();
     let c = clock();
-    let h = hlc(c);
+    let h = hlc(&c);
     let (m, link) = monitor();
     let ids: Vec<_> = (0..50)
-        .map(|i| enqueue(&s, c, op(&h, &format!("e{i}"), OperationPriority::Normal)))
+        .map(|i| enqueue(&s, &c, op(&h, &format!("e{i}"), OperationPriority::Normal)))
         .collect();
     let t = Scripted::applied();
     t.then(fail(TransportError::Server { status: 503 }));
-    let w = worker(&s, &t, c)
+    let w = worker(&s, &t, &c)
         .network(m.clone())
         .config(WorkerConfig {
             reconnect_spread: Duration::from_secs(10),
@@ -186,9 +186,9 @@ async fn reconnect_spreads_waiting_retries() {
 async fn an_open_breaker_stops_pushes_until_it_half_opens() {
     let s = storage();
     let c = clock();
-    let h = hlc(c);
+    let h = hlc(&c);
     for i in 0..3 {
-        enqueue(&s, c, op(&h, &format!("e{i}"), OperationPriority::Normal));
+        enqueue(&s, &c, op(&h, &format!("e{i}"), OperationPriority::Normal));
     }
     let t = Scripted::new(fail(TransportError::Server { status: 500 }));
     let cfg = CircuitBreakerConfig {
@@ -197,7 +197,7 @@ async fn an_open_breaker_stops_pushes_until_it_half_opens() {
     };
     let breaker = Arc::new(CircuitBreaker::new(cfg).unwrap().with_seed(1));
     let policy = plain_policy(1_000).with_breaker(Some(breaker.clone()));
-    let w = worker(&s, &t, c).retry_policy(policy).build().unwrap();
+    let w = worker(&s, &t, &c).retry_policy(policy).build().unwrap();
     let mut events = w.subscribe();
     w.start().await.unwrap();
     tokio::time::sleep(Duration::from_secs(4)).await;
@@ -218,13 +218,13 @@ async fn an_open_breaker_stops_pushes_until_it_half_opens() {
 async fn shutdown_mid_batch_returns_leases_and_a_restart_loses_nothing() {
     let s = storage();
     let c = clock();
-    let h = hlc(c);
+    let h = hlc(&c);
     let ids: Vec<_> = (0..10)
-        .map(|i| enqueue(&s, c, op(&h, &format!("e{i}"), OperationPriority::Normal)))
+        .map(|i| enqueue(&s, &c, op(&h, &format!("e{i}"), OperationPriority::Normal)))
         .collect();
     let hanging = Scripted::applied();
     *hanging.latency.lock().unwrap() = Some(Duration::from_secs(3600));
-    let w = worker(&s, &hanging, c)
+    let w = worker(&s, &hanging, &c)
         .config(WorkerConfig {
             shutdown_timeout: Duration::from_secs(2),
             ..WorkerConfig::default()
@@ -246,7 +246,7 @@ async fn shutdown_mid_batch_returns_leases_and_a_restart_loses_nothing() {
 
     let t = Scripted::applied();
     let w2 = SyncWorker::builder(s.clone(), t.clone())
-        .clock(c)
+        .clock(c.clone())
         .build()
         .unwrap();
     w2.start().await.unwrap();
@@ -266,17 +266,17 @@ async fn shutdown_mid_batch_returns_leases_and_a_restart_loses_nothing() {
 async fn several_batches_in_flight_keep_entity_order() {
     let s = storage();
     let c = clock();
-    let h = hlc(c);
+    let h = hlc(&c);
     let mut per_entity: Vec<Vec<cpc_core::OperationId>> = vec![Vec::new(); 8];
     for round in 0..20 {
         for (e, list) in per_entity.iter_mut().enumerate() {
             let p = OperationPriority::from_rank(((round + e) % 4) as u8).unwrap();
-            list.push(enqueue(&s, c, op(&h, &format!("e{e}"), p)));
+            list.push(enqueue(&s, &c, op(&h, &format!("e{e}"), p)));
         }
     }
     let t = Scripted::applied();
     *t.latency.lock().unwrap() = Some(Duration::from_millis(20));
-    let w = worker(&s, &t, c)
+    let w = worker(&s, &t, &c)
         .config(WorkerConfig {
             batch_size: 3,
             max_in_flight: 4,

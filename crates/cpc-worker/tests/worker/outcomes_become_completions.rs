@@ -17,10 +17,10 @@ use crate::support::*;
 async fn applied_acks_rejected_dead_letters_retry_later_waits_at_least_the_hint() {
     let s = storage();
     let c = clock();
-    let h = hlc(c);
-    let a = enqueue(&s, c, op(&h, "a", OperationPriority::Normal));
-    let b = enqueue(&s, c, op(&h, "b", OperationPriority::Normal));
-    let d = enqueue(&s, c, op(&h, "c", OperationPriority::Normal));
+    let h = hlc(&c);
+    let a = enqueue(&s, &c, op(&h, "a", OperationPriority::Normal));
+    let b = enqueue(&s, &c, op(&h, "b", OperationPriority::Normal));
+    let d = enqueue(&s, &c, op(&h, "c", OperationPriority::Normal));
     let t = Scripted::applied();
     t.then(Box::new(move |batch: &[Operation]| {
         Ok(batch
@@ -41,7 +41,7 @@ async fn applied_acks_rejected_dead_letters_retry_later_waits_at_least_the_hint(
             })
             .collect())
     }));
-    let w = worker(&s, &t, c).build().unwrap();
+    let w = worker(&s, &t, &c).build().unwrap();
     let mut events = w.subscribe();
     let summary = w.process_once().await.unwrap();
     assert_eq!(summary.attempted, 3);
@@ -84,10 +84,10 @@ async fn applied_acks_rejected_dead_letters_retry_later_waits_at_least_the_hint(
 async fn attempts_exhausted_dead_letters() {
     let s = storage();
     let c = clock();
-    let h = hlc(c);
-    let id = enqueue(&s, c, op(&h, "a", OperationPriority::Normal));
+    let h = hlc(&c);
+    let id = enqueue(&s, &c, op(&h, "a", OperationPriority::Normal));
     let t = Scripted::new(all(|_| PushOutcome::RetryLater { after: None }));
-    let w = worker(&s, &t, c)
+    let w = worker(&s, &t, &c)
         .retry_policy(plain_policy(3))
         .build()
         .unwrap();
@@ -130,10 +130,10 @@ async fn conflict_with(
 ) {
     let s = storage();
     let c = clock();
-    let h = hlc(c);
-    let id = enqueue(&s, c, op(&h, "a", OperationPriority::Normal));
+    let h = hlc(&c);
+    let id = enqueue(&s, &c, op(&h, "a", OperationPriority::Normal));
     let t = Scripted::new(all(|_| PushOutcome::Conflict { remote: remote(7) }));
-    let w = worker(&s, &t, c)
+    let w = worker(&s, &t, &c)
         .resolver(Arc::new(Fixed(resolution)))
         .build()
         .unwrap();

@@ -41,15 +41,15 @@ fn applied_unless(poison: cpc_core::OperationId) -> Answer {
 async fn a_poison_op_failing_every_batch_it_is_in_is_isolated_and_buried_alone() {
     let s = storage();
     let c = clock();
-    let h = hlc(c);
+    let h = hlc(&c);
     let ids: Vec<_> = (0..200)
-        .map(|i| enqueue(&s, c, op(&h, &format!("e{i}"), OperationPriority::Normal)))
+        .map(|i| enqueue(&s, &c, op(&h, &format!("e{i}"), OperationPriority::Normal)))
         .collect();
     let poison = ids[37];
     let t = Scripted::new(applied_unless(poison));
     // The defaults: backoff, budget, breaker, 25 attempts.
     let w = SyncWorker::builder(s.clone(), t.clone())
-        .clock(c)
+        .clock(c.clone())
         .retry_policy(RetryPolicy::default())
         .config(WorkerConfig {
             seed: Some(3),
@@ -107,13 +107,13 @@ impl cpc_core::Transport for PanicsOn {
 async fn a_panicking_transport_fails_its_batch_at_once_and_the_queue_drains() {
     let s = storage();
     let c = clock();
-    let h = hlc(c);
+    let h = hlc(&c);
     let ids: Vec<_> = (0..10)
-        .map(|i| enqueue(&s, c, op(&h, &format!("e{i}"), OperationPriority::Normal)))
+        .map(|i| enqueue(&s, &c, op(&h, &format!("e{i}"), OperationPriority::Normal)))
         .collect();
     let poison = ids[4];
     let w = SyncWorker::builder(s.clone(), Arc::new(PanicsOn(poison)))
-        .clock(c)
+        .clock(c.clone())
         .retry_policy(plain_policy(3))
         .config(WorkerConfig {
             seed: Some(3),
@@ -169,9 +169,9 @@ impl ConflictResolver for PanickingResolver {
 async fn a_panicking_resolver_defers_its_op_with_a_reason_instead_of_looping() {
     let s = storage();
     let c = clock();
-    let h = hlc(c);
-    let a = enqueue(&s, c, op(&h, "a", OperationPriority::Normal));
-    let b = enqueue(&s, c, op(&h, "b", OperationPriority::Normal));
+    let h = hlc(&c);
+    let a = enqueue(&s, &c, op(&h, "a", OperationPriority::Normal));
+    let b = enqueue(&s, &c, op(&h, "b", OperationPriority::Normal));
     let t = Scripted::new(Box::new(move |batch: &[Operation]| {
         Ok(batch
             .iter()
@@ -185,7 +185,7 @@ async fn a_panicking_resolver_defers_its_op_with_a_reason_instead_of_looping() {
             })
             .collect())
     }));
-    let w = worker(&s, &t, c)
+    let w = worker(&s, &t, &c)
         .resolver(Arc::new(PanickingResolver))
         .build()
         .unwrap();
@@ -213,8 +213,8 @@ async fn a_panicking_resolver_defers_its_op_with_a_reason_instead_of_looping() {
 async fn endless_conflicts_back_off_then_defer_after_max_conflicts() {
     let s = storage();
     let c = clock();
-    let h = hlc(c);
-    let a = enqueue(&s, c, op(&h, "a", OperationPriority::Normal));
+    let h = hlc(&c);
+    let a = enqueue(&s, &c, op(&h, "a", OperationPriority::Normal));
     let version = Arc::new(AtomicUsize::new(1));
     let v = version.clone();
     // The other device keeps its edit too: every send conflicts again.
@@ -225,7 +225,7 @@ async fn endless_conflicts_back_off_then_defer_after_max_conflicts() {
             .map(|o| OpOutcome::new(o.id, PushOutcome::Conflict { remote: remote(n) }))
             .collect())
     }));
-    let w = worker(&s, &t, c)
+    let w = worker(&s, &t, &c)
         .retry_policy(RetryPolicy::default())
         .resolver(Arc::new(LocalWins))
         .config(WorkerConfig {
@@ -258,4 +258,44 @@ async fn endless_conflicts_back_off_then_defer_after_max_conflicts() {
     let spent = log[0].resolved_at_ms - log[3].resolved_at_ms;
     assert!(spent >= 100, "three resends took {spent} ms");
     w.shutdown().await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_remote_timestamp_too_far_ahead_raises_clock_skew_and_is_not_merged() {
+    let s = storage();
+    let c = clock();
+    let h = Arc::new(hlc(&c));
+    enqueue(&s, &c, op(&h, "a", OperationPriority::Normal));
+    let two_hours_ahead = START_MS + 2 * 3_600_000;
+    let t = Scripted::new(all(move |_| PushOutcome::Conflict {
+        remote: RemoteRecord {
+            version: 3,
+            timestamp: HlcTimestamp::new(two_hours_ahead, 0, NodeId(9)),
+            payload: None,
+            node: NodeId(9),
+        },
+    }));
+    let w = worker(&s, &t, &c)
+        .hybrid_clock(Arc::clone(&h))
+        .resolver(Arc::new(LocalWins))
+        .build()
+        .unwrap();
+    let mut events = w.subscribe();
+    w.process_once().await.unwrap();
+    let mut skew = None;
+    while let Ok(e) = events.try_recv() {
+        if let WorkerEvent::ClockSkew {
+            ahead_ms,
+            max_drift_ms,
+            ..
+        } = e
+        {
+            skew = Some((ahead_ms, max_drift_ms));
+        }
+    }
+    let (ahead_ms, max_drift_ms) = skew.expect("a ClockSkew event");
+    assert!((7_190_000..=7_200_000).contains(&ahead_ms), "{ahead_ms}");
+    assert_eq!(max_drift_ms, 3_600_000);
+    // Not merged: the next local timestamp stays near the local clock.
+    assert!(h.now().unwrap().wall_ms < START_MS + 60_000);
 }

@@ -55,12 +55,12 @@ fn conflict_on(first: cpc_core::OperationId, len: usize) -> Answer {
 async fn an_oversized_remote_record_dead_letters_the_op_and_keeps_it_and_its_order() {
     let s = small_store();
     let c = clock();
-    let h = hlc(c);
-    let first = enqueue(&s, c, op(&h, "a", OperationPriority::Normal));
-    let second = enqueue(&s, c, op(&h, "a", OperationPriority::Normal));
-    let other = enqueue(&s, c, op(&h, "b", OperationPriority::Normal));
+    let h = hlc(&c);
+    let first = enqueue(&s, &c, op(&h, "a", OperationPriority::Normal));
+    let second = enqueue(&s, &c, op(&h, "a", OperationPriority::Normal));
+    let other = enqueue(&s, &c, op(&h, "b", OperationPriority::Normal));
     let t = Scripted::new(conflict_on(first, MAX + 1));
-    let w = worker(&s, &t, c)
+    let w = worker(&s, &t, &c)
         .resolver(Arc::new(DeferAll))
         .build()
         .unwrap();
@@ -97,10 +97,10 @@ async fn an_oversized_remote_record_dead_letters_the_op_and_keeps_it_and_its_ord
 async fn a_remote_record_at_the_limit_is_accepted() {
     let s = small_store();
     let c = clock();
-    let h = hlc(c);
-    let first = enqueue(&s, c, op(&h, "a", OperationPriority::Normal));
+    let h = hlc(&c);
+    let first = enqueue(&s, &c, op(&h, "a", OperationPriority::Normal));
     let t = Scripted::new(conflict_on(first, MAX));
-    let w = worker(&s, &t, c)
+    let w = worker(&s, &t, &c)
         .resolver(Arc::new(DeferAll))
         .build()
         .unwrap();
@@ -114,13 +114,13 @@ async fn a_remote_record_at_the_limit_is_accepted() {
 async fn an_oversized_merge_fails_that_op_only_and_the_batch_is_acked() {
     let s = small_store();
     let c = clock();
-    let h = hlc(c);
-    let first = enqueue(&s, c, op(&h, "a", OperationPriority::Normal));
+    let h = hlc(&c);
+    let first = enqueue(&s, &c, op(&h, "a", OperationPriority::Normal));
     let others: Vec<_> = (0..5)
-        .map(|i| enqueue(&s, c, op(&h, &format!("o{i}"), OperationPriority::Normal)))
+        .map(|i| enqueue(&s, &c, op(&h, &format!("o{i}"), OperationPriority::Normal)))
         .collect();
     let t = Scripted::new(conflict_on(first, 10));
-    let w = worker(&s, &t, c)
+    let w = worker(&s, &t, &c)
         .resolver(Arc::new(FnResolver::new(
             |_: &Operation, _: &RemoteRecord| Resolution::Merged(vec![1; MAX + 1]),
         )))
@@ -146,16 +146,16 @@ async fn an_oversized_merge_fails_that_op_only_and_the_batch_is_acked() {
 async fn remote_reasons_and_error_texts_are_cut_before_they_are_stored() {
     let s = storage();
     let c = clock();
-    let h = hlc(c);
-    let a = enqueue(&s, c, op(&h, "a", OperationPriority::Normal));
-    let b = enqueue(&s, c, op(&h, "b", OperationPriority::Normal));
+    let h = hlc(&c);
+    let a = enqueue(&s, &c, op(&h, "a", OperationPriority::Normal));
+    let b = enqueue(&s, &c, op(&h, "b", OperationPriority::Normal));
     let long = "r".repeat(10_000);
     let reason = long.clone();
     let t = Scripted::new(all(move |_| PushOutcome::Rejected {
         reason: reason.clone(),
     }));
     t.then(fail(cpc_core::TransportError::Protocol("p".repeat(10_000))));
-    let w = worker(&s, &t, c).build().unwrap();
+    let w = worker(&s, &t, &c).build().unwrap();
     let mut events = w.subscribe();
     w.process_once().await.unwrap();
     for id in [a, b] {

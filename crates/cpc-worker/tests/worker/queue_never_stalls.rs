@@ -106,14 +106,14 @@ fn run_case(
     rt.block_on(async move {
         let s = storage();
         let c = clock();
-        let h = hlc(c);
+        let h = hlc(&c);
         let t = Scripted::applied();
         let scripted = answers.len();
         for a in answers {
             t.then(answer(a));
         }
         let mut b = SyncWorker::builder(s.clone(), t.clone())
-            .clock(c)
+            .clock(c.clone())
             .resolver(Arc::new(LocalWins))
             .config(WorkerConfig {
                 batch_size,

@@ -108,8 +108,8 @@ pub fn clock() -> TokioWallClock {
     TokioWallClock::starting_at(START_MS)
 }
 
-pub fn hlc(clock: TokioWallClock) -> HybridClock {
-    HybridClock::with_wall_clock(NodeId(1), Arc::new(clock))
+pub fn hlc(clock: &TokioWallClock) -> HybridClock {
+    HybridClock::with_wall_clock(NodeId(1), Arc::new(clock.clone()))
 }
 
 /// 1 s doubling to 8 s, no jitter, at most `attempts` attempts; no budget, no breaker.
@@ -129,10 +129,10 @@ pub fn plain_policy(attempts: u32) -> RetryPolicy {
 pub fn worker(
     storage: &Arc<MemoryStorage>,
     transport: &Arc<Scripted>,
-    clock: TokioWallClock,
+    clock: &TokioWallClock,
 ) -> SyncWorkerBuilder {
     SyncWorker::builder(storage.clone(), transport.clone())
-        .clock(clock)
+        .clock(clock.clone())
         .retry_policy(plain_policy(5))
         .config(WorkerConfig {
             seed: Some(7),
@@ -148,7 +148,7 @@ pub fn op(hlc: &HybridClock, entity: &str, priority: OperationPriority) -> Opera
         .unwrap()
 }
 
-pub fn enqueue(storage: &Arc<MemoryStorage>, clock: TokioWallClock, op: Operation) -> OperationId {
+pub fn enqueue(storage: &Arc<MemoryStorage>, clock: &TokioWallClock, op: Operation) -> OperationId {
     let id = op.id;
     storage.enqueue(op, clock.now_ms()).unwrap();
     id
