@@ -96,6 +96,17 @@ impl Default for QueueOptions {
     }
 }
 
+/// The slot offset of operation `seq` in a re-spread of `spread_ms` with
+/// `salt` ([`QueueStorage::respread_waiting`]): a hash of the two, so that
+/// slots are spread evenly, reproducibly, and the same in every backend
+/// (SQLite computes the same expression in SQL).
+pub fn respread_offset(seq: u64, spread_ms: u64, salt: u32) -> u64 {
+    ((seq % RESPREAD_PRIME) * 65_599 + u64::from(salt)) % spread_ms.saturating_add(1)
+}
+
+/// The modulus of [`respread_offset`]: keeps the products below 2^63.
+const RESPREAD_PRIME: u64 = 4_294_967_291;
+
 /// Largest [`QueueOptions::max_payload`]: 1 GiB (record sizes stay within
 /// 32-bit lengths even for a conflict log entry holding three payloads).
 pub const MAX_PAYLOAD_LIMIT: usize = 1 << 30;
@@ -521,6 +532,12 @@ pub trait QueueStorage: Send + Sync + fmt::Debug {
     fn get(&self, id: OperationId) -> Result<Option<StoredOperation>>;
     /// Returns expired leases to ready (called at open; idempotent); returns how many.
     fn recover(&self, now: EpochMillis) -> Result<u64>;
+    /// Spreads the waiting retries over `[base, base + spread_ms]` (the
+    /// network came back): each waiting operation due before its slot moves
+    /// to its slot, `base + respread_offset(seq, spread_ms, salt)`; ones due
+    /// later keep their time. Reads no payloads (SQLite: one `UPDATE`).
+    /// Returns how many moved.
+    fn respread_waiting(&self, base: EpochMillis, spread_ms: u64, salt: u32) -> Result<u64>;
     /// Earliest instant at which something not claimable now becomes claimable (retry due, lease expiry), if any.
     fn next_wakeup(&self) -> Result<Option<EpochMillis>>;
     /// Parks an operation as a deferred conflict (same as `complete(&[Defer{..}])`).

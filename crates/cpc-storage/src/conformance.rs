@@ -155,6 +155,7 @@ suite!($
     complete_applies_a_mixed_batch_and_skips_unknown_ids,
     release_gives_the_attempt_back,
     postpone_waits_and_gives_the_attempt_back,
+    respread_moves_only_waiting_ops_due_before_their_slot,
     blocked_counts_what_waits_behind_a_parked_head,
     resend_replaces_payload_and_base_version,
     deferred_conflicts_are_listed_and_settled,
@@ -801,6 +802,48 @@ pub fn postpone_waits_and_gives_the_attempt_back(f: &dyn Factory) {
     assert_eq!(env.s().get(b.id).unwrap().unwrap().attempts, 1);
     let stats = env.s().stats().unwrap();
     assert_eq!((stats.pending, stats.in_flight), (2, 1));
+}
+
+/// `respread_waiting` moves each waiting operation due before its slot
+/// (`base + respread_offset(seq, ..)`) to that slot, leaves later ones,
+/// ready and in-flight ones alone, and agrees with `respread_offset` in
+/// every backend (SQLite computes it in SQL).
+pub fn respread_moves_only_waiting_ops_due_before_their_slot(f: &dyn Factory) {
+    let env = Env::new(f, options());
+    let ops: Vec<_> = (0..6).map(|n| normal(&format!("e{n}"), n)).collect();
+    let seqs = env.s().enqueue_batch(ops.clone(), T0).unwrap();
+    env.s().claim_ready(T0, 5).unwrap();
+    // ops 0..4 wait: two due soon, two due far later; op 4 stays in flight;
+    // op 5 stays ready.
+    let untils = [T0 + 1, T0 + 2, T0 + 1_000_000, T0 + 2_000_000];
+    let retries: Vec<Completion> = untils
+        .iter()
+        .enumerate()
+        .map(|(i, at)| Completion::Retry {
+            id: ops[i].id,
+            at: *at,
+            error: "offline".into(),
+        })
+        .collect();
+    env.s().complete(&retries, T0).unwrap();
+    let (base, spread, salt) = (T0 + 10_000, 5_000, 77);
+    assert_eq!(env.s().respread_waiting(base, spread, salt).unwrap(), 2);
+    for (i, until) in untils.iter().enumerate() {
+        let slot = base + crate::respread_offset(seqs[i], spread, salt);
+        let want = if *until < slot { slot } else { *until };
+        assert_eq!(
+            env.state(&ops[i]),
+            OpState::Waiting { until: want },
+            "op {i}"
+        );
+        assert!(want >= base);
+    }
+    assert!(matches!(env.state(&ops[4]), OpState::InFlight { .. }));
+    assert_eq!(env.state(&ops[5]), OpState::Ready);
+    // Idempotent: a second pass moves nothing.
+    assert_eq!(env.s().respread_waiting(base, spread, salt).unwrap(), 0);
+    let st = env.s().stats().unwrap();
+    assert_eq!((st.waiting, st.in_flight, st.ready), (4, 1, 1));
 }
 
 /// `stats().blocked` counts the pending operations held behind a dead or

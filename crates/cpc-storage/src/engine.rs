@@ -543,6 +543,39 @@ pub(crate) fn drop_entity<T: Tx + ?Sized>(tx: &mut T, entity: &[u8]) -> Result<u
     Ok(metas.len() as u64)
 }
 
+/// Moves waiting operations due before their re-spread slot to it; see
+/// [`QueueStorage::respread_waiting`](crate::QueueStorage::respread_waiting).
+/// Reads bookkeeping only, never an operation body.
+pub(crate) fn respread_waiting<T: Tx + ?Sized>(
+    tx: &mut T,
+    base: EpochMillis,
+    spread_ms: u64,
+    salt: u32,
+) -> Result<u64> {
+    let metas = tx.list_metas(MetaFilter {
+        entity: None,
+        dead: Some(false),
+        deferred_only: false,
+        limit: None,
+    })?;
+    let mut moved = 0;
+    for meta in metas {
+        let OpState::Waiting { until } = meta.state else {
+            continue;
+        };
+        let at = base
+            .saturating_add(crate::api::respread_offset(meta.seq, spread_ms, salt))
+            .min(MAX_INSTANT);
+        if until < at {
+            let mut new = meta.clone();
+            new.state = OpState::Waiting { until: at };
+            write_meta(tx, &meta, &new)?;
+            moved += 1;
+        }
+    }
+    Ok(moved)
+}
+
 /// Returns ended leases to ready; returns how many.
 pub(crate) fn recover<T: Tx + ?Sized>(
     tx: &mut T,

@@ -124,6 +124,10 @@ impl QueueStorage for MemoryStorage {
         engine::revive(&mut *self.lock(), id, now, &self.options)
     }
 
+    fn respread_waiting(&self, base: EpochMillis, spread_ms: u64, salt: u32) -> Result<u64> {
+        engine::respread_waiting(&mut *self.lock(), base, spread_ms, salt)
+    }
+
     fn repair(&self, fixed: Operation, now: EpochMillis) -> Result<bool> {
         self.seen(now);
         engine::repair(&mut *self.lock(), &fixed, now, &self.options)

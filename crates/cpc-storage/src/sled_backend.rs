@@ -542,6 +542,10 @@ impl QueueStorage for SledStorage {
         self.write_tx(|tx| engine::revive(tx, id, now, &self.options))
     }
 
+    fn respread_waiting(&self, base: EpochMillis, spread_ms: u64, salt: u32) -> Result<u64> {
+        self.write_tx(|tx| engine::respread_waiting(tx, base, spread_ms, salt))
+    }
+
     fn repair(&self, fixed: Operation, now: EpochMillis) -> Result<bool> {
         self.seen(now);
         self.write_tx(|tx| engine::repair(tx, &fixed, now, &self.options))

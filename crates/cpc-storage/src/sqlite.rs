@@ -301,6 +301,31 @@ impl QueueStorage for SqliteStorage {
         s.write("revive", |tx| engine::revive(tx, id, now, &s.options))
     }
 
+    fn respread_waiting(&self, base: EpochMillis, spread_ms: u64, salt: u32) -> Result<u64> {
+        let s = &self.shared;
+        // One statement over the timed heads' bookkeeping: no operation
+        // row, no payload, is read, however long the queue. The slot is
+        // `respread_offset`, written in SQL.
+        s.write("respread", |tx| {
+            let moved = tx
+                .conn
+                .prepare_cached(
+                    "UPDATE hot SET wake_at = ?1 + (((seq % 4294967291) * 65599 + ?3) % (?2 + 1)) \
+                     WHERE state = ?4 AND wake_at < ?1 + (((seq % 4294967291) * 65599 + ?3) % (?2 + 1))",
+                )
+                .and_then(|mut st| {
+                    st.execute(params![
+                        to_i64(base.min(engine::MAX_INSTANT / 2)),
+                        to_i64(spread_ms.min(engine::MAX_INSTANT / 2)),
+                        i64::from(salt),
+                        STATE_WAITING
+                    ])
+                })
+                .map_err(tx.err("respread"))?;
+            Ok(moved as u64)
+        })
+    }
+
     fn repair(&self, fixed: Operation, now: EpochMillis) -> Result<bool> {
         let s = &self.shared;
         s.seen(now);

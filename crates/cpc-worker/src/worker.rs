@@ -12,7 +12,7 @@ use cpc_core::{
     Transport, TransportError,
 };
 use cpc_network::{NetworkMonitor, NetworkStatus};
-use cpc_storage::{Claimed, Completion, EpochMillis, ListFilter, OpState, QueueStorage};
+use cpc_storage::{Claimed, Completion, EpochMillis, QueueStorage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{broadcast, watch, Notify};
@@ -1188,41 +1188,16 @@ impl Inner {
     /// at once. Returns the instant before which nothing is claimed.
     async fn respread(&self) -> Result<Instant> {
         let now = self.clock.now_ms();
-        let mut jitters = StdRng::seed_from_u64(self.rng().gen());
+        let salt: u32 = self.rng().gen();
         let hold_until = self.network.resume_at().unwrap_or_else(Instant::now);
         let base = self.clock.at(hold_until).max(now);
         let spread = millis(self.config.reconnect_spread);
-        let waiting = self
-            .call("list waiting", |s| {
-                s.list(&ListFilter {
-                    dead: Some(false),
-                    ..ListFilter::default()
-                })
-            })
+        // One set-based update in the store: it reads no payloads, so a
+        // large offline queue costs neither memory nor a long write lock at
+        // the moment the network returns.
+        let count = self
+            .call("respread", move |s| s.respread_waiting(base, spread, salt))
             .await?;
-        let completions: Vec<Completion> = waiting
-            .into_iter()
-            .filter_map(|stored| match stored.state {
-                OpState::Waiting { until } => {
-                    let at = base.saturating_add(jitters.gen_range(0..=spread));
-                    // Only pull forward retries that would fire in the burst;
-                    // ones already scheduled later keep their time.
-                    (until < at).then(|| Completion::Retry {
-                        id: stored.op.id,
-                        at,
-                        error: stored
-                            .last_error
-                            .unwrap_or_else(|| "rescheduled after reconnect".into()),
-                    })
-                }
-                _ => None,
-            })
-            .collect();
-        let count = completions.len();
-        if count > 0 {
-            self.call("respread", move |s| s.complete(&completions, now))
-                .await?;
-        }
         tracing::info!(target: "cpc_worker", rescheduled = count, hold_ms = base - now, "network back: retries re-spread");
         Ok(hold_until)
     }

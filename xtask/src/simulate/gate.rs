@@ -265,6 +265,9 @@ impl QueueStorage for GatedStorage {
             .as_ref()
             .map_or_else(Vec::new, |s| s.take_quarantine_notices())
     }
+    fn respread_waiting(&self, base: EpochMillis, spread_ms: u64, salt: u32) -> Result<u64> {
+        self.call(|s| s.respread_waiting(base, spread_ms, salt))
+    }
     fn repair(&self, fixed: cpc_sync::core::Operation, now: EpochMillis) -> Result<bool> {
         self.call(|s| s.repair(fixed, now))
     }

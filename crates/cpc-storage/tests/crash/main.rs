@@ -601,6 +601,14 @@ fn the_checks_catch_a_lost_operation_and_a_fifo_violation() {
             fn take_quarantine_notices(&self) -> Vec<cpc_storage::QuarantineNotice> {
                 self.0.take_quarantine_notices()
             }
+            fn respread_waiting(
+                &self,
+                base: u64,
+                spread: u64,
+                salt: u32,
+            ) -> cpc_storage::Result<u64> {
+                self.0.respread_waiting(base, spread, salt)
+            }
             fn repair(&self, op: Operation, now: u64) -> cpc_storage::Result<bool> {
                 self.0.repair(op, now)
             }
