@@ -392,6 +392,10 @@ pub struct ListFilter {
     pub dead: Option<bool>,
     /// At most this many (`None`: all), in submission order.
     pub limit: Option<usize>,
+    /// Only operations submitted after this one: pass the `seq` of the last
+    /// item of the previous page to read a long listing page by page (with
+    /// `limit`), instead of loading it whole.
+    pub after_seq: Option<u64>,
 }
 
 /// A conflict parked with [`Completion::Defer`].

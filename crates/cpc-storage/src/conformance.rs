@@ -156,6 +156,7 @@ suite!($
     release_gives_the_attempt_back,
     postpone_waits_and_gives_the_attempt_back,
     respread_moves_only_waiting_ops_due_before_their_slot,
+    listings_read_page_by_page_after_a_cursor,
     blocked_counts_what_waits_behind_a_parked_head,
     resend_replaces_payload_and_base_version,
     deferred_conflicts_are_listed_and_settled,
@@ -802,6 +803,52 @@ pub fn postpone_waits_and_gives_the_attempt_back(f: &dyn Factory) {
     assert_eq!(env.s().get(b.id).unwrap().unwrap().attempts, 1);
     let stats = env.s().stats().unwrap();
     assert_eq!((stats.pending, stats.in_flight), (2, 1));
+}
+
+/// `ListFilter::after_seq` with `limit` reads a listing page by page, in
+/// submission order, each operation once, with every filter.
+pub fn listings_read_page_by_page_after_a_cursor(f: &dyn Factory) {
+    let env = Env::new(f, options());
+    let ops: Vec<_> = (0..10)
+        .map(|n| normal(if n % 2 == 0 { "even" } else { "odd" }, n))
+        .collect();
+    env.s().enqueue_batch(ops.clone(), T0).unwrap();
+    let dead: Vec<Completion> = [0usize, 3, 4, 7, 8]
+        .iter()
+        .map(|i| Completion::Dead {
+            id: ops[*i].id,
+            reason: "r".into(),
+        })
+        .collect();
+    env.s().complete(&dead, T0).unwrap();
+    let pages = |entity: Option<EntityKey>, dead: Option<bool>| {
+        let mut out = Vec::new();
+        let mut after = None;
+        loop {
+            let page = env
+                .s()
+                .list(&ListFilter {
+                    entity: entity.clone(),
+                    dead,
+                    limit: Some(2),
+                    after_seq: after,
+                })
+                .unwrap();
+            assert!(page.len() <= 2);
+            let Some(last) = page.last() else { break };
+            after = Some(last.seq);
+            out.extend(page.into_iter().map(|s| s.op.id));
+        }
+        out
+    };
+    let ids = |idx: &[usize]| idx.iter().map(|i| ops[*i].id).collect::<Vec<_>>();
+    assert_eq!(pages(None, None), ids(&[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]));
+    assert_eq!(pages(None, Some(true)), ids(&[0, 3, 4, 7, 8]));
+    assert_eq!(pages(None, Some(false)), ids(&[1, 2, 5, 6, 9]));
+    assert_eq!(
+        pages(Some(EntityKey::new("notes", "even")), None),
+        ids(&[0, 2, 4, 6, 8])
+    );
 }
 
 /// `respread_waiting` moves each waiting operation due before its slot

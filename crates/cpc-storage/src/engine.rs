@@ -206,6 +206,8 @@ pub(crate) struct MetaFilter<'a> {
     pub dead: Option<bool>,
     pub deferred_only: bool,
     pub limit: Option<usize>,
+    /// Only operations with a greater `seq` (a page's cursor).
+    pub after: Option<u64>,
 }
 
 /// The table operations of one transaction. Every method sees the writes
@@ -535,6 +537,7 @@ pub(crate) fn drop_entity<T: Tx + ?Sized>(tx: &mut T, entity: &[u8]) -> Result<u
         dead: None,
         deferred_only: false,
         limit: None,
+        after: None,
     })?;
     for meta in &metas {
         tx.delete(meta)?;
@@ -557,6 +560,7 @@ pub(crate) fn respread_waiting<T: Tx + ?Sized>(
         dead: Some(false),
         deferred_only: false,
         limit: None,
+        after: None,
     })?;
     let mut moved = 0;
     for meta in metas {
@@ -660,6 +664,7 @@ pub(crate) fn list<T: Tx + ?Sized>(
         dead: filter.dead,
         deferred_only: false,
         limit: filter.limit,
+        after: filter.after_seq,
     })?;
     let mut out = Vec::with_capacity(metas.len());
     for meta in metas {
@@ -710,6 +715,7 @@ pub(crate) fn list_deferred<T: Tx + ?Sized>(
         dead: None,
         deferred_only: true,
         limit: None,
+        after: None,
     })?;
     let mut out = Vec::with_capacity(metas.len());
     for meta in metas {
@@ -752,12 +758,14 @@ pub(crate) fn count_blocked<T: Tx + ?Sized>(
             dead: Some(true),
             deferred_only: false,
             limit: None,
+            after: None,
         },
         MetaFilter {
             entity: None,
             dead: None,
             deferred_only: true,
             limit: None,
+            after: None,
         },
     ] {
         if filter.dead.is_some() && skip {
@@ -776,6 +784,7 @@ pub(crate) fn count_blocked<T: Tx + ?Sized>(
                 dead: None,
                 deferred_only: false,
                 limit: None,
+                after: None,
             })?;
             stats.blocked += metas.iter().filter(|m| m.is_pending()).count() as u64;
         }

@@ -410,7 +410,8 @@ impl Tx for MemState {
         let limit = f.limit.unwrap_or(usize::MAX);
         let keep = |m: &OpMeta| {
             let dead = matches!(m.state, OpState::Dead { .. });
-            f.dead.is_none_or(|d| d == dead)
+            f.after.is_none_or(|a| m.seq > a)
+                && f.dead.is_none_or(|d| d == dead)
                 && (!f.deferred_only || matches!(m.state, OpState::Deferred))
         };
         let out = if f.deferred_only {

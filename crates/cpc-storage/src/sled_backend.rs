@@ -424,6 +424,7 @@ impl SledStorage {
             dead: None,
             deferred_only: false,
             limit: None,
+            after: None,
         })?;
         for m in &metas {
             count(&mut c, m);

@@ -2002,15 +2002,17 @@ impl Tx for SqlTx<'_> {
 
     fn list_metas(&mut self, f: MetaFilter<'_>) -> Result<Vec<OpMeta>> {
         let limit = f.limit.map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        // seqs start at 1: 0 means no cursor.
+        let after = f.after.map_or(0, to_i64);
         if f.deferred_only {
             return self.metas(
                 concat!(
                     "SELECT ",
                     meta_cols!(),
                     from_hot!(),
-                    "WHERE h.state >= 3 AND h.state = 4 ORDER BY h.seq LIMIT ?1"
+                    "WHERE h.state >= 3 AND h.state = 4 AND h.seq > ?2 ORDER BY h.seq LIMIT ?1"
                 ),
-                params![limit],
+                params![limit, after],
                 "list deferred",
             );
         }
@@ -2037,7 +2039,7 @@ impl Tx for SqlTx<'_> {
                         None => None,
                     };
                     let is_dead = matches!(link.meta.state, OpState::Dead { .. });
-                    if f.dead.is_none_or(|d| d == is_dead) {
+                    if f.dead.is_none_or(|d| d == is_dead) && f.after.is_none_or(|a| seq > a) {
                         out.push(link.meta);
                     }
                 }
@@ -2048,9 +2050,9 @@ impl Tx for SqlTx<'_> {
                     "SELECT ",
                     meta_cols!(),
                     from_hot!(),
-                    "WHERE h.state >= 3 AND h.state = 3 ORDER BY h.seq LIMIT ?1"
+                    "WHERE h.state >= 3 AND h.state = 3 AND h.seq > ?2 ORDER BY h.seq LIMIT ?1"
                 ),
-                params![limit],
+                params![limit, after],
                 "list",
             ),
             (None, _) => self.metas(
@@ -2058,10 +2060,10 @@ impl Tx for SqlTx<'_> {
                     "SELECT ",
                     meta_cols!(),
                     from_ops!(),
-                    "WHERE (?1 IS NULL OR (COALESCE(h.state, 0) = 3) = ?1) \
+                    "WHERE o.seq > ?3 AND (?1 IS NULL OR (COALESCE(h.state, 0) = 3) = ?1) \
                      ORDER BY o.seq LIMIT ?2"
                 ),
-                params![dead, limit],
+                params![dead, limit, after],
                 "list",
             ),
         }

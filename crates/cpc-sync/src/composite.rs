@@ -126,6 +126,7 @@ impl CompositeAdapter {
             entity: Some(op.entity.clone()),
             dead: None,
             limit: Some(1),
+            after_seq: None,
         };
         let queued = inner.blocking(move |s| s.list(&filter)).await?;
         if !queued.is_empty() {

@@ -236,14 +236,33 @@ impl SyncEngine {
             entity: Some(entity.clone()),
             dead: Some(false),
             limit: None,
+            after_seq: None,
         };
         self.inner.blocking(move |s| s.list(&filter)).await
     }
 
-    /// The dead letters, in submission order.
+    /// The dead letters, in submission order (all of them: for a queue that
+    /// may hold many, read them with [`dead_letters_page`](Self::dead_letters_page)).
     pub async fn dead_letters(&self) -> Result<Vec<StoredOperation>> {
         let filter = ListFilter {
             dead: Some(true),
+            ..ListFilter::default()
+        };
+        self.inner.blocking(move |s| s.list(&filter)).await
+    }
+
+    /// At most `limit` dead letters submitted after `after_seq` (the `seq`
+    /// of the last item of the previous page; `None` for the first page),
+    /// in submission order: the listing in bounded memory.
+    pub async fn dead_letters_page(
+        &self,
+        after_seq: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredOperation>> {
+        let filter = ListFilter {
+            dead: Some(true),
+            limit: Some(limit),
+            after_seq,
             ..ListFilter::default()
         };
         self.inner.blocking(move |s| s.list(&filter)).await

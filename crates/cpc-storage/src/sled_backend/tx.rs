@@ -518,6 +518,9 @@ impl engine::Tx for SledTx<'_> {
             if out.len() >= limit {
                 break;
             }
+            if f.after.is_some_and(|a| seq <= a) {
+                continue;
+            }
             let Some(m) = self.meta(seq)? else {
                 continue;
             };

@@ -158,6 +158,7 @@ fn recount(tx: &mut SqlTx<'_>) -> Result<()> {
         dead: None,
         deferred_only: false,
         limit: None,
+        after: None,
     })?;
     let mut c = Counters {
         next_seq,
