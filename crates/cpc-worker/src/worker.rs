@@ -317,7 +317,11 @@ impl SyncWorker {
         let mut progress = self.inner.progress.subscribe();
         loop {
             progress.borrow_and_update();
-            if self.in_flight() == 0 && self.inner.sendable().await? == 0 {
+            // The in-flight count is read after the store: a batch whose
+            // acknowledgement the store already holds still counts until
+            // its task has unregistered it (and bumped `progress`), so
+            // `drained` never resolves with a batch between the two.
+            if self.inner.sendable().await? == 0 && self.in_flight() == 0 {
                 return Ok(());
             }
             if progress.changed().await.is_err() {
