@@ -580,6 +580,29 @@ pub(crate) fn respread_waiting<T: Tx + ?Sized>(
     Ok(moved)
 }
 
+/// Rebuilds the counters from the stored bookkeeping (a scan: for the rare
+/// paths that remove or repair records behind the engine's back, whose
+/// states the incremental counters no longer match); keeps `next_seq`.
+pub(crate) fn recount<T: Tx + ?Sized>(tx: &mut T) -> Result<()> {
+    let next_seq = tx.counters().next_seq;
+    let metas = tx.list_metas(MetaFilter {
+        entity: None,
+        dead: None,
+        deferred_only: false,
+        limit: None,
+        after: None,
+    })?;
+    let mut c = Counters {
+        next_seq,
+        ..Counters::default()
+    };
+    for m in &metas {
+        c.account(m, true);
+    }
+    *tx.counters() = c;
+    Ok(())
+}
+
 /// Returns ended leases to ready; returns how many.
 pub(crate) fn recover<T: Tx + ?Sized>(
     tx: &mut T,

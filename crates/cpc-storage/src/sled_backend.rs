@@ -414,22 +414,7 @@ impl SledStorage {
     }
 
     fn recount(&self, tx: &mut SledTx<'_>) -> Result<()> {
-        let next_seq = tx.counters().next_seq;
-        let mut c = engine::Counters {
-            next_seq,
-            ..engine::Counters::default()
-        };
-        let metas = tx.list_metas(engine::MetaFilter {
-            entity: None,
-            dead: None,
-            deferred_only: false,
-            limit: None,
-            after: None,
-        })?;
-        for m in &metas {
-            count(&mut c, m);
-        }
-        tx.set_counters(c);
+        engine::recount(tx)?;
         tx.touch_state();
         Ok(())
     }
@@ -453,38 +438,6 @@ fn open_sled(config: &sled::Config) -> Result<sled::Db> {
             }
             Err(e) => return Err(sled_error("open", e)),
         }
-    }
-}
-
-/// Adds one operation to counters being rebuilt (the engine keeps them
-/// incrementally; this is for the rare recount after a quarantine).
-fn count(c: &mut engine::Counters, m: &engine::OpMeta) {
-    use crate::api::OpState;
-    let pending = match m.state {
-        OpState::Ready => {
-            c.ready += 1;
-            true
-        }
-        OpState::InFlight { .. } => {
-            c.in_flight += 1;
-            true
-        }
-        OpState::Waiting { .. } => {
-            c.waiting += 1;
-            true
-        }
-        OpState::Dead { .. } => {
-            c.dead += 1;
-            false
-        }
-        OpState::Deferred => {
-            c.deferred += 1;
-            false
-        }
-    };
-    if pending {
-        c.pending_by_priority[usize::from(m.priority.rank()).min(3)] += 1;
-        c.pending_bytes += m.payload_len;
     }
 }
 

@@ -255,10 +255,6 @@ impl<'a> SledTx<'a> {
         s
     }
 
-    pub(super) fn set_counters(&mut self, c: Counters) {
-        self.counters = c;
-    }
-
     pub(super) fn get(&self, tree: usize, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if let Some(v) = self.writes.get(&(tree, key.to_vec())) {
             return Ok(v.clone());

@@ -17,7 +17,7 @@ use rusqlite::params;
 
 use super::{read_row, SqlTx, STATE_DEAD};
 use crate::api::{EpochMillis, QuarantineNotice, QueueOptions};
-use crate::engine::{self, Counters, MetaFilter, Tx, QUARANTINED};
+use crate::engine::{self, Tx, QUARANTINED};
 use crate::error::{Result, StorageError};
 
 /// Every operation row with the columns `read_row` reads.
@@ -82,7 +82,9 @@ pub(super) fn salvage(tx: &mut SqlTx<'_>, now: EpochMillis, options: &QueueOptio
         engine::fix_head(tx, entity, None, options)?;
     }
     if !damaged.is_empty() {
-        recount(tx)?;
+        // The old counters counted the damaged rows in states they no
+        // longer have.
+        engine::recount(tx)?;
     }
     Ok(damaged.len() as u64)
 }
@@ -147,26 +149,4 @@ fn repair_row(
     )
     .map_err(&err)?;
     Ok((id, entity, body))
-}
-
-/// Recounts the counters from the rows (their old values counted the
-/// damaged rows in states they no longer have).
-fn recount(tx: &mut SqlTx<'_>) -> Result<()> {
-    let next_seq = tx.counters().next_seq;
-    let metas = tx.list_metas(MetaFilter {
-        entity: None,
-        dead: None,
-        deferred_only: false,
-        limit: None,
-        after: None,
-    })?;
-    let mut c = Counters {
-        next_seq,
-        ..Counters::default()
-    };
-    for m in &metas {
-        c.account(m, true);
-    }
-    *tx.counters() = c;
-    Ok(())
 }
