@@ -398,11 +398,50 @@ pub struct ListFilter {
     pub after_seq: Option<u64>,
 }
 
+/// One page of a listing that may be long ([`QueueStorage::list_deferred`],
+/// [`QueueStorage::list_quarantined`]): at most `limit` items after the
+/// cursor `after`, so a large queue is read in bounded memory.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    /// Only items after this one: the cursor of the last item of the
+    /// previous page (`DeferredConflict::seq`, `QuarantinedRecord::n`);
+    /// `None` for the first page.
+    pub after: Option<u64>,
+    /// At most this many (`None`: all).
+    pub limit: Option<usize>,
+}
+
+impl Page {
+    /// Everything, in one listing (for queues known to be small).
+    pub const ALL: Page = Page {
+        after: None,
+        limit: None,
+    };
+
+    /// The first `limit` items.
+    pub fn first(limit: usize) -> Self {
+        Page {
+            after: None,
+            limit: Some(limit),
+        }
+    }
+
+    /// The `limit` items after the cursor `after`.
+    pub fn after(after: u64, limit: usize) -> Self {
+        Page {
+            after: Some(after),
+            limit: Some(limit),
+        }
+    }
+}
+
 /// A conflict parked with [`Completion::Defer`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeferredConflict {
     /// The local operation.
     pub op: Operation,
+    /// Its position in submission order: the cursor of the next [`Page`].
+    pub seq: u64,
     /// The remote's record when the conflict happened.
     pub remote: RemoteRecord,
     /// Why it was parked (the resolver deferred it, the resolver panicked,
@@ -419,6 +458,27 @@ pub struct ConflictFilter {
     pub since: Option<EpochMillis>,
     /// At most this many, newest first.
     pub limit: Option<usize>,
+    /// Only entries older than this one: the [`LoggedConflict::cursor`] of
+    /// the last entry of the previous page (`None` for the first page).
+    pub before: Option<ConflictCursor>,
+}
+
+/// Where an entry sits in the conflict log, to read the log page by page
+/// ([`ConflictFilter::before`]). Opaque: its meaning is the backend's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConflictCursor {
+    pub(crate) at: EpochMillis,
+    pub(crate) n: u64,
+}
+
+/// One conflict log entry and its place in the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedConflict {
+    /// Pass it as [`ConflictFilter::before`] to read the entries older
+    /// than this one.
+    pub cursor: ConflictCursor,
+    /// The entry.
+    pub entry: ConflictRecord,
 }
 
 /// Something the store quarantined, reported once through
@@ -441,6 +501,9 @@ pub struct QuarantineNotice {
 /// raw bytes are kept so nothing is lost and a later release may recover it.
 #[derive(Clone, PartialEq, Eq)]
 pub struct QuarantinedRecord {
+    /// Its place in the quarantine, in the order records arrived: the cursor
+    /// of the next [`Page`].
+    pub n: u64,
     /// The store's key of the record (backend specific; for display).
     pub key: String,
     /// Why it was quarantined.
@@ -465,6 +528,7 @@ impl QuarantinedRecord {
 impl fmt::Debug for QuarantinedRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("QuarantinedRecord")
+            .field("n", &self.n)
             .field("key", &self.key)
             .field("reason", &self.reason)
             .field("raw_len", &self.raw.len())
@@ -549,8 +613,9 @@ pub trait QueueStorage: Send + Sync + fmt::Debug {
         let reason = format!("conflict with remote version {}", remote.version);
         self.complete(&[Completion::Defer { id, remote, reason }], self.last_now())
     }
-    /// Deferred conflicts, in submission order.
-    fn list_deferred(&self) -> Result<Vec<DeferredConflict>>;
+    /// Deferred conflicts, in submission order, one [`Page`] at a time
+    /// (cursor: [`DeferredConflict::seq`]).
+    fn list_deferred(&self, page: &Page) -> Result<Vec<DeferredConflict>>;
     /// Settles a deferred conflict: KeepLocal/Merged resend (attempts reset), KeepRemote drops, Defer leaves it; `false` if not deferred.
     fn settle(&self, id: OperationId, resolution: Resolution, now: EpochMillis) -> Result<bool>;
     /// Appends to the bounded conflict log, pruning the oldest entries by
@@ -559,10 +624,20 @@ pub trait QueueStorage: Send + Sync + fmt::Debug {
     /// Refuses ([`StorageError::PayloadTooLarge`](crate::StorageError)) an
     /// entry holding a payload over the store's `max_payload`.
     fn log_conflict(&self, entry: &ConflictRecord) -> Result<u64>;
-    /// Conflict log entries, newest first.
-    fn conflict_log(&self, filter: &ConflictFilter) -> Result<Vec<ConflictRecord>>;
-    /// Records that failed their checksum or decoding.
-    fn list_quarantined(&self) -> Result<Vec<QuarantinedRecord>>;
+    /// Conflict log entries, newest first, each with its cursor (page with
+    /// [`ConflictFilter::before`] and `limit`).
+    fn conflict_entries(&self, filter: &ConflictFilter) -> Result<Vec<LoggedConflict>>;
+    /// Conflict log entries, newest first, without their cursors.
+    fn conflict_log(&self, filter: &ConflictFilter) -> Result<Vec<ConflictRecord>> {
+        Ok(self
+            .conflict_entries(filter)?
+            .into_iter()
+            .map(|e| e.entry)
+            .collect())
+    }
+    /// Records that failed their checksum or decoding, in the order they
+    /// arrived, one [`Page`] at a time (cursor: [`QuarantinedRecord::n`]).
+    fn list_quarantined(&self, page: &Page) -> Result<Vec<QuarantinedRecord>>;
     /// What was quarantined since the last call (at most the latest 1024),
     /// oldest first. Cheap: no I/O.
     fn take_quarantine_notices(&self) -> Vec<QuarantineNotice>;

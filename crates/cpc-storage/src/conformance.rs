@@ -157,6 +157,7 @@ suite!($
     postpone_waits_and_gives_the_attempt_back,
     respread_moves_only_waiting_ops_due_before_their_slot,
     listings_read_page_by_page_after_a_cursor,
+    deferred_and_conflict_log_read_page_by_page,
     blocked_counts_what_waits_behind_a_parked_head,
     resend_replaces_payload_and_base_version,
     deferred_conflicts_are_listed_and_settled,
@@ -851,6 +852,55 @@ pub fn listings_read_page_by_page_after_a_cursor(f: &dyn Factory) {
     );
 }
 
+/// `list_deferred` pages by `seq` and the conflict log by its cursor
+/// (newest first, with the entity filter): each item once, pages bounded.
+pub fn deferred_and_conflict_log_read_page_by_page(f: &dyn Factory) {
+    let env = Env::new(f, options());
+    let ops: Vec<Operation> = (0..7).map(|n| normal(&format!("e{n}"), n)).collect();
+    env.s().enqueue_batch(ops.clone(), T0).unwrap();
+    env.s().claim_ready(T0, 10).unwrap();
+    for (i, o) in ops.iter().enumerate() {
+        env.s().defer(o.id, remote(i as u64)).unwrap();
+    }
+    let mut listed = Vec::new();
+    let mut page = crate::Page::first(3);
+    loop {
+        let got = env.s().list_deferred(&page).unwrap();
+        assert!(got.len() <= 3);
+        let Some(last) = got.last() else { break };
+        page = crate::Page::after(last.seq, 3);
+        listed.extend(got.into_iter().map(|d| d.op.id));
+    }
+    assert_eq!(listed, ops.iter().map(|o| o.id).collect::<Vec<_>>());
+
+    for n in 0..9 {
+        let entity = if n % 3 == 0 { "third" } else { "other" };
+        env.s().log_conflict(&conflict(entity, n, T0 + n)).unwrap();
+    }
+    let read = |entity: Option<EntityKey>| {
+        let mut versions = Vec::new();
+        let mut before = None;
+        loop {
+            let got = env
+                .s()
+                .conflict_entries(&ConflictFilter {
+                    entity: entity.clone(),
+                    limit: Some(2),
+                    before,
+                    ..ConflictFilter::default()
+                })
+                .unwrap();
+            assert!(got.len() <= 2);
+            let Some(last) = got.last() else { break };
+            before = Some(last.cursor);
+            versions.extend(got.into_iter().map(|e| e.entry.remote.version));
+        }
+        versions
+    };
+    assert_eq!(read(None), vec![8, 7, 6, 5, 4, 3, 2, 1, 0]);
+    assert_eq!(read(Some(EntityKey::new("notes", "third"))), vec![6, 3, 0]);
+}
+
 /// `respread_waiting` moves each waiting operation due before its slot
 /// (`base + respread_offset(seq, ..)`) to that slot, leaves later ones,
 /// ready and in-flight ones alone, and agrees with `respread_offset` in
@@ -1019,7 +1069,7 @@ pub fn deferred_conflicts_are_listed_and_settled(f: &dyn Factory) {
         env.s().claim_ready(T0 + 1, 10).unwrap().is_empty(),
         "deferred head must block"
     );
-    let listed = env.s().list_deferred().unwrap();
+    let listed = env.s().list_deferred(&crate::Page::ALL).unwrap();
     assert_eq!(listed.len(), 4);
     assert_eq!(listed[0].op, ops[0]);
     assert_eq!(listed[0].remote, remote(100));
@@ -1071,11 +1121,11 @@ pub fn deferred_conflicts_are_listed_and_settled(f: &dyn Factory) {
     assert_eq!(merged.op.base_version, Some(101));
     assert!(env.s().get(ops[2].id).unwrap().is_none());
     assert_eq!(env.state(&ops[3]), OpState::Deferred);
-    assert_eq!(env.s().list_deferred().unwrap().len(), 1);
+    assert_eq!(env.s().list_deferred(&crate::Page::ALL).unwrap().len(), 1);
     assert_eq!(env.claim_ids(T0 + 3, 10), ids(&[&ops[0], &ops[1]]));
     // Revive also brings a deferred op back.
     assert!(env.s().revive(ops[3].id, T0 + 4).unwrap());
-    assert!(env.s().list_deferred().unwrap().is_empty());
+    assert!(env.s().list_deferred(&crate::Page::ALL).unwrap().is_empty());
 }
 
 fn conflict(entity: &str, n: u64, at: EpochMillis) -> ConflictRecord {
@@ -1146,8 +1196,7 @@ pub fn conflict_log_is_bounded_by_count_and_age(f: &dyn Factory) {
         .s()
         .conflict_log(&ConflictFilter {
             entity: Some(EntityKey::new("notes", "even")),
-            since: None,
-            limit: None,
+            ..ConflictFilter::default()
         })
         .unwrap();
     assert_eq!(
@@ -1160,6 +1209,7 @@ pub fn conflict_log_is_bounded_by_count_and_age(f: &dyn Factory) {
             entity: None,
             since: Some(T0 + 5),
             limit: Some(2),
+            ..ConflictFilter::default()
         })
         .unwrap();
     assert_eq!(
@@ -1201,7 +1251,11 @@ pub fn a_healthy_store_has_nothing_quarantined(f: &dyn Factory) {
     let env = Env::new(f, options());
     env.s().enqueue(normal("a", 1), T0).unwrap();
     env.s().claim_ready(T0, 1).unwrap();
-    assert!(env.s().list_quarantined().unwrap().is_empty());
+    assert!(env
+        .s()
+        .list_quarantined(&crate::Page::ALL)
+        .unwrap()
+        .is_empty());
     assert_eq!(env.s().purge_quarantined().unwrap(), 0);
     assert_eq!(env.s().stats().unwrap().quarantined, 0);
 }
@@ -1400,7 +1454,10 @@ pub fn reopen_keeps_every_state(f: &dyn Factory) {
     env.reopen(T0 + 1);
     assert_eq!(env.s().list(&ListFilter::default()).unwrap(), before);
     assert_eq!(env.s().stats().unwrap(), stats);
-    assert_eq!(env.s().list_deferred().unwrap()[0].remote, remote(5));
+    assert_eq!(
+        env.s().list_deferred(&crate::Page::ALL).unwrap()[0].remote,
+        remote(5)
+    );
     assert_eq!(
         env.s()
             .conflict_log(&ConflictFilter::default())

@@ -727,35 +727,49 @@ pub(crate) fn get<T: Tx + ?Sized>(
     }
 }
 
-/// Deferred conflicts in seq order (corrupt ones quarantined).
+/// One page of deferred conflicts in seq order. Corrupt ones are
+/// quarantined (they become dead letters) and the page is filled from
+/// further on, so a short page always means the listing's end.
 pub(crate) fn list_deferred<T: Tx + ?Sized>(
     tx: &mut T,
+    page: &crate::api::Page,
     now: EpochMillis,
     options: &QueueOptions,
 ) -> Result<Vec<crate::api::DeferredConflict>> {
-    let metas = tx.list_metas(MetaFilter {
-        entity: None,
-        dead: None,
-        deferred_only: true,
-        limit: None,
-        after: None,
-    })?;
-    let mut out = Vec::with_capacity(metas.len());
-    for meta in metas {
-        let remote = match tx.load_remote(&meta)? {
-            Some(Loaded::Ok(r)) => r,
-            Some(Loaded::Corrupt { error, .. }) => {
-                quarantine(tx, &meta, error, "deferred remote record", now, options)?;
-                continue;
+    let limit = page.limit.unwrap_or(usize::MAX);
+    let mut after = page.after;
+    let mut out = Vec::new();
+    while out.len() < limit {
+        let want = limit - out.len();
+        let metas = tx.list_metas(MetaFilter {
+            entity: None,
+            dead: None,
+            deferred_only: true,
+            limit: page.limit.map(|_| want),
+            after,
+        })?;
+        let exhausted = metas.len() < want;
+        for meta in metas {
+            after = Some(meta.seq);
+            let remote = match tx.load_remote(&meta)? {
+                Some(Loaded::Ok(r)) => r,
+                Some(Loaded::Corrupt { error, .. }) => {
+                    quarantine(tx, &meta, error, "deferred remote record", now, options)?;
+                    continue;
+                }
+                None => continue,
+            };
+            if let Some(op) = load_or_quarantine(tx, &meta, now, options)? {
+                out.push(crate::api::DeferredConflict {
+                    op,
+                    seq: meta.seq,
+                    remote,
+                    reason: meta.last_error,
+                });
             }
-            None => continue,
-        };
-        if let Some(op) = load_or_quarantine(tx, &meta, now, options)? {
-            out.push(crate::api::DeferredConflict {
-                op,
-                remote,
-                reason: meta.last_error,
-            });
+        }
+        if exhausted {
+            break;
         }
     }
     Ok(out)

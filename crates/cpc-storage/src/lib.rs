@@ -134,10 +134,10 @@ mod sled_backend;
 mod sqlite;
 
 pub use api::{
-    respread_offset, Claimed, Completion, ConflictFilter, DeadHeadPolicy, DeferredConflict,
-    Durability, EpochMillis, ListFilter, OpState, QuarantineNotice, QuarantinedRecord,
-    QueueOptions, QueueStats, QueueStorage, StoredOperation, DEFAULT_CONFLICT_LOG_MAX_BYTES,
-    MAX_PAYLOAD_LIMIT,
+    respread_offset, Claimed, Completion, ConflictCursor, ConflictFilter, DeadHeadPolicy,
+    DeferredConflict, Durability, EpochMillis, ListFilter, LoggedConflict, OpState, Page,
+    QuarantineNotice, QuarantinedRecord, QueueOptions, QueueStats, QueueStorage, StoredOperation,
+    DEFAULT_CONFLICT_LOG_MAX_BYTES, MAX_PAYLOAD_LIMIT,
 };
 #[doc(hidden)]
 pub use dir::InjectedFault;

@@ -14,8 +14,9 @@ use cpc_core::{
 };
 
 use crate::api::{
-    Claimed, Completion, ConflictFilter, DeferredConflict, EpochMillis, ListFilter, OpState,
-    QuarantineNotice, QuarantinedRecord, QueueOptions, QueueStats, QueueStorage, StoredOperation,
+    Claimed, Completion, ConflictCursor, ConflictFilter, DeferredConflict, EpochMillis, ListFilter,
+    LoggedConflict, OpState, Page, QuarantineNotice, QuarantinedRecord, QueueOptions, QueueStats,
+    QueueStorage, StoredOperation,
 };
 use crate::engine::{self, Counters, Head, Loaded, MetaFilter, OpMeta, Tx};
 use crate::error::Result;
@@ -173,8 +174,8 @@ impl QueueStorage for MemoryStorage {
         self.lock().min_timed()
     }
 
-    fn list_deferred(&self) -> Result<Vec<DeferredConflict>> {
-        engine::list_deferred(&mut *self.lock(), self.hint(), &self.options)
+    fn list_deferred(&self, page: &Page) -> Result<Vec<DeferredConflict>> {
+        engine::list_deferred(&mut *self.lock(), page, self.hint(), &self.options)
     }
 
     fn settle(&self, id: OperationId, resolution: Resolution, now: EpochMillis) -> Result<bool> {
@@ -195,23 +196,37 @@ impl QueueStorage for MemoryStorage {
         ))
     }
 
-    fn conflict_log(&self, filter: &ConflictFilter) -> Result<Vec<ConflictRecord>> {
+    fn conflict_entries(&self, filter: &ConflictFilter) -> Result<Vec<LoggedConflict>> {
         let st = self.lock();
         let limit = filter.limit.unwrap_or(usize::MAX);
+        let before = filter.before.map_or(u64::MAX, |c| c.n);
         Ok(st
             .conflicts
             .iter()
             .rev()
-            .map(|(_, e)| e)
-            .filter(|e| filter.entity.as_ref().is_none_or(|k| &e.entity == k))
-            .filter(|e| filter.since.is_none_or(|s| e.resolved_at_ms >= s))
+            .filter(|(n, _)| *n < before)
+            .filter(|(_, e)| filter.entity.as_ref().is_none_or(|k| &e.entity == k))
+            .filter(|(_, e)| filter.since.is_none_or(|s| e.resolved_at_ms >= s))
             .take(limit)
-            .cloned()
+            .map(|(n, e)| LoggedConflict {
+                cursor: ConflictCursor {
+                    at: e.resolved_at_ms,
+                    n: *n,
+                },
+                entry: e.clone(),
+            })
             .collect())
     }
 
-    fn list_quarantined(&self) -> Result<Vec<QuarantinedRecord>> {
-        Ok(self.lock().quarantine.clone())
+    fn list_quarantined(&self, page: &Page) -> Result<Vec<QuarantinedRecord>> {
+        let st = self.lock();
+        Ok(st
+            .quarantine
+            .iter()
+            .filter(|q| page.after.is_none_or(|a| q.n > a))
+            .take(page.limit.unwrap_or(usize::MAX))
+            .cloned()
+            .collect())
     }
 
     fn purge_quarantined(&self) -> Result<u64> {
@@ -269,6 +284,8 @@ struct MemState {
     conflicts: VecDeque<(u64, ConflictRecord)>,
     next_conflict: u64,
     quarantine: Vec<QuarantinedRecord>,
+    /// The `n` of the last quarantined record (the first is 1, as in SQLite).
+    last_quarantined: u64,
     clock_mark: Option<HlcTimestamp>,
     notices: Vec<QuarantineNotice>,
 }
@@ -506,7 +523,9 @@ impl Tx for MemState {
         reason: String,
         at: EpochMillis,
     ) -> Result<()> {
+        self.last_quarantined += 1;
         self.quarantine.push(QuarantinedRecord {
+            n: self.last_quarantined,
             key: engine::quarantine_key(meta),
             reason,
             raw,

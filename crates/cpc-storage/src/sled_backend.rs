@@ -17,6 +17,7 @@ mod keys;
 mod tx;
 
 use std::fmt;
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -26,8 +27,9 @@ use cpc_core::envelope::{self, RecordKind};
 use cpc_core::{ConflictRecord, EntityKey, HlcTimestamp, Operation, OperationId, Resolution};
 
 use crate::api::{
-    Claimed, Completion, ConflictFilter, DeferredConflict, Durability, EpochMillis, ListFilter,
-    QuarantineNotice, QuarantinedRecord, QueueOptions, QueueStats, QueueStorage, StoredOperation,
+    Claimed, Completion, ConflictCursor, ConflictFilter, DeferredConflict, Durability, EpochMillis,
+    ListFilter, LoggedConflict, Page, QuarantineNotice, QuarantinedRecord, QueueOptions,
+    QueueStats, QueueStorage, StoredOperation,
 };
 use crate::dir::{self, FaultSlot, InjectedFault, Poison, QueueDir};
 use crate::engine::{self, Tx as _};
@@ -568,9 +570,9 @@ impl QueueStorage for SledStorage {
         SledTx::new(&self.trees, state, self.options.max_payload).min_timed()
     }
 
-    fn list_deferred(&self) -> Result<Vec<DeferredConflict>> {
+    fn list_deferred(&self, page: &Page) -> Result<Vec<DeferredConflict>> {
         let now = self.hint();
-        self.write_tx(|tx| engine::list_deferred(tx, now, &self.options))
+        self.write_tx(|tx| engine::list_deferred(tx, page, now, &self.options))
     }
 
     fn settle(&self, id: OperationId, resolution: Resolution, now: EpochMillis) -> Result<bool> {
@@ -623,20 +625,24 @@ impl QueueStorage for SledStorage {
         Ok(pruned)
     }
 
-    fn conflict_log(&self, filter: &ConflictFilter) -> Result<Vec<ConflictRecord>> {
+    fn conflict_entries(&self, filter: &ConflictFilter) -> Result<Vec<LoggedConflict>> {
         self.poison.check()?;
         let limit = filter.limit.unwrap_or(usize::MAX);
         let mut out = Vec::new();
         let mut corrupt = Vec::new();
-        for item in self.trees[CONFLICTS].iter().rev() {
+        // Keys are (resolved_at, n): the log reads newest first from just
+        // below the cursor.
+        let end = filter
+            .before
+            .map_or([0xff; 16], |c| keys::time_key(c.at, c.n));
+        for item in self.trees[CONFLICTS].range(..end).rev() {
             if out.len() >= limit {
                 break;
             }
             let (k, v) = item.map_err(|e| sled_error("scan", e))?;
-            if let (Some(since), Some((at, _))) = (filter.since, keys::parse_time_key(&k)) {
-                if at < since {
-                    break;
-                }
+            let (at, n) = keys::parse_time_key(&k).unwrap_or((0, 0));
+            if filter.since.is_some_and(|since| at < since) {
+                break;
             }
             match envelope::decode::<ConflictRecord>(
                 RecordKind::Conflict,
@@ -645,7 +651,10 @@ impl QueueStorage for SledStorage {
             ) {
                 Ok(c) => {
                     if filter.entity.as_ref().is_none_or(|e| *e == c.entity) {
-                        out.push(c);
+                        out.push(LoggedConflict {
+                            cursor: ConflictCursor { at, n },
+                            entry: c,
+                        });
                     }
                 }
                 Err(e) => corrupt.push((k.to_vec(), v.to_vec(), e)),
@@ -669,13 +678,23 @@ impl QueueStorage for SledStorage {
         Ok(out)
     }
 
-    fn list_quarantined(&self) -> Result<Vec<QuarantinedRecord>> {
+    fn list_quarantined(&self, page: &Page) -> Result<Vec<QuarantinedRecord>> {
         self.poison.check()?;
         let mut out = Vec::new();
-        for item in self.trees[QUARANTINE].iter() {
+        let start = match page.after {
+            Some(after) => Bound::Excluded(keys::seq_key(after)),
+            None => Bound::Unbounded,
+        };
+        let limit = page.limit.unwrap_or(usize::MAX);
+        for item in self.trees[QUARANTINE].range((start, Bound::Unbounded)) {
+            if out.len() >= limit {
+                break;
+            }
             let (k, v) = item.map_err(|e| sled_error("scan", e))?;
+            let n = keys::read_u64(&k).unwrap_or(0);
             match envelope::decode::<QuarantineEntry>(RecordKind::Meta, &v, u32::MAX) {
                 Ok(q) => out.push(QuarantinedRecord {
+                    n,
                     key: q.key,
                     reason: q.reason,
                     raw: q.raw,
@@ -683,7 +702,8 @@ impl QueueStorage for SledStorage {
                 }),
                 // The quarantine entry itself is damaged: report its bytes.
                 Err(e) => out.push(QuarantinedRecord {
-                    key: format!("quarantine/{}", keys::read_u64(&k).unwrap_or(0)),
+                    n,
+                    key: format!("quarantine/{n}"),
                     reason: e.to_string(),
                     raw: v.to_vec(),
                     at: 0,

@@ -49,9 +49,9 @@ use rusqlite::{
 };
 
 use crate::api::{
-    Claimed, Completion, ConflictFilter, DeferredConflict, Durability, EpochMillis, ListFilter,
-    OpState, QuarantineNotice, QuarantinedRecord, QueueOptions, QueueStats, QueueStorage,
-    StoredOperation,
+    Claimed, Completion, ConflictCursor, ConflictFilter, DeferredConflict, Durability, EpochMillis,
+    ListFilter, LoggedConflict, OpState, Page, QuarantineNotice, QuarantinedRecord, QueueOptions,
+    QueueStats, QueueStorage, StoredOperation,
 };
 use crate::compact;
 use crate::dir::{self, FaultSlot, InjectedFault, Poison, QueueDir};
@@ -401,11 +401,11 @@ impl QueueStorage for SqliteStorage {
         self.shared.read(|tx| tx.min_timed())
     }
 
-    fn list_deferred(&self) -> Result<Vec<DeferredConflict>> {
+    fn list_deferred(&self, page: &Page) -> Result<Vec<DeferredConflict>> {
         let s = &self.shared;
         let now = s.hint();
         s.write("list deferred", |tx| {
-            engine::list_deferred(tx, now, &s.options)
+            engine::list_deferred(tx, page, now, &s.options)
         })
     }
 
@@ -467,64 +467,90 @@ impl QueueStorage for SqliteStorage {
         })
     }
 
-    fn conflict_log(&self, filter: &ConflictFilter) -> Result<Vec<ConflictRecord>> {
+    fn conflict_entries(&self, filter: &ConflictFilter) -> Result<Vec<LoggedConflict>> {
         let s = &self.shared;
         let entity = filter.entity.as_ref().map(EntityKey::to_key_bytes);
         let since = filter.since.map(to_i64);
-        let limit = filter
-            .limit
-            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        let limit = filter.limit.unwrap_or(usize::MAX);
         let now = s.hint();
+        let body_limit = engine::conflict_body_limit(s.options.max_payload);
         s.write("conflict log", |tx| {
-            let rows: Vec<(i64, Vec<u8>)> = tx
-                .conn
-                .prepare_cached(
-                    "SELECT n, body FROM conflicts \
-                     WHERE (?1 IS NULL OR entity = ?1) AND (?2 IS NULL OR resolved_at >= ?2) \
-                     ORDER BY n DESC LIMIT ?3",
-                )
-                .and_then(|mut st| {
-                    st.query_map(params![entity, since, limit], |r| {
-                        Ok((r.get(0)?, r.get(1)?))
-                    })?
-                    .collect()
-                })
-                .map_err(|e| classify(tx.path, "conflict log", e))?;
-            let mut out = Vec::with_capacity(rows.len());
-            for (n, body) in rows {
-                let limit = engine::conflict_body_limit(s.options.max_payload);
-                match envelope::decode(RecordKind::Conflict, &body, limit) {
-                    Ok(entry) => out.push(entry),
-                    Err(error) => {
-                        tracing::warn!(n, error = %error, "quarantining a corrupt conflict log entry");
-                        tx.quarantine_row(
-                            &format!("conflict/{n}"),
-                            &format!("conflict log entry: {error}"),
-                            &body,
-                            now,
-                        )?;
-                        tx.conn
-                            .prepare_cached("DELETE FROM conflicts WHERE n = ?1")
-                            .and_then(|mut st| st.execute(params![n]))
-                            .map_err(|e| classify(tx.path, "conflict log", e))?;
+            let err = |e| classify(tx.path, "conflict log", e);
+            let mut before = filter.before.map_or(i64::MAX, |c| to_i64(c.n));
+            let mut out = Vec::new();
+            // Corrupt entries are quarantined and skipped; the page is then
+            // filled from older ones, so a short page means the log's end.
+            while out.len() < limit {
+                let want = limit - out.len();
+                let rows: Vec<(i64, i64, Vec<u8>)> = tx
+                    .conn
+                    .prepare_cached(
+                        "SELECT n, resolved_at, body FROM conflicts \
+                         WHERE n < ?1 AND (?2 IS NULL OR entity = ?2) \
+                           AND (?3 IS NULL OR resolved_at >= ?3) \
+                         ORDER BY n DESC LIMIT ?4",
+                    )
+                    .and_then(|mut st| {
+                        st.query_map(
+                            params![before, entity, since, i64::try_from(want).unwrap_or(-1)],
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                        )?
+                        .collect()
+                    })
+                    .map_err(err)?;
+                let exhausted = rows.len() < want;
+                for (n, at, body) in rows {
+                    before = n;
+                    match envelope::decode(RecordKind::Conflict, &body, body_limit) {
+                        Ok(entry) => out.push(LoggedConflict {
+                            cursor: ConflictCursor {
+                                at: to_u64(at),
+                                n: to_u64(n),
+                            },
+                            entry,
+                        }),
+                        Err(error) => {
+                            tracing::warn!(n, error = %error, "quarantining a corrupt conflict log entry");
+                            tx.quarantine_row(
+                                &format!("conflict/{n}"),
+                                &format!("conflict log entry: {error}"),
+                                &body,
+                                now,
+                            )?;
+                            tx.conn
+                                .prepare_cached("DELETE FROM conflicts WHERE n = ?1")
+                                .and_then(|mut st| st.execute(params![n]))
+                                .map_err(err)?;
+                        }
                     }
+                }
+                if exhausted {
+                    break;
                 }
             }
             Ok(out)
         })
     }
 
-    fn list_quarantined(&self) -> Result<Vec<QuarantinedRecord>> {
+    fn list_quarantined(&self, page: &Page) -> Result<Vec<QuarantinedRecord>> {
+        let after = page.after.map_or(0, to_i64);
+        let limit = page
+            .limit
+            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
         self.shared.read(|tx| {
             tx.conn
-                .prepare_cached("SELECT key, reason, raw, at FROM quarantine ORDER BY n")
+                .prepare_cached(
+                    "SELECT n, key, reason, raw, at FROM quarantine WHERE n > ?1 \
+                     ORDER BY n LIMIT ?2",
+                )
                 .and_then(|mut st| {
-                    st.query_map([], |r| {
+                    st.query_map(params![after, limit], |r| {
                         Ok(QuarantinedRecord {
-                            key: r.get(0)?,
-                            reason: r.get(1)?,
-                            raw: r.get(2)?,
-                            at: to_u64(r.get(3)?),
+                            n: to_u64(r.get(0)?),
+                            key: r.get(1)?,
+                            reason: r.get(2)?,
+                            raw: r.get(3)?,
+                            at: to_u64(r.get(4)?),
                         })
                     })?
                     .collect()

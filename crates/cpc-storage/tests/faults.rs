@@ -20,8 +20,8 @@ use std::process::Command;
 
 use cpc_core::{EntityKey, HlcTimestamp, NodeId, Operation, OperationKind, OperationPriority};
 use cpc_storage::{
-    Completion, InjectedFault, ListFilter, QueueOptions, QueueStorage, SledStorage, SqliteStorage,
-    StorageError,
+    Completion, InjectedFault, ListFilter, Page, QueueOptions, QueueStorage, SledStorage,
+    SqliteStorage, StorageError,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -94,11 +94,11 @@ forward! {
     recover(now: u64) -> cpc_storage::Result<u64>;
     next_wakeup() -> cpc_storage::Result<Option<u64>>;
     defer(id: cpc_core::OperationId, r: cpc_core::RemoteRecord) -> cpc_storage::Result<()>;
-    list_deferred() -> cpc_storage::Result<Vec<cpc_storage::DeferredConflict>>;
+    list_deferred(p: &cpc_storage::Page) -> cpc_storage::Result<Vec<cpc_storage::DeferredConflict>>;
     settle(id: cpc_core::OperationId, r: cpc_core::Resolution, now: u64) -> cpc_storage::Result<bool>;
     log_conflict(e: &cpc_core::ConflictRecord) -> cpc_storage::Result<u64>;
-    conflict_log(f: &cpc_storage::ConflictFilter) -> cpc_storage::Result<Vec<cpc_core::ConflictRecord>>;
-    list_quarantined() -> cpc_storage::Result<Vec<cpc_storage::QuarantinedRecord>>;
+    conflict_entries(f: &cpc_storage::ConflictFilter) -> cpc_storage::Result<Vec<cpc_storage::LoggedConflict>>;
+    list_quarantined(p: &cpc_storage::Page) -> cpc_storage::Result<Vec<cpc_storage::QuarantinedRecord>>;
     purge_quarantined() -> cpc_storage::Result<u64>;
     take_quarantine_notices() -> Vec<cpc_storage::QuarantineNotice>;
     respread_waiting(base: u64, spread: u64, salt: u32) -> cpc_storage::Result<u64>;
@@ -265,7 +265,7 @@ fn check_all_present(backend: &str, store: &dyn QueueStorage, ids: &[cpc_core::O
         "{backend}: {missing} acknowledged operations missing"
     );
     assert!(
-        store.list_quarantined().unwrap().is_empty(),
+        store.list_quarantined(&Page::ALL).unwrap().is_empty(),
         "{backend}: records quarantined after a full disk"
     );
 }
@@ -356,7 +356,7 @@ fn garbage_record_is_quarantined(backend: &str, corrupt: impl Fn(&Path, u64)) {
     assert_eq!(notices[0].id, Some(ops[3].id));
     assert_eq!(notices[0].entity.as_ref(), Some(&ops[3].entity));
     assert!(store.queue.take_quarantine_notices().is_empty());
-    let q = store.queue.list_quarantined().unwrap();
+    let q = store.queue.list_quarantined(&Page::ALL).unwrap();
     assert_eq!(q.len(), 1, "{backend}: {q:?}");
     assert_eq!(q[0].raw, GARBAGE, "{backend}: the raw bytes are kept");
     assert_eq!(q[0].operation_id(), Some(ops[3].id));
@@ -364,7 +364,7 @@ fn garbage_record_is_quarantined(backend: &str, corrupt: impl Fn(&Path, u64)) {
     assert_eq!((stats.quarantined, stats.dead, stats.pending), (1, 1, 1));
     // The dead letter listing does not quarantine it again.
     assert!(store.queue.list(&ListFilter::default()).unwrap().len() == 1);
-    assert_eq!(store.queue.list_quarantined().unwrap().len(), 1);
+    assert_eq!(store.queue.list_quarantined(&Page::ALL).unwrap().len(), 1);
     // The application repairs it with the version it still has: it goes
     // first, then its entity's next operation.
     assert!(store.queue.repair(ops[3].clone(), now).unwrap());
@@ -379,7 +379,7 @@ fn garbage_record_is_quarantined(backend: &str, corrupt: impl Fn(&Path, u64)) {
     assert_eq!(drain(&mut now), vec![ops[8].id]);
     assert_eq!(store.queue.pending().unwrap(), 0);
     assert_eq!(store.queue.purge_quarantined().unwrap(), 1);
-    assert!(store.queue.list_quarantined().unwrap().is_empty());
+    assert!(store.queue.list_quarantined(&Page::ALL).unwrap().is_empty());
 }
 
 #[test]
@@ -453,12 +453,24 @@ fn damaged_bookkeeping_rows_are_parked_and_the_rest_drains_sqlite() {
     );
     let notices = store.queue.take_quarantine_notices();
     assert_eq!(notices.len(), 3, "{notices:?}");
+    // The quarantine reads page by page, each record once, in order.
+    let all = store.queue.list_quarantined(&Page::ALL).unwrap();
+    let mut paged = Vec::new();
+    let mut page = Page::first(2);
+    loop {
+        let got = store.queue.list_quarantined(&page).unwrap();
+        assert!(got.len() <= 2);
+        let Some(last) = got.last() else { break };
+        page = Page::after(last.n, 2);
+        paged.extend(got);
+    }
+    assert_eq!(paged, all);
     // The damaged op whose id survived is repaired; its entity follows.
     assert!(store.queue.repair(ops[3].clone(), now).unwrap());
     // The one whose id was lost is dropped by its stand-in id.
     let lost = store
         .queue
-        .list_quarantined()
+        .list_quarantined(&Page::ALL)
         .unwrap()
         .into_iter()
         .filter_map(|q| q.operation_id())
@@ -517,7 +529,7 @@ fn garbage_bookkeeping_is_quarantined_too_sled() {
     let next = store.queue.claim_ready(102, 64).unwrap();
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].op.id, ops[5].id);
-    let q = store.queue.list_quarantined().unwrap();
+    let q = store.queue.list_quarantined(&Page::ALL).unwrap();
     assert_eq!(q.len(), 1);
     let stats = store.queue.stats().unwrap();
     assert_eq!(stats.quarantined, 1);

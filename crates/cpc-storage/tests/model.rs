@@ -499,7 +499,7 @@ fn check_state(store: &dyn QueueStorage, model: &Model, step: usize) -> Result<(
         step
     );
     let deferred: Vec<(OperationId, RemoteRecord)> = store
-        .list_deferred()
+        .list_deferred(&cpc_storage::Page::ALL)
         .unwrap()
         .into_iter()
         .map(|d| (d.op.id, d.remote))

@@ -10,8 +10,8 @@ use cpc_core::{
 };
 use cpc_network::{NetworkMonitor, NetworkStatus};
 use cpc_storage::{
-    ConflictFilter, DeferredConflict, ListFilter, QuarantinedRecord, QueueStats, QueueStorage,
-    StoredOperation,
+    ConflictFilter, DeferredConflict, ListFilter, LoggedConflict, Page, QuarantinedRecord,
+    QueueStats, QueueStorage, StoredOperation,
 };
 use cpc_worker::{ProcessingSummary, StorageCalls, SyncWorker, TokioWallClock, WorkerEvent};
 use tokio::sync::broadcast;
@@ -304,9 +304,17 @@ impl SyncEngine {
         Ok(dropped)
     }
 
-    /// Conflicts parked for the application, in submission order.
+    /// Conflicts parked for the application, in submission order (all of
+    /// them: for a queue that may hold many, read them with
+    /// [`deferred_page`](Self::deferred_page)).
     pub async fn deferred(&self) -> Result<Vec<DeferredConflict>> {
-        self.inner.blocking(|s| s.list_deferred()).await
+        self.inner.blocking(|s| s.list_deferred(&Page::ALL)).await
+    }
+
+    /// One [`Page`] of deferred conflicts, in submission order; the cursor
+    /// of the next page is the last item's `seq`.
+    pub async fn deferred_page(&self, page: Page) -> Result<Vec<DeferredConflict>> {
+        self.inner.blocking(move |s| s.list_deferred(&page)).await
     }
 
     /// Settles a deferred conflict: `KeepLocal` / `Merged` resend,
@@ -327,9 +335,29 @@ impl SyncEngine {
         self.inner.blocking(move |s| s.conflict_log(&filter)).await
     }
 
-    /// Records quarantined because they could not be decoded.
+    /// Conflict log entries (newest first) with their cursors: set
+    /// `filter.limit`, then pass the last entry's cursor as `filter.before`
+    /// to read the next page.
+    pub async fn conflict_log_page(&self, filter: ConflictFilter) -> Result<Vec<LoggedConflict>> {
+        self.inner
+            .blocking(move |s| s.conflict_entries(&filter))
+            .await
+    }
+
+    /// Records quarantined because they could not be decoded (all of them;
+    /// see [`quarantined_page`](Self::quarantined_page)).
     pub async fn quarantined(&self) -> Result<Vec<QuarantinedRecord>> {
-        self.inner.blocking(|s| s.list_quarantined()).await
+        self.inner
+            .blocking(|s| s.list_quarantined(&Page::ALL))
+            .await
+    }
+
+    /// One [`Page`] of quarantined records, oldest first; the cursor of the
+    /// next page is the last record's `n`.
+    pub async fn quarantined_page(&self, page: Page) -> Result<Vec<QuarantinedRecord>> {
+        self.inner
+            .blocking(move |s| s.list_quarantined(&page))
+            .await
     }
 
     /// A receiver of every worker event from now on.

@@ -38,8 +38,8 @@ use cpc_sync::core::{
     ConflictRecord, EntityKey, HlcTimestamp, Operation, OperationId, RemoteRecord, Resolution,
 };
 use cpc_sync::storage::{
-    Claimed, Completion, ConflictFilter, DeferredConflict, EpochMillis, ListFilter,
-    QuarantinedRecord, QueueStats, QueueStorage, Result, StorageError, StoredOperation,
+    Claimed, Completion, ConflictFilter, DeferredConflict, EpochMillis, ListFilter, LoggedConflict,
+    Page, QuarantinedRecord, QueueStats, QueueStorage, Result, StorageError, StoredOperation,
 };
 use tokio::time::Instant;
 
@@ -244,8 +244,8 @@ impl QueueStorage for GatedStorage {
     fn defer(&self, id: OperationId, remote: RemoteRecord) -> Result<()> {
         self.call(|s| s.defer(id, remote))
     }
-    fn list_deferred(&self) -> Result<Vec<DeferredConflict>> {
-        self.call(|s| s.list_deferred())
+    fn list_deferred(&self, page: &Page) -> Result<Vec<DeferredConflict>> {
+        self.call(|s| s.list_deferred(page))
     }
     fn settle(&self, id: OperationId, resolution: Resolution, now: EpochMillis) -> Result<bool> {
         self.call(|s| s.settle(id, resolution, now))
@@ -253,11 +253,11 @@ impl QueueStorage for GatedStorage {
     fn log_conflict(&self, entry: &ConflictRecord) -> Result<u64> {
         self.call(|s| s.log_conflict(entry))
     }
-    fn conflict_log(&self, filter: &ConflictFilter) -> Result<Vec<ConflictRecord>> {
-        self.call(|s| s.conflict_log(filter))
+    fn conflict_entries(&self, filter: &ConflictFilter) -> Result<Vec<LoggedConflict>> {
+        self.call(|s| s.conflict_entries(filter))
     }
-    fn list_quarantined(&self) -> Result<Vec<QuarantinedRecord>> {
-        self.call(|s| s.list_quarantined())
+    fn list_quarantined(&self, page: &Page) -> Result<Vec<QuarantinedRecord>> {
+        self.call(|s| s.list_quarantined(page))
     }
     fn take_quarantine_notices(&self) -> Vec<cpc_sync::storage::QuarantineNotice> {
         // An in-memory list: nothing to gate or fence.

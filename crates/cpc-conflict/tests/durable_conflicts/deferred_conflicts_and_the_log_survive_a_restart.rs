@@ -92,10 +92,12 @@ fn deferred_and_logged_conflicts_survive<S: QueueStorage>(open: impl Fn(&Path) -
     }; // the store is dropped here: a restart
 
     let store = open(dir.path());
+    let deferred = store.list_deferred(&cpc_storage::Page::ALL).unwrap();
     assert_eq!(
-        store.list_deferred().unwrap(),
+        deferred,
         vec![DeferredConflict {
             op: renamed.clone(),
+            seq: deferred.first().map_or(0, |d| d.seq),
             remote: remote_7.clone(),
             reason: Some("deferred".into()),
         }]
@@ -111,7 +113,7 @@ fn deferred_and_logged_conflicts_survive<S: QueueStorage>(open: impl Fn(&Path) -
 
     // After the restart the app settles the deferred conflict with a field
     // merge: the phone's title and the laptop's "done" are both kept.
-    let parked = &store.list_deferred().unwrap()[0];
+    let parked = &store.list_deferred(&cpc_storage::Page::ALL).unwrap()[0];
     let decision = FieldMerge::new().resolve(&parked.op, &parked.remote);
     let Resolution::Merged(merged) = &decision else {
         panic!("expected a merge, got {decision:?}")
@@ -130,7 +132,10 @@ fn deferred_and_logged_conflicts_survive<S: QueueStorage>(open: impl Fn(&Path) -
     assert!(store
         .settle(renamed.id, decision.clone(), NOW + 30)
         .unwrap());
-    assert!(store.list_deferred().unwrap().is_empty());
+    assert!(store
+        .list_deferred(&cpc_storage::Page::ALL)
+        .unwrap()
+        .is_empty());
     let resent = store.claim_ready(NOW + 30, 10).unwrap();
     assert_eq!(resent.len(), 1);
     assert_eq!(resent[0].op.id, renamed.id);

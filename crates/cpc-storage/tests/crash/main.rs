@@ -248,7 +248,7 @@ fn run_cycle(backend: &str, dir: &Path, cycle: u64, rng: &mut StdRng) -> Summary
     let store = open(backend, dir, options(false)).unwrap_or_else(|e| {
         panic!("{backend} cycle {cycle}: store does not reopen after kill -9: {e:?}")
     });
-    let quarantined = store.list_quarantined().unwrap();
+    let quarantined = store.list_quarantined(&cpc_storage::Page::ALL).unwrap();
     assert!(
         quarantined.is_empty(),
         "{backend} cycle {cycle}: {} record(s) quarantined after kill -9: {quarantined:?}",
@@ -575,8 +575,11 @@ fn the_checks_catch_a_lost_operation_and_a_fifo_violation() {
             fn defer(&self, id: OperationId, r: cpc_core::RemoteRecord) -> cpc_storage::Result<()> {
                 self.0.defer(id, r)
             }
-            fn list_deferred(&self) -> cpc_storage::Result<Vec<cpc_storage::DeferredConflict>> {
-                self.0.list_deferred()
+            fn list_deferred(
+                &self,
+                p: &cpc_storage::Page,
+            ) -> cpc_storage::Result<Vec<cpc_storage::DeferredConflict>> {
+                self.0.list_deferred(p)
             }
             fn settle(
                 &self,
@@ -589,14 +592,17 @@ fn the_checks_catch_a_lost_operation_and_a_fifo_violation() {
             fn log_conflict(&self, e: &cpc_core::ConflictRecord) -> cpc_storage::Result<u64> {
                 self.0.log_conflict(e)
             }
-            fn conflict_log(
+            fn conflict_entries(
                 &self,
                 f: &cpc_storage::ConflictFilter,
-            ) -> cpc_storage::Result<Vec<cpc_core::ConflictRecord>> {
-                self.0.conflict_log(f)
+            ) -> cpc_storage::Result<Vec<cpc_storage::LoggedConflict>> {
+                self.0.conflict_entries(f)
             }
-            fn list_quarantined(&self) -> cpc_storage::Result<Vec<cpc_storage::QuarantinedRecord>> {
-                self.0.list_quarantined()
+            fn list_quarantined(
+                &self,
+                p: &cpc_storage::Page,
+            ) -> cpc_storage::Result<Vec<cpc_storage::QuarantinedRecord>> {
+                self.0.list_quarantined(p)
             }
             fn take_quarantine_notices(&self) -> Vec<cpc_storage::QuarantineNotice> {
                 self.0.take_quarantine_notices()

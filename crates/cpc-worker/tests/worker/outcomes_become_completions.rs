@@ -204,7 +204,7 @@ async fn defer_parks_the_conflict_for_the_application() {
     let (s, id, summary, events) = conflict_with(Resolution::Defer).await;
     assert_eq!(summary.conflicts.deferred, 1);
     assert_eq!(s.get(id).unwrap().unwrap().state, OpState::Deferred);
-    let deferred = s.list_deferred().unwrap();
+    let deferred = s.list_deferred(&cpc_storage::Page::ALL).unwrap();
     assert_eq!(deferred.len(), 1);
     assert_eq!(deferred[0].remote.version, 7);
     assert!(events

@@ -192,7 +192,7 @@ async fn a_panicking_resolver_defers_its_op_with_a_reason_instead_of_looping() {
     let summary = w.process_once().await.unwrap();
     assert_eq!((summary.applied, summary.conflicts.deferred), (1, 1));
     assert!(s.get(b).unwrap().is_none());
-    let deferred = s.list_deferred().unwrap();
+    let deferred = s.list_deferred(&cpc_storage::Page::ALL).unwrap();
     assert_eq!(deferred.len(), 1);
     assert_eq!(deferred[0].op.id, a);
     assert_eq!(
@@ -243,7 +243,7 @@ async fn endless_conflicts_back_off_then_defer_after_max_conflicts() {
         .unwrap();
     // Four sends, each after a backoff, then parked for the application.
     assert_eq!(t.pushes(), 4);
-    let deferred = s.list_deferred().unwrap();
+    let deferred = s.list_deferred(&cpc_storage::Page::ALL).unwrap();
     assert_eq!(deferred.len(), 1);
     assert_eq!(deferred[0].op.id, a);
     assert!(deferred[0]

@@ -76,7 +76,7 @@ async fn an_oversized_remote_record_dead_letters_the_op_and_keeps_it_and_its_ord
     assert!(reason.starts_with("remote record too large"), "{reason}");
     assert_eq!(stored.op.payload, b"a");
     assert_eq!(s.stats().unwrap().quarantined, 0);
-    assert!(s.list_deferred().unwrap().is_empty());
+    assert!(s.list_deferred(&cpc_storage::Page::ALL).unwrap().is_empty());
     // ...and the entity's next edit waits behind it (default BlockEntity).
     assert!(w.process_once().await.unwrap().is_empty());
     assert!(s.get(second).unwrap().is_some());
@@ -106,7 +106,7 @@ async fn a_remote_record_at_the_limit_is_accepted() {
         .unwrap();
     let summary = w.process_once().await.unwrap();
     assert_eq!(summary.conflicts.deferred, 1);
-    let deferred = s.list_deferred().unwrap();
+    let deferred = s.list_deferred(&cpc_storage::Page::ALL).unwrap();
     assert_eq!(deferred[0].remote.payload.as_ref().map(Vec::len), Some(MAX));
 }
 
