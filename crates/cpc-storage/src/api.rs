@@ -435,6 +435,16 @@ impl Page {
     }
 }
 
+/// What one page of [`QueueStorage::respread_waiting`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Respread {
+    /// Waiting operations moved to their slot.
+    pub moved: u64,
+    /// The cursor of the next page (the last seq looked at), or `None`
+    /// when this page reached the end of the queue.
+    pub next: Option<u64>,
+}
+
 /// A conflict parked with [`Completion::Defer`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeferredConflict {
@@ -603,9 +613,18 @@ pub trait QueueStorage: Send + Sync + fmt::Debug {
     /// Spreads the waiting retries over `[base, base + spread_ms]` (the
     /// network came back): each waiting operation due before its slot moves
     /// to its slot, `base + respread_offset(seq, spread_ms, salt)`; ones due
-    /// later keep their time. Reads no payloads (SQLite: one `UPDATE`).
-    /// Returns how many moved.
-    fn respread_waiting(&self, base: EpochMillis, spread_ms: u64, salt: u32) -> Result<u64>;
+    /// later keep their time. Looks at one [`Page`] of live operations in
+    /// seq order (at most `page.limit` of them, after `page.after`), so a
+    /// queue of any length is re-spread in short write transactions that
+    /// let claims through between them. Reads no payloads (SQLite: one
+    /// `UPDATE` per page).
+    fn respread_waiting(
+        &self,
+        base: EpochMillis,
+        spread_ms: u64,
+        salt: u32,
+        page: &Page,
+    ) -> Result<Respread>;
     /// Earliest instant at which something not claimable now becomes claimable (retry due, lease expiry), if any.
     fn next_wakeup(&self) -> Result<Option<EpochMillis>>;
     /// Parks an operation as a deferred conflict (same as `complete(&[Defer{..}])`).

@@ -924,7 +924,21 @@ pub fn respread_moves_only_waiting_ops_due_before_their_slot(f: &dyn Factory) {
         .collect();
     env.s().complete(&retries, T0).unwrap();
     let (base, spread, salt) = (T0 + 10_000, 5_000, 77);
-    assert_eq!(env.s().respread_waiting(base, spread, salt).unwrap(), 2);
+    // Page by page (two operations a page), as the worker does it.
+    let mut page = crate::Page::first(2);
+    let mut moved = 0;
+    let mut pages = 0;
+    loop {
+        let r = env.s().respread_waiting(base, spread, salt, &page).unwrap();
+        moved += r.moved;
+        pages += 1;
+        assert!(pages <= 4, "six live operations are three full pages");
+        match r.next {
+            Some(next) => page = crate::Page::after(next, 2),
+            None => break,
+        }
+    }
+    assert_eq!(moved, 2);
     for (i, until) in untils.iter().enumerate() {
         let slot = base + crate::respread_offset(seqs[i], spread, salt);
         let want = if *until < slot { slot } else { *until };
@@ -938,7 +952,11 @@ pub fn respread_moves_only_waiting_ops_due_before_their_slot(f: &dyn Factory) {
     assert!(matches!(env.state(&ops[4]), OpState::InFlight { .. }));
     assert_eq!(env.state(&ops[5]), OpState::Ready);
     // Idempotent: a second pass moves nothing.
-    assert_eq!(env.s().respread_waiting(base, spread, salt).unwrap(), 0);
+    let again = env
+        .s()
+        .respread_waiting(base, spread, salt, &crate::Page::ALL)
+        .unwrap();
+    assert_eq!(again, crate::Respread::default());
     let st = env.s().stats().unwrap();
     assert_eq!((st.waiting, st.in_flight, st.ready), (4, 1, 1));
 }

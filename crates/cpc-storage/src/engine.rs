@@ -554,14 +554,21 @@ pub(crate) fn respread_waiting<T: Tx + ?Sized>(
     base: EpochMillis,
     spread_ms: u64,
     salt: u32,
-) -> Result<u64> {
+    page: &crate::api::Page,
+) -> Result<crate::api::Respread> {
     let metas = tx.list_metas(MetaFilter {
         entity: None,
         dead: Some(false),
         deferred_only: false,
-        limit: None,
-        after: None,
+        limit: page.limit,
+        after: page.after,
     })?;
+    let full = page.limit.is_some_and(|l| metas.len() >= l);
+    let next = if full {
+        metas.last().map(|m| m.seq)
+    } else {
+        None
+    };
     let mut moved = 0;
     for meta in metas {
         let OpState::Waiting { until } = meta.state else {
@@ -577,7 +584,7 @@ pub(crate) fn respread_waiting<T: Tx + ?Sized>(
             moved += 1;
         }
     }
-    Ok(moved)
+    Ok(crate::api::Respread { moved, next })
 }
 
 /// Rebuilds the counters from the stored bookkeeping (a scan: for the rare

@@ -16,7 +16,7 @@ use cpc_core::{
 use crate::api::{
     Claimed, Completion, ConflictCursor, ConflictFilter, DeferredConflict, EpochMillis, ListFilter,
     LoggedConflict, OpState, Page, QuarantineNotice, QuarantinedRecord, QueueOptions, QueueStats,
-    QueueStorage, StoredOperation,
+    QueueStorage, Respread, StoredOperation,
 };
 use crate::engine::{self, Counters, Head, Loaded, MetaFilter, OpMeta, Tx};
 use crate::error::Result;
@@ -125,8 +125,14 @@ impl QueueStorage for MemoryStorage {
         engine::revive(&mut *self.lock(), id, now, &self.options)
     }
 
-    fn respread_waiting(&self, base: EpochMillis, spread_ms: u64, salt: u32) -> Result<u64> {
-        engine::respread_waiting(&mut *self.lock(), base, spread_ms, salt)
+    fn respread_waiting(
+        &self,
+        base: EpochMillis,
+        spread_ms: u64,
+        salt: u32,
+        page: &Page,
+    ) -> Result<Respread> {
+        engine::respread_waiting(&mut *self.lock(), base, spread_ms, salt, page)
     }
 
     fn repair(&self, fixed: Operation, now: EpochMillis) -> Result<bool> {

@@ -29,7 +29,7 @@ use cpc_core::{ConflictRecord, EntityKey, HlcTimestamp, Operation, OperationId, 
 use crate::api::{
     Claimed, Completion, ConflictCursor, ConflictFilter, DeferredConflict, Durability, EpochMillis,
     ListFilter, LoggedConflict, Page, QuarantineNotice, QuarantinedRecord, QueueOptions,
-    QueueStats, QueueStorage, StoredOperation,
+    QueueStats, QueueStorage, Respread, StoredOperation,
 };
 use crate::dir::{self, FaultSlot, InjectedFault, Poison, QueueDir};
 use crate::engine::{self, Tx as _};
@@ -498,8 +498,14 @@ impl QueueStorage for SledStorage {
         self.write_tx(|tx| engine::revive(tx, id, now, &self.options))
     }
 
-    fn respread_waiting(&self, base: EpochMillis, spread_ms: u64, salt: u32) -> Result<u64> {
-        self.write_tx(|tx| engine::respread_waiting(tx, base, spread_ms, salt))
+    fn respread_waiting(
+        &self,
+        base: EpochMillis,
+        spread_ms: u64,
+        salt: u32,
+        page: &Page,
+    ) -> Result<Respread> {
+        self.write_tx(|tx| engine::respread_waiting(tx, base, spread_ms, salt, page))
     }
 
     fn repair(&self, fixed: Operation, now: EpochMillis) -> Result<bool> {

@@ -51,7 +51,7 @@ use rusqlite::{
 use crate::api::{
     Claimed, Completion, ConflictCursor, ConflictFilter, DeferredConflict, Durability, EpochMillis,
     ListFilter, LoggedConflict, OpState, Page, QuarantineNotice, QuarantinedRecord, QueueOptions,
-    QueueStats, QueueStorage, StoredOperation,
+    QueueStats, QueueStorage, Respread, StoredOperation,
 };
 use crate::compact;
 use crate::dir::{self, FaultSlot, InjectedFault, Poison, QueueDir};
@@ -301,28 +301,61 @@ impl QueueStorage for SqliteStorage {
         s.write("revive", |tx| engine::revive(tx, id, now, &s.options))
     }
 
-    fn respread_waiting(&self, base: EpochMillis, spread_ms: u64, salt: u32) -> Result<u64> {
+    fn respread_waiting(
+        &self,
+        base: EpochMillis,
+        spread_ms: u64,
+        salt: u32,
+        page: &Page,
+    ) -> Result<Respread> {
         let s = &self.shared;
-        // One statement over the timed heads' bookkeeping: no operation
-        // row, no payload, is read, however long the queue. The slot is
+        let after = page.after.map_or(-1, to_i64);
+        let limit = page
+            .limit
+            .map_or(-1, |l| i64::try_from(l).unwrap_or(i64::MAX));
+        // One statement over one page of the bookkeeping (a range of the
+        // primary key): no operation row, no payload, is read, and the
+        // write lock is held for one page only. The slot is
         // `respread_offset`, written in SQL.
         s.write("respread", |tx| {
+            let (last, examined): (Option<i64>, i64) = tx
+                .conn
+                .prepare_cached(
+                    "SELECT MAX(seq), COUNT(*) FROM \
+                     (SELECT seq FROM hot WHERE seq > ?1 AND state != ?3 ORDER BY seq LIMIT ?2)",
+                )
+                .and_then(|mut st| {
+                    st.query_row(params![after, limit, STATE_DEAD], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                })
+                .map_err(tx.err("respread"))?;
+            let Some(last) = last else {
+                return Ok(Respread::default());
+            };
             let moved = tx
                 .conn
                 .prepare_cached(
                     "UPDATE hot SET wake_at = ?1 + (((seq % 4294967291) * 65599 + ?3) % (?2 + 1)) \
-                     WHERE state = ?4 AND wake_at < ?1 + (((seq % 4294967291) * 65599 + ?3) % (?2 + 1))",
+                     WHERE seq > ?5 AND seq <= ?6 AND state = ?4 \
+                       AND wake_at < ?1 + (((seq % 4294967291) * 65599 + ?3) % (?2 + 1))",
                 )
                 .and_then(|mut st| {
                     st.execute(params![
                         to_i64(base.min(engine::MAX_INSTANT / 2)),
                         to_i64(spread_ms.min(engine::MAX_INSTANT / 2)),
                         i64::from(salt),
-                        STATE_WAITING
+                        STATE_WAITING,
+                        after,
+                        last
                     ])
                 })
                 .map_err(tx.err("respread"))?;
-            Ok(moved as u64)
+            let full = page.limit.is_some_and(|l| examined as u64 >= l as u64);
+            Ok(Respread {
+                moved: moved as u64,
+                next: full.then(|| to_u64(last)),
+            })
         })
     }
 

@@ -101,7 +101,7 @@ forward! {
     list_quarantined(p: &cpc_storage::Page) -> cpc_storage::Result<Vec<cpc_storage::QuarantinedRecord>>;
     purge_quarantined() -> cpc_storage::Result<u64>;
     take_quarantine_notices() -> Vec<cpc_storage::QuarantineNotice>;
-    respread_waiting(base: u64, spread: u64, salt: u32) -> cpc_storage::Result<u64>;
+    respread_waiting(base: u64, spread: u64, salt: u32, page: &Page) -> cpc_storage::Result<cpc_storage::Respread>;
     repair(op: Operation, now: u64) -> cpc_storage::Result<bool>;
     load_clock_mark() -> cpc_storage::Result<Option<HlcTimestamp>>;
     store_clock_mark(m: HlcTimestamp) -> cpc_storage::Result<()>;

@@ -12,7 +12,7 @@ use cpc_core::{
     Transport, TransportError,
 };
 use cpc_network::{NetworkMonitor, NetworkStatus};
-use cpc_storage::{Claimed, Completion, EpochMillis, QueueStorage};
+use cpc_storage::{Claimed, Completion, EpochMillis, Page, QueueStorage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{broadcast, watch, Notify};
@@ -1189,23 +1189,62 @@ impl Inner {
 
     /// On the Offline → Online transition: waiting retries are moved to
     /// `now + resume_after + U(0, reconnect_spread)` so they do not all fire
-    /// at once. Returns the instant before which nothing is claimed.
-    async fn respread(&self) -> Result<Instant> {
+    /// at once. Returns the instant before which nothing is claimed, and the
+    /// task re-spreading the rest of a queue longer than one page.
+    async fn respread(self: &Arc<Self>) -> Result<(Instant, Option<JoinHandle<()>>)> {
         let now = self.clock.now_ms();
         let salt: u32 = self.rng().gen();
         let hold_until = self.network.resume_at().unwrap_or_else(Instant::now);
         let base = self.clock.at(hold_until).max(now);
         let spread = millis(self.config.reconnect_spread);
-        // One set-based update in the store: it reads no payloads, so a
-        // large offline queue costs neither memory nor a long write lock at
-        // the moment the network returns.
-        let count = self
-            .call("respread", move |s| s.respread_waiting(base, spread, salt))
-            .await?;
-        tracing::info!(target: "cpc_worker", rescheduled = count, hold_ms = base - now, "network back: retries re-spread");
-        Ok(hold_until)
+        // Page by page, each a short set-based update that reads no
+        // payloads: a large offline queue costs neither memory nor a long
+        // write lock at the moment the network returns. The first page is
+        // done before anything is claimed (a queue that fits in it is
+        // re-spread whole first); the rest goes on beside the claims, so
+        // the first push does not wait for a million rows.
+        let page = move |after: Option<u64>| {
+            move |s: &dyn QueueStorage| {
+                let page = Page {
+                    after,
+                    limit: Some(RESPREAD_PAGE),
+                };
+                s.respread_waiting(base, spread, salt, &page)
+            }
+        };
+        let first = self.call("respread", page(None)).await?;
+        let hold_ms = base - now;
+        let Some(mut next) = first.next else {
+            tracing::info!(target: "cpc_worker", rescheduled = first.moved, hold_ms, "network back: retries re-spread");
+            return Ok((hold_until, None));
+        };
+        let me = Arc::clone(self);
+        let rest = tokio::spawn(async move {
+            let mut moved = first.moved;
+            loop {
+                // Let claims and completions take the store between pages.
+                tokio::task::yield_now().await;
+                match me.call("respread", page(Some(next))).await {
+                    Ok(r) => {
+                        moved += r.moved;
+                        match r.next {
+                            Some(n) => next = n,
+                            None => break,
+                        }
+                    }
+                    Err(e) => return me.storage_failed(&e),
+                }
+            }
+            tracing::info!(target: "cpc_worker", rescheduled = moved, hold_ms, "network back: retries re-spread");
+        });
+        Ok((hold_until, Some(rest)))
     }
 }
+
+/// Live operations one re-spread transaction looks at: a few milliseconds
+/// of SQLite work, so claims get through between the pages of a large
+/// queue.
+const RESPREAD_PAGE: usize = 4096;
 
 /// The worker loop.
 async fn run(inner: Arc<Inner>) {
@@ -1215,6 +1254,8 @@ async fn run(inner: Arc<Inner>) {
     let mut batches: JoinSet<(u64, Result<ProcessingSummary>)> = JoinSet::new();
     // No claim before this instant (storage trouble, reconnect hold).
     let mut hold_until: Option<Instant> = None;
+    // The re-spread of a long queue's later pages, after a reconnect.
+    let mut respreading: Option<JoinHandle<()>> = None;
     let mut reported_open = false;
     tracing::info!(target: "cpc_worker", network = ?status, "worker started");
 
@@ -1247,8 +1288,14 @@ async fn run(inner: Arc<Inner>) {
                 let was_offline = status == NetworkStatus::Offline;
                 status = now_status;
                 if was_offline && NetworkGate::sendable(status) {
+                    if let Some(old) = respreading.take() {
+                        old.abort();
+                    }
                     match inner.respread().await {
-                        Ok(until) => hold_until = Some(until),
+                        Ok((until, rest)) => {
+                            hold_until = Some(until);
+                            respreading = rest;
+                        }
                         Err(e) => inner.storage_failed(&e),
                     }
                 }
@@ -1366,6 +1413,9 @@ async fn run(inner: Arc<Inner>) {
         }
     };
 
+    if let Some(rest) = respreading.take() {
+        rest.abort();
+    }
     // Shutdown: give in-flight batches a bounded time to finish.
     let deadline = after(Instant::now(), inner.config.shutdown_timeout);
     while !batches.is_empty() {

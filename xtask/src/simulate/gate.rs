@@ -39,7 +39,8 @@ use cpc_sync::core::{
 };
 use cpc_sync::storage::{
     Claimed, Completion, ConflictFilter, DeferredConflict, EpochMillis, ListFilter, LoggedConflict,
-    Page, QuarantinedRecord, QueueStats, QueueStorage, Result, StorageError, StoredOperation,
+    Page, QuarantinedRecord, QueueStats, QueueStorage, Respread, Result, StorageError,
+    StoredOperation,
 };
 use tokio::time::Instant;
 
@@ -265,8 +266,14 @@ impl QueueStorage for GatedStorage {
             .as_ref()
             .map_or_else(Vec::new, |s| s.take_quarantine_notices())
     }
-    fn respread_waiting(&self, base: EpochMillis, spread_ms: u64, salt: u32) -> Result<u64> {
-        self.call(|s| s.respread_waiting(base, spread_ms, salt))
+    fn respread_waiting(
+        &self,
+        base: EpochMillis,
+        spread_ms: u64,
+        salt: u32,
+        page: &Page,
+    ) -> Result<Respread> {
+        self.call(|s| s.respread_waiting(base, spread_ms, salt, page))
     }
     fn repair(&self, fixed: cpc_sync::core::Operation, now: EpochMillis) -> Result<bool> {
         self.call(|s| s.repair(fixed, now))

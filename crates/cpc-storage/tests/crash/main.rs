@@ -612,8 +612,9 @@ fn the_checks_catch_a_lost_operation_and_a_fifo_violation() {
                 base: u64,
                 spread: u64,
                 salt: u32,
-            ) -> cpc_storage::Result<u64> {
-                self.0.respread_waiting(base, spread, salt)
+                page: &cpc_storage::Page,
+            ) -> cpc_storage::Result<cpc_storage::Respread> {
+                self.0.respread_waiting(base, spread, salt, page)
             }
             fn repair(&self, op: Operation, now: u64) -> cpc_storage::Result<bool> {
                 self.0.repair(op, now)

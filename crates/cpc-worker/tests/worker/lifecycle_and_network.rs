@@ -303,3 +303,109 @@ async fn several_batches_in_flight_keep_entity_order() {
     }
     w.shutdown().await.unwrap();
 }
+
+/// Sees, at the first push, how many waiting retries were not re-spread yet.
+#[derive(Debug)]
+struct FirstPushWatch {
+    storage: Arc<cpc_storage::MemoryStorage>,
+    clock: cpc_worker::TokioWallClock,
+    not_yet_respread: std::sync::Mutex<Option<usize>>,
+}
+
+#[async_trait::async_trait]
+impl cpc_core::Transport for FirstPushWatch {
+    async fn push(
+        &self,
+        batch: &[cpc_core::Operation],
+    ) -> Result<Vec<cpc_core::OpOutcome>, TransportError> {
+        let mut seen = self.not_yet_respread.lock().unwrap();
+        if seen.is_none() {
+            let now = cpc_core::WallClock::now_ms(&self.clock);
+            let stale = self
+                .storage
+                .list(&cpc_storage::ListFilter::default())
+                .unwrap()
+                .iter()
+                .filter(|s| matches!(s.state, OpState::Waiting { until } if until < now))
+                .count();
+            *seen = Some(stale);
+        }
+        Ok(batch
+            .iter()
+            .map(|o| cpc_core::OpOutcome::new(o.id, cpc_core::PushOutcome::Applied { version: 1 }))
+            .collect())
+    }
+}
+
+/// A queue longer than one re-spread page: the first page is re-spread
+/// before anything is claimed, the rest beside the claims, so the first push
+/// does not wait for the whole queue; every operation is still delivered.
+#[tokio::test(start_paused = true)]
+async fn a_long_queue_is_respread_page_by_page_and_the_first_push_does_not_wait_for_it() {
+    const N: usize = 10_000; // more than two pages of 4096
+    let s = storage();
+    let c = clock();
+    let h = hlc(&c);
+    let ids: Vec<_> = (0..N)
+        .map(|i| enqueue(&s, &c, op(&h, &format!("e{i}"), OperationPriority::Normal)))
+        .collect();
+    let now = c.now_ms();
+    let claimed = s.claim_ready(now, N).unwrap();
+    assert_eq!(claimed.len(), N);
+    let failed: Vec<_> = claimed
+        .iter()
+        .map(|cl| cpc_storage::Completion::Retry {
+            id: cl.op.id,
+            at: now + 1_000,
+            error: "offline".into(),
+        })
+        .collect();
+    s.complete(&failed, now).unwrap();
+
+    // No resume jitter: the worker may claim as soon as the first page is
+    // done (with a hold, the later pages would finish during it).
+    let m = NetworkMonitor::new(MonitorConfig {
+        seed: Some(1),
+        resume_jitter_max: Duration::ZERO,
+        ..MonitorConfig::default()
+    })
+    .unwrap();
+    let link = ManualSource::new();
+    link.connect(m.sink("manual"));
+    link.set_offline();
+    let t = Arc::new(FirstPushWatch {
+        storage: s.clone(),
+        clock: c.clone(),
+        not_yet_respread: std::sync::Mutex::new(None),
+    });
+    let w = SyncWorker::builder(s.clone(), t.clone())
+        .clock(c.clone())
+        .retry_policy(plain_policy(5))
+        .network(m.clone())
+        .config(WorkerConfig {
+            reconnect_spread: Duration::from_secs(10),
+            seed: Some(5),
+            ..WorkerConfig::default()
+        })
+        .build()
+        .unwrap();
+    w.start().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    assert!(t.not_yet_respread.lock().unwrap().is_none(), "sent offline");
+    link.set_online();
+    tokio::time::timeout(Duration::from_secs(600), w.drained())
+        .await
+        .expect("drains after the reconnect")
+        .unwrap();
+    let stale = t.not_yet_respread.lock().unwrap().expect("pushed");
+    assert!(
+        stale > 0 && stale <= N - 4096,
+        "the first page ({}) is re-spread before the first push, and the \
+         first push comes before the last page: {stale} not re-spread yet",
+        4096
+    );
+    for id in ids {
+        assert!(s.get(id).unwrap().is_none(), "every operation delivered");
+    }
+    w.shutdown().await.unwrap();
+}
