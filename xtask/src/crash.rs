@@ -60,6 +60,10 @@ pub fn main(args: &[String]) -> Result<(), XtaskError> {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let mut seen = false;
         for line in stdout.lines().chain(stderr.lines()) {
+            // The startup crash loop's per-cycle WAL size and open time.
+            if line.contains("wal loop cycle") {
+                println!("    {}", line.trim());
+            }
             if let Some(t) = parse_summary(line) {
                 println!("    {}", line.trim());
                 total.cycles += t.cycles;

@@ -74,13 +74,17 @@ pub const DB_FILE: &str = "queue.sqlite3";
 pub const RELAXED_SYNC_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the background thread checkpoints while writes happen.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
-/// Delay of the background thread's first pass after open: short, so that
-/// a process killed soon after every start still gets its WAL copied back.
-const FIRST_PASS_DELAY: Duration = Duration::from_millis(20);
+/// Delay of the background thread's first pass after open: none, so that
+/// a process killed soon after every start still gets the WAL the previous
+/// one left copied back, beside its first writes rather than before them.
+const FIRST_PASS_DELAY: Duration = Duration::ZERO;
 /// A WAL left larger than this by the previous process is checkpointed
-/// (and truncated) at open, before anything else: a crash loop of short
-/// lives must not grow it without bound.
-const OPEN_CHECKPOINT_BYTES: u64 = 1024 * 1024;
+/// (and truncated) at open, before anything else. Smaller ones are copied
+/// back by the first background pass, which does not hold up the open (a
+/// checkpoint at open of a 6 MB WAL took 20 ms of a 25 ms open); this bound
+/// is the backstop for processes killed before their first pass ends, so a
+/// crash loop of short lives cannot grow the WAL without bound.
+const OPEN_CHECKPOINT_BYTES: u64 = 16 * 1024 * 1024;
 /// Commits after which the background thread is woken early.
 const CHECKPOINT_AFTER_COMMITS: u64 = 2048;
 /// A WAL of this many frames (16 MiB of 4 KiB pages) is restarted by the
@@ -1065,9 +1069,12 @@ fn background(shared: &Shared, conn: Connection) {
     };
     let mut last_sync = Instant::now();
     let mut vacuumed_empty = false;
-    // The first pass comes soon after open, and counts as having commits
-    // to copy: the previous process may have left frames in the WAL.
+    // The first pass comes at once, and counts as having commits to copy:
+    // the previous process may have left frames in the WAL. It catches up
+    // with the writer (see `checkpoint_busy`) whatever the WAL's length, so
+    // the WAL restarts at the next commit even in a short life.
     let mut wait = FIRST_PASS_DELAY;
+    let mut first_pass = true;
     lock(&shared.bg).commits += 1;
     loop {
         let (commits, empty, dirty) = {
@@ -1119,7 +1126,7 @@ fn background(shared: &Shared, conn: Connection) {
             vacuumed_empty = true;
             checkpoint_empty(&conn)
         } else if commits > 0 {
-            checkpoint_busy(shared, &conn)
+            checkpoint_busy(shared, &conn, std::mem::take(&mut first_pass))
         } else {
             Ok(())
         };
@@ -1179,11 +1186,18 @@ fn wal_checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<(i64, i64)>
 /// fdatasync. So once a pass has copied [`CATCH_UP_FRAMES`] or more, the
 /// few frames appended meanwhile are copied with the writer held off (the
 /// main mutex): one short pause for the writer every
-/// `CATCH_UP_FRAMES` pages written, after which the next commit restarts
-/// the WAL and reuses its already-allocated blocks.
-fn checkpoint_busy(shared: &Shared, conn: &Connection) -> rusqlite::Result<()> {
+/// `CATCH_UP_FRAMES` pages written (and once after open: `catch_up`),
+/// after which the next commit restarts the WAL and reuses its
+/// already-allocated blocks.
+fn checkpoint_busy(shared: &Shared, conn: &Connection, catch_up: bool) -> rusqlite::Result<()> {
     let (log, _) = wal_checkpoint(conn, "PASSIVE")?;
-    if log >= CATCH_UP_FRAMES {
+    if catch_up {
+        // After open: also cut the file the previous process left back to
+        // nothing, so a crash loop does not keep a WAL of its high-water
+        // mark beside a small database.
+        let _writer = shared.lock_main();
+        wal_checkpoint(conn, "TRUNCATE")?;
+    } else if log >= CATCH_UP_FRAMES {
         let _writer = shared.lock_main();
         wal_checkpoint(conn, "PASSIVE")?;
     }

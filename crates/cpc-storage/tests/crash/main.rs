@@ -124,9 +124,13 @@ fn child_process() {
     let group = var("CPC_CRASH_MODE") == "group";
     let start: u64 = var("CPC_CRASH_START").parse().unwrap();
     say("OPENING");
+    let opening = std::time::Instant::now();
     let store: Arc<dyn QueueStorage> =
         Arc::from(open(&backend, Path::new(&dir), options(group)).unwrap());
-    say("OPEN");
+    say(&format!(
+        "OPEN {:.2} ms",
+        opening.elapsed().as_secs_f64() * 1e3
+    ));
     let writers = if group { GROUP_WRITERS } else { 1 };
     let threads: Vec<_> = (0..writers)
         .map(|w| {
@@ -428,23 +432,43 @@ fn the_wal_stays_short_when_every_run_is_killed_soon_after_start_sqlite() {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x3A1);
     let mut acked: Vec<u64> = Vec::new();
     let mut max_wal = 0u64;
+    let mut open_times: Vec<f64> = Vec::new();
     for cycle in 0..cycles {
         let mut child = spawn_child("sqlite", &dir, false, cycle * STRIDE);
         let stdout = child.stdout.take().unwrap();
+        let wal_at_start = std::fs::metadata(&wal).map_or(0, |m| m.len());
         let reader = std::thread::spawn(move || {
             let mut seen = Vec::new();
+            let mut open_ms = None;
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(pos) = line.find("ACK ") {
                     seen.push(line[pos + 4..].trim().parse::<u64>().unwrap());
+                } else if let Some(pos) = line.find("OPEN ") {
+                    open_ms = line[pos + 5..]
+                        .split_whitespace()
+                        .next()
+                        .and_then(|v| v.parse::<f64>().ok());
                 }
             }
-            seen
+            (seen, open_ms)
         });
-        std::thread::sleep(Duration::from_millis(rng.gen_range(20..=300)));
+        let lifetime = rng.gen_range(20..=300);
+        std::thread::sleep(Duration::from_millis(lifetime));
         let _ = child.kill();
         let _ = child.wait();
-        acked.extend(reader.join().unwrap());
+        let (seen, open_ms) = reader.join().unwrap();
         let len = std::fs::metadata(&wal).map_or(0, |m| m.len());
+        // The open time of the run (killed before its open ended: "-").
+        println!(
+            "wal loop cycle {cycle:>3}: killed after {lifetime:>3} ms, WAL {wal_at_start:>9} B at \
+             start -> {len:>9} B, open {}, acknowledged {}",
+            open_ms.map_or("-".to_string(), |ms| format!("{ms:.2} ms")),
+            seen.len()
+        );
+        if let Some(ms) = open_ms {
+            open_times.push(ms);
+        }
+        acked.extend(seen);
         max_wal = max_wal.max(len);
         assert!(
             len <= WAL_BOUND,
@@ -462,9 +486,14 @@ fn the_wal_stays_short_when_every_run_is_killed_soon_after_start_sqlite() {
         .filter_map(|s| number_of(&s.op))
         .collect();
     let lost = acked.iter().filter(|n| !stored.contains(n)).count();
+    let last_ten = &open_times[open_times.len().saturating_sub(10)..];
+    let mut sorted = last_ten.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let median_last = sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN);
     println!(
         "sqlite startup crash loop: cycles {cycles}, acknowledged {}, lost {lost}, max WAL {max_wal} bytes, \
-         WAL at the last open {wal_before_open} bytes, last open {open_ms:.1} ms, seed {seed}",
+         WAL at the last open {wal_before_open} bytes, last open {open_ms:.1} ms, \
+         median open of the children's last 10 opens {median_last:.2} ms, seed {seed}",
         acked.len()
     );
     assert_eq!(lost, 0, "acknowledged operations lost");
