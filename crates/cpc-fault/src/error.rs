@@ -64,6 +64,22 @@ pub enum Error {
         /// Why it was refused.
         reason: String,
     },
+    /// As [`Error::Invalid`], in a scenario file, with where the field is.
+    #[error(
+        "invalid {format} scenario at line {line}, column {column} (field `{field}`): {reason}"
+    )]
+    InvalidAt {
+        /// The format being read.
+        format: ScenarioFormat,
+        /// Dotted path of the field.
+        field: String,
+        /// Why it was refused.
+        reason: String,
+        /// 1-based line of the field.
+        line: usize,
+        /// 1-based column of the field.
+        column: usize,
+    },
     /// A scenario file could not be read.
     #[error("cannot read scenario file {}", path.display())]
     Io {

@@ -92,6 +92,7 @@ mod clock;
 pub mod duration;
 mod error;
 mod faulty;
+mod locate;
 mod network;
 mod reference;
 mod remote;
@@ -113,10 +114,14 @@ pub use remote::{
 };
 pub use scenario::{
     Arrival, CrashPlan, KindWeights, OperationMix, PlannedOp, PriorityWeights, Scenario,
-    ScenarioBuilder, SizeRange, DEFAULT_EPOCH_MS,
+    ScenarioBuilder, SizeRange, Workload, BYTES_PER_DEVICE, BYTES_PER_OP, DEFAULT_EPOCH_MS,
+    MAX_CLOCK_SKEW_MS, MAX_COLLECTIONS, MAX_COLLECTION_NAME, MAX_CRASHES, MAX_DEVICES,
+    MAX_DURATION, MAX_ENTITIES, MAX_EPOCH_MS, MAX_OPS_PER_DEVICE, MAX_RATE, MAX_SCENARIO_BYTES,
+    MEMORY_BUDGET,
 };
 pub use schedule::{
     Flapping, LinkCondition, LinkState, Probability, Schedule, ScheduleBuilder, Segment, Window,
+    MAX_FLAPPING_CYCLES, MAX_WINDOWS,
 };
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::checker::{CheckOptions, ExpectedBounds};
 use crate::clock::SimClock;
 use crate::duration::{humane, humane_vec, signed_ms_vec};
-use crate::error::{Error, ParseSource, Result, ScenarioFormat};
+use crate::error::{Error, Result, ScenarioFormat};
 use crate::faulty::{FaultPlan, FaultyTransport};
 use crate::remote::{splitmix64, RemoteOptions, SimulatedRemote};
 use crate::schedule::Schedule;
@@ -25,6 +25,39 @@ use crate::schedule::Schedule;
 /// Wall-clock reading (ms since the Unix epoch) at simulated time zero,
 /// unless a scenario sets `epoch_ms`: 2023-11-14T22:13:20Z.
 pub const DEFAULT_EPOCH_MS: u64 = 1_700_000_000_000;
+
+/// Most devices in one scenario (each is a full engine with its own store).
+pub const MAX_DEVICES: u32 = 1_000;
+/// Most operations per device.
+pub const MAX_OPS_PER_DEVICE: u64 = 10_000_000;
+/// Most distinct records per device.
+pub const MAX_ENTITIES: u64 = 10_000_000;
+/// Longest simulated run, and latest instant of anything in it (arrivals,
+/// windows, crash points): 30 days.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Largest clock skew of a device, either way: 1 year.
+pub const MAX_CLOCK_SKEW_MS: u64 = 365 * 24 * 3600 * 1000;
+/// Latest `epoch_ms` (the year 3000).
+pub const MAX_EPOCH_MS: u64 = 32_503_680_000_000;
+/// Most collections, and longest collection name in bytes.
+pub const MAX_COLLECTIONS: usize = 1_000;
+/// Longest collection name in bytes.
+pub const MAX_COLLECTION_NAME: usize = 256;
+/// Most crash points (explicit plus random).
+pub const MAX_CRASHES: u64 = 10_000;
+/// Highest arrival rate, operations per second per device.
+pub const MAX_RATE: f64 = 1e9;
+/// Memory a scenario may need, by [`Scenario::estimated_memory`]: 4 GiB.
+pub const MEMORY_BUDGET: u64 = 4 << 30;
+/// Bookkeeping of one submitted operation while a run lasts (what was
+/// submitted, the remote's apply log, the transport's first attempts, the
+/// answers): measured about 330 B with 100,000 operations of the `steady`
+/// suite, rounded up.
+pub const BYTES_PER_OP: u64 = 512;
+/// Memory of one device's engine and store besides its operations.
+pub const BYTES_PER_DEVICE: u64 = 4 << 20;
+/// Largest scenario file read: 1 MiB (10,000 windows take about 600 KB).
+pub const MAX_SCENARIO_BYTES: u64 = 1 << 20;
 
 /// A simulated run: seed, length, devices, workload, remote behaviour,
 /// faults, outages, clock skews, crash points and expected bounds.
@@ -320,17 +353,33 @@ impl Scenario {
         }
     }
 
-    /// Parses and validates a TOML scenario.
+    /// Parses and validates a TOML scenario. Errors name the field (its
+    /// dotted path) and the line: for a bad schedule window, that window's
+    /// own line.
     pub fn from_toml_str(text: &str) -> Result<Self> {
-        let scenario: Scenario = toml::from_str(text).map_err(|e| toml_error(text, e))?;
-        scenario.validate()?;
+        crate::locate::check_size(text)?;
+        let scenario: Scenario = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| crate::locate::toml_error(text, e))?;
+        scenario
+            .validate()
+            .map_err(|e| crate::locate::with_line(text, ScenarioFormat::Toml, e))?;
         Ok(scenario)
     }
 
-    /// Parses and validates a JSON scenario.
+    /// Parses and validates a JSON scenario; errors name the field and the
+    /// line as for TOML.
     pub fn from_json_str(text: &str) -> Result<Self> {
-        let scenario: Scenario = serde_json::from_str(text).map_err(json_error)?;
-        scenario.validate()?;
+        crate::locate::check_size(text)?;
+        let mut de = serde_json::Deserializer::from_str(text);
+        let scenario: Scenario = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            crate::locate::json_error(text, Some(path), e.into_inner())
+        })?;
+        de.end()
+            .map_err(|e| crate::locate::json_error(text, None, e))?;
+        scenario
+            .validate()
+            .map_err(|e| crate::locate::with_line(text, ScenarioFormat::Json, e))?;
         Ok(scenario)
     }
 
@@ -338,10 +387,7 @@ impl Scenario {
     /// otherwise.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = Scenario::read_text(path)?;
         if path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("json"))
@@ -350,6 +396,32 @@ impl Scenario {
         } else {
             Scenario::from_toml_str(&text)
         }
+    }
+
+    /// Reads a scenario file's text, refusing one larger than
+    /// [`MAX_SCENARIO_BYTES`] without reading it whole.
+    pub fn read_text(path: &Path) -> Result<String> {
+        let io = |source| Error::Io {
+            path: path.to_owned(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut std::io::Read::take(file, MAX_SCENARIO_BYTES + 1),
+            &mut text,
+        )
+        .map_err(io)?;
+        if text.len() as u64 > MAX_SCENARIO_BYTES {
+            return Err(Error::invalid(
+                "(file)",
+                format!(
+                    "{} is larger than the limit of {MAX_SCENARIO_BYTES} bytes",
+                    path.display()
+                ),
+            ));
+        }
+        Ok(text)
     }
 
     /// The TOML form (reads back to an equal scenario).
@@ -370,8 +442,44 @@ impl Scenario {
         if self.duration.is_zero() {
             return Err(Error::invalid("duration", "must be longer than zero"));
         }
+        if self.duration > MAX_DURATION {
+            return Err(Error::invalid(
+                "duration",
+                format!(
+                    "{} is longer than the limit of {}",
+                    crate::duration::format(self.duration),
+                    crate::duration::format(MAX_DURATION)
+                ),
+            ));
+        }
         if self.devices == 0 {
             return Err(Error::invalid("devices", "at least one device is needed"));
+        }
+        if self.devices > MAX_DEVICES {
+            return Err(Error::invalid(
+                "devices",
+                format!("{} is more than the limit of {MAX_DEVICES}", self.devices),
+            ));
+        }
+        if self.epoch_ms > MAX_EPOCH_MS {
+            return Err(Error::invalid(
+                "epoch_ms",
+                format!(
+                    "{} is later than the limit of {MAX_EPOCH_MS}",
+                    self.epoch_ms
+                ),
+            ));
+        }
+        if let Some((i, skew)) = self
+            .clock_skew
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.unsigned_abs() > MAX_CLOCK_SKEW_MS)
+        {
+            return Err(Error::invalid(
+                format!("clock_skew[{i}]"),
+                format!("{skew} ms is more than the limit of {MAX_CLOCK_SKEW_MS} ms either way"),
+            ));
         }
         if self.clock_skew.len() > self.devices as usize {
             return Err(Error::invalid(
@@ -384,16 +492,42 @@ impl Scenario {
             ));
         }
         let ops = &self.ops;
+        if ops.per_device > MAX_OPS_PER_DEVICE {
+            return Err(Error::invalid(
+                "ops.per_device",
+                format!(
+                    "{} is more than the limit of {MAX_OPS_PER_DEVICE}",
+                    ops.per_device
+                ),
+            ));
+        }
         if ops.entities == 0 {
             return Err(Error::invalid(
                 "ops.entities",
                 "at least one record is needed",
             ));
         }
+        if ops.entities > MAX_ENTITIES {
+            return Err(Error::invalid(
+                "ops.entities",
+                format!("{} is more than the limit of {MAX_ENTITIES}", ops.entities),
+            ));
+        }
         if ops.collections.is_empty() || ops.collections.iter().any(|c| c.is_empty()) {
             return Err(Error::invalid(
                 "ops.collections",
                 "needs at least one non-empty collection name",
+            ));
+        }
+        if ops.collections.len() > MAX_COLLECTIONS
+            || ops
+                .collections
+                .iter()
+                .any(|c| c.len() > MAX_COLLECTION_NAME)
+        {
+            return Err(Error::invalid(
+                "ops.collections",
+                format!("at most {MAX_COLLECTIONS} names of at most {MAX_COLLECTION_NAME} bytes"),
             ));
         }
         let p = ops.priorities;
@@ -417,14 +551,86 @@ impl Scenario {
         }
         match ops.arrival {
             Arrival::Uniform { rate, .. } | Arrival::Poisson { rate, .. }
-                if !(rate.is_finite() && rate > 0.0) =>
+                if !(rate.is_finite() && rate > 0.0 && rate <= MAX_RATE) =>
             {
                 return Err(Error::invalid(
                     "ops.arrival.rate",
-                    format!("{rate} is not a positive rate"),
+                    format!("{rate:e} is not a rate in (0, {MAX_RATE:e}] per second"),
                 ));
             }
-            _ => {}
+            Arrival::Uniform { rate, start } | Arrival::Poisson { rate, start } => {
+                // The arrivals must fit in the longest run (a Poisson
+                // process's mean span; its draws are clamped to the limit).
+                let span = ops.per_device as f64 / rate;
+                if start > MAX_DURATION || span > MAX_DURATION.as_secs_f64() {
+                    return Err(Error::invalid(
+                        "ops.arrival.rate",
+                        format!(
+                            "{} operations at {rate:e} per second from {} do not fit in {}",
+                            ops.per_device,
+                            crate::duration::format(start),
+                            crate::duration::format(MAX_DURATION)
+                        ),
+                    ));
+                }
+            }
+            Arrival::Burst { at } if at > MAX_DURATION => {
+                return Err(Error::invalid(
+                    "ops.arrival.at",
+                    format!(
+                        "{} is later than the limit of {}",
+                        crate::duration::format(at),
+                        crate::duration::format(MAX_DURATION)
+                    ),
+                ));
+            }
+            Arrival::Burst { .. } => {}
+        }
+        let crashes = self.crash.at.len() as u64 + u64::from(self.crash.random);
+        if crashes > MAX_CRASHES {
+            return Err(Error::invalid(
+                "crash",
+                format!("{crashes} crash points is more than the limit of {MAX_CRASHES}"),
+            ));
+        }
+        if let Some((i, at)) = self
+            .crash
+            .at
+            .iter()
+            .enumerate()
+            .find(|(_, at)| **at > MAX_DURATION)
+        {
+            return Err(Error::invalid(
+                format!("crash.at[{i}]"),
+                format!(
+                    "{} is later than the limit of {}",
+                    crate::duration::format(*at),
+                    crate::duration::format(MAX_DURATION)
+                ),
+            ));
+        }
+        if self.crash.restart_after > MAX_DURATION {
+            return Err(Error::invalid(
+                "crash.restart_after",
+                format!(
+                    "longer than the limit of {}",
+                    crate::duration::format(MAX_DURATION)
+                ),
+            ));
+        }
+        let need = self.estimated_memory(false);
+        if need > MEMORY_BUDGET {
+            return Err(Error::invalid(
+                "ops.per_device",
+                format!(
+                    "{} devices x {} operations need about {} MiB, more than the budget of {} MiB: \
+                     fewer devices or operations",
+                    self.devices,
+                    ops.per_device,
+                    need >> 20,
+                    MEMORY_BUDGET >> 20
+                ),
+            ));
         }
         self.faults.validate()?;
         if let Some(a) = self.remote.admission {
@@ -452,6 +658,34 @@ impl Scenario {
             }
         }
         Ok(())
+    }
+
+    /// About how much memory a run of this scenario needs: each device's
+    /// engine and store, each operation's bookkeeping ([`BYTES_PER_OP`]),
+    /// the remote's latest record of every entity, and with
+    /// `payloads_in_memory` (an in-memory store) every payload. Checked
+    /// against [`MEMORY_BUDGET`] by [`validate`](Self::validate), which
+    /// counts payloads as on disk; the harness checks again for memory
+    /// stores.
+    pub fn estimated_memory(&self, payloads_in_memory: bool) -> u64 {
+        let ops = &self.ops;
+        let devices = u64::from(self.devices);
+        let total = devices.saturating_mul(ops.per_device);
+        let payload = (ops.payload.min as u64 + ops.payload.max as u64) / 2;
+        let records = if ops.shared_entities {
+            ops.entities
+        } else {
+            ops.entities.saturating_mul(devices)
+        }
+        .min(total);
+        let mut need = devices
+            .saturating_mul(BYTES_PER_DEVICE)
+            .saturating_add(total.saturating_mul(BYTES_PER_OP))
+            .saturating_add(records.saturating_mul(payload.saturating_add(128)));
+        if payloads_in_memory {
+            need = need.saturating_add(total.saturating_mul(payload));
+        }
+        need
     }
 
     /// The node id of `device`: `device + 1` (node 0 is left for "unset").
@@ -518,76 +752,42 @@ impl Scenario {
     /// The operations `device` submits, in submission order, each stamped
     /// by the device's hybrid clock (a manual wall clock at
     /// `epoch_ms + skew + at`). Same scenario, same seed: same operations,
-    /// ids included.
+    /// ids included. Built whole: for a large scenario read them one at a
+    /// time with [`workload_iter`](Self::workload_iter).
     pub fn workload(&self, device: u32) -> Result<Vec<PlannedOp>> {
+        self.workload_iter(device)?.collect()
+    }
+
+    /// The same operations as [`workload`](Self::workload), generated one
+    /// at a time as they are read: memory stays flat however many
+    /// operations a device submits.
+    pub fn workload_iter(&self, device: u32) -> Result<Workload> {
         if device >= self.devices {
             return Err(Error::NoSuchDevice {
                 device,
                 devices: self.devices,
             });
         }
-        let mix = &self.ops;
-        let mut rng = StdRng::seed_from_u64(self.derived_seed(0xD0_0000 + u64::from(device)));
+        let mix = self.ops.clone();
+        let rng = StdRng::seed_from_u64(self.derived_seed(0xD0_0000 + u64::from(device)));
         let base_wall = self.epoch_ms.saturating_add_signed(self.skew_ms(device));
         let wall = ManualWallClock::new(base_wall);
         let clock = HybridClock::with_wall_clock(Scenario::node(device), Arc::new(wall.clone()));
-        // Per record: (exists, versions this device believes it has written).
-        let mut records: HashMap<u64, (bool, u64)> = HashMap::new();
-        let count = usize::try_from(mix.per_device).unwrap_or(usize::MAX);
-        let mut out = Vec::with_capacity(count.min(1 << 24));
-        let mut next_at = match mix.arrival {
+        let next_at = match mix.arrival {
             Arrival::Burst { at } => at,
             Arrival::Uniform { start, .. } | Arrival::Poisson { start, .. } => start,
         };
-        for i in 0..mix.per_device {
-            let at = match mix.arrival {
-                Arrival::Burst { at } => at,
-                Arrival::Uniform { rate, start } => {
-                    start + Duration::from_secs_f64(i as f64 / rate)
-                }
-                Arrival::Poisson { rate, .. } => {
-                    let u: f64 = rng.gen();
-                    let gap = -(1.0 - u).ln() / rate;
-                    let at = next_at;
-                    next_at += Duration::from_secs_f64(gap);
-                    at
-                }
-            };
-            wall.set(base_wall.saturating_add(u64::try_from(at.as_millis()).unwrap_or(u64::MAX)));
-            let index = rng.gen_range(0..mix.entities);
-            let collection = &mix.collections[(index % mix.collections.len() as u64) as usize];
-            let id = if mix.shared_entities {
-                index.to_string()
-            } else {
-                format!("d{device}-{index}")
-            };
-            let state = records.entry(index).or_insert((false, 0));
-            let kind = match (pick_kind(&mut rng, mix.kinds), state.0) {
-                (_, false) => OperationKind::Create,
-                (OperationKind::Create, true) => OperationKind::Update,
-                (kind, true) => kind,
-            };
-            let priority = pick_priority(&mut rng, mix.priorities);
-            let payload = match kind {
-                OperationKind::Delete => Vec::new(),
-                _ => {
-                    let len = rng.gen_range(mix.payload.min..=mix.payload.max);
-                    (0..len).map(|_| b'a' + rng.gen_range(0..26u8)).collect()
-                }
-            };
-            let mut builder =
-                Operation::builder(EntityKey::new(collection.clone(), id), kind.clone())
-                    .payload(payload)
-                    .priority(priority);
-            if mix.base_versions && state.0 {
-                builder = builder.base_version(state.1);
-            }
-            state.0 = kind != OperationKind::Delete;
-            state.1 += 1;
-            let op = builder.build_at(clock.now()?, &mut rng);
-            out.push(PlannedOp { device, at, op });
-        }
-        Ok(out)
+        Ok(Workload {
+            device,
+            mix,
+            rng,
+            base_wall,
+            wall,
+            clock,
+            records: HashMap::new(),
+            next_at,
+            i: 0,
+        })
     }
 
     /// Every device's workload, merged in submission time order (ties by
@@ -600,6 +800,109 @@ impl Scenario {
         // A stable sort keeps each device's own order among equal times.
         all.sort_by_key(|p| (p.at, p.device));
         Ok(all)
+    }
+}
+
+/// One device's operations, generated as they are read (see
+/// [`Scenario::workload_iter`]). Arrival instants are clamped to
+/// [`MAX_DURATION`] (a Poisson draw may reach past it).
+#[derive(Debug)]
+pub struct Workload {
+    device: u32,
+    mix: OperationMix,
+    rng: StdRng,
+    base_wall: u64,
+    wall: ManualWallClock,
+    clock: HybridClock,
+    /// Per record: (exists, versions this device believes it has written).
+    records: HashMap<u64, (bool, u64)>,
+    next_at: Duration,
+    i: u64,
+}
+
+/// `secs` as a `Duration`, clamped to [`MAX_DURATION`] (and to zero below).
+fn clamped_secs(secs: f64) -> Duration {
+    Duration::try_from_secs_f64(secs)
+        .unwrap_or(MAX_DURATION)
+        .min(MAX_DURATION)
+}
+
+impl Iterator for Workload {
+    type Item = Result<PlannedOp>;
+
+    fn next(&mut self) -> Option<Result<PlannedOp>> {
+        let mix = &self.mix;
+        if self.i >= mix.per_device {
+            return None;
+        }
+        let i = self.i;
+        self.i += 1;
+        let rng = &mut self.rng;
+        let at = match mix.arrival {
+            Arrival::Burst { at } => at,
+            Arrival::Uniform { rate, start } => start
+                .saturating_add(clamped_secs(i as f64 / rate))
+                .min(MAX_DURATION),
+            Arrival::Poisson { rate, .. } => {
+                let u: f64 = rng.gen();
+                let gap = -(1.0 - u).ln() / rate;
+                let at = self.next_at;
+                self.next_at = self
+                    .next_at
+                    .saturating_add(clamped_secs(gap))
+                    .min(MAX_DURATION);
+                at
+            }
+        };
+        self.wall.set(
+            self.base_wall
+                .saturating_add(u64::try_from(at.as_millis()).unwrap_or(u64::MAX)),
+        );
+        let index = rng.gen_range(0..mix.entities.max(1));
+        let collections = mix.collections.len().max(1) as u64;
+        let collection = mix
+            .collections
+            .get((index % collections) as usize)
+            .cloned()
+            .unwrap_or_default();
+        let id = if mix.shared_entities {
+            index.to_string()
+        } else {
+            format!("d{}-{index}", self.device)
+        };
+        let state = self.records.entry(index).or_insert((false, 0));
+        let kind = match (pick_kind(rng, mix.kinds), state.0) {
+            (_, false) => OperationKind::Create,
+            (OperationKind::Create, true) => OperationKind::Update,
+            (kind, true) => kind,
+        };
+        let priority = pick_priority(rng, mix.priorities);
+        let payload = match kind {
+            OperationKind::Delete => Vec::new(),
+            _ => {
+                let (min, max) = (mix.payload.min, mix.payload.max.max(mix.payload.min));
+                let len = rng.gen_range(min..=max);
+                (0..len).map(|_| b'a' + rng.gen_range(0..26u8)).collect()
+            }
+        };
+        let mut builder = Operation::builder(EntityKey::new(collection, id), kind.clone())
+            .payload(payload)
+            .priority(priority);
+        if mix.base_versions && state.0 {
+            builder = builder.base_version(state.1);
+        }
+        state.0 = kind != OperationKind::Delete;
+        state.1 += 1;
+        let timestamp = match self.clock.now() {
+            Ok(t) => t,
+            Err(e) => return Some(Err(e.into())),
+        };
+        let op = builder.build_at(timestamp, rng);
+        Some(Ok(PlannedOp {
+            device: self.device,
+            at,
+            op,
+        }))
     }
 }
 
@@ -699,92 +1002,5 @@ impl ScenarioBuilder {
     pub fn build(self) -> Result<Scenario> {
         self.scenario.validate()?;
         Ok(self.scenario)
-    }
-}
-
-/// 1-based line and column of a byte offset.
-fn line_column(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text.as_bytes()[..offset];
-    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before
-        .iter()
-        .rposition(|&b| b == b'\n')
-        .map_or(0, |p| p + 1);
-    let column = String::from_utf8_lossy(&before[line_start..])
-        .chars()
-        .count()
-        + 1;
-    (line, column)
-}
-
-/// The field a parser message names (`unknown field `x``, `missing field
-/// `x``, `... for key `a.b``), if any.
-fn field_in_message(message: &str) -> Option<String> {
-    for marker in [
-        "unknown field `",
-        "missing field `",
-        "for key `",
-        "duplicate key `",
-    ] {
-        if let Some(start) = message.find(marker) {
-            let rest = &message[start + marker.len()..];
-            if let Some(end) = rest.find('`') {
-                return Some(rest[..end].to_owned());
-            }
-        }
-    }
-    None
-}
-
-/// The key assigned on the line of `offset` (`key = value`), if any.
-fn key_on_line(text: &str, offset: usize) -> Option<String> {
-    let offset = offset.min(text.len());
-    let start = text[..offset].rfind('\n').map_or(0, |p| p + 1);
-    let end = text[offset..].find('\n').map_or(text.len(), |p| offset + p);
-    let line = &text[start..end];
-    let (key, _) = line.split_once('=')?;
-    let key = key.trim().trim_matches('"');
-    (!key.is_empty() && !key.starts_with('[') && !key.starts_with('#')).then(|| key.to_owned())
-}
-
-fn toml_error(text: &str, e: toml::de::Error) -> Error {
-    let message = e.message().trim().to_owned();
-    let span = e.span();
-    let (line, column) = match span.as_ref().map(|s| line_column(text, s.start)) {
-        Some((l, c)) => (Some(l), Some(c)),
-        None => (None, None),
-    };
-    let field =
-        field_in_message(&message).or_else(|| span.and_then(|s| key_on_line(text, s.start)));
-    Error::Parse {
-        format: ScenarioFormat::Toml,
-        line,
-        column,
-        field,
-        message,
-        source: ParseSource::Toml(Box::new(e)),
-    }
-}
-
-fn json_error(e: serde_json::Error) -> Error {
-    let full = e.to_string();
-    // serde_json appends " at line L column C"; the fields carry that.
-    let message = match full.rfind(" at line ") {
-        Some(p) => full[..p].to_owned(),
-        None => full,
-    };
-    let (line, column) = if e.line() > 0 {
-        (Some(e.line()), Some(e.column()))
-    } else {
-        (None, None)
-    };
-    Error::Parse {
-        format: ScenarioFormat::Json,
-        line,
-        column,
-        field: field_in_message(&message),
-        message,
-        source: ParseSource::Json(Box::new(e)),
     }
 }

@@ -86,6 +86,11 @@ impl LinkCondition {
     }
 }
 
+/// Most `[[schedule.windows]]` and `[[schedule.flapping]]` entries together.
+pub const MAX_WINDOWS: usize = 10_000;
+/// Most down-up cycles all flapping entries expand to, together.
+pub const MAX_FLAPPING_CYCLES: u128 = 1_000_000;
+
 /// One window `[from, to)` of a given link state.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -243,7 +248,25 @@ impl Schedule {
     ///
     /// Refuses empty or inverted windows and flapping with a zero period.
     pub fn from_parts(windows: Vec<Window>, flapping: Vec<Flapping>) -> Result<Self> {
+        let entries = windows.len() + flapping.len();
+        if entries > MAX_WINDOWS {
+            return Err(Error::invalid(
+                "schedule",
+                format!("{entries} windows and flapping entries is more than the limit of {MAX_WINDOWS}"),
+            ));
+        }
+        let latest = crate::scenario::MAX_DURATION;
         for (i, w) in windows.iter().enumerate() {
+            if w.to > latest {
+                return Err(Error::invalid(
+                    format!("schedule.windows[{i}]"),
+                    format!(
+                        "`to` ({}) is later than the limit of {}",
+                        crate::duration::format(w.to),
+                        crate::duration::format(latest)
+                    ),
+                ));
+            }
             if w.to <= w.from {
                 return Err(Error::invalid(
                     format!("schedule.windows[{i}]"),
@@ -255,7 +278,17 @@ impl Schedule {
                 ));
             }
         }
+        let mut cycles_total: u128 = 0;
         for (i, fl) in flapping.iter().enumerate() {
+            if fl.from.saturating_add(fl.span) > latest {
+                return Err(Error::invalid(
+                    format!("schedule.flapping[{i}]"),
+                    format!(
+                        "it ends after the limit of {}",
+                        crate::duration::format(latest)
+                    ),
+                ));
+            }
             if fl.period.is_zero() {
                 return Err(Error::invalid(
                     format!("schedule.flapping[{i}].period"),
@@ -265,10 +298,14 @@ impl Schedule {
             // Bound the expansion: a flapping generator makes one window per
             // period, and a run should not hold millions of them.
             let cycles = fl.span.as_nanos() / fl.period.as_nanos().max(1);
-            if cycles > 1_000_000 {
+            cycles_total += cycles;
+            if cycles_total > MAX_FLAPPING_CYCLES {
                 return Err(Error::invalid(
                     format!("schedule.flapping[{i}]"),
-                    format!("{cycles} cycles is more than the limit of 1000000; use a longer period or a shorter span"),
+                    format!(
+                        "{cycles_total} cycles (this entry and those before it) is more than the \
+                         limit of {MAX_FLAPPING_CYCLES}; use a longer period or a shorter span"
+                    ),
                 ));
             }
         }

@@ -56,13 +56,71 @@ pub struct RunResult {
     pub wall: Duration,
 }
 
-/// Refuses a run that cannot mean anything: crash points on memory storage.
+/// File descriptors one device's store holds open: measured 6 for SQLite
+/// (database, WAL, shared memory, two connections, the lock) and 3–4 for
+/// sled, with headroom.
+const FDS_PER_DEVICE: u64 = 8;
+/// File descriptors kept for everything else (stdio, the runtime, logs).
+const FDS_RESERVED: u64 = 64;
+
+/// File descriptors a run may use: the process's limit, raised to its hard
+/// limit first, less a reserve.
+pub fn fd_budget() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let soft = match (limit.current, limit.maximum) {
+        (Some(current), max) if max.is_none_or(|m| current < m) => {
+            let raised = Rlimit {
+                current: max,
+                maximum: max,
+            };
+            match setrlimit(Resource::Nofile, raised) {
+                Ok(()) => max.unwrap_or(u64::MAX),
+                Err(_) => current,
+            }
+        }
+        (Some(current), _) => current,
+        (None, _) => u64::MAX,
+    };
+    soft.saturating_sub(FDS_RESERVED).max(FDS_PER_DEVICE)
+}
+
+/// File descriptors one run of `spec` holds at once.
+pub fn fds_needed(spec: &Spec, settings: &RunSettings) -> u64 {
+    match settings.storage {
+        StorageKind::Memory => 0,
+        _ => u64::from(spec.scenario.devices) * FDS_PER_DEVICE,
+    }
+}
+
+/// Refuses a run that cannot mean anything or cannot fit: crash points on
+/// memory storage, more stores than file descriptors, payloads in memory
+/// beyond the memory budget.
 pub fn check(spec: &Spec, settings: &RunSettings) -> Result<(), XtaskError> {
     let scenario = &spec.scenario;
-    if settings.storage == StorageKind::Memory && !scenario.crash_times().is_empty() {
+    let memory = settings.storage == StorageKind::Memory;
+    if memory && !scenario.crash_times().is_empty() {
         return Err(XtaskError::Usage(format!(
             "{}: memory storage cannot survive the scenario's crash points; use sqlite or sled",
             scenario.name
+        )));
+    }
+    let (need, budget) = (fds_needed(spec, settings), fd_budget());
+    if need > budget {
+        return Err(XtaskError::Usage(format!(
+            "{}: {} devices need about {need} file descriptors for their stores, more than \
+             the {budget} this process may open (ulimit -n); use fewer devices or memory storage",
+            scenario.name, scenario.devices
+        )));
+    }
+    let bytes = scenario.estimated_memory(memory);
+    if bytes > cpc_fault::MEMORY_BUDGET {
+        return Err(XtaskError::Usage(format!(
+            "{}: about {} MiB with every payload in memory, more than the budget of {} MiB; \
+             use sqlite or sled storage, or fewer operations",
+            scenario.name,
+            bytes >> 20,
+            cpc_fault::MEMORY_BUDGET >> 20
         )));
     }
     Ok(())
@@ -147,24 +205,27 @@ async fn simulate(
 
     let mut handles = Vec::with_capacity(world.scenario.devices as usize);
     for device in 0..world.scenario.devices {
-        let mut workload = world
+        // Generated as it is submitted, never held whole.
+        let workload = world
             .scenario
-            .workload(device)
+            .workload_iter(device)
             .map_err(|e| format!("workload of device {device}: {e}"))?;
-        if let Some(canary) = &world.settings.entity_canary {
-            for planned in &mut workload {
+        let entity_canary = world.settings.entity_canary.clone();
+        let payload_canary = world.settings.payload_canary.clone();
+        let workload = workload.map(move |planned| {
+            let mut planned = planned.map_err(|e| format!("workload of device {device}: {e}"))?;
+            if let Some(canary) = &entity_canary {
                 planned.op.entity.id = format!("{canary}{}", planned.op.entity.id);
             }
-        }
-        if let Some(canary) = &world.settings.payload_canary {
-            for planned in &mut workload {
+            if let Some(canary) = &payload_canary {
                 if !planned.op.payload.is_empty() {
                     let mut payload = canary.clone();
                     payload.extend_from_slice(&planned.op.payload);
                     planned.op.payload = payload;
                 }
             }
-        }
+            Ok(planned)
+        });
         let world = Arc::clone(&world);
         handles.push(tokio::spawn(run_device(world, device, workload)));
     }
@@ -311,7 +372,7 @@ fn open_dir<S, E: std::fmt::Display>(
 }
 
 /// An error and its sources on one line.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(super) fn chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
@@ -325,7 +386,7 @@ fn chain(e: &dyn std::error::Error) -> String {
 async fn run_device(
     world: Arc<World>,
     index: u32,
-    workload: Vec<PlannedOp>,
+    workload: impl Iterator<Item = Result<PlannedOp, String>>,
 ) -> Result<DeviceOut, String> {
     let scenario = &world.scenario;
     let transport = FaultyTransport::new(
@@ -370,23 +431,28 @@ async fn run_device(
     let mut crashes: Crashes = world.crash_times.clone().into_iter().peekable();
     let mut coin = StdRng::seed_from_u64(device.seed(0xC014));
     let mut live = device.open(crashes.peek().copied()).await?;
-    let mut records: Vec<SubmittedRecord> = Vec::with_capacity(workload.len());
+    let mut records: Vec<SubmittedRecord> = Vec::new();
     let batch_limit = world.harness.submit_batch.max(1);
 
-    let mut i = 0;
-    while i < workload.len() {
-        let at = workload[i].at;
+    let mut workload = workload.peekable();
+    while let Some(first) = workload.next() {
+        let first = first?;
+        let at = first.at;
         // Crashes strictly before this arrival happen while the app is idle.
         while let Some(ct) = crashes.next_if(|ct| ct_before(*ct, at)) {
             world.clock.sleep_until(ct).await;
             live = device.crash(live, &mut crashes).await?;
         }
         world.clock.sleep_until(at).await;
-        let mut end = i + 1;
-        while end < workload.len() && end - i < batch_limit && workload[end].at == at {
-            end += 1;
+        // Operations of the same instant go in one submit, up to the limit.
+        let mut batch = vec![first];
+        while batch.len() < batch_limit {
+            match workload.next_if(|p| p.as_ref().is_ok_and(|p| p.at == at)) {
+                Some(next) => batch.push(next?),
+                None => break,
+            }
         }
-        let ops: Vec<Operation> = workload[i..end].iter().map(|p| p.op.clone()).collect();
+        let ops: Vec<Operation> = batch.iter().map(|p| p.op.clone()).collect();
         let submitted_at = world.clock.elapsed();
         // A crash point within the millisecond of this submission hits it
         // in progress: a seeded coin says whether the write landed before
@@ -406,7 +472,7 @@ async fn run_device(
         } else {
             SubmitOutcome::Failed
         };
-        for planned in &workload[i..end] {
+        for planned in &batch {
             let mut record = SubmittedRecord::new(&planned.op, submitted_at, outcome);
             if !stored {
                 // Never reached the queue: never eligible to send, so
@@ -415,7 +481,6 @@ async fn run_device(
             }
             records.push(record);
         }
-        i = end;
     }
 
     // Drain: after the last outage, until nothing is pending (crash points

@@ -39,6 +39,9 @@ use self::harness::{RunResult, RunSettings};
 use self::spec::{Spec, StorageKind, SUITES};
 use crate::{parse_value, XtaskError};
 
+/// Runs estimated above this print their memory estimate first.
+const LARGE_RUN_BYTES: u64 = 256 << 20;
+
 /// The seed of `cargo xtask simulate` without `--seed`.
 pub const DEFAULT_SEED: u64 = 42;
 
@@ -256,6 +259,18 @@ pub fn main(args: &[String]) -> Result<(), XtaskError> {
         harness::check(spec, settings)?;
     }
 
+    // As many runs at once as asked, and as the file descriptors allow.
+    let most_fds = jobs
+        .iter()
+        .map(|(spec, settings)| harness::fds_needed(spec, settings))
+        .max()
+        .unwrap_or(0);
+    let threads = options
+        .jobs
+        .unwrap_or_else(|| default_jobs(options.quick))
+        .min(usize::try_from(harness::fd_budget() / most_fds.max(1)).unwrap_or(usize::MAX))
+        .max(1);
+
     // The seed goes first, before anything else is printed.
     if options.seeds > 1 {
         println!(
@@ -266,6 +281,23 @@ pub fn main(args: &[String]) -> Result<(), XtaskError> {
     } else {
         println!("seed {base_seed}");
     }
+    // A large run says what it will cost before it starts.
+    let most_memory = jobs
+        .iter()
+        .map(|(spec, settings)| {
+            spec.scenario
+                .estimated_memory(settings.storage == StorageKind::Memory)
+        })
+        .max()
+        .unwrap_or(0);
+    if most_memory > LARGE_RUN_BYTES {
+        println!(
+            "memory: about {} MiB per run (budget {} MiB), {} runs at once",
+            most_memory >> 20,
+            cpc_fault::MEMORY_BUDGET >> 20,
+            threads.min(jobs.len())
+        );
+    }
     println!("{}", header(options.wall, options.seeds > 1));
 
     let total = specs.len() as u64 * options.seeds;
@@ -274,7 +306,6 @@ pub fn main(args: &[String]) -> Result<(), XtaskError> {
     let mut failures: Vec<(String, InvariantReport)> = Vec::new();
     let mut json_reports: Vec<serde_json::Value> = Vec::new();
 
-    let threads = options.jobs.unwrap_or_else(|| default_jobs(options.quick));
     let mut summary: Option<Summary> = None;
     let mut first_error: Option<XtaskError> = None;
     pool::run(

@@ -219,8 +219,8 @@ impl Spec {
     /// Reads a scenario file: TOML (with an optional `[harness]` table), or
     /// JSON (the scenario alone) if the name ends in `.json`.
     pub fn from_file(path: &Path) -> Result<Spec, XtaskError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            XtaskError::Usage(format!("cannot read scenario file {}: {e}", path.display()))
+        let text = Scenario::read_text(path).map_err(|e| {
+            XtaskError::Usage(format!("{}: {}", path.display(), super::harness::chain(&e)))
         })?;
         let origin = path.display().to_string();
         if path

@@ -6,4 +6,5 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod files_parse_and_errors_point_at_the_line;
+mod no_input_panics;
 mod same_seed_same_run;
