@@ -79,6 +79,150 @@ pub struct SubmittedRecord {
     /// Set when the engine legitimately gave up on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub abandoned: Option<Abandoned>,
+    /// Where it still was in the device's queue when the run ended, if it
+    /// was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_in_queue: Option<QueueEnd>,
+    /// Its conflict was settled by a merge: what the remote applied is the
+    /// merged value, not the operation as submitted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub merged: bool,
+}
+
+/// Where an operation still in its device's queue at the end of a run was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QueueEnd {
+    /// Still to be sent (ready, in flight or waiting for a retry).
+    Pending,
+    /// Parked after a conflict, for the application to settle.
+    Deferred,
+    /// A dead letter.
+    Dead,
+}
+
+/// What became of every submitted operation: each is counted in exactly
+/// one field, so the fields add up to the submitted count (the checker
+/// fails a run where they do not).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Fates {
+    /// Applied by the remote as submitted.
+    pub applied: u64,
+    /// Applied as the merge of a conflict.
+    pub merged: u64,
+    /// Not applied: a conflict was resolved in favour of the remote's
+    /// version (the edit lost, and was logged).
+    pub superseded: u64,
+    /// A dead letter the remote refused for good.
+    pub rejected: u64,
+    /// A dead letter the remote never refused: the engine gave up on
+    /// failures that said nothing about the operation. Fails the run.
+    pub exhausted: u64,
+    /// Parked after a conflict for the application to settle.
+    pub deferred: u64,
+    /// Dropped by the application, or merged into a later operation
+    /// before it was sent.
+    pub dropped: u64,
+    /// Still queued when the run ended: not drained in time. Fails the run.
+    pub pending: u64,
+    /// `submit` failed: never accepted.
+    pub submit_failed: u64,
+    /// The engine crashed during `submit` and it was not stored.
+    pub not_stored: u64,
+    /// Acknowledged and found nowhere: neither applied nor in the queue nor
+    /// given up for a reason. Fails the run.
+    pub lost: u64,
+}
+
+impl Fates {
+    /// The fields that are not zero, `name count` each (`applied 0` when
+    /// all are).
+    pub fn describe(&self) -> String {
+        let fields = [
+            ("applied", self.applied),
+            ("merged", self.merged),
+            ("superseded", self.superseded),
+            ("rejected", self.rejected),
+            ("exhausted", self.exhausted),
+            ("deferred", self.deferred),
+            ("dropped", self.dropped),
+            ("pending", self.pending),
+            ("submit_failed", self.submit_failed),
+            ("not_stored", self.not_stored),
+            ("lost", self.lost),
+        ];
+        let shown: Vec<String> = fields
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(name, n)| format!("{name} {n}"))
+            .collect();
+        if shown.is_empty() {
+            "applied 0".to_owned()
+        } else {
+            shown.join(" ")
+        }
+    }
+
+    /// Every field added up: the number of operations counted.
+    pub fn total(&self) -> u64 {
+        self.applied
+            + self.merged
+            + self.superseded
+            + self.dead()
+            + self.pending
+            + self.unsent()
+            + self.lost
+    }
+
+    /// Parked dead or deferred: rejected + exhausted + deferred.
+    pub fn dead(&self) -> u64 {
+        self.rejected + self.exhausted + self.deferred
+    }
+
+    /// Never reached the remote for a reason the application knows:
+    /// submit failed, not stored at a crash, dropped or coalesced.
+    pub fn unsent(&self) -> u64 {
+        self.submit_failed + self.not_stored + self.dropped
+    }
+}
+
+/// Conflicts a device's engine resolved, by resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ConflictCounts {
+    /// Resolved for the local version (resent).
+    pub keep_local: u64,
+    /// Resolved for the remote's version (the local edit lost).
+    pub keep_remote: u64,
+    /// Merged.
+    pub merged: u64,
+    /// Parked for the application.
+    pub deferred: u64,
+}
+
+/// One device's share of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceSummary {
+    /// The device (its node id less one: `Scenario::node`).
+    pub device: u64,
+    /// What became of its operations.
+    pub fates: Fates,
+    /// The conflicts its engine resolved.
+    pub conflicts: ConflictCounts,
+}
+
+/// Latency of one priority's operations, submit to first apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriorityLatency {
+    /// The priority.
+    pub priority: OperationPriority,
+    /// Operations of it applied.
+    pub applied: u64,
+    /// Median.
+    #[serde(rename = "p50_ms", with = "millis_opt")]
+    pub p50: Option<Duration>,
+    /// 99th percentile.
+    #[serde(rename = "p99_ms", with = "millis_opt")]
+    pub p99: Option<Duration>,
 }
 
 impl SubmittedRecord {
@@ -95,6 +239,8 @@ impl SubmittedRecord {
             first_attempt_at: None,
             acked_at: None,
             abandoned: None,
+            left_in_queue: None,
+            merged: false,
         }
     }
 }
@@ -169,6 +315,9 @@ pub struct CheckOptions {
     /// How many op ids each violation lists (the counts are always
     /// complete); 0 means the default of 20.
     pub max_listed: usize,
+    /// Conflicts each device's engine resolved, by node id (from its
+    /// conflict log), for the per-device summary.
+    pub conflicts: std::collections::BTreeMap<NodeId, ConflictCounts>,
 }
 
 /// A count with the first few op ids involved.
@@ -263,14 +412,21 @@ pub struct InvariantReport {
     /// Acknowledged, never applied, legitimately given up (dead letters,
     /// conflicts kept remote, coalesced).
     pub abandoned: u64,
-    /// Acknowledged, not abandoned, never applied. Must be 0.
+    /// What became of every operation; the fields add up to `submitted`.
+    pub fates: Fates,
+    /// Per device: fates and conflicts, in device order.
+    pub by_device: Vec<DeviceSummary>,
+    /// Acknowledged and found nowhere (not applied, not in the queue, not
+    /// given up for a reason). Must be 0.
     pub lost: Listed<OperationId>,
     /// Applied but never submitted, or applied although `submit` failed.
     /// Must be 0.
     pub unexpected: Listed<OperationId>,
     /// Applied more than once. Must be 0 (with dedupe on).
     pub duplicated: Listed<Duplicate>,
-    /// Applied out of submission order within a device and entity. Must be 0.
+    /// Applied out of submission order within a device and entity: any
+    /// apply of an operation (a stale resend too) after the first apply of
+    /// a later one. Must be 0.
     pub reordered: Listed<Reorder>,
     /// Priority inversions; at most the bound (default 0).
     pub priority_inversions: Listed<Inversion>,
@@ -295,14 +451,19 @@ pub struct InvariantReport {
     /// Largest submit→first-apply latency.
     #[serde(rename = "latency_max_ms", with = "millis_opt")]
     pub latency_max: Option<Duration>,
+    /// Latency by priority, highest first (priorities with no operation
+    /// left out).
+    pub latency_by_priority: Vec<PriorityLatency>,
     /// When the last first-apply happened.
     #[serde(rename = "drained_at_ms", with = "millis_opt")]
     pub drained_at: Option<Duration>,
     /// When the last outage ended.
     #[serde(rename = "last_outage_end_ms", with = "millis_opt")]
     pub last_outage_end: Option<Duration>,
-    /// From the last outage's end to the last apply (0 if everything was
-    /// applied before the heal).
+    /// From the last outage's end until every operation still unapplied
+    /// at that moment was applied (the last first-apply among them; 0 if
+    /// nothing was waiting at the heal). Operations submitted after the
+    /// heal do not count.
     #[serde(rename = "drain_after_heal_ms", with = "millis_opt")]
     pub drain_after_heal: Option<Duration>,
     /// Bounds exceeded, one sentence each.
@@ -351,6 +512,8 @@ struct ApplyInfo {
     count: u64,
     /// Position of the first apply in the log, and its time.
     first: Option<(usize, Duration)>,
+    /// Position of the last apply (a resend applied again).
+    last: usize,
 }
 
 /// Checks `apply_log` (in apply order) against `submitted` (in submission
@@ -396,6 +559,7 @@ pub fn check_with(
                 if slot.first.is_none() {
                     slot.first = Some((pos, rec.at));
                 }
+                slot.last = pos;
             }
             None => unexpected.push(rec.op_id, max_listed),
         }
@@ -411,6 +575,8 @@ pub fn check_with(
         applied: 0,
         applies: apply_log.len() as u64,
         abandoned: 0,
+        fates: Fates::default(),
+        by_device: Vec::new(),
         lost: Listed::default(),
         unexpected,
         duplicated: Listed::default(),
@@ -425,6 +591,7 @@ pub fn check_with(
         latency_p50: None,
         latency_p99: None,
         latency_max: None,
+        latency_by_priority: Vec::new(),
         drained_at: None,
         last_outage_end: options.last_outage_end,
         drain_after_heal: None,
@@ -433,20 +600,39 @@ pub fn check_with(
     };
 
     let mut latencies: Vec<Duration> = Vec::new();
+    let mut by_priority: [Vec<Duration>; 4] = Default::default();
+    let mut devices: std::collections::BTreeMap<NodeId, Fates> = Default::default();
+    let heal = options.last_outage_end;
+    let mut drained_after_heal: Option<Duration> = None;
     for (rec, inf) in submitted.iter().zip(&info) {
         match rec.outcome {
             SubmitOutcome::Acknowledged => report.acknowledged += 1,
             SubmitOutcome::Unknown => report.unknown += 1,
             SubmitOutcome::Failed => report.failed += 1,
         }
+        let fate = fate_of(rec, inf);
+        fate(&mut report.fates);
+        fate(devices.entry(rec.node).or_default());
         match inf.first {
             None => match (rec.outcome, rec.abandoned) {
                 (SubmitOutcome::Failed, _) => {}
                 (_, Some(_)) => report.abandoned += 1,
-                (SubmitOutcome::Acknowledged, None) => report.lost.push(rec.op_id, max_listed),
+                (SubmitOutcome::Acknowledged, None) => {
+                    if rec.left_in_queue.is_none() {
+                        report.lost.push(rec.op_id, max_listed);
+                    }
+                }
                 (SubmitOutcome::Unknown, None) => report.unknown_unapplied += 1,
             },
             Some((_, at)) => {
+                if let Some(heal) = heal {
+                    // Waiting at the heal: submitted before it, applied after.
+                    if rec.submitted_at <= heal && at > heal {
+                        drained_after_heal = drained_after_heal.max(Some(at));
+                    }
+                }
+                by_priority[usize::from(rec.priority.rank())]
+                    .push(at.saturating_sub(rec.submitted_at));
                 report.applied += 1;
                 match rec.outcome {
                     SubmitOutcome::Failed => report.unexpected.push(rec.op_id, max_listed),
@@ -476,6 +662,26 @@ pub fn check_with(
     report.latency_p50 = percentile(&latencies, 0.50);
     report.latency_p99 = percentile(&latencies, 0.99);
     report.latency_max = latencies.last().copied();
+    for (rank, mut lat) in by_priority.into_iter().enumerate().rev() {
+        if lat.is_empty() {
+            continue;
+        }
+        lat.sort_unstable();
+        report.latency_by_priority.push(PriorityLatency {
+            priority: OperationPriority::from_rank(rank as u8).unwrap_or_default(),
+            applied: lat.len() as u64,
+            p50: percentile(&lat, 0.50),
+            p99: percentile(&lat, 0.99),
+        });
+    }
+    report.by_device = devices
+        .into_iter()
+        .map(|(node, fates)| DeviceSummary {
+            device: node.0.saturating_sub(1),
+            fates,
+            conflicts: options.conflicts.get(&node).copied().unwrap_or_default(),
+        })
+        .collect();
 
     let denominator = report.submitted - report.failed;
     if denominator > 0 {
@@ -484,12 +690,8 @@ pub fn check_with(
             .map(|c| c as f64 / denominator as f64);
         report.send_amplification = options.ops_sent.map(|c| c as f64 / denominator as f64);
     }
-    if let Some(heal) = options.last_outage_end {
-        report.drain_after_heal = Some(
-            report
-                .drained_at
-                .map_or(Duration::ZERO, |d| d.saturating_sub(heal)),
-        );
+    if let Some(heal) = heal {
+        report.drain_after_heal = Some(drained_after_heal.map_or(Duration::ZERO, |d| d - heal));
     }
 
     let bounds = &options.bounds;
@@ -524,12 +726,57 @@ pub fn check_with(
             report.priority_inversions.count, bounds.max_priority_inversions
         ));
     }
+    let fates = report.fates;
+    if fates.total() != report.submitted {
+        report.bound_failures.push(format!(
+            "the fates add up to {} of {} submitted operations",
+            fates.total(),
+            report.submitted
+        ));
+    }
+    if fates.pending > 0 {
+        report.bound_failures.push(format!(
+            "{} operations still queued when the run ended (not drained in time)",
+            fates.pending
+        ));
+    }
+    if fates.exhausted > 0 {
+        report.bound_failures.push(format!(
+            "{} dead letters the remote never refused (given up on failures that said \
+             nothing about the operation)",
+            fates.exhausted
+        ));
+    }
     report.passed = report.lost.count == 0
         && report.unexpected.count == 0
         && report.duplicated.count == 0
         && report.reordered.count == 0
         && report.bound_failures.is_empty();
     report
+}
+
+/// The one fate of an operation, as the counter it increments: applied
+/// first (as submitted or merged), then the reasons it legitimately was
+/// not, then where it was left, and lost when it is nowhere.
+fn fate_of(rec: &SubmittedRecord, inf: &ApplyInfo) -> fn(&mut Fates) {
+    if inf.first.is_some() {
+        return if rec.merged {
+            |f| f.merged += 1
+        } else {
+            |f| f.applied += 1
+        };
+    }
+    match (rec.outcome, rec.abandoned, rec.left_in_queue) {
+        (SubmitOutcome::Failed, _, _) => |f| f.submit_failed += 1,
+        (_, Some(Abandoned::ConflictKeptRemote), _) => |f| f.superseded += 1,
+        (_, Some(Abandoned::DeadLettered), _) => |f| f.rejected += 1,
+        (_, Some(Abandoned::Coalesced | Abandoned::DroppedByApp), _) => |f| f.dropped += 1,
+        (_, None, Some(QueueEnd::Dead)) => |f| f.exhausted += 1,
+        (_, None, Some(QueueEnd::Deferred)) => |f| f.deferred += 1,
+        (_, None, Some(QueueEnd::Pending)) => |f| f.pending += 1,
+        (SubmitOutcome::Unknown, None, None) => |f| f.not_stored += 1,
+        (SubmitOutcome::Acknowledged, None, None) => |f| f.lost += 1,
+    }
 }
 
 /// Submitted indices grouped by (device, entity), in submission order.
@@ -555,29 +802,31 @@ fn check_order(
 ) {
     let mut found: Vec<(usize, Reorder)> = Vec::new();
     for group in groups {
-        // Members that were applied, as (first apply position, rank in
-        // submission order), visited in apply order.
-        let mut applied: Vec<(usize, usize)> = group
-            .iter()
-            .enumerate()
-            .filter_map(|(rank, &i)| info[i].first.map(|(pos, _)| (pos, rank)))
-            .collect();
-        applied.sort_unstable();
-        let mut latest: Option<usize> = None;
-        for &(pos, rank) in &applied {
-            match latest {
-                Some(max_rank) if rank < max_rank => {
-                    let rec = &submitted[group[rank]];
-                    found.push((
-                        pos,
-                        Reorder {
-                            entity: rec.entity.clone(),
-                            op_id: rec.op_id,
-                            applied_after: submitted[group[max_rank]].op_id,
-                        },
-                    ));
+        // An operation is reordered when any of its applies (its last is
+        // enough: a stale resend applied again counts) comes after the
+        // first apply of an operation submitted after it. Walk the group
+        // from its last member back, keeping the earliest first apply of
+        // the members after the current one.
+        let mut earliest_later: Option<(usize, usize)> = None; // (position, rank)
+        for (rank, &i) in group.iter().enumerate().rev() {
+            let inf = &info[i];
+            if let Some((first_pos, _)) = inf.first {
+                if let Some((later_pos, later_rank)) = earliest_later {
+                    if later_pos < inf.last {
+                        let rec = &submitted[i];
+                        found.push((
+                            inf.last,
+                            Reorder {
+                                entity: rec.entity.clone(),
+                                op_id: rec.op_id,
+                                applied_after: submitted[group[later_rank]].op_id,
+                            },
+                        ));
+                    }
                 }
-                _ => latest = Some(rank),
+                if earliest_later.is_none_or(|(pos, _)| first_pos < pos) {
+                    earliest_later = Some((first_pos, rank));
+                }
             }
         }
     }
@@ -767,6 +1016,25 @@ impl InvariantReport {
             "applied {} applies {} abandoned {}",
             self.applied, self.applies, self.abandoned
         )?;
+        writeln!(
+            out,
+            "fates {} (of {} submitted)",
+            self.fates.describe(),
+            self.submitted
+        )?;
+        for d in &self.by_device {
+            let c = d.conflicts;
+            writeln!(
+                out,
+                "device {}: {}; conflicts keep_local {} keep_remote {} merged {} deferred {}",
+                d.device,
+                d.fates.describe(),
+                c.keep_local,
+                c.keep_remote,
+                c.merged,
+                c.deferred
+            )?;
+        }
         write_ids(out, "lost", &self.lost)?;
         write_ids(out, "unexpected", &self.unexpected)?;
         write_list(out, "duplicated", &self.duplicated, |d| {
@@ -805,6 +1073,16 @@ impl InvariantReport {
             opt(self.latency_p99),
             opt(self.latency_max)
         )?;
+        for l in &self.latency_by_priority {
+            writeln!(
+                out,
+                "latency {} ({} applied) p50 {} p99 {}",
+                l.priority,
+                l.applied,
+                opt(l.p50),
+                opt(l.p99)
+            )?;
+        }
         writeln!(
             out,
             "drained_at {} last_outage_end {} drain_after_heal {}",

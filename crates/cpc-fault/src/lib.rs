@@ -100,8 +100,9 @@ mod scenario;
 mod schedule;
 
 pub use checker::{
-    check, check_with, Abandoned, CheckOptions, Duplicate, ExpectedBounds, InvariantReport,
-    Inversion, Listed, Reorder, SubmitOutcome, SubmittedRecord,
+    check, check_with, Abandoned, CheckOptions, ConflictCounts, DeviceSummary, Duplicate,
+    ExpectedBounds, Fates, InvariantReport, Inversion, Listed, PriorityLatency, QueueEnd, Reorder,
+    SubmitOutcome, SubmittedRecord,
 };
 pub use clock::SimClock;
 pub use error::{Error, ParseSource, Result, ScenarioFormat};

@@ -733,6 +733,7 @@ impl Scenario {
             ops_sent: None,
             bounds: self.expect.clone(),
             max_listed: 0,
+            conflicts: Default::default(),
         }
     }
 

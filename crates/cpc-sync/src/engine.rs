@@ -230,6 +230,12 @@ impl SyncEngine {
         self.inner.blocking(|s| s.stats()).await
     }
 
+    /// Stored operations matching `filter`, in submission order (page with
+    /// `filter.limit` and `filter.after_seq` for a long queue).
+    pub async fn list(&self, filter: ListFilter) -> Result<Vec<StoredOperation>> {
+        self.inner.blocking(move |s| s.list(&filter)).await
+    }
+
     /// Pending (not dead) operations of one entity, in submission order.
     pub async fn pending_for(&self, entity: &EntityKey) -> Result<Vec<StoredOperation>> {
         let filter = ListFilter {

@@ -1,21 +1,21 @@
 //! One scenario run: the full engine per device against the shared
 //! simulated remote, on a paused current-thread runtime.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant as WallInstant};
 
 use cpc_fault::{
-    check_with, Abandoned, FaultyTransport, InvariantReport, PlannedOp, Scenario, ScriptedNetwork,
-    SimClock, SimulatedRemote, SubmitOutcome, SubmittedRecord,
+    check_with, Abandoned, ConflictCounts, FaultyTransport, InvariantReport, PlannedOp, QueueEnd,
+    Scenario, ScriptedNetwork, SimClock, SimulatedRemote, SubmitOutcome, SubmittedRecord,
 };
 use cpc_sync::backoff::{CircuitBreaker, CircuitBreakerConfig};
 use cpc_sync::core::{EntityKey, Operation, OperationId, Resolution, Transport};
 use cpc_sync::network::{MonitorConfig, NetworkMonitor};
 use cpc_sync::storage::{
-    ConflictFilter, DeadHeadPolicy, Durability, MemoryStorage, QueueOptions, QueueStorage,
-    SledStorage, SqliteStorage,
+    ConflictFilter, DeadHeadPolicy, Durability, ListFilter, MemoryStorage, OpState, QueueOptions,
+    QueueStorage, SledStorage, SqliteStorage,
 };
 use cpc_sync::worker::StorageCalls;
 use cpc_sync::SyncEngine;
@@ -172,8 +172,21 @@ struct World {
 /// What a device hands back.
 struct DeviceOut {
     records: Vec<SubmittedRecord>,
-    abandoned: BTreeMap<OperationId, Abandoned>,
+    end: EndOfRun,
     transport: FaultyTransport<SimulatedRemote>,
+}
+
+/// What a device's engine held and had decided when its run ended.
+#[derive(Default)]
+struct EndOfRun {
+    /// Operations it legitimately gave up on.
+    abandoned: BTreeMap<OperationId, Abandoned>,
+    /// Operations still in its queue, and where.
+    left: BTreeMap<OperationId, QueueEnd>,
+    /// Operations whose conflict was settled by a merge.
+    merged: BTreeSet<OperationId>,
+    /// Its conflict log, counted by resolution.
+    conflicts: ConflictCounts,
 }
 
 async fn simulate(
@@ -231,6 +244,7 @@ async fn simulate(
     }
 
     let mut submitted = Vec::new();
+    let mut conflicts = BTreeMap::new();
     let (mut calls, mut ops_sent) = (0u64, 0u64);
     for (device, handle) in handles.into_iter().enumerate() {
         let out = handle
@@ -242,12 +256,19 @@ async fn simulate(
         ops_sent += counters.ops_sent;
         for mut rec in out.records {
             rec.first_attempt_at = first.get(&rec.op_id).copied();
-            rec.abandoned = out.abandoned.get(&rec.op_id).copied();
+            rec.abandoned = out.end.abandoned.get(&rec.op_id).copied();
+            rec.left_in_queue = out.end.left.get(&rec.op_id).copied();
+            rec.merged = out.end.merged.contains(&rec.op_id);
             submitted.push(rec);
         }
+        conflicts.insert(
+            Scenario::node(u32::try_from(device).unwrap_or(u32::MAX)),
+            out.end.conflicts,
+        );
     }
 
     let mut options = world.scenario.check_options();
+    options.conflicts = conflicts;
     options.transport_calls = Some(calls);
     options.ops_sent = Some(ops_sent);
     options.bounds.aging_after = world.aging_after;
@@ -513,7 +534,7 @@ async fn run_device(
         break;
     }
 
-    let abandoned = abandoned(&live.engine, &answers).await?;
+    let end = end_of_run(&live.engine, &answers).await?;
     if let Err(e) = live.engine.shutdown().await {
         tracing::debug!(device = index, error = %chain(&e), "engine shutdown failed");
     }
@@ -521,7 +542,7 @@ async fn run_device(
     engine_readiness(&mut records, &answers);
     Ok(DeviceOut {
         records,
-        abandoned,
+        end,
         transport,
     })
 }
@@ -569,15 +590,14 @@ async fn submit(engine: &SyncEngine, mut ops: Vec<Operation>) -> bool {
     }
 }
 
-/// Operations the engine legitimately gave up on: dead letters the remote
-/// refused for good, and conflicts resolved in favour of the remote. A dead
-/// letter the engine parked after running out of attempts on transient
-/// failures is not legitimate: it stays counted as lost.
-async fn abandoned(
-    engine: &SyncEngine,
-    answers: &AnswerLog,
-) -> Result<BTreeMap<OperationId, Abandoned>, String> {
-    let mut out = BTreeMap::new();
+/// What the engine holds and decided at the end of the run. Given up
+/// legitimately: dead letters the remote refused for good, and conflicts
+/// resolved in favour of the remote. A dead letter the engine parked after
+/// running out of attempts on failures that said nothing about the
+/// operation is not: it is left in the queue as `Dead` (exhausted), which
+/// fails the run. Still-live operations are left as pending or deferred.
+async fn end_of_run(engine: &SyncEngine, answers: &AnswerLog) -> Result<EndOfRun, String> {
+    let mut end = EndOfRun::default();
     let dead = engine
         .dead_letters()
         .await
@@ -585,20 +605,47 @@ async fn abandoned(
     for stored in dead {
         match answers.get(stored.op.id) {
             Some((_, FinalAnswer::Rejected)) => {
-                out.insert(stored.op.id, Abandoned::DeadLettered);
+                end.abandoned.insert(stored.op.id, Abandoned::DeadLettered);
             }
-            _ => tracing::debug!(op = %stored.op.id, "dead letter without a refusal: counted lost"),
+            _ => {
+                tracing::debug!(op = %stored.op.id, "dead letter without a refusal: exhausted");
+                end.left.insert(stored.op.id, QueueEnd::Dead);
+            }
         }
+    }
+    let live = engine
+        .list(ListFilter {
+            dead: Some(false),
+            ..ListFilter::default()
+        })
+        .await
+        .map_err(|e| format!("queue: {}", chain(&e)))?;
+    for stored in live {
+        let state = match stored.state {
+            OpState::Deferred => QueueEnd::Deferred,
+            _ => QueueEnd::Pending,
+        };
+        end.left.insert(stored.op.id, state);
     }
     let log = engine
         .conflict_log(ConflictFilter::default())
         .await
         .map_err(|e| format!("conflict log: {}", chain(&e)))?;
     for entry in log {
-        if entry.resolution == Resolution::KeepRemote {
-            out.entry(entry.op_id)
-                .or_insert(Abandoned::ConflictKeptRemote);
+        match entry.resolution {
+            Resolution::KeepLocal => end.conflicts.keep_local += 1,
+            Resolution::KeepRemote => {
+                end.conflicts.keep_remote += 1;
+                end.abandoned
+                    .entry(entry.op_id)
+                    .or_insert(Abandoned::ConflictKeptRemote);
+            }
+            Resolution::Merged(_) => {
+                end.conflicts.merged += 1;
+                end.merged.insert(entry.op_id);
+            }
+            Resolution::Defer => end.conflicts.deferred += 1,
         }
     }
-    Ok(out)
+    Ok(end)
 }

@@ -23,6 +23,7 @@ mod gate;
 mod harness;
 mod pool;
 mod spec;
+mod table;
 
 use std::fmt::Write as _;
 use std::io::IsTerminal as _;
@@ -37,6 +38,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use self::auth::Secret;
 use self::harness::{RunResult, RunSettings};
 use self::spec::{Spec, StorageKind, SUITES};
+use self::table::{human, Summary, Table};
 use crate::{parse_value, XtaskError};
 
 /// Runs estimated above this print their memory estimate first.
@@ -70,6 +72,9 @@ const HELP: &str = "usage: cargo xtask simulate [options]
   --jobs N              scenario runs at once (default: 3 per core, or 1 per
                         core with --quick; each run is deterministic alone)
   --json FILE           write every report as JSON
+  --reports             print every run's full text report after the table
+                        (fates and conflicts per device, latency per
+                        priority); failed runs always print theirs
   --no-wall             leave out the wall-clock column (byte-stable output)
   --payload-canary STR  prefix every payload with STR (log-leak test)
   --entity-canary STR   prefix every record id with STR (log-leak test:
@@ -91,6 +96,7 @@ struct Options {
     durability: Option<Durability>,
     quick: bool,
     json: Option<PathBuf>,
+    reports: bool,
     wall: bool,
     payload_canary: Option<String>,
     entity_canary: Option<String>,
@@ -113,6 +119,7 @@ impl Options {
             durability: None,
             quick: false,
             json: None,
+            reports: false,
             wall: true,
             payload_canary: None,
             entity_canary: None,
@@ -169,6 +176,7 @@ impl Options {
                 "--tmpdir" => o.tmpdir = Some(parse_value::<PathBuf>(a, it.next())?),
                 "--json" => o.json = Some(parse_value::<PathBuf>(a, it.next())?),
                 "--no-wall" => o.wall = false,
+                "--reports" => o.reports = true,
                 "--payload-canary" => o.payload_canary = Some(parse_value(a, it.next())?),
                 "--entity-canary" => o.entity_canary = Some(parse_value(a, it.next())?),
                 "--bearer-token" => o.bearer_token = Some(parse_value(a, it.next())?),
@@ -298,12 +306,19 @@ pub fn main(args: &[String]) -> Result<(), XtaskError> {
             threads.min(jobs.len())
         );
     }
-    println!("{}", header(options.wall, options.seeds > 1));
+    let table = Table::new(
+        specs.iter().map(|s| s.scenario.name.as_str()),
+        options.seeds > 1,
+        options.wall,
+    );
+    println!("{}", table.header());
+    let mut priority_lines: Vec<String> = Vec::new();
 
     let total = specs.len() as u64 * options.seeds;
     let bar = progress_bar(total);
     let started = Instant::now();
     let mut failures: Vec<(String, InvariantReport)> = Vec::new();
+    let mut reports: Vec<(String, InvariantReport)> = Vec::new();
     let mut json_reports: Vec<serde_json::Value> = Vec::new();
 
     let mut summary: Option<Summary> = None;
@@ -331,19 +346,23 @@ pub fn main(args: &[String]) -> Result<(), XtaskError> {
                 json_reports.push(json_entry(spec, settings, &result, options.wall));
             }
             if options.seeds == 1 {
-                let line = row(&spec.scenario.name, &result, options.wall);
+                let line = table.row(&spec.scenario.name, &result);
                 bar.suspend(|| println!("{line}"));
+                priority_lines.push(table.priorities(&spec.scenario.name, &result.report));
             } else {
                 let sum = summary.get_or_insert_with(|| Summary::new(&spec.scenario.name));
-                sum.add(spec.scenario.seed, &result);
+                sum.add(&result);
                 if sum.seeds == options.seeds {
-                    let line = sum.row(options.wall);
+                    let line = table.summary_row(sum);
                     bar.suspend(|| println!("{line}"));
+                    priority_lines.push(table.summary_priorities(sum));
                     summary = None;
                 }
             }
             if !result.report.passed {
                 failures.push((reproduce(&options, spec), result.report));
+            } else if options.reports {
+                reports.push((reproduce(&options, spec), result.report));
             }
             true
         },
@@ -354,6 +373,12 @@ pub fn main(args: &[String]) -> Result<(), XtaskError> {
     }
     bar.finish_and_clear();
     let elapsed = started.elapsed();
+    println!();
+    println!("{}", table.priorities_header());
+    for line in &priority_lines {
+        println!("{line}");
+    }
+    println!();
 
     if options.seeds > 1 {
         let runs = total as f64;
@@ -380,6 +405,11 @@ pub fn main(args: &[String]) -> Result<(), XtaskError> {
         std::fs::write(path, text + "\n").map_err(|e| XtaskError::Io("writing --json", e))?;
     }
 
+    for (command, report) in &reports {
+        println!();
+        println!("report: {command}");
+        print!("{}", report.to_text());
+    }
     if failures.is_empty() {
         println!("all invariants hold");
         return Ok(());
@@ -534,197 +564,9 @@ fn json_entry(
     entry
 }
 
-const COLUMNS: &[(&str, usize)] = &[
-    ("suite", 16),
-    ("seed", 6),
-    ("ops", 9),
-    ("applied", 9),
-    ("lost", 5),
-    ("dup", 5),
-    ("reord", 6),
-    ("inv", 5),
-    ("retry-amp", 10),
-    ("drain", 9),
-    ("p50", 9),
-    ("p99", 9),
-];
-
-fn header(wall: bool, many: bool) -> String {
-    let mut out = String::new();
-    for (name, width) in COLUMNS {
-        let name = match (*name, many) {
-            ("seed", true) => "seeds",
-            (n, _) => n,
-        };
-        let _ = write!(out, "{name:<width$} ");
-    }
-    if wall {
-        out.push_str("verdict   wall");
-    } else {
-        out.push_str("verdict");
-    }
-    out
-}
-
-fn cells(values: [String; 12], verdict: &str, wall: Option<Duration>) -> String {
-    let mut out = String::new();
-    for ((_, width), value) in COLUMNS.iter().zip(values) {
-        let _ = write!(out, "{value:<width$} ");
-    }
-    match wall {
-        Some(w) => {
-            let _ = write!(out, "{verdict:<9} {}", human(w));
-        }
-        None => out.push_str(verdict),
-    }
-    out
-}
-
-fn row(name: &str, result: &RunResult, wall: bool) -> String {
-    let r = &result.report;
-    cells(
-        [
-            name.to_owned(),
-            r.seed.to_string(),
-            r.submitted.to_string(),
-            r.applied.to_string(),
-            r.lost.count.to_string(),
-            r.duplicated.count.to_string(),
-            r.reordered.count.to_string(),
-            r.priority_inversions.count.to_string(),
-            ratio(r.retry_amplification),
-            opt(r.drain_after_heal),
-            opt(r.latency_p50),
-            opt(r.latency_p99),
-        ],
-        if r.passed { "PASS" } else { "FAIL" },
-        wall.then_some(result.wall),
-    )
-}
-
-/// Aggregate of one suite over many seeds.
-struct Summary {
-    name: String,
-    seeds: u64,
-    ops: u64,
-    applied: u64,
-    lost: u64,
-    duplicated: u64,
-    reordered: u64,
-    inversions: u64,
-    retry_max: Option<f64>,
-    drain_max: Option<Duration>,
-    p50_max: Option<Duration>,
-    p99_max: Option<Duration>,
-    failed: u64,
-    wall: Duration,
-}
-
-impl Summary {
-    fn new(name: &str) -> Self {
-        Summary {
-            name: name.to_owned(),
-            seeds: 0,
-            ops: 0,
-            applied: 0,
-            lost: 0,
-            duplicated: 0,
-            reordered: 0,
-            inversions: 0,
-            retry_max: None,
-            drain_max: None,
-            p50_max: None,
-            p99_max: None,
-            failed: 0,
-            wall: Duration::ZERO,
-        }
-    }
-
-    fn add(&mut self, _seed: u64, result: &RunResult) {
-        let r = &result.report;
-        self.seeds += 1;
-        self.ops += r.submitted;
-        self.applied += r.applied;
-        self.lost += r.lost.count;
-        self.duplicated += r.duplicated.count;
-        self.reordered += r.reordered.count;
-        self.inversions += r.priority_inversions.count;
-        self.retry_max = max_f(self.retry_max, r.retry_amplification);
-        self.drain_max = self.drain_max.max(r.drain_after_heal);
-        self.p50_max = self.p50_max.max(r.latency_p50);
-        self.p99_max = self.p99_max.max(r.latency_p99);
-        self.failed += u64::from(!r.passed);
-        self.wall += result.wall;
-    }
-
-    /// Sums over the seeds; maxima for the ratios and times.
-    fn row(&self, wall: bool) -> String {
-        cells(
-            [
-                self.name.clone(),
-                self.seeds.to_string(),
-                self.ops.to_string(),
-                self.applied.to_string(),
-                self.lost.to_string(),
-                self.duplicated.to_string(),
-                self.reordered.to_string(),
-                self.inversions.to_string(),
-                ratio(self.retry_max),
-                opt(self.drain_max),
-                opt(self.p50_max),
-                opt(self.p99_max),
-            ],
-            &if self.failed == 0 {
-                "PASS".to_owned()
-            } else {
-                format!("FAIL({})", self.failed)
-            },
-            wall.then_some(self.wall),
-        )
-    }
-}
-
-fn max_f(a: Option<f64>, b: Option<f64>) -> Option<f64> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.max(b)),
-        (a, None) => a,
-        (None, b) => b,
-    }
-}
-
-fn ratio(r: Option<f64>) -> String {
-    r.map_or_else(|| "-".to_owned(), |r| format!("{r:.3}"))
-}
-
-fn opt(d: Option<Duration>) -> String {
-    d.map_or_else(|| "-".to_owned(), human)
-}
-
-/// A short duration for a table cell: `850ms`, `12.40s`, `3m07s`, `1h02m`.
-fn human(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1_000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{:.2}s", d.as_secs_f64())
-    } else if ms < 3_600_000 {
-        format!("{}m{:02}s", ms / 60_000, (ms / 1_000) % 60)
-    } else {
-        format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn human_durations() {
-        assert_eq!(human(Duration::from_millis(850)), "850ms");
-        assert_eq!(human(Duration::from_millis(12_400)), "12.40s");
-        assert_eq!(human(Duration::from_secs(187)), "3m07s");
-        assert_eq!(human(Duration::from_secs(3_720)), "1h02m");
-    }
 
     #[test]
     fn options_refuse_nonsense() {

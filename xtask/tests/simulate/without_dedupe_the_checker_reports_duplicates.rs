@@ -29,6 +29,11 @@ fn lost_acks_without_dedupe_fail_with_duplicates() {
     let report = stdout(&out);
     let duplicated = report_count(&report, "duplicated").expect("the report has a duplicated line");
     assert!(duplicated > 0, "{report}");
+    // Every apply is checked for order, resends included.
+    assert!(
+        report_count(&report, "reordered").is_some(),
+        "the report has a reordered line: {report}"
+    );
     assert!(report.contains("verdict FAIL"), "{report}");
 
     // The same file with dedupe on passes: the duplicates come from the switch.

@@ -35,6 +35,8 @@ pub fn sub(n: u128, entity: &str, priority: OperationPriority, at_ms: u64) -> Su
         first_attempt_at: None,
         acked_at: None,
         abandoned: None,
+        left_in_queue: None,
+        merged: false,
     }
 }
 

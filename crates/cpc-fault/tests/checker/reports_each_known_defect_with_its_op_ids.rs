@@ -191,6 +191,7 @@ fn bounds_drain_amplification_and_latency_are_enforced() {
             ..ExpectedBounds::default()
         },
         max_listed: 0,
+        conflicts: Default::default(),
     };
     let r = check_with(&applies, &s, &options);
     assert_eq!(r.drain_after_heal, Some(ms(100_000)));
@@ -253,4 +254,119 @@ fn a_successor_is_ready_only_once_its_predecessor_was_acknowledged() {
     // ...with it, op 2 was ready only at 20 s.
     lower[0].acked_at = Some(ms(20_000));
     assert_eq!(check(&applies, &lower).priority_inversions.count, 0);
+}
+
+/// With dedupe off a resend of an older operation is applied again after
+/// a newer one of its record: that apply is a reorder too, not only first
+/// applies out of order.
+#[test]
+fn a_stale_resend_applied_after_a_newer_operation_is_a_reorder() {
+    let s = vec![sub(1, "a", Normal, 0), sub(2, "a", Normal, 10)];
+    let r = check(&log(&s, &[(1, 100), (2, 200), (1, 300)]), &s);
+    assert_eq!(r.duplicated.count, 1, "{r}");
+    assert_eq!(r.reordered.count, 1, "{r}");
+    assert_eq!(r.reordered.listed[0].op_id, id(1));
+    assert_eq!(r.reordered.listed[0].applied_after, id(2));
+    assert!(!r.passed);
+    // Applied twice in order (a duplicate, not a reorder).
+    let r = check(&log(&s, &[(1, 100), (1, 150), (2, 200)]), &s);
+    assert_eq!((r.duplicated.count, r.reordered.count), (1, 0), "{r}");
+}
+
+/// Every operation has one fate, the fates add up to what was submitted,
+/// and the run fails on the fates that mean the engine fell short.
+#[test]
+fn every_operation_has_one_fate_and_the_fates_add_up() {
+    use cpc_fault::QueueEnd;
+    let mut s: Vec<_> = (1..=10)
+        .map(|n| sub(n, &n.to_string(), Normal, 0))
+        .collect();
+    s[1].merged = true;
+    s[2].abandoned = Some(Abandoned::ConflictKeptRemote);
+    s[3].abandoned = Some(Abandoned::DeadLettered);
+    s[4].left_in_queue = Some(QueueEnd::Deferred);
+    s[5].outcome = SubmitOutcome::Failed;
+    s[6].outcome = SubmitOutcome::Unknown;
+    s[7].node = cpc_core::NodeId(2);
+    s[7].abandoned = Some(Abandoned::ConflictKeptRemote);
+    // 9 and 10 are lost; then pending and exhausted below.
+    let r = check(&log(&s, &[(1, 10), (2, 20)]), &s);
+    let f = r.fates;
+    assert_eq!(
+        (f.applied, f.merged, f.superseded, f.rejected, f.deferred),
+        (1, 1, 2, 1, 1),
+        "{r}"
+    );
+    assert_eq!((f.submit_failed, f.not_stored, f.lost), (1, 1, 2), "{r}");
+    assert_eq!(f.total(), r.submitted);
+    assert_eq!(r.lost.count, 2);
+    // Per device: device 1 (node 2) lost one edit to the remote.
+    assert_eq!(r.by_device.len(), 2);
+    assert_eq!(r.by_device[1].device, 1);
+    assert_eq!(r.by_device[1].fates.superseded, 1);
+    assert!(r.to_text().contains("device 1: superseded 1"), "{r}");
+
+    s[8].left_in_queue = Some(QueueEnd::Pending);
+    s[9].left_in_queue = Some(QueueEnd::Dead);
+    let r = check(&log(&s, &[(1, 10), (2, 20)]), &s);
+    assert_eq!(
+        (r.fates.pending, r.fates.exhausted, r.fates.lost),
+        (1, 1, 0)
+    );
+    assert_eq!(r.lost.count, 0);
+    assert!(!r.passed, "pending and exhausted fail the run: {r}");
+    assert_eq!(r.bound_failures.len(), 2, "{r}");
+}
+
+/// Drain counts from the heal until what waited at the heal was applied:
+/// a run that finished before the heal drains in 0, and operations
+/// submitted after it do not stretch the figure.
+#[test]
+fn drain_counts_only_what_waited_at_the_heal() {
+    let s = vec![
+        sub(1, "a", Normal, 0),
+        sub(2, "b", Normal, 0),
+        sub(3, "c", Normal, 50_000),
+    ];
+    let options = CheckOptions {
+        last_outage_end: Some(ms(10_000)),
+        ..CheckOptions::default()
+    };
+    let r = check_with(
+        &log(&s, &[(1, 5_000), (2, 12_000), (3, 90_000)]),
+        &s,
+        &options,
+    );
+    assert_eq!(r.drain_after_heal, Some(ms(2_000)), "{r}");
+    let r = check_with(
+        &log(&s, &[(1, 5_000), (2, 6_000), (3, 90_000)]),
+        &s,
+        &options,
+    );
+    assert_eq!(r.drain_after_heal, Some(ms(0)), "{r}");
+}
+
+/// Latency is reported per priority, highest first.
+#[test]
+fn latency_is_reported_per_priority() {
+    let s = vec![
+        sub(1, "a", Critical, 0),
+        sub(2, "b", Background, 0),
+        sub(3, "c", Background, 0),
+    ];
+    let r = check(&log(&s, &[(1, 10), (2, 500), (3, 900)]), &s);
+    let by: Vec<_> = r
+        .latency_by_priority
+        .iter()
+        .map(|l| (l.priority, l.applied, l.p99))
+        .collect();
+    assert_eq!(
+        by,
+        vec![(Critical, 1, Some(ms(10))), (Background, 2, Some(ms(900)))]
+    );
+    assert!(
+        r.to_text()
+            .contains("latency critical (1 applied) p50 10ms"),
+        "{r}"
+    );
 }
