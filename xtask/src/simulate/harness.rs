@@ -25,6 +25,7 @@ use rand::{Rng, SeedableRng};
 use super::auth::{AnswerLog, BearerTransport, FinalAnswer, Secret};
 use super::gate::{Gate, GatedStorage};
 use super::spec::{DeadHead, Spec, StorageKind};
+use super::timeline::{DeviceLine, Timeline};
 use crate::XtaskError;
 
 /// How a run is set up beyond its scenario.
@@ -45,6 +46,8 @@ pub struct RunSettings {
     /// How the engine calls its store: inline on the runtime thread (exact
     /// replay by construction), or on the blocking pool through the gate.
     pub storage_calls: StorageCalls,
+    /// Record what the timeline picture needs.
+    pub timeline: bool,
 }
 
 /// What one run produced.
@@ -54,6 +57,8 @@ pub struct RunResult {
     pub report: InvariantReport,
     /// Wall-clock time of the run.
     pub wall: Duration,
+    /// The run as a picture needs it, when asked for.
+    pub timeline: Option<Timeline>,
 }
 
 /// File descriptors one device's store holds open: measured 6 for SQLite
@@ -148,10 +153,11 @@ pub fn run(spec: &Spec, settings: &RunSettings) -> Result<RunResult, XtaskError>
     // then drop whatever tasks remain.
     gate.close();
     runtime.shutdown_timeout(Duration::from_secs(10));
-    let report = result.map_err(XtaskError::StepFailed)?;
+    let (report, timeline) = result.map_err(XtaskError::StepFailed)?;
     Ok(RunResult {
         report,
         wall: started.elapsed(),
+        timeline,
     })
 }
 
@@ -174,6 +180,8 @@ struct DeviceOut {
     records: Vec<SubmittedRecord>,
     end: EndOfRun,
     transport: FaultyTransport<SimulatedRemote>,
+    /// Its line of the timeline, when one is drawn (applies added later).
+    line: Option<DeviceLine>,
 }
 
 /// What a device's engine held and had decided when its run ended.
@@ -187,13 +195,15 @@ struct EndOfRun {
     merged: BTreeSet<OperationId>,
     /// Its conflict log, counted by resolution.
     conflicts: ConflictCounts,
+    /// When each logged conflict was resolved, on its wall clock (ms).
+    resolved_at_ms: Vec<u64>,
 }
 
 async fn simulate(
     spec: &Spec,
     settings: &RunSettings,
     gate: &Arc<Gate>,
-) -> Result<InvariantReport, String> {
+) -> Result<(InvariantReport, Option<Timeline>), String> {
     let scenario = spec.scenario.clone();
     let clock = SimClock::start_now();
     let remote = scenario.remote(clock);
@@ -245,6 +255,7 @@ async fn simulate(
 
     let mut submitted = Vec::new();
     let mut conflicts = BTreeMap::new();
+    let mut lines = Vec::new();
     let (mut calls, mut ops_sent) = (0u64, 0u64);
     for (device, handle) in handles.into_iter().enumerate() {
         let out = handle
@@ -265,6 +276,7 @@ async fn simulate(
             Scenario::node(u32::try_from(device).unwrap_or(u32::MAX)),
             out.end.conflicts,
         );
+        lines.extend(out.line);
     }
 
     let mut options = world.scenario.check_options();
@@ -272,7 +284,22 @@ async fn simulate(
     options.transport_calls = Some(calls);
     options.ops_sent = Some(ops_sent);
     options.bounds.aging_after = world.aging_after;
-    Ok(check_with(&remote.apply_log(), &submitted, &options))
+    let applies = remote.apply_log();
+    let timeline = world.settings.timeline.then(|| {
+        for apply in &applies {
+            let device = usize::try_from(apply.node.0.saturating_sub(1)).unwrap_or(usize::MAX);
+            if let Some(line) = lines.get_mut(device) {
+                line.applies.push(apply.at);
+            }
+        }
+        Timeline {
+            scenario: world.scenario.name.clone(),
+            seed: world.scenario.seed,
+            schedule: world.scenario.schedule.clone(),
+            devices: lines,
+        }
+    });
+    Ok((check_with(&applies, &submitted, &options), timeline))
 }
 
 /// A seed for one purpose of one device.
@@ -540,11 +567,55 @@ async fn run_device(
     }
     drop(live);
     engine_readiness(&mut records, &answers);
+    let line = world
+        .settings
+        .timeline
+        .then(|| device_line(&world, index, &records, &answers, &end));
     Ok(DeviceOut {
         records,
         end,
         transport,
+        line,
     })
+}
+
+/// A device's line of the timeline: its queue depth (an operation counts
+/// from when it was stored until its final answer reached the engine) and
+/// its conflicts, on the run's time line. Applies are added from the
+/// remote's log.
+fn device_line(
+    world: &World,
+    index: u32,
+    records: &[SubmittedRecord],
+    answers: &AnswerLog,
+    end: &EndOfRun,
+) -> DeviceLine {
+    let mut depth = Vec::with_capacity(records.len() * 2);
+    for rec in records {
+        if rec.outcome == SubmitOutcome::Failed || rec.ready_at == Duration::MAX {
+            continue;
+        }
+        depth.push((rec.submitted_at, 1));
+        if let Some((at, _)) = answers.get(rec.op_id) {
+            depth.push((at, -1));
+        }
+    }
+    // Conflicts were logged on the device's (skewed) wall clock.
+    let scenario = &world.scenario;
+    let zero = scenario
+        .epoch_ms
+        .saturating_add_signed(scenario.skew_ms(index));
+    let conflicts = end
+        .resolved_at_ms
+        .iter()
+        .map(|ms| Duration::from_millis(ms.saturating_sub(zero)))
+        .collect();
+    DeviceLine {
+        device: index,
+        depth,
+        applies: Vec::new(),
+        conflicts,
+    }
 }
 
 /// Sets each record's `ready_at` to when the engine could first claim it:
@@ -632,6 +703,7 @@ async fn end_of_run(engine: &SyncEngine, answers: &AnswerLog) -> Result<EndOfRun
         .await
         .map_err(|e| format!("conflict log: {}", chain(&e)))?;
     for entry in log {
+        end.resolved_at_ms.push(entry.resolved_at_ms);
         match entry.resolution {
             Resolution::KeepLocal => end.conflicts.keep_local += 1,
             Resolution::KeepRemote => {

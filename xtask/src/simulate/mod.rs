@@ -24,6 +24,7 @@ mod harness;
 mod pool;
 mod spec;
 mod table;
+mod timeline;
 
 use std::fmt::Write as _;
 use std::io::IsTerminal as _;
@@ -72,6 +73,9 @@ const HELP: &str = "usage: cargo xtask simulate [options]
   --jobs N              scenario runs at once (default: 3 per core, or 1 per
                         core with --quick; each run is deterministic alone)
   --json FILE           write every report as JSON
+  --timeline FILE.svg   draw each run: queue depth per device, outages
+                        shaded, applies and conflicts marked (one run:
+                        FILE; several: FILE-<suite>-<seed>.svg)
   --reports             print every run's full text report after the table
                         (fates and conflicts per device, latency per
                         priority); failed runs always print theirs
@@ -96,6 +100,7 @@ struct Options {
     durability: Option<Durability>,
     quick: bool,
     json: Option<PathBuf>,
+    timeline: Option<PathBuf>,
     reports: bool,
     wall: bool,
     payload_canary: Option<String>,
@@ -119,6 +124,7 @@ impl Options {
             durability: None,
             quick: false,
             json: None,
+            timeline: None,
             reports: false,
             wall: true,
             payload_canary: None,
@@ -175,6 +181,7 @@ impl Options {
                 "--jobs" => o.jobs = Some(parse_value(a, it.next())?),
                 "--tmpdir" => o.tmpdir = Some(parse_value::<PathBuf>(a, it.next())?),
                 "--json" => o.json = Some(parse_value::<PathBuf>(a, it.next())?),
+                "--timeline" => o.timeline = Some(parse_value::<PathBuf>(a, it.next())?),
                 "--no-wall" => o.wall = false,
                 "--reports" => o.reports = true,
                 "--payload-canary" => o.payload_canary = Some(parse_value(a, it.next())?),
@@ -243,6 +250,7 @@ pub fn main(args: &[String]) -> Result<(), XtaskError> {
             .as_ref()
             .map(|c| c.as_bytes().to_vec()),
         entity_canary: options.entity_canary.clone(),
+        timeline: options.timeline.is_some(),
         bearer: Secret::new(
             options
                 .bearer_token
@@ -345,6 +353,13 @@ pub fn main(args: &[String]) -> Result<(), XtaskError> {
             if options.json.is_some() {
                 json_reports.push(json_entry(spec, settings, &result, options.wall));
             }
+            if let (Some(path), Some(picture)) = (&options.timeline, &result.timeline) {
+                let path = timeline_path(path, spec, jobs.len() > 1);
+                if let Err(e) = std::fs::write(&path, picture.to_svg()) {
+                    first_error = Some(XtaskError::Io("writing --timeline", e));
+                    return false;
+                }
+            }
             if options.seeds == 1 {
                 let line = table.row(&spec.scenario.name, &result);
                 bar.suspend(|| println!("{line}"));
@@ -424,6 +439,24 @@ pub fn main(args: &[String]) -> Result<(), XtaskError> {
         failures.len(),
         total
     )))
+}
+
+/// Where one run's timeline goes: `path` itself for a single run, else
+/// `path` with `-<suite>-<seed>` before its extension.
+fn timeline_path(path: &std::path::Path, spec: &Spec, several: bool) -> PathBuf {
+    if !several {
+        return path.to_path_buf();
+    }
+    let stem = path
+        .file_stem()
+        .map_or_else(|| "timeline".into(), |s| s.to_string_lossy().into_owned());
+    let ext = path
+        .extension()
+        .map_or_else(|| "svg".into(), |e| e.to_string_lossy().into_owned());
+    path.with_file_name(format!(
+        "{stem}-{}-{}.{ext}",
+        spec.scenario.name, spec.scenario.seed
+    ))
 }
 
 /// Runs at once: full-size runs mostly wait for fsync, so several per core

@@ -379,6 +379,7 @@ mod tests {
         let result = RunResult {
             report,
             wall: Duration::ZERO,
+            timeline: None,
         };
         let row = table.row("a-suite-name-longer-than-sixteen", &result);
         // Every column starts where its header does.
