@@ -277,7 +277,10 @@ impl Bucket {
         if self.tokens >= 1.0 || rate <= 0.0 {
             return Duration::ZERO;
         }
-        Duration::from_secs_f64((1.0 - self.tokens) / rate)
+        // Checked: a tiny rate must not panic; clamped to the longest run.
+        Duration::try_from_secs_f64((1.0 - self.tokens) / rate)
+            .unwrap_or(crate::scenario::MAX_DURATION)
+            .min(crate::scenario::MAX_DURATION)
     }
 }
 

@@ -633,19 +633,26 @@ impl Scenario {
             ));
         }
         self.faults.validate()?;
+        // At least one token in the longest run, at most MAX_RATE a second.
+        let min_rate = 1.0 / MAX_DURATION.as_secs_f64();
+        let rate_ok = |rate: f64| rate.is_finite() && (min_rate..=MAX_RATE).contains(&rate);
         if let Some(a) = self.remote.admission {
-            if !(a.rate.is_finite() && a.rate > 0.0) || a.burst == 0 {
+            if !rate_ok(a.rate) || a.burst == 0 {
                 return Err(Error::invalid(
                     "remote.admission",
-                    "needs a positive `rate` and a `burst` of at least 1",
+                    format!(
+                        "needs a `rate` in [{min_rate:e}, {MAX_RATE:e}] per second and a `burst` of at least 1"
+                    ),
                 ));
             }
         }
         if let Some(r) = self.remote.op_rate {
-            if !(r.rate.is_finite() && r.rate > 0.0) || r.burst == 0 {
+            if !rate_ok(r.rate) || r.burst == 0 {
                 return Err(Error::invalid(
                     "remote.op_rate",
-                    "needs a positive `rate` and a `burst` of at least 1",
+                    format!(
+                        "needs a `rate` in [{min_rate:e}, {MAX_RATE:e}] per second and a `burst` of at least 1"
+                    ),
                 ));
             }
         }

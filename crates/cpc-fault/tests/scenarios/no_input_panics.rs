@@ -68,6 +68,10 @@ const PATHS: &[&str] = &[
     "crash.at",
     "crash.random",
     "crash.restart_after",
+    "remote.admission",
+    "remote.op_rate",
+    "remote.admission.rate",
+    "remote.op_rate.rate",
     "expect.max_drain_after_heal",
     "expect.max_retry_amplification",
 ];
@@ -115,6 +119,14 @@ fn document() -> impl Strategy<Value = Value> {
         .prop_map(|(fields, with_arrival, process, rate, n)| {
             let mut doc = Map::new();
             doc.insert("name".into(), json!("random"));
+            if n % 3 == 0 {
+                set(&mut doc, "ops.per_device", json!(u64::from(n % 40)));
+                set(
+                    &mut doc,
+                    "remote.admission",
+                    json!({"rate": rate, "burst": 1}),
+                );
+            }
             if with_arrival {
                 set(&mut doc, "ops.per_device", json!(u64::from(n) * 7));
                 set(
@@ -130,9 +142,23 @@ fn document() -> impl Strategy<Value = Value> {
         })
 }
 
-/// Parses `parse(text)`; on success, builds what a run builds first.
+/// Parses `parse(text)`; on success, builds what a run builds first, and
+/// runs a small one end to end with the reference client (the remote's
+/// rate limits, the faults and the schedule then run too).
 fn exercise(scenario: Result<Scenario, cpc_fault::Error>) {
-    let Ok(s) = scenario else { return };
+    let Ok(mut s) = scenario else { return };
+    if u64::from(s.devices) * s.ops.per_device <= 50 {
+        s.crash = Default::default();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap();
+        let _ = runtime.block_on(cpc_fault::run_reference(
+            &s,
+            &cpc_fault::ReferenceOptions::default(),
+        ));
+    }
     assert!(s.estimated_memory(false) <= MEMORY_BUDGET);
     let _ = s.crash_times();
     let _ = s.schedule.last_outage_end();
