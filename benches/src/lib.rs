@@ -24,3 +24,29 @@ pub fn bench_op(collection: &str, n: u64, entities: u64) -> Operation {
         &mut StdRng::seed_from_u64(n),
     )
 }
+
+/// Peak resident set size of this process (VmHWM), KiB; 0 where
+/// `/proc/self/status` cannot be read.
+pub fn vm_hwm_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Runs this program again with `args` (one phase of a figure, in a fresh
+/// process so its peak RSS is its own) and returns what it printed.
+pub fn phase(args: &[&str]) -> Result<String, Box<dyn std::error::Error>> {
+    let out = std::process::Command::new(std::env::current_exe()?)
+        .args(args)
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("phase {args:?} failed: {}", out.status).into());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}

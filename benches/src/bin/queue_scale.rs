@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use cpc_benches::PAYLOAD;
+use cpc_benches::{phase, vm_hwm_kib, PAYLOAD};
 use cpc_core::Operation;
 use cpc_storage::{Completion, QueueOptions, QueueStorage, SledStorage, SqliteStorage};
 
@@ -53,17 +53,6 @@ fn disk_bytes(dir: &Path) -> u64 {
         }
     }
     total
-}
-
-fn vm_hwm_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 // ----- phases (each its own process) -------------------------------------------
@@ -139,17 +128,6 @@ fn drain(backend: &str, dir: &Path) -> Res<()> {
 }
 
 // ----- orchestration -------------------------------------------------------------
-
-fn phase(args: &[&str]) -> Res<String> {
-    let out = Command::new(std::env::current_exe()?)
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()?;
-    if !out.status.success() {
-        return Err(format!("phase {args:?} failed: {}", out.status).into());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
 
 fn field(out: &str, tag: &str, i: usize) -> Res<f64> {
     out.lines()

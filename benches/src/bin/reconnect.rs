@@ -16,12 +16,12 @@
 //! ```
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use cpc_benches::{phase, vm_hwm_kib};
 use cpc_core::{
     EntityKey, HlcTimestamp, NodeId, OpOutcome, Operation, OperationKind, PushOutcome, Transport,
     TransportError,
@@ -53,17 +53,6 @@ fn op(n: u64) -> Operation {
         HlcTimestamp::new(1_700_000_000_000 + n, 0, NodeId(1)),
         &mut StdRng::seed_from_u64(n),
     )
-}
-
-fn vm_hwm_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Writes `n` operations and turns each into a waiting retry (claimed once,
@@ -171,17 +160,6 @@ fn reconnect(dir: &Path) -> Res<()> {
     })?;
     // Exit without draining the rest: the figure is the reconnect.
     std::process::exit(0);
-}
-
-fn phase(args: &[&str]) -> Res<String> {
-    let out = Command::new(std::env::current_exe()?)
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()?;
-    if !out.status.success() {
-        return Err(format!("phase {args:?} failed: {}", out.status).into());
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 fn fields(out: &str, tag: &str) -> Res<Vec<f64>> {

@@ -442,25 +442,11 @@ impl Scenario {
         if self.duration.is_zero() {
             return Err(Error::invalid("duration", "must be longer than zero"));
         }
-        if self.duration > MAX_DURATION {
-            return Err(Error::invalid(
-                "duration",
-                format!(
-                    "{} is longer than the limit of {}",
-                    crate::duration::format(self.duration),
-                    crate::duration::format(MAX_DURATION)
-                ),
-            ));
-        }
+        not_later("duration", self.duration)?;
         if self.devices == 0 {
             return Err(Error::invalid("devices", "at least one device is needed"));
         }
-        if self.devices > MAX_DEVICES {
-            return Err(Error::invalid(
-                "devices",
-                format!("{} is more than the limit of {MAX_DEVICES}", self.devices),
-            ));
-        }
+        at_most("devices", u64::from(self.devices), u64::from(MAX_DEVICES))?;
         if self.epoch_ms > MAX_EPOCH_MS {
             return Err(Error::invalid(
                 "epoch_ms",
@@ -492,27 +478,14 @@ impl Scenario {
             ));
         }
         let ops = &self.ops;
-        if ops.per_device > MAX_OPS_PER_DEVICE {
-            return Err(Error::invalid(
-                "ops.per_device",
-                format!(
-                    "{} is more than the limit of {MAX_OPS_PER_DEVICE}",
-                    ops.per_device
-                ),
-            ));
-        }
+        at_most("ops.per_device", ops.per_device, MAX_OPS_PER_DEVICE)?;
         if ops.entities == 0 {
             return Err(Error::invalid(
                 "ops.entities",
                 "at least one record is needed",
             ));
         }
-        if ops.entities > MAX_ENTITIES {
-            return Err(Error::invalid(
-                "ops.entities",
-                format!("{} is more than the limit of {MAX_ENTITIES}", ops.entities),
-            ));
-        }
+        at_most("ops.entities", ops.entities, MAX_ENTITIES)?;
         if ops.collections.is_empty() || ops.collections.iter().any(|c| c.is_empty()) {
             return Err(Error::invalid(
                 "ops.collections",
@@ -574,17 +547,7 @@ impl Scenario {
                     ));
                 }
             }
-            Arrival::Burst { at } if at > MAX_DURATION => {
-                return Err(Error::invalid(
-                    "ops.arrival.at",
-                    format!(
-                        "{} is later than the limit of {}",
-                        crate::duration::format(at),
-                        crate::duration::format(MAX_DURATION)
-                    ),
-                ));
-            }
-            Arrival::Burst { .. } => {}
+            Arrival::Burst { at } => not_later("ops.arrival.at", at)?,
         }
         let crashes = self.crash.at.len() as u64 + u64::from(self.crash.random);
         if crashes > MAX_CRASHES {
@@ -593,31 +556,10 @@ impl Scenario {
                 format!("{crashes} crash points is more than the limit of {MAX_CRASHES}"),
             ));
         }
-        if let Some((i, at)) = self
-            .crash
-            .at
-            .iter()
-            .enumerate()
-            .find(|(_, at)| **at > MAX_DURATION)
-        {
-            return Err(Error::invalid(
-                format!("crash.at[{i}]"),
-                format!(
-                    "{} is later than the limit of {}",
-                    crate::duration::format(*at),
-                    crate::duration::format(MAX_DURATION)
-                ),
-            ));
+        for (i, at) in self.crash.at.iter().enumerate() {
+            not_later(&format!("crash.at[{i}]"), *at)?;
         }
-        if self.crash.restart_after > MAX_DURATION {
-            return Err(Error::invalid(
-                "crash.restart_after",
-                format!(
-                    "longer than the limit of {}",
-                    crate::duration::format(MAX_DURATION)
-                ),
-            ));
-        }
+        not_later("crash.restart_after", self.crash.restart_after)?;
         let need = self.estimated_memory(false);
         if need > MEMORY_BUDGET {
             return Err(Error::invalid(
@@ -809,6 +751,32 @@ impl Scenario {
         all.sort_by_key(|p| (p.at, p.device));
         Ok(all)
     }
+}
+
+/// Refuses `value` above `max` for `field`.
+fn at_most(field: &str, value: u64, max: u64) -> Result<()> {
+    if value > max {
+        return Err(Error::invalid(
+            field,
+            format!("{value} is more than the limit of {max}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses a duration or instant past [`MAX_DURATION`] for `field`.
+fn not_later(field: &str, at: Duration) -> Result<()> {
+    if at > MAX_DURATION {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{} is past the limit of {}",
+                crate::duration::format(at),
+                crate::duration::format(MAX_DURATION)
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// One device's operations, generated as they are read (see
