@@ -483,9 +483,11 @@ async fn run_device(
     let batch_limit = world.harness.submit_batch.max(1);
 
     let mut workload = workload.peekable();
+    let mut last_submit = Duration::ZERO;
     while let Some(first) = workload.next() {
         let first = first?;
         let at = first.at;
+        last_submit = at;
         // Crashes strictly before this arrival happen while the app is idle.
         while let Some(ct) = crashes.next_if(|ct| ct_before(*ct, at)) {
             world.clock.sleep_until(ct).await;
@@ -534,11 +536,16 @@ async fn run_device(
     // Drain: after the last outage, until nothing is pending (crash points
     // still apply), bounded by the deadline.
     let heal = scenario.schedule.last_outage_end().unwrap_or_default();
+    // Arrivals may run past the scenario's duration (a long workload at a
+    // low rate): the drain allowance then counts from the last one.
+    let deadline_at = world
+        .deadline
+        .max(last_submit.saturating_add(world.harness.drain_cap));
     loop {
         let next_crash = crashes.peek().copied();
         let wait = async {
             world.clock.sleep_until(heal).await;
-            let deadline = world.clock.instant_at(world.deadline);
+            let deadline = world.clock.instant_at(deadline_at);
             tokio::time::timeout_at(deadline, live.engine.drained()).await
         };
         match next_crash {
