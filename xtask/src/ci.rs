@@ -34,6 +34,25 @@ pub fn run(quick_seeds: u32, crash_cycles: u32) -> Result<(), XtaskError> {
     )?;
     // The README's test command, exactly.
     run_step("test", cargo().args(["test", "--workspace"]))?;
+    // The storage crate without its optional sled backend: what a user who
+    // turns the feature off builds.
+    run_step(
+        "cpc-storage without default features",
+        cargo().args([
+            "clippy",
+            "-p",
+            "cpc-storage",
+            "--no-default-features",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    run_step(
+        "test cpc-storage without default features",
+        cargo().args(["test", "-p", "cpc-storage", "--no-default-features"]),
+    )?;
     for (name, args) in EXAMPLES {
         let mut cmd = cargo();
         cmd.args(["run", "--quiet", "--example", name, "--"])

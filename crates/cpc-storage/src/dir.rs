@@ -181,6 +181,7 @@ pub(crate) fn create_private(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+#[cfg(feature = "sled")]
 /// Brings every file under `root` to mode 0600 and every directory to
 /// 0700 (for stores whose library creates files with the process umask).
 pub(crate) fn restrict_tree(root: &Path) -> Result<()> {

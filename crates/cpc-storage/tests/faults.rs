@@ -20,8 +20,8 @@ use std::process::Command;
 
 use cpc_core::{EntityKey, HlcTimestamp, NodeId, Operation, OperationKind, OperationPriority};
 use cpc_storage::{
-    Completion, InjectedFault, ListFilter, Page, QueueOptions, QueueStorage, SledStorage,
-    SqliteStorage, StorageError,
+    Completion, InjectedFault, ListFilter, Page, QueueOptions, QueueStorage, SqliteStorage,
+    StorageError,
 };
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -35,8 +35,9 @@ struct Store {
 fn open(backend: &str, dir: &Path) -> Result<Store, StorageError> {
     let options = QueueOptions::default();
     match backend {
+        #[cfg(feature = "sled")]
         "sled" => {
-            let s = std::sync::Arc::new(SledStorage::open(dir, options)?);
+            let s = std::sync::Arc::new(cpc_storage::SledStorage::open(dir, options)?);
             let hook = s.clone();
             Ok(Store {
                 queue: Box::new(ArcQueue(s)),
@@ -275,6 +276,7 @@ fn a_full_disk_is_storage_full_and_loses_nothing_sqlite() {
     fill_until_full("sqlite");
 }
 
+#[cfg(feature = "sled")]
 #[test]
 fn a_full_disk_is_storage_full_and_loses_nothing_sled() {
     fill_until_full("sled");
@@ -295,6 +297,7 @@ fn corrupt_sqlite(dir: &Path, seq: u64) {
     assert_eq!(n, 1, "no sqlite row with seq {seq}");
 }
 
+#[cfg(feature = "sled")]
 fn corrupt_sled(dir: &Path, tree: &str, seq: u64) {
     let db = sled::open(dir.join("sled")).unwrap();
     let t = db.open_tree(tree).unwrap();
@@ -387,6 +390,7 @@ fn a_garbage_record_is_quarantined_its_entity_waits_and_the_rest_drains_sqlite()
     garbage_record_is_quarantined("sqlite", corrupt_sqlite);
 }
 
+#[cfg(feature = "sled")]
 #[test]
 fn a_garbage_record_is_quarantined_its_entity_waits_and_the_rest_drains_sled() {
     garbage_record_is_quarantined("sled", |dir, seq| corrupt_sled(dir, "ops", seq));
@@ -500,6 +504,7 @@ fn damaged_bookkeeping_rows_are_parked_and_the_rest_drains_sqlite() {
     );
 }
 
+#[cfg(feature = "sled")]
 /// sled keeps an operation's bookkeeping in its own checksummed record; a
 /// damaged one is quarantined too (with both halves' bytes), the counters
 /// are recounted, and the rest stays claimable.
@@ -585,6 +590,7 @@ fn a_failed_sync_poisons_every_later_call_sqlite() {
     a_failed_sync_poisons("sqlite");
 }
 
+#[cfg(feature = "sled")]
 #[test]
 fn a_failed_sync_poisons_every_later_call_sled() {
     a_failed_sync_poisons("sled");

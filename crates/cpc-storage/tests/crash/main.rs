@@ -48,10 +48,16 @@ const ENTITIES: u64 = 7;
 const PAYLOAD_LEN: usize = 256;
 
 fn durable_backends() -> Vec<&'static str> {
-    let all = ["sqlite", "sled"];
+    // sled only when the backend is built (feature `sled`, on by default).
+    let all: &[&'static str] = if cfg!(feature = "sled") {
+        &["sqlite", "sled"]
+    } else {
+        &["sqlite"]
+    };
     match std::env::var("CPC_CRASH_BACKENDS") {
         Ok(list) => all
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|b| list.split(',').any(|x| x.trim() == *b))
             .collect(),
         Err(_) => all.to_vec(),
@@ -64,6 +70,7 @@ fn open(
     options: QueueOptions,
 ) -> Result<Box<dyn QueueStorage>, StorageError> {
     match backend {
+        #[cfg(feature = "sled")]
         "sled" => Ok(Box::new(cpc_storage::SledStorage::open(dir, options)?)),
         "sqlite" => Ok(Box::new(cpc_storage::SqliteStorage::open(dir, options)?)),
         other => panic!("unknown backend {other}"),
