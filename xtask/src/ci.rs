@@ -21,6 +21,8 @@ const EXAMPLES: &[(&str, &[&str])] = &[
 pub fn run(quick_seeds: u32, crash_cycles: u32) -> Result<(), XtaskError> {
     let started = Instant::now();
     run_step("fmt", cargo().args(["fmt", "--all", "--", "--check"]))?;
+    println!("==> archcheck");
+    crate::archcheck::run()?;
     run_step(
         "clippy",
         cargo().args([

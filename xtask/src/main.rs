@@ -5,7 +5,10 @@
 //! - `bench`: runs the criterion benches and writes `target/bench-report.md`.
 //! - `crash`: the kill -9 loops of the storage and the engine.
 //! - `ci`: everything `.ci/run` checks besides installing tools.
+//! - `archcheck`: docs/ARCHITECTURE.md names every module and every cited
+//!   file exists (a step of `ci`).
 
+mod archcheck;
 mod bench;
 mod ci;
 mod crash;
@@ -49,7 +52,8 @@ commands:
            [--storage-calls inline|blocking] [--payload-canary STR] [--bearer-token STR]
   bench    [--quick] [--report-only]
   crash    [--cycles N]
-  ci       [--seeds N] [--crash-cycles N]";
+  ci       [--seeds N] [--crash-cycles N]
+  archcheck";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -58,6 +62,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::main(&args[1..]),
         Some("crash") => crash::main(&args[1..]),
         Some("ci") => ci_main(&args[1..]),
+        Some("archcheck") => archcheck::run(),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             Ok(())

@@ -5,7 +5,10 @@
 //! [`OperationPriority`]), the [`HybridClock`] that stamps operations with
 //! causally ordered [`HlcTimestamp`]s, the [`Transport`] trait through which
 //! batches reach a remote and the [`PushOutcome`]s it answers, and the
-//! versioned, checksummed [`envelope`] every stored record is wrapped in.
+//! versioned, checksummed [`envelope`] that wraps the records the stores
+//! keep beside operations (conflicts, remote records, bookkeeping; the
+//! SQLite backend's format 3 stores operations themselves in a compact body
+//! of its own, with its own CRC).
 //!
 //! It does no I/O: storage, networking and time sources live in other crates
 //! (the clock reads time through the [`WallClock`] trait).

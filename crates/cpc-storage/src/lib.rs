@@ -1,8 +1,10 @@
 //! The durable operation queue of cpc-sync.
 //!
 //! An application's `submit` returns once its operation is stored here with
-//! the chosen [`Durability`]; the sync worker then claims operations in the
-//! order of DESIGN §4 and reports what the remote answered. This crate is
+//! the chosen [`Durability`]; the sync worker then claims operations in
+//! order (across entities the highest effective priority first, then
+//! submission order; within an entity strictly in submission order, only
+//! its head claimable) and reports what the remote answered. This crate is
 //! the queue and nothing else: it does not send, retry on a timer or
 //! resolve conflicts, it stores the decisions of those who do.
 //!

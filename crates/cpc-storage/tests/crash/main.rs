@@ -303,7 +303,7 @@ fn run_cycle(backend: &str, dir: &Path, cycle: u64, rng: &mut StdRng) -> Summary
     }
 }
 
-/// Drains the store by claim(64) + ack, checking DESIGN §4: within a claim,
+/// Drains the store by claim(64) + ack, checking the claim order: within a claim,
 /// effective priority never rises and equal priorities come in seq order;
 /// per entity, operations are claimed strictly in seq order.
 fn drain_checking_order(store: &dyn QueueStorage, backend: &str, cycle: u64) -> u64 {
