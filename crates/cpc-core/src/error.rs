@@ -101,3 +101,17 @@ pub enum EnvelopeError {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An error and its sources on one line, `outer: inner: innermost`: how
+/// every crate of cpc-sync puts an error into an event or a log line (error
+/// texts carry ids and contexts, never payloads).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

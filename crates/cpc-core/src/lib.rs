@@ -42,7 +42,7 @@ mod id;
 mod operation;
 mod transport;
 
-pub use error::{EnvelopeError, Error, Result};
+pub use error::{error_chain, EnvelopeError, Error, Result};
 pub use hlc::{
     HlcTimestamp, HybridClock, ManualWallClock, NodeId, SystemWallClock, WallClock,
     DEFAULT_MAX_DRIFT,

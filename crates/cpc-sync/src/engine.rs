@@ -13,7 +13,7 @@ use cpc_storage::{
     ConflictFilter, DeferredConflict, ListFilter, LoggedConflict, Page, QuarantinedRecord,
     QueueStats, QueueStorage, StoredOperation,
 };
-use cpc_worker::{ProcessingSummary, StorageCalls, SyncWorker, TokioWallClock, WorkerEvent};
+use cpc_worker::{ProcessingSummary, SyncWorker, TokioWallClock, WorkerEvent};
 use tokio::sync::broadcast;
 
 use crate::builder::SyncEngineBuilder;
@@ -108,16 +108,13 @@ impl EngineInner {
         T: Send + 'static,
         F: FnOnce(&dyn QueueStorage) -> cpc_storage::Result<T> + Send + 'static,
     {
-        let result = match self.worker.config().storage_calls {
-            StorageCalls::Inline => f(self.storage.as_ref()),
-            StorageCalls::Blocking => {
-                let storage = Arc::clone(&self.storage);
-                tokio::task::spawn_blocking(move || f(storage.as_ref()))
-                    .await
-                    .map_err(Error::Task)?
-            }
-        };
-        result.map_err(Error::from)
+        self.worker
+            .config()
+            .storage_calls
+            .run(&self.storage, f)
+            .await
+            .map_err(Error::Task)?
+            .map_err(Error::from)
     }
 
     fn check_open(&self) -> Result<()> {

@@ -28,6 +28,28 @@ pub enum StorageCalls {
 }
 
 impl StorageCalls {
+    /// Runs the storage call `f` on `storage` as this mode says: on the
+    /// calling task, or on tokio's blocking pool. The one place the worker
+    /// and the facade call their store from async code. `Err` only when a
+    /// blocking-pool task panicked or was cancelled.
+    pub async fn run<T, F>(
+        self,
+        storage: &std::sync::Arc<dyn cpc_storage::QueueStorage>,
+        f: F,
+    ) -> std::result::Result<cpc_storage::Result<T>, tokio::task::JoinError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn cpc_storage::QueueStorage) -> cpc_storage::Result<T> + Send + 'static,
+    {
+        match self {
+            StorageCalls::Inline => Ok(f(storage.as_ref())),
+            StorageCalls::Blocking => {
+                let storage = std::sync::Arc::clone(storage);
+                tokio::task::spawn_blocking(move || f(storage.as_ref())).await
+            }
+        }
+    }
+
     /// Short lowercase name (`blocking`, `inline`).
     pub fn name(self) -> &'static str {
         match self {

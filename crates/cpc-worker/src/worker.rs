@@ -20,7 +20,7 @@ use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
 use crate::clock::TokioWallClock;
-use crate::config::{StorageCalls, WorkerConfig};
+use crate::config::WorkerConfig;
 use crate::error::{Result, WorkerError};
 use crate::event::WorkerEvent;
 use crate::net::NetworkGate;
@@ -30,6 +30,7 @@ use crate::streaks::ConflictStreaks;
 use crate::summary::ProcessingSummary;
 use crate::unwind::{catch, CatchUnwind};
 use cpc_backoff::RetryCause;
+use cpc_core::error_chain;
 
 /// Drains a [`QueueStorage`] to a remote through a [`Transport`].
 ///
@@ -463,23 +464,19 @@ impl Inner {
         self.leases.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Runs a storage call as configured ([`StorageCalls`]): on the
+    /// Runs a storage call as configured ([`StorageCalls`](crate::config::StorageCalls)): on the
     /// blocking pool (it may fsync) or inline on this task.
     async fn call<T, F>(&self, context: &'static str, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&dyn QueueStorage) -> cpc_storage::Result<T> + Send + 'static,
     {
-        let result = match self.config.storage_calls {
-            StorageCalls::Inline => f(self.storage.as_ref()),
-            StorageCalls::Blocking => {
-                let storage = Arc::clone(&self.storage);
-                tokio::task::spawn_blocking(move || f(storage.as_ref()))
-                    .await
-                    .map_err(|source| WorkerError::Task { context, source })?
-            }
-        };
-        result.map_err(WorkerError::storage(context))
+        self.config
+            .storage_calls
+            .run(&self.storage, f)
+            .await
+            .map_err(|source| WorkerError::Task { context, source })?
+            .map_err(WorkerError::storage(context))
     }
 
     /// Pending operations the worker could still send (not held behind a
@@ -1499,17 +1496,4 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
 
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// An error and its sources on one line (no payload data: storage errors
-/// carry ids and contexts only).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }

@@ -11,7 +11,7 @@ use cpc_fault::{
     Scenario, ScriptedNetwork, SimClock, SimulatedRemote, SubmitOutcome, SubmittedRecord,
 };
 use cpc_sync::backoff::{CircuitBreaker, CircuitBreakerConfig};
-use cpc_sync::core::{EntityKey, Operation, OperationId, Resolution, Transport};
+use cpc_sync::core::{error_chain, EntityKey, Operation, OperationId, Resolution, Transport};
 use cpc_sync::network::{MonitorConfig, NetworkMonitor};
 use cpc_sync::storage::{
     ConflictFilter, DeadHeadPolicy, Durability, ListFilter, MemoryStorage, OpState, QueueOptions,
@@ -380,10 +380,13 @@ impl Device {
         if let Some(n) = world.harness.batch_size {
             builder = builder.batch_size(n);
         }
-        let engine = builder
-            .start()
-            .await
-            .map_err(|e| format!("device {}: engine did not start: {}", self.index, chain(&e)))?;
+        let engine = builder.start().await.map_err(|e| {
+            format!(
+                "device {}: engine did not start: {}",
+                self.index,
+                error_chain(&e)
+            )
+        })?;
         Ok(Live { engine, storage })
     }
 
@@ -417,18 +420,6 @@ fn open_dir<S, E: std::fmt::Display>(
     open: impl FnOnce(&Path) -> Result<S, E>,
 ) -> Result<S, String> {
     open(path).map_err(|e| e.to_string())
-}
-
-/// An error and its sources on one line.
-pub(super) fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 async fn run_device(
@@ -570,7 +561,7 @@ async fn run_device(
 
     let end = end_of_run(&live.engine, &answers).await?;
     if let Err(e) = live.engine.shutdown().await {
-        tracing::debug!(device = index, error = %chain(&e), "engine shutdown failed");
+        tracing::debug!(device = index, error = %error_chain(&e), "engine shutdown failed");
     }
     drop(live);
     engine_readiness(&mut records, &answers);
@@ -662,7 +653,7 @@ async fn submit(engine: &SyncEngine, mut ops: Vec<Operation>) -> bool {
     match result {
         Ok(()) => true,
         Err(e) => {
-            tracing::debug!(error = %chain(&e), "submit failed");
+            tracing::debug!(error = %error_chain(&e), "submit failed");
             false
         }
     }
@@ -679,7 +670,7 @@ async fn end_of_run(engine: &SyncEngine, answers: &AnswerLog) -> Result<EndOfRun
     let dead = engine
         .dead_letters()
         .await
-        .map_err(|e| format!("dead letters: {}", chain(&e)))?;
+        .map_err(|e| format!("dead letters: {}", error_chain(&e)))?;
     for stored in dead {
         match answers.get(stored.op.id) {
             Some((_, FinalAnswer::Rejected)) => {
@@ -697,7 +688,7 @@ async fn end_of_run(engine: &SyncEngine, answers: &AnswerLog) -> Result<EndOfRun
             ..ListFilter::default()
         })
         .await
-        .map_err(|e| format!("queue: {}", chain(&e)))?;
+        .map_err(|e| format!("queue: {}", error_chain(&e)))?;
     for stored in live {
         let state = match stored.state {
             OpState::Deferred => QueueEnd::Deferred,
@@ -708,7 +699,7 @@ async fn end_of_run(engine: &SyncEngine, answers: &AnswerLog) -> Result<EndOfRun
     let log = engine
         .conflict_log(ConflictFilter::default())
         .await
-        .map_err(|e| format!("conflict log: {}", chain(&e)))?;
+        .map_err(|e| format!("conflict log: {}", error_chain(&e)))?;
     for entry in log {
         end.resolved_at_ms.push(entry.resolved_at_ms);
         match entry.resolution {

@@ -220,7 +220,11 @@ impl Spec {
     /// JSON (the scenario alone) if the name ends in `.json`.
     pub fn from_file(path: &Path) -> Result<Spec, XtaskError> {
         let text = Scenario::read_text(path).map_err(|e| {
-            XtaskError::Usage(format!("{}: {}", path.display(), super::harness::chain(&e)))
+            XtaskError::Usage(format!(
+                "{}: {}",
+                path.display(),
+                cpc_sync::core::error_chain(&e)
+            ))
         })?;
         let origin = path.display().to_string();
         if path
