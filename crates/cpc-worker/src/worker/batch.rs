@@ -1,0 +1,630 @@
+//! The batch pipeline: push one claimed batch, turn its outcomes into
+//! completions (retries, dead letters, conflicts through the resolver) and
+//! apply them in one storage write.
+
+use super::*;
+
+/// Orphans its batch when dropped before the batch was completed.
+pub(super) struct BatchGuard<'a> {
+    pub(super) inner: &'a Inner,
+    pub(super) batch: u64,
+}
+
+impl Drop for BatchGuard<'_> {
+    fn drop(&mut self) {
+        self.inner.orphan(self.batch);
+    }
+}
+
+/// How one operation's attempt failed, for [`Inner::retry_or_bury`].
+pub(super) struct Failure {
+    /// Server hint, a floor for the delay.
+    pub(super) hint: Option<Duration>,
+    /// What the retry costs from the budget.
+    pub(super) cause: RetryCause,
+    /// What went wrong (no payload data).
+    pub(super) error: String,
+    /// Whether the failure is the operation's own: it counts towards the
+    /// dead letter. Otherwise it is postponed, never given up on.
+    pub(super) counted: bool,
+    /// Whole-batch failures in a row, pacing uncounted failures.
+    pub(super) streak: u32,
+}
+
+/// What the worker keeps of a claim beside the operation.
+pub(super) struct OpMeta {
+    pub(super) attempt: u32,
+    pub(super) priority: cpc_core::OperationPriority,
+    pub(super) enqueued_at: EpochMillis,
+}
+
+/// The result of one pushed batch.
+pub(super) struct BatchOutcome {
+    pub(super) completions: Vec<Completion>,
+    pub(super) conflicts: Vec<ConflictRecord>,
+    pub(super) events: Vec<WorkerEvent>,
+    /// Whether anyone listens: without a subscriber the per-operation
+    /// events are not built at all (they would be dropped by `emit`).
+    pub(super) observed: bool,
+    /// Operations the remote answered for good (retry permits to refund).
+    pub(super) delivered: Vec<OperationId>,
+    /// How many of `delivered` were refunded already.
+    pub(super) refunded: usize,
+    pub(super) summary: ProcessingSummary,
+    pub(super) pause: bool,
+}
+
+impl BatchOutcome {
+    pub(super) fn event(&mut self, event: impl FnOnce() -> WorkerEvent) {
+        if self.observed {
+            self.events.push(event());
+        }
+    }
+}
+
+impl Inner {
+    /// Pushes one claimed batch and applies the outcomes in one storage write.
+    pub(super) async fn process_batch(
+        self: &Arc<Self>,
+        batch: u64,
+        claimed: Vec<Claimed>,
+    ) -> Result<ProcessingSummary> {
+        // Every path out of here unregisters the batch; should one not (a
+        // panic in our own code, an abort), the guard orphans it.
+        let _guard = BatchGuard { inner: self, batch };
+        let started = Instant::now();
+        let mut meta = Vec::with_capacity(claimed.len());
+        let mut ops = Vec::with_capacity(claimed.len());
+        for c in claimed {
+            meta.push(OpMeta {
+                attempt: c.attempt,
+                priority: c.effective_priority,
+                enqueued_at: c.enqueued_at,
+            });
+            ops.push(c.op);
+        }
+
+        let permit = match self.retry.admit_push() {
+            Ok(permit) => permit,
+            Err(retry_after) => {
+                // The breaker opened between the claim and now: give the
+                // claims back uncounted.
+                tracing::debug!(target: "cpc_worker", batch, retry_after_ms = millis(retry_after), "breaker refused the push; claims released");
+                return self.release_batch(batch, &ops).await;
+            }
+        };
+        let push = CatchUnwind::new(self.transport.push(&ops));
+        let pushed = match tokio::time::timeout(self.config.push_timeout, push).await {
+            Err(_) => Err(TransportError::Timeout),
+            Ok(Err(message)) => {
+                tracing::error!(target: "cpc_worker", batch, size = ops.len(), "transport panicked; the batch failed");
+                tracing::debug!(target: "cpc_worker", batch, message = %message, "transport panic message");
+                Err(TransportError::Panicked)
+            }
+            Ok(Ok(answer)) => answer.and_then(|answer| match_outcomes(&ops, answer)),
+        };
+        // Text from the remote (or the transport) is logged and stored:
+        // bounded first.
+        let pushed = pushed.map_err(bounded_error);
+        let remote_failed = matches!(&pushed, Err(e) if !matches!(e, TransportError::Unauthorized));
+        settle_breaker(permit, remote_failed);
+
+        let now = self.clock.now_ms();
+        let mut outcome = self.plan(&ops, &meta, pushed, now);
+        outcome.summary.elapsed = started.elapsed();
+
+        let completions = std::mem::take(&mut outcome.completions);
+        let conflicts = std::mem::take(&mut outcome.conflicts);
+        // Conflict entries are written before the completions: a crash in
+        // between then logs a conflict twice (the op is resent and conflicts
+        // again) instead of dropping a losing payload unrecorded.
+        let written = self
+            .call("complete", move |s| {
+                let mut pruned = 0;
+                for entry in &conflicts {
+                    pruned += s.log_conflict(entry)?;
+                }
+                s.complete(&completions, now)?;
+                Ok(pruned)
+            })
+            .await;
+        self.report_quarantines();
+        // Whether or not the write succeeded the batch is no longer ours: on
+        // failure its leases expire and the store hands the ops out again.
+        self.unregister(batch);
+        self.progress.send_modify(|p| *p += 1);
+        let pruned = written?;
+        if pruned > 0 {
+            tracing::info!(target: "cpc_worker", pruned, "conflict log full: oldest entries dropped");
+            self.emit(WorkerEvent::ConflictLogPruned { dropped: pruned });
+        }
+
+        if outcome.pause {
+            self.paused.store(true, Ordering::SeqCst);
+        }
+        for event in outcome.events {
+            self.emit(event);
+        }
+        let s = &outcome.summary;
+        tracing::info!(
+            target: "cpc_worker",
+            batch,
+            attempted = s.attempted,
+            applied = s.applied,
+            already_applied = s.already_applied,
+            retried = s.retried,
+            conflicts = s.conflicts.total(),
+            dead_lettered = s.dead_lettered,
+            released = s.released,
+            critical = s.by_priority[3],
+            high = s.by_priority[2],
+            normal = s.by_priority[1],
+            background = s.by_priority[0],
+            batch_error = s.batch_error.as_ref().map(TransportError::name),
+            elapsed_us = u64::try_from(s.elapsed.as_micros()).unwrap_or(u64::MAX),
+            "batch processed"
+        );
+        Ok(outcome.summary)
+    }
+
+    /// Gives a claimed batch back without sending it or counting the attempt.
+    pub(super) async fn release_batch(
+        &self,
+        batch: u64,
+        ops: &[Operation],
+    ) -> Result<ProcessingSummary> {
+        let completions: Vec<Completion> =
+            ops.iter().map(|op| Completion::Release(op.id)).collect();
+        let now = self.clock.now_ms();
+        let written = self
+            .call("release", move |s| s.complete(&completions, now))
+            .await;
+        self.unregister(batch);
+        self.progress.send_modify(|p| *p += 1);
+        written?;
+        Ok(ProcessingSummary {
+            released: ops.len(),
+            ..ProcessingSummary::default()
+        })
+    }
+
+    /// Maps a push result onto completions, conflict log entries and events.
+    pub(super) fn plan(
+        &self,
+        ops: &[Operation],
+        meta: &[OpMeta],
+        pushed: std::result::Result<Vec<PushOutcome>, TransportError>,
+        now: EpochMillis,
+    ) -> BatchOutcome {
+        let observed = self.events.receiver_count() > 0;
+        let mut out = BatchOutcome {
+            completions: Vec::with_capacity(ops.len()),
+            conflicts: Vec::new(),
+            events: if observed {
+                Vec::with_capacity(ops.len())
+            } else {
+                Vec::new()
+            },
+            observed,
+            delivered: Vec::with_capacity(ops.len()),
+            refunded: 0,
+            summary: ProcessingSummary {
+                attempted: ops.len(),
+                ..ProcessingSummary::default()
+            },
+            pause: false,
+        };
+        for m in meta {
+            out.summary.by_priority[usize::from(m.priority.rank())] += 1;
+        }
+        match pushed {
+            Ok(outcomes) => {
+                self.network.report_success();
+                self.failure_streak.store(0, Ordering::SeqCst);
+                self.suspects().cleared(ops.iter().map(|op| op.id));
+                for ((op, m), outcome) in ops.iter().zip(meta).zip(outcomes) {
+                    if !matches!(outcome, PushOutcome::Conflict { .. }) {
+                        self.streaks().ended(op.id);
+                    }
+                    match outcome {
+                        PushOutcome::Applied { version }
+                        | PushOutcome::AlreadyApplied { version } => {
+                            let replay = matches!(outcome, PushOutcome::AlreadyApplied { .. });
+                            if replay {
+                                out.summary.already_applied += 1;
+                            } else {
+                                out.summary.applied += 1;
+                            }
+                            out.delivered.push(op.id);
+                            out.completions.push(Completion::Ack(op.id));
+                            out.event(|| WorkerEvent::Applied {
+                                id: op.id,
+                                entity: op.entity.clone(),
+                                version,
+                                replay,
+                            });
+                        }
+                        PushOutcome::RetryLater { after } => {
+                            // Refunds of the operations before this one come
+                            // first, as if each were refunded on its own.
+                            self.refund(&mut out);
+                            self.retry_or_bury(
+                                &mut out,
+                                op,
+                                m,
+                                Failure {
+                                    hint: after,
+                                    cause: RetryCause::Error,
+                                    error: "retry later".into(),
+                                    counted: true,
+                                    streak: 0,
+                                },
+                                now,
+                            );
+                        }
+                        PushOutcome::Rejected { reason } => {
+                            self.bury(&mut out, op, bounded(reason))
+                        }
+                        PushOutcome::Conflict { remote } => {
+                            // The remote answered for good: the retry paid off.
+                            out.delivered.push(op.id);
+                            let max = self.storage.max_payload();
+                            match remote.payload.as_ref().map(Vec::len) {
+                                // Refused as it arrives, before any resolver
+                                // or store sees it; the local op is kept.
+                                Some(len) if len > max => self.bury(
+                                    &mut out,
+                                    op,
+                                    format!(
+                                        "remote record too large: {len} bytes, max_payload {max}"
+                                    ),
+                                ),
+                                _ => self.resolve(&mut out, op, m, remote, now),
+                            }
+                        }
+                    }
+                }
+                self.refund(&mut out);
+            }
+            Err(TransportError::Unauthorized) => {
+                self.network.report_error(&TransportError::Unauthorized);
+                // Credentials are an application matter: give every claim
+                // back uncounted and wait for `resume`.
+                tracing::warn!(target: "cpc_worker", size = ops.len(), "unauthorized: sending paused until resume()");
+                out.summary.batch_error = Some(TransportError::Unauthorized);
+                out.summary.released = ops.len();
+                out.completions
+                    .extend(ops.iter().map(|op| Completion::Release(op.id)));
+                out.event(|| WorkerEvent::BatchFailed {
+                    size: ops.len(),
+                    error: TransportError::Unauthorized,
+                });
+                out.event(|| WorkerEvent::AuthRequired);
+                out.pause = true;
+            }
+            Err(error) => {
+                // Nothing in the batch is known to be applied: retry all.
+                self.network.report_error(&error);
+                let streak = self
+                    .failure_streak
+                    .fetch_add(1, Ordering::SeqCst)
+                    .saturating_add(1);
+                let hint = match &error {
+                    TransportError::RateLimited { retry_after } => *retry_after,
+                    _ => None,
+                };
+                let cause = match &error {
+                    TransportError::Timeout => RetryCause::Timeout,
+                    _ => RetryCause::Error,
+                };
+                // Only a failure one operation may have caused, of that
+                // operation alone, counts towards its dead letter; a larger
+                // batch failing so is split on its next tries instead.
+                let suspect = may_be_caused_by_an_operation(&error);
+                if suspect {
+                    let ids: Vec<OperationId> = ops.iter().map(|op| op.id).collect();
+                    self.suspects().failed(&ids);
+                }
+                let counted = suspect && ops.len() == 1;
+                tracing::warn!(target: "cpc_worker", size = ops.len(), error = error.name(), counted, "batch failed");
+                let text = error.to_string();
+                for (op, m) in ops.iter().zip(meta) {
+                    let failure = Failure {
+                        hint,
+                        cause,
+                        error: text.clone(),
+                        counted,
+                        streak,
+                    };
+                    self.retry_or_bury(&mut out, op, m, failure, now);
+                }
+                out.event(|| WorkerEvent::BatchFailed {
+                    size: ops.len(),
+                    error: error.clone(),
+                });
+                out.summary.batch_error = Some(error);
+            }
+        }
+        out
+    }
+
+    /// Refunds the retry permits of the operations delivered since the last
+    /// refund (one lock for all of them).
+    pub(super) fn refund(&self, out: &mut BatchOutcome) {
+        self.retry.on_delivered_all(&out.delivered[out.refunded..]);
+        out.refunded = out.delivered.len();
+    }
+
+    /// Schedules a retry through the backoff and the retry budget, or parks
+    /// the op in the dead letters when the strategy gives up.
+    pub(super) fn retry_or_bury(
+        &self,
+        out: &mut BatchOutcome,
+        op: &Operation,
+        meta: &OpMeta,
+        failure: Failure,
+        now: EpochMillis,
+    ) {
+        let Failure {
+            hint,
+            cause,
+            error,
+            counted,
+            streak,
+        } = failure;
+        let attempt = meta.attempt;
+        let elapsed = Duration::from_millis(now.saturating_sub(meta.enqueued_at));
+        let at = {
+            let mut rng = self.rng();
+            self.retry.retry_at(
+                &FailedAttempt {
+                    id: op.id,
+                    // An uncounted failure is paced by the failures in a
+                    // row of the whole link, not by the operation's own.
+                    attempt: if counted { attempt } else { streak.max(1) },
+                    hint,
+                    cause,
+                    elapsed,
+                    may_give_up: counted,
+                },
+                now,
+                &mut *rng,
+            )
+        };
+        match at {
+            Some(at) => {
+                out.summary.retried += 1;
+                out.event(|| WorkerEvent::RetryScheduled {
+                    id: op.id,
+                    at,
+                    attempt,
+                    error: error.clone(),
+                });
+                out.completions.push(if counted {
+                    Completion::Retry {
+                        id: op.id,
+                        at,
+                        error,
+                    }
+                } else {
+                    Completion::Postpone {
+                        id: op.id,
+                        at,
+                        error,
+                    }
+                });
+            }
+            None => {
+                self.suspects().cleared([op.id]);
+                self.bury(
+                    out,
+                    op,
+                    format!("gave up after {attempt} attempts: {error}"),
+                );
+            }
+        }
+    }
+
+    /// Settles a conflict through the resolver. A keep-local or merged
+    /// result is resent after a backoff (the retry policy's, paid from the
+    /// budget), so two devices that both keep their own edit do not loop at
+    /// full speed; at `max_conflicts` conflicts in a row the operation is
+    /// deferred for the application instead. A resolver that panics defers
+    /// the operation too.
+    pub(super) fn resolve(
+        &self,
+        out: &mut BatchOutcome,
+        op: &Operation,
+        meta: &OpMeta,
+        remote: cpc_core::RemoteRecord,
+        now: EpochMillis,
+    ) {
+        if let Some(hlc) = &self.hlc {
+            // Later local edits must order after what the remote holds. A
+            // timestamp beyond the drift limit is not merged (it would drag
+            // every later edit into the future), but said: this device's
+            // clock, or the remote writer's, is off.
+            if let Err(cpc_core::Error::ClockDrift {
+                ahead, max_drift, ..
+            }) = hlc.observe(remote.timestamp)
+            {
+                let ahead_ms = millis(ahead);
+                tracing::warn!(target: "cpc_worker", op_id = %op.id, ahead_ms, max_drift_ms = millis(max_drift), "remote timestamp too far ahead of this clock; not merged");
+                out.event(|| WorkerEvent::ClockSkew {
+                    id: op.id,
+                    ahead_ms,
+                    max_drift_ms: millis(max_drift),
+                });
+            }
+        }
+        let decided = catch(|| resolve_and_record(&*self.resolver, op, &remote, now));
+        let (resolution, mut record) = match decided {
+            Ok(decided) => decided,
+            Err(message) => {
+                tracing::error!(target: "cpc_worker", op_id = %op.id, "conflict resolver panicked; the operation is deferred");
+                tracing::debug!(target: "cpc_worker", op_id = %op.id, message = %message, "resolver panic message");
+                self.defer(out, op, remote, "the conflict resolver panicked".into());
+                return;
+            }
+        };
+        if let Resolution::Merged(merged) = &resolution {
+            let max = self.storage.max_payload();
+            if merged.len() > max {
+                // That op only: the rest of the batch is acknowledged. Its
+                // own payload is kept, so nothing is lost; not logged, as
+                // the entry could not be stored.
+                let reason = format!(
+                    "merged payload too large: {} bytes, max_payload {max}",
+                    merged.len()
+                );
+                self.bury(out, op, reason);
+                return;
+            }
+        }
+        let resend = matches!(resolution, Resolution::KeepLocal | Resolution::Merged(_));
+        let in_a_row = if resend {
+            self.streaks().conflicted(op.id)
+        } else {
+            self.streaks().ended(op.id);
+            0
+        };
+        if resend && in_a_row >= self.config.max_conflicts {
+            self.streaks().ended(op.id);
+            // The log keeps the conflict as what happened to it: deferred,
+            // nothing lost yet.
+            record.resolution = Resolution::Defer;
+            record.losing_payload = None;
+            out.conflicts.push(record);
+            let reason = format!(
+                "{in_a_row} conflicts in a row (max_conflicts {}): deferred for the application",
+                self.config.max_conflicts
+            );
+            self.defer(out, op, remote, reason);
+            return;
+        }
+        out.conflicts.push(record);
+        out.event(|| WorkerEvent::ConflictResolved {
+            id: op.id,
+            entity: op.entity.clone(),
+            resolution: resolution.name(),
+            remote_version: remote.version,
+        });
+        let payload = match resolution {
+            Resolution::KeepLocal => {
+                out.summary.conflicts.keep_local += 1;
+                None
+            }
+            Resolution::Merged(payload) => {
+                out.summary.conflicts.merged += 1;
+                Some(payload)
+            }
+            Resolution::KeepRemote => {
+                out.summary.conflicts.keep_remote += 1;
+                out.completions.push(Completion::Drop(op.id));
+                return;
+            }
+            Resolution::Defer => {
+                let reason = format!("conflict with remote version {}", remote.version);
+                self.defer_counted(out, op, remote, reason);
+                return;
+            }
+        };
+        out.completions.push(Completion::Resend {
+            id: op.id,
+            base_version: Some(remote.version),
+            payload,
+        });
+        let at = {
+            let mut rng = self.rng();
+            self.retry.retry_at(
+                &FailedAttempt {
+                    id: op.id,
+                    attempt: in_a_row,
+                    hint: None,
+                    cause: RetryCause::Error,
+                    elapsed: Duration::from_millis(now.saturating_sub(meta.enqueued_at)),
+                    may_give_up: false,
+                },
+                now,
+                &mut *rng,
+            )
+        };
+        if let Some(at) = at.filter(|at| *at > now) {
+            out.completions.push(Completion::Retry {
+                id: op.id,
+                at,
+                error: format!(
+                    "conflict with remote version {}; resent after a backoff",
+                    remote.version
+                ),
+            });
+        }
+    }
+
+    /// Parks `op` in the dead letters for `reason`, with the event.
+    pub(super) fn bury(&self, out: &mut BatchOutcome, op: &Operation, reason: String) {
+        self.retry.forget(op.id);
+        out.summary.dead_lettered += 1;
+        out.event(|| WorkerEvent::DeadLettered {
+            id: op.id,
+            entity: op.entity.clone(),
+            reason: reason.clone(),
+        });
+        out.completions.push(Completion::Dead { id: op.id, reason });
+    }
+
+    /// Parks `op` as a deferred conflict, with the event.
+    pub(super) fn defer(
+        &self,
+        out: &mut BatchOutcome,
+        op: &Operation,
+        remote: cpc_core::RemoteRecord,
+        reason: String,
+    ) {
+        out.event(|| WorkerEvent::ConflictResolved {
+            id: op.id,
+            entity: op.entity.clone(),
+            resolution: Resolution::Defer.name(),
+            remote_version: remote.version,
+        });
+        self.defer_counted(out, op, remote, reason);
+    }
+
+    pub(super) fn defer_counted(
+        &self,
+        out: &mut BatchOutcome,
+        op: &Operation,
+        remote: cpc_core::RemoteRecord,
+        reason: String,
+    ) {
+        out.summary.conflicts.deferred += 1;
+        out.event(|| WorkerEvent::Deferred {
+            id: op.id,
+            entity: op.entity.clone(),
+        });
+        out.completions.push(Completion::Defer {
+            id: op.id,
+            remote,
+            reason,
+        });
+    }
+
+    /// After a batch: emits the summary, and `Drained` when the queue is empty.
+    pub(super) async fn after_batch(&self, summary: &ProcessingSummary) {
+        self.emit(WorkerEvent::BatchCompleted {
+            summary: summary.clone(),
+        });
+        // Counting pending work costs a query; only a batch that was not
+        // full can have emptied the queue.
+        if summary.attempted < self.config.batch_size && self.in_flight.load(Ordering::SeqCst) == 0
+        {
+            match self.sendable().await {
+                Ok(0) if self.in_flight.load(Ordering::SeqCst) == 0 => {
+                    self.emit(WorkerEvent::Drained)
+                }
+                Ok(_) => {}
+                Err(e) => self.storage_failed(&e),
+            }
+        }
+    }
+}
