@@ -118,15 +118,6 @@ pub enum TransportError {
 }
 
 impl TransportError {
-    /// True if the failure says nothing about reachability of the remote
-    /// beyond "try again" (used by the network monitor's passive reports).
-    pub fn is_network_failure(&self) -> bool {
-        matches!(
-            self,
-            TransportError::Offline | TransportError::Timeout | TransportError::Connect(_)
-        )
-    }
-
     /// A short lowercase name for logs and reports.
     pub fn name(&self) -> &'static str {
         match self {

@@ -15,7 +15,7 @@ use cpc_worker::{RetryPolicy, StorageCalls, SyncWorker, TokioWallClock, WorkerCo
 use rand::Rng;
 
 use crate::engine::{EngineInner, SyncEngine};
-use crate::error::{Error, Result};
+use crate::error::{ConfigError, Error, Result};
 
 /// Configures a [`SyncEngine`]; from [`SyncEngine::builder`].
 ///
@@ -271,19 +271,18 @@ impl SyncEngineBuilder {
         };
         let transport = self
             .transport
-            .ok_or(Error::Config("a transport is required"))?;
+            .ok_or(Error::Config(ConfigError::MissingTransport))?;
         let storage: Arc<dyn QueueStorage> = match (self.storage, self.path) {
-            (Some(_), Some(_)) => {
-                return Err(Error::Config("give either a path or a storage, not both"))
-            }
+            (Some(_), Some(_)) => return Err(Error::Config(ConfigError::PathAndStorage)),
             (Some(s), None) => s,
             (None, Some(path)) => {
                 // An abandoned push must not outlive its lease, or the store
                 // hands the batch out again while it may still be applied.
                 if self.worker.push_timeout >= self.options.lease_timeout {
-                    return Err(Error::Config(
-                        "push_timeout must be shorter than the queue's lease_timeout",
-                    ));
+                    return Err(Error::Config(ConfigError::Invalid {
+                        field: "push_timeout",
+                        reason: "must be shorter than the queue's lease_timeout",
+                    }));
                 }
                 Arc::new(cpc_storage::SqliteStorage::open_at(
                     &path,
@@ -291,10 +290,13 @@ impl SyncEngineBuilder {
                     clock.now_ms(),
                 )?)
             }
-            (None, None) => return Err(Error::Config("a path or a storage is required")),
+            (None, None) => return Err(Error::Config(ConfigError::MissingStorage)),
         };
         if self.options.max_payload == 0 {
-            return Err(Error::Config("max_payload must be positive"));
+            return Err(Error::Config(ConfigError::Invalid {
+                field: "max_payload",
+                reason: "must be positive",
+            }));
         }
         let mark = storage.load_clock_mark()?;
         let node = self

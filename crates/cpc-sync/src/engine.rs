@@ -198,9 +198,7 @@ impl SyncEngine {
         let stripe = self.inner.stripe(&op.entity);
         let _entity = self.inner.stripes[stripe].lock().await;
         let ids = self.inner.enqueue(vec![op]).await?;
-        ids.into_iter()
-            .next()
-            .ok_or(Error::Config("empty submission"))
+        ids.into_iter().next().ok_or(Error::EmptyBatch)
     }
 
     /// Validates every operation, then stores them all in one atomic write

@@ -40,15 +40,42 @@ pub enum Error {
     /// A backoff, budget or breaker setting was refused.
     #[error("invalid backoff configuration")]
     BackoffConfig(#[source] cpc_backoff::ConfigError),
-    /// The builder was given an inconsistent or incomplete configuration.
+    /// The builder was given an inconsistent or incomplete configuration;
+    /// says which setting.
     #[error("invalid configuration: {0}")]
-    Config(&'static str),
+    Config(ConfigError),
+    /// `submit_batch` was given no operation.
+    #[error("an empty batch was submitted")]
+    EmptyBatch,
     /// The engine was shut down.
     #[error("the engine is shut down")]
     ShutDown,
     /// A blocking storage task panicked or was cancelled.
     #[error("blocking storage task failed")]
     Task(#[source] tokio::task::JoinError),
+}
+
+/// What is wrong with an engine's configuration, naming the setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// No transport was given.
+    #[error("a transport is required (`SyncEngineBuilder::transport`)")]
+    MissingTransport,
+    /// Neither a queue directory nor a storage was given.
+    #[error("a queue is required (`SyncEngineBuilder::path` or `::storage`)")]
+    MissingStorage,
+    /// Both a queue directory and a storage were given.
+    #[error("give either `SyncEngineBuilder::path` or `::storage`, not both")]
+    PathAndStorage,
+    /// A setting is out of range, or inconsistent with another.
+    #[error("`{field}` {reason}")]
+    Invalid {
+        /// The setting (a `WorkerConfig` or `QueueOptions` field).
+        field: &'static str,
+        /// What it must be.
+        reason: &'static str,
+    },
 }
 
 impl Error {
@@ -60,22 +87,24 @@ impl Error {
             Error::PayloadTooLarge { .. }
             | Error::InvalidOperation(_)
             | Error::BackoffConfig(_)
-            | Error::Config(_) => true,
+            | Error::Config(_)
+            | Error::EmptyBatch => true,
             Error::Storage(e) => storage_user_recoverable(e),
-            Error::Worker(WorkerError::Storage { source, .. }) => storage_user_recoverable(source),
-            Error::Worker(WorkerError::Config(_)) => true,
             _ => false,
         }
     }
 
     /// True if the same call may succeed when tried again later without any
     /// change (a transient I/O error, a busy database, a full disk once
-    /// space is freed). A poisoned store is not retryable: reopen it.
+    /// space is freed, a task cancelled by a runtime shutting down). A
+    /// poisoned store is not retryable: reopen it; nor is a task that
+    /// panicked: the same call would panic again.
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Storage(e) => storage_retryable(e),
-            Error::Worker(WorkerError::Storage { source, .. }) => storage_retryable(source),
-            Error::Worker(WorkerError::Task { .. }) | Error::Task(_) => true,
+            Error::Worker(WorkerError::Task { source, .. }) | Error::Task(source) => {
+                source.is_cancelled()
+            }
             _ => false,
         }
     }
@@ -114,9 +143,16 @@ impl From<StorageError> for Error {
 }
 
 impl From<WorkerError> for Error {
+    /// Storage errors reach the application by one route,
+    /// [`Error::Storage`] (or [`Error::PayloadTooLarge`]), whichever
+    /// component met them; a bad worker setting is an [`Error::Config`].
     fn from(e: WorkerError) -> Self {
         match e {
             WorkerError::ShutDown => Error::ShutDown,
+            WorkerError::Storage { source, .. } => Error::from(source),
+            WorkerError::Config { field, reason } => {
+                Error::Config(ConfigError::Invalid { field, reason })
+            }
             other => Error::Worker(other),
         }
     }
@@ -169,5 +205,34 @@ mod tests {
             Error::from(WorkerError::ShutDown),
             Error::ShutDown
         ));
+        // One route for storage errors, whoever met them.
+        let from_worker = Error::from(WorkerError::Storage {
+            context: "claim",
+            source: StorageError::Poisoned,
+        });
+        assert!(matches!(
+            from_worker,
+            Error::Storage(StorageError::Poisoned)
+        ));
+        assert!(matches!(
+            Error::from(WorkerError::Config {
+                field: "batch_size",
+                reason: "must be between 1 and 100000"
+            }),
+            Error::Config(ConfigError::Invalid {
+                field: "batch_size",
+                ..
+            })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_panicked_task_is_not_retryable_a_cancelled_one_is() {
+        let panicked = tokio::spawn(async { panic!("boom") }).await.unwrap_err();
+        assert!(!Error::Task(panicked).is_retryable());
+        let pending = tokio::spawn(std::future::pending::<()>());
+        pending.abort();
+        let cancelled = pending.await.unwrap_err();
+        assert!(Error::Task(cancelled).is_retryable());
     }
 }

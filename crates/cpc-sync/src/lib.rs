@@ -38,8 +38,8 @@
 //! }
 //!
 //! # #[tokio::main(flavor = "current_thread", start_paused = true)]
-//! # async fn main() -> Result<(), cpc_sync::Error> {
-//! let dir = tempfile::tempdir().map_err(|_| cpc_sync::Error::Config("tempdir"))?;
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
 //! let monitor = NetworkMonitor::default();
 //! let link = ManualSource::new();
 //! link.connect(monitor.sink("manual"));
@@ -83,7 +83,7 @@ pub use composite::{CompositeAdapter, Delivery, QueueReason, DEFAULT_DIRECT_TIME
 #[doc(inline)]
 pub use cpc_worker::StorageCalls;
 pub use engine::{EngineOperation, SyncEngine, CLOCK_MARK_HEADROOM_MS};
-pub use error::{Error, Result};
+pub use error::{ConfigError, Error, Result};
 
 /// The operation model: operations, ids, the hybrid logical clock, the
 /// transport trait and its outcomes (`cpc-core`).

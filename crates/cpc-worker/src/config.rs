@@ -141,46 +141,58 @@ impl WorkerConfig {
     /// field. Within these bounds no instant the worker computes from a
     /// configured duration can overflow.
     pub fn validate(&self) -> Result<()> {
-        let check = |ok: bool, what: &'static str| {
+        let check = |ok: bool, field: &'static str, reason: &'static str| {
             if ok {
                 Ok(())
             } else {
-                Err(WorkerError::Config(what))
+                Err(WorkerError::Config { field, reason })
             }
         };
         check(
             (1..=MAX_BATCH_SIZE).contains(&self.batch_size),
-            "batch_size must be between 1 and 100000",
+            "batch_size",
+            "must be between 1 and 100000",
         )?;
         check(
             (1..=MAX_IN_FLIGHT).contains(&self.max_in_flight),
-            "max_in_flight must be between 1 and 1024",
+            "max_in_flight",
+            "must be between 1 and 1024",
         )?;
         check(
             (1..=MAX_EVENT_CAPACITY).contains(&self.event_capacity),
-            "event_capacity must be between 1 and 1048576",
+            "event_capacity",
+            "must be between 1 and 1048576",
         )?;
-        check(self.max_conflicts >= 1, "max_conflicts must be at least 1")?;
+        check(
+            self.max_conflicts >= 1,
+            "max_conflicts",
+            "must be at least 1",
+        )?;
         let positive = |d: Duration| !d.is_zero() && d <= MAX_DURATION;
         check(
             positive(self.push_timeout),
-            "push_timeout must be positive and at most 7 days",
+            "push_timeout",
+            "must be positive and at most 7 days",
         )?;
         check(
             self.shutdown_timeout <= MAX_DURATION,
-            "shutdown_timeout must be at most 7 days",
+            "shutdown_timeout",
+            "must be at most 7 days",
         )?;
         check(
             self.reconnect_spread <= MAX_DURATION,
-            "reconnect_spread must be at most 7 days",
+            "reconnect_spread",
+            "must be at most 7 days",
         )?;
         check(
             positive(self.storage_retry),
-            "storage_retry must be positive and at most 7 days",
+            "storage_retry",
+            "must be positive and at most 7 days",
         )?;
         check(
             positive(self.min_wakeup_interval),
-            "min_wakeup_interval must be positive and at most 7 days",
+            "min_wakeup_interval",
+            "must be positive and at most 7 days",
         )?;
         Ok(())
     }
@@ -204,7 +216,7 @@ mod tests {
             let mut c = WorkerConfig::default();
             set(&mut c, Duration::MAX);
             match c.validate() {
-                Err(WorkerError::Config(msg)) => assert!(msg.starts_with(name), "{msg}"),
+                Err(WorkerError::Config { field, .. }) => assert_eq!(field, name),
                 other => panic!("{name} = Duration::MAX: {other:?}"),
             }
             let mut c = WorkerConfig::default();

@@ -30,9 +30,14 @@ pub enum WorkerError {
     /// The worker was shut down; it cannot be started again.
     #[error("the worker is shut down")]
     ShutDown,
-    /// The configuration is invalid.
-    #[error("invalid worker configuration: {0}")]
-    Config(&'static str),
+    /// A setting of the worker's configuration is out of range.
+    #[error("invalid worker configuration: `{field}` {reason}")]
+    Config {
+        /// The `WorkerConfig` field.
+        field: &'static str,
+        /// What it must be.
+        reason: &'static str,
+    },
 }
 
 impl WorkerError {

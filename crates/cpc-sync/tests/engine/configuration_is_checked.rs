@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use cpc_fault::{FaultPlan, RemoteOptions};
 use cpc_sync::storage::{Durability, QueueOptions, SqliteStorage, StorageError};
-use cpc_sync::worker::{WorkerConfig, WorkerError};
+use cpc_sync::worker::WorkerConfig;
 use cpc_sync::{Error, SyncEngine};
 
 use crate::support::*;
@@ -22,7 +22,9 @@ fn worker_error(config: WorkerConfig) -> String {
         .worker_config(config)
         .build()
     {
-        Err(Error::Worker(WorkerError::Config(msg))) | Err(Error::Config(msg)) => msg.to_string(),
+        Err(Error::Config(cpc_sync::ConfigError::Invalid { field, reason })) => {
+            format!("{field} {reason}")
+        }
         Err(e) => e.to_string(),
         Ok(_) => "accepted".into(),
     }
