@@ -70,7 +70,7 @@ impl WallClock for SystemWallClock {
         // A clock before 1970 reads as 0; the HLC still moves forward.
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .map(crate::millis)
             .unwrap_or(0)
     }
 }
@@ -182,8 +182,7 @@ impl HybridClock {
     /// ahead of the local wall clock is refused and leaves the clock as it was.
     pub fn observe(&self, remote: HlcTimestamp) -> Result<HlcTimestamp> {
         let physical = self.wall.now_ms();
-        let limit =
-            physical.saturating_add(u64::try_from(self.max_drift.as_millis()).unwrap_or(u64::MAX));
+        let limit = physical.saturating_add(crate::millis(self.max_drift));
         if remote.wall_ms > limit {
             return Err(Error::ClockDrift {
                 remote_ms: remote.wall_ms,

@@ -43,6 +43,13 @@ mod operation;
 mod transport;
 
 pub use error::{error_chain, EnvelopeError, Error, Result};
+
+/// A duration in whole milliseconds, saturating at `u64::MAX` (a
+/// `Duration` can hold more): the one conversion every crate uses for
+/// epoch-ms arithmetic, logs and reports.
+pub fn millis(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
 pub use hlc::{
     HlcTimestamp, HybridClock, ManualWallClock, NodeId, SystemWallClock, WallClock,
     DEFAULT_MAX_DRIFT,

@@ -690,7 +690,7 @@ impl Scenario {
     /// the seed, uniformly in `(0, duration)`, sorted.
     pub fn crash_times(&self) -> Vec<Duration> {
         let mut rng = StdRng::seed_from_u64(self.derived_seed(0xC4A5_4000));
-        let span = u64::try_from(self.duration.as_millis()).unwrap_or(u64::MAX);
+        let span = cpc_core::millis(self.duration);
         let mut out = self.crash.at.clone();
         for _ in 0..self.crash.random {
             out.push(Duration::from_millis(rng.gen_range(1..span.max(2))));
@@ -830,10 +830,8 @@ impl Iterator for Workload {
                 at
             }
         };
-        self.wall.set(
-            self.base_wall
-                .saturating_add(u64::try_from(at.as_millis()).unwrap_or(u64::MAX)),
-        );
+        self.wall
+            .set(self.base_wall.saturating_add(cpc_core::millis(at)));
         let index = rng.gen_range(0..mix.entities.max(1));
         let collections = mix.collections.len().max(1) as u64;
         let collection = mix

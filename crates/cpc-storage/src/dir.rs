@@ -402,7 +402,7 @@ impl FaultSlot {
 pub(crate) fn system_now() -> EpochMillis {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map(cpc_core::millis)
         .unwrap_or(0)
 }
 

@@ -89,7 +89,7 @@ impl TokioWallClock {
     fn tokio_ms(&self, instant: Instant) -> EpochMillis {
         let elapsed = instant.saturating_duration_since(self.start);
         self.epoch_at_start
-            .saturating_add(u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX))
+            .saturating_add(cpc_core::millis(elapsed))
     }
 
     /// The epoch ms reading that corresponds to a tokio instant (relative
@@ -101,13 +101,9 @@ impl TokioWallClock {
         let now = Instant::now();
         let reading = self.now_ms();
         if instant >= now {
-            reading.saturating_add(
-                u64::try_from(instant.duration_since(now).as_millis()).unwrap_or(u64::MAX),
-            )
+            reading.saturating_add(cpc_core::millis(instant.duration_since(now)))
         } else {
-            reading.saturating_sub(
-                u64::try_from(now.duration_since(instant).as_millis()).unwrap_or(u64::MAX),
-            )
+            reading.saturating_sub(cpc_core::millis(now.duration_since(instant)))
         }
     }
 
@@ -128,8 +124,7 @@ impl TokioWallClock {
 
     /// `ms` plus a duration, saturating.
     pub fn after(&self, delay: Duration) -> EpochMillis {
-        self.now_ms()
-            .saturating_add(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX))
+        self.now_ms().saturating_add(cpc_core::millis(delay))
     }
 }
 

@@ -214,7 +214,7 @@ impl RetryPolicy {
                 .delay_without_limits(&ctx, rng)
                 .unwrap_or_else(|| hint.unwrap_or(NEVER_GIVE_UP_FALLBACK))
         };
-        let at = now.saturating_add(crate::worker::millis(delay));
+        let at = now.saturating_add(cpc_core::millis(delay));
         let Some(budget) = &self.budget else {
             return Some(at);
         };

@@ -30,7 +30,7 @@ use crate::streaks::ConflictStreaks;
 use crate::summary::ProcessingSummary;
 use crate::unwind::{catch, CatchUnwind};
 use cpc_backoff::RetryCause;
-use cpc_core::error_chain;
+use cpc_core::{error_chain, millis};
 
 mod batch;
 mod run;
@@ -612,8 +612,4 @@ fn earliest(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
         (a, None) => a,
         (None, b) => b,
     }
-}
-
-pub(crate) fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -340,7 +340,7 @@ impl Device {
         let wall_ms = scenario
             .epoch_ms
             .saturating_add_signed(scenario.skew_ms(self.index))
-            .saturating_add(u64::try_from(now.as_millis()).unwrap_or(u64::MAX));
+            .saturating_add(cpc_sync::core::millis(now));
         let options = QueueOptions {
             durability: world.settings.durability,
             aging_after: world.aging_after,

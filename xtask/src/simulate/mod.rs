@@ -590,7 +590,7 @@ fn json_entry(
         if let Some(obj) = entry.as_object_mut() {
             obj.insert(
                 "wall_ms".into(),
-                serde_json::Value::from(u64::try_from(result.wall.as_millis()).unwrap_or(u64::MAX)),
+                serde_json::Value::from(cpc_sync::core::millis(result.wall)),
             );
         }
     }
