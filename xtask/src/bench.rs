@@ -111,16 +111,8 @@ const BOUNDS: &[(&str, f64, &str, &str)] = &[
     ),
 ];
 
-pub fn main(args: &[String]) -> Result<(), XtaskError> {
-    let mut quick = false;
-    let mut report_only = false;
-    for a in args {
-        match a.as_str() {
-            "--quick" => quick = true,
-            "--report-only" => report_only = true,
-            other => return Err(XtaskError::Usage(format!("bench: unknown option {other}"))),
-        }
-    }
+/// `cargo xtask bench [--quick] [--report-only]`.
+pub fn main(quick: bool, report_only: bool) -> Result<(), XtaskError> {
     let extra = if report_only {
         Vec::new()
     } else {

@@ -3,7 +3,7 @@
 //! requested number of cycles, then sums their summary lines into one:
 //! `cycles N, acknowledged A, lost 0, duplicated 0, reordered 0`.
 
-use crate::{cargo, parse_value, XtaskError};
+use crate::{cargo, XtaskError};
 
 /// The crash tests: (package, test target, env var holding the cycle count).
 const LOOPS: &[(&str, &str, &str)] = &[
@@ -26,15 +26,8 @@ pub struct Totals {
     pub reordered: u64,
 }
 
-pub fn main(args: &[String]) -> Result<(), XtaskError> {
-    let mut cycles: u64 = 1000;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--cycles" => cycles = parse_value(a, it.next())?,
-            other => return Err(XtaskError::Usage(format!("crash: unknown option {other}"))),
-        }
-    }
+/// `cargo xtask crash [--cycles N]`.
+pub fn main(cycles: u64) -> Result<(), XtaskError> {
     let mut total = Totals::default();
     for (package, test, var) in LOOPS {
         println!("==> {package} --test {test} with {var}={cycles}");

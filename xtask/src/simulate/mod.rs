@@ -40,7 +40,7 @@ use self::auth::Secret;
 use self::harness::{RunResult, RunSettings};
 use self::spec::{Spec, StorageKind, SUITES};
 use self::table::{human, Summary, Table};
-use crate::{parse_value, XtaskError};
+use crate::XtaskError;
 
 /// Runs estimated above this print their memory estimate first.
 const LARGE_RUN_BYTES: u64 = 256 << 20;
@@ -48,178 +48,107 @@ const LARGE_RUN_BYTES: u64 = 256 << 20;
 /// The seed of `cargo xtask simulate` without `--seed`.
 pub const DEFAULT_SEED: u64 = 42;
 
-const HELP: &str = "usage: cargo xtask simulate [options]
-
-  --suite NAME|all      built-in suite(s), comma-separated (default all):
-                        steady, flaky-30, lost-acks, hostile-answers,
-                        partition-heal, flapping,
-                        rate-limited, thundering-herd, poison, conflicts,
-                        priority-storm, crash-restart, huge-queue
-  --scenario FILE.toml  run a scenario file instead (see xtask/scenarios/)
-  --seed N              seed of every scenario (default 42; a --scenario
-                        file keeps its own seed unless --seed is given)
-  --seeds N             run seeds N times: seed, seed+1, ... (prints seeds/s)
-  --ops N               operations per device
-  --devices N           number of devices
-  --storage KIND        sqlite (default), sled or memory
-  --durability KIND     immediate (default), group or relaxed
-  --tmpdir DIR          where the per-device stores go (default: the system
-                        temp dir; with --quick /dev/shm if present, so the
-                        same durable code runs without paying for fsync)
-  --storage-calls MODE  inline (default): the engine calls its store on the
-                        simulation's one thread; blocking: on tokio's blocking
-                        pool as in production, made replayable by a gate
-  --quick               every suite at reduced size
-  --jobs N              scenario runs at once (default: 3 per core, or 1 per
-                        core with --quick; each run is deterministic alone)
-  --json FILE           write every report as JSON
-  --timeline FILE.svg   draw each run: queue depth per device, outages
-                        shaded, applies and conflicts marked (one run:
-                        FILE; several: FILE-<suite>-<seed>.svg)
-  --reports             print every run's full text report after the table
-                        (fates and conflicts per device, latency per
-                        priority); failed runs always print theirs
-  --no-wall             leave out the wall-clock column (byte-stable output)
-  --payload-canary STR  prefix every payload with STR (log-leak test)
-  --entity-canary STR   prefix every record id with STR (log-leak test:
-                        record ids may be logged at DEBUG, never above)
-  --bearer-token STR    the credential the simulated transport carries
-
-Exit status: 0 if every invariant and bound holds, 1 if not, 2 on bad usage.";
-
-/// Parsed command line.
-#[derive(Debug, Clone)]
-struct Options {
+/// `cargo xtask simulate`: the full engine against simulated faults, checked
+/// against the invariants. Exit status: 0 if every invariant and bound
+/// holds, 1 if not, 2 on bad usage or a bad scenario file.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Options {
+    /// Built-in suite(s), comma-separated (default all): steady, flaky-30,
+    /// lost-acks, hostile-answers, partition-heal, flapping, rate-limited,
+    /// thundering-herd, poison, conflicts, priority-storm, crash-restart,
+    /// huge-queue
+    #[arg(long = "suite", value_name = "NAME|all", value_delimiter = ',')]
     suites: Vec<String>,
+    /// Run a scenario file instead (see xtask/scenarios/)
+    #[arg(long, value_name = "FILE.toml", conflicts_with = "suites")]
     scenario: Option<PathBuf>,
+    /// Seed of every scenario (default 42; a --scenario file keeps its own
+    /// seed unless --seed is given)
+    #[arg(long)]
     seed: Option<u64>,
+    /// Run N seeds: seed, seed+1, ... (prints seeds/s)
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..))]
     seeds: u64,
+    /// Operations per device
+    #[arg(long, value_name = "N")]
     ops: Option<u64>,
+    /// Number of devices
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     devices: Option<u32>,
+    /// Storage backend: sqlite (default), sled or memory
+    #[arg(long, value_name = "KIND", value_parser = StorageKind::parse)]
     storage: Option<StorageKind>,
+    /// Durability: immediate (default), group or relaxed
+    #[arg(long, value_name = "KIND", value_parser = parse_durability)]
     durability: Option<Durability>,
+    /// Every suite at reduced size
+    #[arg(long)]
     quick: bool,
+    /// Write every report as JSON
+    #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
+    /// Draw each run: queue depth per device, outages shaded, applies and
+    /// conflicts marked (one run: FILE; several: FILE-<suite>-<seed>.svg)
+    #[arg(long, value_name = "FILE.svg")]
     timeline: Option<PathBuf>,
+    /// Print every run's full text report after the table (fates and
+    /// conflicts per device, latency per priority); failed runs always
+    /// print theirs
+    #[arg(long)]
     reports: bool,
+    /// Leave out the wall-clock column (byte-stable output)
+    #[arg(long = "no-wall", action = clap::ArgAction::SetFalse)]
     wall: bool,
+    /// Prefix every payload with STR (log-leak test)
+    #[arg(long, value_name = "STR")]
     payload_canary: Option<String>,
+    /// Prefix every record id with STR (log-leak test: record ids may be
+    /// logged at DEBUG, never above)
+    #[arg(long, value_name = "STR")]
     entity_canary: Option<String>,
+    /// The credential the simulated transport carries
+    #[arg(long, value_name = "STR")]
     bearer_token: Option<String>,
+    /// Where the per-device stores go (default: the system temp dir; with
+    /// --quick /dev/shm if present, so the same durable code runs without
+    /// paying for fsync)
+    #[arg(long, value_name = "DIR")]
     tmpdir: Option<PathBuf>,
-    jobs: Option<usize>,
+    /// Scenario runs at once (default: 3 per core, or 1 per core with
+    /// --quick; each run is deterministic alone)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    jobs: Option<u64>,
+    /// inline (default): the engine calls its store on the simulation's one
+    /// thread; blocking: on tokio's blocking pool as in production, made
+    /// replayable by a gate
+    #[arg(long, value_name = "MODE", default_value = "inline", value_parser = parse_storage_calls)]
     storage_calls: StorageCalls,
 }
 
-impl Options {
-    fn parse(args: &[String]) -> Result<Options, XtaskError> {
-        let mut o = Options {
-            suites: Vec::new(),
-            scenario: None,
-            seed: None,
-            seeds: 1,
-            ops: None,
-            devices: None,
-            storage: None,
-            durability: None,
-            quick: false,
-            json: None,
-            timeline: None,
-            reports: false,
-            wall: true,
-            payload_canary: None,
-            entity_canary: None,
-            bearer_token: None,
-            tmpdir: None,
-            jobs: None,
-            storage_calls: StorageCalls::Inline,
-        };
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            match a.as_str() {
-                "--suite" => {
-                    let v: String = parse_value(a, it.next())?;
-                    o.suites.extend(v.split(',').map(|s| s.trim().to_owned()));
-                }
-                "--scenario" => o.scenario = Some(parse_value::<PathBuf>(a, it.next())?),
-                "--seed" => o.seed = Some(parse_value(a, it.next())?),
-                "--seeds" => o.seeds = parse_value(a, it.next())?,
-                "--ops" => o.ops = Some(parse_value(a, it.next())?),
-                "--devices" => o.devices = Some(parse_value(a, it.next())?),
-                "--storage" => {
-                    let v: String = parse_value(a, it.next())?;
-                    o.storage = Some(StorageKind::parse(&v)?);
-                }
-                "--durability" => {
-                    let v: String = parse_value(a, it.next())?;
-                    o.durability = Some(match v.as_str() {
-                        "immediate" => Durability::Immediate,
-                        "group" => Durability::GroupCommit {
-                            max_delay: Duration::from_millis(2),
-                        },
-                        "relaxed" => Durability::Relaxed,
-                        other => {
-                            return Err(XtaskError::Usage(format!(
-                            "--durability: unknown value {other:?} (immediate, group or relaxed)"
-                        )))
-                        }
-                    });
-                }
-                "--quick" => o.quick = true,
-                "--storage-calls" => {
-                    let v: String = parse_value(a, it.next())?;
-                    o.storage_calls = match v.as_str() {
-                        "inline" => StorageCalls::Inline,
-                        "blocking" => StorageCalls::Blocking,
-                        other => {
-                            return Err(XtaskError::Usage(format!(
-                                "--storage-calls: unknown value {other:?} (inline or blocking)"
-                            )))
-                        }
-                    };
-                }
-                "--jobs" => o.jobs = Some(parse_value(a, it.next())?),
-                "--tmpdir" => o.tmpdir = Some(parse_value::<PathBuf>(a, it.next())?),
-                "--json" => o.json = Some(parse_value::<PathBuf>(a, it.next())?),
-                "--timeline" => o.timeline = Some(parse_value::<PathBuf>(a, it.next())?),
-                "--no-wall" => o.wall = false,
-                "--reports" => o.reports = true,
-                "--payload-canary" => o.payload_canary = Some(parse_value(a, it.next())?),
-                "--entity-canary" => o.entity_canary = Some(parse_value(a, it.next())?),
-                "--bearer-token" => o.bearer_token = Some(parse_value(a, it.next())?),
-                "-h" | "--help" => return Err(XtaskError::Usage(HELP.to_owned())),
-                other => {
-                    return Err(XtaskError::Usage(format!(
-                        "simulate: unknown option {other}\n{HELP}"
-                    )))
-                }
-            }
-        }
-        if o.jobs == Some(0) {
-            return Err(XtaskError::Usage("--jobs must be at least 1".into()));
-        }
-        if o.seeds == 0 {
-            return Err(XtaskError::Usage("--seeds must be at least 1".into()));
-        }
-        if o.devices == Some(0) {
-            return Err(XtaskError::Usage("--devices must be at least 1".into()));
-        }
-        if o.scenario.is_some() && !o.suites.is_empty() {
-            return Err(XtaskError::Usage(
-                "give either --suite or --scenario, not both".into(),
-            ));
-        }
-        Ok(o)
+fn parse_durability(v: &str) -> Result<Durability, String> {
+    match v {
+        "immediate" => Ok(Durability::Immediate),
+        "group" => Ok(Durability::GroupCommit {
+            max_delay: Duration::from_millis(2),
+        }),
+        "relaxed" => Ok(Durability::Relaxed),
+        other => Err(format!(
+            "unknown value {other:?} (immediate, group or relaxed)"
+        )),
+    }
+}
+
+fn parse_storage_calls(v: &str) -> Result<StorageCalls, String> {
+    match v {
+        "inline" => Ok(StorageCalls::Inline),
+        "blocking" => Ok(StorageCalls::Blocking),
+        other => Err(format!("unknown value {other:?} (inline or blocking)")),
     }
 }
 
 /// `cargo xtask simulate ...`
-pub fn main(args: &[String]) -> Result<(), XtaskError> {
-    if args.iter().any(|a| a == "-h" || a == "--help") {
-        println!("{HELP}");
-        return Ok(());
-    }
-    let options = Options::parse(args)?;
+pub fn main(options: Options) -> Result<(), XtaskError> {
     init_tracing();
     let specs = load_specs(&options)?;
     let base_seed = options
@@ -283,7 +212,10 @@ pub fn main(args: &[String]) -> Result<(), XtaskError> {
         .unwrap_or(0);
     let threads = options
         .jobs
-        .unwrap_or_else(|| default_jobs(options.quick))
+        .map_or_else(
+            || default_jobs(options.quick),
+            |j| usize::try_from(j).unwrap_or(usize::MAX),
+        )
         .min(usize::try_from(harness::fd_budget() / most_fds.max(1)).unwrap_or(usize::MAX))
         .max(1);
 
@@ -601,15 +533,29 @@ fn json_entry(
 mod tests {
     use super::*;
 
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        options: Options,
+    }
+
+    fn parse(v: &[&str]) -> Result<Options, clap::Error> {
+        use clap::Parser as _;
+        Cli::try_parse_from(std::iter::once("simulate").chain(v.iter().copied())).map(|c| c.options)
+    }
+
     #[test]
     fn options_refuse_nonsense() {
-        let args = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
-        assert!(Options::parse(&args(&["--seeds", "0"])).is_err());
-        assert!(Options::parse(&args(&["--storage", "floppy"])).is_err());
-        assert!(Options::parse(&args(&["--suite", "steady", "--scenario", "x.toml"])).is_err());
-        let o =
-            Options::parse(&args(&["--suite", "steady,poison", "--quick", "--no-wall"])).unwrap();
+        assert!(parse(&["--seeds", "0"]).is_err());
+        assert!(parse(&["--jobs", "0"]).is_err());
+        assert!(parse(&["--devices", "0"]).is_err());
+        assert!(parse(&["--storage", "floppy"]).is_err());
+        assert!(parse(&["--durability", "maybe"]).is_err());
+        assert!(parse(&["--suite", "steady", "--scenario", "x.toml"]).is_err());
+        let o = parse(&["--suite", "steady,poison", "--quick", "--no-wall"]).unwrap();
         assert_eq!(o.suites, ["steady", "poison"]);
         assert!(o.quick && !o.wall);
+        let o = parse(&[]).unwrap();
+        assert!(o.wall && o.seeds == 1 && o.storage_calls == StorageCalls::Inline);
     }
 }
