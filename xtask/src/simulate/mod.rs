@@ -89,7 +89,7 @@ pub struct Options {
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
     /// Draw each run: queue depth per device, outages shaded, applies and
-    /// conflicts marked (one run: FILE; several: FILE-<suite>-<seed>.svg)
+    /// conflicts marked (one run: FILE; several: `FILE-<suite>-<seed>.svg`)
     #[arg(long, value_name = "FILE.svg")]
     timeline: Option<PathBuf>,
     /// Print every run's full text report after the table (fates and
