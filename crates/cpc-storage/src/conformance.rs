@@ -29,7 +29,7 @@ use rand::SeedableRng;
 
 use crate::{
     Completion, ConflictFilter, DeadHeadPolicy, Durability, EpochMillis, ListFilter, MemoryStorage,
-    OpState, QueueOptions, QueueStorage, Result, SqliteStorage, StorageError,
+    OpState, QueueOptions, QueueStorage, QueueStorageExt, Result, SqliteStorage, StorageError,
 };
 
 /// Opens stores for the suite.
@@ -432,7 +432,7 @@ pub fn only_the_entity_head_is_claimable(f: &dyn Factory) {
         env.s().claim_ready(T0, 10).unwrap().is_empty(),
         "in-flight head must block"
     );
-    env.s().ack(create.id).unwrap();
+    env.s().ack(create.id, T0 + 1).unwrap();
     let next = env.s().claim_ready(T0 + 1, 10).unwrap();
     assert_eq!(next.len(), 1);
     assert_eq!(next[0].op.id, update.id);
@@ -509,7 +509,9 @@ pub fn a_retry_waits_until_due_and_next_wakeup_reports_it(f: &dyn Factory) {
         .unwrap();
     assert_eq!(env.s().next_wakeup().unwrap(), None);
     env.s().claim_ready(T0, 1).unwrap();
-    env.s().schedule_retry(a.id, T0 + 500, "timeout").unwrap();
+    env.s()
+        .schedule_retry(a.id, T0 + 500, "timeout", T0 + 1)
+        .unwrap();
     let got = env.s().get(a.id).unwrap().unwrap();
     assert_eq!(got.state, OpState::Waiting { until: T0 + 500 });
     assert_eq!(got.last_error.as_deref(), Some("timeout"));
@@ -564,7 +566,7 @@ pub fn aging_promotes_one_level(f: &dyn Factory) {
     assert_eq!(c[1].effective_priority, Normal);
     assert_eq!(c[2].effective_priority, Normal);
     for c in &c {
-        env.s().ack(c.op.id).unwrap();
+        env.s().ack(c.op.id, T0 + 1_000).unwrap();
     }
     // Promotion is one level only, however long it waits.
     let late = op("d", Background, 4);
@@ -601,7 +603,7 @@ pub fn a_dead_head_blocks_its_entity_until_revived(f: &dyn Factory) {
         .enqueue_batch(vec![a1.clone(), a2.clone()], T0)
         .unwrap();
     env.s().claim_ready(T0, 1).unwrap();
-    env.s().dead_letter(a1.id, "rejected: 422").unwrap();
+    env.s().dead_letter(a1.id, "rejected: 422", T0 + 1).unwrap();
     assert_eq!(
         env.state(&a1),
         OpState::Dead {
@@ -645,12 +647,12 @@ pub fn a_dead_head_is_skipped_under_skip_policy(f: &dyn Factory) {
         .enqueue_batch(vec![a1.clone(), a2.clone(), a3.clone()], T0)
         .unwrap();
     env.s().claim_ready(T0, 1).unwrap();
-    env.s().dead_letter(a1.id, "rejected").unwrap();
+    env.s().dead_letter(a1.id, "rejected", T0 + 1).unwrap();
     assert_eq!(env.claim_ids(T0 + 1, 5), ids(&[&a2]));
     // Still strict FIFO among the live ones: a3 waits for a2.
-    env.s().ack(a2.id).unwrap();
+    env.s().ack(a2.id, T0 + 1).unwrap();
     assert_eq!(env.claim_ids(T0 + 2, 5), ids(&[&a3]));
-    env.s().ack(a3.id).unwrap();
+    env.s().ack(a3.id, T0 + 1).unwrap();
     assert!(env.s().claim_ready(T0 + 3, 5).unwrap().is_empty());
     // A new op of the entity is claimable while the dead one stays parked.
     let a4 = normal("a", 4);
@@ -673,7 +675,7 @@ pub fn drop_op_and_drop_entity_remove_work(f: &dyn Factory) {
     assert!(env.s().drop_op(a2.id).unwrap());
     assert!(!env.s().drop_op(a2.id).unwrap());
     env.s().claim_ready(T0, 5).unwrap();
-    env.s().dead_letter(a1.id, "x").unwrap();
+    env.s().dead_letter(a1.id, "x", T0 + 1).unwrap();
     assert_eq!(
         env.s().drop_entity(&EntityKey::new("notes", "a")).unwrap(),
         2
@@ -860,7 +862,7 @@ pub fn deferred_and_conflict_log_read_page_by_page(f: &dyn Factory) {
     env.s().enqueue_batch(ops.clone(), T0).unwrap();
     env.s().claim_ready(T0, 10).unwrap();
     for (i, o) in ops.iter().enumerate() {
-        env.s().defer(o.id, remote(i as u64)).unwrap();
+        env.s().defer(o.id, remote(i as u64), T0 + 1).unwrap();
     }
     let mut listed = Vec::new();
     let mut page = crate::Page::first(3);
@@ -1081,7 +1083,7 @@ pub fn deferred_conflicts_are_listed_and_settled(f: &dyn Factory) {
     env.s().enqueue(later.clone(), T0).unwrap();
     env.s().claim_ready(T0, 10).unwrap();
     for (i, o) in ops.iter().enumerate() {
-        env.s().defer(o.id, remote(100 + i as u64)).unwrap();
+        env.s().defer(o.id, remote(100 + i as u64), T0 + 1).unwrap();
     }
     assert!(
         env.s().claim_ready(T0 + 1, 10).unwrap().is_empty(),
@@ -1292,8 +1294,10 @@ pub fn stats_count_by_state_and_priority(f: &dyn Factory) {
     ];
     env.s().enqueue_batch(ops.to_vec(), T0).unwrap();
     env.s().claim_ready(T0, 2).unwrap(); // a, b in flight
-    env.s().dead_letter(ops[0].id, "x").unwrap();
-    env.s().schedule_retry(ops[1].id, T0 + 10, "y").unwrap();
+    env.s().dead_letter(ops[0].id, "x", T0 + 1).unwrap();
+    env.s()
+        .schedule_retry(ops[1].id, T0 + 10, "y", T0 + 1)
+        .unwrap();
     let st = env.s().stats().unwrap();
     assert_eq!(st.pending, 5);
     assert_eq!(env.s().pending().unwrap(), 5);
@@ -1318,7 +1322,7 @@ pub fn list_filters_by_entity_dead_and_limit(f: &dyn Factory) {
     ];
     env.s().enqueue_batch(ops.to_vec(), T0).unwrap();
     env.s().claim_ready(T0, 1).unwrap();
-    env.s().dead_letter(ops[0].id, "gone").unwrap();
+    env.s().dead_letter(ops[0].id, "gone", T0 + 1).unwrap();
     let list = |filter: ListFilter| -> Vec<cpc_core::OperationId> {
         env.s()
             .list(&filter)
@@ -1462,9 +1466,11 @@ pub fn reopen_keeps_every_state(f: &dyn Factory) {
     env.s().enqueue_batch(ops.clone(), T0).unwrap();
     env.s().enqueue(tail.clone(), T0).unwrap();
     env.s().claim_ready(T0, 4).unwrap();
-    env.s().schedule_retry(ops[1].id, T0 + 77, "later").unwrap();
-    env.s().dead_letter(ops[2].id, "bad").unwrap();
-    env.s().defer(ops[3].id, remote(5)).unwrap();
+    env.s()
+        .schedule_retry(ops[1].id, T0 + 77, "later", T0 + 1)
+        .unwrap();
+    env.s().dead_letter(ops[2].id, "bad", T0 + 1).unwrap();
+    env.s().defer(ops[3].id, remote(5), T0 + 1).unwrap();
     env.s().log_conflict(&conflict("e4", 4, T0)).unwrap();
     let before = env.s().list(&ListFilter::default()).unwrap();
     let stats = env.s().stats().unwrap();

@@ -138,8 +138,8 @@ mod sqlite;
 pub use api::{
     respread_offset, Claimed, Completion, ConflictCursor, ConflictFilter, DeadHeadPolicy,
     DeferredConflict, Durability, EpochMillis, ListFilter, LoggedConflict, OpState, Page,
-    QuarantineNotice, QuarantinedRecord, QueueOptions, QueueStats, QueueStorage, Respread,
-    StoredOperation, DEFAULT_CONFLICT_LOG_MAX_BYTES, MAX_PAYLOAD_LIMIT,
+    QuarantineNotice, QuarantinedRecord, QueueOptions, QueueStats, QueueStorage, QueueStorageExt,
+    Respread, StoredOperation, DEFAULT_CONFLICT_LOG_MAX_BYTES, MAX_PAYLOAD_LIMIT,
 };
 #[doc(hidden)]
 pub use dir::InjectedFault;

@@ -93,10 +93,6 @@ impl QueueStorage for MemoryStorage {
         self.options.max_payload
     }
 
-    fn last_now(&self) -> EpochMillis {
-        self.hint()
-    }
-
     fn enqueue(&self, op: Operation, now: EpochMillis) -> Result<u64> {
         let seqs = self.enqueue_batch(vec![op], now)?;
         Ok(seqs[0])

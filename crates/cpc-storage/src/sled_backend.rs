@@ -460,10 +460,6 @@ impl QueueStorage for SledStorage {
         self.options.max_payload
     }
 
-    fn last_now(&self) -> EpochMillis {
-        self.hint()
-    }
-
     fn enqueue(&self, op: Operation, now: EpochMillis) -> Result<u64> {
         let seqs = self.enqueue_batch(vec![op], now)?;
         seqs.first().copied().ok_or(StorageError::Sled {

@@ -281,10 +281,6 @@ impl QueueStorage for SqliteStorage {
         self.shared.options.max_payload
     }
 
-    fn last_now(&self) -> EpochMillis {
-        self.shared.hint()
-    }
-
     fn enqueue(&self, op: Operation, now: EpochMillis) -> Result<u64> {
         let seqs = self.enqueue_ops(vec![op], now)?;
         seqs.first().copied().ok_or(StorageError::Io {

@@ -40,7 +40,7 @@ fn open(backend: &str, dir: &Path) -> Result<Store, StorageError> {
             let s = std::sync::Arc::new(cpc_storage::SledStorage::open(dir, options)?);
             let hook = s.clone();
             Ok(Store {
-                queue: Box::new(ArcQueue(s)),
+                queue: Box::new(s),
                 inject: Box::new(move |f| hook.inject_fault(f)),
             })
         }
@@ -48,65 +48,12 @@ fn open(backend: &str, dir: &Path) -> Result<Store, StorageError> {
             let s = std::sync::Arc::new(SqliteStorage::open(dir, options)?);
             let hook = s.clone();
             Ok(Store {
-                queue: Box::new(ArcQueue(s)),
+                queue: Box::new(s),
                 inject: Box::new(move |f| hook.inject_fault(f)),
             })
         }
         other => panic!("unknown backend {other}"),
     }
-}
-
-/// `Arc<T>` as a boxed queue (the hook keeps the other reference).
-#[derive(Debug)]
-struct ArcQueue<T>(std::sync::Arc<T>);
-
-impl<T> std::ops::Deref for ArcQueue<T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0
-    }
-}
-
-macro_rules! forward {
-    ($($name:ident($($arg:ident: $t:ty),*) -> $ret:ty;)*) => {
-        impl<T: QueueStorage> QueueStorage for ArcQueue<T> {
-            $(fn $name(&self, $($arg: $t),*) -> $ret { self.0.$name($($arg),*) })*
-        }
-    };
-}
-
-forward! {
-    enqueue(op: Operation, now: u64) -> cpc_storage::Result<u64>;
-    enqueue_batch(ops: Vec<Operation>, now: u64) -> cpc_storage::Result<Vec<u64>>;
-    claim_ready(now: u64, limit: usize) -> cpc_storage::Result<Vec<cpc_storage::Claimed>>;
-    complete(c: &[Completion], now: u64) -> cpc_storage::Result<()>;
-    last_now() -> u64;
-    max_payload() -> usize;
-    ack(id: cpc_core::OperationId) -> cpc_storage::Result<()>;
-    schedule_retry(id: cpc_core::OperationId, at: u64, e: &str) -> cpc_storage::Result<()>;
-    dead_letter(id: cpc_core::OperationId, r: &str) -> cpc_storage::Result<()>;
-    revive(id: cpc_core::OperationId, now: u64) -> cpc_storage::Result<bool>;
-    drop_op(id: cpc_core::OperationId) -> cpc_storage::Result<bool>;
-    drop_entity(e: &EntityKey) -> cpc_storage::Result<u64>;
-    pending() -> cpc_storage::Result<u64>;
-    stats() -> cpc_storage::Result<cpc_storage::QueueStats>;
-    list(f: &ListFilter) -> cpc_storage::Result<Vec<cpc_storage::StoredOperation>>;
-    get(id: cpc_core::OperationId) -> cpc_storage::Result<Option<cpc_storage::StoredOperation>>;
-    recover(now: u64) -> cpc_storage::Result<u64>;
-    next_wakeup() -> cpc_storage::Result<Option<u64>>;
-    defer(id: cpc_core::OperationId, r: cpc_core::RemoteRecord) -> cpc_storage::Result<()>;
-    list_deferred(p: &cpc_storage::Page) -> cpc_storage::Result<Vec<cpc_storage::DeferredConflict>>;
-    settle(id: cpc_core::OperationId, r: cpc_core::Resolution, now: u64) -> cpc_storage::Result<bool>;
-    log_conflict(e: &cpc_core::ConflictRecord) -> cpc_storage::Result<u64>;
-    conflict_entries(f: &cpc_storage::ConflictFilter) -> cpc_storage::Result<Vec<cpc_storage::LoggedConflict>>;
-    list_quarantined(p: &cpc_storage::Page) -> cpc_storage::Result<Vec<cpc_storage::QuarantinedRecord>>;
-    purge_quarantined() -> cpc_storage::Result<u64>;
-    take_quarantine_notices() -> Vec<cpc_storage::QuarantineNotice>;
-    respread_waiting(base: u64, spread: u64, salt: u32, page: &Page) -> cpc_storage::Result<cpc_storage::Respread>;
-    repair(op: Operation, now: u64) -> cpc_storage::Result<bool>;
-    load_clock_mark() -> cpc_storage::Result<Option<HlcTimestamp>>;
-    store_clock_mark(m: HlcTimestamp) -> cpc_storage::Result<()>;
-    flush() -> cpc_storage::Result<()>;
 }
 
 fn op(n: u64, payload_len: usize) -> Operation {

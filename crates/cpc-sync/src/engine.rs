@@ -11,7 +11,7 @@ use cpc_core::{
 use cpc_network::{NetworkMonitor, NetworkStatus};
 use cpc_storage::{
     ConflictFilter, DeferredConflict, ListFilter, LoggedConflict, Page, QuarantinedRecord,
-    QueueStats, QueueStorage, StoredOperation,
+    QueueStats, QueueStorage, QueueStorageExt, StoredOperation,
 };
 use cpc_worker::{ProcessingSummary, SyncWorker, TokioWallClock, WorkerEvent};
 use tokio::sync::broadcast;

@@ -34,9 +34,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 use std::thread::ThreadId;
 use std::time::Duration;
 
-use cpc_sync::core::{
-    ConflictRecord, EntityKey, HlcTimestamp, Operation, OperationId, RemoteRecord, Resolution,
-};
+use cpc_sync::core::{ConflictRecord, EntityKey, HlcTimestamp, Operation, OperationId, Resolution};
 use cpc_sync::storage::{
     Claimed, Completion, ConflictFilter, DeferredConflict, EpochMillis, ListFilter, LoggedConflict,
     Page, QuarantinedRecord, QueueStats, QueueStorage, Respread, Result, StorageError,
@@ -196,24 +194,11 @@ impl QueueStorage for GatedStorage {
     fn complete(&self, completions: &[Completion], now: EpochMillis) -> Result<()> {
         self.call(|s| s.complete(completions, now))
     }
-    fn last_now(&self) -> EpochMillis {
-        // Reads an in-memory hint: nothing to gate or fence.
-        self.read().as_ref().map_or(0, |s| s.last_now())
-    }
     fn max_payload(&self) -> usize {
         // A fixed option: nothing to gate or fence.
         self.read()
             .as_ref()
             .map_or(cpc_sync::core::DEFAULT_MAX_PAYLOAD, |s| s.max_payload())
-    }
-    fn ack(&self, id: OperationId) -> Result<()> {
-        self.call(|s| s.ack(id))
-    }
-    fn schedule_retry(&self, id: OperationId, at: EpochMillis, error: &str) -> Result<()> {
-        self.call(|s| s.schedule_retry(id, at, error))
-    }
-    fn dead_letter(&self, id: OperationId, reason: &str) -> Result<()> {
-        self.call(|s| s.dead_letter(id, reason))
     }
     fn revive(&self, id: OperationId, now: EpochMillis) -> Result<bool> {
         self.call(|s| s.revive(id, now))
@@ -241,9 +226,6 @@ impl QueueStorage for GatedStorage {
     }
     fn next_wakeup(&self) -> Result<Option<EpochMillis>> {
         self.call(|s| s.next_wakeup())
-    }
-    fn defer(&self, id: OperationId, remote: RemoteRecord) -> Result<()> {
-        self.call(|s| s.defer(id, remote))
     }
     fn list_deferred(&self, page: &Page) -> Result<Vec<DeferredConflict>> {
         self.call(|s| s.list_deferred(page))

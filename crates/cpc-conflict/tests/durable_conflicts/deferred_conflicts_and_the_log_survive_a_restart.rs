@@ -1,3 +1,4 @@
+use cpc_storage::QueueStorageExt as _;
 use std::path::Path;
 use std::sync::Arc;
 

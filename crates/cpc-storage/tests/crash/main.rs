@@ -560,20 +560,8 @@ fn the_checks_catch_a_lost_operation_and_a_fifo_violation() {
             fn complete(&self, c: &[Completion], now: u64) -> cpc_storage::Result<()> {
                 self.0.complete(c, now)
             }
-            fn last_now(&self) -> u64 {
-                self.0.last_now()
-            }
             fn max_payload(&self) -> usize {
                 self.0.max_payload()
-            }
-            fn ack(&self, id: OperationId) -> cpc_storage::Result<()> {
-                self.0.ack(id)
-            }
-            fn schedule_retry(&self, id: OperationId, at: u64, e: &str) -> cpc_storage::Result<()> {
-                self.0.schedule_retry(id, at, e)
-            }
-            fn dead_letter(&self, id: OperationId, r: &str) -> cpc_storage::Result<()> {
-                self.0.dead_letter(id, r)
             }
             fn revive(&self, id: OperationId, now: u64) -> cpc_storage::Result<bool> {
                 self.0.revive(id, now)
@@ -607,9 +595,6 @@ fn the_checks_catch_a_lost_operation_and_a_fifo_violation() {
             }
             fn next_wakeup(&self) -> cpc_storage::Result<Option<u64>> {
                 self.0.next_wakeup()
-            }
-            fn defer(&self, id: OperationId, r: cpc_core::RemoteRecord) -> cpc_storage::Result<()> {
-                self.0.defer(id, r)
             }
             fn list_deferred(
                 &self,

@@ -2,6 +2,7 @@
 //! was opened with: decoding limits come from the configured limit, not
 //! from a fixed constant.
 
+use cpc_sync::storage::QueueStorageExt as _;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -1,5 +1,6 @@
 //! Each per-operation outcome ends in the right storage state and event.
 
+use cpc_storage::QueueStorageExt as _;
 use std::sync::Arc;
 use std::time::Duration;
 

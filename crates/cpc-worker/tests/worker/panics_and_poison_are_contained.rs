@@ -2,6 +2,7 @@
 //! panics, a poison operation that makes the server fail every batch it is
 //! in, conflicts that never end.
 
+use cpc_storage::QueueStorageExt as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
