@@ -460,7 +460,7 @@ pub struct DeferredConflict {
     pub reason: Option<String>,
 }
 
-/// Which conflict log entries [`QueueStorage::conflict_log`] returns.
+/// Which conflict log entries [`QueueStorage::conflict_entries`] (and [`QueueStorageExt::conflict_log`]) returns.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ConflictFilter {
     /// Only this entity.
