@@ -222,7 +222,12 @@ pub(crate) struct MetaFilter<'a> {
 /// made earlier in the same transaction. Index maintenance (due, timed,
 /// aging, in-flight, parked, by entity, by id) is the implementation's job,
 /// derived from the `OpMeta` it is given.
+///
+/// Every method is used by the engine for every backend; nothing here is
+/// one backend's need (those stay in the backend's own transaction type).
 pub(crate) trait Tx {
+    /// The bookkeeping of one operation by id (to complete, revive, drop or
+    /// repair it).
     fn meta_by_id(&mut self, id: OperationId) -> Result<Option<OpMeta>>;
     /// Whether an operation with this id is stored (a cheaper
     /// [`Tx::meta_by_id`] where only presence matters).
@@ -236,14 +241,25 @@ pub(crate) trait Tx {
     }
     /// The entity's oldest operation (its oldest non-dead one if `skip_dead`).
     fn first_in_entity(&mut self, entity: &[u8], skip_dead: bool) -> Result<Option<OpMeta>>;
+    /// Bookkeeping in seq order, filtered (listings, recounts, re-spread):
+    /// never an operation body.
     fn list_metas(&mut self, filter: MetaFilter<'_>) -> Result<Vec<OpMeta>>;
+    /// Stores a new operation and its bookkeeping, last in its entity.
     fn insert(&mut self, meta: &OpMeta, op: &Operation) -> Result<()>;
+    /// Replaces an operation's bookkeeping (`old` is what is stored, so a
+    /// backend moves its index entries from the old state to the new).
     fn update(&mut self, old: &OpMeta, new: &OpMeta) -> Result<()>;
     /// Replaces the stored operation (payload or base version changed).
     fn update_op(&mut self, meta: &OpMeta, op: &Operation) -> Result<()>;
+    /// Stores (or clears) the remote record of a deferred conflict.
     fn set_remote(&mut self, meta: &OpMeta, remote: Option<&RemoteRecord>) -> Result<()>;
+    /// Removes an operation, its bookkeeping and its remote record, and
+    /// unlinks it from its entity.
     fn delete(&mut self, meta: &OpMeta) -> Result<()>;
+    /// The operation's body, decoded and checked, or its raw bytes when
+    /// they are damaged.
     fn load_op(&mut self, meta: &OpMeta) -> Result<Loaded<Operation>>;
+    /// The remote record of a deferred conflict, if one is stored.
     fn load_remote(&mut self, meta: &OpMeta) -> Result<Option<Loaded<RemoteRecord>>>;
     /// The stored bytes of the operation (for quarantine).
     fn raw_op(&mut self, meta: &OpMeta) -> Result<Vec<u8>>;
@@ -263,9 +279,13 @@ pub(crate) trait Tx {
     fn timed_heads_upto(&mut self, now: EpochMillis, limit: usize) -> Result<Vec<OpMeta>>;
     /// Due heads still aging with ready-since at or before `cutoff`.
     fn aging_heads_upto(&mut self, cutoff: EpochMillis, limit: usize) -> Result<Vec<OpMeta>>;
+    /// The earliest wake-up of a timed head (retry due or lease end), for
+    /// `next_wakeup`.
     fn min_timed(&mut self) -> Result<Option<EpochMillis>>;
     /// In-flight operations whose lease ended at or before `now`.
     fn expired_leases(&mut self, now: EpochMillis) -> Result<Vec<OpMeta>>;
+    /// The queue's counters, written in the same transaction as the
+    /// changes they count.
     fn counters(&mut self) -> &mut Counters;
     /// Notices of what this transaction quarantined, handed to
     /// [`QueueStorage::take_quarantine_notices`](crate::QueueStorage::take_quarantine_notices)
