@@ -88,6 +88,23 @@ impl Fates {
     }
 }
 
+impl std::ops::AddAssign for Fates {
+    /// Adds every fate of `other` (a total over runs or devices).
+    fn add_assign(&mut self, other: Fates) {
+        self.applied += other.applied;
+        self.merged += other.merged;
+        self.superseded += other.superseded;
+        self.rejected += other.rejected;
+        self.exhausted += other.exhausted;
+        self.deferred += other.deferred;
+        self.dropped += other.dropped;
+        self.pending += other.pending;
+        self.submit_failed += other.submit_failed;
+        self.not_stored += other.not_stored;
+        self.lost += other.lost;
+    }
+}
+
 /// Conflicts a device's engine resolved, by resolution.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct ConflictCounts {
