@@ -129,6 +129,7 @@ pub mod conformance;
 mod dir;
 mod engine;
 mod error;
+mod ext;
 mod memory;
 mod notices;
 #[cfg(feature = "sled")]
@@ -138,12 +139,13 @@ mod sqlite;
 pub use api::{
     respread_offset, Claimed, Completion, ConflictCursor, ConflictFilter, DeadHeadPolicy,
     DeferredConflict, Durability, EpochMillis, ListFilter, LoggedConflict, OpState, Page,
-    QuarantineNotice, QuarantinedRecord, QueueOptions, QueueStats, QueueStorage, QueueStorageExt,
-    Respread, StoredOperation, DEFAULT_CONFLICT_LOG_MAX_BYTES, MAX_PAYLOAD_LIMIT,
+    QuarantineNotice, QuarantinedRecord, QueueOptions, QueueStats, QueueStorage, Respread,
+    StoredOperation, DEFAULT_CONFLICT_LOG_MAX_BYTES, MAX_PAYLOAD_LIMIT,
 };
 #[doc(hidden)]
 pub use dir::InjectedFault;
 pub use error::{Result, StorageError};
+pub use ext::QueueStorageExt;
 pub use memory::MemoryStorage;
 #[cfg(feature = "sled")]
 pub use sled_backend::{SledOptions, SledStorage, DEFAULT_SLED_CACHE_CAPACITY};
