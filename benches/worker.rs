@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use cpc_core::TokioWallClock;
 use cpc_core::{
     EntityKey, HybridClock, NodeId, OpOutcome, Operation, OperationKind, PushOutcome, Transport,
     TransportError,
@@ -29,7 +30,7 @@ use cpc_core::{
 use cpc_storage::{
     Completion, Durability, MemoryStorage, QueueOptions, QueueStorage, SqliteStorage,
 };
-use cpc_worker::{RetryPolicy, StorageCalls, SyncWorker, TokioWallClock, WorkerConfig};
+use cpc_worker::{RetryPolicy, StorageCalls, SyncWorker, WorkerConfig};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use rand::rngs::StdRng;
 use rand::SeedableRng;

@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use cpc_fault::{
     check_with, CheckOptions, FaultPlan, FaultyTransport, Latency, Probability, RemoteOptions,
-    Schedule, ScriptedNetwork, SimClock, SimulatedRemote, SubmitOutcome, SubmittedRecord,
+    Schedule, ScriptedNetwork, SimulatedRemote, SubmitOutcome, SubmittedRecord,
 };
 use cpc_sync::conflict::LastWriterWins;
+use cpc_sync::core::SimClock;
 use cpc_sync::core::{
     EntityKey, HlcTimestamp, NodeId, OperationKind, OperationPriority, RemoteRecord,
 };

@@ -8,11 +8,11 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::clock::{Clock, Instant, TokioClock};
 use crate::jitter::to_ns;
 use crate::{
     duration_format, BackoffStrategy, ConfigError, Error, Exponential, ExponentialConfig, Jitter,
 };
+use cpc_core::time::{Instant, MonotonicClock, TokioClock};
 
 /// Configuration of a [`CircuitBreaker`].
 ///
@@ -167,13 +167,13 @@ pub struct BreakerSnapshot {
 /// a permit dropped without a verdict (a cancelled call) frees its probe
 /// slot, so a half-open breaker never waits forever.
 ///
-/// Time comes from a [`Clock`] (tokio's by default), so tests run on a
+/// Time comes from a [`MonotonicClock`] (tokio's by default), so tests run on a
 /// paused clock. Thread-safe: `&self` methods behind a short mutex.
 #[derive(Debug)]
 pub struct CircuitBreaker {
     config: CircuitBreakerConfig,
     cool_down: Exponential,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn MonotonicClock>,
     inner: Mutex<Inner>,
 }
 
@@ -268,7 +268,7 @@ impl CircuitBreaker {
     }
 
     /// Reads time from `clock` instead of tokio's clock.
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+    pub fn with_clock(mut self, clock: Arc<dyn MonotonicClock>) -> Self {
         self.clock = clock;
         self
     }

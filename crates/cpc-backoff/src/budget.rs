@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::clock::{Clock, Instant, TokioClock};
 use crate::{ConfigError, Error};
+use cpc_core::time::{Instant, MonotonicClock, TokioClock};
 
 /// Configuration of a [`RetryBudget`]. The defaults are the AWS SDKs'
 /// standard retry quota plus a slow refill.
@@ -112,7 +112,7 @@ impl RetryPermit {
 #[derive(Debug)]
 pub struct RetryBudget {
     config: RetryBudgetConfig,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn MonotonicClock>,
     bucket: Mutex<Bucket>,
 }
 
@@ -135,7 +135,7 @@ impl RetryBudget {
     /// A full budget on the given clock.
     pub fn with_clock(
         config: RetryBudgetConfig,
-        clock: Arc<dyn Clock>,
+        clock: Arc<dyn MonotonicClock>,
     ) -> Result<Self, ConfigError> {
         config.validate()?;
         let bucket = Bucket {

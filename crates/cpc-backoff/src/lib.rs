@@ -109,12 +109,11 @@
 //! ```
 //!
 //! # Feature flags
-//! None. `tokio` is a dependency only for `tokio::time::Instant`, the clock
-//! of the budget and the breaker, so tests run on tokio's paused clock.
+//! None. The budget and the breaker read a `cpc_core::MonotonicClock`
+//! (tokio's `Instant` by default), so tests run on tokio's paused clock.
 
 mod breaker;
 mod budget;
-mod clock;
 mod config;
 mod duration_format;
 mod error;
@@ -129,7 +128,6 @@ pub use breaker::{
     FailureRateConfig,
 };
 pub use budget::{RetryBudget, RetryBudgetConfig, RetryCause, RetryPermit};
-pub use clock::{Clock, Instant, TokioClock};
 pub use config::{BackoffConfig, ConstantConfig, ExponentialConfig, LinearConfig, StrategyConfig};
 pub use error::{ConfigError, Error, Result};
 pub use exponential::Exponential;
@@ -145,7 +143,7 @@ mod object_safety {
     // Compile-time proofs: the strategy trait stays object safe, and the
     // shared types can cross threads.
     fn _strategy_is_object_safe(_: &dyn BackoffStrategy) {}
-    fn _clock_is_object_safe(_: &dyn Clock) {}
+    fn _clock_is_object_safe(_: &dyn cpc_core::MonotonicClock) {}
     fn _assert_send_sync<T: Send + Sync>() {}
     fn _types_are_send_sync() {
         _assert_send_sync::<Box<dyn BackoffStrategy>>();

@@ -155,8 +155,8 @@ pub fn honour_hint(delay: Duration, hint: Option<Duration>, cap: Duration) -> Du
         Some(hint) => {
             let floor = if hint > cap {
                 tracing::debug!(
-                    hint_ms = u64::try_from(hint.as_millis()).unwrap_or(u64::MAX),
-                    cap_ms = u64::try_from(cap.as_millis()).unwrap_or(u64::MAX),
+                    hint_ms = cpc_core::millis(hint),
+                    cap_ms = cpc_core::millis(cap),
                     "retry-after hint above cap, clamped"
                 );
                 cap

@@ -2,13 +2,13 @@
 //! counter, so timestamps follow causality even when wall clocks disagree.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::time::{SystemWallClock, WallClock};
 
 /// Identifies a device (a clock). Breaks timestamp ties, so the order of
 /// timestamps is total and the same on every device.
@@ -51,53 +51,6 @@ impl HlcTimestamp {
 impl fmt::Display for HlcTimestamp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}@{}", self.wall_ms, self.logical, self.node)
-    }
-}
-
-/// A source of wall-clock time in ms since the Unix epoch. Injected so tests
-/// and simulations control time.
-pub trait WallClock: Send + Sync + fmt::Debug {
-    /// Current wall time in ms since the Unix epoch.
-    fn now_ms(&self) -> u64;
-}
-
-/// The operating system's clock.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct SystemWallClock;
-
-impl WallClock for SystemWallClock {
-    fn now_ms(&self) -> u64 {
-        // A clock before 1970 reads as 0; the HLC still moves forward.
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(crate::millis)
-            .unwrap_or(0)
-    }
-}
-
-/// A wall clock set by hand; cheap to clone (shared state).
-#[derive(Debug, Default, Clone)]
-pub struct ManualWallClock(Arc<AtomicU64>);
-
-impl ManualWallClock {
-    /// A clock reading `ms`.
-    pub fn new(ms: u64) -> Self {
-        ManualWallClock(Arc::new(AtomicU64::new(ms)))
-    }
-    /// Sets the reading (may go backwards, like a real clock after NTP).
-    pub fn set(&self, ms: u64) {
-        self.0.store(ms, Ordering::SeqCst);
-    }
-    /// Moves the reading by a signed amount, saturating.
-    pub fn shift(&self, delta_ms: i64) {
-        let cur = self.0.load(Ordering::SeqCst);
-        self.set(cur.saturating_add_signed(delta_ms));
-    }
-}
-
-impl WallClock for ManualWallClock {
-    fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
     }
 }
 
@@ -224,6 +177,7 @@ fn advance(last: (u64, u32), physical: u64, remote: Option<(u64, u32)>) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::ManualWallClock;
     use proptest::prelude::*;
 
     fn clock(ms: u64) -> (ManualWallClock, HybridClock) {

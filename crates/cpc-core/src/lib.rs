@@ -40,24 +40,19 @@ mod error;
 mod hlc;
 mod id;
 mod operation;
+pub mod time;
 mod transport;
 
 pub use error::{error_chain, EnvelopeError, Error, Result};
-
-/// A duration in whole milliseconds, saturating at `u64::MAX` (a
-/// `Duration` can hold more): the one conversion every crate uses for
-/// epoch-ms arithmetic, logs and reports.
-pub fn millis(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-pub use hlc::{
-    HlcTimestamp, HybridClock, ManualWallClock, NodeId, SystemWallClock, WallClock,
-    DEFAULT_MAX_DRIFT,
-};
+pub use hlc::{HlcTimestamp, HybridClock, NodeId, DEFAULT_MAX_DRIFT};
 pub use id::{OperationId, ID_TEXT_LEN};
 pub use operation::{
     EntityKey, Operation, OperationBuilder, OperationKind, OperationPriority, DEFAULT_MAX_PAYLOAD,
     MAX_KEY_LEN,
+};
+pub use time::{
+    millis, EpochMillis, ManualWallClock, MonotonicClock, SimClock, SystemWallClock, TokioClock,
+    TokioWallClock, WallClock,
 };
 pub use transport::{
     match_outcomes, ConflictRecord, OpOutcome, PushOutcome, RemoteRecord, Resolution, Transport,
@@ -74,6 +69,8 @@ mod object_safety {
     fn _types_are_send_sync() {
         _assert_send_sync::<Operation>();
         _assert_send_sync::<HybridClock>();
+        _assert_send_sync::<TokioWallClock>();
+        _assert_send_sync::<SimClock>();
         _assert_send_sync::<PushOutcome>();
         _assert_send_sync::<TransportError>();
     }

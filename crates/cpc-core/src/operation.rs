@@ -268,7 +268,8 @@ impl OperationBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hlc::{ManualWallClock, NodeId};
+    use crate::hlc::NodeId;
+    use crate::time::ManualWallClock;
     use std::sync::Arc;
 
     #[test]

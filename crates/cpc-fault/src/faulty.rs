@@ -12,10 +12,10 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::clock::SimClock;
 use crate::duration::{humane, humane_opt};
 use crate::error::{Error, Result};
 use crate::schedule::{LinkCondition, Probability, Schedule};
+use cpc_core::SimClock;
 
 /// How long a request takes, there and back.
 ///

@@ -88,7 +88,6 @@
 //! The workspace's `rust-version` (1.89) and later.
 
 mod checker;
-mod clock;
 pub mod duration;
 mod error;
 mod faulty;
@@ -104,7 +103,9 @@ pub use checker::{
     ExpectedBounds, Fates, InvariantReport, Inversion, Listed, PriorityLatency, QueueEnd, Reorder,
     SubmitOutcome, SubmittedRecord,
 };
-pub use clock::SimClock;
+/// The origin of a run's time line; defined with the other clocks in
+/// `cpc_core::time`, re-exported here because every simulation needs it.
+pub use cpc_core::SimClock;
 pub use error::{Error, ParseSource, Result, ScenarioFormat};
 pub use faulty::{FaultCounters, FaultPlan, FaultyTransport, Latency};
 pub use network::ScriptedNetwork;

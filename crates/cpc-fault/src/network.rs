@@ -9,8 +9,8 @@ use cpc_network::{FailureKind, ObservationSink, Signal, SourceName, StatusSource
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::clock::SimClock;
 use crate::schedule::{LinkCondition, Schedule};
+use cpc_core::SimClock;
 
 /// A [`StatusSource`] driven by a [`Schedule`], so the monitor and the
 /// [`FaultyTransport`](crate::FaultyTransport) agree about outages.

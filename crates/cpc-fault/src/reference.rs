@@ -15,11 +15,11 @@ use std::time::Duration;
 use cpc_core::{match_outcomes, EntityKey, Operation, PushOutcome, Transport, TransportError};
 
 use crate::checker::{check_with, Abandoned, InvariantReport, SubmitOutcome, SubmittedRecord};
-use crate::clock::SimClock;
 use crate::error::{Error, Result};
 use crate::faulty::{FaultCounters, FaultyTransport};
 use crate::remote::{ApplyRecord, RemoteStats, SimulatedRemote};
 use crate::scenario::{PlannedOp, Scenario};
+use cpc_core::SimClock;
 
 /// Settings of the reference client.
 #[derive(Debug, Clone, PartialEq)]

@@ -13,9 +13,9 @@ use cpc_core::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::clock::SimClock;
 use crate::duration::{humane, humane_opt};
 use crate::schedule::Probability;
+use cpc_core::SimClock;
 
 /// How the remote behaves. Every switch is explicit; the default is a
 /// well-behaved remote (dedupe on, conflicts detected everywhere, nothing

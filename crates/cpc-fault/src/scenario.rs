@@ -15,12 +15,12 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::checker::{CheckOptions, ExpectedBounds};
-use crate::clock::SimClock;
 use crate::duration::{humane, humane_vec, signed_ms_vec};
 use crate::error::{Error, Result, ScenarioFormat};
 use crate::faulty::{FaultPlan, FaultyTransport};
 use crate::remote::{splitmix64, RemoteOptions, SimulatedRemote};
 use crate::schedule::Schedule;
+use cpc_core::SimClock;
 
 mod validate;
 mod workload;

@@ -237,7 +237,7 @@ impl ProbeSource {
             Ok(latency) => {
                 tracing::debug!(
                     source = %self.name,
-                    latency_ms = u64::try_from(latency.as_millis()).unwrap_or(u64::MAX),
+                    latency_ms = cpc_core::millis(latency),
                     "probe succeeded"
                 );
                 Signal::Success

@@ -14,7 +14,7 @@ use crate::error::Result;
 /// Milliseconds since the Unix epoch. Every instant the store persists is in
 /// this unit, because it must mean the same thing after a restart; the worker
 /// maps its (possibly paused, simulated) tokio clock onto it.
-pub type EpochMillis = u64;
+pub use cpc_core::EpochMillis;
 
 /// When an operation's storage write counts as done.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]

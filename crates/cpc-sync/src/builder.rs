@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use cpc_backoff::{BackoffStrategy, CircuitBreaker, RetryBudget};
 use cpc_conflict::{ConflictResolver, LastWriterWins};
+use cpc_core::TokioWallClock;
 use cpc_core::{HybridClock, NodeId, Transport};
 use cpc_network::NetworkMonitor;
 use cpc_storage::{DeadHeadPolicy, Durability, QueueOptions, QueueStorage};
-use cpc_worker::{RetryPolicy, StorageCalls, SyncWorker, TokioWallClock, WorkerConfig};
+use cpc_worker::{RetryPolicy, StorageCalls, SyncWorker, WorkerConfig};
 use rand::Rng;
 
 use crate::engine::{EngineInner, SyncEngine};

@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use cpc_core::TokioWallClock;
 use cpc_core::{
     ConflictRecord, EntityKey, HlcTimestamp, HybridClock, Operation, OperationBuilder, OperationId,
     OperationKind, OperationPriority, Resolution, Transport,
@@ -13,7 +14,7 @@ use cpc_storage::{
     ConflictFilter, DeferredConflict, ListFilter, LoggedConflict, Page, QuarantinedRecord,
     QueueStats, QueueStorage, QueueStorageExt, StoredOperation,
 };
-use cpc_worker::{ProcessingSummary, SyncWorker, TokioWallClock, WorkerEvent};
+use cpc_worker::{ProcessingSummary, SyncWorker, WorkerEvent};
 use tokio::sync::broadcast;
 
 use crate::builder::SyncEngineBuilder;

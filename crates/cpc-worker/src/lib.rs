@@ -17,7 +17,7 @@
 //! - `Unauthorized`: the batch is given back uncounted and sending pauses
 //!   until [`SyncWorker::resume`].
 //!
-//! The worker waits on tokio's clock ([`TokioWallClock`] maps it onto the
+//! The worker waits on tokio's clock ([`TokioWallClock`](cpc_core::TokioWallClock) maps it onto the
 //! epoch milliseconds the store persists), so on a paused runtime a whole
 //! outage plays out deterministically in milliseconds. It reports to an
 //! optional [`NetworkMonitor`](cpc_network::NetworkMonitor) and does not push
@@ -41,7 +41,8 @@
 //! use async_trait::async_trait;
 //! use cpc_core::{EntityKey, OpOutcome, Operation, OperationKind, PushOutcome, Transport, TransportError};
 //! use cpc_storage::{MemoryStorage, QueueOptions, QueueStorage};
-//! use cpc_worker::{SyncWorker, TokioWallClock};
+//! use cpc_core::TokioWallClock;
+//! use cpc_worker::SyncWorker;
 //!
 //! #[derive(Debug)]
 //! struct AcceptAll;
@@ -73,7 +74,6 @@
 //! # Feature flags
 //! None.
 
-mod clock;
 mod config;
 mod error;
 mod event;
@@ -85,7 +85,6 @@ mod summary;
 mod unwind;
 mod worker;
 
-pub use clock::TokioWallClock;
 pub use config::{
     StorageCalls, WorkerConfig, DEFAULT_MAX_CONFLICTS, MAX_BATCH_SIZE, MAX_DURATION,
     MAX_EVENT_CAPACITY, MAX_IN_FLIGHT,
@@ -105,7 +104,6 @@ mod send_sync {
         _assert_send_sync::<WorkerEvent>();
         _assert_send_sync::<ProcessingSummary>();
         _assert_send_sync::<RetryPolicy>();
-        _assert_send_sync::<TokioWallClock>();
         _assert_send_sync::<StorageCalls>();
     }
 }

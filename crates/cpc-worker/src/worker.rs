@@ -19,7 +19,6 @@ use tokio::sync::{broadcast, watch, Notify};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-use crate::clock::TokioWallClock;
 use crate::config::WorkerConfig;
 use crate::error::{Result, WorkerError};
 use crate::event::WorkerEvent;
@@ -30,6 +29,7 @@ use crate::streaks::ConflictStreaks;
 use crate::summary::ProcessingSummary;
 use crate::unwind::{catch, CatchUnwind};
 use cpc_backoff::RetryCause;
+use cpc_core::TokioWallClock;
 use cpc_core::{error_chain, millis};
 
 mod batch;

@@ -1,7 +1,8 @@
 use std::time::Duration;
 
+use cpc_core::SimClock;
 use cpc_core::{match_outcomes, PushOutcome, Transport, TransportError};
-use cpc_fault::{FaultPlan, FaultyTransport, Latency, Probability, SimClock, SimulatedRemote};
+use cpc_fault::{FaultPlan, FaultyTransport, Latency, Probability, SimulatedRemote};
 use tokio::time::Instant;
 
 use crate::ops;

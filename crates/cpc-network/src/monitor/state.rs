@@ -326,7 +326,7 @@ impl State {
             to = to.as_str(),
             reason = %wanted.reason,
             seq = self.seq,
-            resume_after_ms = resume_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            resume_after_ms = resume_after.map(cpc_core::millis),
             "network status changed"
         );
         tx.send_replace(to);

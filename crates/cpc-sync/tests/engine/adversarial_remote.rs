@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cpc_fault::{check_with, CheckOptions, RemoteOptions, SimClock, SimulatedRemote};
+use cpc_core::SimClock;
+use cpc_fault::{check_with, CheckOptions, RemoteOptions, SimulatedRemote};
 use cpc_sync::conflict::LocalWins;
 use cpc_sync::core::{
     HlcTimestamp, NodeId, OpOutcome, Operation, OperationId, OperationPriority, PushOutcome,

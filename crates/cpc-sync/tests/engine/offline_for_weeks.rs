@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use cpc_fault::{FaultPlan, FaultyTransport, RemoteOptions, Schedule, SimClock, SimulatedRemote};
+use cpc_core::SimClock;
+use cpc_fault::{FaultPlan, FaultyTransport, RemoteOptions, Schedule, SimulatedRemote};
 use cpc_sync::core::{EntityKey, OperationKind};
 use cpc_sync::storage::{MemoryStorage, QueueOptions};
 use cpc_sync::worker::StorageCalls;

@@ -308,7 +308,7 @@ async fn several_batches_in_flight_keep_entity_order() {
 #[derive(Debug)]
 struct FirstPushWatch {
     storage: Arc<cpc_storage::MemoryStorage>,
-    clock: cpc_worker::TokioWallClock,
+    clock: cpc_core::TokioWallClock,
     not_yet_respread: std::sync::Mutex<Option<usize>>,
 }
 

@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cpc_backoff::{BackoffExt, Exponential, Jitter};
+use cpc_core::TokioWallClock;
 use cpc_core::{
     EntityKey, HybridClock, NodeId, OpOutcome, Operation, OperationId, OperationKind,
     OperationPriority, PushOutcome, Transport, TransportError,
 };
 use cpc_storage::{MemoryStorage, QueueOptions, QueueStorage};
-use cpc_worker::{RetryPolicy, SyncWorker, SyncWorkerBuilder, TokioWallClock, WorkerConfig};
+use cpc_worker::{RetryPolicy, SyncWorker, SyncWorkerBuilder, WorkerConfig};
 
 pub const START_MS: u64 = 1_700_000_000_000;
 

@@ -1,13 +1,12 @@
-//! The worker's clock: epoch milliseconds that follow the system's wall
-//! clock in production and tokio's (possibly paused) clock in simulations.
+//! The bridge from wall time to tokio's clock: epoch milliseconds that
+//! follow the system's wall clock in production and tokio's (possibly
+//! paused) clock in simulations.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cpc_core::{SystemWallClock, WallClock};
-use cpc_storage::EpochMillis;
-use tokio::time::Instant;
+use super::{millis, EpochMillis, Instant, SystemWallClock, WallClock};
 
 /// Wall time as milliseconds since the Unix epoch, for what the store
 /// persists (retry times, leases: they must mean the same after a restart),
@@ -88,8 +87,7 @@ impl TokioWallClock {
 
     fn tokio_ms(&self, instant: Instant) -> EpochMillis {
         let elapsed = instant.saturating_duration_since(self.start);
-        self.epoch_at_start
-            .saturating_add(cpc_core::millis(elapsed))
+        self.epoch_at_start.saturating_add(millis(elapsed))
     }
 
     /// The epoch ms reading that corresponds to a tokio instant (relative
@@ -101,9 +99,9 @@ impl TokioWallClock {
         let now = Instant::now();
         let reading = self.now_ms();
         if instant >= now {
-            reading.saturating_add(cpc_core::millis(instant.duration_since(now)))
+            reading.saturating_add(millis(instant.duration_since(now)))
         } else {
-            reading.saturating_sub(cpc_core::millis(now.duration_since(instant)))
+            reading.saturating_sub(millis(now.duration_since(instant)))
         }
     }
 
@@ -124,7 +122,7 @@ impl TokioWallClock {
 
     /// `ms` plus a duration, saturating.
     pub fn after(&self, delay: Duration) -> EpochMillis {
-        self.now_ms().saturating_add(cpc_core::millis(delay))
+        self.now_ms().saturating_add(millis(delay))
     }
 }
 
@@ -160,7 +158,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn follows_a_wall_clock_across_sleep_and_never_goes_back() {
-        let wall = Arc::new(cpc_core::ManualWallClock::new(1_000_000));
+        let wall = Arc::new(crate::ManualWallClock::new(1_000_000));
         let clock = TokioWallClock::with_wall_clock(wall.clone());
         let clone = clock.clone();
         assert_eq!(clock.now_ms(), 1_000_000);
@@ -188,8 +186,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn drives_a_hybrid_clock() {
         let wall = TokioWallClock::starting_at(50_000);
-        let hlc =
-            cpc_core::HybridClock::with_wall_clock(cpc_core::NodeId(1), std::sync::Arc::new(wall));
+        let hlc = crate::HybridClock::with_wall_clock(crate::NodeId(1), std::sync::Arc::new(wall));
         assert_eq!(hlc.now().unwrap().wall_ms, 50_000);
         tokio::time::advance(Duration::from_secs(3)).await;
         assert_eq!(hlc.now().unwrap().wall_ms, 53_000);

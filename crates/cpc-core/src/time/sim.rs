@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
+use super::{Instant, MonotonicClock};
 
 /// The origin of a simulation's time line.
 ///
@@ -48,6 +48,12 @@ impl SimClock {
     /// Sleeps until `at` after the origin (returns at once if already past).
     pub async fn sleep_until(&self, at: Duration) {
         tokio::time::sleep_until(self.instant_at(at)).await;
+    }
+}
+
+impl MonotonicClock for SimClock {
+    fn now(&self) -> Instant {
+        Instant::now()
     }
 }
 
