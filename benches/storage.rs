@@ -18,6 +18,7 @@
 // A benchmark that cannot set up or write must stop loudly, not measure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use cpc_storage::QueueStorageExt;
 use std::fs::{File, OpenOptions};
 use std::hint::black_box;
 use std::os::unix::fs::FileExt;

@@ -11,6 +11,7 @@
 //! cargo run -p cpc-benches --release --bin queue_scale [-- N [backend ...]]
 //! ```
 
+use cpc_storage::QueueStorageExt;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};

@@ -154,7 +154,7 @@ impl ConflictResolver for LocalWins {
 /// Defers every conflict: the worker parks the operation in the storage's
 /// deferred set, its entity waits, and the application lists the deferred
 /// conflicts (`QueueStorage::list_deferred`) and settles each one later
-/// (`QueueStorage::settle`), typically after asking the user.
+/// (`QueueStorageExt::settle`), typically after asking the user.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeferAll;
 

@@ -21,6 +21,7 @@
 //! `CPC_SCALE_DIR` sets where the stores are made (default: the system
 //! temporary directory; it must be on the disk you mean to measure).
 
+use cpc_storage::QueueStorageExt;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::{FileExt, MetadataExt};

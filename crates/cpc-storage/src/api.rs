@@ -496,7 +496,7 @@ pub struct LoggedConflict {
 /// when it happens. A quarantined operation stays in the queue as a dead
 /// letter (reason `quarantined: ...`) that blocks its entity under
 /// [`DeadHeadPolicy::BlockEntity`], until the application repairs it
-/// ([`QueueStorage::repair`]) or drops it.
+/// ([`QueueStorageExt::repair`](crate::QueueStorageExt::repair)) or drops it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct QuarantineNotice {
     /// The operation, when its id could be read.
@@ -527,7 +527,7 @@ pub struct QuarantinedRecord {
 impl QuarantinedRecord {
     /// The id of the quarantined operation, when the record is one whose id
     /// was known (its key is `op/{seq}/{id}`): what to pass to
-    /// [`QueueStorage::repair`] or `drop_op`.
+    /// [`QueueStorageExt::repair`](crate::QueueStorageExt::repair) or `drop_op`.
     pub fn operation_id(&self) -> Option<OperationId> {
         let rest = self.key.strip_prefix("op/")?;
         let (_, id) = rest.split_once('/')?;
@@ -547,6 +547,76 @@ impl fmt::Debug for QuarantinedRecord {
     }
 }
 
+/// A change the application (or the worker, for deferred conflicts) makes
+/// to operations already in the queue, applied in one durable write by
+/// [`QueueStorage::amend`]. The one-call forms (`revive`, `drop_op`, …) are
+/// in [`QueueStorageExt`](crate::QueueStorageExt).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Amend {
+    /// Brings a dead (or deferred) operation back as ready, attempts reset.
+    /// Counts 1, or 0 if no dead or deferred operation has the id.
+    Revive {
+        /// The operation.
+        id: OperationId,
+        /// The time of the change.
+        now: EpochMillis,
+    },
+    /// Removes an operation in any state. Counts 1, or 0 if unknown.
+    Drop(OperationId),
+    /// Removes every operation of an entity (dead-head "drop entity").
+    /// Counts the operations removed.
+    DropEntity(EntityKey),
+    /// Settles a deferred conflict: KeepLocal/Merged resend (attempts
+    /// reset), KeepRemote drops, Defer leaves it. Counts 1, or 0 if the
+    /// operation is not deferred.
+    Settle {
+        /// The deferred operation.
+        id: OperationId,
+        /// What to do with it.
+        resolution: Resolution,
+        /// The time of the change.
+        now: EpochMillis,
+    },
+    /// Replaces a dead operation (typically a quarantined one, whose
+    /// stored bytes are damaged) with `fixed`, which must have the same id
+    /// and entity, and makes it ready again with its attempts reset, in its
+    /// place in its entity's order. Counts 1, or 0 if no dead operation has
+    /// that id. Errors if `fixed` differs in id or entity, or is too large.
+    Repair {
+        /// The operation to store in place of the dead one.
+        fixed: Operation,
+        /// The time of the change.
+        now: EpochMillis,
+    },
+    /// Deletes the quarantined records (the raw bytes kept for
+    /// inspection). Counts them.
+    PurgeQuarantined,
+}
+
+impl Amend {
+    /// What the change is called in errors and traces.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Amend::Revive { .. } => "revive",
+            Amend::Drop(_) => "drop",
+            Amend::DropEntity(_) => "drop entity",
+            Amend::Settle { .. } => "settle",
+            Amend::Repair { .. } => "repair",
+            Amend::PurgeQuarantined => "purge quarantined",
+        }
+    }
+
+    /// The time of the change, for the variants that carry one.
+    pub fn now(&self) -> Option<EpochMillis> {
+        match self {
+            Amend::Revive { now, .. } | Amend::Settle { now, .. } | Amend::Repair { now, .. } => {
+                Some(*now)
+            }
+            Amend::Drop(_) | Amend::DropEntity(_) | Amend::PurgeQuarantined => None,
+        }
+    }
+}
+
 /// A durable queue of operations with the ordering rules of cpc-sync.
 ///
 /// Ordering: across entities the highest (effective) priority first, FIFO by
@@ -559,8 +629,6 @@ impl fmt::Debug for QuarantinedRecord {
 /// `spawn_blocking` in async code. After an I/O error on a sync or commit the
 /// handle is poisoned and every later call returns `StorageError::Poisoned`.
 pub trait QueueStorage: Send + Sync + fmt::Debug {
-    /// Stores one operation durably (per the configured durability); returns its `seq`.
-    fn enqueue(&self, op: Operation, now: EpochMillis) -> Result<u64>;
     /// Stores several operations in one atomic write; returns their `seq`s in order.
     fn enqueue_batch(&self, ops: Vec<Operation>, now: EpochMillis) -> Result<Vec<u64>>;
     /// Leases up to `limit` claimable heads (priority, aging, FIFO), persisting the incremented attempt count in the same write.
@@ -571,14 +639,10 @@ pub trait QueueStorage: Send + Sync + fmt::Debug {
     /// `QueueOptions::max_payload`): the one payload limit the worker
     /// checks remote records and merges against before they reach the store.
     fn max_payload(&self) -> usize;
-    /// Brings a dead (or deferred) operation back as ready, attempts reset; `false` if unknown.
-    fn revive(&self, id: OperationId, now: EpochMillis) -> Result<bool>;
-    /// Removes an operation in any state; `false` if unknown.
-    fn drop_op(&self, id: OperationId) -> Result<bool>;
-    /// Removes every operation of an entity (dead-head "drop entity"); returns how many.
-    fn drop_entity(&self, entity: &EntityKey) -> Result<u64>;
-    /// Number of undelivered operations (ready, in flight, waiting).
-    fn pending(&self) -> Result<u64>;
+    /// Applies one [`Amend`] in one durable write; returns how many
+    /// operations (or quarantined records) it changed, 0 when nothing
+    /// matched.
+    fn amend(&self, change: Amend) -> Result<u64>;
     /// Counts by state and priority.
     fn stats(&self) -> Result<QueueStats>;
     /// Operations matching `filter`, in submission order.
@@ -607,8 +671,6 @@ pub trait QueueStorage: Send + Sync + fmt::Debug {
     /// Deferred conflicts, in submission order, one [`Page`] at a time
     /// (cursor: [`DeferredConflict::seq`]).
     fn list_deferred(&self, page: &Page) -> Result<Vec<DeferredConflict>>;
-    /// Settles a deferred conflict: KeepLocal/Merged resend (attempts reset), KeepRemote drops, Defer leaves it; `false` if not deferred.
-    fn settle(&self, id: OperationId, resolution: Resolution, now: EpochMillis) -> Result<bool>;
     /// Appends to the bounded conflict log, pruning the oldest entries by
     /// age, count and bytes; returns how many older entries were pruned (so
     /// the caller can tell the application losing values were let go).
@@ -624,18 +686,12 @@ pub trait QueueStorage: Send + Sync + fmt::Debug {
     /// What was quarantined since the last call (at most the latest 1024),
     /// oldest first. Cheap: no I/O.
     fn take_quarantine_notices(&self) -> Vec<QuarantineNotice>;
-    /// Replaces a dead operation (typically a quarantined one, whose stored
-    /// bytes are damaged) with `fixed`, which must have the same id and
-    /// entity, and makes it ready again with its attempts reset, in its
-    /// place in its entity's order. `false` if no dead operation has that
-    /// id. Errors if `fixed` differs in id or entity, or is too large.
-    fn repair(&self, fixed: Operation, now: EpochMillis) -> Result<bool>;
-    /// Deletes the quarantined records; returns how many.
-    fn purge_quarantined(&self) -> Result<u64>;
-    /// The persisted HLC high-water mark.
-    fn load_clock_mark(&self) -> Result<Option<HlcTimestamp>>;
-    /// Persists the HLC high-water mark (never lowers it).
-    fn store_clock_mark(&self, mark: HlcTimestamp) -> Result<()>;
+    /// The persisted HLC high-water mark, first raised to `raise_to` when
+    /// that is higher (it is never lowered; `None` only reads). A stored
+    /// mark that no longer decodes is an error when read, and replaced when
+    /// raised (the clock restores from the new one, which is what it would
+    /// write anyway).
+    fn clock_mark(&self, raise_to: Option<HlcTimestamp>) -> Result<Option<HlcTimestamp>>;
     /// Makes everything written so far durable (a no-op under `Immediate`).
     fn flush(&self) -> Result<()>;
 }

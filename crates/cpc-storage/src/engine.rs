@@ -34,7 +34,7 @@ use cpc_core::{
 };
 
 use crate::api::{
-    Claimed, Completion, DeadHeadPolicy, EpochMillis, ListFilter, OpState, QuarantineNotice,
+    Amend, Claimed, Completion, DeadHeadPolicy, EpochMillis, ListFilter, OpState, QuarantineNotice,
     QueueOptions, QueueStats, StoredOperation,
 };
 use crate::error::{Result, StorageError};
@@ -273,6 +273,8 @@ pub(crate) trait Tx {
         reason: String,
         at: EpochMillis,
     ) -> Result<()>;
+    /// Deletes every quarantined record; returns how many there were.
+    fn purge_quarantine(&mut self) -> Result<u64>;
     /// Due heads by (effective priority desc, seq).
     fn due_heads(&mut self, limit: usize) -> Result<Vec<OpMeta>>;
     /// Timed heads with wake-up at or before `now`, by (wake-up, seq).
@@ -522,6 +524,27 @@ pub(crate) fn complete<T: Tx + ?Sized>(
         change_state(tx, &meta, new, options)?;
     }
     Ok(())
+}
+
+/// Applies one [`Amend`]; returns what it counts (see each variant).
+pub(crate) fn amend<T: Tx + ?Sized>(
+    tx: &mut T,
+    change: &Amend,
+    options: &QueueOptions,
+) -> Result<u64> {
+    let one = |changed: bool| u64::from(changed);
+    Ok(match change {
+        Amend::Revive { id, now } => one(revive(tx, *id, *now, options)?),
+        Amend::Drop(id) => one(drop_op(tx, *id, options)?),
+        Amend::DropEntity(entity) => drop_entity(tx, &entity.to_key_bytes())?,
+        Amend::Settle {
+            id,
+            resolution,
+            now,
+        } => one(settle(tx, *id, resolution, *now, options)?),
+        Amend::Repair { fixed, now } => one(repair(tx, fixed, *now, options)?),
+        Amend::PurgeQuarantined => tx.purge_quarantine()?,
+    })
 }
 
 /// Dead or deferred → ready with attempts reset; `false` otherwise.

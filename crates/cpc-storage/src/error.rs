@@ -17,7 +17,7 @@ pub enum StorageError {
     /// The operation is invalid (see `cpc_core::Operation::validate`).
     #[error("invalid operation")]
     InvalidOperation(#[source] cpc_core::Error),
-    /// A repair ([`QueueStorage::repair`](crate::QueueStorage::repair))
+    /// A repair ([`QueueStorageExt::repair`](crate::QueueStorageExt::repair))
     /// whose operation is not the stored one: another entity.
     #[error("repair of operation {id} refused: {reason}")]
     RepairMismatch {

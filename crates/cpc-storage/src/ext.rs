@@ -8,16 +8,75 @@ use cpc_core::{
 };
 
 use crate::api::{
-    Claimed, Completion, ConflictFilter, DeferredConflict, EpochMillis, ListFilter, LoggedConflict,
-    Page, QuarantineNotice, QuarantinedRecord, QueueStats, QueueStorage, Respread, StoredOperation,
+    Amend, Claimed, Completion, ConflictFilter, DeferredConflict, EpochMillis, ListFilter,
+    LoggedConflict, Page, QuarantineNotice, QuarantinedRecord, QueueStats, QueueStorage, Respread,
+    StoredOperation,
 };
-use crate::error::Result;
+use crate::error::{Result, StorageError};
 
 /// Shorthands over [`QueueStorage`] for every store (implemented for all):
-/// one-operation forms of [`QueueStorage::complete`], and the conflict log
-/// without cursors. Not part of the contract a backend implements, so a
+/// one-operation forms of [`QueueStorage::enqueue_batch`],
+/// [`QueueStorage::complete`] and [`QueueStorage::amend`], and the conflict
+/// log without cursors. Not part of the contract a backend implements, so a
 /// wrapper forwards only the core methods.
 pub trait QueueStorageExt: QueueStorage {
+    /// Stores one operation durably (per the configured durability);
+    /// returns its `seq`.
+    fn enqueue(&self, op: Operation, now: EpochMillis) -> Result<u64> {
+        let seqs = self.enqueue_batch(vec![op], now)?;
+        seqs.first().copied().ok_or(StorageError::Io {
+            context: "enqueue",
+            source: std::io::Error::other("the store returned no sequence number"),
+        })
+    }
+    /// Number of undelivered operations (ready, in flight, waiting): the
+    /// `pending` of [`QueueStorage::stats`].
+    fn pending(&self) -> Result<u64> {
+        Ok(self.stats()?.pending)
+    }
+    /// Brings a dead (or deferred) operation back as ready, attempts
+    /// reset; `false` if unknown ([`Amend::Revive`]).
+    fn revive(&self, id: OperationId, now: EpochMillis) -> Result<bool> {
+        Ok(self.amend(Amend::Revive { id, now })? > 0)
+    }
+    /// Removes an operation in any state; `false` if unknown
+    /// ([`Amend::Drop`]).
+    fn drop_op(&self, id: OperationId) -> Result<bool> {
+        Ok(self.amend(Amend::Drop(id))? > 0)
+    }
+    /// Removes every operation of an entity; returns how many
+    /// ([`Amend::DropEntity`]).
+    fn drop_entity(&self, entity: &EntityKey) -> Result<u64> {
+        self.amend(Amend::DropEntity(entity.clone()))
+    }
+    /// Settles a deferred conflict; `false` if not deferred
+    /// ([`Amend::Settle`]).
+    fn settle(&self, id: OperationId, resolution: Resolution, now: EpochMillis) -> Result<bool> {
+        Ok(self.amend(Amend::Settle {
+            id,
+            resolution,
+            now,
+        })? > 0)
+    }
+    /// Replaces a dead operation with `fixed` and makes it ready again;
+    /// `false` if no dead operation has its id ([`Amend::Repair`]).
+    fn repair(&self, fixed: Operation, now: EpochMillis) -> Result<bool> {
+        Ok(self.amend(Amend::Repair { fixed, now })? > 0)
+    }
+    /// The persisted HLC high-water mark (`clock_mark(None)`).
+    fn load_clock_mark(&self) -> Result<Option<HlcTimestamp>> {
+        self.clock_mark(None)
+    }
+    /// Raises the persisted HLC high-water mark to `mark` (never lowers
+    /// it).
+    fn store_clock_mark(&self, mark: HlcTimestamp) -> Result<()> {
+        self.clock_mark(Some(mark)).map(drop)
+    }
+    /// Deletes the quarantined records; returns how many
+    /// ([`Amend::PurgeQuarantined`]).
+    fn purge_quarantined(&self) -> Result<u64> {
+        self.amend(Amend::PurgeQuarantined)
+    }
     /// Acknowledges one delivered operation (`complete(&[Ack(id)], now)`).
     fn ack(&self, id: OperationId, now: EpochMillis) -> Result<()> {
         self.complete(&[Completion::Ack(id)], now)
@@ -68,9 +127,6 @@ impl<T: QueueStorage + ?Sized> QueueStorageExt for T {}
 macro_rules! forward_queue_storage {
     ($($ptr:ident),*) => {$(
         impl<S: QueueStorage + ?Sized> QueueStorage for $ptr<S> {
-            fn enqueue(&self, op: Operation, now: EpochMillis) -> Result<u64> {
-                (**self).enqueue(op, now)
-            }
             fn enqueue_batch(&self, ops: Vec<Operation>, now: EpochMillis) -> Result<Vec<u64>> {
                 (**self).enqueue_batch(ops, now)
             }
@@ -83,17 +139,8 @@ macro_rules! forward_queue_storage {
             fn max_payload(&self) -> usize {
                 (**self).max_payload()
             }
-            fn revive(&self, id: OperationId, now: EpochMillis) -> Result<bool> {
-                (**self).revive(id, now)
-            }
-            fn drop_op(&self, id: OperationId) -> Result<bool> {
-                (**self).drop_op(id)
-            }
-            fn drop_entity(&self, entity: &EntityKey) -> Result<u64> {
-                (**self).drop_entity(entity)
-            }
-            fn pending(&self) -> Result<u64> {
-                (**self).pending()
+            fn amend(&self, change: Amend) -> Result<u64> {
+                (**self).amend(change)
             }
             fn stats(&self) -> Result<QueueStats> {
                 (**self).stats()
@@ -122,9 +169,6 @@ macro_rules! forward_queue_storage {
             fn list_deferred(&self, page: &Page) -> Result<Vec<DeferredConflict>> {
                 (**self).list_deferred(page)
             }
-            fn settle(&self, id: OperationId, resolution: Resolution, now: EpochMillis) -> Result<bool> {
-                (**self).settle(id, resolution, now)
-            }
             fn log_conflict(&self, entry: &ConflictRecord) -> Result<u64> {
                 (**self).log_conflict(entry)
             }
@@ -137,17 +181,8 @@ macro_rules! forward_queue_storage {
             fn take_quarantine_notices(&self) -> Vec<QuarantineNotice> {
                 (**self).take_quarantine_notices()
             }
-            fn repair(&self, fixed: Operation, now: EpochMillis) -> Result<bool> {
-                (**self).repair(fixed, now)
-            }
-            fn purge_quarantined(&self) -> Result<u64> {
-                (**self).purge_quarantined()
-            }
-            fn load_clock_mark(&self) -> Result<Option<HlcTimestamp>> {
-                (**self).load_clock_mark()
-            }
-            fn store_clock_mark(&self, mark: HlcTimestamp) -> Result<()> {
-                (**self).store_clock_mark(mark)
+            fn clock_mark(&self, raise_to: Option<HlcTimestamp>) -> Result<Option<HlcTimestamp>> {
+                (**self).clock_mark(raise_to)
             }
             fn flush(&self) -> Result<()> {
                 (**self).flush()

@@ -95,7 +95,7 @@
 //! Durable, in SQLite, surviving a reopen:
 //! ```
 //! use cpc_core::{EntityKey, HlcTimestamp, NodeId, Operation, OperationKind};
-//! use cpc_storage::{Durability, QueueOptions, QueueStorage, SqliteStorage};
+//! use cpc_storage::{Durability, QueueOptions, QueueStorage, QueueStorageExt, SqliteStorage};
 //! use rand::{rngs::StdRng, SeedableRng};
 //!
 //! let dir = tempfile::tempdir()?;
@@ -137,7 +137,7 @@ mod sled_backend;
 mod sqlite;
 
 pub use api::{
-    respread_offset, Claimed, Completion, ConflictCursor, ConflictFilter, DeadHeadPolicy,
+    respread_offset, Amend, Claimed, Completion, ConflictCursor, ConflictFilter, DeadHeadPolicy,
     DeferredConflict, Durability, EpochMillis, ListFilter, LoggedConflict, OpState, Page,
     QuarantineNotice, QuarantinedRecord, QueueOptions, QueueStats, QueueStorage, Respread,
     StoredOperation, DEFAULT_CONFLICT_LOG_MAX_BYTES, MAX_PAYLOAD_LIMIT,

@@ -8,15 +8,12 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use cpc_core::{
-    envelope, ConflictRecord, EntityKey, HlcTimestamp, Operation, OperationId, RemoteRecord,
-    Resolution,
-};
+use cpc_core::{envelope, ConflictRecord, HlcTimestamp, Operation, OperationId, RemoteRecord};
 
 use crate::api::{
-    Claimed, Completion, ConflictCursor, ConflictFilter, DeferredConflict, EpochMillis, ListFilter,
-    LoggedConflict, OpState, Page, QuarantineNotice, QuarantinedRecord, QueueOptions, QueueStats,
-    QueueStorage, Respread, StoredOperation,
+    Amend, Claimed, Completion, ConflictCursor, ConflictFilter, DeferredConflict, EpochMillis,
+    ListFilter, LoggedConflict, OpState, Page, QuarantineNotice, QuarantinedRecord, QueueOptions,
+    QueueStats, QueueStorage, Respread, StoredOperation,
 };
 use crate::engine::{self, Counters, Head, Loaded, MetaFilter, OpMeta, Tx};
 use crate::error::Result;
@@ -31,7 +28,7 @@ use crate::error::Result;
 ///
 /// ```
 /// use cpc_core::{EntityKey, HlcTimestamp, NodeId, Operation, OperationKind};
-/// use cpc_storage::{Completion, MemoryStorage, QueueOptions, QueueStorage};
+/// use cpc_storage::{Completion, MemoryStorage, QueueOptions, QueueStorage, QueueStorageExt};
 /// use rand::{rngs::StdRng, SeedableRng};
 ///
 /// let store = MemoryStorage::new(QueueOptions::default());
@@ -93,9 +90,11 @@ impl QueueStorage for MemoryStorage {
         self.options.max_payload
     }
 
-    fn enqueue(&self, op: Operation, now: EpochMillis) -> Result<u64> {
-        let seqs = self.enqueue_batch(vec![op], now)?;
-        Ok(seqs[0])
+    fn amend(&self, change: Amend) -> Result<u64> {
+        if let Some(now) = change.now() {
+            self.seen(now);
+        }
+        engine::amend(&mut *self.lock(), &change, &self.options)
     }
 
     fn enqueue_batch(&self, ops: Vec<Operation>, now: EpochMillis) -> Result<Vec<u64>> {
@@ -116,11 +115,6 @@ impl QueueStorage for MemoryStorage {
         engine::complete(&mut *self.lock(), completions, now, &self.options)
     }
 
-    fn revive(&self, id: OperationId, now: EpochMillis) -> Result<bool> {
-        self.seen(now);
-        engine::revive(&mut *self.lock(), id, now, &self.options)
-    }
-
     fn respread_waiting(
         &self,
         base: EpochMillis,
@@ -131,25 +125,8 @@ impl QueueStorage for MemoryStorage {
         engine::respread_waiting(&mut *self.lock(), base, spread_ms, salt, page)
     }
 
-    fn repair(&self, fixed: Operation, now: EpochMillis) -> Result<bool> {
-        self.seen(now);
-        engine::repair(&mut *self.lock(), &fixed, now, &self.options)
-    }
-
     fn take_quarantine_notices(&self) -> Vec<QuarantineNotice> {
         std::mem::take(&mut self.lock().notices)
-    }
-
-    fn drop_op(&self, id: OperationId) -> Result<bool> {
-        engine::drop_op(&mut *self.lock(), id, &self.options)
-    }
-
-    fn drop_entity(&self, entity: &EntityKey) -> Result<u64> {
-        engine::drop_entity(&mut *self.lock(), &entity.to_key_bytes())
-    }
-
-    fn pending(&self) -> Result<u64> {
-        Ok(self.lock().counters.pending())
     }
 
     fn stats(&self) -> Result<QueueStats> {
@@ -178,11 +155,6 @@ impl QueueStorage for MemoryStorage {
 
     fn list_deferred(&self, page: &Page) -> Result<Vec<DeferredConflict>> {
         engine::list_deferred(&mut *self.lock(), page, self.hint(), &self.options)
-    }
-
-    fn settle(&self, id: OperationId, resolution: Resolution, now: EpochMillis) -> Result<bool> {
-        self.seen(now);
-        engine::settle(&mut *self.lock(), id, &resolution, now, &self.options)
     }
 
     fn log_conflict(&self, entry: &ConflictRecord) -> Result<u64> {
@@ -231,23 +203,14 @@ impl QueueStorage for MemoryStorage {
             .collect())
     }
 
-    fn purge_quarantined(&self) -> Result<u64> {
+    fn clock_mark(&self, raise_to: Option<HlcTimestamp>) -> Result<Option<HlcTimestamp>> {
         let mut st = self.lock();
-        let n = st.quarantine.len() as u64;
-        st.quarantine.clear();
-        Ok(n)
-    }
-
-    fn load_clock_mark(&self) -> Result<Option<HlcTimestamp>> {
-        Ok(self.lock().clock_mark)
-    }
-
-    fn store_clock_mark(&self, mark: HlcTimestamp) -> Result<()> {
-        let mut st = self.lock();
-        if st.clock_mark.is_none_or(|m| mark > m) {
-            st.clock_mark = Some(mark);
+        if let Some(mark) = raise_to {
+            if st.clock_mark.is_none_or(|m| mark > m) {
+                st.clock_mark = Some(mark);
+            }
         }
-        Ok(())
+        Ok(st.clock_mark)
     }
 
     fn flush(&self) -> Result<()> {
@@ -516,6 +479,12 @@ impl Tx for MemState {
             .get(&meta.seq)
             .and_then(|e| envelope::encode_operation(&e.op).ok())
             .unwrap_or_default())
+    }
+
+    fn purge_quarantine(&mut self) -> Result<u64> {
+        let n = self.quarantine.len() as u64;
+        self.quarantine.clear();
+        Ok(n)
     }
 
     fn quarantine(

@@ -24,12 +24,12 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use cpc_core::envelope::{self, RecordKind};
-use cpc_core::{ConflictRecord, EntityKey, HlcTimestamp, Operation, OperationId, Resolution};
+use cpc_core::{ConflictRecord, HlcTimestamp, Operation, OperationId};
 
 use crate::api::{
-    Claimed, Completion, ConflictCursor, ConflictFilter, DeferredConflict, Durability, EpochMillis,
-    ListFilter, LoggedConflict, Page, QuarantineNotice, QuarantinedRecord, QueueOptions,
-    QueueStats, QueueStorage, Respread, StoredOperation,
+    Amend, Claimed, Completion, ConflictCursor, ConflictFilter, DeferredConflict, Durability,
+    EpochMillis, ListFilter, LoggedConflict, Page, QuarantineNotice, QuarantinedRecord,
+    QueueOptions, QueueStats, QueueStorage, Respread, StoredOperation,
 };
 use crate::dir::{self, FaultSlot, InjectedFault, Poison, QueueDir};
 use crate::engine::{self, Tx as _};
@@ -264,6 +264,23 @@ impl SledStorage {
         self.now_hint.load(Ordering::Relaxed).max(1)
     }
 
+    /// [`QueueStorage::clock_mark`] with a mark to raise to.
+    fn raise_clock_mark(&self, mark: HlcTimestamp) -> Result<Option<HlcTimestamp>> {
+        let bytes = envelope::encode(RecordKind::Meta, &mark).map_err(StorageError::Encode)?;
+        self.write_tx(|tx| {
+            let current = tx.get(META, META_CLOCK)?.and_then(|raw| {
+                envelope::decode::<HlcTimestamp>(RecordKind::Meta, &raw, 1024).ok()
+            });
+            match current {
+                Some(c) if c >= mark => Ok(Some(c)),
+                _ => {
+                    tx.put(META, META_CLOCK, bytes);
+                    Ok(Some(mark))
+                }
+            }
+        })
+    }
+
     fn fail(&self, e: StorageError) -> StorageError {
         self.poison.set();
         self.committer.fail();
@@ -460,12 +477,11 @@ impl QueueStorage for SledStorage {
         self.options.max_payload
     }
 
-    fn enqueue(&self, op: Operation, now: EpochMillis) -> Result<u64> {
-        let seqs = self.enqueue_batch(vec![op], now)?;
-        seqs.first().copied().ok_or(StorageError::Sled {
-            context: "enqueue",
-            source: "no sequence assigned".into(),
-        })
+    fn amend(&self, change: Amend) -> Result<u64> {
+        if let Some(now) = change.now() {
+            self.seen(now);
+        }
+        self.write_tx(|tx| engine::amend(tx, &change, &self.options))
     }
 
     fn enqueue_batch(&self, ops: Vec<Operation>, now: EpochMillis) -> Result<Vec<u64>> {
@@ -489,11 +505,6 @@ impl QueueStorage for SledStorage {
         self.write_tx(|tx| engine::complete(tx, completions, now, &self.options))
     }
 
-    fn revive(&self, id: OperationId, now: EpochMillis) -> Result<bool> {
-        self.seen(now);
-        self.write_tx(|tx| engine::revive(tx, id, now, &self.options))
-    }
-
     fn respread_waiting(
         &self,
         base: EpochMillis,
@@ -504,27 +515,8 @@ impl QueueStorage for SledStorage {
         self.write_tx(|tx| engine::respread_waiting(tx, base, spread_ms, salt, page))
     }
 
-    fn repair(&self, fixed: Operation, now: EpochMillis) -> Result<bool> {
-        self.seen(now);
-        self.write_tx(|tx| engine::repair(tx, &fixed, now, &self.options))
-    }
-
     fn take_quarantine_notices(&self) -> Vec<QuarantineNotice> {
         self.notices.take()
-    }
-
-    fn drop_op(&self, id: OperationId) -> Result<bool> {
-        self.write_tx(|tx| engine::drop_op(tx, id, &self.options))
-    }
-
-    fn drop_entity(&self, entity: &EntityKey) -> Result<u64> {
-        let key = entity.to_key_bytes();
-        self.write_tx(|tx| engine::drop_entity(tx, &key))
-    }
-
-    fn pending(&self) -> Result<u64> {
-        self.poison.check()?;
-        Ok(self.lock().counters().pending())
     }
 
     fn stats(&self) -> Result<QueueStats> {
@@ -575,11 +567,6 @@ impl QueueStorage for SledStorage {
     fn list_deferred(&self, page: &Page) -> Result<Vec<DeferredConflict>> {
         let now = self.hint();
         self.write_tx(|tx| engine::list_deferred(tx, page, now, &self.options))
-    }
-
-    fn settle(&self, id: OperationId, resolution: Resolution, now: EpochMillis) -> Result<bool> {
-        self.seen(now);
-        self.write_tx(|tx| engine::settle(tx, id, &resolution, now, &self.options))
     }
 
     fn log_conflict(&self, entry: &ConflictRecord) -> Result<u64> {
@@ -715,19 +702,10 @@ impl QueueStorage for SledStorage {
         Ok(out)
     }
 
-    fn purge_quarantined(&self) -> Result<u64> {
-        self.write_tx(|tx| {
-            let entries = tx.scan(QUARANTINE, &[], None, usize::MAX)?;
-            for (k, _) in &entries {
-                tx.del(QUARANTINE, k);
-            }
-            tx.state.quarantined = 0;
-            tx.touch_state();
-            Ok(entries.len() as u64)
-        })
-    }
-
-    fn load_clock_mark(&self) -> Result<Option<HlcTimestamp>> {
+    fn clock_mark(&self, raise_to: Option<HlcTimestamp>) -> Result<Option<HlcTimestamp>> {
+        if let Some(mark) = raise_to {
+            return self.raise_clock_mark(mark);
+        }
         self.poison.check()?;
         let raw = self.trees[META]
             .get(META_CLOCK)
@@ -743,19 +721,6 @@ impl QueueStorage for SledStorage {
         .transpose()
     }
 
-    fn store_clock_mark(&self, mark: HlcTimestamp) -> Result<()> {
-        let bytes = envelope::encode(RecordKind::Meta, &mark).map_err(StorageError::Encode)?;
-        self.write_tx(|tx| {
-            let current = tx.get(META, META_CLOCK)?.and_then(|raw| {
-                envelope::decode::<HlcTimestamp>(RecordKind::Meta, &raw, 1024).ok()
-            });
-            if current.is_none_or(|c| mark > c) {
-                tx.put(META, META_CLOCK, bytes);
-            }
-            Ok(())
-        })
-    }
-
     fn flush(&self) -> Result<()> {
         self.poison.check()?;
         if matches!(self.options.durability, Durability::Relaxed) {
@@ -769,7 +734,8 @@ impl QueueStorage for SledStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cpc_core::{HlcTimestamp, NodeId, OperationKind, OperationPriority};
+    use crate::QueueStorageExt;
+    use cpc_core::{EntityKey, HlcTimestamp, NodeId, OperationKind, OperationPriority};
     use rand::rngs::StdRng;
     use rand::SeedableRng;
 

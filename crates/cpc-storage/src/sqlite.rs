@@ -41,7 +41,7 @@ use std::time::{Duration, Instant};
 use cpc_core::envelope::{self, RecordKind};
 use cpc_core::{
     ConflictRecord, EntityKey, HlcTimestamp, Operation, OperationId, OperationPriority,
-    RemoteRecord, Resolution,
+    RemoteRecord,
 };
 use rusqlite::types::Type;
 use rusqlite::{
@@ -49,9 +49,9 @@ use rusqlite::{
 };
 
 use crate::api::{
-    Claimed, Completion, ConflictCursor, ConflictFilter, DeferredConflict, Durability, EpochMillis,
-    ListFilter, LoggedConflict, OpState, Page, QuarantineNotice, QuarantinedRecord, QueueOptions,
-    QueueStats, QueueStorage, Respread, StoredOperation,
+    Amend, Claimed, Completion, ConflictCursor, ConflictFilter, DeferredConflict, Durability,
+    EpochMillis, ListFilter, LoggedConflict, OpState, Page, QuarantineNotice, QuarantinedRecord,
+    QueueOptions, QueueStats, QueueStorage, Respread, StoredOperation,
 };
 use crate::compact;
 use crate::dir::{self, FaultSlot, InjectedFault, Poison, QueueDir};
@@ -122,7 +122,7 @@ const MAX_GROUP: usize = 1024;
 ///
 /// ```
 /// use cpc_core::{EntityKey, HlcTimestamp, NodeId, Operation, OperationKind};
-/// use cpc_storage::{Completion, QueueOptions, QueueStorage, SqliteStorage};
+/// use cpc_storage::{Completion, QueueOptions, QueueStorage, QueueStorageExt, SqliteStorage};
 /// use rand::{rngs::StdRng, SeedableRng};
 ///
 /// let dir = tempfile::tempdir()?;
@@ -281,12 +281,12 @@ impl QueueStorage for SqliteStorage {
         self.shared.options.max_payload
     }
 
-    fn enqueue(&self, op: Operation, now: EpochMillis) -> Result<u64> {
-        let seqs = self.enqueue_ops(vec![op], now)?;
-        seqs.first().copied().ok_or(StorageError::Io {
-            context: "enqueue",
-            source: io::Error::other("no sequence number returned"),
-        })
+    fn amend(&self, change: Amend) -> Result<u64> {
+        let s = &self.shared;
+        if let Some(now) = change.now() {
+            s.seen(now);
+        }
+        s.write(change.name(), |tx| engine::amend(tx, &change, &s.options))
     }
 
     fn enqueue_batch(&self, ops: Vec<Operation>, now: EpochMillis) -> Result<Vec<u64>> {
@@ -309,12 +309,6 @@ impl QueueStorage for SqliteStorage {
         s.write("complete", |tx| {
             engine::complete(tx, completions, now, &s.options)
         })
-    }
-
-    fn revive(&self, id: OperationId, now: EpochMillis) -> Result<bool> {
-        let s = &self.shared;
-        s.seen(now);
-        s.write("revive", |tx| engine::revive(tx, id, now, &s.options))
     }
 
     fn respread_waiting(
@@ -375,30 +369,8 @@ impl QueueStorage for SqliteStorage {
         })
     }
 
-    fn repair(&self, fixed: Operation, now: EpochMillis) -> Result<bool> {
-        let s = &self.shared;
-        s.seen(now);
-        s.write("repair", |tx| engine::repair(tx, &fixed, now, &s.options))
-    }
-
     fn take_quarantine_notices(&self) -> Vec<QuarantineNotice> {
         self.shared.notices.take()
-    }
-
-    fn drop_op(&self, id: OperationId) -> Result<bool> {
-        let s = &self.shared;
-        s.write("drop", |tx| engine::drop_op(tx, id, &s.options))
-    }
-
-    fn drop_entity(&self, entity: &EntityKey) -> Result<u64> {
-        let key = entity.to_key_bytes();
-        self.shared
-            .write("drop entity", |tx| engine::drop_entity(tx, &key))
-    }
-
-    fn pending(&self) -> Result<u64> {
-        self.shared.poison.check()?;
-        Ok(self.shared.lock_main().counters.pending())
     }
 
     fn stats(&self) -> Result<QueueStats> {
@@ -455,14 +427,6 @@ impl QueueStorage for SqliteStorage {
         let now = s.hint();
         s.write("list deferred", |tx| {
             engine::list_deferred(tx, page, now, &s.options)
-        })
-    }
-
-    fn settle(&self, id: OperationId, resolution: Resolution, now: EpochMillis) -> Result<bool> {
-        let s = &self.shared;
-        s.seen(now);
-        s.write("settle", |tx| {
-            engine::settle(tx, id, &resolution, now, &s.options)
         })
     }
 
@@ -608,32 +572,20 @@ impl QueueStorage for SqliteStorage {
         })
     }
 
-    fn purge_quarantined(&self) -> Result<u64> {
-        self.shared.write("purge quarantined", |tx| {
-            tx.conn
-                .execute("DELETE FROM quarantine", [])
-                .map(|n| n as u64)
-                .map_err(|e| classify(tx.path, "purge quarantined", e))
-        })
-    }
-
-    fn load_clock_mark(&self) -> Result<Option<HlcTimestamp>> {
-        self.shared.read(|tx| tx.clock_mark())
-    }
-
-    fn store_clock_mark(&self, mark: HlcTimestamp) -> Result<()> {
+    fn clock_mark(&self, raise_to: Option<HlcTimestamp>) -> Result<Option<HlcTimestamp>> {
+        let Some(mark) = raise_to else {
+            return self.shared.read(|tx| tx.clock_mark());
+        };
         let body = envelope::encode(RecordKind::Meta, &mark).map_err(StorageError::Encode)?;
         self.shared.write("store clock mark", |tx| {
-            // A mark that no longer decodes is replaced: the clock restores
-            // from the new one, which is what it would write anyway.
-            if tx.clock_mark().ok().flatten().is_some_and(|m| m >= mark) {
-                return Ok(());
+            if let Some(current) = tx.clock_mark().ok().flatten().filter(|m| *m >= mark) {
+                return Ok(Some(current));
             }
             tx.conn
                 .prepare_cached("INSERT OR REPLACE INTO meta (k, v) VALUES ('clock_mark', ?1)")
                 .and_then(|mut st| st.execute(params![body]))
                 .map_err(|e| classify(tx.path, "store clock mark", e))?;
-            Ok(())
+            Ok(Some(mark))
         })
     }
 

@@ -15,6 +15,7 @@
 // Test helpers outside `#[test]` functions panic on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use cpc_storage::QueueStorageExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

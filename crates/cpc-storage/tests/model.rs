@@ -7,6 +7,7 @@
 // Test helpers outside `#[test]` functions panic on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use cpc_storage::QueueStorageExt;
 use std::time::Duration;
 
 use cpc_core::{

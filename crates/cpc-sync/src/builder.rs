@@ -1,5 +1,6 @@
 //! `SyncEngineBuilder`: opens the store, restores the clock, wires the worker.
 
+use cpc_storage::QueueStorageExt;
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;

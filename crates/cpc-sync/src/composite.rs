@@ -1,5 +1,6 @@
 //! `CompositeAdapter`: send at once when it is safe, queue otherwise.
 
+use cpc_storage::QueueStorageExt;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;

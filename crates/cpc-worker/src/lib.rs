@@ -40,7 +40,7 @@
 //! use std::sync::Arc;
 //! use async_trait::async_trait;
 //! use cpc_core::{EntityKey, OpOutcome, Operation, OperationKind, PushOutcome, Transport, TransportError};
-//! use cpc_storage::{MemoryStorage, QueueOptions, QueueStorage};
+//! use cpc_storage::{MemoryStorage, QueueOptions, QueueStorage, QueueStorageExt};
 //! use cpc_core::TokioWallClock;
 //! use cpc_worker::SyncWorker;
 //!

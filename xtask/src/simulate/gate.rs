@@ -34,11 +34,11 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 use std::thread::ThreadId;
 use std::time::Duration;
 
-use cpc_sync::core::{ConflictRecord, EntityKey, HlcTimestamp, Operation, OperationId, Resolution};
+use cpc_sync::core::{ConflictRecord, HlcTimestamp, Operation, OperationId};
 use cpc_sync::storage::{
-    Claimed, Completion, ConflictFilter, DeferredConflict, EpochMillis, ListFilter, LoggedConflict,
-    Page, QuarantinedRecord, QueueStats, QueueStorage, Respread, Result, StorageError,
-    StoredOperation,
+    Amend, Claimed, Completion, ConflictFilter, DeferredConflict, EpochMillis, ListFilter,
+    LoggedConflict, Page, QuarantinedRecord, QueueStats, QueueStorage, Respread, Result,
+    StorageError, StoredOperation,
 };
 use tokio::time::Instant;
 
@@ -182,9 +182,6 @@ impl GatedStorage {
 }
 
 impl QueueStorage for GatedStorage {
-    fn enqueue(&self, op: Operation, now: EpochMillis) -> Result<u64> {
-        self.call(|s| s.enqueue(op, now))
-    }
     fn enqueue_batch(&self, ops: Vec<Operation>, now: EpochMillis) -> Result<Vec<u64>> {
         self.call(|s| s.enqueue_batch(ops, now))
     }
@@ -200,17 +197,8 @@ impl QueueStorage for GatedStorage {
             .as_ref()
             .map_or(cpc_sync::core::DEFAULT_MAX_PAYLOAD, |s| s.max_payload())
     }
-    fn revive(&self, id: OperationId, now: EpochMillis) -> Result<bool> {
-        self.call(|s| s.revive(id, now))
-    }
-    fn drop_op(&self, id: OperationId) -> Result<bool> {
-        self.call(|s| s.drop_op(id))
-    }
-    fn drop_entity(&self, entity: &EntityKey) -> Result<u64> {
-        self.call(|s| s.drop_entity(entity))
-    }
-    fn pending(&self) -> Result<u64> {
-        self.call(|s| s.pending())
+    fn amend(&self, change: Amend) -> Result<u64> {
+        self.call(|s| s.amend(change))
     }
     fn stats(&self) -> Result<QueueStats> {
         self.call(|s| s.stats())
@@ -229,9 +217,6 @@ impl QueueStorage for GatedStorage {
     }
     fn list_deferred(&self, page: &Page) -> Result<Vec<DeferredConflict>> {
         self.call(|s| s.list_deferred(page))
-    }
-    fn settle(&self, id: OperationId, resolution: Resolution, now: EpochMillis) -> Result<bool> {
-        self.call(|s| s.settle(id, resolution, now))
     }
     fn log_conflict(&self, entry: &ConflictRecord) -> Result<u64> {
         self.call(|s| s.log_conflict(entry))
@@ -257,17 +242,8 @@ impl QueueStorage for GatedStorage {
     ) -> Result<Respread> {
         self.call(|s| s.respread_waiting(base, spread_ms, salt, page))
     }
-    fn repair(&self, fixed: cpc_sync::core::Operation, now: EpochMillis) -> Result<bool> {
-        self.call(|s| s.repair(fixed, now))
-    }
-    fn purge_quarantined(&self) -> Result<u64> {
-        self.call(|s| s.purge_quarantined())
-    }
-    fn load_clock_mark(&self) -> Result<Option<HlcTimestamp>> {
-        self.call(|s| s.load_clock_mark())
-    }
-    fn store_clock_mark(&self, mark: HlcTimestamp) -> Result<()> {
-        self.call(|s| s.store_clock_mark(mark))
+    fn clock_mark(&self, raise_to: Option<HlcTimestamp>) -> Result<Option<HlcTimestamp>> {
+        self.call(|s| s.clock_mark(raise_to))
     }
     fn flush(&self) -> Result<()> {
         self.call(|s| s.flush())

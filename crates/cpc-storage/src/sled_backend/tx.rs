@@ -605,6 +605,16 @@ impl engine::Tx for SledTx<'_> {
         Ok(self.get(OPS, &keys::seq_key(meta.seq))?.unwrap_or_default())
     }
 
+    fn purge_quarantine(&mut self) -> Result<u64> {
+        let entries = self.scan(QUARANTINE, &[], None, usize::MAX)?;
+        for (k, _) in &entries {
+            self.del(QUARANTINE, k);
+        }
+        self.state.quarantined = 0;
+        self.touch_state();
+        Ok(entries.len() as u64)
+    }
+
     fn quarantine(
         &mut self,
         meta: &OpMeta,

@@ -2,6 +2,7 @@
 //! `conformance`).
 
 use super::*;
+use crate::QueueStorageExt;
 
 fn plan(conn: &Connection, sql: &str) -> Vec<String> {
     let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();

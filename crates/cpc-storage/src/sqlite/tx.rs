@@ -622,6 +622,13 @@ impl Tx for SqlTx<'_> {
         }
     }
 
+    fn purge_quarantine(&mut self) -> Result<u64> {
+        self.conn
+            .execute("DELETE FROM quarantine", [])
+            .map(|n| n as u64)
+            .map_err(|e| classify(self.path, "purge quarantined", e))
+    }
+
     fn quarantine(
         &mut self,
         meta: &OpMeta,

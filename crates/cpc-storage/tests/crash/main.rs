@@ -23,6 +23,7 @@
 // Test helpers outside `#[test]` functions panic on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use cpc_storage::QueueStorageExt;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -547,9 +548,6 @@ fn the_checks_catch_a_lost_operation_and_a_fifo_violation() {
                 }
                 Ok(v)
             }
-            fn enqueue(&self, op: Operation, now: u64) -> cpc_storage::Result<u64> {
-                self.0.enqueue(op, now)
-            }
             fn enqueue_batch(
                 &self,
                 ops: Vec<Operation>,
@@ -562,18 +560,6 @@ fn the_checks_catch_a_lost_operation_and_a_fifo_violation() {
             }
             fn max_payload(&self) -> usize {
                 self.0.max_payload()
-            }
-            fn revive(&self, id: OperationId, now: u64) -> cpc_storage::Result<bool> {
-                self.0.revive(id, now)
-            }
-            fn drop_op(&self, id: OperationId) -> cpc_storage::Result<bool> {
-                self.0.drop_op(id)
-            }
-            fn drop_entity(&self, e: &EntityKey) -> cpc_storage::Result<u64> {
-                self.0.drop_entity(e)
-            }
-            fn pending(&self) -> cpc_storage::Result<u64> {
-                self.0.pending()
             }
             fn stats(&self) -> cpc_storage::Result<cpc_storage::QueueStats> {
                 self.0.stats()
@@ -602,13 +588,8 @@ fn the_checks_catch_a_lost_operation_and_a_fifo_violation() {
             ) -> cpc_storage::Result<Vec<cpc_storage::DeferredConflict>> {
                 self.0.list_deferred(p)
             }
-            fn settle(
-                &self,
-                id: OperationId,
-                r: cpc_core::Resolution,
-                now: u64,
-            ) -> cpc_storage::Result<bool> {
-                self.0.settle(id, r, now)
+            fn amend(&self, change: cpc_storage::Amend) -> cpc_storage::Result<u64> {
+                self.0.amend(change)
             }
             fn log_conflict(&self, e: &cpc_core::ConflictRecord) -> cpc_storage::Result<u64> {
                 self.0.log_conflict(e)
@@ -637,17 +618,11 @@ fn the_checks_catch_a_lost_operation_and_a_fifo_violation() {
             ) -> cpc_storage::Result<cpc_storage::Respread> {
                 self.0.respread_waiting(base, spread, salt, page)
             }
-            fn repair(&self, op: Operation, now: u64) -> cpc_storage::Result<bool> {
-                self.0.repair(op, now)
-            }
-            fn purge_quarantined(&self) -> cpc_storage::Result<u64> {
-                self.0.purge_quarantined()
-            }
-            fn load_clock_mark(&self) -> cpc_storage::Result<Option<HlcTimestamp>> {
-                self.0.load_clock_mark()
-            }
-            fn store_clock_mark(&self, m: HlcTimestamp) -> cpc_storage::Result<()> {
-                self.0.store_clock_mark(m)
+            fn clock_mark(
+                &self,
+                raise_to: Option<HlcTimestamp>,
+            ) -> cpc_storage::Result<Option<HlcTimestamp>> {
+                self.0.clock_mark(raise_to)
             }
             fn flush(&self) -> cpc_storage::Result<()> {
                 self.0.flush()

@@ -1,6 +1,7 @@
 //! Failures of a whole push: nothing acked, everything retried (or given
 //! back uncounted for credentials).
 
+use cpc_storage::QueueStorageExt;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -2,6 +2,7 @@
 //! application (a deferred or dead head and the operations behind it) is
 //! reported by `stats()`, not waited for.
 
+use cpc_storage::QueueStorageExt;
 use std::sync::Arc;
 use std::time::Duration;
 

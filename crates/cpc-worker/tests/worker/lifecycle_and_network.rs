@@ -1,5 +1,6 @@
 //! The loop: draining, offline, reconnect spread, breaker, shutdown.
 
+use cpc_storage::QueueStorageExt;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -2,6 +2,7 @@
 //! and merges come in: an oversized remote record or merge fails that
 //! operation alone, visibly, and never costs a local edit.
 
+use cpc_storage::QueueStorageExt;
 use std::sync::Arc;
 
 use cpc_conflict::{DeferAll, FnResolver};

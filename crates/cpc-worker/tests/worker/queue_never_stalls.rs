@@ -1,6 +1,7 @@
 //! Whatever the remote answers, a queue that still holds work always has a
 //! wake-up scheduled: the worker drains it without any new submission.
 
+use cpc_storage::QueueStorageExt;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,6 @@ use cpc_core::{
     HlcTimestamp, NodeId, OpOutcome, Operation, OperationPriority, PushOutcome, RemoteRecord,
     TransportError,
 };
-use cpc_storage::QueueStorage;
 use cpc_worker::{SyncWorker, WorkerConfig};
 use proptest::prelude::*;
 

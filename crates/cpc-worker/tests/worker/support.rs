@@ -1,5 +1,6 @@
 //! Test doubles: a scripted transport and helpers.
 
+use cpc_storage::QueueStorageExt;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -11,7 +12,7 @@ use cpc_core::{
     EntityKey, HybridClock, NodeId, OpOutcome, Operation, OperationId, OperationKind,
     OperationPriority, PushOutcome, Transport, TransportError,
 };
-use cpc_storage::{MemoryStorage, QueueOptions, QueueStorage};
+use cpc_storage::{MemoryStorage, QueueOptions};
 use cpc_worker::{RetryPolicy, SyncWorker, SyncWorkerBuilder, WorkerConfig};
 
 pub const START_MS: u64 = 1_700_000_000_000;
