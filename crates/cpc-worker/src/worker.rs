@@ -33,8 +33,10 @@ use cpc_core::TokioWallClock;
 use cpc_core::{error_chain, millis};
 
 mod batch;
+mod judge;
 mod run;
 
+use self::judge::{judge, BatchVerdict, Verdict};
 use self::run::*;
 
 /// Drains a [`QueueStorage`] to a remote through a [`Transport`].

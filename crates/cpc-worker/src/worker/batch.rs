@@ -188,7 +188,9 @@ impl Inner {
         })
     }
 
-    /// Maps a push result onto completions, conflict log entries and events.
+    /// Applies the verdicts of a push result ([`judge`]) through the retry
+    /// policy, the resolver and the worker's state: completions, conflict
+    /// log entries, events and the summary.
     pub(super) fn plan(
         &self,
         ops: &[Operation],
@@ -217,19 +219,20 @@ impl Inner {
         for m in meta {
             out.summary.by_priority[usize::from(m.priority.rank())] += 1;
         }
-        match pushed {
-            Ok(outcomes) => {
+        match judge(ops, pushed, self.storage.max_payload()) {
+            BatchVerdict::Answered(verdicts) => {
                 self.network.report_success();
                 self.failure_streak.store(0, Ordering::SeqCst);
                 self.suspects().cleared(ops.iter().map(|op| op.id));
-                for ((op, m), outcome) in ops.iter().zip(meta).zip(outcomes) {
-                    if !matches!(outcome, PushOutcome::Conflict { .. }) {
+                for ((op, m), verdict) in ops.iter().zip(meta).zip(verdicts) {
+                    if !matches!(
+                        verdict,
+                        Verdict::Conflict { .. } | Verdict::RemoteTooLarge { .. }
+                    ) {
                         self.streaks().ended(op.id);
                     }
-                    match outcome {
-                        PushOutcome::Applied { version }
-                        | PushOutcome::AlreadyApplied { version } => {
-                            let replay = matches!(outcome, PushOutcome::AlreadyApplied { .. });
+                    match verdict {
+                        Verdict::Delivered { version, replay } => {
                             if replay {
                                 out.summary.already_applied += 1;
                             } else {
@@ -244,7 +247,7 @@ impl Inner {
                                 replay,
                             });
                         }
-                        PushOutcome::RetryLater { after } => {
+                        Verdict::RetryLater { after } => {
                             // Refunds of the operations before this one come
                             // first, as if each were refunded on its own.
                             self.refund(&mut out);
@@ -262,31 +265,24 @@ impl Inner {
                                 now,
                             );
                         }
-                        PushOutcome::Rejected { reason } => {
-                            self.bury(&mut out, op, bounded(reason))
-                        }
-                        PushOutcome::Conflict { remote } => {
-                            // The remote answered for good: the retry paid off.
+                        Verdict::Rejected { reason } => self.bury(&mut out, op, reason),
+                        Verdict::RemoteTooLarge { len, max } => {
+                            // The remote answered for good: the retry paid
+                            // off. The local op is kept, as a dead letter.
                             out.delivered.push(op.id);
-                            let max = self.storage.max_payload();
-                            match remote.payload.as_ref().map(Vec::len) {
-                                // Refused as it arrives, before any resolver
-                                // or store sees it; the local op is kept.
-                                Some(len) if len > max => self.bury(
-                                    &mut out,
-                                    op,
-                                    format!(
-                                        "remote record too large: {len} bytes, max_payload {max}"
-                                    ),
-                                ),
-                                _ => self.resolve(&mut out, op, m, remote, now),
-                            }
+                            let reason =
+                                format!("remote record too large: {len} bytes, max_payload {max}");
+                            self.bury(&mut out, op, reason);
+                        }
+                        Verdict::Conflict { remote } => {
+                            out.delivered.push(op.id);
+                            self.resolve(&mut out, op, m, remote, now);
                         }
                     }
                 }
                 self.refund(&mut out);
             }
-            Err(TransportError::Unauthorized) => {
+            BatchVerdict::Unauthorized => {
                 self.network.report_error(&TransportError::Unauthorized);
                 // Credentials are an application matter: give every claim
                 // back uncounted and wait for `resume`.
@@ -302,30 +298,23 @@ impl Inner {
                 out.event(|| WorkerEvent::AuthRequired);
                 out.pause = true;
             }
-            Err(error) => {
-                // Nothing in the batch is known to be applied: retry all.
+            BatchVerdict::Failed {
+                error,
+                hint,
+                cause,
+                suspect,
+                counted,
+            } => {
                 self.network.report_error(&error);
                 let streak = self
                     .failure_streak
                     .fetch_add(1, Ordering::SeqCst)
                     .saturating_add(1);
-                let hint = match &error {
-                    TransportError::RateLimited { retry_after } => *retry_after,
-                    _ => None,
-                };
-                let cause = match &error {
-                    TransportError::Timeout => RetryCause::Timeout,
-                    _ => RetryCause::Error,
-                };
-                // Only a failure one operation may have caused, of that
-                // operation alone, counts towards its dead letter; a larger
-                // batch failing so is split on its next tries instead.
-                let suspect = may_be_caused_by_an_operation(&error);
+                // A larger batch failing so is split on its next tries.
                 if suspect {
                     let ids: Vec<OperationId> = ops.iter().map(|op| op.id).collect();
                     self.suspects().failed(&ids);
                 }
-                let counted = suspect && ops.len() == 1;
                 tracing::warn!(target: "cpc_worker", size = ops.len(), error = error.name(), counted, "batch failed");
                 let text = error.to_string();
                 for (op, m) in ops.iter().zip(meta) {

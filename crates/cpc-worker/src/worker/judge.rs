@@ -1,0 +1,280 @@
+//! The pure first step of a batch's outcome: what the remote's answer means
+//! for each operation and for the batch, before any policy (backoff, retry
+//! budget, resolver) or worker state (conflict streaks, suspects, the
+//! link's failure streak) is consulted. No I/O, no clock, no runtime, so
+//! each rule is unit-tested on its own; [`Inner::plan`] applies the
+//! verdicts.
+
+use super::*;
+use cpc_core::RemoteRecord;
+
+/// What the answer means for one operation.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Verdict {
+    /// The remote holds it (`replay`: it held it before this push).
+    Delivered { version: u64, replay: bool },
+    /// The remote asked for this operation to be tried again later; the
+    /// failure is the operation's own and counts towards its dead letter.
+    RetryLater { after: Option<Duration> },
+    /// Refused for good (the reason bounded in length).
+    Rejected { reason: String },
+    /// The remote holds another version: for the resolver.
+    Conflict { remote: RemoteRecord },
+    /// A conflict whose remote record is over the store's payload limit:
+    /// refused as it arrives, before any resolver or store sees it.
+    RemoteTooLarge { len: usize, max: usize },
+}
+
+/// What the answer means for the whole batch.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum BatchVerdict {
+    /// Answered per operation, one verdict per operation in batch order.
+    Answered(Vec<Verdict>),
+    /// Credentials refused: every claim goes back uncounted and sending
+    /// pauses until the application resumes it.
+    Unauthorized,
+    /// Nothing in the batch is known to be applied: every operation is
+    /// retried with this failure.
+    Failed {
+        error: TransportError,
+        /// The server's delay hint (429 Retry-After), a floor.
+        hint: Option<Duration>,
+        /// What the retries cost from the budget.
+        cause: RetryCause,
+        /// Whether one operation of the batch may have caused the failure
+        /// (a 5xx, a malformed answer, a panic): the batch's operations
+        /// become suspects, sent in smaller batches next.
+        suspect: bool,
+        /// Whether the failure counts towards each operation's dead
+        /// letter: only a suspect failure of a batch of one.
+        counted: bool,
+    },
+}
+
+/// Judges a push result (outcomes already matched to `ops` by id).
+/// `max_payload` is the store's limit a remote record must fit.
+pub(super) fn judge(
+    ops: &[Operation],
+    pushed: std::result::Result<Vec<PushOutcome>, TransportError>,
+    max_payload: usize,
+) -> BatchVerdict {
+    match pushed {
+        Ok(outcomes) => BatchVerdict::Answered(
+            outcomes
+                .into_iter()
+                .map(|outcome| judge_one(outcome, max_payload))
+                .collect(),
+        ),
+        Err(TransportError::Unauthorized) => BatchVerdict::Unauthorized,
+        Err(error) => {
+            let hint = match &error {
+                TransportError::RateLimited { retry_after } => *retry_after,
+                _ => None,
+            };
+            let cause = match &error {
+                TransportError::Timeout => RetryCause::Timeout,
+                _ => RetryCause::Error,
+            };
+            let suspect = may_be_caused_by_an_operation(&error);
+            BatchVerdict::Failed {
+                counted: suspect && ops.len() == 1,
+                error,
+                hint,
+                cause,
+                suspect,
+            }
+        }
+    }
+}
+
+fn judge_one(outcome: PushOutcome, max_payload: usize) -> Verdict {
+    match outcome {
+        PushOutcome::Applied { version } => Verdict::Delivered {
+            version,
+            replay: false,
+        },
+        PushOutcome::AlreadyApplied { version } => Verdict::Delivered {
+            version,
+            replay: true,
+        },
+        PushOutcome::RetryLater { after } => Verdict::RetryLater { after },
+        PushOutcome::Rejected { reason } => Verdict::Rejected {
+            reason: bounded(reason),
+        },
+        PushOutcome::Conflict { remote } => match remote.payload.as_ref().map(Vec::len) {
+            Some(len) if len > max_payload => Verdict::RemoteTooLarge {
+                len,
+                max: max_payload,
+            },
+            _ => Verdict::Conflict { remote },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cpc_core::{EntityKey, HlcTimestamp, NodeId, OperationKind};
+
+    fn ops(n: u64) -> Vec<Operation> {
+        let mut rng = StdRng::seed_from_u64(7);
+        (0..n)
+            .map(|i| {
+                Operation::builder(EntityKey::new("t", "e"), OperationKind::Update)
+                    .payload(vec![1])
+                    .build_at(HlcTimestamp::new(1_000 + i, 0, NodeId(1)), &mut rng)
+            })
+            .collect()
+    }
+
+    fn remote(len: usize) -> RemoteRecord {
+        RemoteRecord {
+            version: 9,
+            payload: Some(vec![0; len]),
+            timestamp: HlcTimestamp::new(5, 0, NodeId(2)),
+            node: NodeId(2),
+        }
+    }
+
+    #[test]
+    fn each_outcome_becomes_its_verdict_in_batch_order() {
+        let answer = vec![
+            PushOutcome::Applied { version: 3 },
+            PushOutcome::AlreadyApplied { version: 4 },
+            PushOutcome::RetryLater {
+                after: Some(Duration::from_secs(2)),
+            },
+            PushOutcome::Rejected {
+                reason: "no".into(),
+            },
+            PushOutcome::Conflict { remote: remote(8) },
+        ];
+        let verdict = judge(&ops(5), Ok(answer), 1024);
+        assert_eq!(
+            verdict,
+            BatchVerdict::Answered(vec![
+                Verdict::Delivered {
+                    version: 3,
+                    replay: false
+                },
+                Verdict::Delivered {
+                    version: 4,
+                    replay: true
+                },
+                Verdict::RetryLater {
+                    after: Some(Duration::from_secs(2))
+                },
+                Verdict::Rejected {
+                    reason: "no".into()
+                },
+                Verdict::Conflict { remote: remote(8) },
+            ])
+        );
+    }
+
+    #[test]
+    fn a_remote_record_over_the_payload_limit_is_refused_before_any_resolver() {
+        let answer = vec![
+            PushOutcome::Conflict {
+                remote: remote(1024),
+            },
+            PushOutcome::Conflict {
+                remote: remote(1025),
+            },
+        ];
+        let BatchVerdict::Answered(v) = judge(&ops(2), Ok(answer), 1024) else {
+            panic!("an answered batch");
+        };
+        assert!(matches!(v[0], Verdict::Conflict { .. }));
+        assert_eq!(
+            v[1],
+            Verdict::RemoteTooLarge {
+                len: 1025,
+                max: 1024
+            }
+        );
+    }
+
+    #[test]
+    fn a_long_rejection_reason_is_bounded() {
+        let answer = vec![PushOutcome::Rejected {
+            reason: "x".repeat(MAX_REMOTE_TEXT * 4),
+        }];
+        let BatchVerdict::Answered(v) = judge(&ops(1), Ok(answer), 1024) else {
+            panic!("an answered batch");
+        };
+        let Verdict::Rejected { reason } = &v[0] else {
+            panic!("a rejection");
+        };
+        assert!(reason.chars().count() < MAX_REMOTE_TEXT + 20);
+        assert!(reason.ends_with("[truncated]"));
+    }
+
+    #[test]
+    fn only_a_suspect_failure_of_a_batch_of_one_counts() {
+        let server = || TransportError::Server { status: 500 };
+        let one = judge(&ops(1), Err(server()), 1024);
+        let many = judge(&ops(3), Err(server()), 1024);
+        let offline = judge(&ops(1), Err(TransportError::Offline), 1024);
+        assert!(matches!(
+            one,
+            BatchVerdict::Failed {
+                suspect: true,
+                counted: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            many,
+            BatchVerdict::Failed {
+                suspect: true,
+                counted: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            offline,
+            BatchVerdict::Failed {
+                suspect: false,
+                counted: false,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_rate_limit_carries_its_hint_and_a_timeout_its_budget_cause() {
+        let limited = judge(
+            &ops(2),
+            Err(TransportError::RateLimited {
+                retry_after: Some(Duration::from_secs(30)),
+            }),
+            1024,
+        );
+        assert!(matches!(
+            limited,
+            BatchVerdict::Failed {
+                hint: Some(h),
+                cause: RetryCause::Error,
+                ..
+            } if h == Duration::from_secs(30)
+        ));
+        let timeout = judge(&ops(2), Err(TransportError::Timeout), 1024);
+        assert!(matches!(
+            timeout,
+            BatchVerdict::Failed {
+                hint: None,
+                cause: RetryCause::Timeout,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn unauthorized_is_its_own_verdict() {
+        assert_eq!(
+            judge(&ops(4), Err(TransportError::Unauthorized), 1024),
+            BatchVerdict::Unauthorized
+        );
+    }
+}
