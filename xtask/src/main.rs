@@ -37,6 +37,16 @@ pub enum XtaskError {
     Io(&'static str, #[source] std::io::Error),
 }
 
+impl From<cpc_sim::Error> for XtaskError {
+    fn from(e: cpc_sim::Error) -> Self {
+        match e {
+            cpc_sim::Error::Spec(text) => XtaskError::Usage(text),
+            cpc_sim::Error::Run(text) => XtaskError::StepFailed(text),
+            cpc_sim::Error::Io(what, source) => XtaskError::Io(what, source),
+        }
+    }
+}
+
 /// Project automation for cpc-sync.
 #[derive(Debug, Parser)]
 #[command(name = "xtask", bin_name = "cargo xtask", about, long_about = None)]

@@ -1,5 +1,7 @@
-//! `cargo xtask simulate`: the full engine against `cpc-fault`'s hostile
-//! world, checked against the invariants.
+//! `cargo xtask simulate`: the command line over `cpc-sim` (the full engine
+//! against `cpc-fault`'s hostile world, checked against the invariants).
+//! This module parses options, runs the jobs on a pool and prints the table;
+//! the harness itself is the `cpc-sim` crate.
 //!
 //! Each scenario runs on its own current-thread tokio runtime with the clock
 //! paused: one shared [`SimulatedRemote`](cpc_fault::SimulatedRemote), and per
@@ -15,16 +17,11 @@
 //! the same seed prints the same bytes (the wall column aside, or left out
 //! with `--no-wall`).
 //!
-//! Built-in suites live in `xtask/scenarios/*.toml` (copy one to start your
+//! Built-in suites live in `crates/cpc-sim/scenarios/*.toml` (copy one to start your
 //! own, run it with `--scenario FILE`).
 
-mod auth;
-mod gate;
-mod harness;
 mod pool;
-mod spec;
 mod table;
-mod timeline;
 
 use std::fmt::Write as _;
 use std::io::IsTerminal as _;
@@ -36,11 +33,9 @@ use cpc_sync::storage::Durability;
 use cpc_sync::worker::StorageCalls;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use self::auth::Secret;
-use self::harness::{RunResult, RunSettings};
-use self::spec::{Spec, StorageKind, SUITES};
 use self::table::{human, Summary, Table};
 use crate::XtaskError;
+use cpc_sim::{RunResult, RunSettings, Secret, Spec, StorageKind, SUITES};
 
 /// Runs estimated above this print their memory estimate first.
 const LARGE_RUN_BYTES: u64 = 256 << 20;
@@ -59,7 +54,7 @@ pub struct Options {
     /// huge-queue
     #[arg(long = "suite", value_name = "NAME|all", value_delimiter = ',')]
     suites: Vec<String>,
-    /// Run a scenario file instead (see xtask/scenarios/)
+    /// Run a scenario file instead (see crates/cpc-sim/scenarios/)
     #[arg(long, value_name = "FILE.toml", conflicts_with = "suites")]
     scenario: Option<PathBuf>,
     /// Seed of every scenario (default 42; a --scenario file keeps its own
@@ -180,6 +175,7 @@ pub fn main(options: Options) -> Result<(), XtaskError> {
             .map(|c| c.as_bytes().to_vec()),
         entity_canary: options.entity_canary.clone(),
         timeline: options.timeline.is_some(),
+        configure: None,
         bearer: Secret::new(
             options
                 .bearer_token
@@ -201,13 +197,13 @@ pub fn main(options: Options) -> Result<(), XtaskError> {
     }
     // Refuse what cannot run before anything runs.
     for (spec, settings) in &jobs {
-        harness::check(spec, settings)?;
+        cpc_sim::check(spec, settings)?;
     }
 
     // As many runs at once as asked, and as the file descriptors allow.
     let most_fds = jobs
         .iter()
-        .map(|(spec, settings)| harness::fds_needed(spec, settings))
+        .map(|(spec, settings)| cpc_sim::fds_needed(spec, settings))
         .max()
         .unwrap_or(0);
     let threads = options
@@ -216,7 +212,7 @@ pub fn main(options: Options) -> Result<(), XtaskError> {
             || default_jobs(options.quick),
             |j| usize::try_from(j).unwrap_or(usize::MAX),
         )
-        .min(usize::try_from(harness::fd_budget() / most_fds.max(1)).unwrap_or(usize::MAX))
+        .min(usize::try_from(cpc_sim::fd_budget() / most_fds.max(1)).unwrap_or(usize::MAX))
         .max(1);
 
     // The seed goes first, before anything else is printed.
@@ -267,7 +263,7 @@ pub fn main(options: Options) -> Result<(), XtaskError> {
         &jobs,
         threads,
         |(spec, _)| cost(spec),
-        |(spec, settings)| harness::run(spec, settings),
+        |(spec, settings)| cpc_sim::run(spec, settings).map_err(XtaskError::from),
         |index, result| {
             let (spec, settings) = &jobs[index];
             let result = match result {

@@ -9,7 +9,8 @@ use std::time::Duration;
 use cpc_fault::{Fates, InvariantReport};
 use cpc_sync::core::OperationPriority;
 
-use super::harness::RunResult;
+pub use cpc_sim::human;
+use cpc_sim::RunResult;
 
 /// Count columns: `ops`, then the fates that add up to it, then the
 /// invariant violations.
@@ -323,31 +324,9 @@ fn opt(d: Option<Duration>) -> String {
     d.map_or_else(|| "-".to_owned(), human)
 }
 
-/// A short duration for a table cell: `850ms`, `12.40s`, `3m07s`, `1h02m`.
-pub fn human(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1_000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{:.2}s", d.as_secs_f64())
-    } else if ms < 3_600_000 {
-        format!("{}m{:02}s", ms / 60_000, (ms / 1_000) % 60)
-    } else {
-        format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn human_durations() {
-        assert_eq!(human(Duration::from_millis(850)), "850ms");
-        assert_eq!(human(Duration::from_millis(12_400)), "12.40s");
-        assert_eq!(human(Duration::from_secs(187)), "3m07s");
-        assert_eq!(human(Duration::from_secs(3_720)), "1h02m");
-    }
 
     #[test]
     fn long_suite_names_widen_the_column_and_the_fates_add_up() {

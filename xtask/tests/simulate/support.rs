@@ -27,7 +27,7 @@ pub fn stderr(out: &Output) -> String {
 /// A built-in scenario file's text.
 pub fn builtin(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("scenarios")
+        .join("../crates/cpc-sim/scenarios")
         .join(format!("{name}.toml"));
     std::fs::read_to_string(path).expect("scenario file exists")
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cpc_fault::{LinkCondition, Schedule};
 
-use super::table::human;
+use crate::human;
 
 /// Devices drawn; a larger run says how many were left out.
 const MAX_LANES: usize = 24;

@@ -18,15 +18,15 @@ use cpc_sync::storage::{
     QueueStorage, SledStorage, SqliteStorage,
 };
 use cpc_sync::worker::StorageCalls;
-use cpc_sync::SyncEngine;
+use cpc_sync::{SyncEngine, SyncEngineBuilder};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::auth::{AnswerLog, BearerTransport, FinalAnswer, Secret};
-use super::gate::{Gate, GatedStorage};
-use super::spec::{DeadHead, Spec, StorageKind};
-use super::timeline::{DeviceLine, Timeline};
-use crate::XtaskError;
+use crate::auth::{AnswerLog, BearerTransport, FinalAnswer, Secret};
+use crate::gate::{Gate, GatedStorage};
+use crate::spec::{DeadHead, Spec, StorageKind};
+use crate::timeline::{DeviceLine, Timeline};
+use crate::Error;
 
 /// How a run is set up beyond its scenario.
 #[derive(Debug, Clone)]
@@ -48,6 +48,52 @@ pub struct RunSettings {
     pub storage_calls: StorageCalls,
     /// Record what the timeline picture needs.
     pub timeline: bool,
+    /// The application's engine configuration, applied to every device's
+    /// builder after the harness's own settings (store, transport,
+    /// network, node id, seeds), so it can change batch sizes, retry
+    /// policies, resolvers… The harness's store, transport and network
+    /// must stay: replacing them takes the device out of the simulation.
+    pub configure: Option<EngineConfig>,
+}
+
+impl RunSettings {
+    /// The defaults of `cargo xtask simulate`: SQLite stores under
+    /// `tmp_root` with `Durability::Immediate`, storage calls inline (exact
+    /// replay), no canaries, no timeline, the harness's engine
+    /// configuration.
+    pub fn new(tmp_root: impl Into<PathBuf>) -> Self {
+        RunSettings {
+            storage: StorageKind::Sqlite,
+            durability: Durability::Immediate,
+            payload_canary: None,
+            entity_canary: None,
+            bearer: Secret::new("sim-token"),
+            tmp_root: tmp_root.into(),
+            storage_calls: StorageCalls::Inline,
+            timeline: false,
+            configure: None,
+        }
+    }
+}
+
+/// A change to every device's [`SyncEngineBuilder`], for
+/// [`RunSettings::configure`].
+#[derive(Clone)]
+pub struct EngineConfig(Arc<dyn Fn(SyncEngineBuilder) -> SyncEngineBuilder + Send + Sync>);
+
+impl EngineConfig {
+    /// Wraps the change.
+    pub fn new(
+        configure: impl Fn(SyncEngineBuilder) -> SyncEngineBuilder + Send + Sync + 'static,
+    ) -> Self {
+        EngineConfig(Arc::new(configure))
+    }
+}
+
+impl std::fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EngineConfig(..)")
+    }
 }
 
 /// What one run produced.
@@ -101,18 +147,18 @@ pub fn fds_needed(spec: &Spec, settings: &RunSettings) -> u64 {
 /// Refuses a run that cannot mean anything or cannot fit: crash points on
 /// memory storage, more stores than file descriptors, payloads in memory
 /// beyond the memory budget.
-pub fn check(spec: &Spec, settings: &RunSettings) -> Result<(), XtaskError> {
+pub fn check(spec: &Spec, settings: &RunSettings) -> Result<(), Error> {
     let scenario = &spec.scenario;
     let memory = settings.storage == StorageKind::Memory;
     if memory && !scenario.crash_times().is_empty() {
-        return Err(XtaskError::Usage(format!(
+        return Err(Error::Spec(format!(
             "{}: memory storage cannot survive the scenario's crash points; use sqlite or sled",
             scenario.name
         )));
     }
     let (need, budget) = (fds_needed(spec, settings), fd_budget());
     if need > budget {
-        return Err(XtaskError::Usage(format!(
+        return Err(Error::Spec(format!(
             "{}: {} devices need about {need} file descriptors for their stores, more than \
              the {budget} this process may open (ulimit -n); use fewer devices or memory storage",
             scenario.name, scenario.devices
@@ -120,7 +166,7 @@ pub fn check(spec: &Spec, settings: &RunSettings) -> Result<(), XtaskError> {
     }
     let bytes = scenario.estimated_memory(memory);
     if bytes > cpc_fault::MEMORY_BUDGET {
-        return Err(XtaskError::Usage(format!(
+        return Err(Error::Spec(format!(
             "{}: about {} MiB with every payload in memory, more than the budget of {} MiB; \
              use sqlite or sled storage, or fewer operations",
             scenario.name,
@@ -132,7 +178,7 @@ pub fn check(spec: &Spec, settings: &RunSettings) -> Result<(), XtaskError> {
 }
 
 /// Runs `spec` on a fresh paused runtime and checks it.
-pub fn run(spec: &Spec, settings: &RunSettings) -> Result<RunResult, XtaskError> {
+pub fn run(spec: &Spec, settings: &RunSettings) -> Result<RunResult, Error> {
     check(spec, settings)?;
     let started = WallInstant::now();
     let gate = Gate::new();
@@ -146,14 +192,14 @@ pub fn run(spec: &Spec, settings: &RunSettings) -> Result<RunResult, XtaskError>
         .on_thread_park(move || on_park.on_park())
         .on_thread_unpark(move || on_unpark.on_unpark())
         .build()
-        .map_err(|e| XtaskError::Io("building the simulation runtime", e))?;
+        .map_err(|e| Error::Io("building the simulation runtime", e))?;
     gate.attach(runtime.handle().clone(), std::thread::current().id());
     let result = runtime.block_on(simulate(spec, settings, &gate));
     // Crashed engines may have left blocking calls behind: let them through,
     // then drop whatever tasks remain.
     gate.close();
     runtime.shutdown_timeout(Duration::from_secs(10));
-    let (report, timeline) = result.map_err(XtaskError::StepFailed)?;
+    let (report, timeline) = result.map_err(Error::Run)?;
     Ok(RunResult {
         report,
         wall: started.elapsed(),
@@ -379,6 +425,9 @@ impl Device {
             .storage_calls(world.settings.storage_calls);
         if let Some(n) = world.harness.batch_size {
             builder = builder.batch_size(n);
+        }
+        if let Some(configure) = &world.settings.configure {
+            builder = (configure.0)(builder);
         }
         let engine = builder.start().await.map_err(|e| {
             format!(

@@ -30,44 +30,41 @@ use std::time::Duration;
 use cpc_fault::Scenario;
 use serde::Deserialize;
 
-use crate::XtaskError;
+use crate::Error;
 
 /// The built-in suites, in the order `all` runs them.
 pub const SUITES: &[(&str, &str)] = &[
-    ("steady", include_str!("../../scenarios/steady.toml")),
-    ("flaky-30", include_str!("../../scenarios/flaky-30.toml")),
-    ("lost-acks", include_str!("../../scenarios/lost-acks.toml")),
+    ("steady", include_str!("../scenarios/steady.toml")),
+    ("flaky-30", include_str!("../scenarios/flaky-30.toml")),
+    ("lost-acks", include_str!("../scenarios/lost-acks.toml")),
     (
         "hostile-answers",
-        include_str!("../../scenarios/hostile-answers.toml"),
+        include_str!("../scenarios/hostile-answers.toml"),
     ),
     (
         "partition-heal",
-        include_str!("../../scenarios/partition-heal.toml"),
+        include_str!("../scenarios/partition-heal.toml"),
     ),
-    ("flapping", include_str!("../../scenarios/flapping.toml")),
+    ("flapping", include_str!("../scenarios/flapping.toml")),
     (
         "rate-limited",
-        include_str!("../../scenarios/rate-limited.toml"),
+        include_str!("../scenarios/rate-limited.toml"),
     ),
     (
         "thundering-herd",
-        include_str!("../../scenarios/thundering-herd.toml"),
+        include_str!("../scenarios/thundering-herd.toml"),
     ),
-    ("poison", include_str!("../../scenarios/poison.toml")),
-    ("conflicts", include_str!("../../scenarios/conflicts.toml")),
+    ("poison", include_str!("../scenarios/poison.toml")),
+    ("conflicts", include_str!("../scenarios/conflicts.toml")),
     (
         "priority-storm",
-        include_str!("../../scenarios/priority-storm.toml"),
+        include_str!("../scenarios/priority-storm.toml"),
     ),
     (
         "crash-restart",
-        include_str!("../../scenarios/crash-restart.toml"),
+        include_str!("../scenarios/crash-restart.toml"),
     ),
-    (
-        "huge-queue",
-        include_str!("../../scenarios/huge-queue.toml"),
-    ),
+    ("huge-queue", include_str!("../scenarios/huge-queue.toml")),
 ];
 
 /// The storage backend of every device.
@@ -84,12 +81,12 @@ pub enum StorageKind {
 
 impl StorageKind {
     /// Parses a `--storage` value.
-    pub fn parse(text: &str) -> Result<Self, XtaskError> {
+    pub fn parse(text: &str) -> Result<Self, Error> {
         match text {
             "sqlite" => Ok(StorageKind::Sqlite),
             "sled" => Ok(StorageKind::Sled),
             "memory" => Ok(StorageKind::Memory),
-            other => Err(XtaskError::Usage(format!(
+            other => Err(Error::Spec(format!(
                 "--storage: unknown backend {other:?} (sqlite, sled or memory)"
             ))),
         }
@@ -188,10 +185,10 @@ pub struct Spec {
 
 impl Spec {
     /// Parses a scenario file's text; `origin` names it in errors.
-    pub fn parse(text: &str, origin: &str) -> Result<Spec, XtaskError> {
+    pub fn parse(text: &str, origin: &str) -> Result<Spec, Error> {
         let (rest, harness_text) = split_harness(text);
         let harness: HarnessFile = toml::from_str(&harness_text)
-            .map_err(|e| XtaskError::Usage(describe_toml_error(origin, &harness_text, &e)))?;
+            .map_err(|e| Error::Spec(describe_toml_error(origin, &harness_text, &e)))?;
         if harness.harness.submit_batch == 0 {
             return Err(usage_at(
                 origin,
@@ -218,9 +215,9 @@ impl Spec {
 
     /// Reads a scenario file: TOML (with an optional `[harness]` table), or
     /// JSON (the scenario alone) if the name ends in `.json`.
-    pub fn from_file(path: &Path) -> Result<Spec, XtaskError> {
+    pub fn from_file(path: &Path) -> Result<Spec, Error> {
         let text = Scenario::read_text(path).map_err(|e| {
-            XtaskError::Usage(format!(
+            Error::Spec(format!(
                 "{}: {}",
                 path.display(),
                 cpc_sync::core::error_chain(&e)
@@ -232,7 +229,7 @@ impl Spec {
             .is_some_and(|e| e.eq_ignore_ascii_case("json"))
         {
             let scenario = Scenario::from_json_str(&text)
-                .map_err(|e| XtaskError::Usage(format!("{origin}: {e}")))?;
+                .map_err(|e| Error::Spec(format!("{origin}: {e}")))?;
             return Ok(Spec {
                 scenario,
                 harness: HarnessOptions::default(),
@@ -242,15 +239,15 @@ impl Spec {
     }
 
     /// A built-in suite by name.
-    pub fn builtin(name: &str) -> Result<Spec, XtaskError> {
+    pub fn builtin(name: &str) -> Result<Spec, Error> {
         let (_, text) = SUITES.iter().find(|(n, _)| *n == name).ok_or_else(|| {
             let names: Vec<&str> = SUITES.iter().map(|(n, _)| *n).collect();
-            XtaskError::Usage(format!(
+            Error::Spec(format!(
                 "unknown suite {name:?}; suites: {}, all",
                 names.join(", ")
             ))
         })?;
-        Spec::parse(text, &format!("xtask/scenarios/{name}.toml"))
+        Spec::parse(text, &format!("crates/cpc-sim/scenarios/{name}.toml"))
     }
 
     /// Applies the `[harness.quick]` sizes.
@@ -407,20 +404,20 @@ fn find_field_line(text: &str, field: &str) -> Option<usize> {
     table_line
 }
 
-fn usage_at(origin: &str, text: &str, field: &str, reason: &str) -> XtaskError {
+fn usage_at(origin: &str, text: &str, field: &str, reason: &str) -> Error {
     let line = find_field_line(text, field)
         .map(|l| format!(" at line {l}"))
         .unwrap_or_default();
-    XtaskError::Usage(format!(
+    Error::Spec(format!(
         "{origin}: invalid scenario{line} (field `{field}`): {reason}"
     ))
 }
 
-fn scenario_error(origin: &str, text: &str, e: &cpc_fault::Error) -> XtaskError {
+fn scenario_error(origin: &str, text: &str, e: &cpc_fault::Error) -> Error {
     match e {
         cpc_fault::Error::Invalid { field, reason } => usage_at(origin, text, field, reason),
         // The parse error's own message already holds line, column and field.
-        other => XtaskError::Usage(format!("{origin}: {other}")),
+        other => Error::Spec(format!("{origin}: {other}")),
     }
 }
 

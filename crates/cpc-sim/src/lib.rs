@@ -1,0 +1,82 @@
+//! Full-engine simulation of cpc-sync: run a fault scenario against real
+//! [`SyncEngine`](cpc_sync::SyncEngine)s and check the invariants.
+//!
+//! Each run is one scenario with one seed on its own current-thread tokio
+//! runtime with the clock paused, so an hour of outages plays out in
+//! milliseconds and the same seed gives the same report. One shared
+//! [`SimulatedRemote`](cpc_fault::SimulatedRemote); per device a seeded
+//! `FaultyTransport` behind a bearer-token wrapper, a `NetworkMonitor` fed
+//! by a `ScriptedNetwork`, and a full `SyncEngine` on its own store
+//! (SQLite, sled or memory), with storage calls inline on the runtime thread
+//! or on the blocking pool behind a replay gate. A driver per device submits
+//! the workload at its simulated times, crashes and reopens the engine at
+//! the scenario's crash points, waits for the drain after the last outage;
+//! the `cpc-fault` checker then compares what was submitted with what the
+//! remote applied.
+//!
+//! `cargo xtask simulate` is a command line over this crate. Use it from
+//! your own tests to run the built-in suites ([`SUITES`]) or your own
+//! scenario files against your engine configuration
+//! ([`RunSettings::configure`]).
+//!
+//! ```
+//! use cpc_sim::{run, RunSettings, Spec, StorageKind};
+//!
+//! let mut spec = Spec::builtin("steady")?;
+//! spec.quick(); // the suite's small sizes
+//! let dir = tempfile::tempdir()?;
+//! let mut settings = RunSettings::new(dir.path());
+//! settings.storage = StorageKind::Memory;
+//! // Your engine configuration, applied after the harness's own.
+//! settings.configure = Some(cpc_sim::EngineConfig::new(|b| b.batch_size(16)));
+//! let result = run(&spec, &settings)?;
+//! assert_eq!(result.report.failure_count(), 0, "{}", result.report);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! Scenario files: `cpc-fault`'s [`Scenario`](cpc_fault::Scenario) plus an
+//! optional `[harness]` table ([`HarnessOptions`]); see
+//! `docs/simulation.md`.
+
+mod auth;
+mod error;
+mod gate;
+mod harness;
+mod spec;
+mod timeline;
+
+pub use auth::Secret;
+pub use error::Error;
+pub use harness::{check, fd_budget, fds_needed, run, EngineConfig, RunResult, RunSettings};
+pub use spec::{DeadHead, HarnessOptions, QuickSizes, Spec, StorageKind, SUITES};
+pub use timeline::{DeviceLine, Timeline};
+
+use std::time::Duration;
+
+/// A short duration for a table cell or a picture: `850ms`, `12.40s`,
+/// `3m07s`, `1h02m`.
+pub fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1_000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.2}s", d.as_secs_f64())
+    } else if ms < 3_600_000 {
+        format!("{}m{:02}s", ms / 60_000, (ms / 1_000) % 60)
+    } else {
+        format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations() {
+        assert_eq!(human(Duration::from_millis(850)), "850ms");
+        assert_eq!(human(Duration::from_millis(12_400)), "12.40s");
+        assert_eq!(human(Duration::from_secs(187)), "3m07s");
+        assert_eq!(human(Duration::from_secs(3_720)), "1h02m");
+    }
+}

@@ -1,0 +1,60 @@
+//! The harness as a library: your engine configuration reaches every
+//! device, and bad input is a typed error.
+
+// Tests panic on broken fixtures by design.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use cpc_sim::{run, EngineConfig, Error, RunSettings, Spec, StorageKind};
+
+fn quick(name: &str) -> Spec {
+    let mut spec = Spec::builtin(name).expect("a built-in suite");
+    spec.quick();
+    spec
+}
+
+#[test]
+fn the_applications_engine_configuration_reaches_every_device_and_the_suite_still_passes() {
+    let spec = quick("steady");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let built = Arc::new(AtomicUsize::new(0));
+    let mut settings = RunSettings::new(dir.path());
+    settings.storage = StorageKind::Memory;
+    let counter = Arc::clone(&built);
+    settings.configure = Some(EngineConfig::new(move |builder| {
+        counter.fetch_add(1, Ordering::SeqCst);
+        // One operation per push: a configuration the suite does not use.
+        builder.batch_size(1)
+    }));
+    let result = run(&spec, &settings).expect("the run completes");
+    assert_eq!(result.report.failure_count(), 0, "{}", result.report);
+    // One engine per device (steady has no crash points).
+    assert_eq!(built.load(Ordering::SeqCst), spec.scenario.devices as usize);
+}
+
+#[test]
+fn a_configuration_that_breaks_the_engine_is_reported_as_a_failed_run() {
+    let spec = quick("steady");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = RunSettings::new(dir.path());
+    settings.storage = StorageKind::Memory;
+    // A batch size of zero is refused when the engine starts.
+    settings.configure = Some(EngineConfig::new(|builder| builder.batch_size(0)));
+    match run(&spec, &settings) {
+        Err(Error::Run(text)) => assert!(text.contains("engine did not start"), "{text}"),
+        other => panic!("expected a failed run, got {other:?}"),
+    }
+}
+
+#[test]
+fn an_unknown_suite_names_the_ones_there_are() {
+    match Spec::builtin("no-such-suite") {
+        Err(Error::Spec(text)) => {
+            assert!(text.contains("no-such-suite"), "{text}");
+            assert!(text.contains("steady"), "{text}");
+        }
+        other => panic!("expected a spec error, got {other:?}"),
+    }
+}
