@@ -1,0 +1,57 @@
+//! `GET /v1/info` and `GET /v1/health`, and the limits a server advertises.
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol versions this crate speaks.
+pub const PROTOCOLS: &[u32] = &[1];
+/// The body of `GET /v1/health`: exactly these 12 bytes.
+pub const HEALTH_BODY: &str = "cpc-sync ok\n";
+/// Longest `client_id`, in ASCII characters.
+pub const MAX_CLIENT_ID_LEN: usize = 64;
+/// Longest collection, entity id or custom kind name, in UTF-8 bytes
+/// (fixed by v1).
+pub const MAX_KEY_BYTES: usize = 1024;
+/// The largest `wall_ms` of a timestamp (48 bits, as in an operation id).
+pub const MAX_WALL_MS: u64 = (1 << 48) - 1;
+
+/// The answer of `GET /v1/info`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Info {
+    /// The protocol versions served (`[1]`).
+    pub protocols: Vec<u32>,
+    /// The store's identity.
+    pub store_id: String,
+    /// Product and version, informative (`cpc-server/0.1.0`).
+    pub server: String,
+    /// What the server accepts.
+    pub limits: Limits,
+}
+
+/// The limits a server enforces and advertises. A client respects them;
+/// before it has read them it uses [`Limits::default`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Operations per push (`413 too_large` above).
+    pub max_batch_ops: u64,
+    /// Request body bytes (`413 too_large` above, before parsing).
+    pub max_body_bytes: u64,
+    /// Decoded payload bytes of one operation (that operation is
+    /// `rejected` with `payload_too_large` above).
+    pub max_payload_bytes: u64,
+    /// Collection, entity id and custom kind name, in UTF-8 bytes.
+    pub max_key_bytes: u64,
+    /// Push answer bytes.
+    pub max_response_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_batch_ops: 1000,
+            max_body_bytes: 8 << 20,
+            max_payload_bytes: 1 << 20,
+            max_key_bytes: MAX_KEY_BYTES as u64,
+            max_response_bytes: 8 << 20,
+        }
+    }
+}
