@@ -10,6 +10,7 @@ use crate::{cargo, run_step, XtaskError};
 const EXAMPLES: &[(&str, &[&str])] = &[
     ("sync_example", &[]),
     ("full_integration_example", &[]),
+    ("http_sync", &[]),
     (
         "network_monitor",
         &["127.0.0.1:9", "--probes", "3", "--interval-ms", "100"],

@@ -1,0 +1,50 @@
+//! Reading an answer body with a byte cap. reqwest reads whatever a server
+//! sends; a broken or hostile server must not make the client allocate
+//! more than its cap (protocol §2.6).
+
+use reqwest::Response;
+
+/// Why a body could not be read.
+#[derive(Debug)]
+pub(crate) enum BodyError {
+    /// The answer is larger than the cap (announced or counted).
+    TooLarge {
+        /// The cap.
+        cap: usize,
+    },
+    /// The connection failed while the body was arriving.
+    Broken(reqwest::Error),
+}
+
+/// Reads the whole body of `response`, at most `cap` bytes.
+///
+/// A `Content-Length` over the cap is refused before a byte is read;
+/// otherwise (chunked, or a length that lies) the chunks are counted as
+/// they arrive and reading stops at the first one that crosses the cap.
+pub(crate) async fn read_capped(response: &mut Response, cap: usize) -> Result<Vec<u8>, BodyError> {
+    let cap_u64 = u64::try_from(cap).unwrap_or(u64::MAX);
+    let announced = response.content_length();
+    if announced.is_some_and(|len| len > cap_u64) {
+        return Err(BodyError::TooLarge { cap });
+    }
+    // Reserve what the server announced (already known to fit the cap),
+    // not more: a chunked answer grows as it comes.
+    let reserve = announced
+        .and_then(|len| usize::try_from(len).ok())
+        .unwrap_or(0);
+    let mut body = Vec::with_capacity(reserve);
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Broken)? {
+        if chunk.len() > cap - body.len() {
+            return Err(BodyError::TooLarge { cap });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Reads a body whose content only refines the status (a problem object),
+/// at most `cap` bytes. `None` when it is too large or broke off: the
+/// status alone then decides (§2.4), so neither is an error.
+pub(crate) async fn read_optional(response: &mut Response, cap: usize) -> Option<Vec<u8>> {
+    read_capped(response, cap).await.ok()
+}

@@ -1,0 +1,304 @@
+//! [`HttpTransport`]: `cpc_core::Transport` over `POST /v1/push`.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cpc_core::{OpOutcome, Operation, Transport, TransportError};
+use cpc_protocol::{check_push_answer, Limits, OpId, PushResponse, V1};
+use reqwest::header::CONTENT_TYPE;
+use reqwest::{Client, RequestBuilder, Url};
+use tokio::time::Instant;
+
+use crate::body::{read_capped, read_optional, BodyError};
+use crate::config::HttpConfig;
+use crate::credentials::{CredentialsProvider, Token};
+use crate::error::Error;
+use crate::info::{self, InfoCache};
+use crate::map;
+use crate::status::{self, has_media_type, Refusal, MAX_PROBLEM_BYTES};
+
+/// The client transport of the cpc-sync HTTP protocol v1.
+///
+/// One pooled `reqwest` client (rustls, HTTP/1.1 or HTTP/2, no redirects
+/// followed, no content coding). Each [`push`](Transport::push):
+///
+/// 1. reads the server's limits (`GET /v1/info`, cached for an hour) and
+///    cuts the batch into requests of at most `max_batch_ops` operations and
+///    `max_body_bytes` encoded bytes, sent one after the other;
+/// 2. asks the [`CredentialsProvider`] for a token and sends `POST
+///    /v1/push` with `Authorization: Bearer`;
+/// 3. reads the answer up to `max_response_bytes` and maps it as the
+///    protocol's §9.2 says: a 200 is checked (one outcome per operation,
+///    matched by id) and mapped outcome by outcome; a `401` invalidates the
+///    token and resends once with a fresh one; a `413` halves the request;
+///    everything else is the [`TransportError`] of the table.
+///
+/// If any request of a batch fails, the whole push returns that error:
+/// operations answered by earlier requests are sent again later and
+/// answered `already_applied` (replays are safe: the id is the idempotency
+/// key).
+///
+/// Not yet: `known` and `low_water` are sent as `null` (they come with pull,
+/// issue 18), so a server never answers `409 history_diverged`.
+pub struct HttpTransport {
+    client: Client,
+    client_id: String,
+    base_url: String,
+    push_url: Url,
+    info_url: Url,
+    max_response_bytes: usize,
+    credentials: Arc<dyn CredentialsProvider>,
+    info: InfoCache,
+}
+
+/// What one authorized exchange ended with, when it did not fail.
+enum Sent {
+    /// A checked 200 answer.
+    Outcomes(Vec<OpOutcome>),
+    /// 401.
+    Unauthorized,
+    /// 413.
+    TooLarge,
+}
+
+type Pushed<'a> = Pin<Box<dyn Future<Output = Result<Vec<OpOutcome>, TransportError>> + Send + 'a>>;
+
+impl HttpTransport {
+    /// A transport for `config`, authenticating with `credentials`.
+    /// Checks the configuration ([`HttpConfig::validate`]) and builds the
+    /// HTTP client; sends nothing.
+    pub fn new(
+        config: HttpConfig,
+        credentials: Arc<dyn CredentialsProvider>,
+    ) -> Result<Self, Error> {
+        config.validate()?;
+        let client = Client::builder()
+            .use_rustls_tls()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            // A redirect of a push is a misconfiguration or a captive
+            // portal; following it could turn the POST into a GET elsewhere.
+            // It is answered as the status it is (`Server { status: 3xx }`).
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("cpc-http/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(Error::Client)?;
+        Ok(HttpTransport {
+            push_url: config.endpoint(&format!("{V1}/push"))?,
+            info_url: config.endpoint(&format!("{V1}/info"))?,
+            client,
+            client_id: config.client_id,
+            base_url: config.base_url,
+            max_response_bytes: config.max_response_bytes,
+            credentials,
+            info: InfoCache::default(),
+        })
+    }
+
+    /// The `client_id` this transport pushes as.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The server's limits: from `GET /v1/info` (fetched on first use and
+    /// kept for an hour), or the protocol's defaults when the server
+    /// answered without a usable info object. Fails when the server cannot
+    /// be reached, or says it does not serve protocol v1.
+    pub async fn limits(&self) -> Result<Limits, TransportError> {
+        self.info
+            .limits(|| info::fetch(&self.client, &self.info_url, self.max_response_bytes))
+            .await
+    }
+
+    /// Sends `ops` in as many requests as the limits and the server's 413s
+    /// ask for, one after the other; outcomes joined in request order.
+    /// Boxed: it recurses (halves of halves), at most log2(len) deep.
+    fn send_all<'a>(&'a self, ops: &'a [Operation]) -> Pushed<'a> {
+        Box::pin(async move {
+            let limits = self.limits().await?;
+            let max_ops = usize::try_from(limits.max_batch_ops).unwrap_or(usize::MAX);
+            if ops.len() > max_ops {
+                let mut outcomes = Vec::with_capacity(ops.len());
+                for chunk in ops.chunks(max_ops) {
+                    outcomes.extend(self.send_all(chunk).await?);
+                }
+                return Ok(outcomes);
+            }
+            let body = serde_json::to_vec(&map::push_request(&self.client_id, ops))
+                .map_err(|e| TransportError::Protocol(format!("could not encode a push: {e}")))?;
+            let too_big = u64::try_from(body.len()).map_or(true, |n| n > limits.max_body_bytes);
+            if too_big && ops.len() > 1 {
+                // Cut before sending; a single operation over the limit is
+                // sent anyway, so that the server's 413 decides.
+                return self.send_halves(ops).await;
+            }
+            match self.send_authorized(ops, body).await? {
+                Sent::Outcomes(outcomes) => Ok(outcomes),
+                Sent::TooLarge if ops.len() > 1 => {
+                    tracing::debug!(ops = ops.len(), "push too large (413); splitting it");
+                    // §4: the limits may have changed; ask again.
+                    self.info.forget().await;
+                    self.send_halves(ops).await
+                }
+                // The client's own poison-operation handling decides (§6.9).
+                Sent::TooLarge => Err(TransportError::Server { status: 413 }),
+                Sent::Unauthorized => Err(TransportError::Unauthorized),
+            }
+        })
+    }
+
+    async fn send_halves(&self, ops: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+        let (first, second) = ops.split_at(ops.len() / 2);
+        let mut outcomes = self.send_all(first).await?;
+        outcomes.extend(self.send_all(second).await?);
+        Ok(outcomes)
+    }
+
+    /// One request with the token protocol of §5.1: on a 401, invalidate,
+    /// ask once more, resend once; a second 401 is `Sent::Unauthorized`.
+    async fn send_authorized(
+        &self,
+        ops: &[Operation],
+        body: Vec<u8>,
+    ) -> Result<Sent, TransportError> {
+        let ids: Vec<OpId> = ops.iter().map(|op| map::op_id(op.id)).collect();
+        let request = self
+            .client
+            .post(self.push_url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .body(body);
+        let token = self.token().await?;
+        let first = self.exchange(&request, &token, &ids).await?;
+        if !matches!(first, Sent::Unauthorized) {
+            return Ok(first);
+        }
+        self.credentials.invalidate(&token);
+        let fresh = self.token().await?;
+        let second = self.exchange(&request, &fresh, &ids).await?;
+        if matches!(second, Sent::Unauthorized) {
+            self.credentials.invalidate(&fresh);
+            tracing::warn!("push refused twice (401): authentication required");
+        }
+        Ok(second)
+    }
+
+    /// The provider's token, if it is one that can be sent.
+    async fn token(&self) -> Result<Token, TransportError> {
+        match self.credentials.token().await {
+            Some(token) if token.is_well_formed() => Ok(token),
+            Some(_) => {
+                tracing::warn!("the credentials provider gave a malformed bearer token; not sent");
+                Err(TransportError::Unauthorized)
+            }
+            None => {
+                tracing::debug!("no token from the credentials provider");
+                Err(TransportError::Unauthorized)
+            }
+        }
+    }
+
+    /// Sends `request` with `token` and reads its answer.
+    async fn exchange(
+        &self,
+        request: &RequestBuilder,
+        token: &Token,
+        ids: &[OpId],
+    ) -> Result<Sent, TransportError> {
+        let started = Instant::now();
+        let request = request
+            .try_clone()
+            // A body of bytes always clones; this is a bug if it happens.
+            .ok_or_else(|| TransportError::Protocol("the push request cannot be resent".into()))?
+            // The secret, not the `Token`: its Display is "[redacted]". The
+            // header is marked sensitive, so reqwest never prints it.
+            .bearer_auth(token.secret());
+        let mut response = request
+            .send()
+            .await
+            .map_err(|e| status::request_error(&e))?;
+        let code = response.status().as_u16();
+        if code != 200 {
+            let body = read_optional(
+                &mut response,
+                MAX_PROBLEM_BYTES.min(self.max_response_bytes),
+            )
+            .await;
+            tracing::debug!(
+                ops = ids.len(),
+                status = code,
+                elapsed_ms = cpc_core::millis(started.elapsed()),
+                "push refused"
+            );
+            return match status::refusal(code, response.headers(), body.as_deref()) {
+                Refusal::Unauthorized => Ok(Sent::Unauthorized),
+                Refusal::TooLarge => Ok(Sent::TooLarge),
+                Refusal::Incompatible => {
+                    tracing::warn!("the server does not serve protocol v1");
+                    self.info.forget().await;
+                    Err(status::unsupported_version())
+                }
+                Refusal::Failed(error) => Err(error),
+            };
+        }
+        // §9.3: a 200 that is not JSON (a captive portal's page) is a
+        // protocol error, whatever its body.
+        if !has_media_type(response.headers(), "application/json") {
+            return Err(TransportError::Protocol(
+                "a 200 push answer that is not application/json".into(),
+            ));
+        }
+        let body = read_capped(&mut response, self.max_response_bytes)
+            .await
+            .map_err(|e| match e {
+                BodyError::TooLarge { cap } => TransportError::Protocol(format!(
+                    "the push answer exceeds max_response_bytes ({cap})"
+                )),
+                BodyError::Broken(e) => status::request_error(&e),
+            })?;
+        let answer: PushResponse = serde_json::from_slice(&body).map_err(|e| {
+            // Not serde's message: it may quote the body, payloads included.
+            TransportError::Protocol(format!(
+                "the 200 answer is not a push answer ({:?} error at line {}, column {})",
+                e.classify(),
+                e.line(),
+                e.column()
+            ))
+        })?;
+        check_push_answer(ids, &answer).map_err(|e| TransportError::Protocol(e.to_string()))?;
+        tracing::debug!(
+            ops = ids.len(),
+            bytes = body.len(),
+            head_seq = answer.head.seq,
+            elapsed_ms = cpc_core::millis(started.elapsed()),
+            "push answered"
+        );
+        Ok(Sent::Outcomes(
+            answer.outcomes.into_iter().map(map::outcome).collect(),
+        ))
+    }
+}
+
+#[async_trait]
+impl Transport for HttpTransport {
+    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+        // The protocol refuses an empty `ops`; there is nothing to ask.
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.send_all(batch).await
+    }
+}
+
+impl fmt::Debug for HttpTransport {
+    // No credentials: the provider is not printed at all.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpTransport")
+            .field("base_url", &self.base_url)
+            .field("client_id", &self.client_id)
+            .field("max_response_bytes", &self.max_response_bytes)
+            .finish_non_exhaustive()
+    }
+}

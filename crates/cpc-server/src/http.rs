@@ -1,0 +1,289 @@
+//! The HTTP face: routes, the order of a push's checks (docs/protocol.md
+//! §6.2), and the headers every answer carries. Answers are built in
+//! `http/reply.rs`; the rate limit and concurrency cap are in
+//! `http/guard.rs`.
+
+mod guard;
+mod reply;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use cpc_protocol::{
+    parse_push, Info, Limits, Outcome, Problem, ProblemCode, PushResponse, HEALTH_BODY, PROTOCOLS,
+};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use tokio::sync::Semaphore;
+
+pub use self::guard::RateLimit;
+use self::guard::RateLimiter;
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError};
+use crate::tokens::Tokens;
+
+/// What every request handler shares.
+#[derive(Debug)]
+pub(crate) struct App {
+    pub store: Arc<Store>,
+    pub tokens: Tokens,
+    pub limits: Limits,
+    pub rate: RateLimit,
+    pub limiter: RateLimiter,
+    pub pushes: Arc<Semaphore>,
+    pub request_timeout: Duration,
+    pub metrics: Arc<Metrics>,
+    pub data_dir: std::path::PathBuf,
+}
+
+/// The router of protocol v1.
+pub(crate) fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/info", get(info))
+        .route("/v1/push", post(push))
+        .route("/metrics", get(metrics))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(no_store))
+        .with_state(app)
+}
+
+/// `Cache-Control: no-store` on every answer, errors included: a cached
+/// answer to a sync request is a wrong answer.
+async fn no_store(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+async fn health() -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        HEALTH_BODY,
+    )
+        .into_response()
+}
+
+async fn info(State(app): State<Arc<App>>) -> Response {
+    reply::json(&Info {
+        protocols: PROTOCOLS.to_vec(),
+        store_id: app.store.store_id().to_owned(),
+        server: concat!("cpc-server/", env!("CARGO_PKG_VERSION")).to_owned(),
+        limits: app.limits,
+    })
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    let store_bytes = std::fs::read_dir(&app.data_dir)
+        .map(|dir| {
+            dir.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4"),
+        )],
+        app.metrics.render(store_bytes),
+    )
+        .into_response()
+}
+
+async fn not_found(request: Request) -> Response {
+    let path = request.uri().path();
+    // /v2/... and friends: tell an old or new client the versions served.
+    let segment = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    if segment.len() > 1
+        && segment.starts_with('v')
+        && segment[1..].bytes().all(|b| b.is_ascii_digit())
+        && segment != "v1"
+    {
+        return reply::problem(cpc_protocol::unsupported_version(format!(
+            "path version {segment} is not served"
+        )));
+    }
+    reply::problem(Problem::new(ProblemCode::NotFound, "no such path"))
+}
+
+async fn method_not_allowed() -> Response {
+    reply::problem(Problem::new(
+        ProblemCode::MethodNotAllowed,
+        "this path does not take that method",
+    ))
+}
+
+/// `POST /v1/push`, its checks in the order of docs/protocol.md §6.2.
+async fn push(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
+    let response = push_checked(&app, &headers, body).await;
+    app.metrics.request("push", response.status().as_u16());
+    response
+}
+
+async fn push_checked(app: &App, headers: &HeaderMap, body: Body) -> Response {
+    // 2. The concurrency cap, before any work.
+    let Ok(_permit) = Arc::clone(&app.pushes).try_acquire_owned() else {
+        let wait = 1000 + rand::random::<u64>() % 500;
+        return reply::busy(ProblemCode::Unavailable, wait, "too many pushes at once");
+    };
+    // 3. Authentication, before the body is read.
+    let auth = headers.get(header::AUTHORIZATION);
+    let Some(token) = auth
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| app.tokens.authenticate(v))
+    else {
+        return reply::unauthorized(auth.is_some());
+    };
+    // 4. The token's rate.
+    if let Err(wait) = app.limiter.take(token, app.rate) {
+        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+        return reply::busy(ProblemCode::RateLimited, ms, "rate limit of this token");
+    }
+    // 5. Media type and content coding.
+    if let Some(problem) = check_media(headers) {
+        return reply::problem(problem);
+    }
+    // 6. Size, before parsing; and the time to receive it.
+    let started = std::time::Instant::now();
+    let bytes = match read_body(
+        headers,
+        body,
+        app.limits.max_body_bytes,
+        app.request_timeout,
+    )
+    .await
+    {
+        Ok(bytes) => bytes,
+        Err(problem) => return reply::problem(*problem),
+    };
+    // 7–9. Version, schema, batch size.
+    let request = match parse_push(&bytes, &app.limits) {
+        Ok(request) => request,
+        Err(problem) => return reply::problem(*problem),
+    };
+    drop(bytes);
+    // 10. The token must be bound to the client.
+    if !app.tokens.allows(token, &request.client_id) {
+        return reply::problem(Problem::new(
+            ProblemCode::ForbiddenClient,
+            "this token may not act for that client_id",
+        ));
+    }
+    let ops = request.ops.len();
+    match app.store.push(request.client_id, request.ops).await {
+        Ok((outcomes, head)) => {
+            for o in &outcomes {
+                app.metrics.outcome(match o.outcome {
+                    Outcome::Applied(_) => 0,
+                    Outcome::AlreadyApplied(_) => 1,
+                    Outcome::Conflict { .. } => 2,
+                    Outcome::Rejected { .. } => 3,
+                    Outcome::RetryLater { .. } => 4,
+                });
+            }
+            app.metrics.push_latency(started.elapsed());
+            tracing::debug!(target: "cpc_server", ops, seq = head.seq, "push answered");
+            reply::json(&PushResponse { outcomes, head })
+        }
+        Err(e) => {
+            tracing::error!(target: "cpc_server", error = %e, "push failed; nothing applied");
+            let wait = 1000 + rand::random::<u64>() % 500;
+            match e {
+                StoreError::Corrupt(_) => reply::problem(Problem::new(
+                    ProblemCode::Internal,
+                    "internal error; nothing was applied",
+                )),
+                _ => reply::busy(
+                    ProblemCode::Unavailable,
+                    wait,
+                    "the store is unavailable; nothing was applied",
+                ),
+            }
+        }
+    }
+}
+
+fn check_media(headers: &HeaderMap) -> Option<Problem> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mut parts = content_type.split(';').map(str::trim);
+    let media = parts.next().unwrap_or("");
+    let charset_ok = parts.all(|p| {
+        p.split_once('=').is_some_and(|(k, v)| {
+            k.trim().eq_ignore_ascii_case("charset")
+                && v.trim().trim_matches('"').eq_ignore_ascii_case("utf-8")
+        })
+    });
+    if !media.eq_ignore_ascii_case("application/json") || !charset_ok {
+        return Some(Problem::new(
+            ProblemCode::UnsupportedMediaType,
+            "a push body is application/json",
+        ));
+    }
+    let coding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    if coding.is_some_and(|c| !c.trim().eq_ignore_ascii_case("identity")) {
+        return Some(Problem::new(
+            ProblemCode::UnsupportedMediaType,
+            "content codings are not accepted",
+        ));
+    }
+    None
+}
+
+fn too_large(max: u64) -> Box<Problem> {
+    let mut p = Problem::new(
+        ProblemCode::TooLarge,
+        format!("body exceeds max_body_bytes ({max})"),
+    );
+    p.limit = Some("max_body_bytes".into());
+    p.max = Some(max);
+    Box::new(p)
+}
+
+/// Reads the body with a byte limit and a deadline: a declared length over
+/// the limit is refused before reading; a body that keeps coming stops at
+/// the limit; a body that trickles stops at the deadline.
+async fn read_body(
+    headers: &HeaderMap,
+    body: Body,
+    max: u64,
+    deadline: Duration,
+) -> Result<Bytes, Box<Problem>> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large(max));
+    }
+    let limit = usize::try_from(max).unwrap_or(usize::MAX);
+    match tokio::time::timeout(deadline, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(Box::new(Problem::new(
+            ProblemCode::RequestTimeout,
+            "the body did not arrive in time",
+        ))),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(max)),
+        Ok(Err(_)) => Err(Box::new(Problem::new(
+            ProblemCode::BadRequest,
+            "the body could not be read",
+        ))),
+    }
+}

@@ -1,0 +1,216 @@
+//! `cpc-server`: the reference server of the cpc-sync HTTP protocol v1
+//! (`docs/protocol.md`), good enough to run in production for small
+//! deployments. Push, health, info and metrics over axum; an embedded
+//! SQLite store in a locked data directory, written by one thread with
+//! group commit, answering only after the commit is durable; bearer tokens
+//! bound to client ids; a rate limit per token and a cap on concurrent
+//! pushes; every request size-limited before parsing.
+//!
+//! It depends on `cpc-protocol` alone of the cpc crates: a server never
+//! compiles client code.
+//!
+//! ```
+//! use cpc_server::{ServerConfig, Tokens};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let config = ServerConfig::new(dir.path(), Tokens::single("secret-token", &["dev-*"]));
+//! let server = cpc_server::start(config).await?; // 127.0.0.1, a free port
+//! let base = format!("http://{}", server.addr());
+//! let health = reqwest::get(format!("{base}/v1/health")).await?.text().await?;
+//! assert_eq!(health, "cpc-sync ok\n");
+//! server.shutdown().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod http;
+mod metrics;
+mod store;
+mod tokens;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use cpc_protocol::Limits;
+use tokio::net::TcpListener;
+use tokio::sync::{oneshot, Semaphore};
+use tokio::task::JoinHandle;
+
+pub use http::RateLimit;
+pub use metrics::Metrics;
+pub use store::{export_log, Store, StoreError};
+pub use tokens::{TokenId, Tokens, TokensError, MAX_TOKEN_BYTES};
+
+/// How a server runs.
+#[derive(Debug)]
+pub struct ServerConfig {
+    /// Where to listen (default `127.0.0.1:0`: a free loopback port).
+    pub listen: SocketAddr,
+    /// The data directory (created 0700, locked while the server runs).
+    pub data_dir: PathBuf,
+    /// The accepted tokens.
+    pub tokens: Tokens,
+    /// The limits enforced and advertised.
+    pub limits: Limits,
+    /// Each token's request rate.
+    pub rate: RateLimit,
+    /// Pushes handled at once; more are answered `503` (default 64).
+    pub max_concurrent_pushes: usize,
+    /// Time to receive a whole request body (default 30 s); slower is `408`.
+    pub request_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// Defaults for everything but the data directory and the tokens.
+    pub fn new(data_dir: impl Into<PathBuf>, tokens: Tokens) -> ServerConfig {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: data_dir.into(),
+            tokens,
+            limits: Limits::default(),
+            rate: RateLimit::default(),
+            max_concurrent_pushes: 64,
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a server could not start or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The store could not be opened.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The listen address could not be bound, or serving failed.
+    #[error("i/o error while {0}: {1}")]
+    Io(&'static str, #[source] std::io::Error),
+    /// A configuration value is not usable.
+    #[error("invalid configuration: {field}: {reason}")]
+    Config {
+        /// The field.
+        field: &'static str,
+        /// Why.
+        reason: &'static str,
+    },
+}
+
+/// A running server.
+#[derive(Debug)]
+pub struct RunningServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+}
+
+impl RunningServer {
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Graceful shutdown: stops accepting, lets in-flight requests finish
+    /// (their pushes are committed and answered), then closes the store.
+    pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let served = (&mut self.task)
+            .await
+            .map_err(|e| ServerError::Io("joining the server task", std::io::Error::other(e)))?;
+        let store = Arc::clone(&self.store);
+        tokio::task::spawn_blocking(move || store.close())
+            .await
+            .map_err(|e| ServerError::Io("closing the store", std::io::Error::other(e)))?;
+        served.map_err(|e| ServerError::Io("serving", e))
+    }
+}
+
+fn check(config: &ServerConfig) -> Result<(), ServerError> {
+    let l = &config.limits;
+    let bad = |field, reason| Err(ServerError::Config { field, reason });
+    if l.max_batch_ops == 0 {
+        return bad("max_batch_ops", "must be at least 1");
+    }
+    if l.max_payload_bytes == 0 || l.max_body_bytes < l.max_payload_bytes {
+        return bad(
+            "max_body_bytes",
+            "must be at least max_payload_bytes (and both above 0)",
+        );
+    }
+    if l.max_response_bytes < l.max_payload_bytes.saturating_mul(2) {
+        return bad(
+            "max_response_bytes",
+            "must hold a conflict of the largest payload",
+        );
+    }
+    if config.max_concurrent_pushes == 0 {
+        return bad("max_concurrent_pushes", "must be at least 1");
+    }
+    if !(config.rate.per_second > 0.0 && config.rate.burst >= 1.0) {
+        return bad("rate", "per_second must be above 0 and burst at least 1");
+    }
+    Ok(())
+}
+
+/// Opens the store, binds the address and serves until
+/// [`RunningServer::shutdown`].
+pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
+    check(&config)?;
+    let data_dir = config.data_dir.clone();
+    let limits = config.limits;
+    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, limits))
+        .await
+        .map_err(|e| ServerError::Io("opening the store", std::io::Error::other(e)))??;
+    let store = Arc::new(store);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| ServerError::Io("binding the listen address", e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServerError::Io("reading the listen address", e))?;
+    let metrics = Arc::new(Metrics::default());
+    let app = Arc::new(http::App {
+        store: Arc::clone(&store),
+        tokens: config.tokens,
+        limits: config.limits,
+        rate: config.rate,
+        limiter: Default::default(),
+        pushes: Arc::new(Semaphore::new(config.max_concurrent_pushes)),
+        request_timeout: config.request_timeout,
+        metrics: Arc::clone(&metrics),
+        data_dir: config.data_dir.clone(),
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let router = http::router(app);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+    });
+    tracing::info!(target: "cpc_server", %addr, store_id = store.store_id(), "serving protocol v1");
+    Ok(RunningServer {
+        addr,
+        stop: Some(stop),
+        task,
+        store,
+        metrics,
+    })
+}
+
+/// The data directory's database file, for tools that read it.
+pub fn database_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("cpc-server.sqlite3")
+}

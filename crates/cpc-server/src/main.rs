@@ -1,0 +1,132 @@
+//! `cpc-server`: serve protocol v1, or print the committed change log.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use cpc_server::{ServerConfig, Tokens};
+
+/// The reference server of the cpc-sync HTTP protocol v1.
+#[derive(Debug, Parser)]
+#[command(name = "cpc-server", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve protocol v1 until SIGTERM or SIGINT (then finish in-flight
+    /// pushes and close the store).
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Data directory (created 0700; one server at a time).
+        #[arg(long)]
+        data: PathBuf,
+        /// Tokens file (TOML: [[token]] secret = "..." clients = ["dev-*"]).
+        #[arg(long)]
+        tokens: PathBuf,
+        /// Operations per push at most.
+        #[arg(long, default_value_t = 1000)]
+        max_batch_ops: u64,
+        /// Request body bytes at most.
+        #[arg(long, default_value_t = 8 << 20)]
+        max_body_bytes: u64,
+        /// Payload bytes of one operation at most.
+        #[arg(long, default_value_t = 1 << 20)]
+        max_payload_bytes: u64,
+        /// Requests per second per token.
+        #[arg(long, default_value_t = 20.0)]
+        rate: f64,
+        /// Burst of requests per token.
+        #[arg(long, default_value_t = 40.0)]
+        burst: f64,
+        /// Pushes handled at once (more are answered 503).
+        #[arg(long, default_value_t = 64)]
+        max_concurrent_pushes: usize,
+    },
+    /// Print the committed change log as JSON lines, in seq order.
+    ExportLog {
+        /// Data directory.
+        #[arg(long)]
+        data: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cpc-server: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    match cli.command {
+        Command::ExportLog { data } => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            cpc_server::export_log(&data, &mut out)?;
+            out.flush()?;
+            Ok(())
+        }
+        Command::Serve {
+            listen,
+            data,
+            tokens,
+            max_batch_ops,
+            max_body_bytes,
+            max_payload_bytes,
+            rate,
+            burst,
+            max_concurrent_pushes,
+        } => {
+            let mut config = ServerConfig::new(data, Tokens::from_file(&tokens)?);
+            config.listen = listen;
+            config.limits.max_batch_ops = max_batch_ops;
+            config.limits.max_body_bytes = max_body_bytes;
+            config.limits.max_payload_bytes = max_payload_bytes;
+            config.rate = cpc_server::RateLimit {
+                per_second: rate,
+                burst,
+            };
+            config.max_concurrent_pushes = max_concurrent_pushes;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(async move {
+                let server = cpc_server::start(config).await?;
+                // The address goes to stdout, so a parent process can read
+                // the port it got.
+                println!("listening on {}", server.addr());
+                wait_for_signal().await?;
+                tracing::info!(target: "cpc_server", "shutting down");
+                server.shutdown().await?;
+                Ok::<(), Box<dyn std::error::Error>>(())
+            })
+        }
+    }
+}
+
+async fn wait_for_signal() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,185 @@
+//! The embedded store: SQLite in a locked data directory, written by one
+//! thread with group commit (`store/writer.rs`), schema and migrations in
+//! `store/schema.rs`, the per-operation rules in `store/apply.rs`, the
+//! change log's fingerprint in `store/fp.rs`.
+
+mod apply;
+mod fp;
+mod schema;
+mod writer;
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+use base64::Engine as _;
+use cpc_protocol::{Limits, OpOutcome, Position, WireOp};
+use rusqlite::OpenFlags;
+use tokio::sync::{mpsc, oneshot};
+
+use self::apply::Head;
+use self::schema::{from_sql, DirLock};
+use self::writer::{Job, Writer};
+
+/// Pushes queued for the writer at most; a push beyond waits for room.
+const QUEUE: usize = 256;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// An I/O error outside SQLite.
+    #[error("i/o error while {0}: {1}")]
+    Io(&'static str, #[source] std::io::Error),
+    /// SQLite failed (disk full, I/O error, busy).
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Another server holds the data directory.
+    #[error("the data directory {0} is in use by another server")]
+    Locked(String),
+    /// The file was written by a newer server.
+    #[error("schema version {0} is newer than this server's; refusing to open")]
+    Schema(i64),
+    /// The store's content breaks an invariant.
+    #[error("corrupt store: {0}")]
+    Corrupt(&'static str),
+    /// The store is closed (shutting down).
+    #[error("the store is closed")]
+    Closed,
+    /// A failure already reported once, passed to each push of a group.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// The same failure for another waiting push (errors do not clone).
+    fn unavailable_copy(&self) -> StoreError {
+        StoreError::Unavailable(self.to_string())
+    }
+}
+
+/// The server's store: a handle on the writer thread.
+#[derive(Debug)]
+pub struct Store {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    store_id: String,
+    _lock: DirLock,
+}
+
+impl Store {
+    /// Opens (creating or migrating) the store in `dir` and starts its
+    /// writer. Refuses a directory another server holds.
+    pub fn open(dir: &Path, limits: Limits) -> Result<Store, StoreError> {
+        let lock = schema::lock_dir(dir)?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let conn = schema::open(dir, now)?;
+        let (store_id, seq, fp) = schema::read_head(&conn)?;
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let writer = Writer {
+            conn,
+            head: Head { seq, fp },
+            store_id: store_id.clone(),
+            limits,
+        };
+        let handle = std::thread::Builder::new()
+            .name("cpc-server-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Io("starting the writer thread", e))?;
+        Ok(Store {
+            jobs: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+            store_id,
+            _lock: lock,
+        })
+    }
+
+    /// The store's identity.
+    pub fn store_id(&self) -> &str {
+        &self.store_id
+    }
+
+    /// Applies one client's push (already validated) and answers after the
+    /// commit is durable: the outcomes and the head.
+    pub async fn push(
+        &self,
+        client_id: String,
+        ops: Vec<WireOp>,
+    ) -> Result<(Vec<OpOutcome>, Position), StoreError> {
+        let sender = self
+            .jobs
+            .lock()
+            .map_err(|_| StoreError::Closed)?
+            .clone()
+            .ok_or(StoreError::Closed)?;
+        let (reply, answer) = oneshot::channel();
+        sender
+            .send(Job {
+                client_id,
+                ops,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Stops the writer after the pushes already queued, and waits for it.
+    pub fn close(&self) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
+        }
+        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Writes the committed change log of the store in `dir` as JSON lines, in
+/// `seq` order: the ground truth of what the server applied. Reads a
+/// snapshot; a running server may go on writing.
+pub fn export_log(dir: &Path, out: &mut dyn Write) -> Result<u64, StoreError> {
+    let conn = rusqlite::Connection::open_with_flags(
+        dir.join(schema::DB_FILE),
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let mut st = conn.prepare(
+        "SELECT seq, fp, collection, id, version, deleted, kind, payload, wall_ms, logical, node,
+                origin_client, origin_op, committed_at_ms FROM changes ORDER BY seq",
+    )?;
+    let mut rows = st.query([])?;
+    let mut n = 0u64;
+    let io = |e| StoreError::Io("writing the log", e);
+    while let Some(r) = rows.next()? {
+        let payload: Option<Vec<u8>> = r.get(7)?;
+        let line = serde_json::json!({
+            "seq": from_sql(r.get(0)?)?,
+            "fp": format!("{:016x}", r.get::<_, i64>(1)? as u64),
+            "entity": {"collection": r.get::<_, String>(2)?, "id": r.get::<_, String>(3)?},
+            "version": from_sql(r.get(4)?)?,
+            "deleted": r.get::<_, bool>(5)?,
+            "kind": r.get::<_, String>(6)?,
+            "payload": payload.map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
+            "timestamp": {
+                "wall_ms": from_sql(r.get(8)?)?,
+                "logical": r.get::<_, u32>(9)?,
+                "node": format!("{:016x}", r.get::<_, i64>(10)? as u64),
+            },
+            "origin": {"client_id": r.get::<_, String>(11)?, "op": r.get::<_, String>(12)?},
+            "committed_at_ms": from_sql(r.get(13)?)?,
+        });
+        writeln!(out, "{line}").map_err(io)?;
+        n += 1;
+    }
+    out.flush().map_err(io)?;
+    Ok(n)
+}

@@ -1,0 +1,340 @@
+//! Whole-request answers (docs/protocol.md §6.2, §9.1): each a problem
+//! body with its code, and nothing applied.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::*;
+
+/// Status, headers and body (JSON when it parses) of an answer.
+type Answer = (u16, reqwest::header::HeaderMap, Value);
+
+async fn raw(
+    server: &cpc_server::RunningServer,
+    method: reqwest::Method,
+    path: &str,
+    token: Option<&str>,
+    content_type: Option<&str>,
+    body: Vec<u8>,
+) -> Answer {
+    let mut req = reqwest::Client::new().request(method, format!("{}{path}", base(server)));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(ct) = content_type {
+        req = req.header("content-type", ct);
+    }
+    let r = req.body(body).send().await.unwrap();
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.unwrap();
+    (
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn good() -> Vec<u8> {
+    serde_json::to_vec(&push_body("dev-1", vec![op(1, "a", "x", None)])).unwrap()
+}
+
+async fn head_seq(server: &cpc_server::RunningServer) -> u64 {
+    // A replay-free probe: push a fresh op and read the seq before it.
+    let n = u128::from(rand::random::<u32>()) | (1 << 40);
+    let (status, a) = push(
+        server,
+        &push_body("dev-probe", vec![op(n, "probe", "p", None)]),
+    )
+    .await;
+    assert_eq!(status, 200, "{a}");
+    a["head"]["seq"].as_u64().unwrap() - 1
+}
+
+#[tokio::test]
+async fn every_refusal_is_a_problem_with_its_code_and_applies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = cpc_server::ServerConfig::new(dir.path(), tokens());
+    config.limits.max_body_bytes = 4096;
+    config.limits.max_payload_bytes = 1024;
+    config.limits.max_batch_ops = 2;
+    let server = start_with(config).await;
+    let post = reqwest::Method::POST;
+    let json_ct = Some("application/json");
+    let cases: Vec<(&str, Answer, u16, &str)> = vec![
+        (
+            "no token",
+            raw(&server, post.clone(), "/v1/push", None, json_ct, good()).await,
+            401,
+            "unauthorized",
+        ),
+        (
+            "wrong token",
+            raw(
+                &server,
+                post.clone(),
+                "/v1/push",
+                Some("nope"),
+                json_ct,
+                good(),
+            )
+            .await,
+            401,
+            "unauthorized",
+        ),
+        (
+            "foreign client",
+            raw(
+                &server,
+                post.clone(),
+                "/v1/push",
+                Some(OTHER_TOKEN),
+                json_ct,
+                good(),
+            )
+            .await,
+            403,
+            "forbidden_client",
+        ),
+        (
+            "text body",
+            raw(
+                &server,
+                post.clone(),
+                "/v1/push",
+                Some(TOKEN),
+                Some("text/plain"),
+                good(),
+            )
+            .await,
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "over the body limit, not JSON",
+            raw(
+                &server,
+                post.clone(),
+                "/v1/push",
+                Some(TOKEN),
+                json_ct,
+                vec![b'x'; 5000],
+            )
+            .await,
+            413,
+            "too_large",
+        ),
+        (
+            "malformed",
+            raw(
+                &server,
+                post.clone(),
+                "/v1/push",
+                Some(TOKEN),
+                json_ct,
+                b"{\"protocol\":1,".to_vec(),
+            )
+            .await,
+            400,
+            "bad_request",
+        ),
+        (
+            "body version",
+            raw(
+                &server,
+                post.clone(),
+                "/v1/push",
+                Some(TOKEN),
+                json_ct,
+                br#"{"protocol":2}"#.to_vec(),
+            )
+            .await,
+            400,
+            "unsupported_version",
+        ),
+        (
+            "path version",
+            raw(
+                &server,
+                post.clone(),
+                "/v2/push",
+                Some(TOKEN),
+                json_ct,
+                good(),
+            )
+            .await,
+            400,
+            "unsupported_version",
+        ),
+        (
+            "too many ops",
+            raw(
+                &server,
+                post.clone(),
+                "/v1/push",
+                Some(TOKEN),
+                json_ct,
+                serde_json::to_vec(&push_body(
+                    "dev-1",
+                    vec![
+                        op(7, "a", "x", None),
+                        op(8, "b", "x", None),
+                        op(9, "c", "x", None),
+                    ],
+                ))
+                .unwrap(),
+            )
+            .await,
+            413,
+            "too_large",
+        ),
+        (
+            "unknown path",
+            raw(
+                &server,
+                reqwest::Method::GET,
+                "/v1/nothing",
+                None,
+                None,
+                vec![],
+            )
+            .await,
+            404,
+            "not_found",
+        ),
+        (
+            "wrong method",
+            raw(
+                &server,
+                reqwest::Method::GET,
+                "/v1/push",
+                Some(TOKEN),
+                None,
+                vec![],
+            )
+            .await,
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    for (name, (status, headers, body), want_status, want_code) in cases {
+        assert_eq!(status, want_status, "{name}: {body}");
+        assert_eq!(body["code"], want_code, "{name}: {body}");
+        assert_eq!(body["status"], want_status, "{name}");
+        assert_eq!(
+            body["type"],
+            format!("urn:cpc-sync:problem:{want_code}"),
+            "{name}"
+        );
+        assert_eq!(
+            headers.get("content-type").and_then(|v| v.to_str().ok()),
+            Some("application/problem+json"),
+            "{name}"
+        );
+        assert_eq!(
+            headers.get("cache-control").and_then(|v| v.to_str().ok()),
+            Some("no-store"),
+            "{name}"
+        );
+        if want_status == 401 {
+            assert!(headers.get("www-authenticate").is_some(), "{name}");
+        }
+        if want_code == "unsupported_version" {
+            assert_eq!(body["supported"], json!([1]), "{name}");
+        }
+    }
+    // None of the refused requests applied anything.
+    assert_eq!(head_seq(&server).await, 0);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_flood_from_one_token_is_answered_429_with_a_wait() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = cpc_server::ServerConfig::new(dir.path(), tokens());
+    config.rate = cpc_server::RateLimit {
+        per_second: 1.0,
+        burst: 3.0,
+    };
+    let server = start_with(config).await;
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for n in 0..6u128 {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/push", base(&server)))
+            .bearer_auth(TOKEN)
+            .json(&push_body("dev-1", vec![op(n, "a", "x", None)]))
+            .send()
+            .await
+            .unwrap();
+        statuses.push(r.status().as_u16());
+        if r.status().as_u16() == 429 && limited.is_none() {
+            limited = Some(r);
+        }
+    }
+    assert_eq!(&statuses[..3], &[200, 200, 200], "{statuses:?}");
+    assert!(statuses[3..].iter().all(|s| *s == 429), "{statuses:?}");
+    let r = limited.unwrap();
+    let secs: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let ms: u64 = r.headers()["cpc-retry-after-ms"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&secs), "{secs}");
+    assert!((500..=1500).contains(&ms), "{ms}");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["retry_after_ms"], ms);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_body_that_never_finishes_is_cut_off_and_the_server_stays_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = cpc_server::ServerConfig::new(dir.path(), tokens());
+    config.request_timeout = Duration::from_millis(300);
+    let server = start_with(config).await;
+    let mut s = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
+    let head = format!(
+        "POST /v1/push HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+         content-type: application/json\r\ncontent-length: 1000\r\n\r\n{{\"protocol\":1"
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut answer)).await;
+    assert!(read.is_ok(), "the server must end a trickling request");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("request_timeout"), "{text}");
+    // Still serving.
+    let (status, _) = push(&server, &push_body("dev-1", vec![op(1, "a", "x", None)])).await;
+    assert_eq!(status, 200);
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn health_and_info_say_what_the_server_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    let r = reqwest::get(format!("{}/v1/health", base(&server)))
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["cache-control"], "no-store");
+    assert_eq!(r.text().await.unwrap(), "cpc-sync ok\n");
+    let info: Value = reqwest::get(format!("{}/v1/info", base(&server)))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["protocols"], json!([1]));
+    assert_eq!(info["limits"]["max_batch_ops"], 1000);
+    assert_eq!(info["store_id"].as_str().map(str::len), Some(32));
+    server.shutdown().await.unwrap();
+}
