@@ -62,6 +62,9 @@ pub struct ServerConfig {
     pub max_concurrent_pushes: usize,
     /// Time to receive a whole request body (default 30 s); slower is `408`.
     pub request_timeout: Duration,
+    /// The identity a store created now gets (default: 32 random hex
+    /// digits); an existing store keeps its own.
+    pub store_id: Option<String>,
 }
 
 impl ServerConfig {
@@ -75,6 +78,7 @@ impl ServerConfig {
             rate: RateLimit::default(),
             max_concurrent_pushes: 64,
             request_timeout: Duration::from_secs(30),
+            store_id: None,
         }
     }
 }
@@ -169,7 +173,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     check(&config)?;
     let data_dir = config.data_dir.clone();
     let limits = config.limits;
-    let store = tokio::task::spawn_blocking(move || Store::open(&data_dir, limits))
+    let store_id = config.store_id.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        Store::open_with_id(&data_dir, limits, store_id.as_deref())
+    })
         .await
         .map_err(|e| ServerError::Io("opening the store", std::io::Error::other(e)))??;
     let store = Arc::new(store);

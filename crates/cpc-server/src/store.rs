@@ -43,6 +43,9 @@ pub enum StoreError {
     /// The store's content breaks an invariant.
     #[error("corrupt store: {0}")]
     Corrupt(&'static str),
+    /// An argument is not usable.
+    #[error("invalid: {0}")]
+    Invalid(&'static str),
     /// The store is closed (shutting down).
     #[error("the store is closed")]
     Closed,
@@ -71,11 +74,25 @@ impl Store {
     /// Opens (creating or migrating) the store in `dir` and starts its
     /// writer. Refuses a directory another server holds.
     pub fn open(dir: &Path, limits: Limits) -> Result<Store, StoreError> {
+        Store::open_with_id(dir, limits, None)
+    }
+
+    /// [`Store::open`], giving a store created now the identity `new_id`
+    /// (an existing store keeps its own): for a restore drill, a fixture
+    /// or the documentation's examples. 1 to 64 ASCII characters.
+    pub fn open_with_id(
+        dir: &Path,
+        limits: Limits,
+        new_id: Option<&str>,
+    ) -> Result<Store, StoreError> {
+        if new_id.is_some_and(|id| id.is_empty() || id.len() > 64 || !id.is_ascii()) {
+            return Err(StoreError::Invalid("a store id is 1 to 64 ASCII characters"));
+        }
         let lock = schema::lock_dir(dir)?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let conn = schema::open(dir, now)?;
+        let conn = schema::open(dir, now, new_id)?;
         let (store_id, seq, fp) = schema::read_head(&conn)?;
         let (tx, rx) = mpsc::channel(QUEUE);
         let writer = Writer {

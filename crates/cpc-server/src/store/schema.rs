@@ -91,7 +91,11 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<DirLock, StoreError> {
 
 /// Opens (creating or migrating) the store's database with the durable
 /// pragmas: WAL, `synchronous=FULL` (an answer follows a durable commit).
-pub(crate) fn open(dir: &Path, now_ms: u64) -> Result<Connection, StoreError> {
+pub(crate) fn open(
+    dir: &Path,
+    now_ms: u64,
+    new_id: Option<&str>,
+) -> Result<Connection, StoreError> {
     let conn = Connection::open(dir.join(DB_FILE))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -104,7 +108,10 @@ pub(crate) fn open(dir: &Path, now_ms: u64) -> Result<Connection, StoreError> {
             tx.execute_batch(SCHEMA_V1)?;
             tx.execute(
                 "INSERT INTO meta (id, store_id, head_seq, head_fp, created_at_ms) VALUES (1, ?1, 0, 0, ?2)",
-                params![new_store_id(), to_sql(now_ms)],
+                params![
+                    new_id.map_or_else(new_store_id, str::to_owned),
+                    to_sql(now_ms)
+                ],
             )?;
             tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
             tx.commit()?;
