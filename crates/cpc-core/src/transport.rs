@@ -107,6 +107,11 @@ pub enum TransportError {
     /// Credentials must be refreshed. Never a reason to drop work.
     #[error("unauthorized: credentials must be refreshed")]
     Unauthorized,
+    /// The remote does not speak this client's protocol version: the app
+    /// must be upgraded. Like `Unauthorized`, never a reason to drop work:
+    /// sending pauses until the application resumes it.
+    #[error("incompatible: {0}")]
+    Incompatible(String),
     /// The answer was malformed (wrong length, unknown ids, bad encoding).
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -127,6 +132,7 @@ impl TransportError {
             TransportError::Server { .. } => "server",
             TransportError::RateLimited { .. } => "rate_limited",
             TransportError::Unauthorized => "unauthorized",
+            TransportError::Incompatible(_) => "incompatible",
             TransportError::Protocol(_) => "protocol",
             TransportError::Panicked => "panicked",
         }

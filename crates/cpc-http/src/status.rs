@@ -52,13 +52,10 @@ pub(crate) fn refusal(status: u16, headers: &HeaderMap, body: Option<&[u8]>) -> 
 
 /// The error for a server that does not serve protocol v1 (§4).
 ///
-/// `cpc_core::TransportError` has no `Incompatible` variant yet (Appendix B
-/// plans one, handled like `Unauthorized`: pause, report, drop nothing). Until
-/// it exists this is a `Protocol` error: nothing is acknowledged and the
-/// worker backs off, but it does not pause, and a single operation retried
-/// alone counts the failure against that operation.
+/// `TransportError::Incompatible`: the worker pauses (`UpgradeRequired`),
+/// drops nothing and counts no attempt, as for `Unauthorized` (Appendix B).
 pub(crate) fn unsupported_version() -> TransportError {
-    TransportError::Protocol(
+    TransportError::Incompatible(
         "server does not serve protocol v1 (unsupported_version): upgrade the client".to_owned(),
     )
 }
@@ -208,7 +205,7 @@ mod tests {
             Refusal::Incompatible
         );
         match unsupported_version() {
-            TransportError::Protocol(text) => assert!(text.contains("protocol v1"), "{text}"),
+            TransportError::Incompatible(text) => assert!(text.contains("protocol v1"), "{text}"),
             other => panic!("{other:?}"),
         }
         let bad = br#"{"code":"bad_request","pointer":"/ops/0/payload"}"#;

@@ -114,7 +114,13 @@ pub enum WorkerEvent {
     /// The remote refused the credentials: sending is paused (nothing is
     /// dropped, no attempt is counted) until `resume()` is called.
     AuthRequired,
-    /// Sending resumed after [`AuthRequired`](Self::AuthRequired).
+    /// The remote does not speak this client's protocol version
+    /// (`TransportError::Incompatible`): sending is paused as for
+    /// [`AuthRequired`](Self::AuthRequired), nothing dropped, until
+    /// `resume()` (after the application is upgraded, or the server).
+    UpgradeRequired,
+    /// Sending resumed after [`AuthRequired`](Self::AuthRequired) or
+    /// [`UpgradeRequired`](Self::UpgradeRequired).
     Resumed,
     /// A whole batch failed (transport error or malformed answer); every
     /// operation in it is retried.

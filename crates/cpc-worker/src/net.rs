@@ -73,7 +73,9 @@ pub(crate) fn failure_kind(error: &TransportError) -> Option<FailureKind> {
         TransportError::Timeout => Some(FailureKind::Timeout),
         TransportError::Server { .. } => Some(FailureKind::Server),
         TransportError::Protocol(_) => Some(FailureKind::InvalidAnswer),
-        TransportError::RateLimited { .. } | TransportError::Unauthorized => None,
+        TransportError::RateLimited { .. }
+        | TransportError::Unauthorized
+        | TransportError::Incompatible(_) => None,
         _ => Some(FailureKind::Other),
     }
 }
@@ -89,6 +91,10 @@ mod tests {
             Some(FailureKind::Timeout)
         );
         assert_eq!(failure_kind(&TransportError::Unauthorized), None);
+        assert_eq!(
+            failure_kind(&TransportError::Incompatible("v2 only".into())),
+            None
+        );
         assert_eq!(
             failure_kind(&TransportError::RateLimited { retry_after: None }),
             None

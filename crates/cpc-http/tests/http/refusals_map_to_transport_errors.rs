@@ -117,9 +117,9 @@ async fn a_redirect_is_not_followed() {
 }
 
 #[tokio::test]
-async fn unsupported_version_is_a_protocol_error_naming_v1() {
+async fn unsupported_version_is_incompatible_naming_v1() {
     match push_answered(problem(400, "unsupported_version")).await {
-        Err(TransportError::Protocol(text)) => assert!(text.contains("protocol v1"), "{text}"),
+        Err(TransportError::Incompatible(text)) => assert!(text.contains("protocol v1"), "{text}"),
         other => panic!("{other:?}"),
     }
 }
@@ -136,7 +136,7 @@ async fn a_server_that_does_not_list_v1_gets_no_push() {
         .await;
     on_push(&server, problem(500, "internal")).await;
     match transport(&server).push(&ops(1)).await {
-        Err(TransportError::Protocol(text)) => assert!(text.contains("protocol v1"), "{text}"),
+        Err(TransportError::Incompatible(text)) => assert!(text.contains("protocol v1"), "{text}"),
         other => panic!("{other:?}"),
     }
     assert!(pushes(&server).await.is_empty());

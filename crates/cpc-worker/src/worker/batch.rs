@@ -106,7 +106,9 @@ impl Inner {
         // Text from the remote (or the transport) is logged and stored:
         // bounded first.
         let pushed = pushed.map_err(bounded_error);
-        let remote_failed = matches!(&pushed, Err(e) if !matches!(e, TransportError::Unauthorized));
+        // A refusal to talk (credentials, version) says nothing about the
+        // remote's health: the breaker does not count it.
+        let remote_failed = matches!(&pushed, Err(e) if !matches!(e, TransportError::Unauthorized | TransportError::Incompatible(_)));
         settle_breaker(permit, remote_failed);
 
         let now = self.clock.now_ms();
@@ -282,20 +284,23 @@ impl Inner {
                 }
                 self.refund(&mut out);
             }
-            BatchVerdict::Unauthorized => {
-                self.network.report_error(&TransportError::Unauthorized);
-                // Credentials are an application matter: give every claim
-                // back uncounted and wait for `resume`.
-                tracing::warn!(target: "cpc_worker", size = ops.len(), "unauthorized: sending paused until resume()");
-                out.summary.batch_error = Some(TransportError::Unauthorized);
+            BatchVerdict::Paused(error) => {
+                self.network.report_error(&error);
+                // Credentials and versions are application matters: give
+                // every claim back uncounted and wait for `resume`.
+                tracing::warn!(target: "cpc_worker", size = ops.len(), error = error.name(), "the remote refused to talk: sending paused until resume()");
                 out.summary.released = ops.len();
                 out.completions
                     .extend(ops.iter().map(|op| Completion::Release(op.id)));
                 out.event(|| WorkerEvent::BatchFailed {
                     size: ops.len(),
-                    error: TransportError::Unauthorized,
+                    error: error.clone(),
                 });
-                out.event(|| WorkerEvent::AuthRequired);
+                out.event(|| match error {
+                    TransportError::Incompatible(_) => WorkerEvent::UpgradeRequired,
+                    _ => WorkerEvent::AuthRequired,
+                });
+                out.summary.batch_error = Some(error);
                 out.pause = true;
             }
             BatchVerdict::Failed {

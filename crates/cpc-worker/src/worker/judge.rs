@@ -30,9 +30,10 @@ pub(super) enum Verdict {
 pub(super) enum BatchVerdict {
     /// Answered per operation, one verdict per operation in batch order.
     Answered(Vec<Verdict>),
-    /// Credentials refused: every claim goes back uncounted and sending
-    /// pauses until the application resumes it.
-    Unauthorized,
+    /// The remote refused to talk (credentials, or a protocol version it
+    /// does not serve): every claim goes back uncounted and sending pauses
+    /// until the application resumes it.
+    Paused(TransportError),
     /// Nothing in the batch is known to be applied: every operation is
     /// retried with this failure.
     Failed {
@@ -65,7 +66,9 @@ pub(super) fn judge(
                 .map(|outcome| judge_one(outcome, max_payload))
                 .collect(),
         ),
-        Err(TransportError::Unauthorized) => BatchVerdict::Unauthorized,
+        Err(error @ (TransportError::Unauthorized | TransportError::Incompatible(_))) => {
+            BatchVerdict::Paused(error)
+        }
         Err(error) => {
             let hint = match &error {
                 TransportError::RateLimited { retry_after } => *retry_after,
@@ -271,10 +274,15 @@ mod tests {
     }
 
     #[test]
-    fn unauthorized_is_its_own_verdict() {
+    fn unauthorized_and_incompatible_pause_instead_of_retrying() {
         assert_eq!(
             judge(&ops(4), Err(TransportError::Unauthorized), 1024),
-            BatchVerdict::Unauthorized
+            BatchVerdict::Paused(TransportError::Unauthorized)
+        );
+        let v2 = TransportError::Incompatible("v2 only".into());
+        assert_eq!(
+            judge(&ops(1), Err(v2.clone()), 1024),
+            BatchVerdict::Paused(v2)
         );
     }
 }

@@ -168,6 +168,23 @@ async fn transport_errors_retry_the_whole_batch_with_the_rate_limit_hint() {
 
 #[tokio::test(start_paused = true)]
 async fn unauthorized_pauses_without_counting_and_resume_continues() {
+    refusal_to_talk_pauses(TransportError::Unauthorized, |e| {
+        matches!(e, WorkerEvent::AuthRequired)
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_incompatible_server_pauses_with_upgrade_required_and_counts_nothing() {
+    refusal_to_talk_pauses(TransportError::Incompatible("v2 only".into()), |e| {
+        matches!(e, WorkerEvent::UpgradeRequired)
+    })
+    .await;
+}
+
+/// The remote refuses to talk (`error`): the worker reports it (`event`),
+/// pauses, counts no attempt, sends nothing until resumed, then drains.
+async fn refusal_to_talk_pauses(error: TransportError, event: fn(&WorkerEvent) -> bool) {
     let s = storage();
     let c = clock();
     let h = hlc(&c);
@@ -175,25 +192,25 @@ async fn unauthorized_pauses_without_counting_and_resume_continues() {
         .map(|i| enqueue(&s, &c, op(&h, &format!("e{i}"), OperationPriority::Normal)))
         .collect();
     let t = Scripted::applied();
-    t.then(fail(TransportError::Unauthorized));
+    t.then(fail(error));
     let w = worker(&s, &t, &c).build().unwrap();
     let mut events = w.subscribe();
     w.start().await.unwrap();
     // The loop pushes once, gets Unauthorized and pauses.
     let auth = tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            if let WorkerEvent::AuthRequired = events.recv().await.unwrap() {
+            if event(&events.recv().await.unwrap()) {
                 break;
             }
         }
     })
     .await;
-    assert!(auth.is_ok(), "no AuthRequired event");
+    assert!(auth.is_ok(), "no pause event");
     assert!(w.is_paused());
     for id in &ids {
         let stored = s.get(*id).unwrap().unwrap();
         assert_eq!(stored.state, OpState::Ready);
-        assert_eq!(stored.attempts, 0, "an auth failure is not an attempt");
+        assert_eq!(stored.attempts, 0, "a refusal to talk is not an attempt");
     }
     // Paused: nothing is sent however long we wait.
     tokio::time::sleep(Duration::from_secs(3600)).await;
