@@ -139,3 +139,136 @@ fn a_bad_tokens_file_is_refused_with_its_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("token 1"), "{err}");
 }
+
+/// Peak resident memory of a process, in KiB.
+fn vm_hwm_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn ten_thousand_connections_at_once_get_clear_answers_and_memory_stays_bounded() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    // Both processes need a descriptor per connection: raise the soft limit
+    // to the hard one (the child inherits it) and scale down if it is low.
+    let limit = getrlimit(Resource::Nofile);
+    let hard = limit.maximum.unwrap_or(1 << 20);
+    setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(hard),
+            maximum: limit.maximum,
+        },
+    )
+    .unwrap();
+    let connections = 10_000usize.min(usize::try_from(hard).unwrap_or(usize::MAX) - 256);
+    if connections < 10_000 {
+        println!("descriptor limit {hard}: {connections} connections instead of 10,000");
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let tokens = tokens_file(dir.path());
+    let (mut child, addr) = serve(&data, &tokens);
+    let pid = child.id();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let statuses: Vec<u16> = rt.block_on(async {
+        // Open every connection first (256 connects in flight at a time,
+        // so the listen backlog is not what is tested), then send on all.
+        let mut streams = Vec::with_capacity(connections);
+        let mut pending = tokio::task::JoinSet::new();
+        let mut opened = 0;
+        while opened < connections || !pending.is_empty() {
+            while opened < connections && pending.len() < 256 {
+                let addr = addr.clone();
+                pending.spawn(async move { tokio::net::TcpStream::connect(addr).await });
+                opened += 1;
+            }
+            if let Some(done) = pending.join_next().await {
+                streams.push(done.unwrap().unwrap());
+            }
+        }
+        assert_eq!(streams.len(), connections, "every connection is open at once");
+        let mut answers = tokio::task::JoinSet::new();
+        for (n, mut s) in streams.into_iter().enumerate() {
+            answers.spawn(async move {
+                let body = format!(
+                    r#"{{"protocol":1,"client_id":"dev-1","ops":[{{"id":"{:0>26}","entity":{{"collection":"c","id":"k{n}"}},"kind":"update","payload":"eA==","base_version":null,"timestamp":{{"wall_ms":{n},"logical":0,"node":"0000000000000001"}}}}]}}"#,
+                    n + 1
+                );
+                let request = format!(
+                    "POST /v1/push HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {TOKEN}\r\n\
+                     content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                if s.write_all(request.as_bytes()).await.is_err() {
+                    return 0;
+                }
+                let mut answer = Vec::new();
+                let _ = s.read_to_end(&mut answer).await;
+                let text = String::from_utf8_lossy(&answer);
+                text.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0)
+            });
+        }
+        let mut statuses = Vec::with_capacity(connections);
+        while let Some(status) = answers.join_next().await {
+            statuses.push(status.unwrap());
+        }
+        statuses
+    });
+    let hwm = vm_hwm_kib(pid);
+    let mut counts = std::collections::BTreeMap::new();
+    for s in &statuses {
+        *counts.entry(*s).or_insert(0usize) += 1;
+    }
+    println!("answers by status: {counts:?}; server peak RSS {hwm} KiB");
+    // Every connection got a clear answer: applied, or refused whole (rate
+    // limit, concurrency cap) with a problem.
+    assert!(
+        counts.keys().all(|s| [200, 429, 503].contains(s)),
+        "{counts:?}"
+    );
+    assert!(counts.get(&200).copied().unwrap_or(0) >= 1, "{counts:?}");
+    // Still serving afterwards.
+    let health = rt.block_on(async {
+        reqwest::get(format!("http://{addr}/v1/health"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    assert_eq!(health, "cpc-sync ok\n");
+    // Memory stays bounded: far below a copy of every request at once.
+    assert!(hwm < 256 * 1024, "server peak RSS {hwm} KiB");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Nothing partially applied: exactly the answered-200 pushes are in the
+    // log, each once.
+    let log = export(&data);
+    let applied = counts.get(&200).copied().unwrap_or(0);
+    assert_eq!(
+        log.len(),
+        applied,
+        "the log holds exactly the pushes answered 200"
+    );
+    let mut ids: Vec<&str> = log
+        .iter()
+        .map(|l| l["entity"]["id"].as_str().unwrap())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), log.len(), "each op at most once");
+}
