@@ -272,3 +272,97 @@ fn ten_thousand_connections_at_once_get_clear_answers_and_memory_stays_bounded()
     ids.dedup();
     assert_eq!(ids.len(), log.len(), "each op at most once");
 }
+
+/// Runs the server with `RUST_LOG=level`, pushes one op carrying canaries
+/// (as the payload, the entity id and the token), stops it, returns stderr.
+fn logs_of_a_push(level: &str) -> String {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = dir.path().join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        "[[token]]\nsecret = \"TOKENCANARY42\"\nclients = [\"dev-*\"]\n",
+    )
+    .unwrap();
+    let mut child = Command::cargo_bin("cpc-server")
+        .unwrap()
+        .env("RUST_LOG", level)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .arg("--tokens")
+        .arg(&tokens)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let payload = base64::engine::general_purpose::STANDARD.encode("PAYLOADCANARY42");
+    let body = format!(
+        r#"{{"protocol":1,"client_id":"dev-1","ops":[{{"id":"00000000000000000000000001","entity":{{"collection":"c","id":"ENTITYCANARY42"}},"kind":"update","payload":"{payload}","base_version":null,"timestamp":{{"wall_ms":1,"logical":0,"node":"0000000000000001"}}}}]}}"#
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let status = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let url = format!("http://{addr}/v1/push");
+        // One good push, one with a wrong token, one malformed.
+        let ok = client
+            .post(&url)
+            .bearer_auth("TOKENCANARY42")
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap()
+            .status();
+        let _ = client
+            .post(&url)
+            .bearer_auth("TOKENCANARY43")
+            .body(body.clone())
+            .send()
+            .await;
+        let _ = client
+            .post(&url)
+            .bearer_auth("TOKENCANARY42")
+            .header("content-type", "application/json")
+            .body(body.replace("\"kind\"", "\"knd\""))
+            .send()
+            .await;
+        ok
+    });
+    assert_eq!(status.as_u16(), 200);
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn logs_never_carry_payloads_or_tokens_and_entity_ids_only_at_debug() {
+    let trace = logs_of_a_push("trace");
+    assert!(!trace.is_empty(), "trace logging produced nothing");
+    for canary in [
+        "PAYLOADCANARY42",
+        "UEFZTE9BRENBTkFSWTQy",
+        "TOKENCANARY42",
+        "TOKENCANARY43",
+    ] {
+        assert!(!trace.contains(canary), "{canary} in the trace logs");
+    }
+    let info = logs_of_a_push("info");
+    assert!(info.contains("serving protocol v1"), "{info}");
+    assert!(!info.contains("ENTITYCANARY42"), "an entity id at INFO");
+}

@@ -338,3 +338,46 @@ async fn health_and_info_say_what_the_server_is() {
     assert_eq!(info["store_id"].as_str().map(str::len), Some(32));
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn metrics_count_requests_outcomes_and_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path()).await;
+    push(
+        &server,
+        &push_body("dev-1", vec![op(1, "a", "x", None), op(2, "b", "y", None)]),
+    )
+    .await;
+    push(&server, &push_body("dev-1", vec![op(1, "a", "x", None)])).await;
+    let _ = raw(
+        &server,
+        reqwest::Method::POST,
+        "/v1/push",
+        None,
+        None,
+        vec![],
+    )
+    .await;
+    let text = reqwest::get(format!("{}/metrics", base(&server)))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "cpc_requests_total{route=\"push\",status=\"200\"} 2",
+        "cpc_requests_total{route=\"push\",status=\"401\"} 1",
+        "cpc_ops_total{outcome=\"applied\"} 2",
+        "cpc_ops_total{outcome=\"already_applied\"} 1",
+        "cpc_push_seconds_count 2",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    assert!(text
+        .lines()
+        .any(|l| l.starts_with("cpc_store_bytes ") && l != "cpc_store_bytes 0"));
+    server.shutdown().await.unwrap();
+}
