@@ -48,6 +48,11 @@ enum Command {
         /// Pushes handled at once (more are answered 503).
         #[arg(long, default_value_t = 64)]
         max_concurrent_pushes: usize,
+        /// The identity a store created now gets (default: random); an
+        /// existing store keeps its own. For fixtures, drills and the
+        /// worked examples of docs/protocol.md.
+        #[arg(long, value_name = "ID")]
+        store_id: Option<String>,
     },
     /// Print the committed change log as JSON lines, in seq order.
     ExportLog {
@@ -92,6 +97,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             rate,
             burst,
             max_concurrent_pushes,
+            store_id,
         } => {
             let mut config = ServerConfig::new(data, Tokens::from_file(&tokens)?);
             config.listen = listen;
@@ -103,6 +109,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 burst,
             };
             config.max_concurrent_pushes = max_concurrent_pushes;
+            config.store_id = store_id;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
