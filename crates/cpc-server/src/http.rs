@@ -19,7 +19,7 @@ use axum::Router;
 use cpc_protocol::{
     parse_push, Info, Limits, Outcome, Problem, ProblemCode, PushResponse, HEALTH_BODY, PROTOCOLS,
 };
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::BodyExt;
 use tokio::sync::Semaphore;
 
 pub use self::guard::RateLimit;
@@ -44,15 +44,19 @@ pub(crate) struct App {
 
 /// The router of protocol v1.
 pub(crate) fn router(app: Arc<App>) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/v1/health", get(health))
         .route("/v1/info", get(info))
         .route("/v1/push", post(push))
         .route("/metrics", get(metrics))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(no_store))
-        .with_state(app)
+        .method_not_allowed_fallback(method_not_allowed);
+    // Fault `no_cache_header`: answers without `Cache-Control: no-store`.
+    #[cfg(feature = "test-faults")]
+    if app.store.faults().no_cache_header {
+        return routes.with_state(app);
+    }
+    routes.layer(middleware::from_fn(no_store)).with_state(app)
 }
 
 /// `Cache-Control: no-store` on every answer, errors included: a cached
@@ -257,12 +261,21 @@ fn too_large(max: u64) -> Box<Problem> {
     Box::new(p)
 }
 
+/// How much of an over-limit body is read and thrown away before the 413,
+/// as a multiple of the limit. A client (hyper, reqwest) that writes its
+/// whole body before reading the answer would otherwise see its write fail
+/// on a closed connection instead of the 413 that tells it to split its
+/// batch; beyond this bound the connection is closed anyway.
+const DRAIN_FACTOR: u64 = 4;
+
 /// Reads the body with a byte limit and a deadline: a declared length over
-/// the limit is refused before reading; a body that keeps coming stops at
-/// the limit; a body that trickles stops at the deadline.
+/// the limit is refused without keeping a byte (the body is read and
+/// dropped, up to a bound, so the client reads the answer); a body that
+/// keeps coming stops being kept at the limit; a body that trickles stops
+/// at the deadline.
 async fn read_body(
     headers: &HeaderMap,
-    body: Body,
+    mut body: Body,
     max: u64,
     deadline: Duration,
 ) -> Result<Bytes, Box<Problem>> {
@@ -270,20 +283,43 @@ async fn read_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > max) {
-        return Err(too_large(max));
-    }
-    let limit = usize::try_from(max).unwrap_or(usize::MAX);
-    match tokio::time::timeout(deadline, Limited::new(body, limit).collect()).await {
+    let keep = declared.is_none_or(|n| n <= max);
+    let drain_bound = max.saturating_mul(DRAIN_FACTOR);
+    let read = async {
+        let mut kept: Vec<u8> = Vec::new();
+        let mut total: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return Err(Box::new(Problem::new(
+                    ProblemCode::BadRequest,
+                    "the body could not be read",
+                )));
+            };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            total = total.saturating_add(data.len() as u64);
+            if keep && total <= max {
+                kept.extend_from_slice(&data);
+            } else {
+                kept = Vec::new();
+            }
+            if total > drain_bound {
+                break;
+            }
+        }
+        if !keep || total > max {
+            return Err(too_large(max));
+        }
+        Ok(Bytes::from(kept))
+    };
+    match tokio::time::timeout(deadline, read).await {
+        Ok(result) => result,
+        // A declared over-limit body that trickles is still a 413.
+        Err(_) if !keep => Err(too_large(max)),
         Err(_) => Err(Box::new(Problem::new(
             ProblemCode::RequestTimeout,
             "the body did not arrive in time",
-        ))),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(max)),
-        Ok(Err(_)) => Err(Box::new(Problem::new(
-            ProblemCode::BadRequest,
-            "the body could not be read",
         ))),
     }
 }

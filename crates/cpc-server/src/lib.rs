@@ -25,6 +25,8 @@
 //! # }
 //! ```
 
+#[cfg(feature = "test-faults")]
+mod faults;
 mod http;
 mod metrics;
 mod store;
@@ -40,6 +42,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, Semaphore};
 use tokio::task::JoinHandle;
 
+#[cfg(feature = "test-faults")]
+pub use faults::Faults;
 pub use http::RateLimit;
 pub use metrics::Metrics;
 pub use store::{export_log, Store, StoreError};
@@ -65,6 +69,10 @@ pub struct ServerConfig {
     /// The identity a store created now gets (default: 32 random hex
     /// digits); an existing store keeps its own.
     pub store_id: Option<String>,
+    /// Protocol rules to break on purpose, so that a conformance suite can
+    /// prove it notices (feature `test-faults`; all off by default).
+    #[cfg(feature = "test-faults")]
+    pub faults: Faults,
 }
 
 impl ServerConfig {
@@ -79,6 +87,8 @@ impl ServerConfig {
             max_concurrent_pushes: 64,
             request_timeout: Duration::from_secs(30),
             store_id: None,
+            #[cfg(feature = "test-faults")]
+            faults: Faults::default(),
         }
     }
 }
@@ -177,8 +187,10 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let store = tokio::task::spawn_blocking(move || {
         Store::open_with_id(&data_dir, limits, store_id.as_deref())
     })
-        .await
-        .map_err(|e| ServerError::Io("opening the store", std::io::Error::other(e)))??;
+    .await
+    .map_err(|e| ServerError::Io("opening the store", std::io::Error::other(e)))??;
+    #[cfg(feature = "test-faults")]
+    let store = store.with_faults(config.faults);
     let store = Arc::new(store);
     let listener = TcpListener::bind(config.listen)
         .await

@@ -68,6 +68,9 @@ pub struct Store {
     writer: Mutex<Option<JoinHandle<()>>>,
     store_id: String,
     _lock: DirLock,
+    /// The rules to break on purpose (see `crate::faults`).
+    #[cfg(feature = "test-faults")]
+    faults: crate::faults::Faults,
 }
 
 impl Store {
@@ -86,7 +89,9 @@ impl Store {
         new_id: Option<&str>,
     ) -> Result<Store, StoreError> {
         if new_id.is_some_and(|id| id.is_empty() || id.len() > 64 || !id.is_ascii()) {
-            return Err(StoreError::Invalid("a store id is 1 to 64 ASCII characters"));
+            return Err(StoreError::Invalid(
+                "a store id is 1 to 64 ASCII characters",
+            ));
         }
         let lock = schema::lock_dir(dir)?;
         let now = std::time::SystemTime::now()
@@ -110,12 +115,27 @@ impl Store {
             writer: Mutex::new(Some(handle)),
             store_id,
             _lock: lock,
+            #[cfg(feature = "test-faults")]
+            faults: Default::default(),
         })
     }
 
     /// The store's identity.
     pub fn store_id(&self) -> &str {
         &self.store_id
+    }
+
+    /// The same store, breaking the rules `faults` names.
+    #[cfg(feature = "test-faults")]
+    pub(crate) fn with_faults(mut self, faults: crate::faults::Faults) -> Store {
+        self.faults = faults;
+        self
+    }
+
+    /// The rules this store breaks on purpose.
+    #[cfg(feature = "test-faults")]
+    pub(crate) fn faults(&self) -> crate::faults::Faults {
+        self.faults
     }
 
     /// Applies one client's push (already validated) and answers after the
@@ -137,6 +157,8 @@ impl Store {
                 client_id,
                 ops,
                 reply,
+                #[cfg(feature = "test-faults")]
+                faults: self.faults,
             })
             .await
             .map_err(|_| StoreError::Closed)?;

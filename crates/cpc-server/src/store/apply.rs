@@ -22,6 +22,16 @@ pub(crate) struct Head {
     pub fp: u64,
 }
 
+/// What the per-operation rules judge against.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Rules {
+    /// The limits enforced.
+    pub limits: Limits,
+    /// The rules to break on purpose (see `crate::faults`).
+    #[cfg(feature = "test-faults")]
+    pub faults: crate::faults::Faults,
+}
+
 /// Bytes an outcome other than a conflict takes in the answer, at most.
 const OUTCOME_BYTES: u64 = 160;
 /// Bytes of a conflict's answer besides its payload's base64.
@@ -43,7 +53,7 @@ pub(crate) fn apply_batch(
     head: &mut Head,
     client_id: &str,
     ops: &[WireOp],
-    limits: &Limits,
+    rules: &Rules,
     now_ms: u64,
 ) -> Result<Vec<OpOutcome>, StoreError> {
     conn.prepare_cached(
@@ -62,11 +72,13 @@ pub(crate) fn apply_batch(
             head,
             client_id,
             op,
-            limits,
+            rules,
             now_ms,
             &blocked,
             &mut answer_bytes,
         )?;
+        #[cfg(feature = "test-faults")]
+        record_as_final(conn, rules.faults, client_id, op, &outcome)?;
         if !matches!(outcome, Outcome::Applied(_) | Outcome::AlreadyApplied(_)) {
             blocked.insert(&op.entity);
         }
@@ -81,7 +93,7 @@ fn apply_one(
     head: &mut Head,
     client_id: &str,
     op: &WireOp,
-    limits: &Limits,
+    rules: &Rules,
     now_ms: u64,
     blocked: &HashSet<&EntityKey>,
     answer_bytes: &mut u64,
@@ -109,6 +121,7 @@ fn apply_one(
             seq: from_sql(seq)?,
         }));
     }
+    let limits = &rules.limits;
     if op.payload.0.len() as u64 > limits.max_payload_bytes {
         return Ok(Outcome::Rejected {
             code: reject_code::PAYLOAD_TOO_LARGE.into(),
@@ -158,6 +171,9 @@ fn apply_one(
     let deleted = matches!(op.kind, Kind::Delete);
     let stored_payload: Option<&[u8]> = (!deleted).then_some(op.payload.0.as_slice());
     let seq = head.seq + 1;
+    // Fault `skip_seq`: a gap before every change.
+    #[cfg(feature = "test-faults")]
+    let seq = seq + u64::from(rules.faults.skip_seq);
     let ts = op.timestamp;
     let fp = fp::next(
         head.fp,
@@ -220,6 +236,49 @@ fn apply_one(
     .execute(params![client_id, op_text, to_sql(version), to_sql(seq), hash.as_slice()])?;
     *head = Head { seq, fp };
     Ok(Outcome::Applied(Applied { version, seq }))
+}
+
+/// Faults `record_conflicts` and `record_retry_later`: records a conflict
+/// or a retry-later in the idempotency table as if it were final (the
+/// entity's version and last seq standing for the result), the bug §6.4
+/// forbids: a resend of the same id then answers `already_applied`.
+#[cfg(feature = "test-faults")]
+fn record_as_final(
+    conn: &Connection,
+    faults: crate::faults::Faults,
+    client_id: &str,
+    op: &WireOp,
+    outcome: &Outcome,
+) -> Result<(), StoreError> {
+    let record = match outcome {
+        Outcome::Conflict { .. } => faults.record_conflicts,
+        Outcome::RetryLater { .. } => faults.record_retry_later,
+        _ => false,
+    };
+    if !record {
+        return Ok(());
+    }
+    let (version, seq): (i64, i64) = conn
+        .prepare_cached("SELECT version, last_seq FROM entities WHERE collection = ?1 AND id = ?2")?
+        .query_row(params![op.entity.collection, op.entity.id], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?
+        .unwrap_or((0, 0));
+    let kind = op.kind.to_string();
+    let hash = fp::content_hash(&op.entity.collection, &op.entity.id, &kind, &op.payload.0);
+    conn.prepare_cached(
+        "INSERT OR REPLACE INTO applied_ops (client_id, op_id, version, seq, content_hash)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        client_id,
+        op.id.to_string(),
+        version,
+        seq,
+        hash.as_slice()
+    ])?;
+    Ok(())
 }
 
 /// An `entities` row: version, wall_ms, logical, node, payload.

@@ -10,7 +10,7 @@ use cpc_protocol::{Hex64, Limits, OpOutcome, Position, WireOp};
 use rusqlite::{params, Connection};
 use tokio::sync::{mpsc, oneshot};
 
-use super::apply::{apply_batch, Head};
+use super::apply::{apply_batch, Head, Rules};
 use super::schema::to_sql;
 use super::StoreError;
 
@@ -23,6 +23,9 @@ pub(crate) struct Job {
     pub client_id: String,
     pub ops: Vec<WireOp>,
     pub reply: oneshot::Sender<Result<(Vec<OpOutcome>, Position), StoreError>>,
+    /// The store's faults (see `crate::faults`).
+    #[cfg(feature = "test-faults")]
+    pub faults: crate::faults::Faults,
 }
 
 /// What the writer thread owns.
@@ -102,12 +105,17 @@ impl Writer {
     fn apply_job(&mut self, job: &Job, now: u64) -> Result<Vec<OpOutcome>, StoreError> {
         let saved = self.head;
         self.conn.execute_batch("SAVEPOINT push")?;
+        let rules = Rules {
+            limits: self.limits,
+            #[cfg(feature = "test-faults")]
+            faults: job.faults,
+        };
         match apply_batch(
             &self.conn,
             &mut self.head,
             &job.client_id,
             &job.ops,
-            &self.limits,
+            &rules,
             now,
         ) {
             Ok(outcomes) => {
