@@ -24,16 +24,23 @@ fn tokens_file(dir: &Path) -> std::path::PathBuf {
 
 /// Starts `cpc-server serve` on a free port; returns it and its address.
 fn serve(data: &Path, tokens: &Path) -> (Child, String) {
-    let mut child = Command::cargo_bin("cpc-server")
-        .unwrap()
+    serve_logging(data, tokens, None)
+}
+
+/// [`serve`], with `RUST_LOG=level` and stderr kept when a level is given.
+fn serve_logging(data: &Path, tokens: &Path, level: Option<&str>) -> (Child, String) {
+    let mut command = Command::cargo_bin("cpc-server").unwrap();
+    command
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
         .arg(data)
         .arg("--tokens")
         .arg(tokens)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stdout(Stdio::piped());
+    match level {
+        Some(level) => command.env("RUST_LOG", level).stderr(Stdio::piped()),
+        None => command.stderr(Stdio::null()),
+    };
+    let mut child = command.spawn().unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
@@ -284,26 +291,7 @@ fn logs_of_a_push(level: &str) -> String {
         "[[token]]\nsecret = \"TOKENCANARY42\"\nclients = [\"dev-*\"]\n",
     )
     .unwrap();
-    let mut child = Command::cargo_bin("cpc-server")
-        .unwrap()
-        .env("RUST_LOG", level)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
-        .arg(dir.path().join("data"))
-        .arg("--tokens")
-        .arg(&tokens)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let (child, addr) = serve_logging(&dir.path().join("data"), &tokens, Some(level));
     let payload = base64::engine::general_purpose::STANDARD.encode("PAYLOADCANARY42");
     let body = format!(
         r#"{{"protocol":1,"client_id":"dev-1","ops":[{{"id":"00000000000000000000000001","entity":{{"collection":"c","id":"ENTITYCANARY42"}},"kind":"update","payload":"{payload}","base_version":null,"timestamp":{{"wall_ms":1,"logical":0,"node":"0000000000000001"}}}}]}}"#
