@@ -71,6 +71,9 @@ pub(crate) fn failure_kind(error: &TransportError) -> Option<FailureKind> {
     match error {
         TransportError::Offline | TransportError::Connect(_) => Some(FailureKind::Connect),
         TransportError::Timeout => Some(FailureKind::Timeout),
+        // A 4xx is an answer: the remote is reachable (a wrong URL or a
+        // proxy's refusal is a configuration matter, not an outage).
+        TransportError::Server { status } if (400..500).contains(status) => None,
         TransportError::Server { .. } => Some(FailureKind::Server),
         TransportError::Protocol(_) => Some(FailureKind::InvalidAnswer),
         TransportError::RateLimited { .. }
@@ -91,6 +94,11 @@ mod tests {
             Some(FailureKind::Timeout)
         );
         assert_eq!(failure_kind(&TransportError::Unauthorized), None);
+        assert_eq!(failure_kind(&TransportError::Server { status: 404 }), None);
+        assert_eq!(
+            failure_kind(&TransportError::Server { status: 502 }),
+            Some(FailureKind::Server)
+        );
         assert_eq!(
             failure_kind(&TransportError::Incompatible("v2 only".into())),
             None

@@ -23,15 +23,18 @@ use cpc_core::{OperationId, TransportError};
 pub(crate) const MAX_SUSPECTS: usize = 100_000;
 
 /// Whether a failure of a whole batch may be caused by one of its
-/// operations: the remote failed (5xx), answered something that does not
-/// match the batch, or the transport panicked on it. Being offline, a
-/// timeout, a rate limit or a credential refusal say nothing about the
-/// operations.
+/// operations: the remote failed (5xx), refused the request as malformed
+/// (400) or too large (413), answered something that does not match the
+/// batch, or the transport panicked on it. Being offline, a timeout, a rate
+/// limit, a credential refusal, or another 4xx (404 wrong URL, 405, 415: a
+/// configuration or a proxy, the same for every operation) say nothing
+/// about the operations, and must never bury one (protocol §9.2).
 pub(crate) fn may_be_caused_by_an_operation(error: &TransportError) -> bool {
-    matches!(
-        error,
-        TransportError::Server { .. } | TransportError::Protocol(_) | TransportError::Panicked
-    )
+    match error {
+        TransportError::Server { status } => matches!(status, 400 | 413) || *status >= 500,
+        TransportError::Protocol(_) | TransportError::Panicked => true,
+        _ => false,
+    }
 }
 
 /// The suspects and their batch-size limits.
@@ -142,12 +145,22 @@ mod tests {
             "x".into()
         )));
         assert!(may_be_caused_by_an_operation(&TransportError::Panicked));
+        for status in [400, 413, 502, 503] {
+            assert!(may_be_caused_by_an_operation(&TransportError::Server {
+                status
+            }));
+        }
         for e in [
             TransportError::Offline,
             TransportError::Timeout,
             TransportError::Connect("refused".into()),
             TransportError::RateLimited { retry_after: None },
             TransportError::Unauthorized,
+            TransportError::Incompatible("v2".into()),
+            TransportError::Server { status: 404 },
+            TransportError::Server { status: 405 },
+            TransportError::Server { status: 415 },
+            TransportError::Server { status: 302 },
         ] {
             assert!(!may_be_caused_by_an_operation(&e), "{e:?}");
         }

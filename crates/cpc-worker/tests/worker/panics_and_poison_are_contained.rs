@@ -300,3 +300,39 @@ async fn a_remote_timestamp_too_far_ahead_raises_clock_skew_and_is_not_merged() 
     // Not merged: the next local timestamp stays near the local clock.
     assert!(h.now().unwrap().wall_ms < START_MS + 60_000);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_wrong_url_answering_404_for_days_buries_nothing() {
+    // A misconfigured base URL (or a proxy page) answers 404 to every
+    // batch: the same for every operation, so none of them may be counted
+    // towards a dead letter, even alone.
+    let s = storage();
+    let c = clock();
+    let h = hlc(&c);
+    let ids: Vec<_> = (0..5)
+        .map(|i| enqueue(&s, &c, op(&h, &format!("e{i}"), OperationPriority::Normal)))
+        .collect();
+    let t = Scripted::new(fail(TransportError::Server { status: 404 }));
+    let w = SyncWorker::builder(s.clone(), t.clone())
+        .clock(c.clone())
+        .retry_policy(RetryPolicy::default())
+        .config(WorkerConfig {
+            seed: Some(5),
+            storage_calls: StorageCalls::Inline,
+            ..WorkerConfig::default()
+        })
+        .build()
+        .unwrap();
+    w.start().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3 * 24 * 3600)).await;
+    assert!(t.pushes() > 25, "kept trying: {} pushes", t.pushes());
+    for id in &ids {
+        let stored = s.get(*id).unwrap().unwrap();
+        assert!(
+            !matches!(stored.state, OpState::Dead { .. }),
+            "{id} buried by a 404: {:?}",
+            stored.state
+        );
+    }
+    w.shutdown().await.unwrap();
+}
