@@ -46,6 +46,8 @@ mod encoding;
 mod id;
 mod info;
 mod problem;
+mod pull;
+mod pull_check;
 mod push;
 mod retry_after;
 mod strict;
@@ -57,6 +59,11 @@ pub use info::{
     Info, Limits, HEALTH_BODY, MAX_CLIENT_ID_LEN, MAX_KEY_BYTES, MAX_WALL_MS, PROTOCOLS,
 };
 pub use problem::{Problem, ProblemCode, MAX_DETAIL_BYTES, PROBLEM_CONTENT_TYPE};
+pub use pull::{
+    Change, Cursor, Origin, PullLimits, PullRequest, PullResponse, Reset, ResetReason,
+    SnapshotRange,
+};
+pub use pull_check::{check_pull_page, parse_pull};
 pub use push::{
     reject_code, Applied, EntityKey, Kind, OpOutcome, Outcome, Position, PushRequest, PushResponse,
     RemoteState, Timestamp, WireOp,

@@ -160,6 +160,9 @@ pub struct Problem {
     /// `history_diverged`: the server's head.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub head: Option<Position>,
+    /// `history_diverged`: the client's `known`, echoed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known: Option<Position>,
 }
 
 /// Longest `detail`, in bytes.
@@ -188,6 +191,7 @@ impl Problem {
             max: None,
             retry_after_ms: None,
             head: None,
+            known: None,
         }
     }
 

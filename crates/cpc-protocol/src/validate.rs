@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::encoding::MAX_SAFE_INTEGER;
 use crate::info::{Limits, MAX_CLIENT_ID_LEN, MAX_KEY_BYTES, MAX_WALL_MS, PROTOCOLS};
 use crate::problem::{Problem, ProblemCode};
-use crate::push::{Kind, Outcome, PushRequest, PushResponse};
+use crate::push::{Kind, Outcome, Position, PushRequest, PushResponse};
 use crate::OpId;
 
 /// Whether `id` is a valid `client_id`: 1 to 64 characters of
@@ -29,7 +29,7 @@ pub fn unsupported_version(detail: impl Into<String>) -> Problem {
     p
 }
 
-fn bad_request(pointer: impl Into<String>, detail: impl Into<String>) -> Box<Problem> {
+pub(crate) fn bad_request(pointer: impl Into<String>, detail: impl Into<String>) -> Box<Problem> {
     let mut p = Problem::new(ProblemCode::BadRequest, detail);
     p.pointer = Some(pointer.into());
     Box::new(p)
@@ -43,9 +43,19 @@ fn bad_request(pointer: impl Into<String>, detail: impl Into<String>) -> Box<Pro
 /// operations with unique ids. Payload sizes are per-operation outcomes,
 /// not checked here.
 pub fn parse_push(body: &[u8], limits: &Limits) -> Result<PushRequest, Box<Problem>> {
+    let request: PushRequest = parse_json(body)?;
+    check_protocol(request.protocol)?;
+    check_push(&request, limits)?;
+    Ok(request)
+}
+
+/// Reads a request body as `T`: a problem with a JSON pointer when it does
+/// not fit, told `unsupported_version` first when its `protocol` is not
+/// served (a body of another version need not fit this one's schema).
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Box<Problem>> {
     let mut de = serde_json::Deserializer::from_slice(body);
-    let request: PushRequest = match serde_path_to_error::deserialize(&mut de) {
-        Ok(request) => request,
+    let value: T = match serde_path_to_error::deserialize(&mut de) {
+        Ok(value) => value,
         Err(e) => {
             check_version_only(body)?;
             return Err(bad_request(json_pointer(e.path()), e.inner().to_string()));
@@ -55,14 +65,17 @@ pub fn parse_push(body: &[u8], limits: &Limits) -> Result<PushRequest, Box<Probl
     if let Err(e) = de.end() {
         return Err(bad_request("", e.to_string()));
     }
-    if !PROTOCOLS.contains(&request.protocol) {
-        return Err(Box::new(unsupported_version(format!(
-            "protocol {} is not served",
-            request.protocol
-        ))));
+    Ok(value)
+}
+
+/// `unsupported_version` unless `protocol` is served.
+pub(crate) fn check_protocol(protocol: u32) -> Result<(), Box<Problem>> {
+    if PROTOCOLS.contains(&protocol) {
+        return Ok(());
     }
-    check_push(&request, limits)?;
-    Ok(request)
+    Err(Box::new(unsupported_version(format!(
+        "protocol {protocol} is not served"
+    ))))
 }
 
 /// Reads only the `protocol` member of a body that did not parse as a v1
@@ -127,11 +140,7 @@ fn check_push(request: &PushRequest, limits: &Limits) -> Result<(), Box<Problem>
         p.max = Some(limits.max_batch_ops);
         return Err(Box::new(p));
     }
-    if let Some(known) = &request.known {
-        if known.seq > MAX_SAFE_INTEGER || known.store_id.is_empty() || known.store_id.len() > 64 {
-            return Err(bad_request("/known", "known is not a valid position"));
-        }
-    }
+    check_position(request.known.as_ref(), "/known")?;
     let mut seen: HashSet<OpId> = HashSet::with_capacity(request.ops.len());
     for (i, op) in request.ops.iter().enumerate() {
         let at = |member: &str| format!("/ops/{i}/{member}");
@@ -175,6 +184,17 @@ fn check_push(request: &PushRequest, limits: &Limits) -> Result<(), Box<Problem>
         }
     }
     Ok(())
+}
+
+/// A position's seq within the safe integers and its store id 1 to 64
+/// characters.
+pub(crate) fn check_position(p: Option<&Position>, pointer: &str) -> Result<(), Box<Problem>> {
+    match p {
+        Some(p) if p.seq > MAX_SAFE_INTEGER || p.store_id.is_empty() || p.store_id.len() > 64 => {
+            Err(bad_request(pointer, "not a valid position"))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Why a push answer cannot be trusted (the client acknowledges nothing).

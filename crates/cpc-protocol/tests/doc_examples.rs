@@ -5,9 +5,9 @@
 //! server side, replaying the examples, is `cpc-server`'s
 //! `tests/doc_examples.rs`.
 //!
-//! Not typed yet: the pull examples (§10.5–10.8) are only checked to be
-//! JSON objects until pull's wire types exist, and the `known` member of the
-//! `409 history_diverged` problem (§10.9) is not a member of `Problem` yet.
+//! The pull examples (§10.5–10.9) pass `parse_pull`, parse as
+//! `PullResponse` (or `Problem`, for the 409) and pass `check_pull_page`
+//! against their own request.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -177,8 +177,6 @@ fn check_problem(name: &str, answer: &Block) -> Problem {
         ),
         "example {name}: status, title and type of {code}"
     );
-    // `known` of history_diverged is not a member of `Problem` yet.
-    let doc = without(doc, &["known"]);
     assert_eq!(
         serde_json::to_value(&problem).unwrap(),
         doc,
@@ -209,7 +207,7 @@ fn check_problem(name: &str, answer: &Block) -> Problem {
 fn every_example_reads_as_its_wire_type() {
     let all = examples();
     assert!(all.len() >= 20, "the §10 examples: {}", all.len());
-    let mut untyped = Vec::new();
+    let mut pulls = Vec::new();
     for e in &all {
         let name = e.name.as_str();
         let answer = e
@@ -231,10 +229,8 @@ fn every_example_reads_as_its_wire_type() {
             }
             Some("/v1/push") => check_push(name, e.request.as_ref().unwrap(), answer),
             Some("/v1/pull") => {
-                // No pull types yet: JSON objects, nothing more.
-                assert!(e.request.as_ref().unwrap().json(name).is_object(), "{name}");
-                assert!(answer.json(name).is_object(), "{name}");
-                untyped.push(name);
+                check_pull(name, e.request.as_ref().unwrap(), answer);
+                pulls.push(name);
             }
             Some(other) => panic!("example {name}: unknown path {other}"),
             // Answer only (415, 429, 503).
@@ -243,7 +239,7 @@ fn every_example_reads_as_its_wire_type() {
             }
         }
     }
-    assert!(!untyped.is_empty());
+    assert!(pulls.len() >= 5, "the pull examples: {pulls:?}");
 }
 
 fn check_push(name: &str, request: &Block, answer: &Block) {
@@ -298,4 +294,34 @@ fn check_push(name: &str, request: &Block, answer: &Block) {
             }
         }
     }
+}
+
+/// A pull example: the request passes `parse_pull`; a 200 answer parses as
+/// `PullResponse`, round-trips, and passes `check_pull_page` against its
+/// request; any other answer is a problem.
+fn check_pull(name: &str, request: &Block, answer: &Block) {
+    let parsed = cpc_protocol::parse_pull(
+        request.body.as_bytes(),
+        &cpc_protocol::PullLimits::default(),
+    )
+    .unwrap_or_else(|p| panic!("example {name}: parse_pull refused it: {p}"));
+    assert_eq!(
+        serde_json::to_value(&parsed).unwrap(),
+        request.json(name),
+        "example {name}: request round trip"
+    );
+    if answer.status() != 200 {
+        check_problem(name, answer);
+        return;
+    }
+    let doc = answer.json(name);
+    let page: cpc_protocol::PullResponse = serde_json::from_value(doc.clone())
+        .unwrap_or_else(|e| panic!("example {name}: not a PullResponse: {e}"));
+    assert_eq!(
+        serde_json::to_value(&page).unwrap(),
+        doc,
+        "example {name}: round trip"
+    );
+    cpc_protocol::check_pull_page(&parsed, &page, answer.body.len() as u64, 1 << 20)
+        .unwrap_or_else(|e| panic!("example {name}: {e}"));
 }
