@@ -201,7 +201,9 @@ async fn measure() -> Res<()> {
             let store = Arc::clone(&store);
             tasks.push(tokio::spawn(async move {
                 for b in 0..BATCHES_PER_CLIENT {
-                    let _ = store.push(format!("bench-{c}"), wire_batch(c, b)).await;
+                    let _ = store
+                        .push(format!("bench-{c}"), wire_batch(c, b), None)
+                        .await;
                 }
             }));
         }

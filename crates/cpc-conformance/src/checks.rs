@@ -57,6 +57,7 @@ checks! {
     "payload-too-large" => limits::payload_too_large,
     "outcomes-name-every-op" => push::outcomes_name_every_op,
     "known-and-low-water-accepted" => push::known_and_low_water_accepted,
+    "known-diverged" => push::known_diverged,
     "replay-already-applied" => push::replay_already_applied,
     "op-id-reused" => push::op_id_reused,
     "create-if-absent" => push::create_if_absent,

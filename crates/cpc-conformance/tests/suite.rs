@@ -82,6 +82,16 @@ async fn skipped_seqs_fail_the_seq_checks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unchecked_known_fails_known_diverged() {
+    let faults = Faults {
+        ignore_known: true,
+        ..Faults::default()
+    };
+    let report = run_against(faults, true).await;
+    assert_fails_exactly(&report, &["known-diverged"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_foreign_token_or_a_restart_hook_those_checks_skip() {
     let dir = tempfile::tempdir().unwrap();
     let server = Restartable::start(dir.path(), Faults::default(), true).await;

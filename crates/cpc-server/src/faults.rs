@@ -20,4 +20,7 @@ pub struct Faults {
     /// Each change takes `seq` + 2 instead of + 1: the change log has gaps
     /// (breaks §2.3 and §6.6). In `store/apply.rs`.
     pub skip_seq: bool,
+    /// A push's `known` position is not checked against the history
+    /// (breaks §8). In `store/writer.rs`.
+    pub ignore_known: bool,
 }

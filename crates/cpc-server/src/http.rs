@@ -187,7 +187,12 @@ async fn push_checked(app: &App, headers: &HeaderMap, body: Body) -> Response {
         ));
     }
     let ops = request.ops.len();
-    match app.store.push(request.client_id, request.ops).await {
+    let known = request.known.clone();
+    match app
+        .store
+        .push(request.client_id, request.ops, request.known)
+        .await
+    {
         Ok((outcomes, head)) => {
             for o in &outcomes {
                 app.metrics.outcome(match o.outcome {
@@ -201,6 +206,16 @@ async fn push_checked(app: &App, headers: &HeaderMap, body: Body) -> Response {
             app.metrics.push_latency(started.elapsed());
             tracing::debug!(target: "cpc_server", ops, seq = head.seq, "push answered");
             reply::json(&PushResponse { outcomes, head })
+        }
+        Err(StoreError::HistoryDiverged { head }) => {
+            tracing::info!(target: "cpc_server", head = head.seq, "a client's known position is not in this history: 409");
+            let mut p = Problem::new(
+                ProblemCode::HistoryDiverged,
+                "the client has seen a position this server's history does not have",
+            );
+            p.head = Some(head);
+            p.known = known;
+            reply::problem(p)
         }
         Err(e) => {
             tracing::error!(target: "cpc_server", error = %e, "push failed; nothing applied");

@@ -46,6 +46,13 @@ pub enum StoreError {
     /// An argument is not usable.
     #[error("invalid: {0}")]
     Invalid(&'static str),
+    /// The client's `known` position is not in this store's history (a
+    /// restore from a backup, another store): nothing was applied.
+    #[error("the client's known position is not in this history (head {})", head.seq)]
+    HistoryDiverged {
+        /// This store's head.
+        head: Position,
+    },
     /// The store is closed (shutting down).
     #[error("the store is closed")]
     Closed,
@@ -144,6 +151,7 @@ impl Store {
         &self,
         client_id: String,
         ops: Vec<WireOp>,
+        known: Option<Position>,
     ) -> Result<(Vec<OpOutcome>, Position), StoreError> {
         let sender = self
             .jobs
@@ -156,6 +164,7 @@ impl Store {
             .send(Job {
                 client_id,
                 ops,
+                known,
                 reply,
                 #[cfg(feature = "test-faults")]
                 faults: self.faults,

@@ -4,10 +4,13 @@
 //! within a batch, tombstones.
 
 use cpc_protocol::{
-    reject_code, Applied, Hex64, Kind, Outcome, Payload, RemoteState, Timestamp, WireOp,
+    reject_code, Applied, Hex64, Kind, Outcome, Payload, ProblemCode, RemoteState, Timestamp,
+    WireOp,
 };
 
-use crate::harness::{applied, context, describe, ensure, fail, outcome, Checked, Ctx};
+use crate::harness::{
+    applied, context, describe, ensure, expect_problem, fail, outcome, Checked, Ctx,
+};
 
 /// The `conflict` outcome of `op`: its remote record.
 fn conflict<'r>(
@@ -94,6 +97,44 @@ pub(crate) async fn known_and_low_water_accepted(cx: &Ctx<'_>) -> Checked {
     request.low_water = Some(op.id);
     let answer = cx.push_request(&request).await?;
     applied(&answer, &op)?;
+    Ok(())
+}
+
+/// A `known` position this history does not have is `409
+/// history_diverged` with the server's head and nothing applied (§8): a
+/// seq above the head, and a real seq with another fingerprint (what a
+/// server restored from a backup and written to since would see).
+pub(crate) async fn known_diverged(cx: &Ctx<'_>) -> Checked {
+    let first = cx.push(&[cx.fresh_op("diverged")]).await?;
+    let head = first.head;
+    let ahead = cpc_protocol::Position {
+        seq: head.seq + 1_000_000,
+        ..head.clone()
+    };
+    let other_fp = cpc_protocol::Position {
+        fp: cpc_protocol::Hex64(head.fp.0 ^ 1),
+        ..head.clone()
+    };
+    for (label, known) in [
+        ("a seq above the head", ahead),
+        ("another fingerprint", other_fp),
+    ] {
+        let op = cx.fresh_op("diverged");
+        let mut request = cx.request(std::slice::from_ref(&op));
+        request.known = Some(known);
+        let answer = cx
+            .post(serde_json::to_vec(&request).unwrap_or_default())
+            .await?;
+        let problem = context(label, expect_problem(&answer, ProblemCode::HistoryDiverged))?;
+        ensure!(
+            problem
+                .head
+                .as_ref()
+                .is_some_and(|h| h.store_id == head.store_id && h.seq >= head.seq),
+            "{label}: the 409 does not carry the server's head"
+        );
+        context(label, cx.expect_nothing_applied(&[op]).await)?;
+    }
     Ok(())
 }
 

@@ -7,7 +7,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cpc_protocol::{Hex64, Limits, OpOutcome, Position, WireOp};
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot};
 
 use super::apply::{apply_batch, Head, Rules};
@@ -22,6 +22,8 @@ const MAX_GROUP: usize = 64;
 pub(crate) struct Job {
     pub client_id: String,
     pub ops: Vec<WireOp>,
+    /// The client's highest seen position, checked against this history.
+    pub known: Option<Position>,
     pub reply: oneshot::Sender<Result<(Vec<OpOutcome>, Position), StoreError>>,
     /// The store's faults (see `crate::faults`).
     #[cfg(feature = "test-faults")]
@@ -103,6 +105,13 @@ impl Writer {
     }
 
     fn apply_job(&mut self, job: &Job, now: u64) -> Result<Vec<OpOutcome>, StoreError> {
+        #[cfg(feature = "test-faults")]
+        let check = !job.faults.ignore_known;
+        #[cfg(not(feature = "test-faults"))]
+        let check = true;
+        if let Some(known) = job.known.as_ref().filter(|_| check) {
+            self.check_known(known)?;
+        }
         let saved = self.head;
         self.conn.execute_batch("SAVEPOINT push")?;
         let rules = Rules {
@@ -129,6 +138,37 @@ impl Writer {
                 Err(e)
             }
         }
+    }
+}
+
+impl Writer {
+    /// `HistoryDiverged` unless `known` is a position of this history: this
+    /// store, at or below the head, with the same fingerprint at its seq
+    /// (docs/protocol.md §8: a restore from a backup fails here even after
+    /// the restored server took new writes). Checked by the writer, so the
+    /// head it compares with is the one the push would be applied on.
+    fn check_known(&self, known: &Position) -> Result<(), StoreError> {
+        let here = if known.store_id != self.store_id || known.seq > self.head.seq {
+            None
+        } else if known.seq == 0 {
+            Some(0)
+        } else {
+            self.conn
+                .prepare_cached("SELECT fp FROM changes WHERE seq = ?1")?
+                .query_row(params![to_sql(known.seq)], |r| r.get::<_, i64>(0))
+                .optional()?
+                .map(|fp| fp as u64)
+        };
+        if here == Some(known.fp.0) {
+            return Ok(());
+        }
+        Err(StoreError::HistoryDiverged {
+            head: Position {
+                store_id: self.store_id.clone(),
+                seq: self.head.seq,
+                fp: Hex64(self.head.fp),
+            },
+        })
     }
 }
 
