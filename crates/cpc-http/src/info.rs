@@ -164,6 +164,7 @@ mod tests {
                 max_batch_ops,
                 ..Limits::default()
             },
+            pull_limits: Default::default(),
         }))
     }
 

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::pull::PullLimits;
+
 /// The protocol versions this crate speaks.
 pub const PROTOCOLS: &[u32] = &[1];
 /// The body of `GET /v1/health`: exactly these 12 bytes.
@@ -16,6 +18,7 @@ pub const MAX_WALL_MS: u64 = (1 << 48) - 1;
 
 /// The answer of `GET /v1/info`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "InfoWire", into = "InfoWire")]
 pub struct Info {
     /// The protocol versions served (`[1]`).
     pub protocols: Vec<u32>,
@@ -23,8 +26,54 @@ pub struct Info {
     pub store_id: String,
     /// Product and version, informative (`cpc-server/0.1.0`).
     pub server: String,
-    /// What the server accepts.
+    /// What the server accepts for a push.
     pub limits: Limits,
+    /// What it accepts for a pull (in the same `limits` object on the
+    /// wire; the defaults for members a server does not list).
+    pub pull_limits: PullLimits,
+}
+
+/// `Info` as written: one `limits` object holding both kinds.
+#[derive(Serialize, Deserialize)]
+struct InfoWire {
+    protocols: Vec<u32>,
+    store_id: String,
+    server: String,
+    limits: AllLimits,
+}
+
+#[derive(Serialize, Deserialize)]
+struct AllLimits {
+    #[serde(flatten)]
+    push: Limits,
+    #[serde(flatten)]
+    pull: PullLimits,
+}
+
+impl From<InfoWire> for Info {
+    fn from(w: InfoWire) -> Info {
+        Info {
+            protocols: w.protocols,
+            store_id: w.store_id,
+            server: w.server,
+            limits: w.limits.push,
+            pull_limits: w.limits.pull,
+        }
+    }
+}
+
+impl From<Info> for InfoWire {
+    fn from(i: Info) -> InfoWire {
+        InfoWire {
+            protocols: i.protocols,
+            store_id: i.store_id,
+            server: i.server,
+            limits: AllLimits {
+                push: i.limits,
+                pull: i.pull_limits,
+            },
+        }
+    }
 }
 
 /// The limits a server enforces and advertises. A client respects them;

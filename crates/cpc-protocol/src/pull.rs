@@ -1,7 +1,6 @@
 //! `POST /v1/pull` (docs/protocol.md §7): the request, change and snapshot
-//! pages, the cursor, and the reset reasons. The server side of pull is
-//! not served yet; these types and the checks in `pull_check.rs` are the
-//! contract both sides build on.
+//! pages, the cursor, and the reset reasons. These types and the checks in
+//! `pull_check.rs` are the contract both sides build on.
 
 use serde::{Deserialize, Serialize};
 
@@ -147,9 +146,11 @@ pub struct SnapshotRange {
     pub through: Option<EntityKey>,
 }
 
-/// The pull limits a server enforces (§3). Not advertised by `/v1/info`
-/// until pull is served.
+/// The pull limits a server enforces and advertises (§3), beside the push
+/// [`Limits`](crate::Limits) in `GET /v1/info`. A limit an answer does not
+/// list takes its default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct PullLimits {
     /// Most changes per page a request may ask for.
     pub max_pull_limit: u64,
@@ -162,6 +163,9 @@ pub struct PullLimits {
     pub max_pull_wait_ms: u64,
     /// Most collections in a scope.
     pub max_pull_collections: u64,
+    /// How long change-log rows are kept; a cursor below the compaction
+    /// horizon gets a snapshot (`reset: compacted`).
+    pub change_retention_ms: u64,
 }
 
 impl Default for PullLimits {
@@ -172,6 +176,7 @@ impl Default for PullLimits {
             max_pull_bytes: 8 << 20,
             max_pull_wait_ms: 25_000,
             max_pull_collections: 64,
+            change_retention_ms: 30 * 24 * 3600 * 1000,
         }
     }
 }

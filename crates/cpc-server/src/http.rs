@@ -1,9 +1,10 @@
-//! The HTTP face: routes, the order of a push's checks (docs/protocol.md
-//! §6.2), and the headers every answer carries. Answers are built in
-//! `http/reply.rs`; the rate limit and concurrency cap are in
-//! `http/guard.rs`.
+//! The HTTP face: routes, the order of a request's checks (docs/protocol.md
+//! §6.2), push, and the headers every answer carries. Pull is in
+//! `http/pull.rs`; answers are built in `http/reply.rs`; the rate limit and
+//! concurrency cap are in `http/guard.rs`.
 
 mod guard;
+mod pull;
 mod reply;
 
 use std::sync::Arc;
@@ -17,16 +18,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use cpc_protocol::{
-    parse_push, Info, Limits, Outcome, Problem, ProblemCode, PushResponse, HEALTH_BODY, PROTOCOLS,
+    parse_push, Info, Limits, Outcome, Problem, ProblemCode, PullLimits, PushResponse, HEALTH_BODY,
+    PROTOCOLS,
 };
 use http_body_util::BodyExt;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 
 pub use self::guard::RateLimit;
 use self::guard::RateLimiter;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
-use crate::tokens::Tokens;
+use crate::tokens::{TokenId, Tokens};
 
 /// What every request handler shares.
 #[derive(Debug)]
@@ -34,9 +36,13 @@ pub(crate) struct App {
     pub store: Arc<Store>,
     pub tokens: Tokens,
     pub limits: Limits,
+    pub pull_limits: PullLimits,
     pub rate: RateLimit,
     pub limiter: RateLimiter,
     pub pushes: Arc<Semaphore>,
+    pub pulls: Arc<Semaphore>,
+    /// Set when the server shuts down: long polls answer at once.
+    pub closing: watch::Receiver<bool>,
     pub request_timeout: Duration,
     pub metrics: Arc<Metrics>,
     pub data_dir: std::path::PathBuf,
@@ -48,6 +54,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/health", get(health))
         .route("/v1/info", get(info))
         .route("/v1/push", post(push))
+        .route("/v1/pull", post(pull::pull))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
@@ -86,6 +93,7 @@ async fn info(State(app): State<Arc<App>>) -> Response {
         store_id: app.store.store_id().to_owned(),
         server: concat!("cpc-server/", env!("CARGO_PKG_VERSION")).to_owned(),
         limits: app.limits,
+        pull_limits: app.pull_limits,
     })
 }
 
@@ -137,32 +145,33 @@ async fn push(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Re
     response
 }
 
-async fn push_checked(app: &App, headers: &HeaderMap, body: Body) -> Response {
-    // 2. The concurrency cap, before any work.
-    let Ok(_permit) = Arc::clone(&app.pushes).try_acquire_owned() else {
-        let wait = 1000 + rand::random::<u64>() % 500;
-        return reply::busy(ProblemCode::Unavailable, wait, "too many pushes at once");
-    };
+/// Steps 3–6 of §6.2, shared by push and pull: authentication, the token's
+/// rate, media type, and the body read within its size and time limits.
+/// The concurrency cap (step 2) is the caller's.
+async fn admit(app: &App, headers: &HeaderMap, body: Body) -> Result<(TokenId, Bytes), Response> {
     // 3. Authentication, before the body is read.
     let auth = headers.get(header::AUTHORIZATION);
     let Some(token) = auth
         .and_then(|v| v.to_str().ok())
         .and_then(|v| app.tokens.authenticate(v))
     else {
-        return reply::unauthorized(auth.is_some());
+        return Err(reply::unauthorized(auth.is_some()));
     };
     // 4. The token's rate.
     if let Err(wait) = app.limiter.take(token, app.rate) {
         let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
-        return reply::busy(ProblemCode::RateLimited, ms, "rate limit of this token");
+        return Err(reply::busy(
+            ProblemCode::RateLimited,
+            ms,
+            "rate limit of this token",
+        ));
     }
     // 5. Media type and content coding.
     if let Some(problem) = check_media(headers) {
-        return reply::problem(problem);
+        return Err(reply::problem(problem));
     }
     // 6. Size, before parsing; and the time to receive it.
-    let started = std::time::Instant::now();
-    let bytes = match read_body(
+    match read_body(
         headers,
         body,
         app.limits.max_body_bytes,
@@ -170,8 +179,26 @@ async fn push_checked(app: &App, headers: &HeaderMap, body: Body) -> Response {
     )
     .await
     {
-        Ok(bytes) => bytes,
-        Err(problem) => return reply::problem(*problem),
+        Ok(bytes) => Ok((token, bytes)),
+        Err(problem) => Err(reply::problem(*problem)),
+    }
+}
+
+/// A 503 for a full concurrency cap.
+fn at_capacity(what: &str) -> Response {
+    let wait = 1000 + rand::random::<u64>() % 500;
+    reply::busy(ProblemCode::Unavailable, wait, what)
+}
+
+async fn push_checked(app: &App, headers: &HeaderMap, body: Body) -> Response {
+    // 2. The concurrency cap, before any work.
+    let Ok(_permit) = Arc::clone(&app.pushes).try_acquire_owned() else {
+        return at_capacity("too many pushes at once");
+    };
+    let started = std::time::Instant::now();
+    let (token, bytes) = match admit(app, headers, body).await {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
     };
     // 7–9. Version, schema, batch size.
     let request = match parse_push(&bytes, &app.limits) {
@@ -207,8 +234,20 @@ async fn push_checked(app: &App, headers: &HeaderMap, body: Body) -> Response {
             tracing::debug!(target: "cpc_server", ops, seq = head.seq, "push answered");
             reply::json(&PushResponse { outcomes, head })
         }
-        Err(StoreError::HistoryDiverged { head }) => {
-            tracing::info!(target: "cpc_server", head = head.seq, "a client's known position is not in this history: 409");
+        Err(e) => store_failure(e, known, "push"),
+    }
+}
+
+/// The answer to a store error: `409 history_diverged` with the head and
+/// the echoed `known`, `500` for corruption, `503` otherwise.
+fn store_failure(
+    e: StoreError,
+    known: Option<cpc_protocol::Position>,
+    what: &'static str,
+) -> Response {
+    match e {
+        StoreError::HistoryDiverged { head } => {
+            tracing::info!(target: "cpc_server", head = head.seq, what, "a client's known position is not in this history: 409");
             let mut p = Problem::new(
                 ProblemCode::HistoryDiverged,
                 "the client has seen a position this server's history does not have",
@@ -217,20 +256,16 @@ async fn push_checked(app: &App, headers: &HeaderMap, body: Body) -> Response {
             p.known = known;
             reply::problem(p)
         }
-        Err(e) => {
-            tracing::error!(target: "cpc_server", error = %e, "push failed; nothing applied");
-            let wait = 1000 + rand::random::<u64>() % 500;
-            match e {
-                StoreError::Corrupt(_) => reply::problem(Problem::new(
-                    ProblemCode::Internal,
-                    "internal error; nothing was applied",
-                )),
-                _ => reply::busy(
-                    ProblemCode::Unavailable,
-                    wait,
-                    "the store is unavailable; nothing was applied",
-                ),
-            }
+        StoreError::Corrupt(_) => {
+            tracing::error!(target: "cpc_server", error = %e, what, "request failed; nothing applied");
+            reply::problem(Problem::new(
+                ProblemCode::Internal,
+                "internal error; nothing was applied",
+            ))
+        }
+        e => {
+            tracing::error!(target: "cpc_server", error = %e, what, "request failed; nothing applied");
+            at_capacity("the store is unavailable; nothing was applied")
         }
     }
 }
@@ -251,7 +286,7 @@ fn check_media(headers: &HeaderMap) -> Option<Problem> {
     if !media.eq_ignore_ascii_case("application/json") || !charset_ok {
         return Some(Problem::new(
             ProblemCode::UnsupportedMediaType,
-            "a push body is application/json",
+            "a request body is application/json",
         ));
     }
     let coding = headers

@@ -1,10 +1,12 @@
 //! `cpc-server`: the reference server of the cpc-sync HTTP protocol v1
 //! (`docs/protocol.md`), good enough to run in production for small
-//! deployments. Push, health, info and metrics over axum; an embedded
-//! SQLite store in a locked data directory, written by one thread with
-//! group commit, answering only after the commit is durable; bearer tokens
-//! bound to client ids; a rate limit per token and a cap on concurrent
-//! pushes; every request size-limited before parsing.
+//! deployments. Push, pull (change pages, long polls, snapshots), health,
+//! info and metrics over axum; an embedded SQLite store in a locked data
+//! directory, written by one thread with group commit, answering only
+//! after the commit is durable, read for pulls on read-only connections,
+//! its change log compacted after a retention time; bearer tokens bound to
+//! client ids; a rate limit per token and caps on concurrent pushes and
+//! pulls; every request size-limited before parsing.
 //!
 //! It depends on `cpc-protocol` alone of the cpc crates: a server never
 //! compiles client code.
@@ -37,16 +39,16 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cpc_protocol::Limits;
+use cpc_protocol::{Limits, PullLimits};
 use tokio::net::TcpListener;
-use tokio::sync::{oneshot, Semaphore};
+use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
 #[cfg(feature = "test-faults")]
 pub use faults::Faults;
 pub use http::RateLimit;
 pub use metrics::Metrics;
-pub use store::{export_log, Store, StoreError};
+pub use store::{export_log, PullPage, Store, StoreError};
 pub use tokens::{TokenId, Tokens, TokensError, MAX_TOKEN_BYTES};
 
 /// How a server runs.
@@ -58,12 +60,21 @@ pub struct ServerConfig {
     pub data_dir: PathBuf,
     /// The accepted tokens.
     pub tokens: Tokens,
-    /// The limits enforced and advertised.
+    /// The push limits enforced and advertised.
     pub limits: Limits,
+    /// The pull limits enforced and advertised, `change_retention_ms`
+    /// included.
+    pub pull_limits: PullLimits,
     /// Each token's request rate.
     pub rate: RateLimit,
     /// Pushes handled at once; more are answered `503` (default 64).
     pub max_concurrent_pushes: usize,
+    /// Pulls handled at once, long polls included; more are answered `503`
+    /// (default 1024).
+    pub max_concurrent_pulls: usize,
+    /// How often the change log is compacted (default 10 minutes; `None`:
+    /// never, for a store whose history must stay whole).
+    pub compaction_interval: Option<Duration>,
     /// Time to receive a whole request body (default 30 s); slower is `408`.
     pub request_timeout: Duration,
     /// The identity a store created now gets (default: 32 random hex
@@ -83,8 +94,11 @@ impl ServerConfig {
             data_dir: data_dir.into(),
             tokens,
             limits: Limits::default(),
+            pull_limits: PullLimits::default(),
             rate: RateLimit::default(),
             max_concurrent_pushes: 64,
+            max_concurrent_pulls: 1024,
+            compaction_interval: Some(Duration::from_secs(600)),
             request_timeout: Duration::from_secs(30),
             store_id: None,
             #[cfg(feature = "test-faults")]
@@ -117,7 +131,9 @@ pub enum ServerError {
 pub struct RunningServer {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
+    closing: watch::Sender<bool>,
     task: JoinHandle<std::io::Result<()>>,
+    compactor: Option<JoinHandle<()>>,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
 }
@@ -133,9 +149,19 @@ impl RunningServer {
         &self.metrics
     }
 
-    /// Graceful shutdown: stops accepting, lets in-flight requests finish
-    /// (their pushes are committed and answered), then closes the store.
+    /// The store (to compact on demand, or read a pull page directly).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Graceful shutdown: stops accepting, answers waiting long polls at
+    /// once, lets in-flight requests finish (their pushes are committed and
+    /// answered), then closes the store.
     pub async fn shutdown(mut self) -> Result<(), ServerError> {
+        self.closing.send_replace(true);
+        if let Some(compactor) = self.compactor.take() {
+            compactor.abort();
+        }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -171,6 +197,27 @@ fn check(config: &ServerConfig) -> Result<(), ServerError> {
     if config.max_concurrent_pushes == 0 {
         return bad("max_concurrent_pushes", "must be at least 1");
     }
+    if config.max_concurrent_pulls == 0 {
+        return bad("max_concurrent_pulls", "must be at least 1");
+    }
+    let p = &config.pull_limits;
+    if p.max_pull_limit == 0 {
+        return bad("max_pull_limit", "must be at least 1");
+    }
+    if p.min_pull_bytes < l.max_payload_bytes.saturating_mul(2)
+        || p.max_pull_bytes < p.min_pull_bytes
+    {
+        return bad(
+            "min_pull_bytes",
+            "must be at least twice max_payload_bytes, and at most max_pull_bytes",
+        );
+    }
+    if p.max_pull_collections == 0 {
+        return bad("max_pull_collections", "must be at least 1");
+    }
+    if config.compaction_interval.is_some_and(|d| d.is_zero()) {
+        return bad("compaction_interval", "must be above 0 (or None)");
+    }
     if !(config.rate.per_second > 0.0 && config.rate.burst >= 1.0) {
         return bad("rate", "per_second must be above 0 and burst at least 1");
     }
@@ -199,13 +246,17 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         .local_addr()
         .map_err(|e| ServerError::Io("reading the listen address", e))?;
     let metrics = Arc::new(Metrics::default());
+    let (closing, closing_rx) = watch::channel(false);
     let app = Arc::new(http::App {
         store: Arc::clone(&store),
         tokens: config.tokens,
         limits: config.limits,
+        pull_limits: config.pull_limits,
         rate: config.rate,
         limiter: Default::default(),
         pushes: Arc::new(Semaphore::new(config.max_concurrent_pushes)),
+        pulls: Arc::new(Semaphore::new(config.max_concurrent_pulls)),
+        closing: closing_rx,
         request_timeout: config.request_timeout,
         metrics: Arc::clone(&metrics),
         data_dir: config.data_dir.clone(),
@@ -219,14 +270,39 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
             })
             .await
     });
+    let compactor = config.compaction_interval.map(|every| {
+        tokio::spawn(compact_every(
+            Arc::clone(&store),
+            every,
+            config.pull_limits.change_retention_ms,
+        ))
+    });
     tracing::info!(target: "cpc_server", %addr, store_id = store.store_id(), "serving protocol v1");
     Ok(RunningServer {
         addr,
         stop: Some(stop),
+        closing,
         task,
+        compactor,
         store,
         metrics,
     })
+}
+
+/// Compacts the change log every `every`: rows older than `retention_ms`
+/// lose their payload (docs/protocol.md §7.5).
+async fn compact_every(store: Arc<Store>, every: Duration, retention_ms: u64) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        if let Err(e) = store.compact(now.saturating_sub(retention_ms)).await {
+            tracing::warn!(target: "cpc_server", error = %e, "compaction failed; trying again later");
+        }
+    }
 }
 
 /// The data directory's database file, for tools that read it.

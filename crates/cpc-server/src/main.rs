@@ -48,6 +48,16 @@ enum Command {
         /// Pushes handled at once (more are answered 503).
         #[arg(long, default_value_t = 64)]
         max_concurrent_pushes: usize,
+        /// Pulls handled at once, long polls included (more are answered 503).
+        #[arg(long, default_value_t = 1024)]
+        max_concurrent_pulls: usize,
+        /// How long change-log rows keep their payload; an older pull cursor
+        /// gets a snapshot (reset: compacted). Default 30 days.
+        #[arg(long, default_value_t = 30 * 24 * 3600 * 1000)]
+        change_retention_ms: u64,
+        /// Seconds between compactions of the change log; 0: never.
+        #[arg(long, default_value_t = 600)]
+        compaction_interval_s: u64,
         /// The identity a store created now gets (default: random); an
         /// existing store keeps its own. For fixtures, drills and the
         /// worked examples of docs/protocol.md.
@@ -97,6 +107,9 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             rate,
             burst,
             max_concurrent_pushes,
+            max_concurrent_pulls,
+            change_retention_ms,
+            compaction_interval_s,
             store_id,
         } => {
             let mut config = ServerConfig::new(data, Tokens::from_file(&tokens)?);
@@ -109,6 +122,10 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
                 burst,
             };
             config.max_concurrent_pushes = max_concurrent_pushes;
+            config.max_concurrent_pulls = max_concurrent_pulls;
+            config.pull_limits.change_retention_ms = change_retention_ms;
+            config.compaction_interval = (compaction_interval_s > 0)
+                .then(|| std::time::Duration::from_secs(compaction_interval_s));
             config.store_id = store_id;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()

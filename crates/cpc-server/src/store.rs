@@ -1,10 +1,12 @@
 //! The embedded store: SQLite in a locked data directory, written by one
-//! thread with group commit (`store/writer.rs`), schema and migrations in
+//! thread with group commit (`store/writer.rs`), read for pulls on a pool
+//! of read-only connections (`store/read.rs`), schema and migrations in
 //! `store/schema.rs`, the per-operation rules in `store/apply.rs`, the
 //! change log's fingerprint in `store/fp.rs`.
 
 mod apply;
 mod fp;
+mod read;
 mod schema;
 mod writer;
 
@@ -14,13 +16,20 @@ use std::sync::Mutex;
 use std::thread::JoinHandle;
 
 use base64::Engine as _;
-use cpc_protocol::{Limits, OpOutcome, Position, WireOp};
+use std::sync::Arc;
+
+use cpc_protocol::{Limits, OpOutcome, Position, PullRequest, WireOp};
 use rusqlite::OpenFlags;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use self::apply::Head;
+pub use self::read::PullPage;
+use self::read::Readers;
 use self::schema::{from_sql, DirLock};
-use self::writer::{Job, Writer};
+use self::writer::{CompactJob, Job, PushJob, Writer};
+
+/// Rows one compaction step touches at most.
+const COMPACT_STEP: u64 = 20_000;
 
 /// Pushes queued for the writer at most; a push beyond waits for room.
 const QUEUE: usize = 256;
@@ -73,6 +82,8 @@ impl StoreError {
 pub struct Store {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    readers: Arc<Readers>,
+    head: watch::Receiver<u64>,
     store_id: String,
     _lock: DirLock,
     /// The rules to break on purpose (see `crate::faults`).
@@ -107,11 +118,13 @@ impl Store {
         let conn = schema::open(dir, now, new_id)?;
         let (store_id, seq, fp) = schema::read_head(&conn)?;
         let (tx, rx) = mpsc::channel(QUEUE);
+        let (head_tx, head_rx) = watch::channel(seq);
         let writer = Writer {
             conn,
             head: Head { seq, fp },
             store_id: store_id.clone(),
             limits,
+            head_tx,
         };
         let handle = std::thread::Builder::new()
             .name("cpc-server-writer".into())
@@ -120,6 +133,8 @@ impl Store {
         Ok(Store {
             jobs: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
+            readers: Arc::new(Readers::new(dir)),
+            head: head_rx,
             store_id,
             _lock: lock,
             #[cfg(feature = "test-faults")]
@@ -145,6 +160,14 @@ impl Store {
         self.faults
     }
 
+    fn sender(&self) -> Result<mpsc::Sender<Job>, StoreError> {
+        self.jobs
+            .lock()
+            .map_err(|_| StoreError::Closed)?
+            .clone()
+            .ok_or(StoreError::Closed)
+    }
+
     /// Applies one client's push (already validated) and answers after the
     /// commit is durable: the outcomes and the head.
     pub async fn push(
@@ -153,25 +176,57 @@ impl Store {
         ops: Vec<WireOp>,
         known: Option<Position>,
     ) -> Result<(Vec<OpOutcome>, Position), StoreError> {
-        let sender = self
-            .jobs
-            .lock()
-            .map_err(|_| StoreError::Closed)?
-            .clone()
-            .ok_or(StoreError::Closed)?;
         let (reply, answer) = oneshot::channel();
-        sender
-            .send(Job {
+        self.sender()?
+            .send(Job::Push(PushJob {
                 client_id,
                 ops,
                 known,
                 reply,
                 #[cfg(feature = "test-faults")]
                 faults: self.faults,
-            })
+            }))
             .await
             .map_err(|_| StoreError::Closed)?;
         answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Reads the page a pull asks for (already validated; docs/protocol.md
+    /// §7.3–7.5), without waiting: `HistoryDiverged` when its `known` is
+    /// not in this history. The caller does the long poll, on
+    /// [`Store::head`].
+    pub async fn pull(&self, request: PullRequest) -> Result<PullPage, StoreError> {
+        let store_id = self.store_id.clone();
+        self.readers
+            .read(move |conn| read::read_page(conn, &store_id, &request))
+            .await
+    }
+
+    /// The head's seq, told after every commit: what a long poll waits on.
+    pub fn head(&self) -> watch::Receiver<u64> {
+        self.head.clone()
+    }
+
+    /// Compacts the change log (docs/protocol.md §7.5): every row committed
+    /// before `before_ms` (ms since the Unix epoch), as a prefix, loses its
+    /// payload; cursors below the new horizon get a snapshot. Runs in short
+    /// steps between pushes. Answers the horizon.
+    pub async fn compact(&self, before_ms: u64) -> Result<u64, StoreError> {
+        loop {
+            let (reply, answer) = oneshot::channel();
+            self.sender()?
+                .send(Job::Compact(CompactJob {
+                    before_ms,
+                    max_rows: COMPACT_STEP,
+                    reply,
+                }))
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            let (horizon, more) = answer.await.map_err(|_| StoreError::Closed)??;
+            if !more {
+                return Ok(horizon);
+            }
+        }
     }
 
     /// Stops the writer after the pushes already queued, and waits for it.
@@ -183,6 +238,7 @@ impl Store {
         if let Some(handle) = handle {
             let _ = handle.join();
         }
+        self.readers.close();
     }
 }
 
@@ -194,12 +250,17 @@ impl Drop for Store {
 
 /// Writes the committed change log of the store in `dir` as JSON lines, in
 /// `seq` order: the ground truth of what the server applied. Reads a
-/// snapshot; a running server may go on writing.
+/// snapshot; a running server may go on writing. Rows at or below the
+/// compaction horizon say `"compacted": true` and have no payload.
 pub fn export_log(dir: &Path, out: &mut dyn Write) -> Result<u64, StoreError> {
     let conn = rusqlite::Connection::open_with_flags(
         dir.join(schema::DB_FILE),
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
+    let horizon: i64 =
+        conn.query_row("SELECT compacted_through FROM meta WHERE id = 1", [], |r| {
+            r.get(0)
+        })?;
     let mut st = conn.prepare(
         "SELECT seq, fp, collection, id, version, deleted, kind, payload, wall_ms, logical, node,
                 origin_client, origin_op, committed_at_ms FROM changes ORDER BY seq",
@@ -209,6 +270,7 @@ pub fn export_log(dir: &Path, out: &mut dyn Write) -> Result<u64, StoreError> {
     let io = |e| StoreError::Io("writing the log", e);
     while let Some(r) = rows.next()? {
         let payload: Option<Vec<u8>> = r.get(7)?;
+        let seq: i64 = r.get(0)?;
         let line = serde_json::json!({
             "seq": from_sql(r.get(0)?)?,
             "fp": format!("{:016x}", r.get::<_, i64>(1)? as u64),
@@ -224,6 +286,7 @@ pub fn export_log(dir: &Path, out: &mut dyn Write) -> Result<u64, StoreError> {
             },
             "origin": {"client_id": r.get::<_, String>(11)?, "op": r.get::<_, String>(12)?},
             "committed_at_ms": from_sql(r.get(13)?)?,
+            "compacted": seq <= horizon,
         });
         writeln!(out, "{line}").map_err(io)?;
         n += 1;

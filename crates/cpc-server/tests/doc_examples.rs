@@ -24,11 +24,7 @@
 //! server), 429 on a server with a small rate limit and 503 on one with a
 //! concurrency cap of 1 (their own tests below).
 //!
-//! Not replayed yet (parsed, and checked to be what the wire types read):
-//! - `pull-page1`, `pull-page2`, `pull-longpoll`, `pull-initial1`,
-//!   `pull-initial2`, `pull-diverged` (§10.5–10.8): `POST /v1/pull` is not
-//!   served yet (the document's status line); cpc-protocol has no pull types
-//!   yet, so they are only checked to be JSON objects.
+//! Every example is replayed; `pull-longpoll` waits its 20 s.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -38,7 +34,6 @@ use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine as _;
-use cpc_protocol::{Problem, ProblemCode};
 use cpc_server::{RateLimit, RunningServer, ServerConfig, Tokens};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -126,11 +121,6 @@ impl Message {
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
-    }
-
-    /// A request's path.
-    fn path(&self) -> &str {
-        self.start.split(' ').nth(1).unwrap_or_default()
     }
 
     /// An answer's status code.
@@ -260,15 +250,10 @@ enum Plan {
     SmallRateLimit,
     /// Answer only: a server with a concurrency cap of 1 (503).
     ConcurrencyCapOfOne,
-    /// Not served yet: parsed only.
-    NotServedYet(&'static str),
 }
 
 fn plan(e: &Example) -> Plan {
     match (&e.request, &e.response) {
-        (Some(request), _) if request.path() == "/v1/pull" => {
-            Plan::NotServedYet("POST /v1/pull is not served yet (status line)")
-        }
         (Some(_), Some(_)) => Plan::Replay,
         (None, Some(response)) => match response.problem_code().as_deref() {
             Some("unsupported_media_type") => Plan::WrongContentType,
@@ -781,7 +766,7 @@ async fn the_worked_examples_are_the_reference_servers_answers() {
                 replayed.push(e.name.as_str());
             }
             // Their own tests, below.
-            Plan::SmallRateLimit | Plan::ConcurrencyCapOfOne | Plan::NotServedYet(_) => {}
+            Plan::SmallRateLimit | Plan::ConcurrencyCapOfOne => {}
         }
     }
     for must in [
@@ -796,6 +781,13 @@ async fn the_worked_examples_are_the_reference_servers_answers() {
         "err-403",
         "err-413",
         "err-415",
+        "pull-page1",
+        "pull-page2",
+        "pull-longpoll",
+        "pull-initial1",
+        "pull-initial2",
+        "pull-diverged",
+        "push-diverged",
     ] {
         assert!(
             replayed.contains(&must),
@@ -894,50 +886,5 @@ async fn the_503_example_is_what_a_concurrency_cap_of_one_answers() {
         let answer = answer.expect("a push held open must make the next one 503");
         check_answer(&e.name, e.response(), &answer, Some(UNAVAILABLE_WAIT));
     }
-    server.shutdown().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_examples_not_served_yet_parse_and_pull_is_not_found() {
-    let doc = read_doc();
-    let pre = preamble(&doc);
-    let all = examples(&doc);
-    let waiting: Vec<&Example> = all
-        .iter()
-        .filter(|e| matches!(plan(e), Plan::NotServedYet(_)))
-        .collect();
-    for e in &waiting {
-        for (role, message) in [("request", e.request()), ("response", e.response())] {
-            assert!(
-                message.json().is_some_and(|v| v.is_object()),
-                "example {} {role}: a JSON object",
-                e.name
-            );
-        }
-        if e.request().path() == "/v1/push" {
-            // push-diverged: types exist for both halves.
-            let Body::Literal(body) = &e.request().body else {
-                panic!("example {}: a literal body", e.name)
-            };
-            cpc_protocol::parse_push(body, &cpc_protocol::Limits::default())
-                .unwrap_or_else(|p| panic!("example {}: {p}", e.name));
-            let problem: Problem = serde_json::from_value(e.response().json().unwrap()).unwrap();
-            assert_eq!(problem.problem_code(), Some(ProblemCode::HistoryDiverged));
-        }
-    }
-    // The status line: until pull lands, /v1/pull is an unknown path. When
-    // it is served, replay the pull examples (`plan`) instead.
-    let first_pull = waiting
-        .iter()
-        .find(|e| e.request().path() == "/v1/pull")
-        .expect("docs/protocol.md has pull examples");
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path(), &pre, |_| {}).await;
-    let answer = exchange(server.addr(), first_pull.request()).await;
-    assert_eq!(
-        (answer.status, answer.json()["code"].clone()),
-        (404, json!("not_found")),
-        "the status line: /v1/pull answers 404 not_found until pull lands"
-    );
     server.shutdown().await.unwrap();
 }

@@ -11,7 +11,7 @@ use super::StoreError;
 /// The schema this build writes. Older files are migrated at open; a newer
 /// one is refused (an older server must not write a format it does not
 /// know).
-pub(crate) const SCHEMA_VERSION: i64 = 1;
+pub(crate) const SCHEMA_VERSION: i64 = 2;
 
 /// The database file inside the data directory.
 pub(crate) const DB_FILE: &str = "cpc-server.sqlite3";
@@ -53,6 +53,13 @@ CREATE TABLE clients(
   client_id TEXT PRIMARY KEY,
   first_seen_ms INTEGER NOT NULL,
   last_seen_ms INTEGER NOT NULL);
+";
+
+/// Version 2: the compaction horizon (docs/protocol.md §7.5). Rows at or
+/// below it keep their fingerprint and origin (the history check and the
+/// exported log need them) but lose their payload.
+const MIGRATE_V2: &str = "
+ALTER TABLE meta ADD COLUMN compacted_through INTEGER NOT NULL DEFAULT 0;
 ";
 
 /// Holds the data directory's exclusive lock for as long as it lives: two
@@ -102,22 +109,29 @@ pub(crate) fn open(
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    match version {
-        0 => {
-            let tx = conn.unchecked_transaction()?;
-            tx.execute_batch(SCHEMA_V1)?;
-            tx.execute(
-                "INSERT INTO meta (id, store_id, head_seq, head_fp, created_at_ms) VALUES (1, ?1, 0, 0, ?2)",
-                params![
-                    new_id.map_or_else(new_store_id, str::to_owned),
-                    to_sql(now_ms)
-                ],
-            )?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-            tx.commit()?;
-        }
-        SCHEMA_VERSION => {}
-        other => return Err(StoreError::Schema(other)),
+    if !(0..=SCHEMA_VERSION).contains(&version) {
+        return Err(StoreError::Schema(version));
+    }
+    // Each step in its own transaction: a crash between two leaves a
+    // store the next open carries on from.
+    if version < 1 {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(SCHEMA_V1)?;
+        tx.execute(
+            "INSERT INTO meta (id, store_id, head_seq, head_fp, created_at_ms) VALUES (1, ?1, 0, 0, ?2)",
+            params![
+                new_id.map_or_else(new_store_id, str::to_owned),
+                to_sql(now_ms)
+            ],
+        )?;
+        tx.pragma_update(None, "user_version", 1)?;
+        tx.commit()?;
+    }
+    if version < 2 {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(MIGRATE_V2)?;
+        tx.pragma_update(None, "user_version", 2)?;
+        tx.commit()?;
     }
     Ok(conn)
 }

@@ -7,19 +7,40 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cpc_protocol::{Hex64, Limits, OpOutcome, Position, WireOp};
-use rusqlite::{params, Connection, OptionalExtension};
-use tokio::sync::{mpsc, oneshot};
+use rusqlite::{params, Connection};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::apply::{apply_batch, Head, Rules};
-use super::schema::to_sql;
+use super::read::in_history;
+use super::schema::{from_sql, to_sql};
 use super::StoreError;
 
 /// Pushes committed together at most.
 const MAX_GROUP: usize = 64;
 
+/// What the writer is asked to do.
+#[derive(Debug)]
+pub(crate) enum Job {
+    /// Apply a push (grouped with others into one commit).
+    Push(PushJob),
+    /// Compact the change log's prefix (docs/protocol.md §7.5).
+    Compact(CompactJob),
+}
+
+/// A compaction step: rows committed before `before_ms` lose their
+/// payload, as a prefix of the log, `max_rows` at most (so that pushes
+/// wait for one short transaction, never for a whole compaction).
+#[derive(Debug)]
+pub(crate) struct CompactJob {
+    pub before_ms: u64,
+    pub max_rows: u64,
+    /// The horizon after this step, and whether it stopped at `max_rows`.
+    pub reply: oneshot::Sender<Result<(u64, bool), StoreError>>,
+}
+
 /// One push waiting for the writer.
 #[derive(Debug)]
-pub(crate) struct Job {
+pub(crate) struct PushJob {
     pub client_id: String,
     pub ops: Vec<WireOp>,
     /// The client's highest seen position, checked against this history.
@@ -36,6 +57,8 @@ pub(crate) struct Writer {
     pub head: Head,
     pub store_id: String,
     pub limits: Limits,
+    /// Told the head's seq after each commit: long polls wait on it.
+    pub head_tx: watch::Sender<u64>,
 }
 
 fn now_ms() -> u64 {
@@ -47,11 +70,24 @@ fn now_ms() -> u64 {
 impl Writer {
     /// Runs until every sender is gone.
     pub(crate) fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
-        while let Some(first) = jobs.blocking_recv() {
+        let mut next = None;
+        while let Some(first) = next.take().or_else(|| jobs.blocking_recv()) {
+            let first = match first {
+                Job::Push(push) => push,
+                Job::Compact(job) => {
+                    let result = self.compact(job.before_ms, job.max_rows);
+                    let _ = job.reply.send(result);
+                    continue;
+                }
+            };
             let mut group = vec![first];
             while group.len() < MAX_GROUP {
                 match jobs.try_recv() {
-                    Ok(job) => group.push(job),
+                    Ok(Job::Push(job)) => group.push(job),
+                    Ok(other) => {
+                        next = Some(other);
+                        break;
+                    }
                     Err(_) => break,
                 }
             }
@@ -60,14 +96,14 @@ impl Writer {
         tracing::info!(target: "cpc_server", "store writer stopped");
     }
 
-    fn commit_group(&mut self, group: Vec<Job>) {
+    fn commit_group(&mut self, group: Vec<PushJob>) {
         let started = std::time::Instant::now();
         let before = self.head;
         let now = now_ms();
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             return fail_all(group, &e.into());
         }
-        let mut results: Vec<(Job, Result<Vec<OpOutcome>, StoreError>)> =
+        let mut results: Vec<(PushJob, Result<Vec<OpOutcome>, StoreError>)> =
             Vec::with_capacity(group.len());
         for job in group {
             let result = self.apply_job(&job, now);
@@ -95,6 +131,7 @@ impl Writer {
             seq: self.head.seq,
             fp: Hex64(self.head.fp),
         };
+        self.head_tx.send_replace(self.head.seq);
         let pushes = results.len();
         for (job, result) in results {
             // A caller that gave up (its connection closed) is fine: the
@@ -104,7 +141,7 @@ impl Writer {
         tracing::debug!(target: "cpc_server", pushes, seq = self.head.seq, elapsed_us = started.elapsed().as_micros() as u64, "group committed");
     }
 
-    fn apply_job(&mut self, job: &Job, now: u64) -> Result<Vec<OpOutcome>, StoreError> {
+    fn apply_job(&mut self, job: &PushJob, now: u64) -> Result<Vec<OpOutcome>, StoreError> {
         #[cfg(feature = "test-faults")]
         let check = !job.faults.ignore_known;
         #[cfg(not(feature = "test-faults"))]
@@ -148,18 +185,7 @@ impl Writer {
     /// the restored server took new writes). Checked by the writer, so the
     /// head it compares with is the one the push would be applied on.
     fn check_known(&self, known: &Position) -> Result<(), StoreError> {
-        let here = if known.store_id != self.store_id || known.seq > self.head.seq {
-            None
-        } else if known.seq == 0 {
-            Some(0)
-        } else {
-            self.conn
-                .prepare_cached("SELECT fp FROM changes WHERE seq = ?1")?
-                .query_row(params![to_sql(known.seq)], |r| r.get::<_, i64>(0))
-                .optional()?
-                .map(|fp| fp as u64)
-        };
-        if here == Some(known.fp.0) {
+        if in_history(&self.conn, &self.store_id, self.head.seq, known)? {
             return Ok(());
         }
         Err(StoreError::HistoryDiverged {
@@ -170,9 +196,52 @@ impl Writer {
             },
         })
     }
+
+    /// One compaction step: drops the payloads of the oldest rows committed
+    /// before `before_ms`, in `seq` order, stopping at the first newer row
+    /// (so the horizon is a prefix even if the wall clock stepped back).
+    fn compact(&mut self, before_ms: u64, max_rows: u64) -> Result<(u64, bool), StoreError> {
+        let tx = self.conn.transaction()?;
+        let horizon: i64 =
+            tx.query_row("SELECT compacted_through FROM meta WHERE id = 1", [], |r| {
+                r.get(0)
+            })?;
+        let before = i64::try_from(before_ms).unwrap_or(i64::MAX);
+        let mut last = horizon;
+        let mut examined = 0u64;
+        {
+            let mut st = tx.prepare(
+                "SELECT seq, committed_at_ms FROM changes WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            )?;
+            let mut rows = st.query(params![horizon, to_sql(max_rows)])?;
+            while let Some(r) = rows.next()? {
+                let (seq, at): (i64, i64) = (r.get(0)?, r.get(1)?);
+                if at >= before {
+                    break;
+                }
+                last = seq;
+                examined += 1;
+            }
+        }
+        if last > horizon {
+            tx.execute(
+                "UPDATE changes SET payload = NULL WHERE seq > ?1 AND seq <= ?2",
+                params![horizon, last],
+            )?;
+            tx.execute(
+                "UPDATE meta SET compacted_through = ?1 WHERE id = 1",
+                params![last],
+            )?;
+        }
+        tx.commit()?;
+        if last > horizon {
+            tracing::info!(target: "cpc_server", compacted_through = last, rows = examined, "change log compacted");
+        }
+        Ok((from_sql(last)?, examined == max_rows))
+    }
 }
 
-fn fail_all(group: Vec<Job>, e: &StoreError) {
+fn fail_all(group: Vec<PushJob>, e: &StoreError) {
     tracing::error!(target: "cpc_server", error = %e, "could not begin a transaction");
     for job in group {
         let _ = job.reply.send(Err(e.unavailable_copy()));

@@ -1,10 +1,11 @@
-//! The reference server over real loopback sockets: push rules, every
+//! The reference server over real loopback sockets: push rules, pull pages, every
 //! whole-request answer, durability and the change log.
 
 // Tests panic on broken fixtures by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod answers_every_bad_request_with_a_problem;
+mod pull_pages;
 mod push_rules;
 mod support;
 mod the_change_log_is_the_truth;

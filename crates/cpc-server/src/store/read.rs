@@ -1,0 +1,500 @@
+//! The read side: pull pages (docs/protocol.md §7.3–7.5) read on their own
+//! read-only connections, so a pull never waits for the writer nor holds it
+//! up (WAL: readers see the last commit). Each page is read in one read
+//! transaction, so its rows, its cursor and the head it reports agree.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use cpc_protocol::{
+    Change, Cursor, EntityKey, Hex64, OpId, Origin, Payload, Position, PullRequest, Reset,
+    ResetReason, SnapshotRange, Timestamp,
+};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension};
+use serde::Serialize;
+use serde_json::value::RawValue;
+use tokio::sync::Semaphore;
+
+use super::schema::{from_sql, to_sql, DB_FILE};
+use super::StoreError;
+
+/// Read connections kept open at most (and pulls read at once).
+const READERS: usize = 8;
+
+/// With a collection filter, change-log rows examined per page at most: a
+/// scope whose collections are rare must not make one pull scan the whole
+/// log. The page's cursor then advances to the end of the window.
+pub(crate) const SCAN_WINDOW: u64 = 100_000;
+
+/// A page, serialized, with what the HTTP layer needs to decide on a long
+/// poll.
+#[derive(Debug)]
+pub struct PullPage {
+    /// The answer body (`application/json`).
+    pub body: Vec<u8>,
+    /// Changes or entities listed.
+    pub listed: usize,
+    /// A snapshot page (never waits).
+    pub snapshot: bool,
+    /// The answer's `has_more`.
+    pub has_more: bool,
+    /// The answer cursor's seq.
+    pub cursor_seq: u64,
+    /// The head the page was read at.
+    pub head_seq: u64,
+}
+
+/// The pool of read-only connections.
+#[derive(Debug)]
+pub(crate) struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Arc<Semaphore>,
+}
+
+impl Readers {
+    pub(crate) fn new(dir: &std::path::Path) -> Readers {
+        Readers {
+            path: dir.join(DB_FILE),
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(READERS)),
+        }
+    }
+
+    /// Runs `read` on a read connection, off the async threads.
+    pub(crate) async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        read: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let _permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let this = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let conn = match this.idle.lock().ok().and_then(|mut idle| idle.pop()) {
+                Some(conn) => conn,
+                None => this.open()?,
+            };
+            let result = read(&conn);
+            if let Ok(mut idle) = this.idle.lock() {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Io("reading a pull page", std::io::Error::other(e)))?
+    }
+
+    fn open(&self) -> Result<Connection, StoreError> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(conn)
+    }
+
+    /// Closes the idle connections (the store is closing).
+    pub(crate) fn close(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+}
+
+/// The fingerprint of this history at `seq` (0 at seq 0), if it has that
+/// row. Fingerprints survive compaction (§7.5).
+pub(crate) fn fp_at(conn: &Connection, seq: u64) -> Result<Option<u64>, StoreError> {
+    if seq == 0 {
+        return Ok(Some(0));
+    }
+    Ok(conn
+        .prepare_cached("SELECT fp FROM changes WHERE seq = ?1")?
+        .query_row([to_sql(seq)], |r| r.get::<_, i64>(0))
+        .optional()?
+        .map(|fp| fp as u64))
+}
+
+/// Whether `p` is a position of this history: this store, at or below the
+/// head, the same fingerprint at its seq (§8).
+pub(crate) fn in_history(
+    conn: &Connection,
+    store_id: &str,
+    head_seq: u64,
+    p: &Position,
+) -> Result<bool, StoreError> {
+    if p.store_id != store_id || p.seq > head_seq {
+        return Ok(false);
+    }
+    Ok(fp_at(conn, p.seq)? == Some(p.fp.0))
+}
+
+/// What the page is read against.
+struct Ctx<'a> {
+    conn: &'a Connection,
+    head: Position,
+    request: &'a PullRequest,
+}
+
+/// Reads the page `request` asks for, or `HistoryDiverged` when its
+/// `known` is not in this history.
+pub(crate) fn read_page(
+    conn: &Connection,
+    store_id: &str,
+    request: &PullRequest,
+) -> Result<PullPage, StoreError> {
+    let tx = conn.unchecked_transaction()?;
+    let (head_seq, head_fp, compacted_through): (i64, i64, i64) = tx.query_row(
+        "SELECT head_seq, head_fp, compacted_through FROM meta WHERE id = 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let head = Position {
+        store_id: store_id.to_owned(),
+        seq: from_sql(head_seq)?,
+        fp: Hex64(head_fp as u64),
+    };
+    let compacted_through = from_sql(compacted_through)?;
+    if let Some(known) = &request.known {
+        if !in_history(&tx, store_id, head.seq, known)? {
+            return Err(StoreError::HistoryDiverged { head });
+        }
+    }
+    let cx = Ctx {
+        conn: &tx,
+        head,
+        request,
+    };
+    let reset = match &request.cursor {
+        None => Some(ResetReason::Initial),
+        Some(c) if c.store_id != store_id => Some(ResetReason::UnknownStore),
+        Some(c) if c.seq < compacted_through => Some(ResetReason::Compacted),
+        Some(c) if !in_history(&tx, store_id, cx.head.seq, &c.position())? => {
+            Some(ResetReason::Diverged)
+        }
+        Some(_) => None,
+    };
+    let page = match (reset, &request.cursor) {
+        (Some(reason), _) => snapshot_page(&cx, cx.head.clone(), None, Some(reason)),
+        (None, Some(c)) if c.after.is_some() => {
+            snapshot_page(&cx, c.position(), c.after.clone(), None)
+        }
+        (None, Some(c)) => change_page(&cx, c),
+        (None, None) => Err(StoreError::Invalid("a pull without a cursor needs a reset")),
+    }?;
+    tx.finish()?;
+    Ok(page)
+}
+
+/// The answer as written: `changes` already serialized, once, so that the
+/// page's size is known exactly while it is filled.
+#[derive(Serialize)]
+struct Body<'a> {
+    changes: &'a [Box<RawValue>],
+    cursor: &'a Cursor,
+    has_more: bool,
+    reset: Option<Reset>,
+    snapshot: Option<&'a SnapshotRange>,
+    head: &'a Position,
+}
+
+/// A page being filled.
+struct Fill {
+    rows: Vec<(Box<RawValue>, u64, Option<u64>, EntityKey)>,
+    bytes: usize,
+}
+
+impl Fill {
+    fn new() -> Fill {
+        Fill {
+            rows: Vec::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Adds a row unless it would take the page over `room` bytes (the
+    /// first row always goes in: `min_pull_bytes` fits the largest one).
+    fn push(&mut self, change: &Change, fp: Option<u64>, room: usize) -> Result<bool, StoreError> {
+        let raw = serde_json::value::to_raw_value(change)
+            .map_err(|_| StoreError::Corrupt("a change that does not serialize"))?;
+        let cost = raw.get().len() + 1;
+        if !self.rows.is_empty() && self.bytes + cost > room {
+            return Ok(false);
+        }
+        self.bytes += cost;
+        self.rows.push((raw, change.seq, fp, change.entity.clone()));
+        Ok(true)
+    }
+}
+
+/// Serializes a page; `None` if it is over `max_bytes` (the caller drops
+/// its last row and tries again).
+fn render(
+    raws: &[Box<RawValue>],
+    cursor: &Cursor,
+    has_more: bool,
+    reset: Option<ResetReason>,
+    snapshot: Option<&SnapshotRange>,
+    head: &Position,
+    max_bytes: u64,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    let body = serde_json::to_vec(&Body {
+        changes: raws,
+        cursor,
+        has_more,
+        reset: reset.map(|reason| Reset { reason }),
+        snapshot,
+        head,
+    })
+    .map_err(|_| StoreError::Corrupt("a page that does not serialize"))?;
+    Ok((body.len() as u64 <= max_bytes || raws.len() <= 1).then_some(body))
+}
+
+/// Bytes of a page besides its changes, at most: two positions (one with
+/// a key of up to 2 × 1024 bytes, escaped), the range, the other members.
+fn envelope_room(max_bytes: u64) -> usize {
+    const ENVELOPE: usize = 2 * 1024 * 6 * 2 + 1024;
+    usize::try_from(max_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(ENVELOPE)
+        .max(1)
+}
+
+/// `SQL IN (?, ?, …)` over the scope's collections, numbered from `first`.
+fn scope_clause(column: &str, request: &PullRequest, first: usize) -> (String, Vec<SqlValue>) {
+    match &request.collections {
+        None => (String::new(), Vec::new()),
+        Some(names) => {
+            let marks: Vec<String> = (0..names.len())
+                .map(|i| format!("?{}", first + i))
+                .collect();
+            (
+                format!(" AND {column} IN ({})", marks.join(", ")),
+                names.iter().map(|n| SqlValue::Text(n.clone())).collect(),
+            )
+        }
+    }
+}
+
+/// A row of `changes` or of `entities` joined with its last change, as a
+/// `Change`.
+fn change_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Change, Option<u64>)> {
+    let int = |i: usize| -> rusqlite::Result<u64> {
+        let v: i64 = r.get(i)?;
+        u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, v))
+    };
+    let deleted: bool = r.get(4)?;
+    let payload: Option<Vec<u8>> = r.get(5)?;
+    let node = r.get::<_, i64>(8)? as u64;
+    let origin_client: Option<String> = r.get(9)?;
+    let origin_op: Option<String> = r.get(10)?;
+    let origin = match (
+        origin_client,
+        origin_op.and_then(|o| o.parse::<OpId>().ok()),
+    ) {
+        (Some(client_id), Some(op)) => Some(Origin { client_id, op }),
+        _ => None,
+    };
+    let fp: Option<i64> = r.get(11)?;
+    Ok((
+        Change {
+            seq: int(0)?,
+            entity: EntityKey {
+                collection: r.get(1)?,
+                id: r.get(2)?,
+            },
+            version: int(3)?,
+            deleted,
+            payload: if deleted {
+                None
+            } else {
+                Some(Payload(payload.unwrap_or_default()))
+            },
+            timestamp: Timestamp {
+                wall_ms: int(6)?,
+                logical: r.get(7)?,
+                node: Hex64(node),
+            },
+            node: Hex64(node),
+            origin,
+        },
+        fp.map(|fp| fp as u64),
+    ))
+}
+
+/// §7.3: the change-log rows above the cursor, in `seq` order.
+fn change_page(cx: &Ctx<'_>, from: &Cursor) -> Result<PullPage, StoreError> {
+    let request = cx.request;
+    let filtered = request.collections.is_some();
+    let upper = if filtered {
+        cx.head.seq.min(from.seq.saturating_add(SCAN_WINDOW))
+    } else {
+        cx.head.seq
+    };
+    let (scope, mut args) = scope_clause("collection", request, 4);
+    let sql = format!(
+        "SELECT seq, collection, id, version, deleted, payload, wall_ms, logical, node,
+                origin_client, origin_op, fp
+         FROM changes WHERE seq > ?1 AND seq <= ?2{scope} ORDER BY seq LIMIT ?3"
+    );
+    let mut all = vec![
+        SqlValue::Integer(to_sql(from.seq)),
+        SqlValue::Integer(to_sql(upper)),
+        SqlValue::Integer(to_sql(request.limit)),
+    ];
+    all.append(&mut args);
+    let mut st = cx.conn.prepare_cached(&sql)?;
+    let mut rows = st.query(params_from_iter(all))?;
+    let room = envelope_room(request.max_bytes);
+    let mut fill = Fill::new();
+    let mut cut = false;
+    while let Some(r) = rows.next()? {
+        let (change, fp) = change_from_row(r)?;
+        if !fill.push(&change, fp, room)? {
+            cut = true;
+            break;
+        }
+    }
+    drop(rows);
+    let full = cut || fill.rows.len() as u64 == request.limit;
+    loop {
+        // Unfiltered, or the page stopped early: the cursor is the last
+        // row listed. Filtered and not full: every row up to `upper` was
+        // examined.
+        let (seq, fp) = match fill.rows.last() {
+            Some((_, seq, fp, _)) if !filtered || full => (
+                *seq,
+                fp.ok_or(StoreError::Corrupt("a change without its fp"))?,
+            ),
+            _ if filtered => (
+                upper,
+                fp_at(cx.conn, upper)?.ok_or(StoreError::Corrupt("a gap in the change log"))?,
+            ),
+            _ => (from.seq, from.fp.0),
+        };
+        let cursor = Cursor {
+            store_id: cx.head.store_id.clone(),
+            seq,
+            fp: Hex64(fp),
+            after: None,
+        };
+        let has_more = seq < cx.head.seq;
+        let raws: Vec<Box<RawValue>> = fill.rows.iter().map(|r| r.0.clone()).collect();
+        match render(
+            &raws,
+            &cursor,
+            has_more,
+            None,
+            None,
+            &cx.head,
+            request.max_bytes,
+        )? {
+            Some(body) => {
+                return Ok(PullPage {
+                    body,
+                    listed: raws.len(),
+                    snapshot: false,
+                    has_more,
+                    cursor_seq: seq,
+                    head_seq: cx.head.seq,
+                })
+            }
+            None => {
+                fill.rows.pop();
+            }
+        }
+    }
+}
+
+/// §7.4: the scope's live entities after `from`, in key order, against the
+/// base position `base`.
+fn snapshot_page(
+    cx: &Ctx<'_>,
+    base: Position,
+    from: Option<EntityKey>,
+    reset: Option<ResetReason>,
+) -> Result<PullPage, StoreError> {
+    let request = cx.request;
+    let (after, mut args) = match &from {
+        None => (String::new(), Vec::new()),
+        Some(k) => (
+            " AND (e.collection > ?2 OR (e.collection = ?2 AND e.id > ?3))".to_owned(),
+            vec![
+                SqlValue::Text(k.collection.clone()),
+                SqlValue::Text(k.id.clone()),
+            ],
+        ),
+    };
+    let (scope, mut scope_args) = scope_clause("e.collection", request, 2 + args.len());
+    let sql = format!(
+        "SELECT e.last_seq, e.collection, e.id, e.version, e.deleted, e.payload, e.wall_ms,
+                e.logical, e.node, c.origin_client, c.origin_op, c.fp
+         FROM entities e LEFT JOIN changes c ON c.seq = e.last_seq
+         WHERE e.deleted = 0{after}{scope} ORDER BY e.collection, e.id LIMIT ?1"
+    );
+    let mut all = vec![SqlValue::Integer(to_sql(request.limit.saturating_add(1)))];
+    all.append(&mut args);
+    all.append(&mut scope_args);
+    let mut st = cx.conn.prepare_cached(&sql)?;
+    let mut rows = st.query(params_from_iter(all))?;
+    let room = envelope_room(request.max_bytes);
+    let mut fill = Fill::new();
+    let mut more = false;
+    while let Some(r) = rows.next()? {
+        if fill.rows.len() as u64 == request.limit {
+            more = true;
+            break;
+        }
+        let (change, _) = change_from_row(r)?;
+        if !fill.push(&change, None, room)? {
+            more = true;
+            break;
+        }
+    }
+    drop(rows);
+    loop {
+        let through = if more {
+            fill.rows.last().map(|r| r.3.clone())
+        } else {
+            None
+        };
+        let cursor = Cursor {
+            store_id: base.store_id.clone(),
+            seq: base.seq,
+            fp: base.fp,
+            after: through.clone(),
+        };
+        let has_more = through.is_some() || cx.head.seq > base.seq;
+        let range = SnapshotRange {
+            from: from.clone(),
+            through,
+        };
+        let raws: Vec<Box<RawValue>> = fill.rows.iter().map(|r| r.0.clone()).collect();
+        match render(
+            &raws,
+            &cursor,
+            has_more,
+            reset,
+            Some(&range),
+            &cx.head,
+            request.max_bytes,
+        )? {
+            Some(body) => {
+                return Ok(PullPage {
+                    body,
+                    listed: raws.len(),
+                    snapshot: true,
+                    has_more,
+                    cursor_seq: base.seq,
+                    head_seq: cx.head.seq,
+                })
+            }
+            None => {
+                fill.rows.pop();
+                more = true;
+            }
+        }
+    }
+}
