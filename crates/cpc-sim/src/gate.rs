@@ -245,6 +245,9 @@ impl QueueStorage for GatedStorage {
     fn clock_mark(&self, raise_to: Option<HlcTimestamp>) -> Result<Option<HlcTimestamp>> {
         self.call(|s| s.clock_mark(raise_to))
     }
+    fn sync_state(&self, key: &str, set: Option<Vec<u8>>) -> Result<Option<Vec<u8>>> {
+        self.call(|s| s.sync_state(key, set))
+    }
     fn flush(&self) -> Result<()> {
         self.call(|s| s.flush())
     }

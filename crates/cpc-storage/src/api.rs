@@ -692,8 +692,35 @@ pub trait QueueStorage: Send + Sync + fmt::Debug {
     /// raised (the clock restores from the new one, which is what it would
     /// write anyway).
     fn clock_mark(&self, raise_to: Option<HlcTimestamp>) -> Result<Option<HlcTimestamp>>;
+    /// A small value the sync layer keeps beside the queue under `key` (the
+    /// pull cursor, the highest server position seen): read when `set` is
+    /// `None`, replaced durably (like a completion) when `Some`; answers
+    /// the value stored. A key is 1 to 64 ASCII characters, a value at most
+    /// [`MAX_SYNC_STATE_BYTES`]; stored values are checked on read (length,
+    /// CRC), a damaged one is a `Corrupt` error.
+    fn sync_state(&self, key: &str, set: Option<Vec<u8>>) -> Result<Option<Vec<u8>>>;
     /// Makes everything written so far durable (a no-op under `Immediate`).
     fn flush(&self) -> Result<()>;
+}
+
+/// The largest value [`QueueStorage::sync_state`] keeps.
+pub const MAX_SYNC_STATE_BYTES: usize = 64 * 1024;
+
+/// Checks a [`QueueStorage::sync_state`] call's key and value.
+pub(crate) fn check_sync_state(key: &str, set: Option<&Vec<u8>>) -> Result<()> {
+    if key.is_empty() || key.len() > 64 || !key.is_ascii() {
+        return Err(crate::StorageError::InvalidOption {
+            field: "sync_state key",
+            reason: "1 to 64 ASCII characters",
+        });
+    }
+    if set.is_some_and(|v| v.len() > MAX_SYNC_STATE_BYTES) {
+        return Err(crate::StorageError::InvalidOption {
+            field: "sync_state value",
+            reason: "at most MAX_SYNC_STATE_BYTES (64 KiB)",
+        });
+    }
+    Ok(())
 }
 
 #[cfg(test)]

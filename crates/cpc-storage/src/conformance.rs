@@ -164,6 +164,7 @@ suite!($
     conflict_log_is_bounded_by_count_and_age,
     conflict_log_is_bounded_by_bytes,
     clock_mark_never_goes_down,
+    sync_state_is_replaced_and_kept,
     a_healthy_store_has_nothing_quarantined,
     stats_count_by_state_and_priority,
     list_filters_by_entity_dead_and_limit,
@@ -1263,6 +1264,42 @@ pub fn clock_mark_never_goes_down(f: &dyn Factory) {
     if f.durable() {
         env.reopen(T0);
         assert_eq!(env.s().load_clock_mark().unwrap(), Some(higher));
+    }
+}
+
+/// A sync state value reads back, is replaced whole, survives a reopen;
+/// bad keys and oversized values are refused without changing anything.
+pub fn sync_state_is_replaced_and_kept(f: &dyn Factory) {
+    let mut env = Env::new(f, options());
+    assert_eq!(env.s().sync_state("pull", None).unwrap(), None);
+    assert_eq!(
+        env.s().sync_state("pull", Some(vec![1, 2, 3])).unwrap(),
+        Some(vec![1, 2, 3])
+    );
+    env.s().sync_state("pull", Some(vec![9])).unwrap();
+    env.s().sync_state("other", Some(Vec::new())).unwrap();
+    assert_eq!(env.s().sync_state("pull", None).unwrap(), Some(vec![9]));
+    let big = vec![7u8; crate::MAX_SYNC_STATE_BYTES + 1];
+    for (key, value) in [
+        ("", None),
+        (&"k".repeat(65) as &str, None),
+        ("pull", Some(big)),
+    ] {
+        assert!(
+            matches!(
+                env.s().sync_state(key, value),
+                Err(StorageError::InvalidOption { .. })
+            ),
+            "key {key:?} must be refused"
+        );
+    }
+    let max = vec![5u8; crate::MAX_SYNC_STATE_BYTES];
+    env.s().sync_state("max", Some(max.clone())).unwrap();
+    if f.durable() {
+        env.reopen(T0);
+        assert_eq!(env.s().sync_state("pull", None).unwrap(), Some(vec![9]));
+        assert_eq!(env.s().sync_state("other", None).unwrap(), Some(Vec::new()));
+        assert_eq!(env.s().sync_state("max", None).unwrap(), Some(max));
     }
 }
 

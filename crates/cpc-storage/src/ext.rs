@@ -184,6 +184,9 @@ macro_rules! forward_queue_storage {
             fn clock_mark(&self, raise_to: Option<HlcTimestamp>) -> Result<Option<HlcTimestamp>> {
                 (**self).clock_mark(raise_to)
             }
+            fn sync_state(&self, key: &str, set: Option<Vec<u8>>) -> Result<Option<Vec<u8>>> {
+                (**self).sync_state(key, set)
+            }
             fn flush(&self) -> Result<()> {
                 (**self).flush()
             }

@@ -136,6 +136,7 @@ mod notices;
 mod sled_backend;
 mod sqlite;
 
+pub use api::MAX_SYNC_STATE_BYTES;
 pub use api::{
     respread_offset, Amend, Claimed, Completion, ConflictCursor, ConflictFilter, DeadHeadPolicy,
     DeferredConflict, Durability, EpochMillis, ListFilter, LoggedConflict, OpState, Page,

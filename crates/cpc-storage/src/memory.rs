@@ -213,6 +213,15 @@ impl QueueStorage for MemoryStorage {
         Ok(st.clock_mark)
     }
 
+    fn sync_state(&self, key: &str, set: Option<Vec<u8>>) -> Result<Option<Vec<u8>>> {
+        crate::api::check_sync_state(key, set.as_ref())?;
+        let mut st = self.lock();
+        if let Some(value) = set {
+            st.sync_state.insert(key.to_owned(), value);
+        }
+        Ok(st.sync_state.get(key).cloned())
+    }
+
     fn flush(&self) -> Result<()> {
         Ok(())
     }
@@ -252,6 +261,7 @@ struct MemState {
     /// The `n` of the last quarantined record (the first is 1, as in SQLite).
     last_quarantined: u64,
     clock_mark: Option<HlcTimestamp>,
+    sync_state: std::collections::HashMap<String, Vec<u8>>,
     notices: Vec<QuarantineNotice>,
 }
 

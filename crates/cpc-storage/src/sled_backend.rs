@@ -721,6 +721,34 @@ impl QueueStorage for SledStorage {
         .transpose()
     }
 
+    fn sync_state(&self, key: &str, set: Option<Vec<u8>>) -> Result<Option<Vec<u8>>> {
+        crate::api::check_sync_state(key, set.as_ref())?;
+        let name = format!("sync/{key}").into_bytes();
+        if let Some(value) = set {
+            let bytes = envelope::encode(RecordKind::Meta, &value).map_err(StorageError::Encode)?;
+            return self.write_tx(|tx| {
+                tx.put(META, &name, bytes);
+                Ok(Some(value))
+            });
+        }
+        self.poison.check()?;
+        let raw = self.trees[META]
+            .get(&name)
+            .map_err(|e| sled_error("read", e))?;
+        raw.map(|raw| {
+            envelope::decode::<Vec<u8>>(
+                RecordKind::Meta,
+                &raw,
+                crate::api::MAX_SYNC_STATE_BYTES as u32 + 16,
+            )
+            .map_err(|source| StorageError::Corrupt {
+                key: format!("meta/sync/{key}"),
+                source,
+            })
+        })
+        .transpose()
+    }
+
     fn flush(&self) -> Result<()> {
         self.poison.check()?;
         if matches!(self.options.durability, Durability::Relaxed) {

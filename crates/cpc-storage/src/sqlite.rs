@@ -589,6 +589,22 @@ impl QueueStorage for SqliteStorage {
         })
     }
 
+    fn sync_state(&self, key: &str, set: Option<Vec<u8>>) -> Result<Option<Vec<u8>>> {
+        crate::api::check_sync_state(key, set.as_ref())?;
+        let name = format!("sync/{key}");
+        let Some(value) = set else {
+            return self.shared.read(|tx| tx.sync_state(&name));
+        };
+        let body = envelope::encode(RecordKind::Meta, &value).map_err(StorageError::Encode)?;
+        self.shared.write("store sync state", |tx| {
+            tx.conn
+                .prepare_cached("INSERT OR REPLACE INTO meta (k, v) VALUES (?1, ?2)")
+                .and_then(|mut st| st.execute(params![name, body]))
+                .map_err(|e| classify(tx.path, "store sync state", e))?;
+            Ok(Some(value))
+        })
+    }
+
     fn flush(&self) -> Result<()> {
         let s = &self.shared;
         s.poison.check()?;

@@ -286,6 +286,27 @@ impl<'c> SqlTx<'c> {
             .map_err(self.err("quarantine"))
     }
 
+    /// The sync state stored under `name` (`sync/<key>` in `meta`).
+    pub(super) fn sync_state(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let raw: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT v FROM meta WHERE k = ?1")
+            .and_then(|mut st| st.query_row([name], |r| r.get(0)).optional())
+            .map_err(self.err("load sync state"))?;
+        raw.map(|raw| {
+            envelope::decode(
+                RecordKind::Meta,
+                &raw,
+                crate::api::MAX_SYNC_STATE_BYTES as u32 + 16,
+            )
+            .map_err(|source| StorageError::Corrupt {
+                key: format!("meta/{name}"),
+                source,
+            })
+        })
+        .transpose()
+    }
+
     pub(super) fn clock_mark(&self) -> Result<Option<HlcTimestamp>> {
         let raw: Option<Vec<u8>> = self
             .conn

@@ -624,6 +624,13 @@ fn the_checks_catch_a_lost_operation_and_a_fifo_violation() {
             ) -> cpc_storage::Result<Option<HlcTimestamp>> {
                 self.0.clock_mark(raise_to)
             }
+            fn sync_state(
+                &self,
+                key: &str,
+                set: Option<Vec<u8>>,
+            ) -> cpc_storage::Result<Option<Vec<u8>>> {
+                self.0.sync_state(key, set)
+            }
             fn flush(&self) -> cpc_storage::Result<()> {
                 self.0.flush()
             }
