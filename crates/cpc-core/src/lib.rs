@@ -40,6 +40,7 @@ mod error;
 mod hlc;
 mod id;
 mod operation;
+mod pull;
 pub mod time;
 mod transport;
 
@@ -49,6 +50,10 @@ pub use id::{OperationId, ID_TEXT_LEN};
 pub use operation::{
     EntityKey, Operation, OperationBuilder, OperationKind, OperationPriority, DEFAULT_MAX_PAYLOAD,
     MAX_KEY_LEN,
+};
+pub use pull::{
+    HeldEntity, MemorySink, PullCursor, PullPage, PullQuery, PulledChange, RemotePosition,
+    RemoteSink, ResetReason, SinkChange, SinkError, SinkPage, SnapshotRange,
 };
 pub use time::{
     millis, EpochMillis, ManualWallClock, MonotonicClock, SimClock, SystemWallClock, TokioClock,
@@ -65,6 +70,7 @@ mod object_safety {
     // Compile-time proofs: the trait stays object safe and the public types
     // can cross threads.
     fn _transport_is_object_safe(_: &dyn Transport) {}
+    fn _sink_is_object_safe(_: &dyn RemoteSink) {}
     fn _assert_send_sync<T: Send + Sync>() {}
     fn _types_are_send_sync() {
         _assert_send_sync::<Operation>();

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::hlc::{HlcTimestamp, NodeId};
 use crate::id::OperationId;
 use crate::operation::Operation;
+use crate::pull::{PullPage, PullQuery, RemotePosition};
 
 /// The remote's current version of a record, sent back with a conflict.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +116,14 @@ pub enum TransportError {
     /// The answer was malformed (wrong length, unknown ids, bad encoding).
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The remote's history does not hold the position this device has
+    /// seen (`known`): it went back in time (a restore from a backup) or
+    /// was replaced. Nothing was applied; `head` is where it stands now.
+    #[error("the remote's history diverged (its head is seq {})", head.seq)]
+    HistoryDiverged {
+        /// The remote's head.
+        head: RemotePosition,
+    },
     /// The transport panicked while pushing. Produced by the engine, which
     /// contains the panic; a transport returns one of the other variants.
     /// The panic's message is not kept: it may quote a payload.
@@ -134,6 +143,7 @@ impl TransportError {
             TransportError::Unauthorized => "unauthorized",
             TransportError::Incompatible(_) => "incompatible",
             TransportError::Protocol(_) => "protocol",
+            TransportError::HistoryDiverged { .. } => "history_diverged",
             TransportError::Panicked => "panicked",
         }
     }
@@ -184,6 +194,24 @@ pub trait Transport: fmt::Debug + Send + Sync {
     /// Pushes `batch` and returns one outcome per operation, each naming
     /// its operation, in any order.
     async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError>;
+
+    /// Reads the next page of the remote's changes after `query.cursor`
+    /// (a snapshot page when the remote answers with one), checked against
+    /// the query before it is returned: changes in order and above the
+    /// cursor, a cursor that advances when `has_more`, snapshot pages
+    /// inside their range. A page that breaks these rules is a
+    /// [`TransportError::Protocol`] error: the engine applies nothing of it
+    /// and keeps its cursor.
+    ///
+    /// A transport that only pushes keeps this default, which answers
+    /// [`TransportError::Incompatible`]: an engine given a
+    /// [`RemoteSink`](crate::RemoteSink) then reports that it cannot pull.
+    async fn pull(&self, query: &PullQuery) -> Result<PullPage, TransportError> {
+        let _ = query;
+        Err(TransportError::Incompatible(
+            "this transport does not pull".into(),
+        ))
+    }
 }
 
 #[async_trait]
@@ -191,12 +219,18 @@ impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
     async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
         (**self).push(batch).await
     }
+    async fn pull(&self, query: &PullQuery) -> Result<PullPage, TransportError> {
+        (**self).pull(query).await
+    }
 }
 
 #[async_trait]
 impl<T: Transport + ?Sized> Transport for Box<T> {
     async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
         (**self).push(batch).await
+    }
+    async fn pull(&self, query: &PullQuery) -> Result<PullPage, TransportError> {
+        (**self).pull(query).await
     }
 }
 

@@ -55,6 +55,11 @@ pub struct HttpConfig {
     /// Most answer bytes read from any request; a larger answer is a
     /// protocol error (§2.6). Default 8 MiB, in `1 KiB ..= 256 MiB`.
     pub max_response_bytes: usize,
+    /// The size of a pull page asked for (`max_bytes`), clamped to the
+    /// server's `min_pull_bytes ..= max_pull_bytes` and to
+    /// `max_response_bytes`. Default 4 MiB. Also what a client holds of one
+    /// page at most.
+    pub max_pull_bytes: u64,
     /// Allow plain `http://` to hosts other than loopback (`localhost`,
     /// `127.0.0.0/8`, `::1`). Default `false`: credentials and payloads
     /// would cross the network in clear text.
@@ -72,6 +77,7 @@ impl HttpConfig {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
             max_response_bytes: 8 << 20,
+            max_pull_bytes: 4 << 20,
             allow_plain_http: false,
         }
     }
@@ -98,6 +104,12 @@ impl HttpConfig {
             return Err(ConfigError::OutOfRange {
                 field: "max_response_bytes",
                 reason: "must be in 1024..=268435456",
+            });
+        }
+        if self.max_pull_bytes == 0 {
+            return Err(ConfigError::OutOfRange {
+                field: "max_pull_bytes",
+                reason: "must be above 0",
             });
         }
         Ok(())

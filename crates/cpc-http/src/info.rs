@@ -5,7 +5,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use cpc_core::TransportError;
-use cpc_protocol::{Info, Limits, PROTOCOLS};
+use cpc_protocol::{Info, Limits, PullLimits, PROTOCOLS};
 use reqwest::{Client, Url};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
@@ -42,6 +42,7 @@ pub(crate) struct InfoCache {
 #[derive(Debug, Clone, Copy)]
 struct Cached {
     limits: Limits,
+    pull: PullLimits,
     until: Instant,
 }
 
@@ -49,7 +50,10 @@ impl InfoCache {
     /// The cached limits, or those `fetch` gets when there are none or they
     /// are stale. A transport failure of the fetch is returned (the push
     /// would fail the same way) and nothing is cached.
-    pub(crate) async fn limits<F, Fut>(&self, fetch: F) -> Result<Limits, TransportError>
+    pub(crate) async fn limits<F, Fut>(
+        &self,
+        fetch: F,
+    ) -> Result<(Limits, PullLimits), TransportError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Fetched, TransportError>>,
@@ -57,18 +61,19 @@ impl InfoCache {
         let mut slot = self.slot.lock().await;
         if let Some(cached) = *slot {
             if Instant::now() < cached.until {
-                return Ok(cached.limits);
+                return Ok((cached.limits, cached.pull));
             }
         }
-        let (limits, ttl) = match fetch().await? {
-            Fetched::Info(info) => (sane(info.limits), INFO_TTL),
-            Fetched::Unusable => (Limits::default(), FALLBACK_TTL),
+        let (limits, pull, ttl) = match fetch().await? {
+            Fetched::Info(info) => (sane(info.limits), sane_pull(info.pull_limits), INFO_TTL),
+            Fetched::Unusable => (Limits::default(), PullLimits::default(), FALLBACK_TTL),
         };
         *slot = Some(Cached {
             limits,
+            pull,
             until: Instant::now() + ttl,
         });
-        Ok(limits)
+        Ok((limits, pull))
     }
 
     /// Forgets the cached limits: the next push asks again.
@@ -82,6 +87,16 @@ impl InfoCache {
 fn sane(limits: Limits) -> Limits {
     Limits {
         max_batch_ops: limits.max_batch_ops.max(1),
+        ..limits
+    }
+}
+
+/// Pull limits a client can work with whatever a server advertised: a
+/// page of at least one change, a byte range that is a range.
+fn sane_pull(limits: PullLimits) -> PullLimits {
+    PullLimits {
+        max_pull_limit: limits.max_pull_limit.max(1),
+        max_pull_bytes: limits.max_pull_bytes.max(limits.min_pull_bytes),
         ..limits
     }
 }
@@ -176,9 +191,9 @@ mod tests {
             fetches.fetch_add(1, Ordering::SeqCst);
             Ok(info(7))
         };
-        assert_eq!(cache.limits(get).await.map(|l| l.max_batch_ops), Ok(7));
+        assert_eq!(cache.limits(get).await.map(|l| l.0.max_batch_ops), Ok(7));
         tokio::time::advance(INFO_TTL - Duration::from_secs(1)).await;
-        assert_eq!(cache.limits(get).await.map(|l| l.max_batch_ops), Ok(7));
+        assert_eq!(cache.limits(get).await.map(|l| l.0.max_batch_ops), Ok(7));
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
         tokio::time::advance(Duration::from_secs(1)).await;
         cache.limits(get).await.ok();
@@ -200,9 +215,9 @@ mod tests {
             .await;
         assert_eq!(failed, Err(TransportError::Timeout));
         let fallback = cache.limits(|| async { Ok(Fetched::Unusable) }).await;
-        assert_eq!(fallback, Ok(Limits::default()));
+        assert_eq!(fallback, Ok((Limits::default(), PullLimits::default())));
         tokio::time::advance(FALLBACK_TTL).await;
         let zero = cache.limits(|| async { Ok(info(0)) }).await;
-        assert_eq!(zero.map(|l| l.max_batch_ops), Ok(1), "at least one op");
+        assert_eq!(zero.map(|l| l.0.max_batch_ops), Ok(1), "at least one op");
     }
 }

@@ -72,6 +72,7 @@ mod error;
 mod info;
 mod map;
 mod probe;
+mod pull;
 mod status;
 mod transport;
 

@@ -8,7 +8,7 @@ use cpc_core::{
     RemoteRecord,
 };
 use cpc_protocol::{
-    EntityKey, Hex64, Kind, OpId, Outcome, Payload, PushRequest, Timestamp, WireOp,
+    EntityKey, Hex64, Kind, OpId, Outcome, Payload, Position, PushRequest, Timestamp, WireOp,
 };
 
 /// The protocol version sent in every body; the path says the same
@@ -24,13 +24,17 @@ pub(crate) fn op_id(id: OperationId) -> OpId {
     OpId(id.as_u128())
 }
 
-/// The push body for `ops`. `known` and `low_water` are not sent yet: they
-/// come with the pull half of the protocol (issue 18).
-pub(crate) fn push_request(client_id: &str, ops: &[Operation]) -> PushRequest {
+/// The push body for `ops`, carrying `known` (§8). `low_water` is not sent
+/// (the server would prune nothing with it yet).
+pub(crate) fn push_request(
+    client_id: &str,
+    ops: &[Operation],
+    known: Option<Position>,
+) -> PushRequest {
     PushRequest {
         protocol: PROTOCOL,
         client_id: client_id.to_owned(),
-        known: None,
+        known,
         low_water: None,
         ops: ops.iter().map(wire_op).collect(),
     }
@@ -71,7 +75,25 @@ fn wire_timestamp(ts: HlcTimestamp) -> Timestamp {
     }
 }
 
-fn timestamp(ts: Timestamp) -> HlcTimestamp {
+/// A wire position as the engine's.
+pub(crate) fn position(p: Position) -> cpc_core::RemotePosition {
+    cpc_core::RemotePosition {
+        store_id: p.store_id,
+        seq: p.seq,
+        fp: p.fp.0,
+    }
+}
+
+/// The engine's position as the wire's.
+pub(crate) fn wire_position(p: &cpc_core::RemotePosition) -> Position {
+    Position {
+        store_id: p.store_id.clone(),
+        seq: p.seq,
+        fp: Hex64(p.fp),
+    }
+}
+
+pub(crate) fn timestamp(ts: Timestamp) -> HlcTimestamp {
     HlcTimestamp::new(ts.wall_ms, ts.logical, NodeId(ts.node.0))
 }
 
@@ -138,7 +160,7 @@ mod tests {
     #[test]
     fn an_operation_keeps_its_id_key_kind_payload_and_clock() {
         let op = op(OperationKind::Custom("archive".into()), b"hi");
-        let request = push_request("dev-7f3a", std::slice::from_ref(&op));
+        let request = push_request("dev-7f3a", std::slice::from_ref(&op), None);
         let wire = &request.ops[0];
         // Same 128 bits, so the same 26-character text.
         assert_eq!(wire.id.to_string(), op.id.to_string());
@@ -159,7 +181,7 @@ mod tests {
 
     #[test]
     fn a_delete_sends_an_empty_payload() {
-        let request = push_request("d", &[op(OperationKind::Delete, b"left over")]);
+        let request = push_request("d", &[op(OperationKind::Delete, b"left over")], None);
         assert!(request.ops[0].payload.0.is_empty());
     }
 

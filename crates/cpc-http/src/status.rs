@@ -125,6 +125,23 @@ pub(crate) fn problem_code(headers: &HeaderMap, body: Option<&[u8]>) -> Option<S
     value.get("code")?.as_str().map(str::to_owned)
 }
 
+/// The server's head from a `409 history_diverged` problem (§8); `None`
+/// for any other answer, or one whose head does not read as a position.
+pub(crate) fn diverged_head(
+    status: u16,
+    headers: &HeaderMap,
+    body: Option<&[u8]>,
+) -> Option<cpc_protocol::Position> {
+    if status != 409 || !has_media_type(headers, PROBLEM_CONTENT_TYPE) {
+        return None;
+    }
+    let problem: cpc_protocol::Problem = serde_json::from_slice(body?).ok()?;
+    if problem.problem_code() != Some(ProblemCode::HistoryDiverged) {
+        return None;
+    }
+    problem.head
+}
+
 /// Whether `Content-Type` is `media_type` (parameters such as `charset`
 /// allowed, case-insensitive).
 pub(crate) fn has_media_type(headers: &HeaderMap, media_type: &str) -> bool {

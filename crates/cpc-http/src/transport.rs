@@ -6,8 +6,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cpc_core::{OpOutcome, Operation, Transport, TransportError};
-use cpc_protocol::{check_push_answer, Limits, OpId, PushResponse, V1};
+use cpc_core::{OpOutcome, Operation, PullPage, PullQuery, Transport, TransportError};
+use cpc_protocol::{check_push_answer, Limits, OpId, Position, PullLimits, PushResponse, V1};
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Client, RequestBuilder, Url};
 use tokio::time::Instant;
@@ -41,17 +41,26 @@ use crate::status::{self, has_media_type, Refusal, MAX_PROBLEM_BYTES};
 /// answered `already_applied` (replays are safe: the id is the idempotency
 /// key).
 ///
-/// Not yet: `known` and `low_water` are sent as `null` (they come with pull,
-/// issue 18), so a server never answers `409 history_diverged`.
+/// Every push and pull carries `known`, the highest server position seen;
+/// a `409 history_diverged` is [`TransportError::HistoryDiverged`] with the
+/// server's head, which becomes `known`. `low_water` is sent as `null`.
+///
+/// [`pull`](Transport::pull) sends `POST /v1/pull` (see `pull.rs`).
 pub struct HttpTransport {
-    client: Client,
+    pub(crate) client: Client,
     client_id: String,
     base_url: String,
     push_url: Url,
     info_url: Url,
-    max_response_bytes: usize,
-    credentials: Arc<dyn CredentialsProvider>,
-    info: InfoCache,
+    pub(crate) max_response_bytes: usize,
+    pub(crate) pull_url: Url,
+    pub(crate) max_pull_bytes: u64,
+    pub(crate) credentials: Arc<dyn CredentialsProvider>,
+    pub(crate) info: InfoCache,
+    /// The highest server position seen (§8), sent with every push and
+    /// pull: from the engine's pulls (which persist it) and raised by
+    /// every answer's head.
+    known: std::sync::Mutex<Option<Position>>,
 }
 
 /// What one authorized exchange ended with, when it did not fail.
@@ -88,6 +97,9 @@ impl HttpTransport {
             .map_err(Error::Client)?;
         Ok(HttpTransport {
             push_url: config.endpoint(&format!("{V1}/push"))?,
+            pull_url: config.endpoint(&format!("{V1}/pull"))?,
+            max_pull_bytes: config.max_pull_bytes,
+            known: std::sync::Mutex::new(None),
             info_url: config.endpoint(&format!("{V1}/info"))?,
             client,
             client_id: config.client_id,
@@ -108,6 +120,11 @@ impl HttpTransport {
     /// answered without a usable info object. Fails when the server cannot
     /// be reached, or says it does not serve protocol v1.
     pub async fn limits(&self) -> Result<Limits, TransportError> {
+        Ok(self.server_limits().await?.0)
+    }
+
+    /// The server's push and pull limits (see [`limits`](Self::limits)).
+    pub async fn server_limits(&self) -> Result<(Limits, PullLimits), TransportError> {
         self.info
             .limits(|| info::fetch(&self.client, &self.info_url, self.max_response_bytes))
             .await
@@ -127,8 +144,10 @@ impl HttpTransport {
                 }
                 return Ok(outcomes);
             }
-            let body = serde_json::to_vec(&map::push_request(&self.client_id, ops))
-                .map_err(|e| TransportError::Protocol(format!("could not encode a push: {e}")))?;
+            let body = serde_json::to_vec(&map::push_request(&self.client_id, ops, self.known()))
+                .map_err(|e| {
+                TransportError::Protocol(format!("could not encode a push: {e}"))
+            })?;
             let too_big = u64::try_from(body.len()).map_or(true, |n| n > limits.max_body_bytes);
             if too_big && ops.len() > 1 {
                 // Cut before sending; a single operation over the limit is
@@ -186,7 +205,7 @@ impl HttpTransport {
     }
 
     /// The provider's token, if it is one that can be sent.
-    async fn token(&self) -> Result<Token, TransportError> {
+    pub(crate) async fn token(&self) -> Result<Token, TransportError> {
         match self.credentials.token().await {
             Some(token) if token.is_well_formed() => Ok(token),
             Some(_) => {
@@ -232,6 +251,16 @@ impl HttpTransport {
                 elapsed_ms = cpc_core::millis(started.elapsed()),
                 "push refused"
             );
+            if let Some(head) = status::diverged_head(code, response.headers(), body.as_deref()) {
+                tracing::warn!(
+                    head = head.seq,
+                    "the server's history diverged from what this device has seen (409)"
+                );
+                self.set_known(head.clone());
+                return Err(TransportError::HistoryDiverged {
+                    head: map::position(head),
+                });
+            }
             return match status::refusal(code, response.headers(), body.as_deref()) {
                 Refusal::Unauthorized => Ok(Sent::Unauthorized),
                 Refusal::TooLarge => Ok(Sent::TooLarge),
@@ -275,9 +304,33 @@ impl HttpTransport {
             elapsed_ms = cpc_core::millis(started.elapsed()),
             "push answered"
         );
+        self.raise_known(answer.head);
         Ok(Sent::Outcomes(
             answer.outcomes.into_iter().map(map::outcome).collect(),
         ))
+    }
+
+    /// The highest server position seen.
+    pub(crate) fn known(&self) -> Option<Position> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Raises `known` to `head` (by `seq`, in one store); a head of another
+    /// store replaces it.
+    pub(crate) fn raise_known(&self, head: Position) {
+        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
+        let keep = known
+            .as_ref()
+            .is_some_and(|k| k.store_id == head.store_id && k.seq >= head.seq);
+        if !keep {
+            *known = Some(head);
+        }
+    }
+
+    /// Sets `known` (a `409 history_diverged` answered with the head: the
+    /// client goes on from there, §8).
+    pub(crate) fn set_known(&self, position: Position) {
+        *self.known.lock().unwrap_or_else(|e| e.into_inner()) = Some(position);
     }
 }
 
@@ -289,6 +342,10 @@ impl Transport for HttpTransport {
             return Ok(Vec::new());
         }
         self.send_all(batch).await
+    }
+
+    async fn pull(&self, query: &PullQuery) -> Result<PullPage, TransportError> {
+        self.pull_page(query).await
     }
 }
 

@@ -10,10 +10,10 @@ use std::time::Duration;
 use cpc_backoff::{BackoffStrategy, CircuitBreaker, RetryBudget};
 use cpc_conflict::{ConflictResolver, LastWriterWins};
 use cpc_core::TokioWallClock;
-use cpc_core::{HybridClock, NodeId, Transport};
+use cpc_core::{HybridClock, NodeId, RemoteSink, Transport};
 use cpc_network::NetworkMonitor;
 use cpc_storage::{DeadHeadPolicy, Durability, QueueOptions, QueueStorage};
-use cpc_worker::{RetryPolicy, StorageCalls, SyncWorker, WorkerConfig};
+use cpc_worker::{PullConfig, Puller, RetryPolicy, StorageCalls, SyncWorker, WorkerConfig};
 use rand::Rng;
 
 use crate::engine::{EngineInner, SyncEngine};
@@ -39,6 +39,8 @@ pub struct SyncEngineBuilder {
     start_ms: Option<u64>,
     wall: Option<Arc<dyn cpc_core::WallClock>>,
     clock: Option<TokioWallClock>,
+    sink: Option<Arc<dyn RemoteSink>>,
+    pull: PullConfig,
 }
 
 impl fmt::Debug for SyncEngineBuilder {
@@ -53,6 +55,8 @@ impl fmt::Debug for SyncEngineBuilder {
             .field("options", &self.options)
             .field("worker", &self.worker)
             .field("node", &self.node)
+            .field("sink", &self.sink)
+            .field("pull", &self.pull)
             .finish()
     }
 }
@@ -79,6 +83,8 @@ impl SyncEngineBuilder {
             start_ms: None,
             wall: None,
             clock: None,
+            sink: None,
+            pull: PullConfig::default(),
         }
     }
 
@@ -222,6 +228,23 @@ impl SyncEngineBuilder {
         self
     }
 
+    /// Brings the remote's changes down into `sink` (two-way sync): the
+    /// engine pulls on start, page after page, then long-polls while
+    /// online, and persists the feed's cursor in its store after each page
+    /// the sink applied. Needs a transport that pulls (`HttpTransport`,
+    /// the simulated remote). Without a sink the engine only pushes.
+    pub fn remote_sink(mut self, sink: Arc<dyn RemoteSink>) -> Self {
+        self.sink = Some(sink);
+        self
+    }
+
+    /// How the engine pulls (page size, long poll, scope, backoff); only
+    /// with a [`remote_sink`](Self::remote_sink).
+    pub fn pull_config(mut self, config: PullConfig) -> Self {
+        self.pull = config;
+        self
+    }
+
     /// Seeds the worker's jitter (reproducible simulations).
     pub fn seed(mut self, seed: u64) -> Self {
         self.worker.seed = Some(seed);
@@ -323,6 +346,21 @@ impl SyncEngineBuilder {
             worker = worker.network(monitor.clone());
         }
         let worker = worker.build()?;
+        let puller = self.sink.map(|sink| {
+            let mut pull = self.pull.clone();
+            if pull.seed.is_none() {
+                pull.seed = worker.config().seed.map(|s| s ^ 0x70_75_6c_6c);
+            }
+            let mut puller = Puller::new(Arc::clone(&storage), Arc::clone(&transport), sink, pull)
+                .hlc(Arc::clone(&hlc))
+                .clock(clock.clone())
+                .storage_calls(worker.config().storage_calls)
+                .events(worker.event_sender());
+            if let Some(monitor) = &self.network {
+                puller = puller.network(monitor.clone());
+            }
+            Arc::new(puller)
+        });
         tracing::info!(target: "cpc_sync", node = %node, restored_mark = mark.is_some(), "engine built");
         Ok(SyncEngine {
             inner: Arc::new(EngineInner {
@@ -336,6 +374,8 @@ impl SyncEngineBuilder {
                 mark_ceiling: Mutex::new(mark.map_or(0, |m| m.wall_ms)),
                 stripes: EngineInner::new_stripes(),
                 shut: AtomicBool::new(false),
+                puller,
+                pull_task: Mutex::new(None),
             }),
         })
     }

@@ -62,6 +62,10 @@ pub(crate) struct EngineInner {
     pub(crate) mark_ceiling: Mutex<u64>,
     pub(crate) stripes: Vec<tokio::sync::Mutex<()>>,
     pub(crate) shut: AtomicBool,
+    /// The pull side, when the application gave a sink.
+    pub(crate) puller: Option<Arc<cpc_worker::Puller>>,
+    /// The running pull loop: its stop signal and task.
+    pub(crate) pull_task: Mutex<Option<crate::pull::PullTask>>,
 }
 
 impl fmt::Debug for SyncEngine {
@@ -180,6 +184,7 @@ impl SyncEngine {
     pub async fn start(&self) -> Result<()> {
         self.inner.check_open()?;
         self.inner.worker.start().await?;
+        self.start_pulling();
         Ok(())
     }
 
@@ -427,6 +432,7 @@ impl SyncEngine {
     /// with [`Error::ShutDown`]. Idempotent.
     pub async fn shutdown(&self) -> Result<()> {
         self.inner.shut.store(true, Ordering::SeqCst);
+        self.stop_pulling().await;
         let stopped = self.inner.worker.shutdown().await;
         let mark = self.inner.hlc.last();
         self.inner

@@ -53,6 +53,19 @@ pub enum Error {
     /// A blocking storage task panicked or was cancelled.
     #[error("blocking storage task failed")]
     Task(#[source] tokio::task::JoinError),
+    /// A pull call on an engine built without a
+    /// [`remote_sink`](crate::SyncEngineBuilder::remote_sink).
+    #[error("the engine has no remote sink: it only pushes")]
+    NoRemoteSink,
+    /// A page could not be pulled or applied; the cursor did not move.
+    #[error("pull failed")]
+    Pull(#[source] cpc_worker::PullError),
+}
+
+impl From<cpc_worker::PullError> for Error {
+    fn from(e: cpc_worker::PullError) -> Self {
+        Error::Pull(e)
+    }
 }
 
 /// What is wrong with an engine's configuration, naming the setting.
@@ -88,7 +101,8 @@ impl Error {
             | Error::InvalidOperation(_)
             | Error::BackoffConfig(_)
             | Error::Config(_)
-            | Error::EmptyBatch => true,
+            | Error::EmptyBatch
+            | Error::NoRemoteSink => true,
             Error::Storage(e) => storage_user_recoverable(e),
             _ => false,
         }
@@ -102,6 +116,8 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         match self {
             Error::Storage(e) => storage_retryable(e),
+            Error::Pull(cpc_worker::PullError::Storage(e)) => storage_retryable(e),
+            Error::Pull(_) => true,
             Error::Worker(WorkerError::Task { source, .. }) | Error::Task(source) => {
                 source.is_cancelled()
             }

@@ -75,6 +75,7 @@ mod builder;
 mod composite;
 mod engine;
 mod error;
+mod pull;
 
 pub use builder::SyncEngineBuilder;
 pub use composite::{CompositeAdapter, Delivery, QueueReason, DEFAULT_DIRECT_TIMEOUT};

@@ -148,6 +148,36 @@ pub enum WorkerEvent {
         /// The error, rendered (no payload data).
         error: String,
     },
+    /// A page of the remote's changes was applied by the sink and its
+    /// cursor persisted.
+    PullProgress {
+        /// Changes (or snapshot entities) in the page.
+        changes: usize,
+        /// Bytes of the page on the wire.
+        bytes: u64,
+        /// The remote has more right now.
+        has_more: bool,
+    },
+    /// A pull failed (transport, a page breaking the protocol, the sink,
+    /// the store): nothing of the page was applied, the cursor did not
+    /// move, and the same page is asked for again after the wait.
+    PullFailed {
+        /// The error, rendered (no payload data).
+        error: String,
+        /// The wait before the next try, in ms.
+        retry_in_ms: u64,
+    },
+    /// The remote's history no longer holds the position this device had
+    /// seen (`409 history_diverged`): it was restored from a backup or
+    /// replaced. Changes acknowledged after its head may be lost there;
+    /// the next pull replaces the synced scope with the remote's state (a
+    /// snapshot), and operations still queued are pushed again.
+    RemoteRegressed {
+        /// The highest position this device had seen.
+        known: Option<cpc_core::RemotePosition>,
+        /// The remote's head now.
+        head: cpc_core::RemotePosition,
+    },
     /// The worker stopped (shutdown, or a poisoned store).
     Stopped {
         /// Why.

@@ -79,6 +79,7 @@ mod error;
 mod event;
 mod net;
 mod policy;
+mod pull;
 mod split;
 mod streaks;
 mod summary;
@@ -92,6 +93,7 @@ pub use config::{
 pub use error::{Result, WorkerError};
 pub use event::{NetworkStatus, WorkerEvent};
 pub use policy::{RetryPolicy, DEFAULT_MAX_ATTEMPTS};
+pub use pull::{PageApplied, PullConfig, PullError, Puller};
 pub use summary::{ConflictCounts, ProcessingSummary};
 pub use worker::{SyncWorker, SyncWorkerBuilder};
 

@@ -78,7 +78,8 @@ pub(crate) fn failure_kind(error: &TransportError) -> Option<FailureKind> {
         TransportError::Protocol(_) => Some(FailureKind::InvalidAnswer),
         TransportError::RateLimited { .. }
         | TransportError::Unauthorized
-        | TransportError::Incompatible(_) => None,
+        | TransportError::Incompatible(_)
+        | TransportError::HistoryDiverged { .. } => None,
         _ => Some(FailureKind::Other),
     }
 }

@@ -270,6 +270,12 @@ impl SyncWorker {
         &self.inner.storage
     }
 
+    /// The sender of the worker's events, so that a companion (the
+    /// [`Puller`](crate::Puller)) reports on the same stream.
+    pub fn event_sender(&self) -> broadcast::Sender<WorkerEvent> {
+        self.inner.events.clone()
+    }
+
     /// A receiver of every event from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<WorkerEvent> {
         self.inner.events.subscribe()

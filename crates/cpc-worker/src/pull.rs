@@ -1,0 +1,553 @@
+//! The pull side: brings the remote's changes down to the application's
+//! [`RemoteSink`], page by page, beside the push worker.
+//!
+//! One page at a time: ask the transport (which checks the page against
+//! the protocol's rules), complete this device's own operations the page
+//! shows applied (their acknowledgement was lost: no re-push, no
+//! self-conflict), tell the sink which local operations are still pending
+//! on each entity (hold-back is per entity, never global), feed the
+//! timestamps to the hybrid clock, hand the page to the sink, and only
+//! after the sink returned `Ok` persist the cursor in the queue's store.
+//! A crash anywhere before that persist delivers the page again; the sink
+//! is idempotent by `(entity, version)`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use cpc_core::envelope::{self, RecordKind};
+use cpc_core::{
+    EntityKey, HybridClock, OperationId, PullCursor, PullPage, PullQuery, RemotePosition,
+    RemoteSink, SinkChange, SinkError, SinkPage, TokioWallClock, Transport, TransportError,
+};
+use cpc_network::NetworkMonitor;
+use cpc_storage::{Completion, ListFilter, OpState, QueueStorage, StorageError};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{broadcast, watch, Mutex, Notify};
+
+use crate::config::StorageCalls;
+use crate::event::WorkerEvent;
+
+/// The `sync_state` key of the pull state.
+const STATE_KEY: &str = "pull";
+/// The largest pull state read back (a cursor holds two keys of ≤ 1 KiB).
+const MAX_STATE_BYTES: u32 = 16 * 1024;
+
+/// How the puller pulls.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PullConfig {
+    /// Changes per page asked for (default 1000).
+    pub limit: u32,
+    /// Long-poll time once caught up (default 20 s; zero: no long poll,
+    /// poll every `idle_interval`).
+    pub long_poll: Duration,
+    /// The least wait after an empty page, whatever the remote says
+    /// (default 1 s): the loop breaker against a remote that answers long
+    /// polls at once.
+    pub idle_interval: Duration,
+    /// The scope: only these collections; `None`: all. A change of scope
+    /// starts a new feed (a snapshot).
+    pub collections: Option<Vec<String>>,
+    /// First wait after a failed pull (default 1 s), doubled per failure
+    /// in a row, with full jitter.
+    pub backoff_base: Duration,
+    /// The longest wait after failures (default 60 s).
+    pub backoff_max: Duration,
+    /// Seeds the jitter (default: from the OS).
+    pub seed: Option<u64>,
+}
+
+impl Default for PullConfig {
+    fn default() -> Self {
+        PullConfig {
+            limit: 1000,
+            long_poll: Duration::from_secs(20),
+            idle_interval: Duration::from_secs(1),
+            collections: None,
+            backoff_base: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            seed: None,
+        }
+    }
+}
+
+/// Why a page was not applied. The cursor did not move; the page comes
+/// again.
+#[derive(Debug, thiserror::Error)]
+pub enum PullError {
+    /// The transport failed, or the page broke the protocol's rules.
+    #[error("pull failed: {0}")]
+    Transport(#[from] TransportError),
+    /// The sink refused the page.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// The store failed (reading pending operations, persisting the
+    /// cursor).
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    /// A storage task could not run.
+    #[error("storage task failed: {0}")]
+    Task(String),
+}
+
+/// What the puller keeps in the store: the scope's cursor and the highest
+/// server position seen.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct PullState {
+    /// The scope the cursor belongs to.
+    scope: Option<Vec<String>>,
+    cursor: Option<PullCursor>,
+    known: Option<RemotePosition>,
+}
+
+/// What one page did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PageApplied {
+    /// Changes (or snapshot entities) in the page.
+    pub changes: usize,
+    /// Bytes on the wire.
+    pub bytes: u64,
+    /// The remote has more right now.
+    pub has_more: bool,
+    /// Own operations completed from the page (lost acknowledgements).
+    pub acked: usize,
+    /// The cursor persisted.
+    pub cursor: PullCursor,
+}
+
+/// Pulls the remote's changes into a [`RemoteSink`].
+#[derive(Debug)]
+pub struct Puller {
+    storage: Arc<dyn QueueStorage>,
+    transport: Arc<dyn Transport>,
+    sink: Arc<dyn RemoteSink>,
+    hlc: Option<Arc<HybridClock>>,
+    clock: TokioWallClock,
+    config: PullConfig,
+    calls: StorageCalls,
+    events: broadcast::Sender<WorkerEvent>,
+    network: Option<NetworkMonitor>,
+    /// The state as persisted (`None` until first read).
+    state: Mutex<Option<PullState>>,
+    /// The persisted feed position (outside snapshots), for
+    /// [`pulled_through`](Self::pulled_through).
+    through: watch::Sender<Option<RemotePosition>>,
+    /// `pull_now` wakes the loop.
+    wake: Notify,
+    rng: std::sync::Mutex<StdRng>,
+}
+
+impl Puller {
+    /// A puller over the queue's store (where the cursor is kept), the
+    /// transport and the application's sink; storage calls on the
+    /// blocking pool, its own event channel, no clock to feed, no network
+    /// monitor (see the setters).
+    pub fn new(
+        storage: Arc<dyn QueueStorage>,
+        transport: Arc<dyn Transport>,
+        sink: Arc<dyn RemoteSink>,
+        config: PullConfig,
+    ) -> Puller {
+        let seed = config.seed.unwrap_or_else(rand::random);
+        Puller {
+            storage,
+            transport,
+            sink,
+            hlc: None,
+            clock: TokioWallClock::new(),
+            config,
+            calls: StorageCalls::default(),
+            events: broadcast::channel(1024).0,
+            network: None,
+            state: Mutex::new(None),
+            through: watch::channel(None).0,
+            wake: Notify::new(),
+            rng: std::sync::Mutex::new(StdRng::seed_from_u64(seed)),
+        }
+    }
+
+    /// Feeds pulled timestamps to `hlc` (`observe`).
+    pub fn hlc(mut self, hlc: Arc<HybridClock>) -> Puller {
+        self.hlc = Some(hlc);
+        self
+    }
+
+    /// Reads time from `clock` (the worker's).
+    pub fn clock(mut self, clock: TokioWallClock) -> Puller {
+        self.clock = clock;
+        self
+    }
+
+    /// Makes storage calls as `calls` says (the worker's setting).
+    pub fn storage_calls(mut self, calls: StorageCalls) -> Puller {
+        self.calls = calls;
+        self
+    }
+
+    /// Sends events on `events` (the worker's channel,
+    /// `SyncWorker::event_sender`, so observers see one stream).
+    pub fn events(mut self, events: broadcast::Sender<WorkerEvent>) -> Puller {
+        self.events = events;
+        self
+    }
+
+    /// Pulls only while `network` says the remote is reachable.
+    pub fn network(mut self, network: NetworkMonitor) -> Puller {
+        self.network = Some(network);
+        self
+    }
+
+    /// Subscribes to its events (the same channel as the worker's when
+    /// built with [`events`](Self::events)).
+    pub fn subscribe(&self) -> broadcast::Receiver<WorkerEvent> {
+        self.events.subscribe()
+    }
+
+    /// Its configuration.
+    pub fn config(&self) -> &PullConfig {
+        &self.config
+    }
+
+    async fn call<T, F>(&self, f: F) -> Result<T, PullError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&dyn QueueStorage) -> cpc_storage::Result<T> + Send + 'static,
+    {
+        self.calls
+            .run(&self.storage, f)
+            .await
+            .map_err(|e| PullError::Task(e.to_string()))?
+            .map_err(PullError::from)
+    }
+
+    /// The state, read from the store the first time. A stored state that
+    /// no longer decodes (or belongs to another scope) starts the feed
+    /// over with a snapshot: safe, since a snapshot replaces the scope.
+    async fn load(&self) -> Result<PullState, PullError> {
+        let mut cached = self.state.lock().await;
+        if let Some(state) = cached.as_ref() {
+            return Ok(state.clone());
+        }
+        let raw = self.call(|s| s.sync_state(STATE_KEY, None)).await?;
+        let mut state = match raw {
+            None => PullState::default(),
+            Some(raw) => envelope::decode::<PullState>(RecordKind::Meta, &raw, MAX_STATE_BYTES)
+                .unwrap_or_else(|e| {
+                    tracing::warn!(error = %e, "the stored pull cursor does not decode; starting over with a snapshot");
+                    PullState::default()
+                }),
+        };
+        if state.scope != self.config.collections {
+            state.cursor = None;
+            state.scope = self.config.collections.clone();
+        }
+        if state.cursor.as_ref().is_some_and(|c| c.after.is_none()) {
+            self.through
+                .send_replace(state.cursor.as_ref().map(|c| c.position.clone()));
+        }
+        *cached = Some(state.clone());
+        Ok(state)
+    }
+
+    /// The cursor persisted (none before the first page).
+    pub async fn cursor(&self) -> Result<Option<PullCursor>, PullError> {
+        Ok(self.load().await?.cursor)
+    }
+
+    /// The highest server position seen.
+    pub async fn known(&self) -> Result<Option<RemotePosition>, PullError> {
+        Ok(self.load().await?.known)
+    }
+
+    /// Pulls and applies one page, waiting up to `wait` for changes when
+    /// caught up.
+    pub async fn pull_page(&self, wait: Duration) -> Result<PageApplied, PullError> {
+        let state = self.load().await?;
+        let query = PullQuery {
+            cursor: state.cursor.clone(),
+            known: state.known.clone(),
+            wait,
+            limit: self.config.limit.max(1),
+            collections: self.config.collections.clone(),
+        };
+        let page = match self.transport.pull(&query).await {
+            Ok(page) => page,
+            Err(TransportError::HistoryDiverged { head }) => {
+                self.regressed(state, head.clone()).await?;
+                return Err(TransportError::HistoryDiverged { head }.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let acked = self.complete_own_writes(&page).await?;
+        let changes = self.with_pending(&page).await?;
+        if let Some(hlc) = &self.hlc {
+            if let Some(newest) = page.changes.iter().map(|c| c.timestamp).max() {
+                if let Err(e) = hlc.observe(newest) {
+                    tracing::warn!(error = %e, "a pulled timestamp is too far ahead; the clock does not follow it");
+                }
+            }
+        }
+        let sink_page = SinkPage {
+            changes,
+            replace: page
+                .snapshot
+                .clone()
+                .map(|range| (range, self.config.collections.clone())),
+        };
+        self.sink.apply(&sink_page).await?;
+        let next = PullState {
+            scope: self.config.collections.clone(),
+            cursor: Some(page.cursor.clone()),
+            known: higher(state.known, page.head.clone()),
+        };
+        self.persist(next).await?;
+        if page.snapshot.as_ref().is_some_and(|s| s.reset.is_some()) {
+            // A new feed starts: positions of the old one are void.
+            self.through.send_replace(None);
+        }
+        if page.cursor.after.is_none() {
+            self.through
+                .send_replace(Some(page.cursor.position.clone()));
+        }
+        let applied = PageApplied {
+            changes: page.changes.len(),
+            bytes: page.bytes,
+            has_more: page.has_more,
+            acked,
+            cursor: page.cursor,
+        };
+        let _ = self.events.send(WorkerEvent::PullProgress {
+            changes: applied.changes,
+            bytes: applied.bytes,
+            has_more: applied.has_more,
+        });
+        Ok(applied)
+    }
+
+    /// The remote went back in time (§8): `known` becomes its head, so the
+    /// next pull is answered (its cursor from the lost history gets a
+    /// snapshot that replaces the scope); the application is told.
+    async fn regressed(&self, state: PullState, head: RemotePosition) -> Result<(), PullError> {
+        tracing::warn!(
+            known = state.known.as_ref().map(|k| k.seq),
+            head = head.seq,
+            "the remote's history no longer holds what this device has seen"
+        );
+        let next = PullState {
+            known: Some(head.clone()),
+            ..state.clone()
+        };
+        self.persist(next).await?;
+        // Positions of the lost history say nothing about the new one
+        // (seqs are reused): `pulled_through` waits for the new feed.
+        self.through.send_replace(None);
+        let _ = self.events.send(WorkerEvent::RemoteRegressed {
+            known: state.known,
+            head,
+        });
+        Ok(())
+    }
+
+    async fn persist(&self, next: PullState) -> Result<(), PullError> {
+        let bytes = envelope::encode(RecordKind::Meta, &next)
+            .map_err(|e| PullError::Storage(StorageError::Encode(e)))?;
+        self.call(move |s| s.sync_state(STATE_KEY, Some(bytes)))
+            .await?;
+        *self.state.lock().await = Some(next);
+        Ok(())
+    }
+
+    /// Completes this device's operations the page shows applied: their
+    /// answer was lost (or has not come yet). A dead or parked operation is
+    /// left alone: the remote cannot have applied it.
+    async fn complete_own_writes(&self, page: &PullPage) -> Result<usize, PullError> {
+        let own: Vec<(OperationId, EntityKey, u64)> = page
+            .changes
+            .iter()
+            .filter_map(|c| c.own_op.map(|id| (id, c.entity.clone(), c.version)))
+            .collect();
+        if own.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<OperationId> = own.iter().map(|o| o.0).collect();
+        let live = self
+            .call(move |s| {
+                let mut live = Vec::new();
+                for id in ids {
+                    if let Some(stored) = s.get(id)? {
+                        if !matches!(stored.state, OpState::Dead { .. } | OpState::Deferred) {
+                            live.push(id);
+                        }
+                    }
+                }
+                Ok(live)
+            })
+            .await?;
+        if live.is_empty() {
+            return Ok(0);
+        }
+        let acks: Vec<Completion> = live.iter().map(|id| Completion::Ack(*id)).collect();
+        let now = self.clock.now_ms();
+        self.call(move |s| s.complete(&acks, now)).await?;
+        for (id, entity, version) in own.into_iter().filter(|o| live.contains(&o.0)) {
+            tracing::debug!(%id, "an own operation completed from a pull");
+            let _ = self.events.send(WorkerEvent::Applied {
+                id,
+                entity,
+                version,
+                replay: true,
+            });
+        }
+        Ok(live.len())
+    }
+
+    /// The page's changes with the local operations still pending on each
+    /// entity. An empty queue (the usual case, and every initial sync)
+    /// costs one count.
+    async fn with_pending(&self, page: &PullPage) -> Result<Vec<SinkChange>, PullError> {
+        let pending = self.call(|s| Ok(s.stats()?.pending)).await?;
+        if pending == 0 {
+            return Ok(page
+                .changes
+                .iter()
+                .map(|c| SinkChange {
+                    change: c.clone(),
+                    pending: Vec::new(),
+                })
+                .collect());
+        }
+        let entities: Vec<EntityKey> = page.changes.iter().map(|c| c.entity.clone()).collect();
+        let lists = self
+            .call(move |s| {
+                entities
+                    .into_iter()
+                    .map(|entity| {
+                        let filter = ListFilter {
+                            entity: Some(entity),
+                            dead: Some(false),
+                            limit: Some(64),
+                            after_seq: None,
+                        };
+                        Ok(s.list(&filter)?.into_iter().map(|o| o.op.id).collect())
+                    })
+                    .collect::<cpc_storage::Result<Vec<Vec<OperationId>>>>()
+            })
+            .await?;
+        Ok(page
+            .changes
+            .iter()
+            .zip(lists)
+            .map(|(c, pending)| SinkChange {
+                change: c.clone(),
+                pending,
+            })
+            .collect())
+    }
+
+    /// Waits until the persisted feed position has reached `seq` (outside
+    /// a snapshot): every change up to `seq` is in the sink.
+    pub async fn pulled_through(&self, seq: u64) {
+        let mut rx = self.through.subscribe();
+        let _ = rx
+            .wait_for(|p| p.as_ref().is_some_and(|p| p.seq >= seq))
+            .await;
+    }
+
+    /// Wakes the loop: pull now, whatever it was waiting for.
+    pub fn pull_now(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The wait after `failures` failed pulls in a row: full jitter over
+    /// an exponential ceiling, never below the idle interval.
+    fn backoff(&self, failures: u32) -> Duration {
+        let ceiling = self
+            .config
+            .backoff_base
+            .saturating_mul(1u32 << failures.min(16))
+            .min(self.config.backoff_max);
+        let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+        let jittered = self
+            .rng
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .gen_range(0..=ms);
+        Duration::from_millis(jittered).max(self.config.idle_interval)
+    }
+
+    /// Pulls until `stop` is set: pages back to back while the remote has
+    /// more, then long polls; at least `idle_interval` after an empty page;
+    /// backoff after a failure; nothing while the network monitor says
+    /// offline. A batch of pushes that applied something, or
+    /// [`pull_now`](Self::pull_now), cuts a wait short.
+    pub async fn run(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        let mut failures = 0u32;
+        let mut wait = Duration::ZERO;
+        let mut events = self.events.subscribe();
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            if let Some(network) = &self.network {
+                tokio::select! {
+                    _ = network.wait_sendable() => {}
+                    _ = stop.changed() => return,
+                }
+            }
+            let pulled = tokio::select! {
+                pulled = self.pull_page(wait) => pulled,
+                _ = stop.changed() => return,
+            };
+            let pause = match pulled {
+                Ok(page) => {
+                    failures = 0;
+                    if page.has_more {
+                        wait = Duration::ZERO;
+                        continue;
+                    }
+                    wait = self.config.long_poll;
+                    if page.changes > 0 && !wait.is_zero() {
+                        // Caught up: the next pull long-polls at once.
+                        continue;
+                    }
+                    self.config.idle_interval
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    wait = Duration::ZERO;
+                    let pause = self.backoff(failures);
+                    tracing::info!(error = %e, retry_in_ms = pause.as_millis() as u64, "pull failed");
+                    let _ = self.events.send(WorkerEvent::PullFailed {
+                        error: e.to_string(),
+                        retry_in_ms: u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+                    });
+                    pause
+                }
+            };
+            let sleep = tokio::time::sleep(pause);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = &mut sleep => break,
+                    _ = self.wake.notified() => break,
+                    _ = stop.changed() => return,
+                    event = events.recv() => match event {
+                        Ok(WorkerEvent::BatchCompleted { summary }) if summary.applied > 0 && failures == 0 => break,
+                        Err(broadcast::error::RecvError::Closed) => return,
+                        _ => {}
+                    },
+                }
+            }
+        }
+    }
+}
+
+/// The greater (by `seq`) of two positions of one store; a position of
+/// another store replaces the old one (the remote was replaced).
+fn higher(known: Option<RemotePosition>, head: RemotePosition) -> Option<RemotePosition> {
+    match known {
+        Some(k) if k.store_id == head.store_id && k.seq >= head.seq => Some(k),
+        _ => Some(head),
+    }
+}

@@ -1,0 +1,299 @@
+//! The puller against a scripted remote: the cursor moves only after the
+//! sink applied a page, own writes complete from the feed, the sink learns
+//! what is still pending per entity, a refused page changes nothing, and
+//! the cursor survives a restart (and a change of scope starts over).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cpc_core::{
+    EntityKey, HlcTimestamp, HybridClock, NodeId, OpOutcome, Operation, OperationKind, PullCursor,
+    PullPage, PullQuery, PulledChange, RemotePosition, RemoteSink, SinkError, SinkPage,
+    SnapshotRange, TokioWallClock, Transport, TransportError,
+};
+use cpc_storage::{MemoryStorage, QueueOptions, QueueStorage, QueueStorageExt};
+use cpc_worker::{PullConfig, Puller, StorageCalls};
+
+const T0: u64 = 1_767_225_600_000;
+
+/// Answers pulls from a script; records the queries.
+#[derive(Debug, Default)]
+struct Scripted {
+    pages: Mutex<VecDeque<Result<PullPage, TransportError>>>,
+    queries: Mutex<Vec<PullQuery>>,
+}
+
+#[async_trait]
+impl Transport for Scripted {
+    async fn push(&self, _: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+        Err(TransportError::Offline)
+    }
+    async fn pull(&self, query: &PullQuery) -> Result<PullPage, TransportError> {
+        self.queries.lock().unwrap().push(query.clone());
+        self.pages
+            .lock()
+            .unwrap()
+            .pop_front()
+            .unwrap_or(Err(TransportError::Offline))
+    }
+}
+
+/// Records every page; refuses while `refuse` is set.
+#[derive(Debug, Default)]
+struct Recording {
+    pages: Mutex<Vec<SinkPage>>,
+    refuse: Mutex<bool>,
+}
+
+#[async_trait]
+impl RemoteSink for Recording {
+    async fn apply(&self, page: &SinkPage) -> Result<(), SinkError> {
+        if *self.refuse.lock().unwrap() {
+            return Err(SinkError("disk full".into()));
+        }
+        self.pages.lock().unwrap().push(page.clone());
+        Ok(())
+    }
+}
+
+fn position(seq: u64) -> RemotePosition {
+    RemotePosition {
+        store_id: "store-1".into(),
+        seq,
+        fp: seq * 7,
+    }
+}
+
+fn change(seq: u64, id: &str, own: Option<cpc_core::OperationId>) -> PulledChange {
+    PulledChange {
+        seq,
+        entity: EntityKey::new("notes", id),
+        version: seq,
+        payload: Some(format!("v{seq}").into_bytes()),
+        timestamp: HlcTimestamp::new(T0 + seq, 0, NodeId(9)),
+        own_op: own,
+    }
+}
+
+fn changes_page(from: u64, changes: Vec<PulledChange>, has_more: bool) -> PullPage {
+    let last = changes.last().map_or(from, |c| c.seq);
+    PullPage {
+        changes,
+        cursor: PullCursor {
+            position: position(last),
+            after: None,
+        },
+        has_more,
+        snapshot: None,
+        head: position(last + u64::from(has_more)),
+        bytes: 100,
+    }
+}
+
+struct Rig {
+    storage: Arc<dyn QueueStorage>,
+    remote: Arc<Scripted>,
+    sink: Arc<Recording>,
+    hlc: Arc<HybridClock>,
+    clock: TokioWallClock,
+}
+
+impl Rig {
+    fn new(storage: Arc<dyn QueueStorage>) -> Rig {
+        let clock = TokioWallClock::starting_at(T0);
+        Rig {
+            hlc: Arc::new(HybridClock::with_wall_clock(
+                NodeId(1),
+                Arc::new(clock.clone()),
+            )),
+            storage,
+            remote: Arc::new(Scripted::default()),
+            sink: Arc::new(Recording::default()),
+            clock,
+        }
+    }
+
+    fn puller(&self, config: PullConfig) -> Puller {
+        Puller::new(
+            Arc::clone(&self.storage),
+            self.remote.clone(),
+            self.sink.clone(),
+            config,
+        )
+        .hlc(Arc::clone(&self.hlc))
+        .clock(self.clock.clone())
+        .storage_calls(StorageCalls::Inline)
+    }
+
+    fn script(&self, page: Result<PullPage, TransportError>) {
+        self.remote.pages.lock().unwrap().push_back(page);
+    }
+
+    fn submit(&self, id: &str) -> cpc_core::OperationId {
+        let op = Operation::builder(EntityKey::new("notes", id), OperationKind::Update)
+            .payload(b"mine".to_vec())
+            .build(&self.hlc)
+            .unwrap();
+        let op_id = op.id;
+        self.storage.enqueue(op, self.clock.now_ms()).unwrap();
+        op_id
+    }
+}
+
+fn memory() -> Arc<dyn QueueStorage> {
+    Arc::new(MemoryStorage::new(QueueOptions::default()))
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_cursor_moves_only_after_the_sink_applied_the_page() {
+    let rig = Rig::new(memory());
+    let puller = rig.puller(PullConfig::default());
+    let page = changes_page(0, vec![change(1, "a", None), change(2, "b", None)], true);
+    rig.script(Ok(page.clone()));
+    *rig.sink.refuse.lock().unwrap() = true;
+    assert!(puller.pull_page(Duration::ZERO).await.is_err());
+    assert_eq!(puller.cursor().await.unwrap(), None, "refused: no cursor");
+    *rig.sink.refuse.lock().unwrap() = false;
+    rig.script(Ok(page));
+    let applied = puller.pull_page(Duration::ZERO).await.unwrap();
+    assert_eq!((applied.changes, applied.has_more), (2, true));
+    assert_eq!(
+        puller.cursor().await.unwrap().unwrap().position,
+        position(2)
+    );
+    // The next query starts from it, and carries the head as `known`.
+    rig.script(Ok(changes_page(2, vec![change(3, "c", None)], false)));
+    puller.pull_page(Duration::ZERO).await.unwrap();
+    let queries = rig.remote.queries.lock().unwrap().clone();
+    assert_eq!(queries[0].cursor, None);
+    assert_eq!(
+        queries[1].cursor, None,
+        "the refused page is asked for again"
+    );
+    assert_eq!(queries[2].cursor.as_ref().unwrap().position, position(2));
+    assert_eq!(queries[2].known, Some(position(3)));
+    // The clock followed the pulled timestamps.
+    assert!(rig.hlc.last().wall_ms >= T0 + 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_page_the_transport_refuses_changes_nothing() {
+    let rig = Rig::new(memory());
+    let puller = rig.puller(PullConfig::default());
+    rig.script(Ok(changes_page(0, vec![change(1, "a", None)], false)));
+    puller.pull_page(Duration::ZERO).await.unwrap();
+    rig.script(Err(TransportError::Protocol(
+        "has_more with a cursor that did not advance".into(),
+    )));
+    assert!(puller.pull_page(Duration::ZERO).await.is_err());
+    assert_eq!(
+        puller.cursor().await.unwrap().unwrap().position,
+        position(1)
+    );
+    assert_eq!(rig.sink.pages.lock().unwrap().len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn own_writes_complete_from_the_feed_and_pending_ones_are_named() {
+    let rig = Rig::new(memory());
+    let puller = rig.puller(PullConfig::default());
+    let lost_ack = rig.submit("a");
+    let still_pending = rig.submit("b");
+    let page = changes_page(
+        0,
+        vec![change(1, "a", Some(lost_ack)), change(2, "b", None)],
+        false,
+    );
+    rig.script(Ok(page));
+    let applied = puller.pull_page(Duration::ZERO).await.unwrap();
+    assert_eq!(applied.acked, 1);
+    assert!(
+        rig.storage.get(lost_ack).unwrap().is_none(),
+        "completed, not re-pushed"
+    );
+    assert!(rig.storage.get(still_pending).unwrap().is_some());
+    let pages = rig.sink.pages.lock().unwrap();
+    assert_eq!(
+        pages[0].changes[0].pending,
+        Vec::new(),
+        "a's op was completed first"
+    );
+    assert_eq!(pages[0].changes[1].pending, vec![still_pending]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_snapshot_page_carries_its_range_and_the_scope() {
+    let rig = Rig::new(memory());
+    let scope = Some(vec!["notes".to_owned()]);
+    let puller = rig.puller(PullConfig {
+        collections: scope.clone(),
+        ..PullConfig::default()
+    });
+    let range = SnapshotRange {
+        from: None,
+        through: Some(EntityKey::new("notes", "b")),
+        reset: Some(cpc_core::ResetReason::Initial),
+    };
+    rig.script(Ok(PullPage {
+        changes: vec![change(4, "a", None), change(2, "b", None)],
+        cursor: PullCursor {
+            position: position(5),
+            after: Some(EntityKey::new("notes", "b")),
+        },
+        has_more: true,
+        snapshot: Some(range.clone()),
+        head: position(5),
+        bytes: 10,
+    }));
+    puller.pull_page(Duration::ZERO).await.unwrap();
+    assert_eq!(
+        rig.sink.pages.lock().unwrap()[0].replace,
+        Some((range, scope))
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_cursor_survives_a_restart_and_a_new_scope_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || -> Arc<dyn QueueStorage> {
+        Arc::new(
+            cpc_storage::SqliteStorage::open_at(
+                dir.path().join("queue"),
+                QueueOptions::default(),
+                T0,
+            )
+            .unwrap(),
+        )
+    };
+    {
+        let rig = Rig::new(open());
+        let puller = rig.puller(PullConfig::default());
+        rig.script(Ok(changes_page(0, vec![change(1, "a", None)], false)));
+        puller.pull_page(Duration::ZERO).await.unwrap();
+    }
+    let rig = Rig::new(open());
+    let puller = rig.puller(PullConfig::default());
+    assert_eq!(
+        puller.cursor().await.unwrap().unwrap().position,
+        position(1)
+    );
+    assert_eq!(puller.known().await.unwrap(), Some(position(1)));
+    let scoped = rig.puller(PullConfig {
+        collections: Some(vec!["tasks".into()]),
+        ..PullConfig::default()
+    });
+    assert_eq!(
+        scoped.cursor().await.unwrap(),
+        None,
+        "another scope: a new feed"
+    );
+    assert_eq!(
+        scoped.known().await.unwrap(),
+        Some(position(1)),
+        "known is kept"
+    );
+}
