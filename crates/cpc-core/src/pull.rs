@@ -253,11 +253,7 @@ impl RemoteSink for MemorySink {
     async fn apply(&self, page: &SinkPage) -> Result<(), SinkError> {
         let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((range, scope)) = &page.replace {
-            let in_scope = |k: &EntityKey| {
-                scope
-                    .as_ref()
-                    .is_none_or(|s| s.contains(&k.collection))
-            };
+            let in_scope = |k: &EntityKey| scope.as_ref().is_none_or(|s| s.contains(&k.collection));
             held.retain(|k, _| !(range.contains(k) && in_scope(k)));
             for c in &page.changes {
                 held.insert(

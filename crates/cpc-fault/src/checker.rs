@@ -113,6 +113,7 @@ pub fn check_with(
         last_outage_end: options.last_outage_end,
         drain_after_heal: None,
         bound_failures: Vec::new(),
+        convergence: None,
         passed: false,
     };
 

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cpc_core::{OpOutcome, Operation, OperationId, PushOutcome, Transport, TransportError};
+use cpc_core::{
+    OpOutcome, Operation, OperationId, PullPage, PullQuery, PushOutcome, Transport, TransportError,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -290,6 +292,9 @@ enum Fault {
 
 struct FaultState {
     rng: StdRng,
+    /// Pulls draw from their own stream, so that turning pulls on does not
+    /// change the faults pushes meet.
+    pull_rng: StdRng,
     counters: FaultCounters,
     first_attempts: Option<HashMap<OperationId, Duration>>,
 }
@@ -346,6 +351,7 @@ impl<T: Transport> FaultyTransport<T> {
             clock: SimClock::start_now(),
             state: Arc::new(Mutex::new(FaultState {
                 rng: StdRng::seed_from_u64(seed),
+                pull_rng: StdRng::seed_from_u64(seed ^ 0x7075_6c6c_7075_6c6c),
                 counters: FaultCounters::default(),
                 first_attempts: Some(HashMap::new()),
             })),
@@ -518,8 +524,49 @@ impl<T> FaultyTransport<T> {
     }
 }
 
+impl<T> FaultyTransport<T> {
+    /// A pull's fate: offline in an outage, a timeout on a degraded link
+    /// (drawn), else the latency to wait (drawn), all from the pull stream.
+    fn decide_pull(&self) -> Result<Duration, TransportError> {
+        let now = self.clock.elapsed();
+        let condition = self.schedule.condition_at(now);
+        let mut guard = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let st = &mut *guard;
+        match condition {
+            LinkCondition::Offline => return Err(TransportError::Offline),
+            LinkCondition::Degraded(p) if st.pull_rng.gen::<f64>() < p => {
+                return Err(TransportError::Timeout)
+            }
+            _ => {}
+        }
+        let latency = self.plan.latency.sample(&mut st.pull_rng);
+        if latency >= self.plan.timeout {
+            return Err(TransportError::Timeout);
+        }
+        Ok(latency)
+    }
+}
+
 #[async_trait]
 impl<T: Transport> Transport for FaultyTransport<T> {
+    /// Pulls meet the scheduled outages (offline, degraded links) and the
+    /// plan's latency; the per-request faults of pushes (drops, lost
+    /// answers, corruption) are not drawn for pulls.
+    async fn pull(&self, query: &PullQuery) -> Result<PullPage, TransportError> {
+        let started = tokio::time::Instant::now();
+        match self.decide_pull() {
+            Ok(latency) => {
+                tokio::time::sleep_until(started + latency).await;
+                self.inner.pull(query).await
+            }
+            Err(TransportError::Timeout) => {
+                tokio::time::sleep_until(started + self.plan.timeout).await;
+                Err(TransportError::Timeout)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
         let started = tokio::time::Instant::now();
         let (fault, latency) = self.decide(batch);

@@ -99,9 +99,9 @@ mod scenario;
 mod schedule;
 
 pub use checker::{
-    check, check_with, Abandoned, CheckOptions, ConflictCounts, DeviceSummary, Duplicate,
-    ExpectedBounds, Fates, InvariantReport, Inversion, Listed, PriorityLatency, QueueEnd, Reorder,
-    SubmitOutcome, SubmittedRecord,
+    check, check_with, Abandoned, CheckOptions, ConflictCounts, Convergence, DeviceDiff,
+    DeviceSummary, Duplicate, ExpectedBounds, Fates, InvariantReport, Inversion, Listed,
+    PriorityLatency, QueueEnd, Reorder, SubmitOutcome, SubmittedRecord,
 };
 /// The origin of a run's time line; defined with the other clocks in
 /// `cpc_core::time`, re-exported here because every simulation needs it.
@@ -112,13 +112,14 @@ pub use network::ScriptedNetwork;
 pub use reference::{run_reference, ReferenceOptions, RunOutput};
 pub use remote::{
     apply_log_text, Admission, ApplyRecord, OpRate, PoisonKey, PoisonRule, RemoteOptions,
-    RemoteStats, SimulatedRemote,
+    RemoteStats, RestoreError, SimulatedRemote,
 };
 pub use scenario::{
-    Arrival, CrashPlan, KindWeights, OperationMix, PlannedOp, PriorityWeights, Scenario,
-    ScenarioBuilder, SizeRange, Workload, BYTES_PER_DEVICE, BYTES_PER_OP, DEFAULT_EPOCH_MS,
-    MAX_CLOCK_SKEW_MS, MAX_COLLECTIONS, MAX_COLLECTION_NAME, MAX_CRASHES, MAX_DEVICES,
-    MAX_DURATION, MAX_ENTITIES, MAX_EPOCH_MS, MAX_OPS_PER_DEVICE, MAX_RATE, MAX_SCENARIO_BYTES,
+    Arrival, CompactionPlan, CrashPlan, KindWeights, OperationMix, PlannedOp, PriorityWeights,
+    PullPlan, RestorePlan, Scenario, ScenarioBuilder, SinkKind, SizeRange, Workload,
+    BYTES_PER_DEVICE, BYTES_PER_OP, DEFAULT_EPOCH_MS, MAX_CLOCK_SKEW_MS, MAX_COLLECTIONS,
+    MAX_COLLECTION_NAME, MAX_CRASHES, MAX_DEVICES, MAX_DURATION, MAX_ENTITIES, MAX_EPOCH_MS,
+    MAX_INITIAL_RECORDS, MAX_OPS_PER_DEVICE, MAX_RATE, MAX_RECORD_BYTES, MAX_SCENARIO_BYTES,
     MEMORY_BUDGET,
 };
 pub use schedule::{

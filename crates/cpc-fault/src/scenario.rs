@@ -22,9 +22,13 @@ use crate::remote::{splitmix64, RemoteOptions, SimulatedRemote};
 use crate::schedule::Schedule;
 use cpc_core::SimClock;
 
+mod pull;
 mod validate;
 mod workload;
 
+pub use self::pull::{
+    CompactionPlan, PullPlan, RestorePlan, SinkKind, MAX_INITIAL_RECORDS, MAX_RECORD_BYTES,
+};
 pub use self::workload::Workload;
 
 /// Wall-clock reading (ms since the Unix epoch) at simulated time zero,
@@ -131,6 +135,9 @@ pub struct Scenario {
     /// Bounds the run must meet.
     #[serde(default)]
     pub expect: ExpectedBounds,
+    /// Two-way sync: pulls, sinks and convergence (off by default).
+    #[serde(default, skip_serializing_if = "PullPlan::is_default")]
+    pub pull: PullPlan,
 }
 
 fn default_seed() -> u64 {
@@ -348,6 +355,7 @@ impl Scenario {
             schedule: Schedule::default(),
             crash: CrashPlan::default(),
             expect: ExpectedBounds::default(),
+            pull: PullPlan::default(),
         }
     }
 
@@ -615,6 +623,11 @@ impl ScenarioBuilder {
     /// Sets the expected bounds.
     pub fn expect(mut self, expect: ExpectedBounds) -> Self {
         self.scenario.expect = expect;
+        self
+    }
+    /// Sets the two-way sync plan.
+    pub fn pull(mut self, pull: PullPlan) -> Self {
+        self.scenario.pull = pull;
         self
     }
     /// Validates and returns the scenario.

@@ -161,6 +161,16 @@ impl<T: Transport> Transport for BearerTransport<T> {
         }
         answer
     }
+
+    async fn pull(
+        &self,
+        query: &cpc_sync::core::PullQuery,
+    ) -> Result<cpc_sync::core::PullPage, TransportError> {
+        if !self.accepted(&self.authorization()) {
+            return Err(TransportError::Unauthorized);
+        }
+        self.inner.pull(query).await
+    }
 }
 
 #[cfg(test)]

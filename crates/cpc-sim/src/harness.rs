@@ -23,6 +23,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::auth::{AnswerLog, BearerTransport, FinalAnswer, Secret};
+use crate::converge::{self, DeviceSink, Quiescence, SimSink};
 use crate::gate::{Gate, GatedStorage};
 use crate::spec::{DeadHead, Spec, StorageKind};
 use crate::timeline::{DeviceLine, Timeline};
@@ -219,6 +220,8 @@ struct World {
     aging_after: Option<Duration>,
     /// Devices stop waiting for a drain at this instant.
     deadline: Duration,
+    /// With `[pull]`: when every device is done pushing.
+    quiescence: Option<Quiescence>,
 }
 
 /// What a device hands back.
@@ -228,6 +231,8 @@ struct DeviceOut {
     transport: FaultyTransport<SimulatedRemote>,
     /// Its line of the timeline, when one is drawn (applies added later).
     line: Option<DeviceLine>,
+    /// With `[pull]`: its sink, and whether it pulled through the end.
+    pulled: Option<DeviceSink>,
 }
 
 /// What a device's engine held and had decided when its run ended.
@@ -253,6 +258,8 @@ async fn simulate(
     let scenario = spec.scenario.clone();
     let clock = SimClock::start_now();
     let remote = scenario.remote(clock);
+    let pull = scenario.pull.clone();
+    converge::preload(&remote, &pull, scenario.derived_seed(0x0051_EED0));
     let horizon = scenario
         .duration
         .max(scenario.schedule.last_outage_end().unwrap_or_default());
@@ -270,6 +277,17 @@ async fn simulate(
         clock,
         remote: remote.clone(),
         aging_after,
+        quiescence: pull
+            .enabled
+            .then(|| Quiescence::new(scenario_devices(spec))),
+    });
+    let remote_faults = pull.enabled.then(|| {
+        tokio::spawn(converge::remote_faults(
+            remote.clone(),
+            pull.clone(),
+            clock,
+            world.deadline,
+        ))
     });
 
     let mut handles = Vec::with_capacity(world.scenario.devices as usize);
@@ -302,6 +320,7 @@ async fn simulate(
     let mut submitted = Vec::new();
     let mut conflicts = BTreeMap::new();
     let mut lines = Vec::new();
+    let mut sinks = Vec::new();
     let (mut calls, mut ops_sent) = (0u64, 0u64);
     for (device, handle) in handles.into_iter().enumerate() {
         let out = handle
@@ -323,6 +342,7 @@ async fn simulate(
             out.end.conflicts,
         );
         lines.extend(out.line);
+        sinks.extend(out.pulled);
     }
 
     let mut options = world.scenario.check_options();
@@ -345,7 +365,23 @@ async fn simulate(
             devices: lines,
         }
     });
-    Ok((check_with(&applies, &submitted, &options), timeline))
+    let mut report = check_with(&applies, &submitted, &options);
+    if let Some(task) = remote_faults {
+        // Done at its last scheduled fault, or cut short now.
+        task.abort();
+        report = report.with_convergence(converge::convergence(
+            &remote,
+            &sinks,
+            remote.restore_losses(),
+            options.max_listed.max(20),
+        ));
+    }
+    Ok((report, timeline))
+}
+
+/// The devices of a run.
+fn scenario_devices(spec: &Spec) -> u32 {
+    spec.scenario.devices
 }
 
 /// A seed for one purpose of one device.
@@ -366,6 +402,9 @@ struct Device {
     wire: Arc<dyn Transport>,
     monitor: NetworkMonitor,
     incarnation: u64,
+    /// With `[pull]`: the application's sink (it outlives crashes, as an
+    /// application's database does).
+    sink: Option<Arc<SimSink>>,
 }
 
 impl Device {
@@ -423,6 +462,14 @@ impl Device {
             .seed(self.seed(0x3047_0000 + self.incarnation))
             .circuit_breaker(Some(breaker))
             .storage_calls(world.settings.storage_calls);
+        if let Some(sink) = &self.sink {
+            builder = builder
+                .remote_sink(Arc::clone(sink) as Arc<dyn cpc_sync::core::RemoteSink>)
+                .pull_config(converge::pull_config(
+                    &world.scenario.pull,
+                    self.seed(0x9011_0000 + self.incarnation),
+                ));
+        }
         if let Some(n) = world.harness.batch_size {
             builder = builder.batch_size(n);
         }
@@ -478,7 +525,7 @@ async fn run_device(
 ) -> Result<DeviceOut, String> {
     let scenario = &world.scenario;
     let transport = FaultyTransport::new(
-        world.remote.clone(),
+        world.remote.as_client(Scenario::node(index)),
         scenario.faults.clone(),
         device_seed(scenario, index, 0x00FA_0175),
     )
@@ -515,6 +562,10 @@ async fn run_device(
         wire,
         monitor,
         incarnation: 0,
+        sink: scenario
+            .pull
+            .enabled
+            .then(|| Arc::new(SimSink::new(scenario.pull.sink))),
     };
     let mut crashes: Crashes = world.crash_times.clone().into_iter().peekable();
     let mut coin = StdRng::seed_from_u64(device.seed(0xC014));
@@ -608,6 +659,23 @@ async fn run_device(
         break;
     }
 
+    let pulled = match (&world.quiescence, &device.sink) {
+        (Some(q), Some(sink)) => {
+            let through = q
+                .settle(
+                    &live.engine,
+                    &world.remote,
+                    world.clock,
+                    world.harness.drain_cap,
+                )
+                .await;
+            Some(DeviceSink {
+                sink: Arc::clone(sink),
+                stalled: !through,
+            })
+        }
+        _ => None,
+    };
     let end = end_of_run(&live.engine, &answers).await?;
     if let Err(e) = live.engine.shutdown().await {
         tracing::debug!(device = index, error = %error_chain(&e), "engine shutdown failed");
@@ -623,6 +691,7 @@ async fn run_device(
         end,
         transport,
         line,
+        pulled,
     })
 }
 

@@ -39,6 +39,7 @@
 //! `docs/simulation.md`.
 
 mod auth;
+mod converge;
 mod error;
 mod gate;
 mod harness;

@@ -65,6 +65,15 @@ pub const SUITES: &[(&str, &str)] = &[
         include_str!("../scenarios/crash-restart.toml"),
     ),
     ("huge-queue", include_str!("../scenarios/huge-queue.toml")),
+    ("two-way", include_str!("../scenarios/two-way.toml")),
+    (
+        "initial-sync",
+        include_str!("../scenarios/initial-sync.toml"),
+    ),
+    (
+        "server-restore",
+        include_str!("../scenarios/server-restore.toml"),
+    ),
 ];
 
 /// The storage backend of every device.
@@ -166,6 +175,8 @@ pub struct QuickSizes {
     pub batch_size: Option<usize>,
     /// Submit batch.
     pub submit_batch: Option<usize>,
+    /// Records the remote holds before the run (`[pull]`).
+    pub initial_records: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -278,6 +289,9 @@ impl Spec {
         }
         if let Some(n) = q.submit_batch {
             self.harness.submit_batch = n;
+        }
+        if let Some(n) = q.initial_records {
+            self.scenario.pull.initial_records = n;
         }
     }
 }

@@ -292,8 +292,53 @@ pub struct InvariantReport {
     pub drain_after_heal: Option<Duration>,
     /// Bounds exceeded, one sentence each.
     pub bound_failures: Vec<String>,
+    /// Two-way sync: whether every device's sink ended equal to the
+    /// remote (runs with `[pull]` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub convergence: Option<Convergence>,
     /// True when every invariant holds and every bound is met.
     pub passed: bool,
+}
+
+/// What the devices' sinks held after quiescence, against the remote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Convergence {
+    /// Devices pulling.
+    pub devices: u64,
+    /// Live records at the remote at the end.
+    pub remote_records: u64,
+    /// Devices whose sink equals the remote's live state.
+    pub converged: u64,
+    /// Devices whose sink differs, with how many records differ. Must be
+    /// empty.
+    pub diverged: Listed<DeviceDiff>,
+    /// Devices that had not pulled through the remote's head when the run
+    /// ended (a pull loop that stalls). Must be 0.
+    pub stalled: u64,
+    /// Pages the sinks applied, all devices.
+    pub pages: u64,
+    /// Snapshots started (first pages), all devices.
+    pub resets: u64,
+    /// `RemoteRegressed` reports, all devices.
+    pub regressions: u64,
+    /// Changes the remote lost in a restore.
+    pub restore_lost: u64,
+}
+
+/// One device whose sink differs from the remote.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceDiff {
+    /// The device.
+    pub device: u32,
+    /// Records held with another version or payload, missing, or extra.
+    pub records: u64,
+}
+
+impl Convergence {
+    /// Every device converged and none stalled.
+    pub fn holds(&self) -> bool {
+        self.diverged.count == 0 && self.stalled == 0 && self.converged == self.devices
+    }
 }
 
 mod millis {
@@ -334,6 +379,17 @@ impl InvariantReport {
             + self.duplicated.count
             + self.reordered.count
             + self.bound_failures.len() as u64
+            + self
+                .convergence
+                .as_ref()
+                .map_or(0, |c| c.diverged.count + c.stalled)
+    }
+
+    /// Adds the convergence verdict: the run passes only if it holds.
+    pub fn with_convergence(mut self, convergence: Convergence) -> InvariantReport {
+        self.passed &= convergence.holds();
+        self.convergence = Some(convergence);
+        self
     }
 
     /// The JSON form (pretty-printed, keys in a fixed order).
@@ -448,6 +504,23 @@ impl InvariantReport {
             opt(self.last_outage_end),
             opt(self.drain_after_heal)
         )?;
+        if let Some(c) = &self.convergence {
+            writeln!(
+                out,
+                "convergence devices {} converged {} stalled {} remote_records {} pages {} resets {} regressions {} restore_lost {}",
+                c.devices,
+                c.converged,
+                c.stalled,
+                c.remote_records,
+                c.pages,
+                c.resets,
+                c.regressions,
+                c.restore_lost
+            )?;
+            write_list(out, "diverged", &c.diverged, |d| {
+                format!("device {} ({} records)", d.device, d.records)
+            })?;
+        }
         for failure in &self.bound_failures {
             writeln!(out, "bound exceeded: {failure}")?;
         }

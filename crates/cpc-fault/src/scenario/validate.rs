@@ -6,6 +6,7 @@ use super::*;
 impl Scenario {
     /// Checks the values serde cannot: counts, ranges, sums.
     pub fn validate(&self) -> Result<()> {
+        self.pull.validate()?;
         if self.name.trim().is_empty() {
             return Err(Error::invalid("name", "must not be empty"));
         }

@@ -1,0 +1,389 @@
+//! The simulated remote's change feed (docs/protocol.md §7, in memory):
+//! one row per applied change with a running fingerprint, change pages and
+//! snapshot pages with the reference server's rules, compaction of a
+//! prefix, and a restore to an earlier position (the fault no peer
+//! detects: a server brought back from a backup).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cpc_core::{
+    EntityKey, HlcTimestamp, NodeId, OperationId, PullCursor, PullPage, PullQuery, PulledChange,
+    RemotePosition, ResetReason, SnapshotRange, TransportError,
+};
+
+use super::{fnv1a, splitmix64, EntityState};
+
+/// The store id of every simulated remote.
+pub(crate) const STORE_ID: &str = "simulated-remote";
+
+/// A page's size budget: what the wire would carry (base64 payloads plus
+/// a fixed cost per change), like the reference server's 4 MiB default.
+const PAGE_BYTES: u64 = 4 << 20;
+/// Bytes a change costs besides its payload.
+const CHANGE_BYTES: u64 = 256;
+
+/// One change-log row.
+#[derive(Clone)]
+pub(crate) struct Row {
+    pub entity: EntityKey,
+    pub version: u64,
+    /// `None`: deleted; also `None` once compacted (see `compacted`).
+    pub payload: Option<Vec<u8>>,
+    pub deleted: bool,
+    pub timestamp: HlcTimestamp,
+    pub node: NodeId,
+    pub op: OperationId,
+    pub fp: u64,
+    /// When it was applied (simulated time).
+    pub at: Duration,
+}
+
+/// The change log: row `i` has `seq = i + 1`.
+#[derive(Default)]
+pub(crate) struct Feed {
+    pub rows: Vec<Row>,
+    /// Rows up to here have lost their payload.
+    pub compacted_through: u64,
+}
+
+/// Why a restore could not be done.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    /// The position is above the head.
+    #[error("cannot restore to seq {to}: the head is {head}")]
+    AboveHead {
+        /// The position asked for.
+        to: u64,
+        /// The head.
+        head: u64,
+    },
+    /// The rows needed to rebuild that state were compacted.
+    #[error("cannot restore to seq {to}: rows up to {horizon} are compacted")]
+    Compacted {
+        /// The position asked for.
+        to: u64,
+        /// The compaction horizon.
+        horizon: u64,
+    },
+}
+
+impl Feed {
+    pub fn head(&self) -> RemotePosition {
+        self.position(self.rows.len() as u64)
+    }
+
+    fn fp_at(&self, seq: u64) -> Option<u64> {
+        match seq {
+            0 => Some(0),
+            s => self.rows.get(usize::try_from(s - 1).ok()?).map(|r| r.fp),
+        }
+    }
+
+    fn position(&self, seq: u64) -> RemotePosition {
+        RemotePosition {
+            store_id: STORE_ID.to_owned(),
+            seq,
+            fp: self.fp_at(seq).unwrap_or(0),
+        }
+    }
+
+    fn in_history(&self, p: &RemotePosition) -> bool {
+        p.store_id == STORE_ID && self.fp_at(p.seq) == Some(p.fp)
+    }
+
+    /// Appends the change an apply made; the running fingerprint covers
+    /// its seq, entity, version, op and payload.
+    #[allow(clippy::too_many_arguments)]
+    pub fn append(
+        &mut self,
+        entity: &EntityKey,
+        version: u64,
+        payload: Option<Vec<u8>>,
+        timestamp: HlcTimestamp,
+        op: OperationId,
+        at: Duration,
+    ) -> u64 {
+        let seq = self.rows.len() as u64 + 1;
+        let prev = self.fp_at(seq - 1).unwrap_or(0);
+        let mut h = prev ^ seq.rotate_left(17) ^ version.rotate_left(33);
+        h ^= fnv1a(entity.collection.as_bytes()) ^ fnv1a(entity.id.as_bytes()).rotate_left(7);
+        h ^= (op.as_u128() as u64) ^ ((op.as_u128() >> 64) as u64).rotate_left(29);
+        h ^= payload.as_deref().map_or(0, fnv1a).rotate_left(41);
+        let deleted = payload.is_none();
+        self.rows.push(Row {
+            entity: entity.clone(),
+            version,
+            payload,
+            deleted,
+            timestamp,
+            node: timestamp.node,
+            op,
+            fp: splitmix64(h),
+            at,
+        });
+        seq
+    }
+
+    /// Empties the payloads of the rows applied before `before`, as a
+    /// prefix; answers the new horizon.
+    pub fn compact(&mut self, before: Duration) -> u64 {
+        let start = usize::try_from(self.compacted_through).unwrap_or(usize::MAX);
+        for row in self.rows.iter_mut().skip(start) {
+            if row.at >= before {
+                break;
+            }
+            row.payload = None;
+            self.compacted_through += 1;
+        }
+        self.compacted_through
+    }
+
+    /// Cuts the log back to `to_seq` and answers the entity states it
+    /// leaves (rebuilt from the rows).
+    pub fn restore(
+        &mut self,
+        to_seq: u64,
+    ) -> Result<BTreeMap<EntityKey, EntityState>, RestoreError> {
+        let head = self.rows.len() as u64;
+        if to_seq > head {
+            return Err(RestoreError::AboveHead { to: to_seq, head });
+        }
+        if self.compacted_through > 0 {
+            return Err(RestoreError::Compacted {
+                to: to_seq,
+                horizon: self.compacted_through,
+            });
+        }
+        self.rows
+            .truncate(usize::try_from(to_seq).unwrap_or(usize::MAX));
+        let mut entities = BTreeMap::new();
+        for (i, row) in self.rows.iter().enumerate() {
+            entities.insert(
+                row.entity.clone(),
+                EntityState {
+                    seq: i as u64 + 1,
+                    version: row.version,
+                    timestamp: row.timestamp,
+                    node: row.node,
+                    payload: if row.deleted {
+                        None
+                    } else {
+                        row.payload.clone()
+                    },
+                },
+            );
+        }
+        Ok(entities)
+    }
+
+    /// The page `query` asks for (§7.3–7.5), for the device `client`
+    /// (whose own changes carry their op id).
+    pub fn page(
+        &self,
+        query: &PullQuery,
+        entities: &BTreeMap<EntityKey, EntityState>,
+        client: Option<NodeId>,
+    ) -> Result<PullPage, TransportError> {
+        let head = self.head();
+        if let Some(known) = &query.known {
+            if !self.in_history(known) {
+                return Err(TransportError::HistoryDiverged { head });
+            }
+        }
+        let in_scope = |k: &EntityKey| {
+            query
+                .collections
+                .as_ref()
+                .is_none_or(|c| c.contains(&k.collection))
+        };
+        let reset = match &query.cursor {
+            None => Some(ResetReason::Initial),
+            Some(c) if c.position.store_id != STORE_ID => Some(ResetReason::UnknownStore),
+            Some(c) if c.position.seq < self.compacted_through => Some(ResetReason::Compacted),
+            Some(c) if !self.in_history(&c.position) => Some(ResetReason::Diverged),
+            Some(_) => None,
+        };
+        let limit = usize::try_from(query.limit.max(1)).unwrap_or(usize::MAX);
+        let cost = |payload: Option<&Vec<u8>>| {
+            CHANGE_BYTES + payload.map_or(0, |p| (p.len() as u64).div_ceil(3) * 4)
+        };
+        let snapshot_from = match (&reset, &query.cursor) {
+            (Some(_), _) => Some((head.clone(), None)),
+            (None, Some(c)) if c.after.is_some() => Some((c.position.clone(), c.after.clone())),
+            _ => None,
+        };
+        if let Some((base, from)) = snapshot_from {
+            let mut changes = Vec::new();
+            let mut bytes = 0u64;
+            let mut more = false;
+            let range = match &from {
+                None => entities.range::<EntityKey, _>(..),
+                Some(k) => entities.range::<EntityKey, _>((
+                    std::ops::Bound::Excluded(k),
+                    std::ops::Bound::Unbounded,
+                )),
+            };
+            for (key, state) in range {
+                if state.payload.is_none() || !in_scope(key) {
+                    continue;
+                }
+                let c = cost(state.payload.as_ref());
+                if changes.len() == limit || (!changes.is_empty() && bytes + c > PAGE_BYTES) {
+                    more = true;
+                    break;
+                }
+                bytes += c;
+                changes.push(PulledChange {
+                    seq: state.seq,
+                    entity: key.clone(),
+                    version: state.version,
+                    payload: state.payload.clone(),
+                    timestamp: state.timestamp,
+                    own_op: None,
+                });
+            }
+            let through = if more {
+                changes.last().map(|c: &PulledChange| c.entity.clone())
+            } else {
+                None
+            };
+            let has_more = through.is_some() || head.seq > base.seq;
+            return Ok(PullPage {
+                changes,
+                cursor: PullCursor {
+                    position: base,
+                    after: through.clone(),
+                },
+                has_more,
+                snapshot: Some(SnapshotRange {
+                    from,
+                    through,
+                    reset,
+                }),
+                head,
+                bytes,
+            });
+        }
+        let from = query.cursor.as_ref().map_or(0, |c| c.position.seq);
+        let mut changes = Vec::new();
+        let mut bytes = 0u64;
+        let mut last = from;
+        let start = usize::try_from(from).unwrap_or(usize::MAX);
+        for (i, row) in self.rows.iter().enumerate().skip(start) {
+            let seq = i as u64 + 1;
+            if !in_scope(&row.entity) {
+                last = seq;
+                continue;
+            }
+            let c = cost(row.payload.as_ref());
+            if changes.len() == limit || (!changes.is_empty() && bytes + c > PAGE_BYTES) {
+                break;
+            }
+            bytes += c;
+            last = seq;
+            changes.push(PulledChange {
+                seq,
+                entity: row.entity.clone(),
+                version: row.version,
+                payload: if row.deleted {
+                    None
+                } else {
+                    row.payload.clone()
+                },
+                timestamp: row.timestamp,
+                own_op: (Some(row.node) == client).then_some(row.op),
+            });
+        }
+        Ok(PullPage {
+            changes,
+            cursor: PullCursor {
+                position: self.position(last),
+                after: None,
+            },
+            has_more: last < head.seq,
+            snapshot: None,
+            head,
+            bytes,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::remote::SimulatedRemote;
+    use cpc_core::{
+        EntityKey, HybridClock, ManualWallClock, NodeId, Operation, OperationKind, PullQuery,
+        ResetReason, TransportError,
+    };
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    fn op(hlc: &HybridClock, id: &str) -> Operation {
+        Operation::builder(EntityKey::new("notes", id), OperationKind::Update)
+            .payload(id.as_bytes().to_vec())
+            .build(hlc)
+            .unwrap()
+    }
+
+    fn query(cursor: Option<cpc_core::PullCursor>) -> PullQuery {
+        PullQuery {
+            cursor,
+            known: None,
+            wait: Duration::ZERO,
+            limit: 100,
+            collections: None,
+        }
+    }
+
+    #[test]
+    fn pages_mark_own_writes_and_a_restore_or_compaction_resets_cursors() {
+        let hlc = HybridClock::with_wall_clock(NodeId(3), Arc::new(ManualWallClock::new(1_000)));
+        let remote = SimulatedRemote::default();
+        let mine = remote.as_client(NodeId(3));
+        let other = remote.as_client(NodeId(4));
+        let ops: Vec<Operation> = ["a", "b", "c", "d"].iter().map(|i| op(&hlc, i)).collect();
+        remote.apply_batch(&ops).unwrap();
+        // A first pull is a snapshot of the four; then changes are empty.
+        let snap = mine.pull_page(&query(None)).unwrap();
+        assert_eq!(snap.changes.len(), 4);
+        assert_eq!(snap.snapshot.unwrap().reset, Some(ResetReason::Initial));
+        let from_zero = cpc_core::PullCursor {
+            position: cpc_core::RemotePosition {
+                seq: 0,
+                fp: 0,
+                ..snap.cursor.position.clone()
+            },
+            after: None,
+        };
+        let page = mine.pull_page(&query(Some(from_zero.clone()))).unwrap();
+        assert!(page.changes.iter().all(|c| c.own_op.is_some()));
+        let page = other.pull_page(&query(Some(from_zero))).unwrap();
+        assert!(page.changes.iter().all(|c| c.own_op.is_none()));
+        // A device that saw seq 4 after the remote lost its last two.
+        let seen = page.cursor.clone();
+        assert_eq!(remote.restore(2).unwrap(), 2);
+        let after = mine.pull_page(&query(Some(seen.clone()))).unwrap();
+        assert_eq!(after.snapshot.unwrap().reset, Some(ResetReason::Diverged));
+        assert_eq!(after.changes.len(), 2);
+        let mut with_known = query(Some(seen.clone()));
+        with_known.known = Some(seen.position.clone());
+        assert!(matches!(
+            mine.pull_page(&with_known),
+            Err(TransportError::HistoryDiverged { head }) if head.seq == 2
+        ));
+        // Compaction: a cursor below the horizon gets a snapshot.
+        remote.apply_batch(&[op(&hlc, "e")]).unwrap();
+        let old = after.cursor.clone();
+        assert_eq!(remote.compact(Duration::MAX), 3);
+        let mut at_one = old.clone();
+        at_one.position = cpc_core::RemotePosition {
+            seq: 1,
+            fp: remote.lock().feed.rows[0].fp,
+            ..old.position
+        };
+        let page = mine.pull_page(&query(Some(at_one))).unwrap();
+        assert_eq!(page.snapshot.unwrap().reset, Some(ResetReason::Compacted));
+        assert_eq!(remote.live_state().len(), 3);
+    }
+}
