@@ -9,6 +9,7 @@ mod durability;
 mod limits;
 mod log;
 mod malformed;
+mod pull;
 mod push;
 
 use crate::harness::{Checked, Ctx};
@@ -71,6 +72,12 @@ checks! {
     "head-position" => log::head_position,
     "seq-in-batch-consecutive" => log::seq_in_batch_consecutive,
     "seq-concurrent-pushes" => log::seq_concurrent_pushes,
+    "pull-snapshot" => pull::pull_snapshot,
+    "pull-changes-after-cursor" => pull::pull_changes_after_cursor,
+    "pull-long-poll-wakes" => pull::pull_long_poll_wakes,
+    "pull-foreign-cursor-resets" => pull::pull_foreign_cursor_resets,
+    "pull-known-diverged" => pull::pull_known_diverged,
+    "pull-out-of-range" => pull::pull_out_of_range,
     "durable-after-restart" => durability::durable_after_restart,
 }
 

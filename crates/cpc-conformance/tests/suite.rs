@@ -92,6 +92,19 @@ async fn an_unchecked_known_fails_known_diverged() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_page_that_drops_a_change_fails_the_change_feed_checks() {
+    let faults = Faults {
+        pull_skip_change: true,
+        ..Faults::default()
+    };
+    let report = run_against(faults, true).await;
+    assert_fails_exactly(
+        &report,
+        &["pull-changes-after-cursor", "pull-long-poll-wakes"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_foreign_token_or_a_restart_hook_those_checks_skip() {
     let dir = tempfile::tempdir().unwrap();
     let server = Restartable::start(dir.path(), Faults::default(), true).await;

@@ -23,4 +23,8 @@ pub struct Faults {
     /// A push's `known` position is not checked against the history
     /// (breaks §8). In `store/writer.rs`.
     pub ignore_known: bool,
+    /// A change page leaves out its first change while its cursor passes
+    /// it: a client never sees that change (breaks §7.3, gapless pages).
+    /// In `store/read.rs`.
+    pub pull_skip_change: bool,
 }

@@ -197,8 +197,12 @@ impl Store {
     /// [`Store::head`].
     pub async fn pull(&self, request: PullRequest) -> Result<PullPage, StoreError> {
         let store_id = self.store_id.clone();
+        #[cfg(feature = "test-faults")]
+        let skip_first = self.faults.pull_skip_change;
+        #[cfg(not(feature = "test-faults"))]
+        let skip_first = false;
         self.readers
-            .read(move |conn| read::read_page(conn, &store_id, &request))
+            .read(move |conn| read::read_page(conn, &store_id, &request, skip_first))
             .await
     }
 

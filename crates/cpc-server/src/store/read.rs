@@ -144,6 +144,7 @@ pub(crate) fn read_page(
     conn: &Connection,
     store_id: &str,
     request: &PullRequest,
+    skip_first: bool,
 ) -> Result<PullPage, StoreError> {
     let tx = conn.unchecked_transaction()?;
     let (head_seq, head_fp, compacted_through): (i64, i64, i64) = tx.query_row(
@@ -181,7 +182,7 @@ pub(crate) fn read_page(
         (None, Some(c)) if c.after.is_some() => {
             snapshot_page(&cx, c.position(), c.after.clone(), None)
         }
-        (None, Some(c)) => change_page(&cx, c),
+        (None, Some(c)) => change_page(&cx, c, skip_first),
         (None, None) => Err(StoreError::Invalid("a pull without a cursor needs a reset")),
     }?;
     tx.finish()?;
@@ -325,7 +326,7 @@ fn change_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Change, Option<u6
 }
 
 /// §7.3: the change-log rows above the cursor, in `seq` order.
-fn change_page(cx: &Ctx<'_>, from: &Cursor) -> Result<PullPage, StoreError> {
+fn change_page(cx: &Ctx<'_>, from: &Cursor, skip_first: bool) -> Result<PullPage, StoreError> {
     let request = cx.request;
     let filtered = request.collections.is_some();
     let upper = if filtered {
@@ -381,7 +382,14 @@ fn change_page(cx: &Ctx<'_>, from: &Cursor) -> Result<PullPage, StoreError> {
             after: None,
         };
         let has_more = seq < cx.head.seq;
-        let raws: Vec<Box<RawValue>> = fill.rows.iter().map(|r| r.0.clone()).collect();
+        // Fault `pull_skip_change` (feature test-faults): the first change
+        // goes missing while the cursor still passes it.
+        let raws: Vec<Box<RawValue>> = fill
+            .rows
+            .iter()
+            .skip(usize::from(skip_first))
+            .map(|r| r.0.clone())
+            .collect();
         match render(
             &raws,
             &cursor,
