@@ -1,11 +1,13 @@
-//! Two devices sync over real HTTP with the reference server.
+//! Two devices sync both ways over real HTTP with the reference server.
 //!
 //! Starts `cpc-server` in-process on a free loopback port, gives two
-//! engines an `HttpTransport` each, submits a few hundred edits to shared
-//! notes (unconditional writes: the server keeps the last one; give an
-//! operation a `base_version` to make it conditional), waits for both
-//! queues to drain, and prints what the events counted and the head of the
-//! server's change log.
+//! engines an `HttpTransport` and a `MemorySink` each (the sink is where
+//! the other device's changes land: in an app, its local database),
+//! submits a few hundred edits to shared notes (unconditional writes: the
+//! server keeps the last one; give an operation a `base_version` to make
+//! it conditional), waits for both queues to drain and both sinks to pull
+//! through the server's head, checks they hold the same notes, and prints
+//! what the events counted and the head of the server's change log.
 //! `cargo run --example http_sync`
 
 use std::sync::Arc;
@@ -13,7 +15,7 @@ use std::time::Duration;
 
 use cpc_http::{HttpConfig, HttpTransport, StaticToken};
 use cpc_server::{RateLimit, ServerConfig, Tokens};
-use cpc_sync::core::{EntityKey, NodeId, OperationKind};
+use cpc_sync::core::{EntityKey, MemorySink, NodeId, OperationKind};
 use cpc_sync::worker::WorkerEvent;
 use cpc_sync::SyncEngine;
 
@@ -39,18 +41,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Two devices, each with its own queue and HTTP transport.
     let mut engines = Vec::new();
+    let mut sinks = Vec::new();
     for (n, name) in ["phone-a", "phone-b"].into_iter().enumerate() {
         let transport = HttpTransport::new(
             HttpConfig::new(base.clone(), name),
             Arc::new(StaticToken::new(TOKEN)),
         )?;
+        let sink = Arc::new(MemorySink::new());
         let engine = SyncEngine::builder()
             .path(dir.path().join(name))
             .transport(transport)
+            .remote_sink(sink.clone())
             .node_id(NodeId(n as u64 + 1))
             .start()
             .await?;
         engines.push((name, engine));
+        sinks.push(sink);
     }
 
     let mut watchers = Vec::new();
@@ -89,6 +95,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (name, engine) in &engines {
         tokio::time::timeout(Duration::from_secs(120), engine.drained()).await??;
         println!("{name}: {} left to sync", engine.pending().await?);
+    }
+    // Every edit was pushed: 2 x EDITS_PER_DEVICE changes in the log. Each
+    // device pulls through that position (the other's edits and its own).
+    let head = (2 * EDITS_PER_DEVICE) as u64;
+    for (name, engine) in &engines {
+        tokio::time::timeout(Duration::from_secs(60), engine.pulled_through(head)).await??;
+        println!("{name}: pulled through seq {head}");
+    }
+    let (a, b) = (sinks[0].live(), sinks[1].live());
+    println!("both devices hold {} notes; identical: {}", a.len(), a == b);
+    if a != b {
+        return Err("the two devices did not converge".into());
     }
     for (_, engine) in &engines {
         engine.shutdown().await?;

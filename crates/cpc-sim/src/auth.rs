@@ -92,6 +92,14 @@ impl AnswerLog {
         }
     }
 
+    /// `id` left the queue at `at` without a push answer: the engine
+    /// completed it from a pull that showed it applied (its answer was
+    /// lost). That is when its record's next operation became claimable.
+    pub fn record_pulled(&self, at: Duration, id: OperationId) {
+        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(id).or_insert((at, FinalAnswer::Applied));
+    }
+
     /// When and how `id` was last answered for good, if it was.
     pub fn get(&self, id: OperationId) -> Option<(Duration, FinalAnswer)> {
         self.inner

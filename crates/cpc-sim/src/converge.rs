@@ -11,11 +11,13 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cpc_fault::{Convergence, DeviceDiff, Listed, PullPlan, SimClock, SimulatedRemote, SinkKind};
 use cpc_sync::core::{EntityKey, MemorySink, RemoteSink, SinkError, SinkPage};
-use cpc_sync::worker::PullConfig;
+use cpc_sync::worker::{PullConfig, WorkerEvent};
 use cpc_sync::SyncEngine;
 use rand::rngs::StdRng;
 use rand::{RngCore, SeedableRng};
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
+
+use crate::auth::AnswerLog;
 
 /// A device's sink: the reference sink, or the broken one of the
 /// negative control; counts pages and snapshot starts.
@@ -143,6 +145,24 @@ pub(crate) async fn remote_faults(
             }
         }
     }
+}
+
+/// Records the operations the engine completes from a pull (their push
+/// answer was lost) in `answers`, as of when the event comes: readiness
+/// of the next operation of their record counts from then.
+pub(crate) fn watch_pull_completions(engine: &SyncEngine, answers: AnswerLog, clock: SimClock) {
+    let mut events = engine.subscribe();
+    tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(WorkerEvent::Applied {
+                    id, replay: true, ..
+                }) => answers.record_pulled(clock.elapsed(), id),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
 }
 
 /// Devices done pushing, shared by the devices of a run.

@@ -405,6 +405,8 @@ struct Device {
     /// With `[pull]`: the application's sink (it outlives crashes, as an
     /// application's database does).
     sink: Option<Arc<SimSink>>,
+    /// The final answers (pull completions are added to it).
+    answers: AnswerLog,
 }
 
 impl Device {
@@ -483,6 +485,9 @@ impl Device {
                 error_chain(&e)
             )
         })?;
+        if self.sink.is_some() {
+            converge::watch_pull_completions(&engine, self.answers.clone(), world.clock);
+        }
         Ok(Live { engine, storage })
     }
 
@@ -562,6 +567,7 @@ async fn run_device(
         wire,
         monitor,
         incarnation: 0,
+        answers: answers.clone(),
         sink: scenario
             .pull
             .enabled

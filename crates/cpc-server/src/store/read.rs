@@ -428,7 +428,7 @@ fn snapshot_page(
     let (after, mut args) = match &from {
         None => (String::new(), Vec::new()),
         Some(k) => (
-            " AND (e.collection > ?2 OR (e.collection = ?2 AND e.id > ?3))".to_owned(),
+            " AND (e.collection, e.id) > (?2, ?3)".to_owned(),
             vec![
                 SqlValue::Text(k.collection.clone()),
                 SqlValue::Text(k.id.clone()),
