@@ -197,9 +197,10 @@ pub(crate) fn check_position(p: Option<&Position>, pointer: &str) -> Result<(), 
     }
 }
 
-/// Why a push answer cannot be trusted (the client acknowledges nothing).
+/// Why a push answer or a pull page cannot be trusted (the client
+/// acknowledges or applies nothing of it).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("push answer refused: {0}")]
+#[error("answer refused: {0}")]
 pub struct AnswerError(pub String);
 
 /// Checks a 200 push answer against the ids sent, in order: exactly one
