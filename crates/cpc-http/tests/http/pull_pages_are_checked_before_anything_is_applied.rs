@@ -100,9 +100,12 @@ async fn a_good_page_maps_own_writes_and_raises_known() {
     assert_eq!(sent[1]["cursor"]["seq"], json!(5));
 }
 
+/// A change to a good page that breaks it.
+type Edit = Box<dyn Fn(&mut Value)>;
+
 #[tokio::test]
 async fn pages_that_break_the_rules_are_protocol_errors() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let cases: Vec<(&str, Edit)> = vec![
         (
             "out of order",
             Box::new(|p| {
