@@ -93,6 +93,8 @@ mod error;
 mod faulty;
 mod locate;
 mod network;
+#[cfg(feature = "proxy")]
+pub mod proxy;
 mod reference;
 mod remote;
 mod scenario;

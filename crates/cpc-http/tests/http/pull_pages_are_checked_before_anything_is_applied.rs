@@ -93,7 +93,10 @@ async fn a_good_page_maps_own_writes_and_raises_known() {
     // answers the same page again, which is refused: it is not above the
     // cursor).
     let again = t.pull(&query_after(5)).await;
-    assert!(matches!(again, Err(TransportError::Protocol(_))), "{again:?}");
+    assert!(
+        matches!(again, Err(TransportError::Protocol(_))),
+        "{again:?}"
+    );
     let sent = pulled_requests(&server).await;
     assert_eq!(sent[0]["known"], Value::Null);
     assert_eq!(sent[1]["known"], position(9));
