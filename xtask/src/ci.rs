@@ -39,6 +39,21 @@ pub fn run(quick_seeds: u32, crash_cycles: u32) -> Result<(), XtaskError> {
     run_step("test", cargo().args(["test", "--workspace"]))?;
     // The storage crate without its optional sled backend: what a user who
     // turns the feature off builds.
+    // Real sockets and processes: the fault proxy, kill -9 of the server
+    // and of a client, and the negative control.
+    run_step(
+        "e2e --quick",
+        cargo().args([
+            "run",
+            "--quiet",
+            "--release",
+            "-p",
+            "xtask",
+            "--",
+            "e2e",
+            "--quick",
+        ]),
+    )?;
     run_step(
         "cpc-storage without default features",
         cargo().args([

@@ -12,6 +12,7 @@ mod archcheck;
 mod bench;
 mod ci;
 mod crash;
+mod e2e;
 mod simulate;
 
 use std::path::PathBuf;
@@ -92,6 +93,42 @@ enum Command {
     /// docs/ARCHITECTURE.md names every module, and every file a doc cites
     /// exists.
     Archcheck,
+    /// The guarantees over real sockets and processes: cpc-server and each
+    /// device in a process of its own, through a fault proxy, with kill -9
+    /// of the server and of a client; one line per run.
+    #[command(
+        after_help = "Exit status: 0 if nothing was lost, duplicated or reordered and the \
+                      negative control was caught, 1 if not."
+    )]
+    E2e {
+        /// CI sizes: 5 devices x 200 operations (default 5 x 2000).
+        #[arg(long)]
+        quick: bool,
+    },
+    /// (internal) The server process of `e2e`.
+    #[command(hide = true)]
+    E2eServe {
+        #[arg(long)]
+        data: PathBuf,
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        #[arg(long)]
+        no_dedupe: bool,
+    },
+    /// (internal) A device process of `e2e`.
+    #[command(hide = true)]
+    E2eClient {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        queue: PathBuf,
+        #[arg(long)]
+        log: PathBuf,
+        #[arg(long)]
+        ops: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -106,6 +143,22 @@ fn main() -> ExitCode {
             crash_cycles,
         } => ci::run(seeds, crash_cycles),
         Command::Archcheck => archcheck::run(),
+        Command::E2e { quick } => e2e::main(e2e::Sizes {
+            devices: 5,
+            ops: if quick { 200 } else { 2000 },
+        }),
+        Command::E2eServe {
+            data,
+            listen,
+            no_dedupe,
+        } => e2e::serve(data, listen, no_dedupe),
+        Command::E2eClient {
+            url,
+            name,
+            queue,
+            log,
+            ops,
+        } => e2e::client(url, name, queue, log, ops),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -27,4 +27,8 @@ pub struct Faults {
     /// it: a client never sees that change (breaks §7.3, gapless pages).
     /// In `store/read.rs`.
     pub pull_skip_change: bool,
+    /// Resends are applied again instead of answered `already_applied`:
+    /// no idempotency by op id (breaks §6.3). In `store/apply.rs`; the
+    /// negative control of `cargo xtask e2e`.
+    pub no_dedupe: bool,
 }

@@ -297,6 +297,7 @@ impl SyncEngineBuilder {
         let transport = self
             .transport
             .ok_or(Error::Config(ConfigError::MissingTransport))?;
+        let owned = self.path.is_some();
         let storage: Arc<dyn QueueStorage> = match (self.storage, self.path) {
             (Some(_), Some(_)) => return Err(Error::Config(ConfigError::PathAndStorage)),
             (Some(s), None) => s,
@@ -332,9 +333,21 @@ impl SyncEngineBuilder {
         if let Some(mark) = mark {
             hlc.restore(mark);
         }
-        let recovered = storage.recover(clock.now_ms())?;
+        // A queue directory opened here is locked by this process: every
+        // lease in it belonged to a process that is gone (a kill -9, a
+        // crash), so its operations are sent again now rather than after
+        // the lease would have run out. A store handed in may be shared:
+        // only expired leases are returned.
+        let recovered = if owned {
+            // Any lease ends before this (leases last minutes), and the
+            // value stays within every backend's signed 64-bit time.
+            const YEARS_10_MS: u64 = 10 * 365 * 86_400_000;
+            storage.recover(clock.now_ms().saturating_add(YEARS_10_MS))?
+        } else {
+            storage.recover(clock.now_ms())?
+        };
         if recovered > 0 {
-            tracing::info!(target: "cpc_sync", recovered, "expired leases returned at open");
+            tracing::info!(target: "cpc_sync", recovered, owned, "leases of a previous run returned at open");
         }
         let mut worker = SyncWorker::builder(Arc::clone(&storage), Arc::clone(&transport))
             .resolver(self.resolver)

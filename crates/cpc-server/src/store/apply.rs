@@ -109,6 +109,9 @@ fn apply_one(
             Ok((r.get(0)?, r.get(1)?, r.get(2)?))
         })
         .optional()?;
+    // Fault `no_dedupe`: a resend is applied again.
+    #[cfg(feature = "test-faults")]
+    let seen = seen.filter(|_| !rules.faults.no_dedupe);
     if let Some((version, seq, stored)) = seen {
         if stored.as_slice() != hash.as_slice() {
             return Ok(Outcome::Rejected {
@@ -230,10 +233,23 @@ fn apply_one(
         op_text,
         to_sql(now_ms),
     ])?;
-    conn.prepare_cached(
-        "INSERT INTO applied_ops (client_id, op_id, version, seq, content_hash) VALUES (?1, ?2, ?3, ?4, ?5)",
-    )?
-    .execute(params![client_id, op_text, to_sql(version), to_sql(seq), hash.as_slice()])?;
+    // Fault `no_dedupe`: the second application replaces the record.
+    #[cfg(feature = "test-faults")]
+    let insert = if rules.faults.no_dedupe {
+        "INSERT OR REPLACE INTO applied_ops (client_id, op_id, version, seq, content_hash) VALUES (?1, ?2, ?3, ?4, ?5)"
+    } else {
+        "INSERT INTO applied_ops (client_id, op_id, version, seq, content_hash) VALUES (?1, ?2, ?3, ?4, ?5)"
+    };
+    #[cfg(not(feature = "test-faults"))]
+    let insert =
+        "INSERT INTO applied_ops (client_id, op_id, version, seq, content_hash) VALUES (?1, ?2, ?3, ?4, ?5)";
+    conn.prepare_cached(insert)?.execute(params![
+        client_id,
+        op_text,
+        to_sql(version),
+        to_sql(seq),
+        hash.as_slice()
+    ])?;
     *head = Head { seq, fp };
     Ok(Outcome::Applied(Applied { version, seq }))
 }
