@@ -42,6 +42,52 @@ pub(crate) async fn read_capped(response: &mut Response, cap: usize) -> Result<V
     Ok(body)
 }
 
+/// What a 200 answer is expected to be, for the error that says it is not.
+pub(crate) struct Expecting {
+    /// `push` or `pull`.
+    pub kind: &'static str,
+    /// The limit its size is held to.
+    pub limit: &'static str,
+    /// What it should decode as.
+    pub noun: &'static str,
+}
+
+/// Reads a 200 answer as JSON of type `T`, at most `cap` bytes: a body that
+/// is not `application/json` (a captive portal's page, §9.3), over the cap,
+/// broken off, or not a `T` is an error. Serde's message is not passed on:
+/// it may quote the body, payloads included. Answers the value and the
+/// bytes read.
+pub(crate) async fn read_json<T: serde::de::DeserializeOwned>(
+    response: &mut Response,
+    cap: usize,
+    expecting: &Expecting,
+) -> Result<(T, usize), cpc_core::TransportError> {
+    use cpc_core::TransportError;
+    if !crate::status::has_media_type(response.headers(), "application/json") {
+        return Err(TransportError::Protocol(format!(
+            "a 200 {} answer that is not application/json",
+            expecting.kind
+        )));
+    }
+    let body = read_capped(response, cap).await.map_err(|e| match e {
+        BodyError::TooLarge { cap } => TransportError::Protocol(format!(
+            "the {} answer exceeds {} ({cap})",
+            expecting.kind, expecting.limit
+        )),
+        BodyError::Broken(e) => crate::status::request_error(&e),
+    })?;
+    let value = serde_json::from_slice(&body).map_err(|e| {
+        TransportError::Protocol(format!(
+            "the 200 answer is not a {} ({:?} error at line {}, column {})",
+            expecting.noun,
+            e.classify(),
+            e.line(),
+            e.column()
+        ))
+    })?;
+    Ok((value, body.len()))
+}
+
 /// Reads a body whose content only refines the status (a problem object),
 /// at most `cap` bytes. `None` when it is too large or broke off: the
 /// status alone then decides (§2.4), so neither is an error.

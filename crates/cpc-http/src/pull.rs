@@ -12,9 +12,9 @@ use cpc_core::{
 use cpc_protocol::{check_pull_page, Cursor, Hex64, PullRequest, PullResponse};
 use reqwest::header::CONTENT_TYPE;
 
-use crate::body::{read_capped, read_optional, BodyError};
+use crate::body::{read_json, read_optional, Expecting};
 use crate::map::{self, PROTOCOL};
-use crate::status::{self, has_media_type, Refusal, MAX_PROBLEM_BYTES};
+use crate::status::{self, Refusal, MAX_PROBLEM_BYTES};
 use crate::transport::HttpTransport;
 
 /// A long poll's answer may take this long beyond `wait_ms` (§10.6).
@@ -75,16 +75,8 @@ impl HttpTransport {
                 return read_page(self, &wire, &mut response, limits.max_payload_bytes).await;
             }
             let problem = read_optional(&mut response, MAX_PROBLEM_BYTES).await;
-            if let Some(head) = status::diverged_head(code, response.headers(), problem.as_deref())
-            {
-                tracing::warn!(
-                    head = head.seq,
-                    "the server's history diverged from what this device has seen (409)"
-                );
-                self.set_known(head.clone());
-                return Err(TransportError::HistoryDiverged {
-                    head: map::position(head),
-                });
+            if let Some(diverged) = self.diverged(code, response.headers(), problem.as_deref()) {
+                return Err(diverged);
             }
             match status::refusal(code, response.headers(), problem.as_deref()) {
                 Refusal::Unauthorized if !retried => {
@@ -113,39 +105,25 @@ async fn read_page(
     response: &mut reqwest::Response,
     max_payload: u64,
 ) -> Result<PullPage, TransportError> {
-    if !has_media_type(response.headers(), "application/json") {
-        return Err(TransportError::Protocol(
-            "a 200 pull answer that is not application/json".into(),
-        ));
-    }
     let cap = usize::try_from(wire.max_bytes).unwrap_or(usize::MAX);
-    let body = read_capped(response, cap).await.map_err(|e| match e {
-        BodyError::TooLarge { cap } => {
-            TransportError::Protocol(format!("the pull answer exceeds max_bytes ({cap})"))
-        }
-        BodyError::Broken(e) => status::request_error(&e),
-    })?;
-    let answer: PullResponse = serde_json::from_slice(&body).map_err(|e| {
-        // Not serde's message: it may quote the body, payloads included.
-        TransportError::Protocol(format!(
-            "the 200 answer is not a pull page ({:?} error at line {}, column {})",
-            e.classify(),
-            e.line(),
-            e.column()
-        ))
-    })?;
-    check_pull_page(wire, &answer, body.len() as u64, max_payload)
+    let expecting = Expecting {
+        kind: "pull",
+        limit: "max_bytes",
+        noun: "pull page",
+    };
+    let (answer, bytes): (PullResponse, usize) = read_json(response, cap, &expecting).await?;
+    check_pull_page(wire, &answer, bytes as u64, max_payload)
         .map_err(|e| TransportError::Protocol(e.to_string()))?;
     transport.raise_known(answer.head.clone());
     tracing::debug!(
         changes = answer.changes.len(),
-        bytes = body.len(),
+        bytes,
         cursor = answer.cursor.seq,
         has_more = answer.has_more,
         snapshot = answer.snapshot.is_some(),
         "pull answered"
     );
-    Ok(page(transport.client_id(), answer, body.len() as u64))
+    Ok(page(transport.client_id(), answer, bytes as u64))
 }
 
 /// The engine's page for a checked answer.

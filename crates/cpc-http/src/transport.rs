@@ -12,13 +12,13 @@ use reqwest::header::CONTENT_TYPE;
 use reqwest::{Client, RequestBuilder, Url};
 use tokio::time::Instant;
 
-use crate::body::{read_capped, read_optional, BodyError};
+use crate::body::{read_json, read_optional, Expecting};
 use crate::config::HttpConfig;
 use crate::credentials::{CredentialsProvider, Token};
 use crate::error::Error;
 use crate::info::{self, InfoCache};
 use crate::map;
-use crate::status::{self, has_media_type, Refusal, MAX_PROBLEM_BYTES};
+use crate::status::{self, Refusal, MAX_PROBLEM_BYTES};
 
 /// The client transport of the cpc-sync HTTP protocol v1.
 ///
@@ -251,15 +251,8 @@ impl HttpTransport {
                 elapsed_ms = cpc_core::millis(started.elapsed()),
                 "push refused"
             );
-            if let Some(head) = status::diverged_head(code, response.headers(), body.as_deref()) {
-                tracing::warn!(
-                    head = head.seq,
-                    "the server's history diverged from what this device has seen (409)"
-                );
-                self.set_known(head.clone());
-                return Err(TransportError::HistoryDiverged {
-                    head: map::position(head),
-                });
+            if let Some(diverged) = self.diverged(code, response.headers(), body.as_deref()) {
+                return Err(diverged);
             }
             return match status::refusal(code, response.headers(), body.as_deref()) {
                 Refusal::Unauthorized => Ok(Sent::Unauthorized),
@@ -272,34 +265,17 @@ impl HttpTransport {
                 Refusal::Failed(error) => Err(error),
             };
         }
-        // §9.3: a 200 that is not JSON (a captive portal's page) is a
-        // protocol error, whatever its body.
-        if !has_media_type(response.headers(), "application/json") {
-            return Err(TransportError::Protocol(
-                "a 200 push answer that is not application/json".into(),
-            ));
-        }
-        let body = read_capped(&mut response, self.max_response_bytes)
-            .await
-            .map_err(|e| match e {
-                BodyError::TooLarge { cap } => TransportError::Protocol(format!(
-                    "the push answer exceeds max_response_bytes ({cap})"
-                )),
-                BodyError::Broken(e) => status::request_error(&e),
-            })?;
-        let answer: PushResponse = serde_json::from_slice(&body).map_err(|e| {
-            // Not serde's message: it may quote the body, payloads included.
-            TransportError::Protocol(format!(
-                "the 200 answer is not a push answer ({:?} error at line {}, column {})",
-                e.classify(),
-                e.line(),
-                e.column()
-            ))
-        })?;
+        let expecting = Expecting {
+            kind: "push",
+            limit: "max_response_bytes",
+            noun: "push answer",
+        };
+        let (answer, bytes): (PushResponse, usize) =
+            read_json(&mut response, self.max_response_bytes, &expecting).await?;
         check_push_answer(ids, &answer).map_err(|e| TransportError::Protocol(e.to_string()))?;
         tracing::debug!(
             ops = ids.len(),
-            bytes = body.len(),
+            bytes,
             head_seq = answer.head.seq,
             elapsed_ms = cpc_core::millis(started.elapsed()),
             "push answered"
@@ -327,10 +303,24 @@ impl HttpTransport {
         }
     }
 
-    /// Sets `known` (a `409 history_diverged` answered with the head: the
-    /// client goes on from there, §8).
-    pub(crate) fn set_known(&self, position: Position) {
-        *self.known.lock().unwrap_or_else(|e| e.into_inner()) = Some(position);
+    /// A `409 history_diverged` (§8) as its error, push or pull: the
+    /// server's head becomes `known`, and the client goes on from there.
+    /// `None` for any other answer.
+    pub(crate) fn diverged(
+        &self,
+        code: u16,
+        headers: &reqwest::header::HeaderMap,
+        body: Option<&[u8]>,
+    ) -> Option<TransportError> {
+        let head = status::diverged_head(code, headers, body)?;
+        tracing::warn!(
+            head = head.seq,
+            "the server's history diverged from what this device has seen (409)"
+        );
+        *self.known.lock().unwrap_or_else(|e| e.into_inner()) = Some(head.clone());
+        Some(TransportError::HistoryDiverged {
+            head: map::position(head),
+        })
     }
 }
 

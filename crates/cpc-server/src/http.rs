@@ -184,6 +184,17 @@ async fn admit(app: &App, headers: &HeaderMap, body: Body) -> Result<(TokenId, B
     }
 }
 
+/// Step 10 of §6.2, push and pull: the token must be bound to the client;
+/// the `403` when it is not.
+fn unbound(app: &App, token: TokenId, client_id: &str) -> Option<Response> {
+    (!app.tokens.allows(token, client_id)).then(|| {
+        reply::problem(Problem::new(
+            ProblemCode::ForbiddenClient,
+            "this token may not act for that client_id",
+        ))
+    })
+}
+
 /// A 503 for a full concurrency cap.
 fn at_capacity(what: &str) -> Response {
     let wait = 1000 + rand::random::<u64>() % 500;
@@ -206,12 +217,8 @@ async fn push_checked(app: &App, headers: &HeaderMap, body: Body) -> Response {
         Err(problem) => return reply::problem(*problem),
     };
     drop(bytes);
-    // 10. The token must be bound to the client.
-    if !app.tokens.allows(token, &request.client_id) {
-        return reply::problem(Problem::new(
-            ProblemCode::ForbiddenClient,
-            "this token may not act for that client_id",
-        ));
+    if let Some(refused) = unbound(app, token, &request.client_id) {
+        return refused;
     }
     let ops = request.ops.len();
     let known = request.known.clone();

@@ -10,9 +10,9 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cpc_protocol::{parse_pull, Problem, ProblemCode};
+use cpc_protocol::parse_pull;
 
-use super::{admit, at_capacity, reply, store_failure, App};
+use super::{admit, at_capacity, reply, store_failure, unbound, App};
 use crate::store::PullPage;
 
 /// `POST /v1/pull`.
@@ -38,12 +38,8 @@ async fn pull_checked(app: &App, headers: &HeaderMap, body: Body) -> Response {
         Err(problem) => return reply::problem(*problem),
     };
     drop(bytes);
-    // 10. The token must be bound to the client.
-    if !app.tokens.allows(token, &request.client_id) {
-        return reply::problem(Problem::new(
-            ProblemCode::ForbiddenClient,
-            "this token may not act for that client_id",
-        ));
+    if let Some(refused) = unbound(app, token, &request.client_id) {
+        return refused;
     }
     let known = request.known.clone();
     let wait = Duration::from_millis(request.wait_ms);

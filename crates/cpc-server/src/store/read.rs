@@ -193,7 +193,7 @@ pub(crate) fn read_page(
 /// page's size is known exactly while it is filled.
 #[derive(Serialize)]
 struct Body<'a> {
-    changes: &'a [Box<RawValue>],
+    changes: &'a [&'a RawValue],
     cursor: &'a Cursor,
     has_more: bool,
     reset: Option<Reset>,
@@ -233,7 +233,7 @@ impl Fill {
 /// Serializes a page; `None` if it is over `max_bytes` (the caller drops
 /// its last row and tries again).
 fn render(
-    raws: &[Box<RawValue>],
+    raws: &[&RawValue],
     cursor: &Cursor,
     has_more: bool,
     reset: Option<ResetReason>,
@@ -384,11 +384,11 @@ fn change_page(cx: &Ctx<'_>, from: &Cursor, skip_first: bool) -> Result<PullPage
         let has_more = seq < cx.head.seq;
         // Fault `pull_skip_change` (feature test-faults): the first change
         // goes missing while the cursor still passes it.
-        let raws: Vec<Box<RawValue>> = fill
+        let raws: Vec<&RawValue> = fill
             .rows
             .iter()
             .skip(usize::from(skip_first))
-            .map(|r| r.0.clone())
+            .map(|r| &*r.0)
             .collect();
         match render(
             &raws,
@@ -479,7 +479,7 @@ fn snapshot_page(
             from: from.clone(),
             through,
         };
-        let raws: Vec<Box<RawValue>> = fill.rows.iter().map(|r| r.0.clone()).collect();
+        let raws: Vec<&RawValue> = fill.rows.iter().map(|r| &*r.0).collect();
         match render(
             &raws,
             &cursor,
