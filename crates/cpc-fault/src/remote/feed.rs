@@ -5,6 +5,7 @@
 //! detects: a server brought back from a backup).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cpc_core::{
@@ -12,7 +13,7 @@ use cpc_core::{
     RemotePosition, ResetReason, SnapshotRange, TransportError,
 };
 
-use super::{fnv1a, splitmix64, EntityState};
+use super::{fnv1a, splitmix64, EntityState, SimulatedRemote};
 
 /// The store id of every simulated remote.
 pub(crate) const STORE_ID: &str = "simulated-remote";
@@ -306,6 +307,117 @@ impl Feed {
             head,
             bytes,
         })
+    }
+}
+
+/// The feed's side of the remote: pulling, preloading, compacting,
+/// restoring.
+impl SimulatedRemote {
+    /// A handle on the same remote for the device `node`: the changes its
+    /// operations wrote carry their op id when it pulls (`origin`), as the
+    /// reference server does for the pulling client.
+    pub fn as_client(&self, node: NodeId) -> SimulatedRemote {
+        SimulatedRemote {
+            state: Arc::clone(&self.state),
+            client: Some(node),
+        }
+    }
+
+    /// The page `query` asks for, as the reference server would answer it
+    /// (docs/protocol.md §7; long polls are answered at once).
+    pub fn pull_page(&self, query: &PullQuery) -> Result<PullPage, TransportError> {
+        let mut s = self.lock();
+        let page = s.feed.page(query, &s.entities, self.client);
+        if matches!(page, Err(TransportError::HistoryDiverged { .. })) {
+            s.history_refusals += 1;
+        }
+        page
+    }
+
+    /// Changes lost in restores so far.
+    pub fn restore_losses(&self) -> u64 {
+        self.lock().restore_losses
+    }
+
+    /// Pulls refused with `history_diverged` (a device had seen a position
+    /// a restore took away).
+    pub fn history_refusals(&self) -> u64 {
+        self.lock().history_refusals
+    }
+
+    /// The feed's head: its seq is the number of changes applied (and
+    /// preloaded) since the last restore.
+    pub fn head(&self) -> cpc_core::RemotePosition {
+        self.lock().feed.head()
+    }
+
+    /// The live records (tombstones left out): version and payload, in
+    /// key order. What every device's sink must hold after quiescence.
+    pub fn live_state(&self) -> BTreeMap<EntityKey, (u64, Vec<u8>)> {
+        self.lock()
+            .entities
+            .iter()
+            .filter_map(|(k, e)| e.payload.clone().map(|p| (k.clone(), (e.version, p))))
+            .collect()
+    }
+
+    /// Writes records as another writer would have before the run (an
+    /// initial sync's data): in the feed, not in the apply log.
+    pub fn preload(&self, records: impl IntoIterator<Item = (EntityKey, Vec<u8>)>) {
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        let now = s.clock.elapsed();
+        for (i, (entity, payload)) in records.into_iter().enumerate() {
+            let version = s.entities.get(&entity).map_or(0, |e| e.version) + 1;
+            let timestamp = HlcTimestamp::new(1, 0, NodeId(0));
+            let op = OperationId::from_u128(u128::MAX - i as u128);
+            let seq = s
+                .feed
+                .append(&entity, version, Some(payload.clone()), timestamp, op, now);
+            s.entities.insert(
+                entity,
+                EntityState {
+                    seq,
+                    version,
+                    timestamp,
+                    node: NodeId(0),
+                    payload: Some(payload),
+                },
+            );
+        }
+    }
+
+    /// Compacts the feed: changes applied before `before` (simulated time
+    /// since the start) lose their payload, as a prefix; a cursor below
+    /// the new horizon gets a snapshot. Answers the horizon.
+    pub fn compact(&self, before: Duration) -> u64 {
+        self.lock().feed.compact(before)
+    }
+
+    /// Brings the remote back to its state at `to_seq`, as a restore from
+    /// a backup would: later changes, and the memory of the operations
+    /// that made them, are gone (a device that has seen them gets `409
+    /// history_diverged` and a snapshot). The apply log keeps them: it is
+    /// the history of what was ever applied. Answers how many changes were
+    /// lost.
+    pub fn restore(&self, to_seq: u64) -> Result<u64, RestoreError> {
+        let mut guard = self.lock();
+        let s = &mut *guard;
+        let head = s.feed.head().seq;
+        let lost_ops: Vec<OperationId> = s
+            .feed
+            .rows
+            .iter()
+            .skip(usize::try_from(to_seq).unwrap_or(usize::MAX))
+            .map(|r| r.op)
+            .collect();
+        s.entities = s.feed.restore(to_seq)?;
+        s.restore_losses += head - to_seq;
+        for op in lost_ops {
+            s.applied.remove(&op);
+        }
+        tracing::debug!(to_seq, lost = head - to_seq, "simulated remote restored");
+        Ok(head - to_seq)
     }
 }
 
