@@ -12,7 +12,9 @@
 //! - `client-kill`: the same, and one device killed with SIGKILL mid-run
 //!   and restarted on its queue directory;
 //! - `control-no-dedupe`: the negative control: a server that does not
-//!   deduplicate (feature `test-faults`) must be caught applying twice.
+//!   deduplicate (feature `test-faults`) must be caught applying twice;
+//! - `netns` (as root): kernel-level faults instead of the proxy (see
+//!   `netfault.rs`).
 //!
 //! Each device logs every operation `submit` acknowledged (durably
 //! queued). After the run, the server's committed log (`export_log`) is
@@ -65,7 +67,7 @@ struct Plan {
 
 /// What a run found.
 #[derive(Debug, Default)]
-struct Verdict {
+pub(crate) struct Verdict {
     ops: u64,
     acked: u64,
     lost: Vec<String>,
@@ -91,6 +93,22 @@ impl Verdict {
 
     fn holds(&self) -> bool {
         self.lost.is_empty() && self.duplicated.is_empty() && self.reordered.is_empty()
+    }
+
+    /// Prints the run's line, and the first ids of each failure; answers
+    /// whether every guarantee held.
+    pub(crate) fn report(&self, name: &str) -> bool {
+        println!("{}", self.line(name));
+        for (what, ids) in [
+            ("lost", &self.lost),
+            ("duplicated", &self.duplicated),
+            ("reordered", &self.reordered),
+        ] {
+            if !ids.is_empty() {
+                println!("  {what}: {}", first(ids));
+            }
+        }
+        self.holds()
     }
 }
 
@@ -120,18 +138,7 @@ pub fn main(sizes: Sizes) -> Result<(), XtaskError> {
         ),
     ];
     for (name, plan) in runs {
-        let verdict = runtime.block_on(run(plan, sizes))?;
-        println!("{}", verdict.line(name));
-        if !verdict.holds() {
-            for (what, ids) in [
-                ("lost", &verdict.lost),
-                ("duplicated", &verdict.duplicated),
-                ("reordered", &verdict.reordered),
-            ] {
-                if !ids.is_empty() {
-                    println!("  {what}: {}", first(ids));
-                }
-            }
+        if !runtime.block_on(run(plan, sizes))?.report(name) {
             failed.push(name);
         }
     }
@@ -154,7 +161,18 @@ pub fn main(sizes: Sizes) -> Result<(), XtaskError> {
             first(&control.duplicated)
         );
     }
-    println!("SKIP netns: kernel-level faults in a network namespace are not built yet");
+    // Kernel-level faults in network namespaces (root only).
+    match crate::netfault::unavailable() {
+        Some(reason) => println!("SKIP netns: {reason}"),
+        None => {
+            if !runtime
+                .block_on(crate::netfault::run_interruptible(sizes))?
+                .report("netns")
+            {
+                failed.push("netns");
+            }
+        }
+    }
     if failed.is_empty() {
         Ok(())
     } else {
@@ -214,17 +232,34 @@ fn proxy_config(upstream: SocketAddr, answer_resets: f64) -> ProxyConfig {
     config
 }
 
-fn io(what: &'static str) -> impl Fn(std::io::Error) -> XtaskError {
+pub(crate) fn io(what: &'static str) -> impl Fn(std::io::Error) -> XtaskError {
     move |e| XtaskError::Io(what, e)
 }
 
-/// Starts `xtask e2e-serve` on `listen`; answers the child and its address.
-fn spawn_server(
+/// A command running this xtask binary, inside network namespace `netns`
+/// when given (`ip netns exec` execs it: the child's pid is xtask's own,
+/// so SIGKILL reaches it).
+pub(crate) fn xtask_command(netns: Option<&str>) -> Result<Command, XtaskError> {
+    let exe = std::env::current_exe().map_err(io("finding xtask"))?;
+    Ok(match netns {
+        None => Command::new(exe),
+        Some(ns) => {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", ns]).arg(exe);
+            cmd
+        }
+    })
+}
+
+/// Starts `xtask e2e-serve` on `listen` (inside `netns` when given);
+/// answers the child and its address.
+pub(crate) fn spawn_server(
     data: &Path,
     listen: SocketAddr,
     no_dedupe: bool,
+    netns: Option<&str>,
 ) -> Result<(Child, SocketAddr), XtaskError> {
-    let mut cmd = Command::new(std::env::current_exe().map_err(io("finding xtask"))?);
+    let mut cmd = xtask_command(netns)?;
     cmd.arg("e2e-serve")
         .arg("--data")
         .arg(data)
@@ -250,25 +285,48 @@ fn spawn_server(
     Ok((child, addr))
 }
 
-fn spawn_client(dir: &Path, url: &str, device: u32, ops: u64) -> Result<Child, XtaskError> {
-    Command::new(std::env::current_exe().map_err(io("finding xtask"))?)
-        .arg("e2e-client")
-        .arg("--url")
-        .arg(url)
-        .arg("--name")
-        .arg(format!("dev-{device}"))
-        .arg("--queue")
-        .arg(dir.join(format!("dev-{device}")))
-        .arg("--log")
-        .arg(dir.join(format!("dev-{device}.acked")))
-        .arg("--ops")
-        .arg(ops.to_string())
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(io("starting a client"))
+/// How the device processes of a run are started.
+#[derive(Debug, Clone)]
+pub(crate) struct Devices<'a> {
+    /// Where their queues and acknowledgement logs live.
+    pub dir: &'a Path,
+    /// The server's (or the proxy's) URL.
+    pub url: String,
+    /// Operations per device.
+    pub ops: u64,
+    /// The network namespace they run in, if any (their URL is then not
+    /// loopback: plain http is allowed explicitly).
+    pub netns: Option<&'a str>,
+    /// Pause between two submits, so that a run lasts long enough to meet
+    /// time-based faults.
+    pub pace: Duration,
 }
 
-fn kill9(child: &mut Child) {
+impl Devices<'_> {
+    pub(crate) fn spawn(&self, device: u32) -> Result<Child, XtaskError> {
+        let mut cmd = xtask_command(self.netns)?;
+        cmd.arg("e2e-client")
+            .arg("--url")
+            .arg(&self.url)
+            .arg("--name")
+            .arg(format!("dev-{device}"))
+            .arg("--queue")
+            .arg(self.dir.join(format!("dev-{device}")))
+            .arg("--log")
+            .arg(self.dir.join(format!("dev-{device}.acked")))
+            .arg("--ops")
+            .arg(self.ops.to_string())
+            .arg("--pace-ms")
+            .arg(self.pace.as_millis().to_string())
+            .stdout(Stdio::piped());
+        if self.netns.is_some() {
+            cmd.arg("--allow-plain-http");
+        }
+        cmd.spawn().map_err(io("starting a client"))
+    }
+}
+
+pub(crate) fn kill9(child: &mut Child) {
     // SIGKILL: no shutdown, no flush.
     let _ = child.kill();
     let _ = child.wait();
@@ -305,60 +363,41 @@ async fn run(plan: Plan, sizes: Sizes) -> Result<Verdict, XtaskError> {
     let started = Instant::now();
     let dir = tempfile::tempdir().map_err(io("making a temp dir"))?;
     let data = dir.path().join("server");
-    let (mut server, addr) =
-        spawn_server(&data, SocketAddr::from(([127, 0, 0, 1], 0)), plan.no_dedupe)?;
+    let (server, addr) = spawn_server(
+        &data,
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        plan.no_dedupe,
+        None,
+    )?;
     let proxy = FaultProxy::start(proxy_config(addr, plan.answer_resets.unwrap_or(0.30)))
         .await
         .map_err(|e| XtaskError::StepFailed(format!("fault proxy: {e}")))?;
-    let url = format!("http://{}", proxy.addr());
-    let mut clients: Vec<Child> = (0..sizes.devices)
-        .map(|d| spawn_client(dir.path(), &url, d, sizes.ops))
-        .collect::<Result<_, _>>()?;
+    let devices = Devices {
+        dir: dir.path(),
+        url: format!("http://{}", proxy.addr()),
+        ops: sizes.ops,
+        netns: None,
+        pace: Duration::ZERO,
+    };
+    let mut fleet = Fleet::start(server, &devices, sizes.devices)?;
     let total = u64::from(sizes.devices) * sizes.ops;
     let (mut server_killed, mut client_killed) = (false, false);
-    let mut retried = 0u64;
-    let mut done = vec![false; clients.len()];
-    loop {
+    while !fleet.finished(started)? {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let acked_now: u64 = (0..sizes.devices)
             .map(|d| acked(&dir.path().join(format!("dev-{d}.acked"))).len() as u64)
             .sum();
         if plan.kill_server && !server_killed && acked_now >= total * 2 / 5 {
-            kill9(&mut server);
+            kill9(&mut fleet.server);
             server_killed = true;
             tokio::time::sleep(Duration::from_millis(500)).await;
-            server = spawn_server(&data, addr, plan.no_dedupe)?.0;
+            fleet.server = spawn_server(&data, addr, plan.no_dedupe, None)?.0;
         }
         let first = acked(&dir.path().join("dev-0.acked")).len() as u64;
         if plan.kill_client && !client_killed && first >= sizes.ops * 2 / 5 {
-            kill9(&mut clients[0]);
+            kill9(&mut fleet.clients[0]);
             client_killed = true;
-            clients[0] = spawn_client(dir.path(), &url, 0, sizes.ops)?;
-        }
-        for (i, c) in clients.iter_mut().enumerate() {
-            if !done[i] {
-                if let Ok(Some(status)) = c.try_wait() {
-                    if !status.success() {
-                        return Err(XtaskError::StepFailed(format!(
-                            "client dev-{i} exited with {status}"
-                        )));
-                    }
-                    retried += retries(c);
-                    done[i] = true;
-                }
-            }
-        }
-        if done.iter().all(|d| *d) {
-            break;
-        }
-        if started.elapsed() > RUN_LIMIT {
-            for c in &mut clients {
-                kill9(c);
-            }
-            kill9(&mut server);
-            return Err(XtaskError::StepFailed(
-                "an e2e run did not finish in 10 minutes".into(),
-            ));
+            fleet.clients[0] = devices.spawn(0)?;
         }
     }
     let counters = proxy.counters();
@@ -367,10 +406,92 @@ async fn run(plan: Plan, sizes: Sizes) -> Result<Verdict, XtaskError> {
         "  proxy: connections {}, resets {}, black holes {}, reset in a down window {}",
         counters.connections, counters.resets, counters.blackholes, counters.offline
     );
-    drop(server.stdin.take());
-    let _ = server.wait();
+    fleet.stop_server();
+    judge(&data, &devices, sizes.devices, fleet.retried, started)
+}
+
+/// The processes of a run: the server and the devices. Dropping it kills
+/// whatever still runs, so a failed or cancelled run leaves no process.
+pub(crate) struct Fleet {
+    /// The server process.
+    pub server: Child,
+    /// One process per device.
+    pub clients: Vec<Child>,
+    done: Vec<bool>,
+    /// Retries the finished devices reported.
+    pub retried: u64,
+}
+
+impl Fleet {
+    /// Starts `count` devices beside `server`.
+    pub(crate) fn start(server: Child, devices: &Devices, count: u32) -> Result<Self, XtaskError> {
+        let mut fleet = Fleet {
+            server,
+            clients: Vec::new(),
+            done: vec![false; count as usize],
+            retried: 0,
+        };
+        for d in 0..count {
+            fleet.clients.push(devices.spawn(d)?);
+        }
+        Ok(fleet)
+    }
+
+    /// Whether every device finished; an error if one failed or the run
+    /// outlived [`RUN_LIMIT`].
+    pub(crate) fn finished(&mut self, started: Instant) -> Result<bool, XtaskError> {
+        for (i, c) in self.clients.iter_mut().enumerate() {
+            if !self.done[i] {
+                if let Ok(Some(status)) = c.try_wait() {
+                    if !status.success() {
+                        return Err(XtaskError::StepFailed(format!(
+                            "client dev-{i} exited with {status}"
+                        )));
+                    }
+                    self.retried += retries(c);
+                    self.done[i] = true;
+                }
+            }
+        }
+        if self.done.iter().all(|d| *d) {
+            return Ok(true);
+        }
+        if started.elapsed() > RUN_LIMIT {
+            return Err(XtaskError::StepFailed(format!(
+                "an e2e run did not finish in {} s",
+                RUN_LIMIT.as_secs()
+            )));
+        }
+        Ok(false)
+    }
+
+    /// Stops the server cleanly (it exits when its stdin closes).
+    pub(crate) fn stop_server(&mut self) {
+        drop(self.server.stdin.take());
+        let _ = self.server.wait();
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for c in &mut self.clients {
+            kill9(c);
+        }
+        kill9(&mut self.server);
+    }
+}
+
+/// Compares the server's committed log in `data` with what every device
+/// acknowledged.
+pub(crate) fn judge(
+    data: &Path,
+    devices: &Devices,
+    count: u32,
+    retries: u64,
+    started: Instant,
+) -> Result<Verdict, XtaskError> {
     let mut out = Vec::new();
-    cpc_server::export_log(&data, &mut out)
+    cpc_server::export_log(data, &mut out)
         .map_err(|e| XtaskError::StepFailed(format!("export-log: {e}")))?;
     let committed: Vec<String> = String::from_utf8_lossy(&out)
         .lines()
@@ -378,8 +499,8 @@ async fn run(plan: Plan, sizes: Sizes) -> Result<Verdict, XtaskError> {
         .filter_map(|v| v["origin"]["op"].as_str().map(str::to_owned))
         .collect();
     let mut verdict = Verdict {
-        ops: total,
-        retries: retried,
+        ops: u64::from(count) * devices.ops,
+        retries,
         ..Verdict::default()
     };
     let mut seen: HashMap<&str, u64> = HashMap::new();
@@ -394,8 +515,8 @@ async fn run(plan: Plan, sizes: Sizes) -> Result<Verdict, XtaskError> {
         .map(|(op, _)| (*op).to_owned())
         .collect();
     verdict.duplicated.sort();
-    for d in 0..sizes.devices {
-        let log = acked(&dir.path().join(format!("dev-{d}.acked")));
+    for d in 0..count {
+        let log = acked(&devices.dir.join(format!("dev-{d}.acked")));
         verdict.acked += log.len() as u64;
         let mut last_at: HashMap<&str, usize> = HashMap::new();
         for (op, record) in &log {
@@ -452,16 +573,46 @@ pub fn serve(data: PathBuf, listen: SocketAddr, no_dedupe: bool) -> Result<(), X
     })
 }
 
+/// The arguments of `xtask e2e-client`.
+#[derive(Debug, clap::Args)]
+pub struct ClientArgs {
+    /// The server's URL.
+    #[arg(long)]
+    url: String,
+    /// The device's name (its client id).
+    #[arg(long)]
+    name: String,
+    /// Its queue directory.
+    #[arg(long)]
+    queue: PathBuf,
+    /// Its acknowledgement log.
+    #[arg(long)]
+    log: PathBuf,
+    /// Operations to submit in all.
+    #[arg(long)]
+    ops: u64,
+    /// Pause between two submits, in milliseconds.
+    #[arg(long, default_value_t = 0)]
+    pace_ms: u64,
+    /// Allow plain http to a host that is not loopback (a test network
+    /// namespace's address).
+    #[arg(long)]
+    allow_plain_http: bool,
+}
+
 /// `xtask e2e-client`: one device: submits `ops` operations (resuming
 /// after the ones its log already holds), logs each acknowledged one,
 /// waits until everything is pushed, prints `retries N`.
-pub fn client(
-    url: String,
-    name: String,
-    queue: PathBuf,
-    log: PathBuf,
-    ops: u64,
-) -> Result<(), XtaskError> {
+pub fn client(args: ClientArgs) -> Result<(), XtaskError> {
+    let ClientArgs {
+        url,
+        name,
+        queue,
+        log,
+        ops,
+        pace_ms,
+        allow_plain_http,
+    } = args;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -471,6 +622,7 @@ pub fn client(
         let failed = |e: &dyn std::fmt::Display| XtaskError::StepFailed(format!("{name}: {e}"));
         let mut http = cpc_http::HttpConfig::new(url, name.clone());
         http.request_timeout = Duration::from_secs(2);
+        http.allow_plain_http = allow_plain_http;
         let transport =
             cpc_http::HttpTransport::new(http, Arc::new(cpc_http::StaticToken::new(TOKEN)))
                 .map_err(|e| failed(&e))?;
@@ -517,6 +669,9 @@ pub fn client(
             // queued; a kill before this line leaves it unlogged, never
             // logged and missing.
             writeln!(file, "{id} {record}").map_err(io("writing the acknowledgement log"))?;
+            if pace_ms > 0 {
+                tokio::time::sleep(Duration::from_millis(pace_ms)).await;
+            }
         }
         tokio::time::timeout(Duration::from_secs(300), engine.drained())
             .await

@@ -4,6 +4,8 @@
 //!   and checks the invariants (see `cargo xtask simulate --help`).
 //! - `bench`: runs the criterion benches and writes `target/bench-report.md`.
 //! - `crash`: the kill -9 loops of the storage and the engine.
+//! - `e2e`, `netfault`: the guarantees over real sockets, processes and
+//!   kernel-level faults.
 //! - `ci`: everything `.ci/run` checks besides installing tools.
 //! - `archcheck`: docs/ARCHITECTURE.md names every module and every cited
 //!   file exists (a step of `ci`).
@@ -13,6 +15,7 @@ mod bench;
 mod ci;
 mod crash;
 mod e2e;
+mod netfault;
 mod simulate;
 
 use std::path::PathBuf;
@@ -105,6 +108,18 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Kernel-level faults on the real TCP stack: cpc-server in a network
+    /// namespace, the devices in another, nftables dropping, resetting and
+    /// black-holing between them (root; skips with a reason otherwise).
+    #[command(
+        after_help = "Exit status: 0 if nothing was lost, duplicated or reordered and the \
+                      host's namespaces and rules are as they were, 1 if not."
+    )]
+    Netfault {
+        /// CI sizes: 5 devices x 200 operations (default 5 x 2000).
+        #[arg(long)]
+        quick: bool,
+    },
     /// (internal) The server process of `e2e`.
     #[command(hide = true)]
     E2eServe {
@@ -117,18 +132,7 @@ enum Command {
     },
     /// (internal) A device process of `e2e`.
     #[command(hide = true)]
-    E2eClient {
-        #[arg(long)]
-        url: String,
-        #[arg(long)]
-        name: String,
-        #[arg(long)]
-        queue: PathBuf,
-        #[arg(long)]
-        log: PathBuf,
-        #[arg(long)]
-        ops: u64,
-    },
+    E2eClient(e2e::ClientArgs),
 }
 
 fn main() -> ExitCode {
@@ -147,18 +151,16 @@ fn main() -> ExitCode {
             devices: 5,
             ops: if quick { 200 } else { 2000 },
         }),
+        Command::Netfault { quick } => netfault::main(e2e::Sizes {
+            devices: 5,
+            ops: if quick { 200 } else { 2000 },
+        }),
         Command::E2eServe {
             data,
             listen,
             no_dedupe,
         } => e2e::serve(data, listen, no_dedupe),
-        Command::E2eClient {
-            url,
-            name,
-            queue,
-            log,
-            ops,
-        } => e2e::client(url, name, queue, log, ops),
+        Command::E2eClient(args) => e2e::client(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
