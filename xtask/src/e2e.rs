@@ -13,6 +13,8 @@
 //!   and restarted on its queue directory;
 //! - `control-no-dedupe`: the negative control: a server that does not
 //!   deduplicate (feature `test-faults`) must be caught applying twice;
+//! - `control-broken-sink`: the convergence check's negative control: a
+//!   device whose sink drops another device's records must be caught;
 //! - `netns` (as root): kernel-level faults instead of the proxy (see
 //!   `netfault.rs`).
 //!
@@ -20,30 +22,32 @@
 //! queued). After the run, the server's committed log (`export_log`) is
 //! compared with those logs: lost (acknowledged, never committed),
 //! duplicated (committed twice) and reordered (a device's operations on
-//! one record out of submission order) must be 0. One line per run:
-//! `run NAME, ops N, acked A, lost 0, duplicated 0, reordered 0, retries R,
-//! wall S`.
+//! one record out of submission order) must be 0. Devices also pull
+//! (into a sink saved to a file) all along; once every device has pushed
+//! everything, each pulls up to the head, and its state must equal the
+//! server's live entities (converged). One line per run: `run NAME, ops N,
+//! acked A, lost 0, duplicated 0, reordered 0, retries R, wall S,
+//! converged yes`.
 
-use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Write};
+mod device;
+mod fleet;
+
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
+use base64::Engine as _;
 use cpc_fault::proxy::{Direction, FaultProxy, ProxyConfig, Toxic, ToxicKind};
 use cpc_fault::Schedule;
 
+pub use self::device::{client, serve, ClientArgs};
+use self::fleet::{acked, DeviceState};
+pub(crate) use self::fleet::{io, spawn_server, Devices, Fleet};
 use crate::XtaskError;
 
 /// The bearer token of every run.
 const TOKEN: &str = "e2e-token";
-/// Records per device.
-const RECORDS: u64 = 25;
-/// How long a run may take at most.
-const RUN_LIMIT: Duration = Duration::from_secs(600);
 
 /// Sizes of the runs.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +64,8 @@ struct Plan {
     kill_server: bool,
     kill_client: bool,
     no_dedupe: bool,
+    /// Device 0's sink drops device 1's records (a negative control).
+    broken_sink: bool,
     /// Connections whose answer is cut a few answers in, after the commit
     /// (default 30%).
     answer_resets: Option<f64>,
@@ -75,24 +81,36 @@ pub(crate) struct Verdict {
     reordered: Vec<String>,
     retries: u64,
     wall: Duration,
+    /// Devices whose pulled state differs from the server's, and how.
+    diverged: Vec<String>,
+    /// Whether convergence was checked.
+    converged: Option<bool>,
 }
 
 impl Verdict {
     fn line(&self, name: &str) -> String {
         format!(
-            "run {name}, ops {}, acked {}, lost {}, duplicated {}, reordered {}, retries {}, wall {:.1}s",
+            "run {name}, ops {}, acked {}, lost {}, duplicated {}, reordered {}, retries {}, wall {:.1}s, converged {}",
             self.ops,
             self.acked,
             self.lost.len(),
             self.duplicated.len(),
             self.reordered.len(),
             self.retries,
-            self.wall.as_secs_f64()
+            self.wall.as_secs_f64(),
+            match (self.converged, self.diverged.is_empty()) {
+                (None, _) => "not checked",
+                (Some(_), true) => "yes",
+                (Some(_), false) => "no",
+            }
         )
     }
 
     fn holds(&self) -> bool {
-        self.lost.is_empty() && self.duplicated.is_empty() && self.reordered.is_empty()
+        self.lost.is_empty()
+            && self.duplicated.is_empty()
+            && self.reordered.is_empty()
+            && self.diverged.is_empty()
     }
 
     /// Prints the run's line, and the first ids of each failure; answers
@@ -103,6 +121,7 @@ impl Verdict {
             ("lost", &self.lost),
             ("duplicated", &self.duplicated),
             ("reordered", &self.reordered),
+            ("not converged", &self.diverged),
         ] {
             if !ids.is_empty() {
                 println!("  {what}: {}", first(ids));
@@ -160,6 +179,21 @@ pub fn main(sizes: Sizes) -> Result<(), XtaskError> {
             "  control caught: duplicated {}",
             first(&control.duplicated)
         );
+    }
+    // A device whose sink drops another device's records must be caught
+    // not converging.
+    let broken = runtime.block_on(run(
+        Plan {
+            broken_sink: true,
+            ..Plan::default()
+        },
+        sizes,
+    ))?;
+    println!("{}", broken.line("control-broken-sink"));
+    if broken.diverged.is_empty() {
+        failed.push("control-broken-sink (a device missing changes went unnoticed)");
+    } else {
+        println!("  control caught: {}", first(&broken.diverged));
     }
     // Kernel-level faults in network namespaces (root only).
     match crate::netfault::unavailable() {
@@ -232,133 +266,6 @@ fn proxy_config(upstream: SocketAddr, answer_resets: f64) -> ProxyConfig {
     config
 }
 
-pub(crate) fn io(what: &'static str) -> impl Fn(std::io::Error) -> XtaskError {
-    move |e| XtaskError::Io(what, e)
-}
-
-/// A command running this xtask binary, inside network namespace `netns`
-/// when given (`ip netns exec` execs it: the child's pid is xtask's own,
-/// so SIGKILL reaches it).
-pub(crate) fn xtask_command(netns: Option<&str>) -> Result<Command, XtaskError> {
-    let exe = std::env::current_exe().map_err(io("finding xtask"))?;
-    Ok(match netns {
-        None => Command::new(exe),
-        Some(ns) => {
-            let mut cmd = Command::new("ip");
-            cmd.args(["netns", "exec", ns]).arg(exe);
-            cmd
-        }
-    })
-}
-
-/// Starts `xtask e2e-serve` on `listen` (inside `netns` when given);
-/// answers the child and its address.
-pub(crate) fn spawn_server(
-    data: &Path,
-    listen: SocketAddr,
-    no_dedupe: bool,
-    netns: Option<&str>,
-) -> Result<(Child, SocketAddr), XtaskError> {
-    let mut cmd = xtask_command(netns)?;
-    cmd.arg("e2e-serve")
-        .arg("--data")
-        .arg(data)
-        .arg("--listen")
-        .arg(listen.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped());
-    if no_dedupe {
-        cmd.arg("--no-dedupe");
-    }
-    let mut child = cmd.spawn().map_err(io("starting the server"))?;
-    let mut line = String::new();
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or(XtaskError::StepFailed("no server stdout".into()))?;
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .map_err(io("reading the server's address"))?;
-    let addr = line.trim().parse().map_err(|_| {
-        XtaskError::StepFailed(format!("the server said {line:?}, not its address"))
-    })?;
-    Ok((child, addr))
-}
-
-/// How the device processes of a run are started.
-#[derive(Debug, Clone)]
-pub(crate) struct Devices<'a> {
-    /// Where their queues and acknowledgement logs live.
-    pub dir: &'a Path,
-    /// The server's (or the proxy's) URL.
-    pub url: String,
-    /// Operations per device.
-    pub ops: u64,
-    /// The network namespace they run in, if any (their URL is then not
-    /// loopback: plain http is allowed explicitly).
-    pub netns: Option<&'a str>,
-    /// Pause between two submits, so that a run lasts long enough to meet
-    /// time-based faults.
-    pub pace: Duration,
-}
-
-impl Devices<'_> {
-    pub(crate) fn spawn(&self, device: u32) -> Result<Child, XtaskError> {
-        let mut cmd = xtask_command(self.netns)?;
-        cmd.arg("e2e-client")
-            .arg("--url")
-            .arg(&self.url)
-            .arg("--name")
-            .arg(format!("dev-{device}"))
-            .arg("--queue")
-            .arg(self.dir.join(format!("dev-{device}")))
-            .arg("--log")
-            .arg(self.dir.join(format!("dev-{device}.acked")))
-            .arg("--ops")
-            .arg(self.ops.to_string())
-            .arg("--pace-ms")
-            .arg(self.pace.as_millis().to_string())
-            .stdout(Stdio::piped());
-        if self.netns.is_some() {
-            cmd.arg("--allow-plain-http");
-        }
-        cmd.spawn().map_err(io("starting a client"))
-    }
-}
-
-pub(crate) fn kill9(child: &mut Child) {
-    // SIGKILL: no shutdown, no flush.
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-/// Lines of an acknowledgement log: `(op id, record)`.
-fn acked(path: &Path) -> Vec<(String, String)> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            Some((f.next()?.to_owned(), f.next()?.to_owned()))
-        })
-        .collect()
-}
-
-/// The retries a client reported when it finished (`retries N`).
-fn retries(child: &mut Child) -> u64 {
-    let Some(out) = child.stdout.take() else {
-        return 0;
-    };
-    BufReader::new(out)
-        .lines()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.strip_prefix("retries ")
-                .and_then(|n| n.trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 async fn run(plan: Plan, sizes: Sizes) -> Result<Verdict, XtaskError> {
     let started = Instant::now();
     let dir = tempfile::tempdir().map_err(io("making a temp dir"))?;
@@ -378,6 +285,8 @@ async fn run(plan: Plan, sizes: Sizes) -> Result<Verdict, XtaskError> {
         ops: sizes.ops,
         netns: None,
         pace: Duration::ZERO,
+        pull: !plan.no_dedupe,
+        broken_sink: plan.broken_sink,
     };
     let mut fleet = Fleet::start(server, &devices, sizes.devices)?;
     let total = u64::from(sizes.devices) * sizes.ops;
@@ -388,16 +297,15 @@ async fn run(plan: Plan, sizes: Sizes) -> Result<Verdict, XtaskError> {
             .map(|d| acked(&dir.path().join(format!("dev-{d}.acked"))).len() as u64)
             .sum();
         if plan.kill_server && !server_killed && acked_now >= total * 2 / 5 {
-            kill9(&mut fleet.server);
+            fleet::kill9(&mut fleet.server);
             server_killed = true;
             tokio::time::sleep(Duration::from_millis(500)).await;
             fleet.server = spawn_server(&data, addr, plan.no_dedupe, None)?.0;
         }
         let first = acked(&dir.path().join("dev-0.acked")).len() as u64;
         if plan.kill_client && !client_killed && first >= sizes.ops * 2 / 5 {
-            kill9(&mut fleet.clients[0]);
+            fleet.restart(0, &devices)?;
             client_killed = true;
-            fleet.clients[0] = devices.spawn(0)?;
         }
     }
     let counters = proxy.counters();
@@ -407,102 +315,48 @@ async fn run(plan: Plan, sizes: Sizes) -> Result<Verdict, XtaskError> {
         counters.connections, counters.resets, counters.blackholes, counters.offline
     );
     fleet.stop_server();
-    judge(&data, &devices, sizes.devices, fleet.retried, started)
-}
-
-/// The processes of a run: the server and the devices. Dropping it kills
-/// whatever still runs, so a failed or cancelled run leaves no process.
-pub(crate) struct Fleet {
-    /// The server process.
-    pub server: Child,
-    /// One process per device.
-    pub clients: Vec<Child>,
-    done: Vec<bool>,
-    /// Retries the finished devices reported.
-    pub retried: u64,
-}
-
-impl Fleet {
-    /// Starts `count` devices beside `server`.
-    pub(crate) fn start(server: Child, devices: &Devices, count: u32) -> Result<Self, XtaskError> {
-        let mut fleet = Fleet {
-            server,
-            clients: Vec::new(),
-            done: vec![false; count as usize],
-            retried: 0,
-        };
-        for d in 0..count {
-            fleet.clients.push(devices.spawn(d)?);
-        }
-        Ok(fleet)
-    }
-
-    /// Whether every device finished; an error if one failed or the run
-    /// outlived [`RUN_LIMIT`].
-    pub(crate) fn finished(&mut self, started: Instant) -> Result<bool, XtaskError> {
-        for (i, c) in self.clients.iter_mut().enumerate() {
-            if !self.done[i] {
-                if let Ok(Some(status)) = c.try_wait() {
-                    if !status.success() {
-                        return Err(XtaskError::StepFailed(format!(
-                            "client dev-{i} exited with {status}"
-                        )));
-                    }
-                    self.retried += retries(c);
-                    self.done[i] = true;
-                }
-            }
-        }
-        if self.done.iter().all(|d| *d) {
-            return Ok(true);
-        }
-        if started.elapsed() > RUN_LIMIT {
-            return Err(XtaskError::StepFailed(format!(
-                "an e2e run did not finish in {} s",
-                RUN_LIMIT.as_secs()
-            )));
-        }
-        Ok(false)
-    }
-
-    /// Stops the server cleanly (it exits when its stdin closes).
-    pub(crate) fn stop_server(&mut self) {
-        drop(self.server.stdin.take());
-        let _ = self.server.wait();
-    }
-}
-
-impl Drop for Fleet {
-    fn drop(&mut self) {
-        for c in &mut self.clients {
-            kill9(c);
-        }
-        kill9(&mut self.server);
-    }
+    judge(&data, &devices, &fleet, started)
 }
 
 /// Compares the server's committed log in `data` with what every device
-/// acknowledged.
+/// acknowledged, and the server's live entities with each device's pulled
+/// state.
 pub(crate) fn judge(
     data: &Path,
     devices: &Devices,
-    count: u32,
-    retries: u64,
+    fleet: &Fleet,
     started: Instant,
 ) -> Result<Verdict, XtaskError> {
+    let states = fleet.states();
+    let count = states.len() as u32;
     let mut out = Vec::new();
     cpc_server::export_log(data, &mut out)
         .map_err(|e| XtaskError::StepFailed(format!("export-log: {e}")))?;
-    let committed: Vec<String> = String::from_utf8_lossy(&out)
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out)
         .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let committed: Vec<String> = rows
+        .iter()
         .filter_map(|v| v["origin"]["op"].as_str().map(str::to_owned))
         .collect();
     let mut verdict = Verdict {
         ops: u64::from(count) * devices.ops,
-        retries,
+        retries: fleet.retries(),
         ..Verdict::default()
     };
+    let expected = live_state(&rows)?;
+    verdict.converged = devices.pull.then_some(true);
+    for (d, state) in states.iter().enumerate().filter(|_| devices.pull) {
+        match state {
+            None => verdict.diverged.push(format!("dev-{d} (said no state)")),
+            Some(s) if *s != expected => verdict.diverged.push(format!(
+                "dev-{d} ({} entities, digest {}; the server: {}, {})",
+                s.entities, s.digest, expected.entities, expected.digest
+            )),
+            Some(_) => {}
+        }
+    }
     let mut seen: HashMap<&str, u64> = HashMap::new();
     let mut first_at: HashMap<&str, usize> = HashMap::new();
     for (i, op) in committed.iter().enumerate() {
@@ -535,150 +389,37 @@ pub(crate) fn judge(
     Ok(verdict)
 }
 
-/// `xtask e2e-serve`: a `cpc-server` on `listen` over `data`, its address
-/// on stdout, until stdin closes.
-pub fn serve(data: PathBuf, listen: SocketAddr, no_dedupe: bool) -> Result<(), XtaskError> {
-    // Warnings and errors only, on stderr (a failed commit says why).
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
-        .with_writer(std::io::stderr)
-        .try_init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(io("starting a runtime"))?;
-    runtime.block_on(async {
-        let mut config =
-            cpc_server::ServerConfig::new(data, cpc_server::Tokens::single(TOKEN, &["dev-*"]));
-        config.listen = listen;
-        config.rate = cpc_server::RateLimit {
-            per_second: 1e6,
-            burst: 1e6,
+/// The live entities of an exported log (each entity's last change, left
+/// out if a deletion), as a device reports its state.
+fn live_state(rows: &[serde_json::Value]) -> Result<DeviceState, XtaskError> {
+    let bad = || XtaskError::StepFailed("export-log wrote a row without its fields".into());
+    type Key = (String, String);
+    let mut last: BTreeMap<Key, (u64, Option<Vec<u8>>)> = BTreeMap::new();
+    for row in rows {
+        let key = (
+            row["entity"]["collection"]
+                .as_str()
+                .ok_or_else(bad)?
+                .to_owned(),
+            row["entity"]["id"].as_str().ok_or_else(bad)?.to_owned(),
+        );
+        let version = row["version"].as_u64().ok_or_else(bad)?;
+        let payload = match row["payload"].as_str() {
+            Some(p) if row["deleted"] != serde_json::Value::Bool(true) => Some(
+                base64::engine::general_purpose::STANDARD
+                    .decode(p)
+                    .map_err(|_| bad())?,
+            ),
+            _ => None,
         };
-        config.faults.no_dedupe = no_dedupe;
-        let server = cpc_server::start(config)
-            .await
-            .map_err(|e| XtaskError::StepFailed(format!("cpc-server: {e}")))?;
-        println!("{}", server.addr());
-        let _ = std::io::stdout().flush();
-        let _ = tokio::task::spawn_blocking(|| {
-            let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]);
-        })
-        .await;
-        server
-            .shutdown()
-            .await
-            .map_err(|e| XtaskError::StepFailed(format!("cpc-server: {e}")))
-    })
-}
-
-/// The arguments of `xtask e2e-client`.
-#[derive(Debug, clap::Args)]
-pub struct ClientArgs {
-    /// The server's URL.
-    #[arg(long)]
-    url: String,
-    /// The device's name (its client id).
-    #[arg(long)]
-    name: String,
-    /// Its queue directory.
-    #[arg(long)]
-    queue: PathBuf,
-    /// Its acknowledgement log.
-    #[arg(long)]
-    log: PathBuf,
-    /// Operations to submit in all.
-    #[arg(long)]
-    ops: u64,
-    /// Pause between two submits, in milliseconds.
-    #[arg(long, default_value_t = 0)]
-    pace_ms: u64,
-    /// Allow plain http to a host that is not loopback (a test network
-    /// namespace's address).
-    #[arg(long)]
-    allow_plain_http: bool,
-}
-
-/// `xtask e2e-client`: one device: submits `ops` operations (resuming
-/// after the ones its log already holds), logs each acknowledged one,
-/// waits until everything is pushed, prints `retries N`.
-pub fn client(args: ClientArgs) -> Result<(), XtaskError> {
-    let ClientArgs {
-        url,
-        name,
-        queue,
-        log,
-        ops,
-        pace_ms,
-        allow_plain_http,
-    } = args;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(io("starting a runtime"))?;
-    runtime.block_on(async {
-        let failed = |e: &dyn std::fmt::Display| XtaskError::StepFailed(format!("{name}: {e}"));
-        let mut http = cpc_http::HttpConfig::new(url, name.clone());
-        http.request_timeout = Duration::from_secs(2);
-        http.allow_plain_http = allow_plain_http;
-        let transport =
-            cpc_http::HttpTransport::new(http, Arc::new(cpc_http::StaticToken::new(TOKEN)))
-                .map_err(|e| failed(&e))?;
-        let engine = cpc_sync::SyncEngine::builder()
-            .path(queue)
-            .transport(transport)
-            .push_timeout(Duration::from_secs(3))
-            .start()
-            .await
-            .map_err(|e| failed(&e))?;
-        let retries = Arc::new(AtomicU64::new(0));
-        let mut events = engine.subscribe();
-        let counted = Arc::clone(&retries);
-        tokio::spawn(async move {
-            loop {
-                match events.recv().await {
-                    Ok(cpc_sync::worker::WorkerEvent::RetryScheduled { .. })
-                    | Ok(cpc_sync::worker::WorkerEvent::BatchFailed { .. }) => {
-                        counted.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                    _ => {}
-                }
-            }
-        });
-        let already = acked(&log).len() as u64;
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .map_err(io("opening the acknowledgement log"))?;
-        for i in already..ops {
-            let record = format!("{name}-r{}", i % RECORDS);
-            let id = engine
-                .operation(
-                    cpc_sync::core::EntityKey::new("e2e", record.clone()),
-                    cpc_sync::core::OperationKind::Update,
-                )
-                .payload(format!("{name} {i}"))
-                .submit()
-                .await
-                .map_err(|e| failed(&e))?;
-            // Written once `submit` returned: the operation is durably
-            // queued; a kill before this line leaves it unlogged, never
-            // logged and missing.
-            writeln!(file, "{id} {record}").map_err(io("writing the acknowledgement log"))?;
-            if pace_ms > 0 {
-                tokio::time::sleep(Duration::from_millis(pace_ms)).await;
-            }
-        }
-        tokio::time::timeout(Duration::from_secs(300), engine.drained())
-            .await
-            .map_err(|_| failed(&"did not drain in 300 s"))?
-            .map_err(|e| failed(&e))?;
-        engine.shutdown().await.map_err(|e| failed(&e))?;
-        println!("retries {}", retries.load(Ordering::Relaxed));
-        Ok(())
+        last.insert(key, (version, payload));
+    }
+    let live: Vec<(&str, &str, u64, &[u8])> = last
+        .iter()
+        .filter_map(|((c, i), (v, p))| Some((c.as_str(), i.as_str(), *v, p.as_deref()?)))
+        .collect();
+    Ok(DeviceState {
+        entities: live.len() as u64,
+        digest: device::digest(live.into_iter()),
     })
 }

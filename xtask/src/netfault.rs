@@ -337,6 +337,8 @@ async fn run(sizes: Sizes) -> Result<Verdict, XtaskError> {
         ops: sizes.ops,
         netns: Some(&ns.devices),
         pace: Duration::from_millis(pace_ms),
+        pull: true,
+        broken_sink: false,
     };
     let mut fleet = Fleet::start(server, &devices, sizes.devices)?;
     let phases_started = Instant::now();
@@ -377,7 +379,5 @@ async fn run(sizes: Sizes) -> Result<Verdict, XtaskError> {
         );
     }
     fleet.stop_server();
-    let retried = fleet.retried;
-    drop(fleet);
-    crate::e2e::judge(&data, &devices, sizes.devices, retried, started)
+    crate::e2e::judge(&data, &devices, &fleet, started)
 }

@@ -242,6 +242,22 @@ impl MemorySink {
             .collect()
     }
 
+    /// A sink that holds `held` already, tombstones included: an
+    /// application's saved state, restored at start beside the cursor it
+    /// was saved with.
+    pub fn with_held(held: BTreeMap<EntityKey, HeldEntity>) -> MemorySink {
+        MemorySink {
+            held: Mutex::new(held),
+            pages: Mutex::new(0),
+        }
+    }
+
+    /// Everything held, tombstones included: what to save so that
+    /// [`MemorySink::with_held`] can restore it.
+    pub fn held(&self) -> BTreeMap<EntityKey, HeldEntity> {
+        self.held.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     /// Pages applied so far.
     pub fn pages(&self) -> u64 {
         *self.pages.lock().unwrap_or_else(|e| e.into_inner())
