@@ -6,7 +6,9 @@
 
 mod apply;
 mod fp;
+mod page;
 mod read;
+mod rules;
 mod schema;
 mod writer;
 
@@ -22,9 +24,9 @@ use cpc_protocol::{Limits, OpOutcome, Position, PullRequest, WireOp};
 use rusqlite::OpenFlags;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use self::apply::Head;
-pub use self::read::PullPage;
+pub use self::page::PullPage;
 use self::read::Readers;
+use self::rules::Head;
 use self::schema::{from_sql, DirLock};
 use self::writer::{CompactJob, Job, PushJob, Writer};
 

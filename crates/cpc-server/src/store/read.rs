@@ -1,49 +1,26 @@
-//! The read side: pull pages (docs/protocol.md §7.3–7.5) read on their own
-//! read-only connections, so a pull never waits for the writer nor holds it
-//! up (WAL: readers see the last commit). Each page is read in one read
-//! transaction, so its rows, its cursor and the head it reports agree.
+//! The embedded store's read side: pull pages (docs/protocol.md §7.3–7.5)
+//! read on their own read-only connections, so a pull never waits for the
+//! writer nor holds it up (WAL: readers see the last commit). Each page is
+//! read in one read transaction, so its rows, its cursor and the head it
+//! reports agree. Which page, and its assembly, are `store/page.rs`'s.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use cpc_protocol::{
-    Change, Cursor, EntityKey, Hex64, OpId, Origin, Payload, Position, PullRequest, Reset,
-    ResetReason, SnapshotRange, Timestamp,
+    Change, Cursor, EntityKey, Hex64, OpId, Origin, Payload, Position, PullRequest, ResetReason,
+    Timestamp,
 };
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension};
-use serde::Serialize;
-use serde_json::value::RawValue;
 use tokio::sync::Semaphore;
 
+use super::page::{self, envelope_room, Fill, Plan, PullPage};
 use super::schema::{from_sql, to_sql, DB_FILE};
 use super::StoreError;
 
 /// Read connections kept open at most (and pulls read at once).
 const READERS: usize = 8;
-
-/// With a collection filter, change-log rows examined per page at most: a
-/// scope whose collections are rare must not make one pull scan the whole
-/// log. The page's cursor then advances to the end of the window.
-pub(crate) const SCAN_WINDOW: u64 = 100_000;
-
-/// A page, serialized, with what the HTTP layer needs to decide on a long
-/// poll.
-#[derive(Debug)]
-pub struct PullPage {
-    /// The answer body (`application/json`).
-    pub body: Vec<u8>,
-    /// Changes or entities listed.
-    pub listed: usize,
-    /// A snapshot page (never waits).
-    pub snapshot: bool,
-    /// The answer's `has_more`.
-    pub has_more: bool,
-    /// The answer cursor's seq.
-    pub cursor_seq: u64,
-    /// The head the page was read at.
-    pub head_seq: u64,
-}
 
 /// The pool of read-only connections.
 #[derive(Debug)]
@@ -131,13 +108,6 @@ pub(crate) fn in_history(
     Ok(fp_at(conn, p.seq)? == Some(p.fp.0))
 }
 
-/// What the page is read against.
-struct Ctx<'a> {
-    conn: &'a Connection,
-    head: Position,
-    request: &'a PullRequest,
-}
-
 /// Reads the page `request` asks for, or `HistoryDiverged` when its
 /// `known` is not in this history.
 pub(crate) fn read_page(
@@ -157,110 +127,28 @@ pub(crate) fn read_page(
         seq: from_sql(head_seq)?,
         fp: Hex64(head_fp as u64),
     };
-    let compacted_through = from_sql(compacted_through)?;
     if let Some(known) = &request.known {
         if !in_history(&tx, store_id, head.seq, known)? {
             return Err(StoreError::HistoryDiverged { head });
         }
     }
-    let cx = Ctx {
-        conn: &tx,
-        head,
+    let cursor_in_history = match &request.cursor {
+        Some(c) => in_history(&tx, store_id, head.seq, &c.position())?,
+        None => false,
+    };
+    let page = match page::plan(
         request,
-    };
-    let reset = match &request.cursor {
-        None => Some(ResetReason::Initial),
-        Some(c) if c.store_id != store_id => Some(ResetReason::UnknownStore),
-        Some(c) if c.seq < compacted_through => Some(ResetReason::Compacted),
-        Some(c) if !in_history(&tx, store_id, cx.head.seq, &c.position())? => {
-            Some(ResetReason::Diverged)
+        &head,
+        from_sql(compacted_through)?,
+        cursor_in_history,
+    ) {
+        Plan::Snapshot { base, from, reset } => {
+            snapshot_page(&tx, request, &head, &base, from, reset)
         }
-        Some(_) => None,
-    };
-    let page = match (reset, &request.cursor) {
-        (Some(reason), _) => snapshot_page(&cx, cx.head.clone(), None, Some(reason)),
-        (None, Some(c)) if c.after.is_some() => {
-            snapshot_page(&cx, c.position(), c.after.clone(), None)
-        }
-        (None, Some(c)) => change_page(&cx, c, skip_first),
-        (None, None) => Err(StoreError::Invalid("a pull without a cursor needs a reset")),
+        Plan::Changes(from) => change_page(&tx, request, &head, &from, skip_first),
     }?;
     tx.finish()?;
     Ok(page)
-}
-
-/// The answer as written: `changes` already serialized, once, so that the
-/// page's size is known exactly while it is filled.
-#[derive(Serialize)]
-struct Body<'a> {
-    changes: &'a [&'a RawValue],
-    cursor: &'a Cursor,
-    has_more: bool,
-    reset: Option<Reset>,
-    snapshot: Option<&'a SnapshotRange>,
-    head: &'a Position,
-}
-
-/// A page being filled.
-struct Fill {
-    rows: Vec<(Box<RawValue>, u64, Option<u64>, EntityKey)>,
-    bytes: usize,
-}
-
-impl Fill {
-    fn new() -> Fill {
-        Fill {
-            rows: Vec::new(),
-            bytes: 0,
-        }
-    }
-
-    /// Adds a row unless it would take the page over `room` bytes (the
-    /// first row always goes in: `min_pull_bytes` fits the largest one).
-    fn push(&mut self, change: &Change, fp: Option<u64>, room: usize) -> Result<bool, StoreError> {
-        let raw = serde_json::value::to_raw_value(change)
-            .map_err(|_| StoreError::Corrupt("a change that does not serialize"))?;
-        let cost = raw.get().len() + 1;
-        if !self.rows.is_empty() && self.bytes + cost > room {
-            return Ok(false);
-        }
-        self.bytes += cost;
-        self.rows.push((raw, change.seq, fp, change.entity.clone()));
-        Ok(true)
-    }
-}
-
-/// Serializes a page; `None` if it is over `max_bytes` (the caller drops
-/// its last row and tries again).
-fn render(
-    raws: &[&RawValue],
-    cursor: &Cursor,
-    has_more: bool,
-    reset: Option<ResetReason>,
-    snapshot: Option<&SnapshotRange>,
-    head: &Position,
-    max_bytes: u64,
-) -> Result<Option<Vec<u8>>, StoreError> {
-    let body = serde_json::to_vec(&Body {
-        changes: raws,
-        cursor,
-        has_more,
-        reset: reset.map(|reason| Reset { reason }),
-        snapshot,
-        head,
-    })
-    .map_err(|_| StoreError::Corrupt("a page that does not serialize"))?;
-    Ok((body.len() as u64 <= max_bytes || raws.len() <= 1).then_some(body))
-}
-
-/// Bytes of a page besides its changes, at most: two positions (one with
-/// a key of up to 2 × 1024 bytes, escaped), the range, the other members.
-fn envelope_room(max_bytes: u64) -> usize {
-    const ENVELOPE: usize = 2 * 1024 * 6 * 2 + 1024;
-    usize::try_from(max_bytes)
-        .unwrap_or(usize::MAX)
-        .saturating_sub(ENVELOPE)
-        .max(1)
 }
 
 /// `SQL IN (?, ?, …)` over the scope's collections, numbered from `first`.
@@ -326,14 +214,14 @@ fn change_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Change, Option<u6
 }
 
 /// §7.3: the change-log rows above the cursor, in `seq` order.
-fn change_page(cx: &Ctx<'_>, from: &Cursor, skip_first: bool) -> Result<PullPage, StoreError> {
-    let request = cx.request;
-    let filtered = request.collections.is_some();
-    let upper = if filtered {
-        cx.head.seq.min(from.seq.saturating_add(SCAN_WINDOW))
-    } else {
-        cx.head.seq
-    };
+fn change_page(
+    conn: &Connection,
+    request: &PullRequest,
+    head: &Position,
+    from: &Cursor,
+    skip_first: bool,
+) -> Result<PullPage, StoreError> {
+    let upper = page::change_window(request, from, head);
     let (scope, mut args) = scope_clause("collection", request, 4);
     let sql = format!(
         "SELECT seq, collection, id, version, deleted, payload, wall_ms, logical, node,
@@ -346,7 +234,7 @@ fn change_page(cx: &Ctx<'_>, from: &Cursor, skip_first: bool) -> Result<PullPage
         SqlValue::Integer(to_sql(request.limit)),
     ];
     all.append(&mut args);
-    let mut st = cx.conn.prepare_cached(&sql)?;
+    let mut st = conn.prepare_cached(&sql)?;
     let mut rows = st.query(params_from_iter(all))?;
     let room = envelope_room(request.max_bytes);
     let mut fill = Fill::new();
@@ -359,72 +247,24 @@ fn change_page(cx: &Ctx<'_>, from: &Cursor, skip_first: bool) -> Result<PullPage
         }
     }
     drop(rows);
-    let full = cut || fill.rows.len() as u64 == request.limit;
-    loop {
-        // Unfiltered, or the page stopped early: the cursor is the last
-        // row listed. Filtered and not full: every row up to `upper` was
-        // examined.
-        let (seq, fp) = match fill.rows.last() {
-            Some((_, seq, fp, _)) if !filtered || full => (
-                *seq,
-                fp.ok_or(StoreError::Corrupt("a change without its fp"))?,
-            ),
-            _ if filtered => (
-                upper,
-                fp_at(cx.conn, upper)?.ok_or(StoreError::Corrupt("a gap in the change log"))?,
-            ),
-            _ => (from.seq, from.fp.0),
-        };
-        let cursor = Cursor {
-            store_id: cx.head.store_id.clone(),
-            seq,
-            fp: Hex64(fp),
-            after: None,
-        };
-        let has_more = seq < cx.head.seq;
-        // Fault `pull_skip_change` (feature test-faults): the first change
-        // goes missing while the cursor still passes it.
-        let raws: Vec<&RawValue> = fill
-            .rows
-            .iter()
-            .skip(usize::from(skip_first))
-            .map(|r| &*r.0)
-            .collect();
-        match render(
-            &raws,
-            &cursor,
-            has_more,
-            None,
-            None,
-            &cx.head,
-            request.max_bytes,
-        )? {
-            Some(body) => {
-                return Ok(PullPage {
-                    body,
-                    listed: raws.len(),
-                    snapshot: false,
-                    has_more,
-                    cursor_seq: seq,
-                    head_seq: cx.head.seq,
-                })
-            }
-            None => {
-                fill.rows.pop();
-            }
-        }
-    }
+    let upper_fp = if request.collections.is_some() {
+        fp_at(conn, upper)?
+    } else {
+        None
+    };
+    page::finish_changes(fill, cut, request, from, upper, upper_fp, head, skip_first)
 }
 
 /// §7.4: the scope's live entities after `from`, in key order, against the
 /// base position `base`.
 fn snapshot_page(
-    cx: &Ctx<'_>,
-    base: Position,
+    conn: &Connection,
+    request: &PullRequest,
+    head: &Position,
+    base: &Position,
     from: Option<EntityKey>,
     reset: Option<ResetReason>,
 ) -> Result<PullPage, StoreError> {
-    let request = cx.request;
     let (after, mut args) = match &from {
         None => (String::new(), Vec::new()),
         Some(k) => (
@@ -445,13 +285,13 @@ fn snapshot_page(
     let mut all = vec![SqlValue::Integer(to_sql(request.limit.saturating_add(1)))];
     all.append(&mut args);
     all.append(&mut scope_args);
-    let mut st = cx.conn.prepare_cached(&sql)?;
+    let mut st = conn.prepare_cached(&sql)?;
     let mut rows = st.query(params_from_iter(all))?;
     let room = envelope_room(request.max_bytes);
     let mut fill = Fill::new();
     let mut more = false;
     while let Some(r) = rows.next()? {
-        if fill.rows.len() as u64 == request.limit {
+        if fill.len() as u64 == request.limit {
             more = true;
             break;
         }
@@ -462,47 +302,5 @@ fn snapshot_page(
         }
     }
     drop(rows);
-    loop {
-        let through = if more {
-            fill.rows.last().map(|r| r.3.clone())
-        } else {
-            None
-        };
-        let cursor = Cursor {
-            store_id: base.store_id.clone(),
-            seq: base.seq,
-            fp: base.fp,
-            after: through.clone(),
-        };
-        let has_more = through.is_some() || cx.head.seq > base.seq;
-        let range = SnapshotRange {
-            from: from.clone(),
-            through,
-        };
-        let raws: Vec<&RawValue> = fill.rows.iter().map(|r| &*r.0).collect();
-        match render(
-            &raws,
-            &cursor,
-            has_more,
-            reset,
-            Some(&range),
-            &cx.head,
-            request.max_bytes,
-        )? {
-            Some(body) => {
-                return Ok(PullPage {
-                    body,
-                    listed: raws.len(),
-                    snapshot: true,
-                    has_more,
-                    cursor_seq: base.seq,
-                    head_seq: cx.head.seq,
-                })
-            }
-            None => {
-                fill.rows.pop();
-                more = true;
-            }
-        }
-    }
+    page::finish_snapshot(fill, more, request, base, from, reset, head)
 }

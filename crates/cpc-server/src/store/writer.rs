@@ -10,8 +10,9 @@ use cpc_protocol::{Hex64, Limits, OpOutcome, Position, WireOp};
 use rusqlite::{params, Connection};
 use tokio::sync::{mpsc, oneshot, watch};
 
-use super::apply::{apply_batch, Head, Rules};
+use super::apply::apply_batch;
 use super::read::in_history;
+use super::rules::{Head, Rules};
 use super::schema::{from_sql, to_sql};
 use super::StoreError;
 
