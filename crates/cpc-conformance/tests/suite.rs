@@ -19,6 +19,24 @@ async fn run_against(faults: Faults, fast: bool) -> Report {
     report
 }
 
+/// The whole suite against a server on PostgreSQL, in a database of its
+/// own; `None` (skipped, saying why) without `CPC_TEST_DATABASE_URL`.
+async fn run_on_postgres(faults: Faults) -> Option<Report> {
+    let Ok(admin) = std::env::var("CPC_TEST_DATABASE_URL") else {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: CPC_TEST_DATABASE_URL is not set (see CONTRIBUTING.md)"
+        );
+        return None;
+    };
+    let db = cpc_server::ScratchDatabase::create(&admin).await.unwrap();
+    let server = Restartable::start_on_postgres(db.url(), faults, true).await;
+    let report = run(&server.target()).await;
+    server.shutdown().await;
+    Some(report)
+}
+
 /// Exactly `expected` failed; every other check passed (none skipped).
 fn assert_fails_exactly(report: &Report, expected: &[&str]) {
     assert_eq!(report.failed_names(), expected, "\n{report}");
@@ -32,6 +50,32 @@ async fn a_correct_server_passes_every_check_even_when_rate_limited() {
     let report = run_against(Faults::default(), false).await;
     assert_fails_exactly(&report, &[]);
     assert_eq!(report.checks.len(), CHECKS.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_correct_server_on_postgres_passes_every_check() {
+    let Some(report) = run_on_postgres(Faults::default()).await else {
+        return;
+    };
+    assert_fails_exactly(&report, &[]);
+    println!("PostgreSQL conformance:\n{report}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_too_a_gap_in_the_log_fails_the_seq_checks() {
+    // The suite watches the PostgreSQL backend as closely as the embedded
+    // one: the same fault fails the same checks.
+    let faults = Faults {
+        skip_seq: true,
+        ..Faults::default()
+    };
+    let Some(report) = run_on_postgres(faults).await else {
+        return;
+    };
+    assert_fails_exactly(
+        &report,
+        &["seq-in-batch-consecutive", "seq-concurrent-pushes"],
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -45,7 +45,6 @@ pub(crate) struct App {
     pub closing: watch::Receiver<bool>,
     pub request_timeout: Duration,
     pub metrics: Arc<Metrics>,
-    pub data_dir: std::path::PathBuf,
 }
 
 /// The router of protocol v1.
@@ -98,13 +97,7 @@ async fn info(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let store_bytes = std::fs::read_dir(&app.data_dir)
-        .map(|dir| {
-            dir.filter_map(|e| e.ok()?.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0);
+    let store_bytes = app.store.size_bytes().await.unwrap_or(0);
     (
         [(
             header::CONTENT_TYPE,

@@ -4,7 +4,8 @@
 //! info and metrics over axum; an embedded SQLite store in a locked data
 //! directory, written by one thread with group commit, answering only
 //! after the commit is durable, read for pulls on read-only connections,
-//! its change log compacted after a retention time; bearer tokens bound to
+//! its change log compacted after a retention time; or PostgreSQL, shared
+//! by several instances, with exactly the same answers; bearer tokens bound to
 //! client ids; a rate limit per token and caps on concurrent pushes and
 //! pulls; every request size-limited before parsing.
 //!
@@ -31,6 +32,7 @@
 mod faults;
 mod http;
 mod metrics;
+mod scratch;
 mod store;
 mod tokens;
 
@@ -48,7 +50,8 @@ use tokio::task::JoinHandle;
 pub use faults::Faults;
 pub use http::RateLimit;
 pub use metrics::Metrics;
-pub use store::{export_log, PullPage, Store, StoreError};
+pub use scratch::ScratchDatabase;
+pub use store::{export_log, export_log_postgres, PostgresConfig, PullPage, Store, StoreError};
 pub use tokens::{TokenId, Tokens, TokensError, MAX_TOKEN_BYTES};
 
 /// How a server runs.
@@ -56,8 +59,12 @@ pub use tokens::{TokenId, Tokens, TokensError, MAX_TOKEN_BYTES};
 pub struct ServerConfig {
     /// Where to listen (default `127.0.0.1:0`: a free loopback port).
     pub listen: SocketAddr,
-    /// The data directory (created 0700, locked while the server runs).
+    /// The data directory of the embedded store (created 0700, locked
+    /// while the server runs). Not used with [`ServerConfig::postgres`].
     pub data_dir: PathBuf,
+    /// Store on PostgreSQL instead (several instances may share it); see
+    /// [`ServerConfig::with_postgres`].
+    pub postgres: Option<PostgresConfig>,
     /// The accepted tokens.
     pub tokens: Tokens,
     /// The push limits enforced and advertised.
@@ -92,6 +99,7 @@ impl ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: data_dir.into(),
+            postgres: None,
             tokens,
             limits: Limits::default(),
             pull_limits: PullLimits::default(),
@@ -103,6 +111,17 @@ impl ServerConfig {
             store_id: None,
             #[cfg(feature = "test-faults")]
             faults: Faults::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    /// Defaults for everything but the database and the tokens: a server
+    /// storing on PostgreSQL.
+    pub fn with_postgres(postgres: PostgresConfig, tokens: Tokens) -> ServerConfig {
+        ServerConfig {
+            postgres: Some(postgres),
+            ..ServerConfig::new(PathBuf::new(), tokens)
         }
     }
 }
@@ -231,11 +250,14 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     let data_dir = config.data_dir.clone();
     let limits = config.limits;
     let store_id = config.store_id.clone();
-    let store = tokio::task::spawn_blocking(move || {
-        Store::open_with_id(&data_dir, limits, store_id.as_deref())
-    })
-    .await
-    .map_err(|e| ServerError::Io("opening the store", std::io::Error::other(e)))??;
+    let store = match &config.postgres {
+        Some(pg) => Store::connect(pg, limits, store_id.as_deref()).await?,
+        None => tokio::task::spawn_blocking(move || {
+            Store::open_with_id(&data_dir, limits, store_id.as_deref())
+        })
+        .await
+        .map_err(|e| ServerError::Io("opening the store", std::io::Error::other(e)))??,
+    };
     #[cfg(feature = "test-faults")]
     let store = store.with_faults(config.faults);
     let store = Arc::new(store);
@@ -259,7 +281,6 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         closing: closing_rx,
         request_timeout: config.request_timeout,
         metrics: Arc::clone(&metrics),
-        data_dir: config.data_dir.clone(),
     });
     let (stop, stopped) = oneshot::channel::<()>();
     let router = http::router(app);

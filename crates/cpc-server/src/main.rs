@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use cpc_server::{ServerConfig, Tokens};
+use cpc_server::{PostgresConfig, ServerConfig, Tokens};
 
 /// The reference server of the cpc-sync HTTP protocol v1.
 #[derive(Debug, Parser)]
@@ -24,9 +24,26 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// Data directory (created 0700; one server at a time).
+        /// Data directory of the embedded store (created 0700; one server
+        /// at a time).
+        #[arg(
+            long,
+            required_unless_present = "database",
+            conflicts_with = "database"
+        )]
+        data: Option<PathBuf>,
+        /// Store on PostgreSQL instead: postgres://user:password@host/db.
+        /// Several instances may share one database. Prefer the
+        /// environment variable: a command line is visible to `ps`.
+        #[arg(long, env = "CPC_DATABASE_URL", hide_env_values = true)]
+        database: Option<String>,
+        /// Connections to PostgreSQL per instance.
+        #[arg(long, default_value_t = 16)]
+        db_pool_size: usize,
+        /// Accept a PostgreSQL database where synchronous_commit is off
+        /// (answers would precede durable commits).
         #[arg(long)]
-        data: PathBuf,
+        allow_async_commit: bool,
         /// Tokens file (TOML: [[token]] secret = "..." clients = ["dev-*"]).
         #[arg(long)]
         tokens: PathBuf,
@@ -66,9 +83,16 @@ enum Command {
     },
     /// Print the committed change log as JSON lines, in seq order.
     ExportLog {
-        /// Data directory.
-        #[arg(long)]
-        data: PathBuf,
+        /// Data directory of the embedded store.
+        #[arg(
+            long,
+            required_unless_present = "database",
+            conflicts_with = "database"
+        )]
+        data: Option<PathBuf>,
+        /// The PostgreSQL store's URL.
+        #[arg(long, env = "CPC_DATABASE_URL", hide_env_values = true)]
+        database: Option<String>,
     },
 }
 
@@ -90,16 +114,30 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
-        Command::ExportLog { data } => {
+        Command::ExportLog { data, database } => {
             let stdout = std::io::stdout();
-            let mut out = std::io::BufWriter::new(stdout.lock());
-            cpc_server::export_log(&data, &mut out)?;
+            let mut out = std::io::BufWriter::new(stdout);
+            match (data, database) {
+                (Some(data), _) => {
+                    cpc_server::export_log(&data, &mut out)?;
+                }
+                (None, Some(url)) => {
+                    tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()?
+                        .block_on(cpc_server::export_log_postgres(&url, &mut out))?;
+                }
+                (None, None) => return Err("--data or --database is required".into()),
+            }
             out.flush()?;
             Ok(())
         }
         Command::Serve {
             listen,
             data,
+            database,
+            db_pool_size,
+            allow_async_commit,
             tokens,
             max_batch_ops,
             max_body_bytes,
@@ -112,7 +150,17 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             compaction_interval_s,
             store_id,
         } => {
-            let mut config = ServerConfig::new(data, Tokens::from_file(&tokens)?);
+            let tokens = Tokens::from_file(&tokens)?;
+            let mut config = match (data, database) {
+                (Some(data), _) => ServerConfig::new(data, tokens),
+                (None, Some(url)) => {
+                    let mut pg = PostgresConfig::new(url);
+                    pg.pool_size = db_pool_size;
+                    pg.allow_async_commit = allow_async_commit;
+                    ServerConfig::with_postgres(pg, tokens)
+                }
+                (None, None) => return Err("--data or --database is required".into()),
+            };
             config.listen = listen;
             config.limits.max_batch_ops = max_batch_ops;
             config.limits.max_body_bytes = max_body_bytes;

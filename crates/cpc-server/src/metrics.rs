@@ -109,7 +109,7 @@ impl Metrics {
         let _ = writeln!(out, "cpc_push_seconds_count {count}");
         let _ = writeln!(
             out,
-            "# HELP cpc_store_bytes Size of the store's files on disk."
+            "# HELP cpc_store_bytes Size of the store: its files on disk, or its PostgreSQL tables and indexes."
         );
         let _ = writeln!(out, "# TYPE cpc_store_bytes gauge");
         let _ = writeln!(out, "cpc_store_bytes {store_bytes}");

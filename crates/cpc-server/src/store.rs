@@ -1,12 +1,18 @@
-//! The embedded store: SQLite in a locked data directory, written by one
-//! thread with group commit (`store/writer.rs`), read for pulls on a pool
-//! of read-only connections (`store/read.rs`), schema and migrations in
-//! `store/schema.rs`, the per-operation rules in `store/apply.rs`, the
-//! change log's fingerprint in `store/fp.rs`.
+//! The store, on one of two backends. Shared by both: the per-operation
+//! rules of a push (`store/rules.rs`), the pull page's decision and
+//! assembly (`store/page.rs`), the change log's fingerprint
+//! (`store/fp.rs`). The embedded backend: SQLite in a locked data
+//! directory (`store/embedded.rs`), written by one thread with group commit
+//! (`store/writer.rs`, `store/apply.rs`), read for pulls on read-only
+//! connections (`store/read.rs`), schema and migrations in
+//! `store/schema.rs`. The PostgreSQL backend, for several instances on one
+//! database: `store/pg.rs` and `store/pg/`.
 
 mod apply;
+mod embedded;
 mod fp;
 mod page;
+pub(crate) mod pg;
 mod read;
 mod rules;
 mod schema;
@@ -14,27 +20,16 @@ mod writer;
 
 use std::io::Write;
 use std::path::Path;
-use std::sync::Mutex;
-use std::thread::JoinHandle;
 
 use base64::Engine as _;
-use std::sync::Arc;
-
 use cpc_protocol::{Limits, OpOutcome, Position, PullRequest, WireOp};
 use rusqlite::OpenFlags;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::watch;
 
+use self::embedded::Embedded;
 pub use self::page::PullPage;
-use self::read::Readers;
-use self::rules::Head;
-use self::schema::{from_sql, DirLock};
-use self::writer::{CompactJob, Job, PushJob, Writer};
-
-/// Rows one compaction step touches at most.
-const COMPACT_STEP: u64 = 20_000;
-
-/// Pushes queued for the writer at most; a push beyond waits for room.
-const QUEUE: usize = 256;
+pub use self::pg::PostgresConfig;
+use self::schema::from_sql;
 
 /// Why the store could not do what was asked.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +40,17 @@ pub enum StoreError {
     /// SQLite failed (disk full, I/O error, busy).
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed, or could not be reached.
+    #[error("postgres: {0}")]
+    Postgres(String),
+    /// The database's settings break a guarantee (say, asynchronous
+    /// commit).
+    #[error("refusing the database: {0}")]
+    Unsafe(String),
+    /// A row lock was not granted within the lock timeout (another
+    /// instance holds it): the push is answered `retry_later`.
+    #[error("busy: a lock was not granted in time")]
+    Busy,
     /// Another server holds the data directory.
     #[error("the data directory {0} is in use by another server")]
     Locked(String),
@@ -79,23 +85,44 @@ impl StoreError {
     }
 }
 
-/// The server's store: a handle on the writer thread.
+/// The server's store: the embedded SQLite store, or PostgreSQL shared by
+/// several instances. Both answer exactly alike (the rules and the page
+/// assembly are shared; one test suite runs on both).
 #[derive(Debug)]
 pub struct Store {
-    jobs: Mutex<Option<mpsc::Sender<Job>>>,
-    writer: Mutex<Option<JoinHandle<()>>>,
-    readers: Arc<Readers>,
-    head: watch::Receiver<u64>,
-    store_id: String,
-    _lock: DirLock,
+    backend: Backend,
     /// The rules to break on purpose (see `crate::faults`).
     #[cfg(feature = "test-faults")]
     faults: crate::faults::Faults,
 }
 
+#[derive(Debug)]
+enum Backend {
+    Embedded(Embedded),
+    Postgres(pg::PgStore),
+}
+
+/// Checks a store id given for a store created now.
+fn check_new_id(new_id: Option<&str>) -> Result<(), StoreError> {
+    if new_id.is_some_and(|id| id.is_empty() || id.len() > 64 || !id.is_ascii()) {
+        return Err(StoreError::Invalid(
+            "a store id is 1 to 64 ASCII characters",
+        ));
+    }
+    Ok(())
+}
+
 impl Store {
-    /// Opens (creating or migrating) the store in `dir` and starts its
-    /// writer. Refuses a directory another server holds.
+    fn with_backend(backend: Backend) -> Store {
+        Store {
+            backend,
+            #[cfg(feature = "test-faults")]
+            faults: Default::default(),
+        }
+    }
+
+    /// Opens (creating or migrating) the embedded store in `dir` and starts
+    /// its writer. Refuses a directory another server holds.
     pub fn open(dir: &Path, limits: Limits) -> Result<Store, StoreError> {
         Store::open_with_id(dir, limits, None)
     }
@@ -108,45 +135,33 @@ impl Store {
         limits: Limits,
         new_id: Option<&str>,
     ) -> Result<Store, StoreError> {
-        if new_id.is_some_and(|id| id.is_empty() || id.len() > 64 || !id.is_ascii()) {
-            return Err(StoreError::Invalid(
-                "a store id is 1 to 64 ASCII characters",
-            ));
-        }
-        let lock = schema::lock_dir(dir)?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let conn = schema::open(dir, now, new_id)?;
-        let (store_id, seq, fp) = schema::read_head(&conn)?;
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let (head_tx, head_rx) = watch::channel(seq);
-        let writer = Writer {
-            conn,
-            head: Head { seq, fp },
-            store_id: store_id.clone(),
-            limits,
-            head_tx,
-        };
-        let handle = std::thread::Builder::new()
-            .name("cpc-server-writer".into())
-            .spawn(move || writer.run(rx))
-            .map_err(|e| StoreError::Io("starting the writer thread", e))?;
-        Ok(Store {
-            jobs: Mutex::new(Some(tx)),
-            writer: Mutex::new(Some(handle)),
-            readers: Arc::new(Readers::new(dir)),
-            head: head_rx,
-            store_id,
-            _lock: lock,
-            #[cfg(feature = "test-faults")]
-            faults: Default::default(),
-        })
+        check_new_id(new_id)?;
+        Ok(Store::with_backend(Backend::Embedded(Embedded::open(
+            dir, limits, new_id,
+        )?)))
+    }
+
+    /// Connects to the PostgreSQL database `config` names, runs the
+    /// migrations (under an advisory lock: instances starting together
+    /// take turns) and checks that commits are durable
+    /// (`synchronous_commit`). A store created now gets `new_id`.
+    pub async fn connect(
+        config: &PostgresConfig,
+        limits: Limits,
+        new_id: Option<&str>,
+    ) -> Result<Store, StoreError> {
+        check_new_id(new_id)?;
+        Ok(Store::with_backend(Backend::Postgres(
+            pg::PgStore::connect(config, limits, new_id).await?,
+        )))
     }
 
     /// The store's identity.
     pub fn store_id(&self) -> &str {
-        &self.store_id
+        match &self.backend {
+            Backend::Embedded(s) => s.store_id(),
+            Backend::Postgres(s) => s.store_id(),
+        }
     }
 
     /// The same store, breaking the rules `faults` names.
@@ -162,14 +177,6 @@ impl Store {
         self.faults
     }
 
-    fn sender(&self) -> Result<mpsc::Sender<Job>, StoreError> {
-        self.jobs
-            .lock()
-            .map_err(|_| StoreError::Closed)?
-            .clone()
-            .ok_or(StoreError::Closed)
-    }
-
     /// Applies one client's push (already validated) and answers after the
     /// commit is durable: the outcomes and the head.
     pub async fn push(
@@ -178,19 +185,28 @@ impl Store {
         ops: Vec<WireOp>,
         known: Option<Position>,
     ) -> Result<(Vec<OpOutcome>, Position), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.sender()?
-            .send(Job::Push(PushJob {
-                client_id,
-                ops,
-                known,
-                reply,
-                #[cfg(feature = "test-faults")]
-                faults: self.faults,
-            }))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        match &self.backend {
+            Backend::Embedded(s) => {
+                s.push(
+                    client_id,
+                    ops,
+                    known,
+                    #[cfg(feature = "test-faults")]
+                    self.faults,
+                )
+                .await
+            }
+            Backend::Postgres(s) => {
+                s.push(
+                    client_id,
+                    ops,
+                    known,
+                    #[cfg(feature = "test-faults")]
+                    self.faults,
+                )
+                .await
+            }
+        }
     }
 
     /// Reads the page a pull asks for (already validated; docs/protocol.md
@@ -198,19 +214,23 @@ impl Store {
     /// not in this history. The caller does the long poll, on
     /// [`Store::head`].
     pub async fn pull(&self, request: PullRequest) -> Result<PullPage, StoreError> {
-        let store_id = self.store_id.clone();
         #[cfg(feature = "test-faults")]
         let skip_first = self.faults.pull_skip_change;
         #[cfg(not(feature = "test-faults"))]
         let skip_first = false;
-        self.readers
-            .read(move |conn| read::read_page(conn, &store_id, &request, skip_first))
-            .await
+        match &self.backend {
+            Backend::Embedded(s) => s.pull(request, skip_first).await,
+            Backend::Postgres(s) => s.pull(request, skip_first).await,
+        }
     }
 
-    /// The head's seq, told after every commit: what a long poll waits on.
+    /// The head's seq, told after every commit (on PostgreSQL, every
+    /// instance's commits): what a long poll waits on.
     pub fn head(&self) -> watch::Receiver<u64> {
-        self.head.clone()
+        match &self.backend {
+            Backend::Embedded(s) => s.head(),
+            Backend::Postgres(s) => s.head(),
+        }
     }
 
     /// Compacts the change log (docs/protocol.md §7.5): every row committed
@@ -218,39 +238,71 @@ impl Store {
     /// payload; cursors below the new horizon get a snapshot. Runs in short
     /// steps between pushes. Answers the horizon.
     pub async fn compact(&self, before_ms: u64) -> Result<u64, StoreError> {
-        loop {
-            let (reply, answer) = oneshot::channel();
-            self.sender()?
-                .send(Job::Compact(CompactJob {
-                    before_ms,
-                    max_rows: COMPACT_STEP,
-                    reply,
-                }))
-                .await
-                .map_err(|_| StoreError::Closed)?;
-            let (horizon, more) = answer.await.map_err(|_| StoreError::Closed)??;
-            if !more {
-                return Ok(horizon);
-            }
+        match &self.backend {
+            Backend::Embedded(s) => s.compact(before_ms).await,
+            Backend::Postgres(s) => s.compact(before_ms).await,
         }
     }
 
-    /// Stops the writer after the pushes already queued, and waits for it.
+    /// The store's size: the embedded store's files, or the PostgreSQL
+    /// store's tables and indexes.
+    pub async fn size_bytes(&self) -> Result<u64, StoreError> {
+        match &self.backend {
+            Backend::Embedded(s) => Ok(s.size_bytes()),
+            Backend::Postgres(s) => s.size_bytes().await,
+        }
+    }
+
+    /// Stops the store: the embedded writer after the pushes already
+    /// queued (waiting for it), the PostgreSQL pool and head listener.
     pub fn close(&self) {
-        if let Ok(mut jobs) = self.jobs.lock() {
-            jobs.take();
+        match &self.backend {
+            Backend::Embedded(s) => s.close(),
+            Backend::Postgres(s) => s.close(),
         }
-        let handle = self.writer.lock().ok().and_then(|mut w| w.take());
-        if let Some(handle) = handle {
-            let _ = handle.join();
-        }
-        self.readers.close();
     }
 }
 
-impl Drop for Store {
-    fn drop(&mut self) {
-        self.close();
+/// One row of the change log as exported: the columns as stored.
+pub(crate) struct LogRow {
+    pub seq: i64,
+    pub fp: i64,
+    pub collection: String,
+    pub id: String,
+    pub version: i64,
+    pub deleted: bool,
+    pub kind: String,
+    pub payload: Option<Vec<u8>>,
+    pub wall_ms: i64,
+    pub logical: i64,
+    pub node: i64,
+    pub origin_client: String,
+    pub origin_op: String,
+    pub committed_at_ms: i64,
+}
+
+impl LogRow {
+    /// The exported line (docs/protocol.md, the server's `export-log`),
+    /// the same for every backend; rows at or below `horizon` are marked
+    /// compacted.
+    pub(crate) fn to_json(&self, horizon: i64) -> Result<serde_json::Value, StoreError> {
+        Ok(serde_json::json!({
+            "seq": from_sql(self.seq)?,
+            "fp": format!("{:016x}", self.fp as u64),
+            "entity": {"collection": self.collection, "id": self.id},
+            "version": from_sql(self.version)?,
+            "deleted": self.deleted,
+            "kind": self.kind,
+            "payload": self.payload.as_ref().map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
+            "timestamp": {
+                "wall_ms": from_sql(self.wall_ms)?,
+                "logical": from_sql(self.logical)?,
+                "node": format!("{:016x}", self.node as u64),
+            },
+            "origin": {"client_id": self.origin_client, "op": self.origin_op},
+            "committed_at_ms": from_sql(self.committed_at_ms)?,
+            "compacted": self.seq <= horizon,
+        }))
     }
 }
 
@@ -275,28 +327,46 @@ pub fn export_log(dir: &Path, out: &mut dyn Write) -> Result<u64, StoreError> {
     let mut n = 0u64;
     let io = |e| StoreError::Io("writing the log", e);
     while let Some(r) = rows.next()? {
-        let payload: Option<Vec<u8>> = r.get(7)?;
-        let seq: i64 = r.get(0)?;
-        let line = serde_json::json!({
-            "seq": from_sql(r.get(0)?)?,
-            "fp": format!("{:016x}", r.get::<_, i64>(1)? as u64),
-            "entity": {"collection": r.get::<_, String>(2)?, "id": r.get::<_, String>(3)?},
-            "version": from_sql(r.get(4)?)?,
-            "deleted": r.get::<_, bool>(5)?,
-            "kind": r.get::<_, String>(6)?,
-            "payload": payload.map(|p| base64::engine::general_purpose::STANDARD.encode(p)),
-            "timestamp": {
-                "wall_ms": from_sql(r.get(8)?)?,
-                "logical": r.get::<_, u32>(9)?,
-                "node": format!("{:016x}", r.get::<_, i64>(10)? as u64),
-            },
-            "origin": {"client_id": r.get::<_, String>(11)?, "op": r.get::<_, String>(12)?},
-            "committed_at_ms": from_sql(r.get(13)?)?,
-            "compacted": seq <= horizon,
-        });
+        let line = LogRow {
+            seq: r.get(0)?,
+            fp: r.get(1)?,
+            collection: r.get(2)?,
+            id: r.get(3)?,
+            version: r.get(4)?,
+            deleted: r.get(5)?,
+            kind: r.get(6)?,
+            payload: r.get(7)?,
+            wall_ms: r.get(8)?,
+            logical: r.get(9)?,
+            node: r.get(10)?,
+            origin_client: r.get(11)?,
+            origin_op: r.get(12)?,
+            committed_at_ms: r.get(13)?,
+        }
+        .to_json(horizon)?;
         writeln!(out, "{line}").map_err(io)?;
         n += 1;
     }
     out.flush().map_err(io)?;
     Ok(n)
+}
+
+/// [`export_log`] for the PostgreSQL store `url` names: one snapshot, read
+/// in chunks.
+pub async fn export_log_postgres(
+    url: &str,
+    out: &mut (dyn Write + Send),
+) -> Result<u64, StoreError> {
+    let config: tokio_postgres::Config = url
+        .parse()
+        .map_err(|_| StoreError::Invalid("the PostgreSQL URL does not parse"))?;
+    let (mut client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(pg::pg_err)?;
+    let driver = tokio::spawn(connection);
+    let written = pg::export_log(&mut client, out).await;
+    drop(client);
+    let _ = driver.await;
+    written
 }

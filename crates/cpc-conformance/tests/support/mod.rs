@@ -32,8 +32,11 @@ pub fn tokens() -> Tokens {
 /// How a test server runs: the default limits; `fast` lifts the rate
 /// limit (the default one is left where a test wants the suite to wait
 /// out 429s).
-pub fn config(dir: &Path, faults: Faults, fast: bool) -> ServerConfig {
-    let mut config = ServerConfig::new(dir, tokens());
+pub fn config(dir: &Path, postgres: Option<&str>, faults: Faults, fast: bool) -> ServerConfig {
+    let mut config = match postgres {
+        None => ServerConfig::new(dir, tokens()),
+        Some(url) => ServerConfig::with_postgres(cpc_server::PostgresConfig::new(url), tokens()),
+    };
     config.faults = faults;
     if fast {
         config.rate = RateLimit {
@@ -45,10 +48,11 @@ pub fn config(dir: &Path, faults: Faults, fast: bool) -> ServerConfig {
 }
 
 /// A server that a [`RestartHook`] can stop and start again on the same
-/// address and data directory.
+/// address and store (a data directory, or a PostgreSQL database).
 pub struct Restartable {
     pub addr: SocketAddr,
     dir: PathBuf,
+    postgres: Option<String>,
     faults: Faults,
     fast: bool,
     server: Mutex<Option<RunningServer>>,
@@ -56,10 +60,27 @@ pub struct Restartable {
 
 impl Restartable {
     pub async fn start(dir: &Path, faults: Faults, fast: bool) -> Arc<Restartable> {
-        let server = cpc_server::start(config(dir, faults, fast)).await.unwrap();
+        Restartable::start_at(dir, None, faults, fast).await
+    }
+
+    /// The same on the PostgreSQL database `url`.
+    pub async fn start_on_postgres(url: &str, faults: Faults, fast: bool) -> Arc<Restartable> {
+        Restartable::start_at(Path::new(""), Some(url), faults, fast).await
+    }
+
+    async fn start_at(
+        dir: &Path,
+        postgres: Option<&str>,
+        faults: Faults,
+        fast: bool,
+    ) -> Arc<Restartable> {
+        let server = cpc_server::start(config(dir, postgres, faults, fast))
+            .await
+            .unwrap();
         Arc::new(Restartable {
             addr: server.addr(),
             dir: dir.to_owned(),
+            postgres: postgres.map(str::to_owned),
             faults,
             fast,
             server: Mutex::new(Some(server)),
@@ -76,7 +97,7 @@ impl Restartable {
         if let Some(server) = slot.take() {
             server.shutdown().await.map_err(|e| e.to_string())?;
         }
-        let mut config = config(&self.dir, self.faults, self.fast);
+        let mut config = config(&self.dir, self.postgres.as_deref(), self.faults, self.fast);
         config.listen = self.addr;
         *slot = Some(cpc_server::start(config).await.map_err(|e| e.to_string())?);
         Ok(())

@@ -55,8 +55,10 @@ async fn head_seq(server: &cpc_server::RunningServer) -> u64 {
 
 #[tokio::test]
 async fn every_refusal_is_a_problem_with_its_code_and_applies_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = cpc_server::ServerConfig::new(dir.path(), tokens());
+    let Some(dir) = Db::fresh().await else {
+        return;
+    };
+    let mut config = dir.config();
     config.limits.max_body_bytes = 4096;
     config.limits.max_payload_bytes = 1024;
     config.limits.max_batch_ops = 2;
@@ -252,8 +254,10 @@ async fn every_refusal_is_a_problem_with_its_code_and_applies_nothing() {
 
 #[tokio::test]
 async fn a_flood_from_one_token_is_answered_429_with_a_wait() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = cpc_server::ServerConfig::new(dir.path(), tokens());
+    let Some(dir) = Db::fresh().await else {
+        return;
+    };
+    let mut config = dir.config();
     config.rate = cpc_server::RateLimit {
         per_second: 1.0,
         burst: 3.0,
@@ -296,8 +300,10 @@ async fn a_flood_from_one_token_is_answered_429_with_a_wait() {
 
 #[tokio::test]
 async fn a_body_that_never_finishes_is_cut_off_and_the_server_stays_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = cpc_server::ServerConfig::new(dir.path(), tokens());
+    let Some(dir) = Db::fresh().await else {
+        return;
+    };
+    let mut config = dir.config();
     config.request_timeout = Duration::from_millis(300);
     let server = start_with(config).await;
     let mut s = tokio::net::TcpStream::connect(server.addr()).await.unwrap();
@@ -320,8 +326,10 @@ async fn a_body_that_never_finishes_is_cut_off_and_the_server_stays_up() {
 
 #[tokio::test]
 async fn health_and_info_say_what_the_server_is() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path()).await;
+    let Some(dir) = Db::fresh().await else {
+        return;
+    };
+    let server = start(&dir).await;
     let r = reqwest::get(format!("{}/v1/health", base(&server)))
         .await
         .unwrap();
@@ -341,8 +349,10 @@ async fn health_and_info_say_what_the_server_is() {
 
 #[tokio::test]
 async fn metrics_count_requests_outcomes_and_latency() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path()).await;
+    let Some(dir) = Db::fresh().await else {
+        return;
+    };
+    let server = start(&dir).await;
     push(
         &server,
         &push_body("dev-1", vec![op(1, "a", "x", None), op(2, "b", "y", None)]),
@@ -389,8 +399,10 @@ async fn an_over_limit_body_sent_whole_by_a_real_client_is_answered_413() {
     // answering, so such a client reads the 413 that tells it to split its
     // batch rather than a write error on a closed connection (hyper#2384;
     // not reproduced on this loopback, where the kernel buffers absorb it).
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = cpc_server::ServerConfig::new(dir.path(), tokens());
+    let Some(dir) = Db::fresh().await else {
+        return;
+    };
+    let mut config = dir.config();
     config.limits.max_body_bytes = 8 << 20;
     let server = start_with(config).await;
     for size in [(8 << 20) + 1, 9_000_000, 20 << 20] {

@@ -4,6 +4,10 @@
 // Tests panic on broken fixtures by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+/// These tests run on the embedded store; `tests/server_on_postgres`
+/// runs the same files on PostgreSQL.
+const POSTGRES: bool = false;
+
 mod answers_every_bad_request_with_a_problem;
 mod pull_pages;
 mod push_rules;

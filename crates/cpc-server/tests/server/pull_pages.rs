@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use cpc_protocol::{check_pull_page, Cursor, PullRequest, PullResponse, ResetReason};
-use cpc_server::{RunningServer, ServerConfig};
+use cpc_server::RunningServer;
 use serde_json::{json, Value};
 
 use super::support::{self, base, push, push_body, TOKEN};
@@ -132,8 +132,10 @@ async fn truth(server: &RunningServer) -> BTreeMap<(String, String), u64> {
 
 #[tokio::test]
 async fn a_new_device_snapshots_then_follows_the_change_feed() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = support::start(dir.path()).await;
+    let Some(dir) = support::Db::fresh().await else {
+        return;
+    };
+    let server = support::start(&dir).await;
     write(&server, 1, 250, 40, "x").await;
     // A delete: left out of snapshots, delivered as a tombstone change.
     let mut del = support::op(1000, "e1", "", None);
@@ -165,8 +167,10 @@ async fn a_new_device_snapshots_then_follows_the_change_feed() {
 
 #[tokio::test]
 async fn a_snapshot_resumes_from_any_persisted_cursor_and_replaces_its_range() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = support::start(dir.path()).await;
+    let Some(dir) = support::Db::fresh().await else {
+        return;
+    };
+    let server = support::start(&dir).await;
     write(&server, 1, 90, 90, "x").await;
     // A device with stale local state: entities the server never had, and
     // an old version of one it has.
@@ -186,7 +190,7 @@ async fn a_snapshot_resumes_from_any_persisted_cursor_and_replaces_its_range() {
     // the same store.
     write(&server, 500, 20, 90, "y").await;
     server.shutdown().await.unwrap();
-    let server = support::start(dir.path()).await;
+    let server = support::start(&dir).await;
     device.catch_up(&server, 10).await;
     assert_eq!(
         device.live(),
@@ -198,8 +202,10 @@ async fn a_snapshot_resumes_from_any_persisted_cursor_and_replaces_its_range() {
 
 #[tokio::test]
 async fn a_filtered_scope_skips_other_collections_and_its_cursor_still_advances() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = support::start(dir.path()).await;
+    let Some(dir) = support::Db::fresh().await else {
+        return;
+    };
+    let server = support::start(&dir).await;
     write(&server, 1, 60, 10, "x").await;
     let mut req = request(None, 1000);
     req.collections = Some(vec!["tasks".into()]);
@@ -222,8 +228,10 @@ async fn a_filtered_scope_skips_other_collections_and_its_cursor_still_advances(
 
 #[tokio::test]
 async fn pages_stay_within_max_bytes_and_still_list_one_change() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = ServerConfig::new(dir.path(), support::tokens());
+    let Some(dir) = support::Db::fresh().await else {
+        return;
+    };
+    let mut config = dir.config();
     config.limits.max_payload_bytes = 700_000;
     config.pull_limits.min_pull_bytes = 1_400_000;
     let server = support::start_with(config).await;
@@ -260,8 +268,10 @@ async fn pages_stay_within_max_bytes_and_still_list_one_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_poll_answers_as_soon_as_a_change_lands_and_at_shutdown() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = support::start(dir.path()).await;
+    let Some(dir) = support::Db::fresh().await else {
+        return;
+    };
+    let server = support::start(&dir).await;
     write(&server, 1, 3, 3, "x").await;
     let mut device = Replica::default();
     device.catch_up(&server, 100).await;
@@ -320,8 +330,10 @@ async fn a_long_poll_answers_as_soon_as_a_change_lands_and_at_shutdown() {
 
 #[tokio::test]
 async fn a_cursor_below_the_compaction_horizon_gets_a_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = support::start(dir.path()).await;
+    let Some(dir) = support::Db::fresh().await else {
+        return;
+    };
+    let server = support::start(&dir).await;
     write(&server, 1, 20, 5, "x").await;
     let mut device = Replica::default();
     device.catch_up(&server, 100).await;
@@ -341,7 +353,7 @@ async fn a_cursor_below_the_compaction_horizon_gets_a_snapshot() {
     assert!(at.reset.is_none() && at.snapshot.is_none());
     // The log keeps every row, without payloads below the horizon.
     let mut out = Vec::new();
-    let rows = cpc_server::export_log(dir.path(), &mut out).unwrap();
+    let rows = dir.export_log(&mut out).await;
     assert_eq!(rows, 25);
     let first: Value = serde_json::from_slice(out.split(|b| *b == b'\n').next().unwrap()).unwrap();
     assert_eq!(
@@ -373,8 +385,10 @@ async fn fp_at(server: &RunningServer, seq: u64) -> cpc_protocol::Hex64 {
 
 #[tokio::test]
 async fn a_foreign_or_diverged_cursor_gets_a_snapshot_and_a_foreign_known_a_409() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = support::start(dir.path()).await;
+    let Some(dir) = support::Db::fresh().await else {
+        return;
+    };
+    let server = support::start(&dir).await;
     write(&server, 1, 5, 5, "x").await;
     let mut device = Replica::default();
     device.catch_up(&server, 100).await;
@@ -421,8 +435,10 @@ async fn a_foreign_or_diverged_cursor_gets_a_snapshot_and_a_foreign_known_a_409(
 
 #[tokio::test]
 async fn out_of_range_pulls_are_400_with_a_pointer() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = support::start(dir.path()).await;
+    let Some(dir) = support::Db::fresh().await else {
+        return;
+    };
+    let server = support::start(&dir).await;
     let good = serde_json::to_value(request(None, 10)).unwrap();
     for (member, value) in [
         ("limit", json!(0)),

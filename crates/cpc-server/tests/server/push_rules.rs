@@ -6,8 +6,10 @@ use crate::support::*;
 
 #[tokio::test]
 async fn applied_then_replayed_answers_the_first_result_and_adds_no_change() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path()).await;
+    let Some(dir) = Db::fresh().await else {
+        return;
+    };
+    let server = start(&dir).await;
     let body = push_body(
         "dev-1",
         vec![op(1, "a", "x", Some(0)), op(2, "b", "y", None)],
@@ -49,8 +51,10 @@ async fn applied_then_replayed_answers_the_first_result_and_adds_no_change() {
 
 #[tokio::test]
 async fn a_conflict_is_not_cached_and_the_resend_with_the_remote_version_applies() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path()).await;
+    let Some(dir) = Db::fresh().await else {
+        return;
+    };
+    let server = start(&dir).await;
     push(
         &server,
         &push_body("dev-1", vec![op(1, "a", "v1", Some(0))]),
@@ -86,8 +90,10 @@ async fn a_conflict_is_not_cached_and_the_resend_with_the_remote_version_applies
 
 #[tokio::test]
 async fn one_bad_operation_does_not_take_the_batch_with_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = cpc_server::ServerConfig::new(dir.path(), tokens());
+    let Some(dir) = Db::fresh().await else {
+        return;
+    };
+    let mut config = dir.config();
     config.limits.max_payload_bytes = 8;
     config.limits.max_response_bytes = 1 << 20;
     let server = start_with(config).await;
@@ -124,8 +130,10 @@ async fn one_bad_operation_does_not_take_the_batch_with_it() {
 
 #[tokio::test]
 async fn a_delete_leaves_a_tombstone_whose_conflict_has_no_payload() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = start(dir.path()).await;
+    let Some(dir) = Db::fresh().await else {
+        return;
+    };
+    let server = start(&dir).await;
     push(&server, &push_body("dev-1", vec![op(1, "a", "x", None)])).await;
     let mut delete = op(2, "a", "", Some(1));
     delete["kind"] = json!("delete");

@@ -1,9 +1,61 @@
-//! A server on a free loopback port and a raw client for it.
+//! A server on a free loopback port, on a fresh store of the backend this
+//! test binary tests (`crate::POSTGRES`), and a raw client for it.
 
-use std::path::Path;
-
-use cpc_server::{RunningServer, ServerConfig, Tokens};
+use cpc_server::{PostgresConfig, RunningServer, ScratchDatabase, ServerConfig, Tokens};
 use serde_json::{json, Value};
+
+/// A fresh, empty store: a temporary data directory, or a PostgreSQL
+/// database of its own (in the cluster `CPC_TEST_DATABASE_URL` names,
+/// dropped with this).
+pub struct Db {
+    dir: tempfile::TempDir,
+    pg: Option<ScratchDatabase>,
+}
+
+impl Db {
+    /// A fresh store; `None` (the test skips, saying why) when this binary
+    /// tests PostgreSQL and `CPC_TEST_DATABASE_URL` is not set.
+    pub async fn fresh() -> Option<Db> {
+        let dir = tempfile::tempdir().unwrap();
+        if !crate::POSTGRES {
+            return Some(Db { dir, pg: None });
+        }
+        let Ok(admin) = std::env::var("CPC_TEST_DATABASE_URL") else {
+            // Straight to stderr: the test harness captures eprintln!.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "skipped: CPC_TEST_DATABASE_URL is not set (see CONTRIBUTING.md)"
+            );
+            return None;
+        };
+        let pg = ScratchDatabase::create(&admin).await.unwrap();
+        Some(Db { dir, pg: Some(pg) })
+    }
+
+    /// Whether this store is PostgreSQL.
+    pub fn is_postgres(&self) -> bool {
+        self.pg.is_some()
+    }
+
+    /// A server configuration on this store, with the test tokens.
+    pub fn config(&self) -> ServerConfig {
+        match &self.pg {
+            None => ServerConfig::new(self.dir.path(), tokens()),
+            Some(pg) => ServerConfig::with_postgres(PostgresConfig::new(pg.url()), tokens()),
+        }
+    }
+
+    /// The committed change log, exported.
+    pub async fn export_log(&self, out: &mut Vec<u8>) -> u64 {
+        match &self.pg {
+            None => cpc_server::export_log(self.dir.path(), out).unwrap(),
+            Some(pg) => cpc_server::export_log_postgres(pg.url(), out)
+                .await
+                .unwrap(),
+        }
+    }
+}
 
 pub const TOKEN: &str = "test-token";
 pub const OTHER_TOKEN: &str = "other-token";
@@ -19,8 +71,8 @@ pub fn tokens() -> Tokens {
     .unwrap()
 }
 
-pub async fn start(dir: &Path) -> RunningServer {
-    start_with(ServerConfig::new(dir, tokens())).await
+pub async fn start(db: &Db) -> RunningServer {
+    start_with(db.config()).await
 }
 
 pub async fn start_with(config: ServerConfig) -> RunningServer {

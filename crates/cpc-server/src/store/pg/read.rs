@@ -1,0 +1,314 @@
+//! Pull pages on PostgreSQL: one REPEATABLE READ, read-only transaction
+//! per page (its rows, cursor and head agree), rows streamed into the
+//! shared page assembly of `store/page.rs` until the page is full. And
+//! the exported log.
+
+use std::io::Write;
+use std::pin::pin;
+
+use cpc_protocol::{
+    Change, Cursor, EntityKey, Hex64, OpId, Origin, Payload, Position, PullRequest, ResetReason,
+    Timestamp,
+};
+use futures_util::TryStreamExt;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{IsolationLevel, Row};
+
+use super::super::page::{self, envelope_room, Fill, Plan, PullPage};
+use super::super::schema::from_sql;
+use super::super::StoreError;
+use super::pg_err;
+
+/// The fingerprint of this history at `seq` (0 at seq 0), if it has that
+/// row.
+async fn fp_at(
+    client: &tokio_postgres::Transaction<'_>,
+    seq: u64,
+) -> Result<Option<u64>, StoreError> {
+    if seq == 0 {
+        return Ok(Some(0));
+    }
+    Ok(client
+        .query_opt(
+            "SELECT fp FROM cpc_changes WHERE seq = $1",
+            &[&(seq as i64)],
+        )
+        .await
+        .map_err(pg_err)?
+        .map(|r| r.try_get::<_, i64>(0))
+        .transpose()
+        .map_err(pg_err)?
+        .map(|fp| fp as u64))
+}
+
+/// Whether `p` is a position of this history: this store, at or below the
+/// head, the same fingerprint at its seq (§8).
+pub(crate) async fn in_history(
+    client: &tokio_postgres::Transaction<'_>,
+    store_id: &str,
+    head_seq: u64,
+    p: &Position,
+) -> Result<bool, StoreError> {
+    if p.store_id != store_id || p.seq > head_seq {
+        return Ok(false);
+    }
+    Ok(fp_at(client, p.seq).await? == Some(p.fp.0))
+}
+
+/// Reads the page `request` asks for, or `HistoryDiverged` when its
+/// `known` is not in this history.
+pub(crate) async fn read_page(
+    client: &mut deadpool_postgres::Client,
+    store_id: &str,
+    request: &PullRequest,
+    skip_first: bool,
+) -> Result<PullPage, StoreError> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_err)?;
+    let meta = tx
+        .query_one(
+            "SELECT head_seq, head_fp, compacted_through FROM cpc_meta WHERE id = 1",
+            &[],
+        )
+        .await
+        .map_err(pg_err)?;
+    let head = Position {
+        store_id: store_id.to_owned(),
+        seq: from_sql(meta.try_get(0).map_err(pg_err)?)?,
+        fp: Hex64(meta.try_get::<_, i64>(1).map_err(pg_err)? as u64),
+    };
+    let compacted_through = from_sql(meta.try_get(2).map_err(pg_err)?)?;
+    if let Some(known) = &request.known {
+        if !in_history(&tx, store_id, head.seq, known).await? {
+            return Err(StoreError::HistoryDiverged { head });
+        }
+    }
+    let cursor_in_history = match &request.cursor {
+        Some(c) => in_history(&tx, store_id, head.seq, &c.position()).await?,
+        None => false,
+    };
+    let page = match page::plan(request, &head, compacted_through, cursor_in_history) {
+        Plan::Snapshot { base, from, reset } => {
+            snapshot_page(&tx, request, &head, &base, from, reset).await
+        }
+        Plan::Changes(from) => change_page(&tx, request, &head, &from, skip_first).await,
+    }?;
+    tx.commit().await.map_err(pg_err)?;
+    Ok(page)
+}
+
+/// A row of `cpc_changes`, or of `cpc_entities` joined with its last
+/// change, as a `Change` (columns as the queries below list them).
+fn change_from_row(r: &Row) -> Result<(Change, Option<u64>), StoreError> {
+    let int = |i: usize| -> Result<u64, StoreError> { from_sql(r.try_get(i).map_err(pg_err)?) };
+    let deleted: bool = r.try_get(4).map_err(pg_err)?;
+    let payload: Option<Vec<u8>> = r.try_get(5).map_err(pg_err)?;
+    let node = r.try_get::<_, i64>(8).map_err(pg_err)? as u64;
+    let origin_client: Option<String> = r.try_get(9).map_err(pg_err)?;
+    let origin_op: Option<String> = r.try_get(10).map_err(pg_err)?;
+    let origin = match (
+        origin_client,
+        origin_op.and_then(|o| o.parse::<OpId>().ok()),
+    ) {
+        (Some(client_id), Some(op)) => Some(Origin { client_id, op }),
+        _ => None,
+    };
+    let fp: Option<i64> = r.try_get(11).map_err(pg_err)?;
+    let logical =
+        u32::try_from(int(7)?).map_err(|_| StoreError::Corrupt("a logical clock out of range"))?;
+    Ok((
+        Change {
+            seq: int(0)?,
+            entity: EntityKey {
+                collection: r.try_get(1).map_err(pg_err)?,
+                id: r.try_get(2).map_err(pg_err)?,
+            },
+            version: int(3)?,
+            deleted,
+            payload: if deleted {
+                None
+            } else {
+                Some(Payload(payload.unwrap_or_default()))
+            },
+            timestamp: Timestamp {
+                wall_ms: int(6)?,
+                logical,
+                node: Hex64(node),
+            },
+            node: Hex64(node),
+            origin,
+        },
+        fp.map(|fp| fp as u64),
+    ))
+}
+
+/// The scope's collections as a query parameter (`= ANY($n)`).
+fn scope(request: &PullRequest, column: &str, n: usize) -> String {
+    match request.collections {
+        None => String::new(),
+        Some(_) => format!(" AND {column} = ANY(${n})"),
+    }
+}
+
+/// §7.3: the change-log rows above the cursor, in `seq` order.
+async fn change_page(
+    tx: &deadpool_postgres::Transaction<'_>,
+    request: &PullRequest,
+    head: &Position,
+    from: &Cursor,
+    skip_first: bool,
+) -> Result<PullPage, StoreError> {
+    let upper = page::change_window(request, from, head);
+    let sql = format!(
+        "SELECT seq, collection, id, version, deleted, payload, wall_ms, logical, node,
+                origin_client, origin_op, fp
+         FROM cpc_changes WHERE seq > $1 AND seq <= $2{} ORDER BY seq LIMIT $3",
+        scope(request, "collection", 4)
+    );
+    let (after, upto, limit) = (from.seq as i64, upper as i64, request.limit as i64);
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&after, &upto, &limit];
+    if let Some(names) = &request.collections {
+        params.push(names);
+    }
+    let mut rows = pin!(tx
+        .query_raw(&sql, params.iter().copied())
+        .await
+        .map_err(pg_err)?);
+    let room = envelope_room(request.max_bytes);
+    let mut fill = Fill::new();
+    let mut cut = false;
+    while let Some(r) = rows.try_next().await.map_err(pg_err)? {
+        let (change, fp) = change_from_row(&r)?;
+        if !fill.push(&change, fp, room)? {
+            cut = true;
+            break;
+        }
+    }
+    let upper_fp = if request.collections.is_some() {
+        fp_at(tx, upper).await?
+    } else {
+        None
+    };
+    page::finish_changes(fill, cut, request, from, upper, upper_fp, head, skip_first)
+}
+
+/// §7.4: the scope's live entities after `from`, in key order (bytewise:
+/// the columns are `COLLATE "C"`), against the base position `base`.
+async fn snapshot_page(
+    tx: &deadpool_postgres::Transaction<'_>,
+    request: &PullRequest,
+    head: &Position,
+    base: &Position,
+    from: Option<EntityKey>,
+    reset: Option<ResetReason>,
+) -> Result<PullPage, StoreError> {
+    let limit = request.limit.saturating_add(1) as i64;
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&limit];
+    let after = match &from {
+        None => String::new(),
+        Some(k) => {
+            params.push(&k.collection);
+            params.push(&k.id);
+            r#" AND (e.collection, e.id) > ($2 COLLATE "C", $3 COLLATE "C")"#.to_owned()
+        }
+    };
+    let scope = scope(request, "e.collection", params.len() + 1);
+    if let Some(names) = &request.collections {
+        params.push(names);
+    }
+    let sql = format!(
+        "SELECT e.last_seq, e.collection, e.id, e.version, e.deleted, e.payload, e.wall_ms,
+                e.logical, e.node, c.origin_client, c.origin_op, c.fp
+         FROM cpc_entities e LEFT JOIN cpc_changes c ON c.seq = e.last_seq
+         WHERE NOT e.deleted{after}{scope} ORDER BY e.collection, e.id LIMIT $1"
+    );
+    let mut rows = pin!(tx
+        .query_raw(&sql, params.iter().copied())
+        .await
+        .map_err(pg_err)?);
+    let room = envelope_room(request.max_bytes);
+    let mut fill = Fill::new();
+    let mut more = false;
+    while let Some(r) = rows.try_next().await.map_err(pg_err)? {
+        if fill.len() as u64 == request.limit {
+            more = true;
+            break;
+        }
+        let (change, _) = change_from_row(&r)?;
+        if !fill.push(&change, None, room)? {
+            more = true;
+            break;
+        }
+    }
+    page::finish_snapshot(fill, more, request, base, from, reset, head)
+}
+
+/// Writes the committed change log of the PostgreSQL store as JSON lines,
+/// in `seq` order (as [`crate::export_log`] does for the embedded store),
+/// read in one snapshot, in chunks. Answers the rows written.
+pub(crate) async fn export_log(
+    client: &mut tokio_postgres::Client,
+    out: &mut (dyn Write + Send),
+) -> Result<u64, StoreError> {
+    let tx = client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_err)?;
+    let horizon: i64 = tx
+        .query_one("SELECT compacted_through FROM cpc_meta WHERE id = 1", &[])
+        .await
+        .map_err(pg_err)?
+        .try_get(0)
+        .map_err(pg_err)?;
+    let mut after = 0i64;
+    let mut n = 0u64;
+    loop {
+        let rows = tx
+            .query(
+                "SELECT seq, fp, collection, id, version, deleted, kind, payload, wall_ms, logical,
+                        node, origin_client, origin_op, committed_at_ms
+                 FROM cpc_changes WHERE seq > $1 ORDER BY seq LIMIT 10000",
+                &[&after],
+            )
+            .await
+            .map_err(pg_err)?;
+        let Some(last) = rows.last() else {
+            break;
+        };
+        after = last.try_get(0).map_err(pg_err)?;
+        for r in &rows {
+            let get_i = |i: usize| -> Result<i64, StoreError> { r.try_get(i).map_err(pg_err) };
+            let line = super::super::LogRow {
+                seq: get_i(0)?,
+                fp: get_i(1)?,
+                collection: r.try_get(2).map_err(pg_err)?,
+                id: r.try_get(3).map_err(pg_err)?,
+                version: get_i(4)?,
+                deleted: r.try_get(5).map_err(pg_err)?,
+                kind: r.try_get(6).map_err(pg_err)?,
+                payload: r.try_get(7).map_err(pg_err)?,
+                wall_ms: get_i(8)?,
+                logical: get_i(9)?,
+                node: get_i(10)?,
+                origin_client: r.try_get(11).map_err(pg_err)?,
+                origin_op: r.try_get(12).map_err(pg_err)?,
+                committed_at_ms: get_i(13)?,
+            }
+            .to_json(horizon)?;
+            writeln!(out, "{line}").map_err(|e| StoreError::Io("writing the log", e))?;
+            n += 1;
+        }
+    }
+    out.flush()
+        .map_err(|e| StoreError::Io("writing the log", e))?;
+    tx.commit().await.map_err(pg_err)?;
+    Ok(n)
+}
