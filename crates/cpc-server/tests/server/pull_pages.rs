@@ -6,11 +6,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use cpc_protocol::{check_pull_page, Cursor, PullRequest, PullResponse, ResetReason};
+use cpc_protocol::{Cursor, PullRequest, PullResponse, ResetReason};
 use cpc_server::RunningServer;
 use serde_json::{json, Value};
 
-use super::support::{self, base, push, push_body, TOKEN};
+use super::support::{self, base, pull, pull_raw, push, push_body, TOKEN};
 
 const CLIENT: &str = "dev-puller";
 
@@ -25,28 +25,6 @@ fn request(cursor: Option<Cursor>, limit: u64) -> PullRequest {
         wait_ms: 0,
         collections: None,
     }
-}
-
-async fn pull_raw(server: &RunningServer, body: &Value) -> (u16, Vec<u8>) {
-    let r = reqwest::Client::new()
-        .post(format!("{}/v1/pull", base(server)))
-        .bearer_auth(TOKEN)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.bytes().await.unwrap().to_vec())
-}
-
-/// Pulls one page and checks it with the client's rules.
-async fn pull(server: &RunningServer, req: &PullRequest) -> PullResponse {
-    let (status, body) = pull_raw(server, &serde_json::to_value(req).unwrap()).await;
-    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let page: PullResponse = serde_json::from_slice(&body).unwrap();
-    check_pull_page(req, &page, body.len() as u64, 1 << 20)
-        .unwrap_or_else(|e| panic!("a page breaking the client's rules: {e}\n{page:?}"));
-    page
 }
 
 /// Writes `n` changes: `notes/e{i % entities}` updated in turn, every

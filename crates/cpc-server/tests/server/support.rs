@@ -1,6 +1,7 @@
 //! A server on a free loopback port, on a fresh store of the backend this
 //! test binary tests (`crate::POSTGRES`), and a raw client for it.
 
+use cpc_protocol::{check_pull_page, PullRequest, PullResponse};
 use cpc_server::{PostgresConfig, RunningServer, ScratchDatabase, ServerConfig, Tokens};
 use serde_json::{json, Value};
 
@@ -36,6 +37,12 @@ impl Db {
     /// Whether this store is PostgreSQL.
     pub fn is_postgres(&self) -> bool {
         self.pg.is_some()
+    }
+
+    /// The PostgreSQL database's URL (PostgreSQL-only tests).
+    #[allow(dead_code)]
+    pub fn url(&self) -> Option<&str> {
+        self.pg.as_ref().map(ScratchDatabase::url)
     }
 
     /// A server configuration on this store, with the test tokens.
@@ -152,4 +159,27 @@ pub fn outcome_of(answer: &Value, n: u128) -> (String, Value) {
         .find(|(k, _)| *k != "op")
         .unwrap();
     (k.clone(), v.clone())
+}
+
+/// Sends a pull body as is.
+pub async fn pull_raw(server: &RunningServer, body: &Value) -> (u16, Vec<u8>) {
+    let r = reqwest::Client::new()
+        .post(format!("{}/v1/pull", base(server)))
+        .bearer_auth(TOKEN)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.bytes().await.unwrap().to_vec())
+}
+
+/// Pulls one page and checks it with the client's rules.
+pub async fn pull(server: &RunningServer, req: &PullRequest) -> PullResponse {
+    let (status, body) = pull_raw(server, &serde_json::to_value(req).unwrap()).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let page: PullResponse = serde_json::from_slice(&body).unwrap();
+    check_pull_page(req, &page, body.len() as u64, 1 << 20)
+        .unwrap_or_else(|e| panic!("a page breaking the client's rules: {e}\n{page:?}"));
+    page
 }

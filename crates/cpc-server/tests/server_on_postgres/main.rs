@@ -11,6 +11,7 @@ const POSTGRES: bool = true;
 
 #[path = "../server/answers_every_bad_request_with_a_problem.rs"]
 mod answers_every_bad_request_with_a_problem;
+mod instances;
 #[path = "../server/pull_pages.rs"]
 mod pull_pages;
 #[path = "../server/push_rules.rs"]
