@@ -44,6 +44,11 @@ pub struct HttpConfig {
     /// No user name or password (they would end up in logs), no query, no
     /// fragment.
     pub base_url: String,
+    /// More instances of the same store (PostgreSQL behind several
+    /// servers), tried in order when the current one fails; same rules as
+    /// `base_url`, at most 16. Default none. See the crate's failover
+    /// section.
+    pub failover_urls: Vec<String>,
     /// This device's `client_id` (1 to 64 characters of `A-Z a-z 0-9 . _
     /// -`), stable for the lifetime of its queue; the token must be bound to
     /// it.
@@ -73,6 +78,7 @@ impl HttpConfig {
     pub fn new(base_url: impl Into<String>, client_id: impl Into<String>) -> Self {
         HttpConfig {
             base_url: base_url.into(),
+            failover_urls: Vec::new(),
             client_id: client_id.into(),
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(30),
@@ -84,7 +90,15 @@ impl HttpConfig {
 
     /// Checks that the settings can work; the error names the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        self.base()?;
+        if self.failover_urls.len() > MAX_FAILOVER_URLS {
+            return Err(ConfigError::OutOfRange {
+                field: "failover_urls",
+                reason: "at most 16",
+            });
+        }
+        for base in self.bases() {
+            self.base(base)?;
+        }
         if !cpc_protocol::valid_client_id(&self.client_id) {
             return Err(ConfigError::InvalidClientId {
                 client_id: self.client_id.clone(),
@@ -115,9 +129,20 @@ impl HttpConfig {
         Ok(())
     }
 
-    /// The URL of `endpoint` (`"/v1/push"`, …) under the base.
+    /// `base_url`, then `failover_urls`.
+    pub(crate) fn bases(&self) -> impl Iterator<Item = &str> {
+        std::iter::once(self.base_url.as_str()).chain(self.failover_urls.iter().map(String::as_str))
+    }
+
+    /// The URL of `endpoint` (`"/v1/push"`, …) under `base_url`.
+    #[cfg(test)]
     pub(crate) fn endpoint(&self, endpoint: &str) -> Result<Url, ConfigError> {
-        let base = self.base()?;
+        self.endpoint_of(&self.base_url, endpoint)
+    }
+
+    /// The URL of `endpoint` (`"/v1/push"`, …) under `base`.
+    pub(crate) fn endpoint_of(&self, base: &str, endpoint: &str) -> Result<Url, ConfigError> {
+        let base = self.base(base)?;
         // Joined as text: `Url::join` would drop the base's last segment
         // when it has no trailing slash (`/prefix` + `v1/push` = `/v1/push`).
         let text = format!("{}{endpoint}", base.as_str().trim_end_matches('/'));
@@ -126,12 +151,12 @@ impl HttpConfig {
         })
     }
 
-    /// The parsed and checked base URL.
-    fn base(&self) -> Result<Url, ConfigError> {
+    /// `base` parsed and checked.
+    fn base(&self, base: &str) -> Result<Url, ConfigError> {
         let invalid = |reason: &str| ConfigError::InvalidBaseUrl {
             reason: reason.to_owned(),
         };
-        let url = Url::parse(&self.base_url).map_err(|e| ConfigError::InvalidBaseUrl {
+        let url = Url::parse(base).map_err(|e| ConfigError::InvalidBaseUrl {
             reason: e.to_string(),
         })?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -156,6 +181,9 @@ impl HttpConfig {
         Ok(url)
     }
 }
+
+/// Endpoints besides `base_url` at most.
+const MAX_FAILOVER_URLS: usize = 16;
 
 /// `localhost`, `127.0.0.0/8`, `::1` (also as an IPv4-mapped address).
 /// Other names are not resolved: what a name points to can change, and

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use cpc_core::TransportError;
 use cpc_protocol::{Info, Limits, PullLimits, PROTOCOLS};
-use reqwest::{Client, Url};
+use reqwest::Client;
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::body::read_capped;
+use crate::failover::Endpoints;
 use crate::status::{self, has_media_type, Refusal, MAX_PROBLEM_BYTES};
 
 /// How long a server's advertised limits are trusted (§4: at most an hour).
@@ -107,15 +108,13 @@ fn sane_pull(limits: PullLimits) -> PullLimits {
 /// unsupported_version`) is an error: no push is sent to it. Any other
 /// answer that is not a usable info object falls back to the defaults.
 pub(crate) async fn fetch(
+    endpoints: &Endpoints,
     client: &Client,
-    url: &Url,
     cap: usize,
 ) -> Result<Fetched, TransportError> {
-    let mut response = client
-        .get(url.clone())
-        .send()
-        .await
-        .map_err(|e| status::request_error(&e))?;
+    let mut response = endpoints
+        .send(|endpoint| Ok(client.get(endpoint.info.clone())))
+        .await?;
     let code = response.status().as_u16();
     if code != 200 {
         let body = crate::body::read_optional(&mut response, MAX_PROBLEM_BYTES.min(cap)).await;

@@ -16,9 +16,24 @@
 //! printed ([`Token`]). [`HealthProbe`] is a `cpc_network` status source
 //! that polls `GET /v1/health` and tells a server from a captive portal.
 //!
+//! [`Transport::pull`](cpc_core::Transport::pull) sends `POST /v1/pull`
+//! (§7): pages checked before anything is applied, `known` (the highest
+//! server position seen) sent with every push and pull, and a `409
+//! history_diverged` reported with the server's head (§8).
+//!
+//! # Several instances (failover)
+//! `HttpConfig::failover_urls` lists more instances of the same store (a
+//! PostgreSQL-backed `cpc-server` behind several addresses). Requests go
+//! to one instance and stay there while it works; one that fails (no
+//! connection, a timeout, `502`/`503`/`504`) is left at once for the next
+//! in order, within the same push or pull. Each instance has a circuit
+//! breaker: two failures in a row keep requests away from it for 30 s.
+//! Resending to another instance is safe: operation ids are idempotency
+//! keys across the instances of one store. [`HealthProbe`] is online while
+//! any instance is healthy.
+//!
 //! It is not a server (see `cpc-server`) and not the wire format (see
-//! `cpc-protocol`, whose types and checks it uses). Pull (§7, §8) is not
-//! implemented yet: `known` and `low_water` are sent as `null`.
+//! `cpc-protocol`, whose types and checks it uses).
 //!
 //! Logs: ids, counts, sizes and statuses at DEBUG; never tokens, payloads
 //! or entity keys.
@@ -69,6 +84,7 @@ mod body;
 mod config;
 mod credentials;
 mod error;
+mod failover;
 mod info;
 mod map;
 mod probe;

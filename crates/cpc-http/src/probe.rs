@@ -65,7 +65,8 @@ impl HealthProbeConfig {
     }
 }
 
-/// Polls `GET {base}/v1/health` and reports [`Signal::Success`] only for a
+/// Polls `GET {base}/v1/health` (each of `base_url` and the failover URLs
+/// in turn, until one is healthy) and reports [`Signal::Success`] only for a
 /// `200` whose body is exactly `cpc-sync ok\n`; anything else is a
 /// [`Signal::Failure`] of the matching [`FailureKind`] (a captive portal's
 /// `200` login page is `InvalidAnswer`, not online).
@@ -78,7 +79,8 @@ impl HealthProbeConfig {
 pub struct HealthProbe {
     name: SourceName,
     client: Client,
-    url: Url,
+    /// `base_url`'s health, then each failover URL's.
+    urls: Vec<Url>,
     config: HealthProbeConfig,
 }
 
@@ -108,7 +110,10 @@ impl HealthProbe {
         Ok(HealthProbe {
             name: name.into(),
             client,
-            url: http.endpoint(&format!("{V1}/health"))?,
+            urls: http
+                .bases()
+                .map(|base| http.endpoint_of(base, &format!("{V1}/health")))
+                .collect::<Result<_, _>>()?,
             config,
         })
     }
@@ -124,8 +129,20 @@ impl HealthProbe {
         }
     }
 
+    /// Online if any instance is healthy: a device can fail over to it.
     async fn check(&self) -> Result<(), FailureKind> {
-        let sent = self.client.get(self.url.clone()).send().await;
+        let mut last = FailureKind::Connect;
+        for url in &self.urls {
+            match self.check_one(url).await {
+                Ok(()) => return Ok(()),
+                Err(kind) => last = kind,
+            }
+        }
+        Err(last)
+    }
+
+    async fn check_one(&self, url: &Url) -> Result<(), FailureKind> {
+        let sent = self.client.get(url.clone()).send().await;
         let mut response = sent.map_err(|e| network_failure(&e))?;
         let status = response.status();
         if status.is_server_error() {

@@ -51,25 +51,21 @@ impl HttpTransport {
         };
         let body = serde_json::to_vec(&wire)
             .map_err(|e| TransportError::Protocol(format!("could not encode a pull: {e}")))?;
-        let builder = self
-            .client
-            .post(self.pull_url.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .timeout(Duration::from_millis(wait_ms) + LONG_POLL_SLACK)
-            .body(body);
         let mut retried = false;
         loop {
             let token = self.token().await?;
-            let request = builder
-                .try_clone()
-                .ok_or_else(|| {
-                    TransportError::Protocol("the pull request cannot be resent".into())
-                })?
-                .bearer_auth(token.secret());
-            let mut response = request
-                .send()
-                .await
-                .map_err(|e| status::request_error(&e))?;
+            let mut response = self
+                .endpoints
+                .send(|endpoint| {
+                    Ok(self
+                        .client
+                        .post(endpoint.pull.clone())
+                        .header(CONTENT_TYPE, "application/json")
+                        .timeout(Duration::from_millis(wait_ms) + LONG_POLL_SLACK)
+                        .body(body.clone())
+                        .bearer_auth(token.secret()))
+                })
+                .await?;
             let code = response.status().as_u16();
             if code == 200 {
                 return read_page(self, &wire, &mut response, limits.max_payload_bytes).await;

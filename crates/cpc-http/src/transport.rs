@@ -7,15 +7,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use cpc_core::{OpOutcome, Operation, PullPage, PullQuery, Transport, TransportError};
-use cpc_protocol::{check_push_answer, Limits, OpId, Position, PullLimits, PushResponse, V1};
+use cpc_protocol::{check_push_answer, Limits, OpId, Position, PullLimits, PushResponse};
 use reqwest::header::CONTENT_TYPE;
-use reqwest::{Client, RequestBuilder, Url};
+use reqwest::Client;
 use tokio::time::Instant;
 
 use crate::body::{read_json, read_optional, Expecting};
 use crate::config::HttpConfig;
 use crate::credentials::{CredentialsProvider, Token};
 use crate::error::Error;
+use crate::failover::Endpoints;
 use crate::info::{self, InfoCache};
 use crate::map;
 use crate::status::{self, Refusal, MAX_PROBLEM_BYTES};
@@ -50,10 +51,9 @@ pub struct HttpTransport {
     pub(crate) client: Client,
     client_id: String,
     base_url: String,
-    push_url: Url,
-    info_url: Url,
+    /// The server's instances (`base_url`, then `failover_urls`).
+    pub(crate) endpoints: Endpoints,
     pub(crate) max_response_bytes: usize,
-    pub(crate) pull_url: Url,
     pub(crate) max_pull_bytes: u64,
     pub(crate) credentials: Arc<dyn CredentialsProvider>,
     pub(crate) info: InfoCache,
@@ -96,11 +96,9 @@ impl HttpTransport {
             .build()
             .map_err(Error::Client)?;
         Ok(HttpTransport {
-            push_url: config.endpoint(&format!("{V1}/push"))?,
-            pull_url: config.endpoint(&format!("{V1}/pull"))?,
+            endpoints: Endpoints::new(&config)?,
             max_pull_bytes: config.max_pull_bytes,
             known: std::sync::Mutex::new(None),
-            info_url: config.endpoint(&format!("{V1}/info"))?,
             client,
             client_id: config.client_id,
             base_url: config.base_url,
@@ -126,7 +124,7 @@ impl HttpTransport {
     /// The server's push and pull limits (see [`limits`](Self::limits)).
     pub async fn server_limits(&self) -> Result<(Limits, PullLimits), TransportError> {
         self.info
-            .limits(|| info::fetch(&self.client, &self.info_url, self.max_response_bytes))
+            .limits(|| info::fetch(&self.endpoints, &self.client, self.max_response_bytes))
             .await
     }
 
@@ -184,19 +182,14 @@ impl HttpTransport {
         body: Vec<u8>,
     ) -> Result<Sent, TransportError> {
         let ids: Vec<OpId> = ops.iter().map(|op| map::op_id(op.id)).collect();
-        let request = self
-            .client
-            .post(self.push_url.clone())
-            .header(CONTENT_TYPE, "application/json")
-            .body(body);
         let token = self.token().await?;
-        let first = self.exchange(&request, &token, &ids).await?;
+        let first = self.exchange(&body, &token, &ids).await?;
         if !matches!(first, Sent::Unauthorized) {
             return Ok(first);
         }
         self.credentials.invalidate(&token);
         let fresh = self.token().await?;
-        let second = self.exchange(&request, &fresh, &ids).await?;
+        let second = self.exchange(&body, &fresh, &ids).await?;
         if matches!(second, Sent::Unauthorized) {
             self.credentials.invalidate(&fresh);
             tracing::warn!("push refused twice (401): authentication required");
@@ -219,25 +212,29 @@ impl HttpTransport {
         }
     }
 
-    /// Sends `request` with `token` and reads its answer.
+    /// Sends the push `body` with `token` (to another instance if the
+    /// current one fails) and reads its answer.
     async fn exchange(
         &self,
-        request: &RequestBuilder,
+        body: &[u8],
         token: &Token,
         ids: &[OpId],
     ) -> Result<Sent, TransportError> {
         let started = Instant::now();
-        let request = request
-            .try_clone()
-            // A body of bytes always clones; this is a bug if it happens.
-            .ok_or_else(|| TransportError::Protocol("the push request cannot be resent".into()))?
-            // The secret, not the `Token`: its Display is "[redacted]". The
-            // header is marked sensitive, so reqwest never prints it.
-            .bearer_auth(token.secret());
-        let mut response = request
-            .send()
-            .await
-            .map_err(|e| status::request_error(&e))?;
+        let mut response = self
+            .endpoints
+            .send(|endpoint| {
+                Ok(self
+                    .client
+                    .post(endpoint.push.clone())
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(body.to_vec())
+                    // The secret, not the `Token`: its Display is
+                    // "[redacted]". The header is marked sensitive, so
+                    // reqwest never prints it.
+                    .bearer_auth(token.secret()))
+            })
+            .await?;
         let code = response.status().as_u16();
         if code != 200 {
             let body = read_optional(
@@ -344,6 +341,7 @@ impl fmt::Debug for HttpTransport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpTransport")
             .field("base_url", &self.base_url)
+            .field("endpoints", &self.endpoints.len())
             .field("client_id", &self.client_id)
             .field("max_response_bytes", &self.max_response_bytes)
             .finish_non_exhaustive()
