@@ -45,10 +45,13 @@ pub fn run(quick_seeds: u32, crash_cycles: u32) -> Result<(), XtaskError> {
     // relink the binary under the steps that still spawn it.
     println!("==> e2e --quick");
     let e2e_started = Instant::now();
-    crate::e2e::main(crate::e2e::Sizes {
-        devices: 5,
-        ops: 200,
-    })?;
+    crate::e2e::main(
+        crate::e2e::Sizes {
+            devices: 5,
+            ops: 200,
+        },
+        &[],
+    )?;
     println!(
         "<== e2e --quick: ok ({:.1}s)",
         e2e_started.elapsed().as_secs_f64()

@@ -15,6 +15,9 @@
 //!   deduplicate (feature `test-faults`) must be caught applying twice;
 //! - `control-broken-sink`: the convergence check's negative control: a
 //!   device whose sink drops another device's records must be caught;
+//! - `instances` (with `CPC_TEST_DATABASE_URL`): two servers on one
+//!   PostgreSQL database, devices failing over between them, one server
+//!   killed and left dead (see `e2e/instances.rs`);
 //! - `netns` (as root): kernel-level faults instead of the proxy (see
 //!   `netfault.rs`).
 //!
@@ -31,10 +34,10 @@
 
 mod device;
 mod fleet;
+mod instances;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -43,7 +46,7 @@ use cpc_fault::Schedule;
 
 pub use self::device::{client, serve, ClientArgs};
 use self::fleet::{acked, DeviceState};
-pub(crate) use self::fleet::{io, spawn_server, Devices, Fleet};
+pub(crate) use self::fleet::{io, spawn_server, Devices, Fleet, ServerStore};
 use crate::XtaskError;
 
 /// The bearer token of every run.
@@ -131,8 +134,26 @@ impl Verdict {
     }
 }
 
-/// `cargo xtask e2e`.
-pub fn main(sizes: Sizes) -> Result<(), XtaskError> {
+/// Every run's name, in the order they run.
+pub const RUNS: &[&str] = &[
+    "proxy",
+    "server-kill",
+    "client-kill",
+    "control-no-dedupe",
+    "control-broken-sink",
+    "instances",
+    "netns",
+];
+
+/// `cargo xtask e2e`: the runs `only` names (every one if empty).
+pub fn main(sizes: Sizes, only: &[String]) -> Result<(), XtaskError> {
+    if let Some(unknown) = only.iter().find(|n| !RUNS.contains(&n.as_str())) {
+        return Err(XtaskError::Usage(format!(
+            "no run named {unknown:?}; the runs are {}",
+            RUNS.join(", ")
+        )));
+    }
+    let wanted = |name: &str| only.is_empty() || only.iter().any(|n| n == name);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -156,47 +177,63 @@ pub fn main(sizes: Sizes) -> Result<(), XtaskError> {
             },
         ),
     ];
-    for (name, plan) in runs {
+    for (name, plan) in runs.into_iter().filter(|(name, _)| wanted(name)) {
         if !runtime.block_on(run(plan, sizes))?.report(name) {
             failed.push(name);
         }
     }
     // Every connection loses an answer after its commit: resends are sure
     // to happen, and a server without dedupe applies them again.
-    let control = runtime.block_on(run(
-        Plan {
-            no_dedupe: true,
-            answer_resets: Some(1.0),
-            ..Plan::default()
-        },
-        sizes,
-    ))?;
-    println!("{}", control.line("control-no-dedupe"));
-    if control.duplicated.is_empty() {
-        failed.push("control-no-dedupe (a server applying resends twice went unnoticed)");
-    } else {
-        println!(
-            "  control caught: duplicated {}",
-            first(&control.duplicated)
-        );
+    if wanted("control-no-dedupe") {
+        let control = runtime.block_on(run(
+            Plan {
+                no_dedupe: true,
+                answer_resets: Some(1.0),
+                ..Plan::default()
+            },
+            sizes,
+        ))?;
+        println!("{}", control.line("control-no-dedupe"));
+        if control.duplicated.is_empty() {
+            failed.push("control-no-dedupe (a server applying resends twice went unnoticed)");
+        } else {
+            println!(
+                "  control caught: duplicated {}",
+                first(&control.duplicated)
+            );
+        }
     }
     // A device whose sink drops another device's records must be caught
     // not converging.
-    let broken = runtime.block_on(run(
-        Plan {
-            broken_sink: true,
-            ..Plan::default()
-        },
-        sizes,
-    ))?;
-    println!("{}", broken.line("control-broken-sink"));
-    if broken.diverged.is_empty() {
-        failed.push("control-broken-sink (a device missing changes went unnoticed)");
+    if wanted("control-broken-sink") {
+        let broken = runtime.block_on(run(
+            Plan {
+                broken_sink: true,
+                ..Plan::default()
+            },
+            sizes,
+        ))?;
+        println!("{}", broken.line("control-broken-sink"));
+        if broken.diverged.is_empty() {
+            failed.push("control-broken-sink (a device missing changes went unnoticed)");
+        } else {
+            println!("  control caught: {}", first(&broken.diverged));
+        }
+    }
+    // Two instances on one PostgreSQL database, one killed (issue 20).
+    let verdict = if wanted("instances") {
+        runtime.block_on(instances::run(sizes))?
     } else {
-        println!("  control caught: {}", first(&broken.diverged));
+        None
+    };
+    if let Some(verdict) = verdict {
+        if !verdict.report("instances") {
+            failed.push("instances");
+        }
     }
     // Kernel-level faults in network namespaces (root only).
     match crate::netfault::unavailable() {
+        _ if !wanted("netns") => {}
         Some(reason) => println!("SKIP netns: {reason}"),
         None => {
             if !runtime
@@ -271,7 +308,7 @@ async fn run(plan: Plan, sizes: Sizes) -> Result<Verdict, XtaskError> {
     let dir = tempfile::tempdir().map_err(io("making a temp dir"))?;
     let data = dir.path().join("server");
     let (server, addr) = spawn_server(
-        &data,
+        ServerStore::Dir(&data),
         SocketAddr::from(([127, 0, 0, 1], 0)),
         plan.no_dedupe,
         None,
@@ -281,7 +318,7 @@ async fn run(plan: Plan, sizes: Sizes) -> Result<Verdict, XtaskError> {
         .map_err(|e| XtaskError::StepFailed(format!("fault proxy: {e}")))?;
     let devices = Devices {
         dir: dir.path(),
-        url: format!("http://{}", proxy.addr()),
+        urls: vec![format!("http://{}", proxy.addr())],
         ops: sizes.ops,
         netns: None,
         pace: Duration::ZERO,
@@ -300,7 +337,7 @@ async fn run(plan: Plan, sizes: Sizes) -> Result<Verdict, XtaskError> {
             fleet::kill9(&mut fleet.server);
             server_killed = true;
             tokio::time::sleep(Duration::from_millis(500)).await;
-            fleet.server = spawn_server(&data, addr, plan.no_dedupe, None)?.0;
+            fleet.server = spawn_server(ServerStore::Dir(&data), addr, plan.no_dedupe, None)?.0;
         }
         let first = acked(&dir.path().join("dev-0.acked")).len() as u64;
         if plan.kill_client && !client_killed && first >= sizes.ops * 2 / 5 {
@@ -315,24 +352,22 @@ async fn run(plan: Plan, sizes: Sizes) -> Result<Verdict, XtaskError> {
         counters.connections, counters.resets, counters.blackholes, counters.offline
     );
     fleet.stop_server();
-    judge(&data, &devices, &fleet, started)
+    let log = ServerStore::Dir(&data).export().await?;
+    judge(&log, &devices, &fleet, started)
 }
 
-/// Compares the server's committed log in `data` with what every device
+/// Compares the server's committed log (exported) with what every device
 /// acknowledged, and the server's live entities with each device's pulled
 /// state.
 pub(crate) fn judge(
-    data: &Path,
+    log: &[u8],
     devices: &Devices,
     fleet: &Fleet,
     started: Instant,
 ) -> Result<Verdict, XtaskError> {
     let states = fleet.states();
     let count = states.len() as u32;
-    let mut out = Vec::new();
-    cpc_server::export_log(data, &mut out)
-        .map_err(|e| XtaskError::StepFailed(format!("export-log: {e}")))?;
-    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out)
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(log)
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();

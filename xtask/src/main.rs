@@ -107,6 +107,10 @@ enum Command {
         /// CI sizes: 5 devices x 200 operations (default 5 x 2000).
         #[arg(long)]
         quick: bool,
+        /// Only these runs (repeatable): proxy, server-kill, client-kill,
+        /// control-no-dedupe, control-broken-sink, instances, netns.
+        #[arg(long, value_name = "RUN")]
+        only: Vec<String>,
     },
     /// Kernel-level faults on the real TCP stack: cpc-server in a network
     /// namespace, the devices in another, nftables dropping, resetting and
@@ -124,7 +128,9 @@ enum Command {
     #[command(hide = true)]
     E2eServe {
         #[arg(long)]
-        data: PathBuf,
+        data: Option<PathBuf>,
+        #[arg(long, env = "CPC_DATABASE_URL", hide_env_values = true)]
+        database: Option<String>,
         #[arg(long)]
         listen: std::net::SocketAddr,
         #[arg(long)]
@@ -147,19 +153,23 @@ fn main() -> ExitCode {
             crash_cycles,
         } => ci::run(seeds, crash_cycles),
         Command::Archcheck => archcheck::run(),
-        Command::E2e { quick } => e2e::main(e2e::Sizes {
-            devices: 5,
-            ops: if quick { 200 } else { 2000 },
-        }),
+        Command::E2e { quick, only } => e2e::main(
+            e2e::Sizes {
+                devices: 5,
+                ops: if quick { 200 } else { 2000 },
+            },
+            &only,
+        ),
         Command::Netfault { quick } => netfault::main(e2e::Sizes {
             devices: 5,
             ops: if quick { 200 } else { 2000 },
         }),
         Command::E2eServe {
             data,
+            database,
             listen,
             no_dedupe,
-        } => e2e::serve(data, listen, no_dedupe),
+        } => e2e::serve(data, database, listen, no_dedupe),
         Command::E2eClient(args) => e2e::client(args),
     };
     match result {

@@ -20,7 +20,7 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::e2e::{io, spawn_server, Devices, Fleet, Sizes, Verdict};
+use crate::e2e::{io, spawn_server, Devices, Fleet, ServerStore, Sizes, Verdict};
 use crate::XtaskError;
 
 /// The server namespace's address (the devices' is `.2`).
@@ -328,12 +328,12 @@ async fn run(sizes: Sizes) -> Result<Verdict, XtaskError> {
     let dir = tempfile::tempdir().map_err(io("making a temp dir"))?;
     let data = dir.path().join("server");
     let listen = std::net::SocketAddr::from((SERVER_IP, 0));
-    let (server, addr) = spawn_server(&data, listen, false, Some(&ns.server))?;
+    let (server, addr) = spawn_server(ServerStore::Dir(&data), listen, false, Some(&ns.server))?;
     // Paced so that the devices are still writing when each fault comes.
     let pace_ms = (30_000 / sizes.ops.max(1)).clamp(5, 200);
     let devices = Devices {
         dir: dir.path(),
-        url: format!("http://{addr}"),
+        urls: vec![format!("http://{addr}")],
         ops: sizes.ops,
         netns: Some(&ns.devices),
         pace: Duration::from_millis(pace_ms),
@@ -379,5 +379,6 @@ async fn run(sizes: Sizes) -> Result<Verdict, XtaskError> {
         );
     }
     fleet.stop_server();
-    crate::e2e::judge(&data, &devices, &fleet, started)
+    let log = ServerStore::Dir(&data).export().await?;
+    crate::e2e::judge(&log, &devices, &fleet, started)
 }

@@ -26,7 +26,12 @@ const CONVERGE_LIMIT: Duration = Duration::from_secs(120);
 
 /// `xtask e2e-serve`: a `cpc-server` on `listen` over `data`, its address
 /// on stdout, until stdin closes.
-pub fn serve(data: PathBuf, listen: SocketAddr, no_dedupe: bool) -> Result<(), XtaskError> {
+pub fn serve(
+    data: Option<PathBuf>,
+    database: Option<String>,
+    listen: SocketAddr,
+    no_dedupe: bool,
+) -> Result<(), XtaskError> {
     // Warnings and errors only, on stderr (a failed commit says why).
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
@@ -38,8 +43,17 @@ pub fn serve(data: PathBuf, listen: SocketAddr, no_dedupe: bool) -> Result<(), X
         .build()
         .map_err(io("starting a runtime"))?;
     runtime.block_on(async {
-        let mut config =
-            cpc_server::ServerConfig::new(data, cpc_server::Tokens::single(TOKEN, &["dev-*"]));
+        let tokens = cpc_server::Tokens::single(TOKEN, &["dev-*"]);
+        let mut config = match (data, database) {
+            (Some(data), _) => cpc_server::ServerConfig::new(data, tokens),
+            (None, Some(url)) => cpc_server::ServerConfig::with_postgres(
+                cpc_server::PostgresConfig::new(url),
+                tokens,
+            ),
+            (None, None) => {
+                return Err(XtaskError::Usage("--data or CPC_DATABASE_URL".into()));
+            }
+        };
         config.listen = listen;
         config.rate = cpc_server::RateLimit {
             per_second: 1e6,
@@ -68,6 +82,9 @@ pub struct ClientArgs {
     /// The server's URL.
     #[arg(long)]
     url: String,
+    /// Other instances of the same store, to fail over to.
+    #[arg(long)]
+    failover_url: Vec<String>,
     /// The device's name (its client id).
     #[arg(long)]
     name: String,
@@ -104,6 +121,7 @@ pub struct ClientArgs {
 pub fn client(args: ClientArgs) -> Result<(), XtaskError> {
     let ClientArgs {
         url,
+        failover_url,
         name,
         queue,
         log,
@@ -123,6 +141,7 @@ pub fn client(args: ClientArgs) -> Result<(), XtaskError> {
         let mut http = cpc_http::HttpConfig::new(url, name.clone());
         http.request_timeout = Duration::from_secs(2);
         http.allow_plain_http = allow_plain_http;
+        http.failover_urls = failover_url;
         let transport =
             cpc_http::HttpTransport::new(http, Arc::new(cpc_http::StaticToken::new(TOKEN)))
                 .map_err(|e| failed(&e))?;

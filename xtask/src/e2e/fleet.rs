@@ -33,19 +33,50 @@ pub(crate) fn xtask_command(netns: Option<&str>) -> Result<Command, XtaskError> 
     })
 }
 
+/// Where a server of a run stores.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ServerStore<'a> {
+    /// The embedded store in this data directory.
+    Dir(&'a Path),
+    /// This PostgreSQL database (given to the child in its environment,
+    /// not on its command line).
+    Postgres(&'a str),
+}
+
+impl ServerStore<'_> {
+    /// The committed change log, exported.
+    pub(crate) async fn export(&self) -> Result<Vec<u8>, XtaskError> {
+        let mut out = Vec::new();
+        match self {
+            ServerStore::Dir(data) => cpc_server::export_log(data, &mut out).map(|_| ()),
+            ServerStore::Postgres(url) => cpc_server::export_log_postgres(url, &mut out)
+                .await
+                .map(|_| ()),
+        }
+        .map_err(|e| XtaskError::StepFailed(format!("export-log: {e}")))?;
+        Ok(out)
+    }
+}
+
 /// Starts `xtask e2e-serve` on `listen` (inside `netns` when given);
 /// answers the child and its address.
 pub(crate) fn spawn_server(
-    data: &Path,
+    store: ServerStore<'_>,
     listen: SocketAddr,
     no_dedupe: bool,
     netns: Option<&str>,
 ) -> Result<(Child, SocketAddr), XtaskError> {
     let mut cmd = xtask_command(netns)?;
-    cmd.arg("e2e-serve")
-        .arg("--data")
-        .arg(data)
-        .arg("--listen")
+    cmd.arg("e2e-serve");
+    match store {
+        ServerStore::Dir(data) => {
+            cmd.arg("--data").arg(data).env_remove("CPC_DATABASE_URL");
+        }
+        ServerStore::Postgres(url) => {
+            cmd.env("CPC_DATABASE_URL", url);
+        }
+    }
+    cmd.arg("--listen")
         .arg(listen.to_string())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped());
@@ -72,8 +103,9 @@ pub(crate) fn spawn_server(
 pub(crate) struct Devices<'a> {
     /// Where their queues and acknowledgement logs live.
     pub dir: &'a Path,
-    /// The server's (or the proxy's) URL.
-    pub url: String,
+    /// The server's (or the proxy's) URLs: instances of one store. Device
+    /// `d` starts at the `d % n`-th and fails over to the others.
+    pub urls: Vec<String>,
     /// Operations per device.
     pub ops: u64,
     /// The network namespace they run in, if any (their URL is then not
@@ -93,10 +125,14 @@ pub(crate) struct Devices<'a> {
 impl Devices<'_> {
     pub(crate) fn spawn(&self, device: u32) -> Result<Child, XtaskError> {
         let mut cmd = xtask_command(self.netns)?;
-        cmd.arg("e2e-client")
-            .arg("--url")
-            .arg(&self.url)
-            .arg("--name")
+        let n = self.urls.len().max(1);
+        let first = device as usize % n;
+        cmd.arg("e2e-client");
+        for (k, url) in self.urls.iter().cycle().skip(first).take(n).enumerate() {
+            cmd.arg(if k == 0 { "--url" } else { "--failover-url" })
+                .arg(url);
+        }
+        cmd.arg("--name")
             .arg(format!("dev-{device}"))
             .arg("--queue")
             .arg(self.dir.join(format!("dev-{device}")))
@@ -160,6 +196,15 @@ pub(crate) struct DeviceState {
     pub entities: u64,
     /// Digest of their canonical listing.
     pub digest: String,
+}
+
+/// A process killed (SIGKILL) when this is dropped.
+pub(crate) struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        kill9(&mut self.0);
+    }
 }
 
 /// The processes of a run: the server and the devices. Dropping it kills
