@@ -6,6 +6,7 @@
 //! - `crash`: the kill -9 loops of the storage and the engine.
 //! - `e2e`, `netfault`: the guarantees over real sockets, processes and
 //!   kernel-level faults.
+//! - `load`: many clients pushing to cpc-server (ops/s, p50/p99).
 //! - `ci`: everything `.ci/run` checks besides installing tools.
 //! - `archcheck`: docs/ARCHITECTURE.md names every module and every cited
 //!   file exists (a step of `ci`).
@@ -124,6 +125,19 @@ enum Command {
         #[arg(long)]
         quick: bool,
     },
+    /// Many clients pushing batches to cpc-server: ops/s and p50/p99 batch
+    /// latency (runs benches/src/bin/server_load.rs in release).
+    #[command(
+        after_help = "Against --server URL (repeatable; the token must be bound to load-*), or an \
+                      in-process server: embedded by default, PostgreSQL with --database URL \
+                      (a scratch database is made there) and --instances N. Options: --clients, \
+                      --ops, --batch, --payload, --token."
+    )]
+    Load {
+        /// Passed to the load program.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// (internal) The server process of `e2e`.
     #[command(hide = true)]
     E2eServe {
@@ -159,6 +173,21 @@ fn main() -> ExitCode {
                 ops: if quick { 200 } else { 2000 },
             },
             &only,
+        ),
+        Command::Load { args } => run_step(
+            "load",
+            cargo()
+                .args([
+                    "run",
+                    "--quiet",
+                    "--release",
+                    "-p",
+                    "cpc-benches",
+                    "--bin",
+                    "server_load",
+                    "--",
+                ])
+                .args(&args),
         ),
         Command::Netfault { quick } => netfault::main(e2e::Sizes {
             devices: 5,

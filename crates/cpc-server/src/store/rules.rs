@@ -46,7 +46,7 @@ pub(crate) struct Seen {
 }
 
 /// An entity as stored.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Current {
     pub version: u64,
     pub timestamp: Timestamp,

@@ -149,3 +149,32 @@ async fn a_delete_leaves_a_tombstone_whose_conflict_has_no_payload() {
     assert_eq!(conflict["remote"]["payload"], serde_json::Value::Null);
     server.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn later_operations_of_a_batch_see_what_earlier_ones_wrote() {
+    let Some(dir) = Db::fresh().await else {
+        return;
+    };
+    let server = start(&dir).await;
+    let body = push_body(
+        "dev-1",
+        vec![
+            op(1, "x", "one", None),
+            op(2, "x", "two", Some(1)),
+            op(3, "y", "new", Some(0)),
+            // Stale against the version op 2 wrote in this very batch.
+            op(4, "x", "stale", Some(1)),
+        ],
+    );
+    let (status, answer) = push(&server, &body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(outcome_of(&answer, 1).1["version"], 1);
+    assert_eq!(outcome_of(&answer, 2).1["version"], 2);
+    assert_eq!(outcome_of(&answer, 3).1["version"], 1);
+    let (kind, conflict) = outcome_of(&answer, 4);
+    assert_eq!(kind, "conflict");
+    assert_eq!(conflict["remote"]["version"], 2);
+    assert_eq!(conflict["remote"]["payload"], "dHdv", "the payload op 2 wrote");
+    assert_eq!(answer["head"]["seq"], 3);
+    server.shutdown().await.unwrap();
+}
