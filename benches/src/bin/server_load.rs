@@ -338,7 +338,15 @@ async fn figures() -> Res<()> {
 }
 
 /// The load tool's arguments.
-fn parse(args: &[String]) -> Res<(Load, Vec<String>, String, Option<String>, usize)> {
+struct Args {
+    load: Load,
+    servers: Vec<String>,
+    token: String,
+    database: Option<String>,
+    instances: usize,
+}
+
+fn parse(args: &[String]) -> Res<Args> {
     let mut load = Load {
         clients: 16,
         ops: 50_000,
@@ -365,11 +373,23 @@ fn parse(args: &[String]) -> Res<(Load, Vec<String>, String, Option<String>, usi
     if load.clients == 0 || load.batch == 0 || load.ops == 0 || instances == 0 {
         return Err("--clients, --ops, --batch and --instances must be above 0".into());
     }
-    Ok((load, servers, token, database, instances))
+    Ok(Args {
+        load,
+        servers,
+        token,
+        database,
+        instances,
+    })
 }
 
 async fn tool(args: &[String]) -> Res<()> {
-    let (load, servers, token, database, instances) = parse(args)?;
+    let Args {
+        load,
+        servers,
+        token,
+        database,
+        instances,
+    } = parse(args)?;
     let figures = match (servers.is_empty(), database) {
         (false, _) => run_load(&servers, &token, &load).await?,
         (true, Some(admin)) => postgres(&admin, instances, &load).await?,
