@@ -18,6 +18,8 @@
 //! - `instances` (with `CPC_TEST_DATABASE_URL`): two servers on one
 //!   PostgreSQL database, devices failing over between them, one server
 //!   killed and left dead (see `e2e/instances.rs`);
+//! - `restore` (with `CPC_TEST_DATABASE_URL`): the PostgreSQL store
+//!   restored from a `pg_dump` while devices write (see `e2e/restore.rs`);
 //! - `netns` (as root): kernel-level faults instead of the proxy (see
 //!   `netfault.rs`).
 //!
@@ -35,6 +37,7 @@
 mod device;
 mod fleet;
 mod instances;
+mod restore;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -88,6 +91,9 @@ pub(crate) struct Verdict {
     diverged: Vec<String>,
     /// Whether convergence was checked.
     converged: Option<bool>,
+    /// Acknowledged operations a restore from a backup took back (the
+    /// `restore` run: expected while devices do not retain them).
+    taken_back: Option<usize>,
 }
 
 impl Verdict {
@@ -106,7 +112,10 @@ impl Verdict {
                 (Some(_), true) => "yes",
                 (Some(_), false) => "no",
             }
-        )
+        ) + &self
+            .taken_back
+            .map(|n| format!(", taken back by the restore {n}"))
+            .unwrap_or_default()
     }
 
     fn holds(&self) -> bool {
@@ -142,6 +151,7 @@ pub const RUNS: &[&str] = &[
     "control-no-dedupe",
     "control-broken-sink",
     "instances",
+    "restore",
     "netns",
 ];
 
@@ -229,6 +239,17 @@ pub fn main(sizes: Sizes, only: &[String]) -> Result<(), XtaskError> {
     if let Some(verdict) = verdict {
         if !verdict.report("instances") {
             failed.push("instances");
+        }
+    }
+    // A restore from a backup under the devices' feet (issue 20).
+    let verdict = if wanted("restore") {
+        runtime.block_on(restore::run(sizes))?
+    } else {
+        None
+    };
+    if let Some(verdict) = verdict {
+        if !verdict.report("restore") {
+            failed.push("restore");
         }
     }
     // Kernel-level faults in network namespaces (root only).

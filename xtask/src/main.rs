@@ -109,7 +109,7 @@ enum Command {
         #[arg(long)]
         quick: bool,
         /// Only these runs (repeatable): proxy, server-kill, client-kill,
-        /// control-no-dedupe, control-broken-sink, instances, netns.
+        /// control-no-dedupe, control-broken-sink, instances, restore, netns.
         #[arg(long, value_name = "RUN")]
         only: Vec<String>,
     },

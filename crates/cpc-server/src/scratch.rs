@@ -28,6 +28,16 @@ impl ScratchDatabase {
         })
     }
 
+    /// The database's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The administrator URL it was made through.
+    pub fn admin_url(&self) -> &str {
+        &self.admin
+    }
+
     /// The database's URL (the administrator's, with its name).
     pub fn url(&self) -> &str {
         &self.url

@@ -160,14 +160,20 @@ pub fn client(args: ClientArgs) -> Result<(), XtaskError> {
             .await
             .map_err(|e| failed(&e))?;
         let retries = Arc::new(AtomicU64::new(0));
+        let regressed = Arc::new(AtomicU64::new(0));
         let mut events = engine.subscribe();
         let counted = Arc::clone(&retries);
+        let seen_regress = Arc::clone(&regressed);
         tokio::spawn(async move {
             loop {
                 match events.recv().await {
                     Ok(cpc_sync::worker::WorkerEvent::RetryScheduled { .. })
                     | Ok(cpc_sync::worker::WorkerEvent::BatchFailed { .. }) => {
                         counted.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // The server went back in time (a restore).
+                    Ok(cpc_sync::worker::WorkerEvent::RemoteRegressed { .. }) => {
+                        seen_regress.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                     _ => {}
@@ -206,6 +212,7 @@ pub fn client(args: ClientArgs) -> Result<(), XtaskError> {
         println!("drained");
         if no_pull {
             engine.shutdown().await.map_err(|e| failed(&e))?;
+            println!("regressed {}", regressed.load(Ordering::Relaxed));
             println!("retries {}", retries.load(Ordering::Relaxed));
             return Ok(());
         }
@@ -229,6 +236,7 @@ pub fn client(args: ClientArgs) -> Result<(), XtaskError> {
         });
         println!("state {} {}", live.len(), digest(listing));
         engine.shutdown().await.map_err(|e| failed(&e))?;
+        println!("regressed {}", regressed.load(Ordering::Relaxed));
         println!("retries {}", retries.load(Ordering::Relaxed));
         Ok(())
     })

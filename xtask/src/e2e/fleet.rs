@@ -184,6 +184,8 @@ struct Said {
     state: Option<DeviceState>,
     /// Retries it counted (`retries N`).
     retries: u64,
+    /// `RemoteRegressed` events it saw (`regressed N`).
+    regressed: u64,
     /// It exited with success.
     done: bool,
 }
@@ -329,6 +331,7 @@ impl Fleet {
         match (words.next(), words.next(), words.next()) {
             (Some("drained"), _, _) => said.drained = true,
             (Some("retries"), Some(n), _) => said.retries = n.parse().unwrap_or(0),
+            (Some("regressed"), Some(n), _) => said.regressed = n.parse().unwrap_or(0),
             (Some("state"), Some(n), Some(digest)) => {
                 said.state = Some(DeviceState {
                     entities: n.parse().unwrap_or(0),
@@ -337,6 +340,11 @@ impl Fleet {
             }
             _ => {}
         }
+    }
+
+    /// `RemoteRegressed` events each device saw.
+    pub(crate) fn regressed(&self) -> Vec<u64> {
+        self.said.iter().map(|s| s.regressed).collect()
     }
 
     /// Retries the devices reported.

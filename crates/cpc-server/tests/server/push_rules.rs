@@ -174,7 +174,10 @@ async fn later_operations_of_a_batch_see_what_earlier_ones_wrote() {
     let (kind, conflict) = outcome_of(&answer, 4);
     assert_eq!(kind, "conflict");
     assert_eq!(conflict["remote"]["version"], 2);
-    assert_eq!(conflict["remote"]["payload"], "dHdv", "the payload op 2 wrote");
+    assert_eq!(
+        conflict["remote"]["payload"], "dHdv",
+        "the payload op 2 wrote"
+    );
     assert_eq!(answer["head"]["seq"], 3);
     server.shutdown().await.unwrap();
 }

@@ -1,0 +1,179 @@
+//! The `restore` run (issue 20): a server on PostgreSQL restored from a
+//! backup while devices write. `pg_dump` at 30% acknowledged; writes go
+//! on; at 60% the server is killed, the database dropped and restored from
+//! the dump, and a server started again on it; writes go on. Every device
+//! must notice (`RemoteRegressed`: its `known` position is not in the
+//! restored history), and converge on the restored state by pull.
+//!
+//! What the log comparison expects: nothing lost but the operations the
+//! first server committed after the dump (the restore took them back;
+//! devices do not keep acknowledged operations yet, so they cannot push
+//! them again), nothing applied twice, each record's order kept. Needs
+//! `CPC_TEST_DATABASE_URL` and `pg_dump`/`pg_restore`; skips, saying so,
+//! without them.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::fleet::{acked, kill9, spawn_server, Devices, Fleet, ServerStore};
+use super::{io, judge, Sizes, Verdict};
+use crate::XtaskError;
+
+/// A PostgreSQL client program: on `PATH`, or in Debian's directory.
+fn pg_tool(name: &str) -> Option<PathBuf> {
+    let on_path = Command::new(name)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if on_path {
+        return Some(PathBuf::from(name));
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| Some(e.ok()?.path().join("bin").join(name)))
+        .filter(|p| p.exists())
+        .collect();
+    found.sort();
+    found.pop()
+}
+
+fn run_tool(tool: &PathBuf, args: &[&str]) -> Result<(), XtaskError> {
+    let out = Command::new(tool)
+        .args(args)
+        .output()
+        .map_err(io("running a PostgreSQL tool"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(XtaskError::StepFailed(format!(
+            "{}: {}",
+            tool.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// One statement on a connection of its own.
+async fn sql(url: &str, statement: &str) -> Result<Vec<tokio_postgres::Row>, XtaskError> {
+    let failed = |e: tokio_postgres::Error| XtaskError::StepFailed(format!("restore: {e}"));
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .map_err(failed)?;
+    let driver = tokio::spawn(connection);
+    let rows = client.query(statement, &[]).await.map_err(failed);
+    drop(client);
+    let _ = driver.await;
+    rows
+}
+
+/// The op ids of an exported log's rows above `seq`.
+fn ops_after(log: &[u8], seq: u64) -> HashSet<String> {
+    String::from_utf8_lossy(log)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["seq"].as_u64().is_some_and(|s| s > seq))
+        .filter_map(|v| v["origin"]["op"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Runs it; `None` when it cannot run here.
+pub(crate) async fn run(sizes: Sizes) -> Result<Option<Verdict>, XtaskError> {
+    let Ok(admin) = std::env::var("CPC_TEST_DATABASE_URL") else {
+        println!("SKIP restore: CPC_TEST_DATABASE_URL is not set (see CONTRIBUTING.md)");
+        return Ok(None);
+    };
+    let (Some(pg_dump), Some(pg_restore)) = (pg_tool("pg_dump"), pg_tool("pg_restore")) else {
+        println!("SKIP restore: pg_dump and pg_restore are not installed");
+        return Ok(None);
+    };
+    let started = Instant::now();
+    let failed = |e: &dyn std::fmt::Display| XtaskError::StepFailed(format!("restore: {e}"));
+    let db = cpc_server::ScratchDatabase::create(&admin)
+        .await
+        .map_err(|e| failed(&e))?;
+    let dir = tempfile::tempdir().map_err(io("making a temp dir"))?;
+    let dump = dir.path().join("backup.dump");
+    let store = ServerStore::Postgres(db.url());
+    let (server, addr) = spawn_server(store, SocketAddr::from(([127, 0, 0, 1], 0)), false, None)?;
+    let devices = Devices {
+        dir: dir.path(),
+        urls: vec![format!("http://{addr}")],
+        ops: sizes.ops,
+        netns: None,
+        // Still writing when the backup is taken and when it is restored.
+        pace: Duration::from_millis((20_000 / sizes.ops.max(1)).clamp(2, 50)),
+        pull: true,
+        broken_sink: false,
+    };
+    let mut fleet = Fleet::start(server, &devices, sizes.devices)?;
+    let total = u64::from(sizes.devices) * sizes.ops;
+    let (mut dumped, mut restored) = (false, false);
+    let mut gone = HashSet::new();
+    while !fleet.finished(started)? {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let acked_now: u64 = (0..sizes.devices)
+            .map(|d| acked(&dir.path().join(format!("dev-{d}.acked"))).len() as u64)
+            .sum();
+        if !dumped && acked_now >= total * 3 / 10 {
+            let target = dump.to_string_lossy().into_owned();
+            run_tool(&pg_dump, &["-Fc", "-f", &target, db.url()])?;
+            dumped = true;
+        }
+        if dumped && !restored && acked_now >= total * 6 / 10 {
+            kill9(&mut fleet.server);
+            // What the first server committed, up to its end.
+            let before = store.export().await?;
+            let name = db.name();
+            sql(
+                db.admin_url(),
+                &format!("DROP DATABASE {name} WITH (FORCE)"),
+            )
+            .await?;
+            sql(db.admin_url(), &format!("CREATE DATABASE {name}")).await?;
+            let source = dump.to_string_lossy().into_owned();
+            run_tool(&pg_restore, &["-d", db.url(), &source])?;
+            let head = sql(db.url(), "SELECT head_seq FROM cpc_meta WHERE id = 1").await?;
+            let backup_seq = head
+                .first()
+                .and_then(|r| r.try_get::<_, i64>(0).ok())
+                .and_then(|s| u64::try_from(s).ok())
+                .ok_or_else(|| failed(&"the restored store has no head"))?;
+            gone = ops_after(&before, backup_seq);
+            fleet.server = spawn_server(store, addr, false, None)?.0;
+            restored = true;
+            println!(
+                "  restore: backup at seq {backup_seq}; {} changes committed after it are gone",
+                gone.len()
+            );
+        }
+    }
+    fleet.stop_server();
+    let log = store.export().await?;
+    let mut verdict = judge(&log, &devices, &fleet, started)?;
+    if !restored {
+        return Err(failed(&"the devices finished before the restore"));
+    }
+    // The operations the restore took back are the expected losses: with
+    // no retention of acknowledged operations, nobody can send them again.
+    let (expected, unexpected): (Vec<String>, Vec<String>) =
+        verdict.lost.drain(..).partition(|op| gone.contains(op));
+    verdict.lost = unexpected;
+    verdict.taken_back = Some(expected.len());
+    let regressed = fleet.regressed();
+    let unaware: Vec<String> = regressed
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| **n == 0)
+        .map(|(d, _)| format!("dev-{d} (never saw RemoteRegressed)"))
+        .collect();
+    verdict.diverged.extend(unaware);
+    println!(
+        "  restore: every device saw RemoteRegressed: {}; taken back by the restore (not retained, not re-pushed): {}",
+        if regressed.iter().all(|n| *n > 0) { "yes" } else { "no" },
+        expected.len()
+    );
+    Ok(Some(verdict))
+}
