@@ -354,3 +354,88 @@ fn logs_never_carry_payloads_or_tokens_and_entity_ids_only_at_debug() {
     assert!(info.contains("serving protocol v1"), "{info}");
     assert!(!info.contains("ENTITYCANARY42"), "an entity id at INFO");
 }
+
+#[test]
+fn on_postgres_the_url_comes_from_the_environment_and_kill_9_loses_no_acknowledged_op() {
+    let Ok(admin) = std::env::var("CPC_TEST_DATABASE_URL") else {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "skipped: CPC_TEST_DATABASE_URL is not set (see CONTRIBUTING.md)"
+        );
+        return;
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let db = rt
+        .block_on(cpc_server::ScratchDatabase::create(&admin))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = tokens_file(dir.path());
+    // The URL (with its password, in a real deployment) is not on the
+    // command line, where `ps` would show it.
+    let mut child = Command::cargo_bin("cpc-server")
+        .unwrap()
+        .args(["serve", "--listen", "127.0.0.1:0", "--tokens"])
+        .arg(&tokens)
+        .env("CPC_DATABASE_URL", db.url())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
+    let acked: Vec<u32> = (1..20).filter(|n| push(&addr, *n) == 200).collect();
+    assert_eq!(acked.len(), 19);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut logs).unwrap();
+    assert!(!logs.contains(db.url()), "the URL is never logged:\n{logs}");
+
+    let out = Command::cargo_bin("cpc-server")
+        .unwrap()
+        .arg("export-log")
+        .env("CPC_DATABASE_URL", db.url())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: Vec<String> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["entity"]["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    let expected: Vec<String> = acked.iter().map(|n| format!("e{n}")).collect();
+    assert_eq!(ids, expected, "every acknowledged op once, in order");
+
+    // A data directory and a database at once is a usage error.
+    let both = Command::cargo_bin("cpc-server")
+        .unwrap()
+        .args(["export-log", "--data"])
+        .arg(dir.path())
+        .env("CPC_DATABASE_URL", db.url())
+        .output()
+        .unwrap();
+    assert_eq!(both.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&both.stderr).contains("cannot be used with"));
+    drop(db);
+}
