@@ -24,19 +24,8 @@ enum Command {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
-        /// Data directory of the embedded store (created 0700; one server
-        /// at a time).
-        #[arg(
-            long,
-            required_unless_present = "database",
-            conflicts_with = "database"
-        )]
-        data: Option<PathBuf>,
-        /// Store on PostgreSQL instead: postgres://user:password@host/db.
-        /// Several instances may share one database. Prefer the
-        /// environment variable: a command line is visible to `ps`.
-        #[arg(long, env = "CPC_DATABASE_URL", hide_env_values = true)]
-        database: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Connections to PostgreSQL per instance.
         #[arg(long, default_value_t = 16)]
         db_pool_size: usize,
@@ -83,17 +72,27 @@ enum Command {
     },
     /// Print the committed change log as JSON lines, in seq order.
     ExportLog {
-        /// Data directory of the embedded store.
-        #[arg(
-            long,
-            required_unless_present = "database",
-            conflicts_with = "database"
-        )]
-        data: Option<PathBuf>,
-        /// The PostgreSQL store's URL.
-        #[arg(long, env = "CPC_DATABASE_URL", hide_env_values = true)]
-        database: Option<String>,
+        #[command(flatten)]
+        store: StoreArgs,
     },
+}
+
+/// Where the store is: one of the two.
+#[derive(Debug, clap::Args)]
+struct StoreArgs {
+    /// Data directory of the embedded store (created 0700; one server at a
+    /// time).
+    #[arg(
+        long,
+        required_unless_present = "database",
+        conflicts_with = "database"
+    )]
+    data: Option<PathBuf>,
+    /// The store on PostgreSQL: postgres://user:password@host/db. Several
+    /// instances may share one database. Prefer the environment variable:
+    /// a command line is visible to `ps`.
+    #[arg(long, env = "CPC_DATABASE_URL", hide_env_values = true)]
+    database: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -114,7 +113,9 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
-        Command::ExportLog { data, database } => {
+        Command::ExportLog {
+            store: StoreArgs { data, database },
+        } => {
             let stdout = std::io::stdout();
             let mut out = std::io::BufWriter::new(stdout);
             match (data, database) {
@@ -134,8 +135,7 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         }
         Command::Serve {
             listen,
-            data,
-            database,
+            store: StoreArgs { data, database },
             db_pool_size,
             allow_async_commit,
             tokens,

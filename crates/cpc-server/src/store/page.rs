@@ -5,11 +5,13 @@
 //! feed them here.
 
 use cpc_protocol::{
-    Change, Cursor, EntityKey, Hex64, Position, PullRequest, Reset, ResetReason, SnapshotRange,
+    Change, Cursor, EntityKey, Hex64, OpId, Origin, Payload, Position, PullRequest, Reset,
+    ResetReason, SnapshotRange, Timestamp,
 };
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+use super::schema::from_sql;
 use super::StoreError;
 
 /// With a collection filter, change-log rows examined per page at most: a
@@ -33,6 +35,63 @@ pub struct PullPage {
     pub cursor_seq: u64,
     /// The head the page was read at.
     pub head_seq: u64,
+}
+
+/// A row of the change log, or of the entities joined with its last
+/// change, as a backend reads it (columns in the queries' order), before
+/// it is a [`Change`].
+pub(crate) struct ChangeRow {
+    pub seq: i64,
+    pub collection: String,
+    pub id: String,
+    pub version: i64,
+    pub deleted: bool,
+    pub payload: Option<Vec<u8>>,
+    pub wall_ms: i64,
+    pub logical: i64,
+    pub node: i64,
+    pub origin_client: Option<String>,
+    pub origin_op: Option<String>,
+    pub fp: Option<i64>,
+}
+
+impl ChangeRow {
+    /// The change, and its fingerprint (change-log rows).
+    pub(crate) fn into_change(self) -> Result<(Change, Option<u64>), StoreError> {
+        let origin = match (
+            self.origin_client,
+            self.origin_op.and_then(|o| o.parse::<OpId>().ok()),
+        ) {
+            (Some(client_id), Some(op)) => Some(Origin { client_id, op }),
+            _ => None,
+        };
+        let node = Hex64(self.node as u64);
+        Ok((
+            Change {
+                seq: from_sql(self.seq)?,
+                entity: EntityKey {
+                    collection: self.collection,
+                    id: self.id,
+                },
+                version: from_sql(self.version)?,
+                deleted: self.deleted,
+                payload: if self.deleted {
+                    None
+                } else {
+                    Some(Payload(self.payload.unwrap_or_default()))
+                },
+                timestamp: Timestamp {
+                    wall_ms: from_sql(self.wall_ms)?,
+                    logical: u32::try_from(self.logical)
+                        .map_err(|_| StoreError::Corrupt("a logical clock out of range"))?,
+                    node,
+                },
+                node,
+                origin,
+            },
+            self.fp.map(|fp| fp as u64),
+        ))
+    }
 }
 
 /// The page a request gets.

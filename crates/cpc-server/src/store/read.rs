@@ -7,15 +7,12 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use cpc_protocol::{
-    Change, Cursor, EntityKey, Hex64, OpId, Origin, Payload, Position, PullRequest, ResetReason,
-    Timestamp,
-};
+use cpc_protocol::{Change, Cursor, EntityKey, Hex64, Position, PullRequest, ResetReason};
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params_from_iter, Connection, OpenFlags, OptionalExtension};
 use tokio::sync::Semaphore;
 
-use super::page::{self, envelope_room, Fill, Plan, PullPage};
+use super::page::{self, envelope_room, ChangeRow, Fill, Plan, PullPage};
 use super::schema::{from_sql, to_sql, DB_FILE};
 use super::StoreError;
 
@@ -167,50 +164,23 @@ fn scope_clause(column: &str, request: &PullRequest, first: usize) -> (String, V
     }
 }
 
-/// A row of `changes` or of `entities` joined with its last change, as a
-/// `Change`.
-fn change_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(Change, Option<u64>)> {
-    let int = |i: usize| -> rusqlite::Result<u64> {
-        let v: i64 = r.get(i)?;
-        u64::try_from(v).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(i, v))
-    };
-    let deleted: bool = r.get(4)?;
-    let payload: Option<Vec<u8>> = r.get(5)?;
-    let node = r.get::<_, i64>(8)? as u64;
-    let origin_client: Option<String> = r.get(9)?;
-    let origin_op: Option<String> = r.get(10)?;
-    let origin = match (
-        origin_client,
-        origin_op.and_then(|o| o.parse::<OpId>().ok()),
-    ) {
-        (Some(client_id), Some(op)) => Some(Origin { client_id, op }),
-        _ => None,
-    };
-    let fp: Option<i64> = r.get(11)?;
-    Ok((
-        Change {
-            seq: int(0)?,
-            entity: EntityKey {
-                collection: r.get(1)?,
-                id: r.get(2)?,
-            },
-            version: int(3)?,
-            deleted,
-            payload: if deleted {
-                None
-            } else {
-                Some(Payload(payload.unwrap_or_default()))
-            },
-            timestamp: Timestamp {
-                wall_ms: int(6)?,
-                logical: r.get(7)?,
-                node: Hex64(node),
-            },
-            node: Hex64(node),
-            origin,
-        },
-        fp.map(|fp| fp as u64),
-    ))
+/// A row of `changes` or of `entities` joined with its last change.
+fn change_from_row(r: &rusqlite::Row<'_>) -> Result<(Change, Option<u64>), StoreError> {
+    ChangeRow {
+        seq: r.get(0)?,
+        collection: r.get(1)?,
+        id: r.get(2)?,
+        version: r.get(3)?,
+        deleted: r.get(4)?,
+        payload: r.get(5)?,
+        wall_ms: r.get(6)?,
+        logical: r.get(7)?,
+        node: r.get(8)?,
+        origin_client: r.get(9)?,
+        origin_op: r.get(10)?,
+        fp: r.get(11)?,
+    }
+    .into_change()
 }
 
 /// §7.3: the change-log rows above the cursor, in `seq` order.

@@ -53,6 +53,17 @@ impl Db {
         }
     }
 
+    /// The committed change log, exported and parsed, line by line.
+    pub async fn exported(&self) -> Vec<Value> {
+        let mut out = Vec::new();
+        self.export_log(&mut out).await;
+        String::from_utf8(out)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     /// The committed change log, exported.
     pub async fn export_log(&self, out: &mut Vec<u8>) -> u64 {
         match &self.pg {

@@ -3,19 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use serde_json::Value;
-
 use crate::support::*;
-
-async fn exported(db: &Db) -> Vec<Value> {
-    let mut out = Vec::new();
-    db.export_log(&mut out).await;
-    String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixteen_concurrent_pushers_get_a_gapless_log_with_every_op_once() {
@@ -54,7 +42,7 @@ async fn sixteen_concurrent_pushers_get_a_gapless_log_with_every_op_once() {
     }
     let server = std::sync::Arc::into_inner(server).unwrap();
     server.shutdown().await.unwrap();
-    let log = exported(&dir).await;
+    let log = dir.exported().await;
     assert_eq!(log.len(), 16 * 5 * 8);
     let seqs: Vec<u64> = log.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=640).collect::<Vec<_>>(), "gapless, in order");
@@ -93,7 +81,7 @@ async fn acknowledged_ops_survive_a_restart_and_replay_as_already_applied() {
     assert_eq!(again["head"], first["head"]);
     assert_eq!(again["head"]["store_id"], store_id);
     // The log says the same, fingerprints included.
-    let log = exported(&dir).await;
+    let log = dir.exported().await;
     assert_eq!(log.len(), 2);
     assert_eq!(log[1]["fp"], first["head"]["fp"]);
     assert_eq!(log[0]["payload"], "eA==");

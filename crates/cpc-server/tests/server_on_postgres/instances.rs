@@ -24,16 +24,6 @@ async fn instance(db: &Db) -> RunningServer {
     support::start_with(config).await
 }
 
-async fn exported(db: &Db) -> Vec<Value> {
-    let mut out = Vec::new();
-    db.export_log(&mut out).await;
-    String::from_utf8(out)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 /// Runs one statement as the test's own client of the database.
 async fn sql(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
@@ -70,7 +60,7 @@ async fn a_retry_sent_to_the_other_instance_at_once_is_applied_once() {
     }
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
-    let log = exported(&db).await;
+    let log = db.exported().await;
     assert_eq!(log.len(), 200, "each op once");
     let seqs: Vec<u64> = log.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=200).collect::<Vec<_>>());
@@ -115,7 +105,7 @@ async fn pushes_spread_over_three_instances_get_one_gapless_log_in_each_entitys_
     for server in std::sync::Arc::into_inner(instances).unwrap() {
         server.shutdown().await.unwrap();
     }
-    let log = exported(&db).await;
+    let log = db.exported().await;
     let seqs: Vec<u64> = log.iter().map(|l| l["seq"].as_u64().unwrap()).collect();
     assert_eq!(
         seqs,

@@ -6,15 +6,12 @@
 use std::io::Write;
 use std::pin::pin;
 
-use cpc_protocol::{
-    Change, Cursor, EntityKey, Hex64, OpId, Origin, Payload, Position, PullRequest, ResetReason,
-    Timestamp,
-};
+use cpc_protocol::{Change, Cursor, EntityKey, Hex64, Position, PullRequest, ResetReason};
 use futures_util::TryStreamExt;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, Row};
 
-use super::super::page::{self, envelope_room, Fill, Plan, PullPage};
+use super::super::page::{self, envelope_room, ChangeRow, Fill, Plan, PullPage};
 use super::super::schema::from_sql;
 use super::super::StoreError;
 use super::pg_err;
@@ -63,13 +60,7 @@ pub(crate) async fn read_page(
     request: &PullRequest,
     skip_first: bool,
 ) -> Result<PullPage, StoreError> {
-    let tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(pg_err)?;
+    let tx = snapshot_tx(client).await?;
     let meta = tx
         .query_one(
             "SELECT head_seq, head_fp, compacted_through FROM cpc_meta WHERE id = 1",
@@ -103,48 +94,37 @@ pub(crate) async fn read_page(
 }
 
 /// A row of `cpc_changes`, or of `cpc_entities` joined with its last
-/// change, as a `Change` (columns as the queries below list them).
+/// change.
 fn change_from_row(r: &Row) -> Result<(Change, Option<u64>), StoreError> {
-    let int = |i: usize| -> Result<u64, StoreError> { from_sql(r.try_get(i).map_err(pg_err)?) };
-    let deleted: bool = r.try_get(4).map_err(pg_err)?;
-    let payload: Option<Vec<u8>> = r.try_get(5).map_err(pg_err)?;
-    let node = r.try_get::<_, i64>(8).map_err(pg_err)? as u64;
-    let origin_client: Option<String> = r.try_get(9).map_err(pg_err)?;
-    let origin_op: Option<String> = r.try_get(10).map_err(pg_err)?;
-    let origin = match (
-        origin_client,
-        origin_op.and_then(|o| o.parse::<OpId>().ok()),
-    ) {
-        (Some(client_id), Some(op)) => Some(Origin { client_id, op }),
-        _ => None,
-    };
-    let fp: Option<i64> = r.try_get(11).map_err(pg_err)?;
-    let logical =
-        u32::try_from(int(7)?).map_err(|_| StoreError::Corrupt("a logical clock out of range"))?;
-    Ok((
-        Change {
-            seq: int(0)?,
-            entity: EntityKey {
-                collection: r.try_get(1).map_err(pg_err)?,
-                id: r.try_get(2).map_err(pg_err)?,
-            },
-            version: int(3)?,
-            deleted,
-            payload: if deleted {
-                None
-            } else {
-                Some(Payload(payload.unwrap_or_default()))
-            },
-            timestamp: Timestamp {
-                wall_ms: int(6)?,
-                logical,
-                node: Hex64(node),
-            },
-            node: Hex64(node),
-            origin,
-        },
-        fp.map(|fp| fp as u64),
-    ))
+    ChangeRow {
+        seq: r.try_get(0).map_err(pg_err)?,
+        collection: r.try_get(1).map_err(pg_err)?,
+        id: r.try_get(2).map_err(pg_err)?,
+        version: r.try_get(3).map_err(pg_err)?,
+        deleted: r.try_get(4).map_err(pg_err)?,
+        payload: r.try_get(5).map_err(pg_err)?,
+        wall_ms: r.try_get(6).map_err(pg_err)?,
+        logical: r.try_get(7).map_err(pg_err)?,
+        node: r.try_get(8).map_err(pg_err)?,
+        origin_client: r.try_get(9).map_err(pg_err)?,
+        origin_op: r.try_get(10).map_err(pg_err)?,
+        fp: r.try_get(11).map_err(pg_err)?,
+    }
+    .into_change()
+}
+
+/// A read-only transaction on one snapshot: a page's rows, cursor and head
+/// (or an export's rows) agree.
+async fn snapshot_tx(
+    client: &mut tokio_postgres::Client,
+) -> Result<tokio_postgres::Transaction<'_>, StoreError> {
+    client
+        .build_transaction()
+        .isolation_level(IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_err)
 }
 
 /// The scope's collections as a query parameter (`= ANY($n)`).
@@ -157,7 +137,7 @@ fn scope(request: &PullRequest, column: &str, n: usize) -> String {
 
 /// §7.3: the change-log rows above the cursor, in `seq` order.
 async fn change_page(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &tokio_postgres::Transaction<'_>,
     request: &PullRequest,
     head: &Position,
     from: &Cursor,
@@ -200,7 +180,7 @@ async fn change_page(
 /// §7.4: the scope's live entities after `from`, in key order (bytewise:
 /// the columns are `COLLATE "C"`), against the base position `base`.
 async fn snapshot_page(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &tokio_postgres::Transaction<'_>,
     request: &PullRequest,
     head: &Position,
     base: &Position,
@@ -255,13 +235,7 @@ pub(crate) async fn export_log(
     client: &mut tokio_postgres::Client,
     out: &mut (dyn Write + Send),
 ) -> Result<u64, StoreError> {
-    let tx = client
-        .build_transaction()
-        .isolation_level(IsolationLevel::RepeatableRead)
-        .read_only(true)
-        .start()
-        .await
-        .map_err(pg_err)?;
+    let tx = snapshot_tx(client).await?;
     let horizon: i64 = tx
         .query_one("SELECT compacted_through FROM cpc_meta WHERE id = 1", &[])
         .await
