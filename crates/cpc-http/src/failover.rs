@@ -2,9 +2,10 @@
 //! one a request goes to. Each endpoint has a circuit breaker; requests go
 //! to the current endpoint and stay there while it works (sticky, so a
 //! device does not hop between instances); when it fails (no connection,
-//! a timeout, `502`/`503`/`504`), the same request is sent at once to the
-//! next endpoint in order whose breaker is closed. Two failures in a row
-//! open an endpoint's breaker for 30 s; after that one request may try it
+//! a timeout, `502`, `504`, or a bare `503`: a cpc server's own `503` is
+//! its rate limit, answered as such), the same request is sent at once to
+//! the next endpoint in order whose breaker is closed. Two failures in a
+//! row open an endpoint's breaker for 30 s; after that, requests may try it
 //! again. With every breaker open, the current endpoint is tried anyway:
 //! a device is never left with nothing to try.
 //!
@@ -151,8 +152,8 @@ impl Endpoints {
         for (k, i) in order.into_iter().enumerate() {
             let sent = build(self.get(i))?.send().await;
             match sent {
-                Ok(response) if !instance_down(response.status().as_u16()) || k == last => {
-                    if instance_down(response.status().as_u16()) {
+                Ok(response) if !instance_down(&response) || k == last => {
+                    if instance_down(&response) {
                         self.failed(i);
                     } else {
                         self.succeeded(i);
@@ -190,9 +191,20 @@ impl Endpoints {
     }
 }
 
-/// An answer that says this instance cannot serve now (another may).
-fn instance_down(status: u16) -> bool {
-    matches!(status, 502..=504)
+/// An answer that says this instance cannot serve now (another may): a
+/// proxy's `502`/`504`, or a bare `503`. A cpc server's own `503` (a
+/// problem body: its concurrency cap, a store briefly unavailable) is not:
+/// it is a rate limit with a hint, and sending the same load to every
+/// other instance at once would only spread the overload.
+fn instance_down(response: &Response) -> bool {
+    down_status(
+        response.status().as_u16(),
+        status::has_media_type(response.headers(), "application/problem+json"),
+    )
+}
+
+fn down_status(status: u16, problem: bool) -> bool {
+    matches!(status, 502 | 504) || (status == 503 && !problem)
 }
 
 #[cfg(test)]
@@ -236,10 +248,14 @@ mod tests {
     }
 
     #[test]
-    fn only_bad_gateway_unavailable_and_gateway_timeout_move_a_request() {
-        assert!(instance_down(502) && instance_down(503) && instance_down(504));
+    fn only_bad_gateway_a_bare_unavailable_and_gateway_timeout_move_a_request() {
+        assert!(down_status(502, false) && down_status(503, false) && down_status(504, false));
+        assert!(
+            !down_status(503, true),
+            "a cpc server's own 503 is a rate limit"
+        );
         for other in [200, 400, 401, 409, 413, 429, 500] {
-            assert!(!instance_down(other), "{other}");
+            assert!(!down_status(other, false), "{other}");
         }
     }
 }

@@ -25,8 +25,9 @@
 //! `HttpConfig::failover_urls` lists more instances of the same store (a
 //! PostgreSQL-backed `cpc-server` behind several addresses). Requests go
 //! to one instance and stay there while it works; one that fails (no
-//! connection, a timeout, `502`/`503`/`504`) is left at once for the next
-//! in order, within the same push or pull. Each instance has a circuit
+//! connection, a timeout, `502`, `504`, a bare `503`) is left at once for the next
+//! in order, within the same push or pull (a cpc server's own `503`, its
+//! concurrency cap, is a rate limit and stays where it is). Each instance has a circuit
 //! breaker: two failures in a row keep requests away from it for 30 s.
 //! Resending to another instance is safe: operation ids are idempotency
 //! keys across the instances of one store. [`HealthProbe`] is online while

@@ -66,12 +66,12 @@ pub fn parse_pull(body: &[u8], limits: &PullLimits) -> Result<PullRequest, Box<P
             || distinct.len() != collections.len()
             || collections
                 .iter()
-                .any(|c| c.is_empty() || c.len() > MAX_KEY_BYTES)
+                .any(|c| c.is_empty() || c.len() > MAX_KEY_BYTES || c.contains('\0'))
         {
             return Err(bad_request(
                 "/collections",
                 format!(
-                    "collections lists 1 to {} distinct names of 1 to 1024 bytes, or is null",
+                    "collections lists 1 to {} distinct names of 1 to 1024 bytes without U+0000, or is null",
                     limits.max_pull_collections
                 ),
             ));

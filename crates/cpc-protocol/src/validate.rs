@@ -150,23 +150,29 @@ fn check_push(request: &PushRequest, limits: &Limits) -> Result<(), Box<Problem>
                 format!("operation id {} is repeated", op.id),
             ));
         }
-        if op.entity.collection.is_empty() || op.entity.collection.len() > MAX_KEY_BYTES {
+        // U+0000 is refused everywhere a name is stored: not every store
+        // can hold it (PostgreSQL's text cannot), and every store must
+        // answer alike.
+        if op.entity.collection.is_empty()
+            || op.entity.collection.len() > MAX_KEY_BYTES
+            || op.entity.collection.contains('\0')
+        {
             return Err(bad_request(
                 format!("/ops/{i}/entity/collection"),
-                "collection must be 1 to 1024 bytes",
+                "collection must be 1 to 1024 bytes, without U+0000",
             ));
         }
-        if op.entity.id.len() > MAX_KEY_BYTES {
+        if op.entity.id.len() > MAX_KEY_BYTES || op.entity.id.contains('\0') {
             return Err(bad_request(
                 format!("/ops/{i}/entity/id"),
-                "entity id must be at most 1024 bytes",
+                "entity id must be at most 1024 bytes, without U+0000",
             ));
         }
         if let Kind::Custom(name) = &op.kind {
-            if name.len() > MAX_KEY_BYTES {
+            if name.len() > MAX_KEY_BYTES || name.contains('\0') {
                 return Err(bad_request(
                     at("kind"),
-                    "a custom kind name is at most 1024 bytes",
+                    "a custom kind name is at most 1024 bytes, without U+0000",
                 ));
             }
         }

@@ -17,8 +17,16 @@ pub struct ScratchDatabase {
 
 impl ScratchDatabase {
     /// Creates `cpc_scratch_<random>` through `admin_url` (a role allowed
-    /// to `CREATE DATABASE`).
+    /// to `CREATE DATABASE`), a `postgres://` or `postgresql://` URL whose
+    /// database is named in its path, not in a `dbname=` parameter.
     pub async fn create(admin_url: &str) -> Result<ScratchDatabase, StoreError> {
+        let url_form =
+            admin_url.starts_with("postgres://") || admin_url.starts_with("postgresql://");
+        if !url_form || admin_url.contains("dbname=") {
+            return Err(StoreError::Invalid(
+                "a scratch database needs a postgres:// URL without a dbname= parameter",
+            ));
+        }
         let name = format!("cpc_scratch_{:016x}", rand::random::<u64>());
         execute(admin_url, &format!("CREATE DATABASE {name}")).await?;
         Ok(ScratchDatabase {

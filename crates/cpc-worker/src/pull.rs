@@ -136,6 +136,10 @@ pub struct Puller {
     /// `pull_now` wakes the loop.
     wake: Notify,
     rng: std::sync::Mutex<StdRng>,
+    /// Held from an answer's arrival until its page is applied and its
+    /// cursor persisted: the sink gets one page at a time, in feed order,
+    /// even when `pull_once` runs beside the loop's long poll.
+    applying: Mutex<()>,
 }
 
 impl Puller {
@@ -164,6 +168,7 @@ impl Puller {
             through: watch::channel(None).0,
             wake: Notify::new(),
             rng: std::sync::Mutex::new(StdRng::seed_from_u64(seed)),
+            applying: Mutex::new(()),
         }
     }
 
@@ -262,23 +267,42 @@ impl Puller {
 
     /// Pulls and applies one page, waiting up to `wait` for changes when
     /// caught up.
+    ///
+    /// Safe beside the loop: an answer that arrives after another page
+    /// moved the cursor was asked from a stale cursor; it is dropped
+    /// unapplied and the page asked again from the new cursor.
     pub async fn pull_page(&self, wait: Duration) -> Result<PageApplied, PullError> {
-        let state = self.load().await?;
-        let query = PullQuery {
-            cursor: state.cursor.clone(),
-            known: state.known.clone(),
-            wait,
-            limit: self.config.limit.max(1),
-            collections: self.config.collections.clone(),
-        };
-        let page = match self.transport.pull(&query).await {
-            Ok(page) => page,
-            Err(TransportError::HistoryDiverged { head }) => {
-                self.regressed(state, head.clone()).await?;
-                return Err(TransportError::HistoryDiverged { head }.into());
+        loop {
+            let state = self.load().await?;
+            let query = PullQuery {
+                cursor: state.cursor.clone(),
+                known: state.known.clone(),
+                wait,
+                limit: self.config.limit.max(1),
+                collections: self.config.collections.clone(),
+            };
+            let answer = self.transport.pull(&query).await;
+            let _applying = self.applying.lock().await;
+            let now = self.load().await?;
+            if now.cursor != state.cursor || now.known != state.known {
+                tracing::debug!("a page answered a stale cursor; asking again");
+                continue;
             }
-            Err(e) => return Err(e.into()),
-        };
+            let page = match answer {
+                Ok(page) => page,
+                Err(TransportError::HistoryDiverged { head }) => {
+                    self.regressed(state, head.clone()).await?;
+                    return Err(TransportError::HistoryDiverged { head }.into());
+                }
+                Err(e) => return Err(e.into()),
+            };
+            return self.apply_page(state, page).await;
+        }
+    }
+
+    /// Applies a page answered to `state`'s cursor (the caller holds
+    /// `applying`): own writes completed, the sink, the cursor persisted.
+    async fn apply_page(&self, state: PullState, page: PullPage) -> Result<PageApplied, PullError> {
         let acked = self.complete_own_writes(&page).await?;
         let changes = self.with_pending(&page).await?;
         if let Some(hlc) = &self.hlc {

@@ -25,6 +25,9 @@ const T0: u64 = 1_767_225_600_000;
 struct Scripted {
     pages: Mutex<VecDeque<Result<PullPage, TransportError>>>,
     queries: Mutex<Vec<PullQuery>>,
+    /// The next answer (taken in call order) arrives this much later: a
+    /// slow long poll.
+    delay_next: Mutex<Option<Duration>>,
 }
 
 #[async_trait]
@@ -34,11 +37,17 @@ impl Transport for Scripted {
     }
     async fn pull(&self, query: &PullQuery) -> Result<PullPage, TransportError> {
         self.queries.lock().unwrap().push(query.clone());
-        self.pages
+        let answer = self
+            .pages
             .lock()
             .unwrap()
             .pop_front()
-            .unwrap_or(Err(TransportError::Offline))
+            .unwrap_or(Err(TransportError::Offline));
+        let delay = self.delay_next.lock().unwrap().take();
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        answer
     }
 }
 
@@ -296,4 +305,47 @@ async fn the_cursor_survives_a_restart_and_a_new_scope_starts_over() {
         Some(position(1)),
         "known is kept"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_page_answered_to_a_stale_cursor_is_not_applied_after_a_newer_one() {
+    // The loop's long poll is out with cursor none; `pull_once` beside it
+    // applies a page and moves the cursor; then the long poll's answer
+    // arrives. Applied, it would hand the sink an older page after a newer
+    // one (a snapshot page would even put back older versions).
+    let rig = Rig::new(memory());
+    let puller = Arc::new(rig.puller(PullConfig::default()));
+    rig.script(Ok(changes_page(0, vec![change(1, "a", None)], true)));
+    *rig.remote.delay_next.lock().unwrap() = Some(Duration::from_secs(10));
+    rig.script(Ok(changes_page(
+        0,
+        vec![change(1, "a", None), change(2, "a", None)],
+        false,
+    )));
+    rig.script(Ok(changes_page(2, vec![change(3, "a", None)], false)));
+    let slow = tokio::spawn({
+        let puller = Arc::clone(&puller);
+        async move { puller.pull_page(Duration::from_secs(20)).await }
+    });
+    tokio::task::yield_now().await;
+    let fast = puller.pull_page(Duration::ZERO).await.unwrap();
+    assert_eq!(fast.cursor.position, position(2));
+    // The slow answer (to cursor none) is dropped and asked again from 2.
+    let slow = slow.await.unwrap().unwrap();
+    assert_eq!(slow.cursor.position, position(3));
+    let seqs: Vec<Vec<u64>> = rig
+        .sink
+        .pages
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|p| p.changes.iter().map(|c| c.change.seq).collect())
+        .collect();
+    assert_eq!(
+        seqs,
+        vec![vec![1, 2], vec![3]],
+        "in feed order, the stale page never"
+    );
+    let queries = rig.remote.queries.lock().unwrap().clone();
+    assert_eq!(queries[2].cursor.as_ref().unwrap().position, position(2));
 }

@@ -124,3 +124,29 @@ async fn the_health_probe_is_online_while_any_instance_is_healthy() {
     let probe = HealthProbe::new(&http, config).unwrap();
     assert!(matches!(probe.probe_once().await, Signal::Failure(_)));
 }
+
+#[tokio::test]
+async fn a_cpc_servers_own_503_is_a_rate_limit_and_does_not_move_the_request() {
+    // The concurrency cap of a cpc server: a problem body and a hint.
+    let busy = support::server().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/push"))
+        .respond_with(
+            ResponseTemplate::new(503)
+                .insert_header("retry-after", "2")
+                .set_body_raw(
+                    r#"{"type":"urn:cpc-sync:problem:at_capacity","title":"At capacity","status":503,"code":"at_capacity"}"#,
+                    "application/problem+json",
+                ),
+        )
+        .mount(&busy)
+        .await;
+    let other = support::server().await;
+    on_push(&other, Applier { max_ops: 1000 }).await;
+    let result = transport(busy.uri(), &other).push(&ops(1)).await;
+    assert!(
+        matches!(result, Err(cpc_core::TransportError::RateLimited { .. })),
+        "{result:?}"
+    );
+    assert_eq!(pushes(&other).await.len(), 0, "the load stays where it was");
+}

@@ -40,6 +40,11 @@ use super::StoreError;
 
 pub(crate) use self::read::export_log;
 
+/// How long connecting to the database may take (unless the URL says).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a request waits for a free connection of the pool.
+const POOL_WAIT: Duration = Duration::from_secs(10);
+
 /// How the server reaches PostgreSQL.
 #[derive(Clone)]
 pub struct PostgresConfig {
@@ -139,7 +144,14 @@ impl PgStore {
         if config.pool_size == 0 {
             return Err(StoreError::Invalid("pool_size must be at least 1"));
         }
-        let parsed = config.parsed()?;
+        if !(Duration::from_millis(1)..=Duration::from_secs(3600)).contains(&config.lock_timeout) {
+            return Err(StoreError::Invalid("lock_timeout must be 1 ms to 1 hour"));
+        }
+        let mut parsed = config.parsed()?;
+        if parsed.get_connect_timeout().is_none() {
+            // A database that does not answer is an error, not a hang.
+            parsed.connect_timeout(CONNECT_TIMEOUT);
+        }
         let manager = Manager::from_config(
             parsed.clone(),
             NoTls,
@@ -149,6 +161,11 @@ impl PgStore {
         );
         let pool = Pool::builder(manager)
             .max_size(config.pool_size)
+            // Every connection busy for this long: the request fails
+            // (503) rather than waiting without end.
+            .wait_timeout(Some(POOL_WAIT))
+            .create_timeout(Some(CONNECT_TIMEOUT))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Postgres(format!("building the pool: {e}")))?;
         let mut client = pool.get().await.map_err(pool_err)?;

@@ -171,6 +171,22 @@ async fn every_refusal_is_a_problem_with_its_code_and_applies_nothing() {
             "unsupported_version",
         ),
         (
+            // No store can be asked to keep a NUL in a name (PostgreSQL's
+            // text cannot), so none is.
+            "a NUL in an entity id",
+            raw(
+                &server,
+                post.clone(),
+                "/v1/push",
+                Some(TOKEN),
+                json_ct,
+                serde_json::to_vec(&push_body("dev-1", vec![op(6, "a\u{0}b", "x", None)])).unwrap(),
+            )
+            .await,
+            400,
+            "bad_request",
+        ),
+        (
             "too many ops",
             raw(
                 &server,

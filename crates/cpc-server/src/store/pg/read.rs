@@ -4,10 +4,8 @@
 //! the exported log.
 
 use std::io::Write;
-use std::pin::pin;
 
 use cpc_protocol::{Change, Cursor, EntityKey, Hex64, Position, PullRequest, ResetReason};
-use futures_util::TryStreamExt;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, Row};
 
@@ -127,6 +125,36 @@ async fn snapshot_tx(
         .map_err(pg_err)
 }
 
+/// Rows fetched from a portal at a time: a page stops fetching once it is
+/// full, so the database sends at most this many rows beyond it (a page's
+/// `LIMIT` may be thousands of rows of up to 1 MiB each).
+const FETCH: i32 = 64;
+
+/// Runs `sql` and hands its rows to `each` in order until it answers
+/// `false` or the rows run out, fetching [`FETCH`] at a time. Every row
+/// is read before the next statement goes on the connection.
+async fn each_row(
+    tx: &tokio_postgres::Transaction<'_>,
+    sql: &str,
+    params: &[&(dyn ToSql + Sync)],
+    each: &mut (dyn FnMut(&Row) -> Result<bool, StoreError> + Send),
+) -> Result<(), StoreError> {
+    let statement = tx.prepare(sql).await.map_err(pg_err)?;
+    let portal = tx.bind(&statement, params).await.map_err(pg_err)?;
+    loop {
+        let rows = tx.query_portal(&portal, FETCH).await.map_err(pg_err)?;
+        let fetched = rows.len();
+        for r in &rows {
+            if !each(r)? {
+                return Ok(());
+            }
+        }
+        if fetched < FETCH as usize {
+            return Ok(());
+        }
+    }
+}
+
 /// The scope's collections as a query parameter (`= ANY($n)`).
 fn scope(request: &PullRequest, column: &str, n: usize) -> String {
     match request.collections {
@@ -155,20 +183,15 @@ async fn change_page(
     if let Some(names) = &request.collections {
         params.push(names);
     }
-    let mut rows = pin!(tx
-        .query_raw(&sql, params.iter().copied())
-        .await
-        .map_err(pg_err)?);
     let room = envelope_room(request.max_bytes);
     let mut fill = Fill::new();
     let mut cut = false;
-    while let Some(r) = rows.try_next().await.map_err(pg_err)? {
-        let (change, fp) = change_from_row(&r)?;
-        if !fill.push(&change, fp, room)? {
-            cut = true;
-            break;
-        }
-    }
+    each_row(tx, &sql, &params, &mut |r| {
+        let (change, fp) = change_from_row(r)?;
+        cut = !fill.push(&change, fp, room)?;
+        Ok(!cut)
+    })
+    .await?;
     let upper_fp = if request.collections.is_some() {
         fp_at(tx, upper).await?
     } else {
@@ -207,30 +230,26 @@ async fn snapshot_page(
          FROM cpc_entities e LEFT JOIN cpc_changes c ON c.seq = e.last_seq
          WHERE NOT e.deleted{after}{scope} ORDER BY e.collection, e.id LIMIT $1"
     );
-    let mut rows = pin!(tx
-        .query_raw(&sql, params.iter().copied())
-        .await
-        .map_err(pg_err)?);
     let room = envelope_room(request.max_bytes);
     let mut fill = Fill::new();
     let mut more = false;
-    while let Some(r) = rows.try_next().await.map_err(pg_err)? {
+    each_row(tx, &sql, &params, &mut |r| {
         if fill.len() as u64 == request.limit {
             more = true;
-            break;
+            return Ok(false);
         }
-        let (change, _) = change_from_row(&r)?;
-        if !fill.push(&change, None, room)? {
-            more = true;
-            break;
-        }
-    }
+        let (change, _) = change_from_row(r)?;
+        more = !fill.push(&change, None, room)?;
+        Ok(!more)
+    })
+    .await?;
     page::finish_snapshot(fill, more, request, base, from, reset, head)
 }
 
 /// Writes the committed change log of the PostgreSQL store as JSON lines,
 /// in `seq` order (as [`crate::export_log`] does for the embedded store),
-/// read in one snapshot, in chunks. Answers the rows written.
+/// read in one snapshot, [`FETCH`] rows at a time. Answers the rows
+/// written.
 pub(crate) async fn export_log(
     client: &mut tokio_postgres::Client,
     out: &mut (dyn Write + Send),
@@ -242,23 +261,15 @@ pub(crate) async fn export_log(
         .map_err(pg_err)?
         .try_get(0)
         .map_err(pg_err)?;
-    let mut after = 0i64;
     let mut n = 0u64;
-    loop {
-        let rows = tx
-            .query(
-                "SELECT seq, fp, collection, id, version, deleted, kind, payload, wall_ms, logical,
-                        node, origin_client, origin_op, committed_at_ms
-                 FROM cpc_changes WHERE seq > $1 ORDER BY seq LIMIT 10000",
-                &[&after],
-            )
-            .await
-            .map_err(pg_err)?;
-        let Some(last) = rows.last() else {
-            break;
-        };
-        after = last.try_get(0).map_err(pg_err)?;
-        for r in &rows {
+    let mut failed = None;
+    each_row(
+        &tx,
+        "SELECT seq, fp, collection, id, version, deleted, kind, payload, wall_ms, logical,
+                node, origin_client, origin_op, committed_at_ms
+         FROM cpc_changes ORDER BY seq",
+        &[],
+        &mut |r| {
             let get_i = |i: usize| -> Result<i64, StoreError> { r.try_get(i).map_err(pg_err) };
             let line = super::super::LogRow {
                 seq: get_i(0)?,
@@ -277,9 +288,17 @@ pub(crate) async fn export_log(
                 committed_at_ms: get_i(13)?,
             }
             .to_json(horizon)?;
-            writeln!(out, "{line}").map_err(|e| StoreError::Io("writing the log", e))?;
+            if let Err(e) = writeln!(out, "{line}") {
+                failed = Some(e);
+                return Ok(false);
+            }
             n += 1;
-        }
+            Ok(true)
+        },
+    )
+    .await?;
+    if let Some(e) = failed {
+        return Err(StoreError::Io("writing the log", e));
     }
     out.flush()
         .map_err(|e| StoreError::Io("writing the log", e))?;

@@ -59,7 +59,8 @@ CREATE TABLE cpc_clients(
 "#;
 
 /// Refuses a database whose commits are not durable when acknowledged
-/// (`synchronous_commit = off`), unless allowed.
+/// (`synchronous_commit = off`, unless allowed), or whose encoding is not
+/// UTF-8 (keys would not order as the protocol says).
 pub(crate) async fn check_durable(
     client: &impl GenericClient,
     allow_async_commit: bool,
@@ -76,6 +77,20 @@ pub(crate) async fn check_durable(
              default), or pass --allow-async-commit to accept that"
                 .into(),
         ));
+    }
+    // Keys are compared bytewise (`COLLATE "C"`), which is the protocol's
+    // UTF-8 order only when the database stores UTF-8.
+    let encoding: String = client
+        .query_one("SHOW server_encoding", &[])
+        .await
+        .map_err(pg_err)?
+        .try_get(0)
+        .map_err(pg_err)?;
+    if encoding != "UTF8" {
+        return Err(StoreError::Unsafe(format!(
+            "the database's encoding is {encoding}, not UTF8: keys would not order as the \
+             protocol says; create the database with ENCODING 'UTF8'"
+        )));
     }
     if setting == "off" {
         tracing::warn!(target: "cpc_server", "synchronous_commit is off (allowed): a database crash can lose acknowledged operations");
