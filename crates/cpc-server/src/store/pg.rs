@@ -11,7 +11,9 @@
 //!   then reads the first one's row (`already_applied`).
 //! - `lock_timeout` (default 2 s): a push that cannot get its locks in
 //!   time (another instance stalled holding them) is answered
-//!   `retry_later` rather than hanging.
+//!   `retry_later` rather than hanging. No statement runs longer than
+//!   30 s, no connection takes longer than 10 s to open or to get from
+//!   the pool.
 //! - Pulls read in one REPEATABLE READ, read-only transaction per page.
 //! - Long polls: every commit `NOTIFY`s the new head; each instance
 //!   `LISTEN`s on a connection of its own (and reads the head every second,
@@ -44,6 +46,9 @@ pub(crate) use self::read::export_log;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a request waits for a free connection of the pool.
 const POOL_WAIT: Duration = Duration::from_secs(10);
+/// How long one statement may run: a database that stops answering fails
+/// the request (it is sent again) instead of holding it and its locks.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How the server reaches PostgreSQL.
 #[derive(Clone)]
@@ -315,6 +320,10 @@ async fn follow_head(config: tokio_postgres::Config, head: watch::Sender<u64>) {
                     }
                 });
                 if client.batch_execute("LISTEN cpc_head").await.is_ok() {
+                    // An interval, not a sleep per turn: a stream of
+                    // notifications must not put the read off for ever.
+                    let mut every = tokio::time::interval(Duration::from_secs(1));
+                    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                     loop {
                         tokio::select! {
                             seq = heard.recv() => match seq {
@@ -331,7 +340,7 @@ async fn follow_head(config: tokio_postgres::Config, head: watch::Sender<u64>) {
                                 }
                                 None => break,
                             },
-                            _ = tokio::time::sleep(Duration::from_secs(1)) => {
+                            _ = every.tick() => {
                                 match schema::read_head(&client).await {
                                     Ok((_, seq, _)) => {
                                         head.send_if_modified(|h| {

@@ -73,8 +73,9 @@ impl Push<'_> {
             .map_err(pg_err)?;
         // A whole number of milliseconds, from our own configuration.
         tx.batch_execute(&format!(
-            "SET LOCAL lock_timeout = '{}ms'",
-            self.lock_timeout.as_millis().max(1)
+            "SET LOCAL lock_timeout = '{}ms'; SET LOCAL statement_timeout = '{}ms'",
+            self.lock_timeout.as_millis().max(1),
+            super::STATEMENT_TIMEOUT.as_millis()
         ))
         .await
         .map_err(pg_err)?;

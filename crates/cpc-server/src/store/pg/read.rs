@@ -116,13 +116,20 @@ fn change_from_row(r: &Row) -> Result<(Change, Option<u64>), StoreError> {
 async fn snapshot_tx(
     client: &mut tokio_postgres::Client,
 ) -> Result<tokio_postgres::Transaction<'_>, StoreError> {
-    client
+    let tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
         .read_only(true)
         .start()
         .await
-        .map_err(pg_err)
+        .map_err(pg_err)?;
+    tx.batch_execute(&format!(
+        "SET LOCAL statement_timeout = '{}ms'",
+        super::STATEMENT_TIMEOUT.as_millis()
+    ))
+    .await
+    .map_err(pg_err)?;
+    Ok(tx)
 }
 
 /// Rows fetched from a portal at a time: a page stops fetching once it is
