@@ -15,8 +15,9 @@
 //!
 //! **The bench figures** (no arguments; `cargo xtask bench` runs it):
 //! embedded vs PostgreSQL at 16 and 200 clients; the PostgreSQL figure
-//! against raw inserts of the same rows from 16 connections, no HTTP
-//! (pgbench-style; target ≥ 0.5×); two instances vs one on one database.
+//! against raw inserts of the same rows from 16 connections, no HTTP, no
+//! JSON, no rules, written as the server writes them (one multi-row
+//! statement per table under the counter row; target ≥ 0.5×); two instances vs one on one database.
 //! PostgreSQL figures need `CPC_TEST_DATABASE_URL`; they are skipped,
 //! saying so, without it.
 
@@ -241,6 +242,36 @@ async fn raw_inserts(admin: &str, connections: usize, load: &Load) -> Res<Figure
             let (mut client, connection) =
                 tokio_postgres::connect(&url, tokio_postgres::NoTls).await?;
             tokio::spawn(connection);
+            // Prepared once per connection, as the server's pool does.
+            let entities = client
+                .prepare(
+                    "INSERT INTO cpc_entities (collection, id, version, wall_ms, logical, node,
+                           payload, deleted, last_seq)
+                         SELECT 'load', k.id, 1, 0, 0, 0, k.payload, false, k.seq
+                         FROM UNNEST($1::text[], $2::bytea[], $3::bigint[]) AS k(id, payload, seq)
+                         ON CONFLICT (collection, id) DO UPDATE SET
+                           version = cpc_entities.version + 1, payload = excluded.payload,
+                           last_seq = excluded.last_seq",
+                )
+                .await?;
+            let changes = client
+                .prepare(
+                    "INSERT INTO cpc_changes (seq, fp, collection, id, version, deleted, kind,
+                           payload, wall_ms, logical, node, origin_client, origin_op, committed_at_ms)
+                         SELECT k.seq, 0, 'load', k.id, 1, false, 'update', k.payload, 0, 0, 0,
+                           'raw', k.op, 0
+                         FROM UNNEST($1::bigint[], $2::text[], $3::bytea[], $4::text[])
+                           AS k(seq, id, payload, op)",
+                )
+                .await?;
+            let applied = client
+                .prepare(
+                    "INSERT INTO cpc_applied_ops (client_id, op_id, version, seq, content_hash)
+                         SELECT 'raw', k.op, 1, k.seq, '\\x00'
+                         FROM UNNEST($1::text[], $2::bigint[]) AS k(op, seq)
+                         ON CONFLICT DO NOTHING",
+                )
+                .await?;
             let mut latencies = Vec::new();
             let payload = vec![7u8; load.payload];
             for n in 0..batches_per_conn {
@@ -252,33 +283,17 @@ async fn raw_inserts(admin: &str, connections: usize, load: &Load) -> Res<Figure
                         &[],
                     )
                     .await?;
-                let mut seq: i64 = row.get(0);
-                for i in 0..load.batch {
-                    seq += 1;
-                    let id = format!("c{c}-e{i}");
-                    let op = format!("{c}-{n}-{i}");
-                    tx.execute(
-                        "INSERT INTO cpc_entities (collection, id, version, wall_ms, logical, node, payload, deleted, last_seq)
-                         VALUES ('load', $1, 1, 0, 0, 0, $2, false, $3)
-                         ON CONFLICT (collection, id) DO UPDATE SET version = cpc_entities.version + 1,
-                           payload = excluded.payload, last_seq = excluded.last_seq",
-                        &[&id, &payload, &seq],
-                    )
-                    .await?;
-                    tx.execute(
-                        "INSERT INTO cpc_changes (seq, fp, collection, id, version, deleted, kind, payload,
-                           wall_ms, logical, node, origin_client, origin_op, committed_at_ms)
-                         VALUES ($1, 0, 'load', $2, 1, false, 'update', $3, 0, 0, 0, 'raw', $4, 0)",
-                        &[&seq, &id, &payload, &op],
-                    )
-                    .await?;
-                    tx.execute(
-                        "INSERT INTO cpc_applied_ops (client_id, op_id, version, seq, content_hash)
-                         VALUES ('raw', $1, 1, $2, '\\x00') ON CONFLICT DO NOTHING",
-                        &[&op, &seq],
-                    )
-                    .await?;
-                }
+                let first: i64 = row.get(0);
+                let seqs: Vec<i64> = (1..=load.batch as i64).map(|k| first + k).collect();
+                let seq = first + load.batch as i64;
+                let ids: Vec<String> = (0..load.batch).map(|i| format!("c{c}-e{i}")).collect();
+                let ops: Vec<String> = (0..load.batch).map(|i| format!("{c}-{n}-{i}")).collect();
+                let payloads: Vec<&[u8]> = vec![payload.as_slice(); load.batch];
+                // The same rows the server writes, the way it writes them:
+                // one multi-row statement per table, prepared once.
+                                tx.execute(&entities, &[&ids, &payloads, &seqs]).await?;
+                                tx.execute(&changes, &[&seqs, &ids, &payloads, &ops]).await?;
+                                tx.execute(&applied, &[&ops, &seqs]).await?;
                 tx.execute("UPDATE cpc_meta SET head_seq = $1 WHERE id = 1", &[&seq])
                     .await?;
                 tx.commit().await?;
