@@ -351,16 +351,14 @@ async fn run(plan: Plan, sizes: Sizes) -> Result<Verdict, XtaskError> {
     let (mut server_killed, mut client_killed) = (false, false);
     while !fleet.finished(started)? {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let acked_now: u64 = (0..sizes.devices)
-            .map(|d| acked(&dir.path().join(format!("dev-{d}.acked"))).len() as u64)
-            .sum();
+        let acked_now = devices.acked_total(sizes.devices);
         if plan.kill_server && !server_killed && acked_now >= total * 2 / 5 {
             fleet::kill9(&mut fleet.server);
             server_killed = true;
             tokio::time::sleep(Duration::from_millis(500)).await;
             fleet.server = spawn_server(ServerStore::Dir(&data), addr, plan.no_dedupe, None)?.0;
         }
-        let first = acked(&dir.path().join("dev-0.acked")).len() as u64;
+        let first = acked(&devices.log(0)).len() as u64;
         if plan.kill_client && !client_killed && first >= sizes.ops * 2 / 5 {
             fleet.restart(0, &devices)?;
             client_killed = true;
@@ -426,7 +424,7 @@ pub(crate) fn judge(
         .collect();
     verdict.duplicated.sort();
     for d in 0..count {
-        let log = acked(&devices.dir.join(format!("dev-{d}.acked")));
+        let log = acked(&devices.log(d));
         verdict.acked += log.len() as u64;
         let mut last_at: HashMap<&str, usize> = HashMap::new();
         for (op, record) in &log {

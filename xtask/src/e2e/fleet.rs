@@ -123,6 +123,16 @@ pub(crate) struct Devices<'a> {
 }
 
 impl Devices<'_> {
+    /// Device `device`'s acknowledgement log.
+    pub(crate) fn log(&self, device: u32) -> std::path::PathBuf {
+        self.dir.join(format!("dev-{device}.acked"))
+    }
+
+    /// Operations acknowledged so far by the first `count` devices.
+    pub(crate) fn acked_total(&self, count: u32) -> u64 {
+        (0..count).map(|d| acked(&self.log(d)).len() as u64).sum()
+    }
+
     pub(crate) fn spawn(&self, device: u32) -> Result<Child, XtaskError> {
         let mut cmd = xtask_command(self.netns)?;
         let n = self.urls.len().max(1);
@@ -137,7 +147,7 @@ impl Devices<'_> {
             .arg("--queue")
             .arg(self.dir.join(format!("dev-{device}")))
             .arg("--log")
-            .arg(self.dir.join(format!("dev-{device}.acked")))
+            .arg(self.log(device))
             .arg("--ops")
             .arg(self.ops.to_string())
             .arg("--pace-ms")

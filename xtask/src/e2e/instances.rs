@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use cpc_fault::proxy::{Direction, FaultProxy, ProxyConfig, Toxic, ToxicKind};
 
-use super::fleet::{acked, kill9, spawn_server, Devices, Fleet, Guard, ServerStore};
+use super::fleet::{kill9, spawn_server, Devices, Fleet, Guard, ServerStore};
 use super::{io, judge, Sizes, Verdict};
 use crate::XtaskError;
 
@@ -81,9 +81,7 @@ pub(crate) async fn run(sizes: Sizes) -> Result<Option<Verdict>, XtaskError> {
     let mut killed = false;
     while !fleet.finished(started)? {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let acked_now: u64 = (0..sizes.devices)
-            .map(|d| acked(&dir.path().join(format!("dev-{d}.acked"))).len() as u64)
-            .sum();
+        let acked_now = devices.acked_total(sizes.devices);
         if !killed && acked_now >= total * 2 / 5 {
             kill9(&mut fleet.server);
             killed = true;

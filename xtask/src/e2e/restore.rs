@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::fleet::{acked, kill9, spawn_server, Devices, Fleet, ServerStore};
+use super::fleet::{kill9, spawn_server, Devices, Fleet, ServerStore};
 use super::{io, judge, Sizes, Verdict};
 use crate::XtaskError;
 
@@ -114,9 +114,7 @@ pub(crate) async fn run(sizes: Sizes) -> Result<Option<Verdict>, XtaskError> {
     let mut gone = HashSet::new();
     while !fleet.finished(started)? {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let acked_now: u64 = (0..sizes.devices)
-            .map(|d| acked(&dir.path().join(format!("dev-{d}.acked"))).len() as u64)
-            .sum();
+        let acked_now = devices.acked_total(sizes.devices);
         if !dumped && acked_now >= total * 3 / 10 {
             let target = dump.to_string_lossy().into_owned();
             run_tool(&pg_dump, &["-Fc", "-f", &target, db.url()])?;
