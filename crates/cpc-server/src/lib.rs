@@ -180,6 +180,9 @@ impl RunningServer {
         self.closing.send_replace(true);
         if let Some(compactor) = self.compactor.take() {
             compactor.abort();
+            // An aborted task drops its future (and its `Arc<Store>`) only
+            // when next polled: wait for it, so the store is not held on.
+            let _ = compactor.await;
         }
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());

@@ -31,7 +31,10 @@ pub(crate) struct Embedded {
     head: watch::Receiver<u64>,
     store_id: String,
     dir: std::path::PathBuf,
-    _lock: DirLock,
+    /// Held until [`Embedded::close`]: a handler still finishing after
+    /// shutdown keeps the `Arc` alive, and must not keep the directory
+    /// from the next server (a restart on the same data).
+    lock: Mutex<Option<DirLock>>,
 }
 
 impl Embedded {
@@ -69,7 +72,7 @@ impl Embedded {
             head: head_rx,
             store_id,
             dir: dir.to_path_buf(),
-            _lock: lock,
+            lock: Mutex::new(Some(lock)),
         })
     }
 
@@ -162,6 +165,11 @@ impl Embedded {
             let _ = handle.join();
         }
         self.readers.close();
+        // The writer is joined: nothing writes any more, so the next
+        // server may take the directory.
+        if let Ok(mut lock) = self.lock.lock() {
+            lock.take();
+        }
     }
 }
 

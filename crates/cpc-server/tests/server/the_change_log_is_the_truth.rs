@@ -103,3 +103,18 @@ async fn a_second_server_on_the_same_directory_is_refused() {
     assert!(err.contains("in use by another server"), "{err}");
     server.shutdown().await.unwrap();
 }
+
+#[test]
+fn a_closed_store_gives_its_directory_back_while_still_referenced() {
+    // The conformance suite's restart check once found the directory still
+    // locked: shutdown had returned while an aborted task still held an
+    // `Arc` of the store. Closing, not the last drop, must free the data.
+    let dir = tempfile::tempdir().unwrap();
+    let store = cpc_server::Store::open(dir.path(), Default::default()).unwrap();
+    let store = std::sync::Arc::new(store);
+    let straggler = std::sync::Arc::clone(&store);
+    store.close();
+    let again = cpc_server::Store::open(dir.path(), Default::default());
+    assert!(again.is_ok(), "{:?}", again.err().map(|e| e.to_string()));
+    drop(straggler);
+}
