@@ -35,6 +35,8 @@ pub enum RecordKind {
     Deferred,
     /// Backend-specific metadata.
     Meta,
+    /// An acknowledged operation in the queue's acked journal.
+    Acked,
 }
 
 impl RecordKind {
@@ -44,6 +46,7 @@ impl RecordKind {
             RecordKind::Conflict => 2,
             RecordKind::Deferred => 3,
             RecordKind::Meta => 4,
+            RecordKind::Acked => 5,
         }
     }
 }

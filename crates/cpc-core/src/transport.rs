@@ -161,12 +161,28 @@ pub struct OpOutcome {
     pub op: OperationId,
     /// What the remote did with it.
     pub outcome: PushOutcome,
+    /// Where the remote's change log holds it (`applied`,
+    /// `already_applied`), when the remote says: the acked journal keeps
+    /// it, so that after a restore of the remote the engine can tell which
+    /// acknowledged operations are certainly lost (§8).
+    #[serde(default)]
+    pub seq: Option<u64>,
 }
 
 impl OpOutcome {
-    /// The outcome `outcome` for operation `op`.
+    /// The outcome `outcome` for operation `op` (no `seq`).
     pub fn new(op: OperationId, outcome: PushOutcome) -> Self {
-        OpOutcome { op, outcome }
+        OpOutcome {
+            op,
+            outcome,
+            seq: None,
+        }
+    }
+
+    /// The same, applied at `seq` of the remote's change log.
+    pub fn at_seq(mut self, seq: u64) -> Self {
+        self.seq = Some(seq);
+        self
     }
 }
 
@@ -245,6 +261,17 @@ pub fn match_outcomes(
     batch: &[Operation],
     answer: Vec<OpOutcome>,
 ) -> Result<Vec<PushOutcome>, TransportError> {
+    Ok(match_answer(batch, answer)?
+        .into_iter()
+        .map(|o| o.outcome)
+        .collect())
+}
+
+/// [`match_outcomes`], keeping each outcome whole (with its `seq`).
+pub fn match_answer(
+    batch: &[Operation],
+    answer: Vec<OpOutcome>,
+) -> Result<Vec<OpOutcome>, TransportError> {
     if batch.len() != answer.len() {
         return Err(TransportError::Protocol(format!(
             "answer has {} outcomes for a batch of {}",
@@ -261,8 +288,9 @@ pub fn match_outcomes(
             )));
         }
     }
-    let mut slots: Vec<Option<PushOutcome>> = vec![None; batch.len()];
-    for OpOutcome { op, outcome } in answer {
+    let mut slots: Vec<Option<OpOutcome>> = vec![None; batch.len()];
+    for outcome in answer {
+        let op = outcome.op;
         let Some(&i) = position.get(&op) else {
             return Err(TransportError::Protocol(format!(
                 "answer names operation {op}, which is not in the batch"

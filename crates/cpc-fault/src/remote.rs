@@ -295,7 +295,8 @@ struct RemoteState {
     options: RemoteOptions,
     clock: SimClock,
     entities: BTreeMap<EntityKey, EntityState>,
-    applied: HashMap<OperationId, u64>,
+    /// Operation → (version, change-log seq) of its first application.
+    applied: HashMap<OperationId, (u64, u64)>,
     feed: feed::Feed,
     history_refusals: u64,
     restore_losses: u64,
@@ -430,7 +431,7 @@ impl SimulatedRemote {
 
     /// The version the first application of `id` produced, if applied.
     pub fn applied_version(&self, id: OperationId) -> Option<u64> {
-        self.lock().applied.get(&id).copied()
+        self.lock().applied.get(&id).map(|a| a.0)
     }
 
     /// Writes a record directly, as another client of the remote would
@@ -450,6 +451,16 @@ impl SimulatedRemote {
 
     /// Applies a batch synchronously (what [`Transport::push`] does).
     pub fn apply_batch(&self, batch: &[Operation]) -> Result<Vec<PushOutcome>, TransportError> {
+        Ok(self
+            .apply_answer(batch)?
+            .into_iter()
+            .map(|o| o.outcome)
+            .collect())
+    }
+
+    /// [`apply_batch`](Self::apply_batch) answered as [`Transport::push`]
+    /// does: each outcome names its operation and, when applied, its seq.
+    pub fn apply_answer(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
         let mut guard = self.lock();
         let s = &mut *guard;
         let now = s.clock.elapsed();
@@ -476,7 +487,10 @@ impl SimulatedRemote {
         let mut out = Vec::with_capacity(batch.len());
         let mut throttled = false;
         for op in batch {
-            out.push(s.apply_one(op, now, request, &mut throttled));
+            let (outcome, seq) = s.apply_one(op, now, request, &mut throttled);
+            let mut answer = OpOutcome::new(op.id, outcome);
+            answer.seq = seq;
+            out.push(answer);
         }
         tracing::trace!(
             request,
@@ -495,11 +509,11 @@ impl RemoteState {
         now: Duration,
         request: u64,
         throttled: &mut bool,
-    ) -> PushOutcome {
+    ) -> (PushOutcome, Option<u64>) {
         if self.options.dedupe {
-            if let Some(&version) = self.applied.get(&op.id) {
+            if let Some(&(version, seq)) = self.applied.get(&op.id) {
                 self.stats.already_applied += 1;
-                return PushOutcome::AlreadyApplied { version };
+                return (PushOutcome::AlreadyApplied { version }, Some(seq));
             }
         }
         if self
@@ -508,16 +522,22 @@ impl RemoteState {
             .contains(&op.entity.collection)
         {
             self.stats.rejected += 1;
-            return PushOutcome::Rejected {
-                reason: format!("collection {} is not accepted", op.entity.collection),
-            };
+            return (
+                PushOutcome::Rejected {
+                    reason: format!("collection {} is not accepted", op.entity.collection),
+                },
+                None,
+            );
         }
         if let Some(rule) = self.options.poison {
             if rule.matches(op) {
                 self.stats.rejected += 1;
-                return PushOutcome::Rejected {
-                    reason: "operation refused by validation (poison)".to_owned(),
-                };
+                return (
+                    PushOutcome::Rejected {
+                        reason: "operation refused by validation (poison)".to_owned(),
+                    },
+                    None,
+                );
             }
         }
         if let (Some(rate), Some(bucket)) = (self.options.op_rate, self.op_bucket.as_mut()) {
@@ -527,9 +547,12 @@ impl RemoteState {
             if *throttled || bucket.tokens < 1.0 {
                 *throttled = true;
                 self.stats.retry_later += 1;
-                return PushOutcome::RetryLater {
-                    after: Some(rate.retry_after),
-                };
+                return (
+                    PushOutcome::RetryLater {
+                        after: Some(rate.retry_after),
+                    },
+                    None,
+                );
             }
             bucket.tokens -= 1.0;
         }
@@ -537,14 +560,13 @@ impl RemoteState {
         if let (Some(base), Some(cur)) = (op.base_version, current) {
             if base < cur.version && self.options.conflicts_in(&op.entity.collection) {
                 self.stats.conflicts += 1;
-                return PushOutcome::Conflict {
-                    remote: RemoteRecord {
-                        version: cur.version,
-                        timestamp: cur.timestamp,
-                        payload: cur.payload.clone(),
-                        node: cur.node,
-                    },
+                let remote = RemoteRecord {
+                    version: cur.version,
+                    timestamp: cur.timestamp,
+                    payload: cur.payload.clone(),
+                    node: cur.node,
                 };
+                return (PushOutcome::Conflict { remote }, None);
             }
         }
         let version = current.map_or(0, |c| c.version) + 1;
@@ -572,7 +594,7 @@ impl RemoteState {
         );
         // With dedupe off the first version is kept, so a later switch-on
         // answers replays with what the first application produced.
-        self.applied.entry(op.id).or_insert(version);
+        self.applied.entry(op.id).or_insert((version, feed_seq));
         self.seq += 1;
         self.log.push(ApplyRecord {
             seq: self.seq,
@@ -585,19 +607,14 @@ impl RemoteState {
             version,
         });
         self.stats.applied += 1;
-        PushOutcome::Applied { version }
+        (PushOutcome::Applied { version }, Some(feed_seq))
     }
 }
 
 #[async_trait]
 impl Transport for SimulatedRemote {
     async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
-        let outcomes = self.apply_batch(batch)?;
-        Ok(batch
-            .iter()
-            .zip(outcomes)
-            .map(|(op, outcome)| OpOutcome::new(op.id, outcome))
-            .collect())
+        self.apply_answer(batch)
     }
 
     async fn pull(&self, query: &PullQuery) -> Result<PullPage, TransportError> {

@@ -99,6 +99,10 @@ pub(crate) fn timestamp(ts: Timestamp) -> HlcTimestamp {
 
 /// The engine's outcome for a checked wire outcome.
 pub(crate) fn outcome(wire: cpc_protocol::OpOutcome) -> OpOutcome {
+    let seq = match &wire.outcome {
+        Outcome::Applied(a) | Outcome::AlreadyApplied(a) => Some(a.seq),
+        _ => None,
+    };
     let outcome = match wire.outcome {
         Outcome::Applied(a) => PushOutcome::Applied { version: a.version },
         Outcome::AlreadyApplied(a) => PushOutcome::AlreadyApplied { version: a.version },
@@ -120,7 +124,9 @@ pub(crate) fn outcome(wire: cpc_protocol::OpOutcome) -> OpOutcome {
             )),
         },
     };
-    OpOutcome::new(OperationId::from_u128(wire.op.0), outcome)
+    let mut mapped = OpOutcome::new(OperationId::from_u128(wire.op.0), outcome);
+    mapped.seq = seq;
+    mapped
 }
 
 fn millis(d: Duration) -> u64 {

@@ -251,4 +251,15 @@ impl QueueStorage for GatedStorage {
     fn flush(&self) -> Result<()> {
         self.call(|s| s.flush())
     }
+    fn requeue_acked(
+        &self,
+        head_seq: u64,
+        now: EpochMillis,
+        limit: usize,
+    ) -> Result<cpc_sync::storage::Requeued> {
+        self.call(|s| s.requeue_acked(head_seq, now, limit))
+    }
+    fn acked(&self, page: &Page) -> Result<Vec<cpc_sync::storage::AckedOp>> {
+        self.call(|s| s.acked(page))
+    }
 }

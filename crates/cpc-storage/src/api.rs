@@ -10,6 +10,7 @@ use cpc_core::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::journal::{AckedOp, Requeued};
 
 /// Milliseconds since the Unix epoch. Every instant the store persists is in
 /// this unit, because it must mean the same thing after a restart; the worker
@@ -74,6 +75,13 @@ pub struct QueueOptions {
     /// in free pages and the WAL (default `true`; its cost is in
     /// durability.md). sled ignores it.
     pub secure_delete: bool,
+    /// Keep acknowledged operations whole in the acked journal, so that
+    /// a restore of the remote loses none of them: they are re-queued
+    /// with their ids ([`QueueStorage::requeue_acked`]). `None` (the
+    /// default): the journal keeps ids and positions only (bounded by
+    /// [`ACKED_IDS_KEPT`](crate::ACKED_IDS_KEPT)), enough to report what a
+    /// restore lost.
+    pub retain_acked: Option<crate::RetainAcked>,
 }
 
 /// Default of [`QueueOptions::conflict_log_max_bytes`]: 64 MiB.
@@ -92,6 +100,7 @@ impl Default for QueueOptions {
             conflict_log_max_bytes: DEFAULT_CONFLICT_LOG_MAX_BYTES,
             allow_shared_directory: false,
             secure_delete: true,
+            retain_acked: None,
         }
     }
 }
@@ -162,6 +171,18 @@ impl QueueOptions {
             "conflict_log_max_bytes",
             "must be positive",
         )?;
+        if let Some(r) = &self.retain_acked {
+            check(
+                (1..=crate::journal::MAX_RETAINED).contains(&r.max_count),
+                "retain_acked",
+                "max_count must be between 1 and 10,000,000",
+            )?;
+            check(
+                !r.max_age.is_zero() && r.max_age <= DAY * 365,
+                "retain_acked",
+                "max_age must be positive and at most 365 days",
+            )?;
+        }
         Ok(())
     }
 }
@@ -242,7 +263,21 @@ pub struct Claimed {
 #[derive(Clone, PartialEq, Eq)]
 pub enum Completion {
     /// Delivered: remove it; the next operation of its entity becomes the head.
+    /// Journaled as acknowledged at an unknown remote position (see
+    /// [`AckAt`](Completion::AckAt)).
     Ack(OperationId),
+    /// Delivered, and the remote's change log holds it at `seq`: removed
+    /// like [`Ack`](Completion::Ack), and kept in the acked journal with
+    /// its position (with the whole operation under
+    /// [`QueueOptions::retain_acked`]), so that after a restore of the
+    /// remote it can be re-queued or reported lost
+    /// ([`QueueStorage::requeue_acked`]).
+    AckAt {
+        /// The operation.
+        id: OperationId,
+        /// Its position in the remote's change log.
+        seq: u64,
+    },
     /// Transient failure: claimable again at `at`.
     Retry {
         /// The operation.
@@ -301,6 +336,11 @@ impl fmt::Debug for Completion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Completion::Ack(id) => f.debug_tuple("Ack").field(id).finish(),
+            Completion::AckAt { id, seq } => f
+                .debug_struct("AckAt")
+                .field("id", id)
+                .field("seq", seq)
+                .finish(),
             Completion::Release(id) => f.debug_tuple("Release").field(id).finish(),
             Completion::Drop(id) => f.debug_tuple("Drop").field(id).finish(),
             Completion::Retry { id, at, error } => f
@@ -345,7 +385,8 @@ impl Completion {
     pub fn id(&self) -> OperationId {
         match self {
             Completion::Ack(id) | Completion::Release(id) | Completion::Drop(id) => *id,
-            Completion::Retry { id, .. }
+            Completion::AckAt { id, .. }
+            | Completion::Retry { id, .. }
             | Completion::Dead { id, .. }
             | Completion::Defer { id, .. }
             | Completion::Postpone { id, .. }
@@ -381,6 +422,8 @@ pub struct QueueStats {
     pub pending_by_priority: [u64; 4],
     /// Payload bytes of pending operations.
     pub pending_bytes: u64,
+    /// Entries in the acked journal ([`QueueStorage::acked`]).
+    pub acked_journal: u64,
 }
 
 /// Which operations [`QueueStorage::list`] returns.
@@ -701,6 +744,21 @@ pub trait QueueStorage: Send + Sync + fmt::Debug {
     fn sync_state(&self, key: &str, set: Option<Vec<u8>>) -> Result<Option<Vec<u8>>>;
     /// Makes everything written so far durable (a no-op under `Immediate`).
     fn flush(&self) -> Result<()>;
+    /// The remote went back in time (`409 history_diverged`, its head now
+    /// at `head_seq`): puts up to `limit` journaled operations (oldest
+    /// first) back in the queue, ready, with their ids and in their old
+    /// place in their entity's order (ahead of anything submitted after
+    /// them); counts those that cannot be (only their id was kept, or
+    /// their record is damaged) and were applied above `head_seq` or at
+    /// an unknown position; and removes what it looked at from the
+    /// journal, in one durable write. Call it again while
+    /// [`Requeued::more`]. Call it while nothing is in flight (the worker
+    /// stops claiming first): an operation put back ahead of an entity's
+    /// in-flight head would be sent beside it.
+    fn requeue_acked(&self, head_seq: u64, now: EpochMillis, limit: usize) -> Result<Requeued>;
+    /// The acked journal, oldest first, one [`Page`] at a time (cursor:
+    /// [`AckedOp::n`]). Bookkeeping only, never a payload.
+    fn acked(&self, page: &Page) -> Result<Vec<AckedOp>>;
 }
 
 /// The largest value [`QueueStorage::sync_state`] keeps.

@@ -32,6 +32,9 @@ use crate::{
     OpState, QueueOptions, QueueStorage, QueueStorageExt, Result, SqliteStorage, StorageError,
 };
 
+mod journal;
+pub use journal::*;
+
 /// Opens stores for the suite.
 pub trait Factory: Sync {
     /// Backend name, for messages.
@@ -174,6 +177,12 @@ suite!($
     reopen_keeps_every_state,
     reopen_returns_expired_leases,
     a_second_open_is_locked,
+    acks_are_journaled_with_their_remote_seq,
+    requeue_puts_retained_ops_back_ahead_of_later_ones,
+    without_retention_requeue_counts_what_was_lost,
+    the_journal_is_pruned_by_count_and_age,
+    requeue_is_paged_and_the_journal_survives_reopen,
+    a_requeued_op_takes_its_place_between_older_and_newer_ones,
 );
 
 /// Runs every behaviour against `factory`.
@@ -201,6 +210,7 @@ fn options() -> QueueOptions {
         conflict_log_max_bytes: crate::DEFAULT_CONFLICT_LOG_MAX_BYTES,
         allow_shared_directory: false,
         secure_delete: true,
+        retain_acked: None,
     }
 }
 

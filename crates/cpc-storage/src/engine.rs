@@ -40,11 +40,13 @@ use crate::api::{
 use crate::error::{Result, StorageError};
 
 mod amend;
+mod journal;
 mod limits;
 mod quarantine;
 mod read;
 
 pub(crate) use self::amend::*;
+pub(crate) use self::journal::*;
 pub(crate) use self::limits::*;
 pub(crate) use self::quarantine::*;
 pub(crate) use self::read::*;
@@ -205,6 +207,7 @@ impl Counters {
             quarantined,
             pending_by_priority: self.pending_by_priority,
             pending_bytes: self.pending_bytes,
+            acked_journal: 0,
         }
     }
 }
@@ -248,6 +251,19 @@ pub(crate) trait Tx {
     fn list_metas(&mut self, filter: MetaFilter<'_>) -> Result<Vec<OpMeta>>;
     /// Stores a new operation and its bookkeeping, last in its entity.
     fn insert(&mut self, meta: &OpMeta, op: &Operation) -> Result<()>;
+    /// Stores an operation put back from the acked journal: its `seq` may
+    /// be below those of its entity's stored operations, and it takes its
+    /// place among them in `seq` order.
+    fn insert_in_order(&mut self, meta: &OpMeta, op: &Operation) -> Result<()>;
+    /// The `n` of the newest acked journal entry (0 when none).
+    fn journal_last(&mut self) -> Result<u64>;
+    /// Stores acked journal entry `n`, acknowledged at `at`.
+    fn journal_put(&mut self, n: u64, at: EpochMillis, body: Vec<u8>) -> Result<()>;
+    /// Up to `limit` journal entries with `n > after`, oldest first; their
+    /// bodies only if `bodies`.
+    fn journal_scan(&mut self, after: u64, limit: usize, bodies: bool) -> Result<Vec<JournalRow>>;
+    /// Removes the journal entries with `n <= upto`.
+    fn journal_remove_upto(&mut self, upto: u64) -> Result<()>;
     /// Replaces an operation's bookkeeping (`old` is what is stored, so a
     /// backend moves its index entries from the old state to the new).
     fn update(&mut self, old: &OpMeta, new: &OpMeta) -> Result<()>;
@@ -464,13 +480,23 @@ pub(crate) fn complete<T: Tx + ?Sized>(
     now: EpochMillis,
     options: &QueueOptions,
 ) -> Result<()> {
+    let mut journal = JournalAppends::default();
     for c in completions {
         let Some(meta) = tx.meta_by_id(c.id())? else {
             continue;
         };
         let mut new = meta.clone();
         match c {
-            Completion::Ack(_) | Completion::Drop(_) => {
+            Completion::Ack(_) | Completion::AckAt { .. } => {
+                let remote_seq = match c {
+                    Completion::AckAt { seq, .. } => Some(*seq),
+                    _ => None,
+                };
+                journal.add(tx, &meta, remote_seq, now, options)?;
+                remove(tx, &meta, options)?;
+                continue;
+            }
+            Completion::Drop(_) => {
                 remove(tx, &meta, options)?;
                 continue;
             }
@@ -525,7 +551,7 @@ pub(crate) fn complete<T: Tx + ?Sized>(
         }
         change_state(tx, &meta, new, options)?;
     }
-    Ok(())
+    journal.finish(tx, now, options)
 }
 
 /// Moves waiting operations due before their re-spread slot to it; see

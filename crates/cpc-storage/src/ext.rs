@@ -190,6 +190,17 @@ macro_rules! forward_queue_storage {
             fn flush(&self) -> Result<()> {
                 (**self).flush()
             }
+            fn requeue_acked(
+                &self,
+                head_seq: u64,
+                now: EpochMillis,
+                limit: usize,
+            ) -> Result<crate::Requeued> {
+                (**self).requeue_acked(head_seq, now, limit)
+            }
+            fn acked(&self, page: &Page) -> Result<Vec<crate::AckedOp>> {
+                (**self).acked(page)
+            }
         }
     )*};
 }

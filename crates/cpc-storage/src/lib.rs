@@ -130,6 +130,7 @@ mod dir;
 mod engine;
 mod error;
 mod ext;
+mod journal;
 mod memory;
 mod notices;
 #[cfg(feature = "sled")]
@@ -147,6 +148,7 @@ pub use api::{
 pub use dir::InjectedFault;
 pub use error::{Result, StorageError};
 pub use ext::QueueStorageExt;
+pub use journal::{AckedOp, Requeued, RetainAcked, ACKED_IDS_AGE, ACKED_IDS_KEPT};
 pub use memory::MemoryStorage;
 #[cfg(feature = "sled")]
 pub use sled_backend::{SledOptions, SledStorage, DEFAULT_SLED_CACHE_CAPACITY};

@@ -15,8 +15,9 @@ use crate::api::{
     ListFilter, LoggedConflict, OpState, Page, QuarantineNotice, QuarantinedRecord, QueueOptions,
     QueueStats, QueueStorage, Respread, StoredOperation,
 };
-use crate::engine::{self, Counters, Head, Loaded, MetaFilter, OpMeta, Tx};
+use crate::engine::{self, Counters, Head, JournalRow, Loaded, MetaFilter, OpMeta, Tx};
 use crate::error::Result;
+use crate::journal::{AckedOp, Requeued};
 
 /// The queue in memory: same ordering rules, leases, dead letters, deferred
 /// set and conflict log as the durable backends, nothing survives a drop.
@@ -133,6 +134,7 @@ impl QueueStorage for MemoryStorage {
         let mut st = self.lock();
         let mut stats = st.counters.stats(st.quarantine.len() as u64);
         engine::count_blocked(&mut *st, &mut stats, &self.options)?;
+        stats.acked_journal = engine::journal_len(&mut *st)?;
         Ok(stats)
     }
 
@@ -225,6 +227,15 @@ impl QueueStorage for MemoryStorage {
     fn flush(&self) -> Result<()> {
         Ok(())
     }
+
+    fn requeue_acked(&self, head_seq: u64, now: EpochMillis, limit: usize) -> Result<Requeued> {
+        let now = self.seen(now);
+        engine::requeue_acked(&mut *self.lock(), head_seq, now, limit, &self.options)
+    }
+
+    fn acked(&self, page: &Page) -> Result<Vec<AckedOp>> {
+        engine::list_acked(&mut *self.lock(), page, &self.options)
+    }
 }
 
 #[derive(Debug)]
@@ -263,6 +274,8 @@ struct MemState {
     clock_mark: Option<HlcTimestamp>,
     sync_state: std::collections::HashMap<String, Vec<u8>>,
     notices: Vec<QuarantineNotice>,
+    /// The acked journal: n → (acknowledged at, envelope).
+    journal: std::collections::BTreeMap<u64, (EpochMillis, Vec<u8>)>,
 }
 
 impl MemState {
@@ -429,6 +442,38 @@ impl Tx for MemState {
                 remote: None,
             },
         );
+        Ok(())
+    }
+
+    fn insert_in_order(&mut self, meta: &OpMeta, op: &Operation) -> Result<()> {
+        // The entity's queue is kept sorted whatever the insert order.
+        self.insert(meta, op)
+    }
+
+    fn journal_last(&mut self) -> Result<u64> {
+        Ok(self.journal.keys().next_back().copied().unwrap_or(0))
+    }
+
+    fn journal_put(&mut self, n: u64, at: EpochMillis, body: Vec<u8>) -> Result<()> {
+        self.journal.insert(n, (at, body));
+        Ok(())
+    }
+
+    fn journal_scan(&mut self, after: u64, limit: usize, bodies: bool) -> Result<Vec<JournalRow>> {
+        Ok(self
+            .journal
+            .range(after.saturating_add(1)..)
+            .take(limit)
+            .map(|(&n, (at, body))| JournalRow {
+                n,
+                at: *at,
+                body: if bodies { body.clone() } else { Vec::new() },
+            })
+            .collect())
+    }
+
+    fn journal_remove_upto(&mut self, upto: u64) -> Result<()> {
+        self.journal = self.journal.split_off(&upto.saturating_add(1));
         Ok(())
     }
 

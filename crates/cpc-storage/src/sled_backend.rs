@@ -525,7 +525,11 @@ impl QueueStorage for SledStorage {
             let st = self.lock();
             st.counters().stats(st.quarantined)
         };
-        self.write_tx(|tx| engine::count_blocked(tx, &mut stats, &self.options))?;
+        self.write_tx(|tx| {
+            engine::count_blocked(tx, &mut stats, &self.options)?;
+            stats.acked_journal = engine::journal_len(tx)?;
+            Ok(())
+        })?;
         Ok(stats)
     }
 
@@ -756,6 +760,20 @@ impl QueueStorage for SledStorage {
                 .map_err(|e| self.fail(dir::io_error("sync", e)))?;
         }
         Ok(())
+    }
+
+    fn requeue_acked(
+        &self,
+        head_seq: u64,
+        now: EpochMillis,
+        limit: usize,
+    ) -> Result<crate::Requeued> {
+        let now = self.seen(now);
+        self.write_tx(|tx| engine::requeue_acked(tx, head_seq, now, limit, &self.options))
+    }
+
+    fn acked(&self, page: &Page) -> Result<Vec<crate::AckedOp>> {
+        self.write_tx(|tx| engine::list_acked(tx, page, &self.options))
     }
 }
 

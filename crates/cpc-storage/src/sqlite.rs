@@ -55,13 +55,15 @@ use crate::api::{
 };
 use crate::compact;
 use crate::dir::{self, FaultSlot, InjectedFault, Poison, QueueDir};
-use crate::engine::{self, Counters, Head, Loaded, MetaFilter, OpMeta, Tx};
+use crate::engine::{self, Counters, Head, JournalRow, Loaded, MetaFilter, OpMeta, Tx};
 use crate::error::{Result, StorageError};
+use crate::journal::{AckedOp, Requeued};
 use crate::notices::Notices;
 
 #[macro_use]
 mod codec;
 mod checkpoint;
+mod journal;
 mod open;
 mod salvage;
 #[cfg(test)]
@@ -79,7 +81,8 @@ use self::write::*;
 const BACKEND: &str = "sqlite";
 /// Format version of the SQLite store (marker and `PRAGMA user_version`).
 /// 3: operation bodies are `compact` bodies (format-2 envelopes still read).
-const FORMAT_VERSION: u32 = 3;
+/// 4: the `acked` table (the acked journal), created on upgrade.
+const FORMAT_VERSION: u32 = 4;
 /// The oldest format this build opens (and upgrades in place: format 2 has
 /// the same tables, only new bodies are written compact).
 const OLDEST_READABLE: u32 = 2;
@@ -384,7 +387,11 @@ impl QueueStorage for SqliteStorage {
             .map_err(|e| classify(&s.path, "stats", e))?;
         let mut stats = main.counters.stats(to_u64(quarantined));
         drop(main);
-        s.read(|tx| engine::count_blocked(tx, &mut stats, &s.options))?;
+        s.read(|tx| {
+            engine::count_blocked(tx, &mut stats, &s.options)?;
+            stats.acked_journal = engine::journal_len(tx)?;
+            Ok(())
+        })?;
         Ok(stats)
     }
 
@@ -616,5 +623,18 @@ impl QueueStorage for SqliteStorage {
             // Every commit was synced before it returned.
             Durability::Immediate | Durability::GroupCommit { .. } => Ok(()),
         }
+    }
+
+    fn requeue_acked(&self, head_seq: u64, now: EpochMillis, limit: usize) -> Result<Requeued> {
+        let s = &self.shared;
+        let now = s.seen(now);
+        s.write("requeue acked", |tx| {
+            engine::requeue_acked(tx, head_seq, now, limit, &s.options)
+        })
+    }
+
+    fn acked(&self, page: &Page) -> Result<Vec<AckedOp>> {
+        let s = &self.shared;
+        s.read(|tx| engine::list_acked(tx, page, &s.options))
     }
 }

@@ -78,6 +78,9 @@ struct Model {
     next_seq: u64,
     skip_dead: bool,
     aging: bool,
+    /// Acknowledgements journaled (the journal keeps the newest
+    /// `ACKED_IDS_KEPT`).
+    acked: u64,
 }
 
 impl Model {
@@ -199,7 +202,12 @@ impl Model {
             let Some(i) = self.find(c.id()) else { continue };
             let m = &mut self.ops[i];
             match c {
-                Completion::Ack(_) | Completion::Drop(_) => {
+                Completion::Ack(_) | Completion::AckAt { .. } => {
+                    self.ops.remove(i);
+                    self.acked += 1;
+                    continue;
+                }
+                Completion::Drop(_) => {
                     self.ops.remove(i);
                     continue;
                 }
@@ -341,7 +349,10 @@ impl Model {
     }
 
     fn stats(&self) -> QueueStats {
-        let mut s = QueueStats::default();
+        let mut s = QueueStats {
+            acked_journal: self.acked.min(cpc_storage::ACKED_IDS_KEPT),
+            ..QueueStats::default()
+        };
         for m in &self.ops {
             let pending = match m.state {
                 OpState::Ready => {
@@ -546,6 +557,7 @@ fn run(
         conflict_log_max_bytes: cpc_storage::DEFAULT_CONFLICT_LOG_MAX_BYTES,
         allow_shared_directory: false,
         secure_delete: true,
+        retain_acked: None,
     };
     let mut store = Some(open(&path, options.clone(), T0));
     let mut model = Model {
@@ -553,6 +565,7 @@ fn run(
         next_seq: 1,
         skip_dead,
         aging,
+        acked: 0,
     };
     let mut now = T0;
     let mut n = 0u64;

@@ -13,7 +13,7 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use super::keys;
 use crate::api::{EpochMillis, OpState, QuarantineNotice};
-use crate::engine::{self, Counters, Head, Loaded, MetaFilter, OpMeta};
+use crate::engine::{self, Counters, Head, JournalRow, Loaded, MetaFilter, OpMeta};
 use crate::error::{Result, StorageError};
 
 pub(super) const OPS: usize = 0;
@@ -29,6 +29,7 @@ pub(super) const REMOTES: usize = 9;
 pub(super) const CONFLICTS: usize = 10;
 pub(super) const QUARANTINE: usize = 11;
 pub(super) const META: usize = 12;
+pub(super) const ACKED: usize = 13;
 
 /// sled tree names, indexed by the constants above.
 ///
@@ -42,8 +43,9 @@ pub(super) const META: usize = 12;
 /// - `deferred`: seq → (); `remotes`: seq → remote record envelope;
 /// - `conflicts`: (resolved at, counter) → conflict envelope;
 /// - `quarantine`: counter → quarantined record envelope;
-/// - `meta`: the store state and the clock mark.
-pub(super) const TREE_NAMES: [&str; 13] = [
+/// - `meta`: the store state, the clock mark and the acked journal's last n;
+/// - `acked`: n → (acknowledged at, 8 bytes) ‖ journal entry envelope.
+pub(super) const TREE_NAMES: [&str; 14] = [
     "ops",
     "metas",
     "ids",
@@ -57,7 +59,11 @@ pub(super) const TREE_NAMES: [&str; 13] = [
     "conflicts",
     "quarantine",
     "meta",
+    "acked",
 ];
+
+/// Key of the acked journal's newest `n` in `meta` (n is never reused).
+pub(super) const META_ACKED_LAST: &[u8] = b"acked_last";
 
 /// Key of the store state in `meta`.
 pub(super) const META_STATE: &[u8] = b"state";
@@ -543,6 +549,61 @@ impl engine::Tx for SledTx<'_> {
         self.put(ENTS, &keys::entity_seq_key(&prefix, meta.seq), Vec::new());
         self.index(meta, true);
         Ok(())
+    }
+
+    fn insert_in_order(&mut self, meta: &OpMeta, op: &Operation) -> Result<()> {
+        // Entity keys end in the seq: the order is the key order.
+        self.insert(meta, op)
+    }
+
+    fn journal_last(&mut self) -> Result<u64> {
+        Ok(self
+            .get(META, META_ACKED_LAST)?
+            .and_then(|v| keys::read_u64(&v))
+            .unwrap_or(0))
+    }
+
+    fn journal_put(&mut self, n: u64, at: EpochMillis, body: Vec<u8>) -> Result<()> {
+        let mut value = Vec::with_capacity(8 + body.len());
+        value.extend_from_slice(&at.to_be_bytes());
+        value.extend_from_slice(&body);
+        self.put(ACKED, &keys::seq_key(n), value);
+        self.put(META, META_ACKED_LAST, keys::seq_key(n).to_vec());
+        Ok(())
+    }
+
+    fn journal_scan(&mut self, after: u64, limit: usize, bodies: bool) -> Result<Vec<JournalRow>> {
+        let from = keys::seq_key(after.saturating_add(1));
+        let mut out = Vec::new();
+        for (k, v) in self.scan(ACKED, &from, None, limit)? {
+            let (Some(n), Some((at, body))) = (keys::read_u64(&k), v.split_first_chunk::<8>())
+            else {
+                // A damaged entry is listed with an empty body: it does not
+                // decode, and is counted unrecoverable.
+                continue;
+            };
+            out.push(JournalRow {
+                n,
+                at: u64::from_be_bytes(*at),
+                body: if bodies { body.to_vec() } else { Vec::new() },
+            });
+        }
+        Ok(out)
+    }
+
+    fn journal_remove_upto(&mut self, upto: u64) -> Result<()> {
+        loop {
+            let rows = self.journal_scan(0, 4096, false)?;
+            let Some(last) = rows.last().map(|r| r.n) else {
+                return Ok(());
+            };
+            for row in rows.iter().take_while(|r| r.n <= upto) {
+                self.del(ACKED, &keys::seq_key(row.n));
+            }
+            if last >= upto || rows.len() < 4096 {
+                return Ok(());
+            }
+        }
     }
 
     fn update(&mut self, old: &OpMeta, new: &OpMeta) -> Result<()> {

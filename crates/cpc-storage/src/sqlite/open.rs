@@ -173,6 +173,11 @@ CREATE TABLE IF NOT EXISTS quarantine (
     at INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS acked (
+    n INTEGER PRIMARY KEY,
+    at INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
 ";
 
 pub(super) fn init_schema(conn: &Connection, dir: &Path) -> Result<()> {

@@ -489,41 +489,34 @@ impl Tx for SqlTx<'_> {
             },
         };
         self.remember_entity(&meta.entity, Some(row));
-        let eid = row.eid;
-        self.conn
-            .prepare_cached(
-                "INSERT INTO ops (seq, eid, nxt, id, priority, enqueued_at, payload_len, \
-                 remote, body) VALUES (?1, ?2, NULL, ?3, ?4, ?5, ?6, NULL, ?7)",
-            )
-            .and_then(|mut st| {
-                // A large body is written into its row in place (below):
-                // bound as a value, SQLite would first copy it whole into
-                // a record of its own.
-                let large = body.len() >= LARGE_BODY;
-                let zero = rusqlite::blob::ZeroBlob(i32::try_from(body.len()).unwrap_or(i32::MAX));
-                let value: &dyn rusqlite::ToSql = if large { &zero } else { &body };
-                st.execute(params![
-                    seq,
-                    eid,
-                    meta.id.to_be_bytes().as_slice(),
-                    i64::from(meta.priority.rank()),
-                    to_i64(meta.enqueued_at),
-                    to_i64(meta.payload_len),
-                    value,
-                ])
-            })
-            .map_err(&err)?;
-        if body.len() >= LARGE_BODY {
-            let mut blob = self
-                .conn
-                .blob_open(rusqlite::DatabaseName::Main, "ops", "body", seq, false)
-                .map_err(&err)?;
-            blob.write_at(&body, 0).map_err(&err)?;
+        self.write_op_row(meta, &body, row.eid, None)
+    }
+
+    fn insert_in_order(&mut self, meta: &OpMeta, op: &Operation) -> Result<()> {
+        match self.entity_row(&meta.entity)? {
+            Some(row) if row.last > meta.seq => {
+                let body = compact::encode(op)?;
+                let next = self.link_before(&meta.entity, row, meta.seq)?;
+                self.write_op_row(meta, &body, row.eid, Some(next))
+            }
+            _ => self.insert(meta, op),
         }
-        if needs_hot(meta) {
-            self.write_hot(meta)?;
-        }
-        Ok(())
+    }
+
+    fn journal_last(&mut self) -> Result<u64> {
+        self.journal_last_n()
+    }
+
+    fn journal_put(&mut self, n: u64, at: EpochMillis, body: Vec<u8>) -> Result<()> {
+        self.journal_insert(n, at, &body)
+    }
+
+    fn journal_scan(&mut self, after: u64, limit: usize, bodies: bool) -> Result<Vec<JournalRow>> {
+        self.journal_rows(after, limit, bodies)
+    }
+
+    fn journal_remove_upto(&mut self, upto: u64) -> Result<()> {
+        self.journal_delete_upto(upto)
     }
 
     fn update(&mut self, old: &OpMeta, new: &OpMeta) -> Result<()> {

@@ -634,6 +634,20 @@ fn the_checks_catch_a_lost_operation_and_a_fifo_violation() {
             fn flush(&self) -> cpc_storage::Result<()> {
                 self.0.flush()
             }
+            fn requeue_acked(
+                &self,
+                head_seq: u64,
+                now: u64,
+                limit: usize,
+            ) -> cpc_storage::Result<cpc_storage::Requeued> {
+                self.0.requeue_acked(head_seq, now, limit)
+            }
+            fn acked(
+                &self,
+                page: &cpc_storage::Page,
+            ) -> cpc_storage::Result<Vec<cpc_storage::AckedOp>> {
+                self.0.acked(page)
+            }
         }
         let r = Reversed(
             cpc_storage::MemoryStorage::new(options(false)),
