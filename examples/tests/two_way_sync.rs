@@ -37,6 +37,17 @@ async fn engine(
     node: u64,
     sink: Arc<MemorySink>,
 ) -> SyncEngine {
+    engine_retaining(dir, base, name, node, sink, None).await
+}
+
+async fn engine_retaining(
+    dir: &std::path::Path,
+    base: &str,
+    name: &str,
+    node: u64,
+    sink: Arc<MemorySink>,
+    retain: Option<cpc_sync::storage::RetainAcked>,
+) -> SyncEngine {
     let transport = HttpTransport::new(
         HttpConfig::new(base, name),
         Arc::new(StaticToken::new(TOKEN)),
@@ -47,6 +58,7 @@ async fn engine(
         .transport(transport)
         .node_id(NodeId(node))
         .remote_sink(sink)
+        .retain_acked(retain)
         .pull_config(PullConfig {
             long_poll: Duration::from_secs(5),
             backoff_max: Duration::from_secs(2),
@@ -176,12 +188,24 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_restored_from_a_backup_is_detected_and_devices_converge_on_it() {
+    // Without retention: the six acknowledged after the backup are lost,
+    // and reported as such.
+    restore_run(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_retention_a_restore_loses_nothing_the_device_had_acknowledged() {
+    restore_run(Some(cpc_sync::storage::RetainAcked::default())).await;
+}
+
+async fn restore_run(retain: Option<cpc_sync::storage::RetainAcked>) {
+    let retaining = retain.is_some();
     let dir = tempfile::tempdir().unwrap();
     let first = server(dir.path(), SocketAddr::from(([127, 0, 0, 1], 0))).await;
     let addr = first.addr();
     let base = format!("http://{addr}");
     let sink = Arc::new(MemorySink::new());
-    let device = engine(dir.path(), &base, "dev-r", 7, Arc::clone(&sink)).await;
+    let device = engine_retaining(dir.path(), &base, "dev-r", 7, Arc::clone(&sink), retain).await;
     let mut events = device.subscribe();
     let write = |n: u32| {
         let device = device.clone();
@@ -218,9 +242,12 @@ async fn a_server_restored_from_a_backup_is_detected_and_devices_converge_on_it(
     let regressed = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             match events.recv().await {
-                Ok(cpc_sync::worker::WorkerEvent::RemoteRegressed { known, head }) => {
-                    return (known, head)
-                }
+                Ok(cpc_sync::worker::WorkerEvent::RemoteRegressed {
+                    known,
+                    head,
+                    requeued,
+                    unrecoverable,
+                }) => return (known, head, requeued, unrecoverable),
                 Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                 Err(e) => panic!("events: {e}"),
             }
@@ -229,11 +256,25 @@ async fn a_server_restored_from_a_backup_is_detected_and_devices_converge_on_it(
     .await
     .expect("the device reports the server went back in time");
     assert_eq!((regressed.0.unwrap().seq, regressed.1.seq), (16, 10));
+    // The journal held all sixteen acknowledgements: with retention every
+    // one is pushed again (the first ten answered `already_applied`);
+    // without it the six above the restored head are reported lost.
+    let expected = if retaining { (16, 0) } else { (0, 6) };
+    assert_eq!((regressed.2, regressed.3), expected);
     // New writes land on the restored history; the device converges on it.
     write(3).await;
-    device.pulled_through(13).await.unwrap();
+    let total = if retaining { 19 } else { 13 };
+    device.pulled_through(total).await.unwrap();
     let (rows, live) = truth(dir.path());
-    assert_eq!(rows.len(), 13);
+    assert_eq!(rows.len() as u64, total);
+    if retaining {
+        // Each of the sixteen once in the restored server's log.
+        let ops: HashSet<&str> = rows
+            .iter()
+            .map(|r| r["origin"]["op"].as_str().unwrap())
+            .collect();
+        assert_eq!(ops.len(), rows.len(), "an operation applied twice");
+    }
     assert_eq!(
         held(&sink),
         live,

@@ -181,6 +181,17 @@ impl SyncEngineBuilder {
         self
     }
 
+    /// Keeps acknowledged operations whole for `retain` (count and age),
+    /// so that a remote restored from a backup loses none of them: on its
+    /// `409 history_diverged` they are pushed again with their ids
+    /// (default `None`: only their ids are journaled, enough to report
+    /// what was lost); for [`path`](Self::path). Size it to cover the
+    /// remote's backup interval.
+    pub fn retain_acked(mut self, retain: Option<cpc_storage::RetainAcked>) -> Self {
+        self.options.retain_acked = retain;
+        self
+    }
+
     /// All queue options at once; for [`path`](Self::path).
     pub fn queue_options(mut self, options: QueueOptions) -> Self {
         self.options = options;
@@ -368,7 +379,8 @@ impl SyncEngineBuilder {
                 .hlc(Arc::clone(&hlc))
                 .clock(clock.clone())
                 .storage_calls(worker.config().storage_calls)
-                .events(worker.event_sender());
+                .events(worker.event_sender())
+                .regressions(worker.regressions());
             if let Some(monitor) = &self.network {
                 puller = puller.network(monitor.clone());
             }

@@ -169,14 +169,25 @@ pub enum WorkerEvent {
     },
     /// The remote's history no longer holds the position this device had
     /// seen (`409 history_diverged`): it was restored from a backup or
-    /// replaced. Changes acknowledged after its head may be lost there;
-    /// the next pull replaces the synced scope with the remote's state (a
-    /// snapshot), and operations still queued are pushed again.
+    /// replaced. Changes acknowledged after its head may be lost there:
+    /// the operations the acked journal kept whole
+    /// (`QueueOptions::retain_acked`) were put back in the queue with
+    /// their ids (the remote answers `already_applied` for those it still
+    /// has); the next pull replaces the synced scope with the remote's
+    /// state (a snapshot).
     RemoteRegressed {
-        /// The highest position this device had seen.
+        /// The highest position this device had seen (`None` when a push
+        /// saw the regression before any pull).
         known: Option<cpc_core::RemotePosition>,
         /// The remote's head now.
         head: cpc_core::RemotePosition,
+        /// Acknowledged operations put back in the queue.
+        requeued: u64,
+        /// Acknowledged operations the remote certainly or possibly lost
+        /// (applied above its head, or at an unknown position) that could
+        /// not be put back: only their ids were kept. Turn on retention to
+        /// make this 0.
+        unrecoverable: u64,
     },
     /// The worker stopped (shutdown, or a poisoned store).
     Stopped {

@@ -80,6 +80,7 @@ mod event;
 mod net;
 mod policy;
 mod pull;
+mod regress;
 mod split;
 mod streaks;
 mod summary;
@@ -94,6 +95,7 @@ pub use error::{Result, WorkerError};
 pub use event::{NetworkStatus, WorkerEvent};
 pub use policy::{RetryPolicy, DEFAULT_MAX_ATTEMPTS};
 pub use pull::{PageApplied, PullConfig, PullError, Puller};
+pub use regress::{Regression, Regressions};
 pub use summary::{ConflictCounts, ProcessingSummary};
 pub use worker::{SyncWorker, SyncWorkerBuilder};
 

@@ -28,6 +28,7 @@ use tokio::sync::{broadcast, watch, Mutex, Notify};
 
 use crate::config::StorageCalls;
 use crate::event::WorkerEvent;
+use crate::regress::{self, Regression, Regressions};
 
 /// The `sync_state` key of the pull state.
 const STATE_KEY: &str = "pull";
@@ -140,6 +141,9 @@ pub struct Puller {
     /// cursor persisted: the sink gets one page at a time, in feed order,
     /// even when `pull_once` runs beside the loop's long poll.
     applying: Mutex<()>,
+    /// The worker's, when this puller belongs to an engine: a regression
+    /// is handed to it (re-queue, then the event).
+    regressions: Option<Arc<Regressions>>,
 }
 
 impl Puller {
@@ -169,7 +173,18 @@ impl Puller {
             wake: Notify::new(),
             rng: std::sync::Mutex::new(StdRng::seed_from_u64(seed)),
             applying: Mutex::new(()),
+            regressions: None,
         }
+    }
+
+    /// Hands a `409 history_diverged` to the worker's
+    /// [`SyncWorker::regressions`](crate::SyncWorker::regressions), which
+    /// re-queues the retained acknowledged operations and reports
+    /// [`WorkerEvent::RemoteRegressed`]. Without it the puller reports
+    /// the event itself (nothing re-queued).
+    pub fn regressions(mut self, regressions: Arc<Regressions>) -> Puller {
+        self.regressions = Some(regressions);
+        self
     }
 
     /// Feeds pulled timestamps to `hlc` (`observe`).
@@ -358,18 +373,42 @@ impl Puller {
             head = head.seq,
             "the remote's history no longer holds what this device has seen"
         );
+        let regression = Regression {
+            known: state.known.clone(),
+            head: head.clone(),
+        };
+        match &self.regressions {
+            Some(regressions) => {
+                // Durable before `known` moves: a crash in between must
+                // still re-queue at the next start.
+                let bytes = regression
+                    .encode()
+                    .ok_or_else(|| PullError::Task("encoding a regression".into()))?;
+                self.call(move |s| s.sync_state(regress::PENDING_KEY, Some(bytes)))
+                    .await?;
+                if !regressions.report(regression) {
+                    // Handled already (a push saw it first).
+                    self.call(|s| s.sync_state(regress::PENDING_KEY, Some(Vec::new())))
+                        .await?;
+                }
+            }
+            None => {
+                let _ = self.events.send(WorkerEvent::RemoteRegressed {
+                    known: regression.known,
+                    head: regression.head,
+                    requeued: 0,
+                    unrecoverable: 0,
+                });
+            }
+        }
         let next = PullState {
-            known: Some(head.clone()),
+            known: Some(head),
             ..state.clone()
         };
         self.persist(next).await?;
         // Positions of the lost history say nothing about the new one
         // (seqs are reused): `pulled_through` waits for the new feed.
         self.through.send_replace(None);
-        let _ = self.events.send(WorkerEvent::RemoteRegressed {
-            known: state.known,
-            head,
-        });
         Ok(())
     }
 
@@ -386,10 +425,10 @@ impl Puller {
     /// answer was lost (or has not come yet). A dead or parked operation is
     /// left alone: the remote cannot have applied it.
     async fn complete_own_writes(&self, page: &PullPage) -> Result<usize, PullError> {
-        let own: Vec<(OperationId, EntityKey, u64)> = page
+        let own: Vec<(OperationId, EntityKey, u64, u64)> = page
             .changes
             .iter()
-            .filter_map(|c| c.own_op.map(|id| (id, c.entity.clone(), c.version)))
+            .filter_map(|c| c.own_op.map(|id| (id, c.entity.clone(), c.version, c.seq)))
             .collect();
         if own.is_empty() {
             return Ok(0);
@@ -411,10 +450,14 @@ impl Puller {
         if live.is_empty() {
             return Ok(0);
         }
-        let acks: Vec<Completion> = live.iter().map(|id| Completion::Ack(*id)).collect();
+        let acks: Vec<Completion> = own
+            .iter()
+            .filter(|o| live.contains(&o.0))
+            .map(|o| Completion::AckAt { id: o.0, seq: o.3 })
+            .collect();
         let now = self.clock.now_ms();
         self.call(move |s| s.complete(&acks, now)).await?;
-        for (id, entity, version) in own.into_iter().filter(|o| live.contains(&o.0)) {
+        for (id, entity, version, _) in own.into_iter().filter(|o| live.contains(&o.0)) {
             tracing::debug!(%id, "an own operation completed from a pull");
             let _ = self.events.send(WorkerEvent::Applied {
                 id,

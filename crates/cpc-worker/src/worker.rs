@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use cpc_conflict::{resolve_and_record, ConflictResolver, LastWriterWins};
 use cpc_core::{
-    match_outcomes, ConflictRecord, HybridClock, Operation, OperationId, PushOutcome, Resolution,
+    match_answer, ConflictRecord, HybridClock, Operation, OperationId, PushOutcome, Resolution,
     Transport, TransportError,
 };
 use cpc_network::{NetworkMonitor, NetworkStatus};
@@ -35,6 +35,8 @@ use cpc_core::{error_chain, millis};
 mod batch;
 mod judge;
 mod run;
+
+use crate::regress::{self, Regression, Regressions};
 
 use self::judge::{judge, BatchVerdict, Verdict};
 use self::run::*;
@@ -183,6 +185,7 @@ impl SyncWorkerBuilder {
             failure_streak: AtomicU32::new(0),
             batch_seq: AtomicU64::new(0),
             task: tokio::sync::Mutex::new(RunState::Idle),
+            regressions: Arc::new(Regressions::default()),
         });
         Ok(SyncWorker {
             _stop_on_drop: Arc::new(StopOnDrop(Arc::clone(&inner))),
@@ -235,6 +238,9 @@ struct Inner {
     failure_streak: AtomicU32,
     batch_seq: AtomicU64,
     task: tokio::sync::Mutex<RunState>,
+    /// Where a remote that went back in time is reported (by a batch, or
+    /// the engine's puller).
+    regressions: Arc<Regressions>,
 }
 
 impl SyncWorker {
@@ -274,6 +280,14 @@ impl SyncWorker {
     /// [`Puller`](crate::Puller)) reports on the same stream.
     pub fn event_sender(&self) -> broadcast::Sender<WorkerEvent> {
         self.inner.events.clone()
+    }
+
+    /// Where a `409 history_diverged` is reported to this worker (the
+    /// engine hands it to its puller): the worker then holds sending,
+    /// re-queues the retained acknowledged operations and reports
+    /// [`WorkerEvent::RemoteRegressed`].
+    pub fn regressions(&self) -> Arc<Regressions> {
+        Arc::clone(&self.inner.regressions)
     }
 
     /// A receiver of every event from now on.

@@ -93,6 +93,13 @@ impl Inner {
                 return self.release_batch(batch, &ops).await;
             }
         };
+        if self.regressions.is_closed() {
+            // The remote went back in time: nothing goes out until the
+            // retained operations are back in the queue, ahead of these.
+            // (Dropped unsettled, the permit is abandoned, not a success.)
+            drop(permit);
+            return self.release_batch(batch, &ops).await;
+        }
         let push = CatchUnwind::new(self.transport.push(&ops));
         let pushed = match tokio::time::timeout(self.config.push_timeout, push).await {
             Err(_) => Err(TransportError::Timeout),
@@ -101,11 +108,17 @@ impl Inner {
                 tracing::debug!(target: "cpc_worker", batch, message = %message, "transport panic message");
                 Err(TransportError::Panicked)
             }
-            Ok(Ok(answer)) => answer.and_then(|answer| match_outcomes(&ops, answer)),
+            Ok(Ok(answer)) => answer.and_then(|answer| match_answer(&ops, answer)),
         };
         // Text from the remote (or the transport) is logged and stored:
         // bounded first.
         let pushed = pushed.map_err(bounded_error);
+        if let Err(TransportError::HistoryDiverged { head }) = &pushed {
+            self.regressions.report(Regression {
+                known: None,
+                head: head.clone(),
+            });
+        }
         // A refusal to talk (credentials, version) says nothing about the
         // remote's health: the breaker does not count it.
         let remote_failed = matches!(&pushed, Err(e) if !matches!(e, TransportError::Unauthorized | TransportError::Incompatible(_)));
@@ -197,7 +210,7 @@ impl Inner {
         &self,
         ops: &[Operation],
         meta: &[OpMeta],
-        pushed: std::result::Result<Vec<PushOutcome>, TransportError>,
+        pushed: std::result::Result<Vec<cpc_core::OpOutcome>, TransportError>,
         now: EpochMillis,
     ) -> BatchOutcome {
         let observed = self.events.receiver_count() > 0;
@@ -234,14 +247,21 @@ impl Inner {
                         self.streaks().ended(op.id);
                     }
                     match verdict {
-                        Verdict::Delivered { version, replay } => {
+                        Verdict::Delivered {
+                            version,
+                            replay,
+                            seq,
+                        } => {
                             if replay {
                                 out.summary.already_applied += 1;
                             } else {
                                 out.summary.applied += 1;
                             }
                             out.delivered.push(op.id);
-                            out.completions.push(Completion::Ack(op.id));
+                            out.completions.push(match seq {
+                                Some(seq) => Completion::AckAt { id: op.id, seq },
+                                None => Completion::Ack(op.id),
+                            });
                             out.event(|| WorkerEvent::Applied {
                                 id: op.id,
                                 entity: op.entity.clone(),

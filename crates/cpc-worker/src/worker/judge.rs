@@ -6,13 +6,18 @@
 //! verdicts.
 
 use super::*;
-use cpc_core::RemoteRecord;
+use cpc_core::{OpOutcome, RemoteRecord};
 
 /// What the answer means for one operation.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Verdict {
-    /// The remote holds it (`replay`: it held it before this push).
-    Delivered { version: u64, replay: bool },
+    /// The remote holds it (`replay`: it held it before this push), at
+    /// `seq` of its change log when it said.
+    Delivered {
+        version: u64,
+        replay: bool,
+        seq: Option<u64>,
+    },
     /// The remote asked for this operation to be tried again later; the
     /// failure is the operation's own and counts towards its dead letter.
     RetryLater { after: Option<Duration> },
@@ -56,14 +61,14 @@ pub(super) enum BatchVerdict {
 /// `max_payload` is the store's limit a remote record must fit.
 pub(super) fn judge(
     ops: &[Operation],
-    pushed: std::result::Result<Vec<PushOutcome>, TransportError>,
+    pushed: std::result::Result<Vec<OpOutcome>, TransportError>,
     max_payload: usize,
 ) -> BatchVerdict {
     match pushed {
         Ok(outcomes) => BatchVerdict::Answered(
             outcomes
                 .into_iter()
-                .map(|outcome| judge_one(outcome, max_payload))
+                .map(|o| judge_one(o.outcome, o.seq, max_payload))
                 .collect(),
         ),
         Err(error @ (TransportError::Unauthorized | TransportError::Incompatible(_))) => {
@@ -90,15 +95,17 @@ pub(super) fn judge(
     }
 }
 
-fn judge_one(outcome: PushOutcome, max_payload: usize) -> Verdict {
+fn judge_one(outcome: PushOutcome, seq: Option<u64>, max_payload: usize) -> Verdict {
     match outcome {
         PushOutcome::Applied { version } => Verdict::Delivered {
             version,
             replay: false,
+            seq,
         },
         PushOutcome::AlreadyApplied { version } => Verdict::Delivered {
             version,
             replay: true,
+            seq,
         },
         PushOutcome::RetryLater { after } => Verdict::RetryLater { after },
         PushOutcome::Rejected { reason } => Verdict::Rejected {
@@ -139,6 +146,14 @@ mod tests {
         }
     }
 
+    /// Outcomes as a transport answers them (ids are not looked at here).
+    fn wrap(outcomes: Vec<PushOutcome>) -> Vec<OpOutcome> {
+        outcomes
+            .into_iter()
+            .map(|o| OpOutcome::new(cpc_core::OperationId::from_u128(1), o))
+            .collect()
+    }
+
     #[test]
     fn each_outcome_becomes_its_verdict_in_batch_order() {
         let answer = vec![
@@ -152,17 +167,21 @@ mod tests {
             },
             PushOutcome::Conflict { remote: remote(8) },
         ];
+        let mut answer = wrap(answer);
+        answer[0].seq = Some(11);
         let verdict = judge(&ops(5), Ok(answer), 1024);
         assert_eq!(
             verdict,
             BatchVerdict::Answered(vec![
                 Verdict::Delivered {
                     version: 3,
-                    replay: false
+                    replay: false,
+                    seq: Some(11),
                 },
                 Verdict::Delivered {
                     version: 4,
-                    replay: true
+                    replay: true,
+                    seq: None,
                 },
                 Verdict::RetryLater {
                     after: Some(Duration::from_secs(2))
@@ -185,7 +204,7 @@ mod tests {
                 remote: remote(1025),
             },
         ];
-        let BatchVerdict::Answered(v) = judge(&ops(2), Ok(answer), 1024) else {
+        let BatchVerdict::Answered(v) = judge(&ops(2), Ok(wrap(answer)), 1024) else {
             panic!("an answered batch");
         };
         assert!(matches!(v[0], Verdict::Conflict { .. }));
@@ -203,7 +222,7 @@ mod tests {
         let answer = vec![PushOutcome::Rejected {
             reason: "x".repeat(MAX_REMOTE_TEXT * 4),
         }];
-        let BatchVerdict::Answered(v) = judge(&ops(1), Ok(answer), 1024) else {
+        let BatchVerdict::Answered(v) = judge(&ops(1), Ok(wrap(answer)), 1024) else {
             panic!("an answered batch");
         };
         let Verdict::Rejected { reason } = &v[0] else {

@@ -58,6 +58,48 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// Puts the acked journal's retained operations back in the queue
+    /// (nothing is in flight: the loop waited), clears the durable report
+    /// and tells the application.
+    pub(super) async fn handle_regression(&self, regression: &Regression) -> Result<()> {
+        let head_seq = regression.head.seq;
+        let mut requeued = 0;
+        let mut unrecoverable = 0;
+        loop {
+            let now = self.clock.now_ms();
+            let page = self
+                .call("requeue_acked", move |s| {
+                    s.requeue_acked(head_seq, now, REQUEUE_PAGE)
+                })
+                .await?;
+            requeued += page.requeued;
+            unrecoverable += page.unrecoverable;
+            if !page.more {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        self.call("sync_state", |s| {
+            s.sync_state(regress::PENDING_KEY, Some(Vec::new()))
+        })
+        .await?;
+        tracing::warn!(target: "cpc_worker", head = head_seq, requeued, unrecoverable, "the remote went back in time: retained operations re-queued");
+        self.regressions.done(regression);
+        self.emit(WorkerEvent::RemoteRegressed {
+            known: regression.known.clone(),
+            head: regression.head.clone(),
+            requeued,
+            unrecoverable,
+        });
+        self.wake.notify_one();
+        Ok(())
+    }
+}
+
+/// Journal entries one requeue transaction puts back.
+pub(super) const REQUEUE_PAGE: usize = 1024;
+
 /// Live operations one re-spread transaction looks at: a few milliseconds
 /// of SQLite work, so claims get through between the pages of a large
 /// queue.
@@ -76,6 +118,18 @@ pub(super) async fn run(inner: Arc<Inner>) {
     let mut reported_open = false;
     tracing::info!(target: "cpc_worker", network = ?status, "worker started");
 
+    // A regression reported before a crash or stop is handled now.
+    match inner
+        .call("sync_state", |s| s.sync_state(regress::PENDING_KEY, None))
+        .await
+    {
+        Ok(raw) => {
+            if let Some(regression) = raw.as_deref().and_then(Regression::decode) {
+                inner.regressions.report(regression);
+            }
+        }
+        Err(e) => inner.storage_failed(&e),
+    }
     match inner.call("stats", |s| s.stats()).await {
         Ok(stats) if stats.quarantined > 0 => inner.emit(WorkerEvent::Quarantined {
             count: stats.quarantined,
@@ -123,8 +177,22 @@ pub(super) async fn run(inner: Arc<Inner>) {
         if hold_until.is_some_and(|h| h <= now_instant) {
             hold_until = None;
         }
+        // A remote that went back in time: once the batches in flight are
+        // done, put the retained operations back before anything is sent.
+        if batches.is_empty() && hold_until.is_none() {
+            if let Some(regression) = inner.regressions.pending() {
+                if let Err(e) = inner.handle_regression(&regression).await {
+                    inner.storage_failed(&e);
+                    if e.is_poisoned() {
+                        break error_chain(&e);
+                    }
+                    hold_until = Some(after(Instant::now(), inner.config.storage_retry));
+                }
+                continue;
+            }
+        }
         let network_ok = !inner.config.respect_network || NetworkGate::sendable(status);
-        let paused = inner.paused.load(Ordering::SeqCst);
+        let paused = inner.paused.load(Ordering::SeqCst) || inner.regressions.is_closed();
         let may_send = network_ok && !paused && hold_until.is_none();
         let breaker = inner.retry.may_claim(batches.len());
         match breaker {
@@ -226,6 +294,7 @@ pub(super) async fn run(inner: Arc<Inner>) {
             }
             _ = net_changed => {}
             _ = inner.wake.notified() => {}
+            _ = inner.regressions.reported() => {}
             _ = sleep => {}
         }
     };

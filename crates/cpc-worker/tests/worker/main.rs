@@ -5,6 +5,7 @@
 
 mod support;
 
+mod a_restored_remote_gets_the_acked_back;
 mod batch_failures_ack_nothing;
 mod drained_waits_only_for_sendable_work;
 mod lifecycle_and_network;

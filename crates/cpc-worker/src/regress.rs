@@ -1,0 +1,122 @@
+//! A remote that went back in time (§8 of the protocol): whoever sees the
+//! `409 history_diverged` (a push batch, or the puller) reports it here;
+//! the worker loop stops claiming, lets the batches in flight finish, puts
+//! the acked journal's retained operations back in the queue
+//! ([`QueueStorage::requeue_acked`](cpc_storage::QueueStorage::requeue_acked))
+//! and reports [`WorkerEvent::RemoteRegressed`](crate::WorkerEvent) with
+//! what it re-queued and what it could not.
+//!
+//! A report is made durable (a `sync_state` key) before the puller moves
+//! its `known` to the remote's head, so a crash in between repeats the
+//! requeue at the next start instead of forgetting it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+use cpc_core::envelope::{self, RecordKind};
+use cpc_core::RemotePosition;
+use serde::{Deserialize, Serialize};
+
+/// The `sync_state` key of a reported regression not yet handled.
+pub(crate) const PENDING_KEY: &str = "regressed";
+
+/// Largest stored report read back (two positions with their store ids).
+pub(crate) const MAX_PENDING_BYTES: u32 = 4 * 1024;
+
+/// One regression: what the device had seen, where the remote stands.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Regression {
+    /// The highest position this device had seen (when the reporter
+    /// knows it).
+    pub known: Option<RemotePosition>,
+    /// The remote's head in its `409`.
+    pub head: RemotePosition,
+}
+
+impl Regression {
+    /// The stored form (an envelope, CRC-checked when read back).
+    pub(crate) fn encode(&self) -> Option<Vec<u8>> {
+        envelope::encode(RecordKind::Meta, self).ok()
+    }
+
+    /// Reads a stored report; `None` for an empty or damaged value.
+    pub(crate) fn decode(raw: &[u8]) -> Option<Regression> {
+        if raw.is_empty() {
+            return None;
+        }
+        envelope::decode(RecordKind::Meta, raw, MAX_PENDING_BYTES).ok()
+    }
+}
+
+/// Where regressions are reported to the worker: shared by the worker and
+/// the puller of one engine (`SyncWorker::regressions`).
+#[derive(Debug, Default)]
+pub struct Regressions {
+    pending: Mutex<Option<Regression>>,
+    /// Set by a report, cleared once handled: no claim, no push meanwhile
+    /// (an operation put back must not go out beside a later one of its
+    /// entity).
+    closed: AtomicBool,
+    /// The head of the last regression handled: the same one reported
+    /// again (by the puller after a push saw it) is not handled twice.
+    handled: Mutex<Option<RemotePosition>>,
+    wake: tokio::sync::Notify,
+}
+
+impl Regressions {
+    /// Reports a regression; the worker handles it before its next claim.
+    /// `false` when this one (same head) was handled already.
+    pub fn report(&self, regression: Regression) -> bool {
+        let seen = self
+            .handled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|h| *h == regression.head);
+        if seen {
+            return false;
+        }
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        // A later report keeps the first `known` (the device's position
+        // before any of them) and takes the newest head.
+        let known = pending
+            .as_ref()
+            .map_or(regression.known.clone(), |p| p.known.clone());
+        *pending = Some(Regression {
+            known,
+            head: regression.head,
+        });
+        self.closed.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+        true
+    }
+
+    /// Whether sending is held for a regression not yet handled.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    /// The regression to handle, if one was reported.
+    pub(crate) fn pending(&self) -> Option<Regression> {
+        self.pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// `regression` was handled: sending goes on (unless another came
+    /// meanwhile).
+    pub(crate) fn done(&self, regression: &Regression) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        *self.handled.lock().unwrap_or_else(|e| e.into_inner()) = Some(regression.head.clone());
+        if pending.as_ref() == Some(regression) {
+            *pending = None;
+            self.closed.store(false, Ordering::SeqCst);
+        }
+    }
+
+    /// Resolves when a report arrives (for the loop's wait).
+    pub(crate) async fn reported(&self) {
+        self.wake.notified().await;
+    }
+}
