@@ -300,6 +300,10 @@ struct RemoteState {
     feed: feed::Feed,
     history_refusals: u64,
     restore_losses: u64,
+    /// Each device's highest position seen (§8 `known`), as its transport
+    /// keeps it: a push from a device whose `known` a restore took away
+    /// is refused with `history_diverged`, as the reference server does.
+    known: HashMap<NodeId, cpc_core::RemotePosition>,
     log: Vec<ApplyRecord>,
     seq: u64,
     stats: RemoteStats,
@@ -360,6 +364,7 @@ impl SimulatedRemote {
                 applied: HashMap::new(),
                 feed: feed::Feed::default(),
                 history_refusals: 0,
+                known: HashMap::new(),
                 restore_losses: 0,
                 log: Vec::new(),
                 seq: 0,
@@ -503,6 +508,23 @@ impl SimulatedRemote {
 }
 
 impl RemoteState {
+    /// Raises `client`'s known position to `to` (by seq).
+    fn raise_known(&mut self, client: Option<NodeId>, to: cpc_core::RemotePosition) {
+        if let Some(c) = client {
+            let keep = self.known.get(&c).is_some_and(|k| k.seq >= to.seq);
+            if !keep {
+                self.known.insert(c, to);
+            }
+        }
+    }
+
+    /// Sets `client`'s known position (after a `409`: the head).
+    fn set_known(&mut self, client: Option<NodeId>, to: cpc_core::RemotePosition) {
+        if let Some(c) = client {
+            self.known.insert(c, to);
+        }
+    }
+
     fn apply_one(
         &mut self,
         op: &Operation,
@@ -614,7 +636,21 @@ impl RemoteState {
 #[async_trait]
 impl Transport for SimulatedRemote {
     async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
-        self.apply_answer(batch)
+        if let Some(client) = self.client {
+            let mut s = self.lock();
+            let diverged = s.known.get(&client).is_some_and(|k| !s.feed.in_history(k));
+            if diverged {
+                s.history_refusals += 1;
+                let head = s.feed.head();
+                s.set_known(Some(client), head.clone());
+                return Err(TransportError::HistoryDiverged { head });
+            }
+        }
+        let answer = self.apply_answer(batch)?;
+        let mut s = self.lock();
+        let head = s.feed.head();
+        s.raise_known(self.client, head);
+        Ok(answer)
     }
 
     async fn pull(&self, query: &PullQuery) -> Result<PullPage, TransportError> {

@@ -435,6 +435,10 @@ impl Device {
                 DeadHead::Block => DeadHeadPolicy::BlockEntity,
                 DeadHead::Skip => DeadHeadPolicy::SkipEntityHead,
             },
+            retain_acked: scenario
+                .pull
+                .retain_acked
+                .then(cpc_sync::storage::RetainAcked::default),
             ..QueueOptions::default()
         };
         let store: Arc<dyn QueueStorage> = match (world.settings.storage, self.path()) {

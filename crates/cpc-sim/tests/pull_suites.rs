@@ -49,6 +49,19 @@ fn server_restore_is_detected_and_a_sink_without_replace_semantics_is_caught() {
     assert!(good.passed, "{}", good.to_text());
     let c = good.convergence.as_ref().unwrap();
     assert!(c.regressions > 0 && c.restore_lost > 0, "{c:?}");
+    assert_eq!(good.lost.count, 0, "{}", good.to_text());
     let bad = quick("server-restore", SinkKind::IgnoreSnapshots);
     assert!(!bad.passed && diverged(&bad) > 0, "{}", bad.to_text());
+}
+
+#[test]
+fn without_retention_a_server_restore_loses_what_it_took_away() {
+    let mut spec = Spec::builtin("server-restore").expect("a built-in suite");
+    spec.quick();
+    spec.scenario.pull.retain_acked = false;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = RunSettings::new(dir.path());
+    settings.storage = StorageKind::Memory;
+    let bad = run(&spec, &settings).expect("the run completes").report;
+    assert!(!bad.passed && bad.lost.count > 0, "{}", bad.to_text());
 }

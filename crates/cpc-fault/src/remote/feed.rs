@@ -89,7 +89,7 @@ impl Feed {
         }
     }
 
-    fn in_history(&self, p: &RemotePosition) -> bool {
+    pub(crate) fn in_history(&self, p: &RemotePosition) -> bool {
         p.store_id == STORE_ID && self.fp_at(p.seq) == Some(p.fp)
     }
 
@@ -328,8 +328,20 @@ impl SimulatedRemote {
     pub fn pull_page(&self, query: &PullQuery) -> Result<PullPage, TransportError> {
         let mut s = self.lock();
         let page = s.feed.page(query, &s.entities, self.client);
-        if matches!(page, Err(TransportError::HistoryDiverged { .. })) {
-            s.history_refusals += 1;
+        match &page {
+            Err(TransportError::HistoryDiverged { head }) => {
+                s.history_refusals += 1;
+                let head = head.clone();
+                s.set_known(self.client, head);
+            }
+            Ok(p) => {
+                if let Some(known) = &query.known {
+                    s.raise_known(self.client, known.clone());
+                }
+                let head = p.head.clone();
+                s.raise_known(self.client, head);
+            }
+            Err(_) => {}
         }
         page
     }
@@ -413,8 +425,13 @@ impl SimulatedRemote {
             .collect();
         s.entities = s.feed.restore(to_seq)?;
         s.restore_losses += head - to_seq;
-        for op in lost_ops {
-            s.applied.remove(&op);
+        // The apply log is what the remote holds: what the restore took
+        // away is no longer applied (a device that re-pushes it applies it
+        // once more, not twice; one that does not has lost it).
+        let lost: std::collections::HashSet<OperationId> = lost_ops.into_iter().collect();
+        s.log.retain(|r| !lost.contains(&r.op_id));
+        for op in &lost {
+            s.applied.remove(op);
         }
         tracing::debug!(to_seq, lost = head - to_seq, "simulated remote restored");
         Ok(head - to_seq)

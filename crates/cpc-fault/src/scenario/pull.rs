@@ -90,6 +90,11 @@ pub struct PullPlan {
     /// Compaction of the remote's feed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub compaction: Option<CompactionPlan>,
+    /// Devices keep acknowledged operations whole
+    /// (`QueueOptions::retain_acked`), so that a restore of the remote
+    /// loses none of them: they are pushed again after its `409`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub retain_acked: bool,
 }
 
 impl Default for PullPlan {
@@ -102,6 +107,7 @@ impl Default for PullPlan {
             sink: SinkKind::Replace,
             restore: None,
             compaction: None,
+            retain_acked: false,
         }
     }
 }
