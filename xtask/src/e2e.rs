@@ -91,8 +91,9 @@ pub(crate) struct Verdict {
     diverged: Vec<String>,
     /// Whether convergence was checked.
     converged: Option<bool>,
-    /// Acknowledged operations a restore from a backup took back (the
-    /// `restore` run: expected while devices do not retain them).
+    /// Acknowledged operations a restore from a backup took back and the
+    /// devices did not push again (the `restore` run; also counted in
+    /// `lost`).
     taken_back: Option<usize>,
 }
 
@@ -114,7 +115,7 @@ impl Verdict {
             }
         ) + &self
             .taken_back
-            .map(|n| format!(", taken back by the restore {n}"))
+            .map(|n| format!(", taken back by the restore and not pushed again {n}"))
             .unwrap_or_default()
     }
 
@@ -345,6 +346,7 @@ async fn run(plan: Plan, sizes: Sizes) -> Result<Verdict, XtaskError> {
         pace: Duration::ZERO,
         pull: !plan.no_dedupe,
         broken_sink: plan.broken_sink,
+        retain: false,
     };
     let mut fleet = Fleet::start(server, &devices, sizes.devices)?;
     let total = u64::from(sizes.devices) * sizes.ops;

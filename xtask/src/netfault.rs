@@ -339,6 +339,7 @@ async fn run(sizes: Sizes) -> Result<Verdict, XtaskError> {
         pace: Duration::from_millis(pace_ms),
         pull: true,
         broken_sink: false,
+        retain: false,
     };
     let mut fleet = Fleet::start(server, &devices, sizes.devices)?;
     let phases_started = Instant::now();

@@ -111,6 +111,10 @@ pub struct ClientArgs {
     /// drops every change to a record whose id starts with this.
     #[arg(long)]
     test_sink_ignores: Option<String>,
+    /// Keep acknowledged operations for re-pushing after a restore of the
+    /// server (`retain_acked`).
+    #[arg(long)]
+    retain_acked: bool,
 }
 
 /// `xtask e2e-client`: one device: submits `ops` operations (resuming
@@ -130,6 +134,7 @@ pub fn client(args: ClientArgs) -> Result<(), XtaskError> {
         allow_plain_http,
         no_pull,
         test_sink_ignores,
+        retain_acked,
     } = args;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -151,6 +156,9 @@ pub fn client(args: ClientArgs) -> Result<(), XtaskError> {
         let mut builder = cpc_sync::SyncEngine::builder();
         if !no_pull {
             builder = builder.remote_sink(Arc::clone(&sink) as Arc<dyn RemoteSink>);
+        }
+        if retain_acked {
+            builder = builder.retain_acked(Some(cpc_sync::storage::RetainAcked::default()));
         }
         let engine = builder
             .path(queue)

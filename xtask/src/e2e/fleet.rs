@@ -120,6 +120,9 @@ pub(crate) struct Devices<'a> {
     /// The convergence check's negative control: device 0's sink drops
     /// every change to device 1's records.
     pub broken_sink: bool,
+    /// Devices keep acknowledged operations (`retain_acked`), to push
+    /// them again after a restore of the server.
+    pub retain: bool,
 }
 
 impl Devices<'_> {
@@ -161,6 +164,9 @@ impl Devices<'_> {
         }
         if self.broken_sink && device == 0 {
             cmd.args(["--test-sink-ignores", "dev-1-"]);
+        }
+        if self.retain {
+            cmd.arg("--retain-acked");
         }
         cmd.stdin(Stdio::piped());
         cmd.spawn().map_err(io("starting a client"))

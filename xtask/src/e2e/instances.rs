@@ -74,6 +74,7 @@ pub(crate) async fn run(sizes: Sizes) -> Result<Option<Verdict>, XtaskError> {
         pace: Duration::ZERO,
         pull: true,
         broken_sink: false,
+        retain: false,
     };
     // The fleet's server is instance A: the one killed.
     let mut fleet = Fleet::start(a, &devices, sizes.devices)?;
