@@ -235,6 +235,30 @@ fn ensure_only_our_files(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Reads the marker of an existing queue without locking or writing
+/// anything (the read-only inspector): the backend it names and its format
+/// version, refused when it is newer than `newest` for `backend`.
+pub(crate) fn read_marker(dir: &Path, backend: &str, newest: u32) -> Result<u32> {
+    match fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => return Err(format_error(dir, "it is not a directory")),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            return Err(format_error(dir, "it does not exist"))
+        }
+        Err(e) => return Err(io_error("inspect queue directory", e)),
+    }
+    match fs::read_to_string(dir.join(MARKER_FILE)) {
+        Ok(text) => check_marker(dir, &text, backend, newest),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(StorageError::NotAQueue {
+            path: dir.to_path_buf(),
+        }),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            Err(format_error(dir, "its marker file is not text"))
+        }
+        Err(e) => Err(io_error("read format marker", e)),
+    }
+}
+
 fn marker_text(backend: &str, format_version: u32) -> String {
     format!("{MARKER_MAGIC}\nbackend={backend}\nformat={format_version}\n")
 }

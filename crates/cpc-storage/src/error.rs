@@ -71,6 +71,13 @@ pub enum StorageError {
         /// Its permission bits.
         mode: u32,
     },
+    /// The directory has no format marker: it is not a queue (nothing in
+    /// it was touched).
+    #[error("not a cpc-sync queue: {} (no format marker)", path.display())]
+    NotAQueue {
+        /// The directory.
+        path: PathBuf,
+    },
     /// The directory is not a queue, or was written by a newer format.
     #[error("{path} is not a usable queue: {reason}")]
     Format {

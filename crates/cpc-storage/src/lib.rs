@@ -152,7 +152,9 @@ pub use journal::{AckedOp, Requeued, RetainAcked, ACKED_IDS_AGE, ACKED_IDS_KEPT}
 pub use memory::MemoryStorage;
 #[cfg(feature = "sled")]
 pub use sled_backend::{SledOptions, SledStorage, DEFAULT_SLED_CACHE_CAPACITY};
-pub use sqlite::{SqliteStorage, RELAXED_SYNC_INTERVAL};
+pub use sqlite::{
+    InspectedOp, SqliteInspector, SqliteStorage, StoreFiles, Verified, RELAXED_SYNC_INTERVAL,
+};
 
 #[cfg(test)]
 mod object_safety {

@@ -63,6 +63,7 @@ use crate::notices::Notices;
 #[macro_use]
 mod codec;
 mod checkpoint;
+mod inspect;
 mod journal;
 mod open;
 mod salvage;
@@ -73,6 +74,7 @@ mod write;
 
 use self::checkpoint::*;
 use self::codec::*;
+pub use self::inspect::{InspectedOp, SqliteInspector, StoreFiles, Verified};
 use self::open::*;
 use self::tx::*;
 use self::write::*;

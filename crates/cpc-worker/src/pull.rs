@@ -32,6 +32,18 @@ use crate::regress::{self, Regression, Regressions};
 
 /// The `sync_state` key of the pull state.
 const STATE_KEY: &str = "pull";
+
+/// The `sync_state` key under which the puller keeps its state, for tools
+/// that inspect a queue ([`decode_pull_state`]).
+pub const PULL_STATE_KEY: &str = STATE_KEY;
+
+/// The cursor and the highest server position seen, from the puller's
+/// stored state (`None` if it does not decode).
+pub fn decode_pull_state(raw: &[u8]) -> Option<(Option<PullCursor>, Option<RemotePosition>)> {
+    envelope::decode::<PullState>(RecordKind::Meta, raw, MAX_STATE_BYTES)
+        .ok()
+        .map(|s| (s.cursor, s.known))
+}
 /// The largest pull state read back (a cursor holds two keys of ≤ 1 KiB).
 const MAX_STATE_BYTES: u32 = 16 * 1024;
 

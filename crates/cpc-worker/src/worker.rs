@@ -36,7 +36,7 @@ mod batch;
 mod judge;
 mod run;
 
-use crate::regress::{self, Regression, Regressions};
+use crate::regress::{self, HandledRegression, Regression, Regressions};
 
 use self::judge::{judge, BatchVerdict, Verdict};
 use self::run::*;
@@ -365,6 +365,13 @@ impl SyncWorker {
     pub async fn process_once(&self) -> Result<ProcessingSummary> {
         let inner = &self.inner;
         inner.release_orphans().await?;
+        // Driven by hand, the worker handles a regression here (the loop
+        // does it itself), once nothing of it is in flight.
+        if let Some(regression) = inner.regressions.pending() {
+            if inner.in_flight.load(Ordering::SeqCst) == 0 {
+                inner.handle_regression(&regression).await?;
+            }
+        }
         if inner.paused.load(Ordering::SeqCst) || inner.retry.may_claim(0).is_err() {
             return Ok(ProcessingSummary::default());
         }

@@ -80,7 +80,20 @@ impl Inner {
             }
             tokio::task::yield_now().await;
         }
-        self.call("sync_state", |s| {
+        let handled = HandledRegression {
+            regression: regression.clone(),
+            requeued,
+            unrecoverable,
+            at: self.clock.now_ms(),
+        };
+        self.call("sync_state", move |s| {
+            let history = s
+                .sync_state(regress::HISTORY_KEY, None)?
+                .map(|raw| HandledRegression::decode_history(&raw))
+                .unwrap_or_default();
+            if let Some(bytes) = handled.append_to(history) {
+                s.sync_state(regress::HISTORY_KEY, Some(bytes))?;
+            }
             s.sync_state(regress::PENDING_KEY, Some(Vec::new()))
         })
         .await?;
