@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use crate::api::EpochMillis;
 
 /// Entries the journal keeps without [`RetainAcked`] (ids and positions
-/// only, about 100 bytes each), and for at most [`ACKED_IDS_AGE`].
+/// only, about 100 bytes each), and for at most [`ACKED_IDS_AGE`]. Counts
+/// are pruned in steps: up to an eighth more are kept between two
+/// prunings.
 pub const ACKED_IDS_KEPT: u64 = 10_000;
 
 /// How long the journal keeps an id-only entry: 7 days.
@@ -36,7 +38,8 @@ pub(crate) const MAX_RETAINED: u64 = 10_000_000;
 /// what was acknowledged since the last backup is what a restore loses.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RetainAcked {
-    /// At most this many entries (1 to 10,000,000).
+    /// At least this many entries are kept, and at most an eighth more
+    /// (pruned in steps; 1 to 10,000,000).
     pub max_count: u64,
     /// Entries older than this are pruned (at most 365 days).
     pub max_age: Duration,

@@ -78,8 +78,7 @@ struct Model {
     next_seq: u64,
     skip_dead: bool,
     aging: bool,
-    /// Acknowledgements journaled (the journal keeps the newest
-    /// `ACKED_IDS_KEPT`).
+    /// Entries in the acked journal.
     acked: u64,
 }
 
@@ -256,6 +255,11 @@ impl Model {
             }
             m.remote = None;
         }
+        // The journal is pruned in steps: past an eighth over, back to the cap.
+        let cap = cpc_storage::ACKED_IDS_KEPT;
+        if self.acked > cap + cap / 8 {
+            self.acked = cap;
+        }
         Ok(())
     }
 
@@ -350,7 +354,7 @@ impl Model {
 
     fn stats(&self) -> QueueStats {
         let mut s = QueueStats {
-            acked_journal: self.acked.min(cpc_storage::ACKED_IDS_KEPT),
+            acked_journal: self.acked,
             ..QueueStats::default()
         };
         for m in &self.ops {

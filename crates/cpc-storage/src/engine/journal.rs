@@ -76,7 +76,10 @@ impl JournalAppends {
         Ok(())
     }
 
-    /// Prunes the journal's front by age and count, once per write.
+    /// Prunes the journal's front by age and count, once per write. By
+    /// count in steps: only past `max_count` plus an eighth, then back to
+    /// `max_count`, so a full journal costs one range delete every
+    /// `max_count / 8` acknowledgements instead of a small one per write.
     pub(crate) fn finish<T: Tx + ?Sized>(
         self,
         tx: &mut T,
@@ -90,13 +93,22 @@ impl JournalAppends {
             Some(r) => (r.max_count, r.max_age),
             None => (ACKED_IDS_KEPT, ACKED_IDS_AGE),
         };
+        let Some(first) = tx.journal_scan(0, 1, false)?.into_iter().next() else {
+            return Ok(());
+        };
+        let len = last.saturating_sub(first.n).saturating_add(1);
+        let mut upto = 0;
+        if len > max_count.saturating_add((max_count / 8).max(1)) {
+            upto = last.saturating_sub(max_count);
+        }
         let cutoff = now.saturating_sub(super::millis(max_age));
-        let mut upto = last.saturating_sub(max_count);
-        for row in tx.journal_scan(upto, AGE_PRUNE_WINDOW, false)? {
-            if row.at >= cutoff {
-                break;
+        if first.at < cutoff {
+            for row in tx.journal_scan(upto.max(first.n - 1), AGE_PRUNE_WINDOW, false)? {
+                if row.at >= cutoff {
+                    break;
+                }
+                upto = row.n;
             }
-            upto = row.n;
         }
         if upto > 0 {
             tx.journal_remove_upto(upto)?;
