@@ -42,7 +42,11 @@ fn main() -> Res<()> {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("--serve") => serve(&args[2]),
-        Some("--client") => client(&args[2], &args[3]),
+        Some("--client") => client(
+            &args[2],
+            &args[3],
+            args.get(4).map(String::as_str) != Some("no-prefetch"),
+        ),
         _ => {
             let records = args
                 .iter()
@@ -117,7 +121,7 @@ fn vm_kib(pid: u32, key: &str) -> u64 {
 /// Child mode: pulls from `base` into a `MapSink` until caught up; one
 /// line per page (`page CHANGES BYTES APPLIED`), then `done APPLIED SECS
 /// HWM_KIB`.
-fn client(base: &str, queue: &str) -> Res<()> {
+fn client(base: &str, queue: &str, prefetch: bool) -> Res<()> {
     runtime()?.block_on(async {
         let mut http = cpc_http::HttpConfig::new(base, "bench-client");
         http.max_pull_bytes = 4 << 20;
@@ -132,6 +136,7 @@ fn client(base: &str, queue: &str) -> Res<()> {
                 .remote_sink(sink)
                 .pull_config(PullConfig {
                     limit: PAGE,
+                    prefetch,
                     ..PullConfig::default()
                 })
                 .build()
@@ -243,11 +248,17 @@ struct Run {
 
 /// Runs a client child on `queue` to the end, or kills it with SIGKILL
 /// once `kill_at` records are applied (then `applied` is what it had).
-fn run_client(base: &str, queue: &std::path::Path, kill_at: Option<u64>) -> Res<Run> {
+fn run_client(
+    base: &str,
+    queue: &std::path::Path,
+    kill_at: Option<u64>,
+    prefetch: bool,
+) -> Res<Run> {
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .arg("--client")
         .arg(base)
         .arg(queue)
+        .arg(if prefetch { "prefetch" } else { "no-prefetch" })
         .stdout(std::process::Stdio::piped())
         .spawn()?;
     let reader = BufReader::new(child.stdout.take().ok_or("no stdout")?);
@@ -309,7 +320,11 @@ fn measure(records: u64) -> Res<()> {
     BufReader::new(server.stdout.take().ok_or("no stdout")?).read_line(&mut line)?;
     let base = format!("http://{}", line.trim());
 
-    let full = run_client(&base, &dir.path().join("client-full"), None)?;
+    // Prefetch off, then on (the default): the same server, one after the
+    // other, so the effect of asking ahead is measured in one run.
+    let plain = run_client(&base, &dir.path().join("client-plain"), None, false)?;
+    let plain_rate = plain.applied as f64 / plain.secs;
+    let full = run_client(&base, &dir.path().join("client-full"), None, true)?;
     let sync_rate = full.applied as f64 / full.secs;
     let scan = median(
         (0..3)
@@ -317,8 +332,8 @@ fn measure(records: u64) -> Res<()> {
             .collect::<Res<Vec<f64>>>()?,
     );
     let resumed_dir = dir.path().join("client-killed");
-    let before = run_client(&base, &resumed_dir, Some(records / 2))?;
-    let after = run_client(&base, &resumed_dir, None)?;
+    let before = run_client(&base, &resumed_dir, Some(records / 2), true)?;
+    let after = run_client(&base, &resumed_dir, None, true)?;
     drop(server.stdin.take());
     let _ = server.wait();
 
@@ -328,6 +343,7 @@ fn measure(records: u64) -> Res<()> {
         "  engine + HttpTransport into a map sink: {sync_rate:>10.0} records/s ({:.1} s, {} applied)",
         full.secs, full.applied
     );
+    println!("  the same without asking ahead (prefetch off): {plain_rate:>10.0} records/s");
     println!("  server's own read of its entity table: {scan:>10.0} records/s (median of 3)");
     println!("  ratio: {:.2}x (target >= 0.5x)", sync_rate / scan);
     println!(

@@ -69,6 +69,12 @@ pub struct PullConfig {
     pub backoff_max: Duration,
     /// Seeds the jitter (default: from the OS).
     pub seed: Option<u64>,
+    /// While the remote has more (an initial sync, a catch-up), ask for
+    /// the next page while the sink applies this one (default `true`):
+    /// the server reads and encodes while the device decodes and writes.
+    /// Pages are still applied one at a time, in order; an answer asked
+    /// ahead from a cursor that is no longer current is dropped.
+    pub prefetch: bool,
 }
 
 impl Default for PullConfig {
@@ -81,6 +87,7 @@ impl Default for PullConfig {
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(60),
             seed: None,
+            prefetch: true,
         }
     }
 }
@@ -156,6 +163,23 @@ pub struct Puller {
     /// The worker's, when this puller belongs to an engine: a regression
     /// is handed to it (re-queue, then the event).
     regressions: Option<Arc<Regressions>>,
+    /// The next page, asked ahead ([`PullConfig::prefetch`]): the query
+    /// and the task answering it.
+    prefetched: std::sync::Mutex<Option<Prefetch>>,
+}
+
+/// A page asked ahead.
+type Prefetch = (
+    PullQuery,
+    tokio::task::JoinHandle<Result<PullPage, TransportError>>,
+);
+
+impl Drop for Puller {
+    fn drop(&mut self) {
+        if let Some((_, task)) = self.prefetched.get_mut().ok().and_then(Option::take) {
+            task.abort();
+        }
+    }
 }
 
 impl Puller {
@@ -186,6 +210,7 @@ impl Puller {
             rng: std::sync::Mutex::new(StdRng::seed_from_u64(seed)),
             applying: Mutex::new(()),
             regressions: None,
+            prefetched: std::sync::Mutex::new(None),
         }
     }
 
@@ -308,7 +333,16 @@ impl Puller {
                 limit: self.config.limit.max(1),
                 collections: self.config.collections.clone(),
             };
-            let answer = self.transport.pull(&query).await;
+            let answer = match self.take_prefetched(&query) {
+                Some(task) => match task.await {
+                    Ok(Ok(page)) => Ok(page),
+                    // A failure asked ahead may be old news (the network
+                    // is back, the server restarted), and an aborted or
+                    // panicked task has no answer: ask again, now.
+                    Ok(Err(_)) | Err(_) => self.transport.pull(&query).await,
+                },
+                None => self.transport.pull(&query).await,
+            };
             let _applying = self.applying.lock().await;
             let now = self.load().await?;
             if now.cursor != state.cursor || now.known != state.known {
@@ -323,7 +357,53 @@ impl Puller {
                 }
                 Err(e) => return Err(e.into()),
             };
+            if page.has_more && self.config.prefetch {
+                // Asked before the sink runs, from where the page leaves
+                // the feed: if the page is not applied, the cursor does not
+                // move and the answer is dropped unused.
+                let next = PullQuery {
+                    cursor: Some(page.cursor.clone()),
+                    known: higher(state.known.clone(), page.head.clone()),
+                    wait: Duration::ZERO,
+                    ..query.clone()
+                };
+                self.prefetch(next);
+            }
             return self.apply_page(state, page).await;
+        }
+    }
+
+    /// The task answering `query` if it was asked ahead; a task for any
+    /// other query is dropped (its answer would be for a stale cursor).
+    fn take_prefetched(
+        &self,
+        query: &PullQuery,
+    ) -> Option<tokio::task::JoinHandle<Result<PullPage, TransportError>>> {
+        let (asked, task) = self
+            .prefetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()?;
+        if asked == *query {
+            Some(task)
+        } else {
+            task.abort();
+            None
+        }
+    }
+
+    /// Asks `next` ahead, without waiting for the answer.
+    fn prefetch(&self, next: PullQuery) {
+        let transport = Arc::clone(&self.transport);
+        let asked = next.clone();
+        let task = tokio::spawn(async move { transport.pull(&asked).await });
+        let old = self
+            .prefetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace((next, task));
+        if let Some((_, task)) = old {
+            task.abort();
         }
     }
 

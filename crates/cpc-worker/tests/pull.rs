@@ -16,7 +16,7 @@ use cpc_core::{
     SnapshotRange, TokioWallClock, Transport, TransportError,
 };
 use cpc_storage::{MemoryStorage, QueueOptions, QueueStorage, QueueStorageExt};
-use cpc_worker::{PullConfig, Puller, StorageCalls};
+use cpc_worker::{PullConfig, PullError, Puller, StorageCalls};
 
 const T0: u64 = 1_767_225_600_000;
 
@@ -348,4 +348,79 @@ async fn a_page_answered_to_a_stale_cursor_is_not_applied_after_a_newer_one() {
     );
     let queries = rig.remote.queries.lock().unwrap().clone();
     assert_eq!(queries[2].cursor.as_ref().unwrap().position, position(2));
+}
+
+/// Holds every page until the transport has been asked for the next one:
+/// only a puller that asks ahead gets through.
+#[derive(Debug)]
+struct WaitsForTheNextQuery {
+    remote: Arc<Scripted>,
+    pages: Mutex<Vec<SinkPage>>,
+}
+
+#[async_trait]
+impl RemoteSink for WaitsForTheNextQuery {
+    async fn apply(&self, page: &SinkPage) -> Result<(), SinkError> {
+        let asked_before = self.pages.lock().unwrap().len() + 1;
+        for _ in 0..100 {
+            if self.remote.queries.lock().unwrap().len() > asked_before {
+                self.pages.lock().unwrap().push(page.clone());
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Err(SinkError(
+            "the next page was not asked while this one was applied".into(),
+        ))
+    }
+}
+
+async fn sync_three_pages(prefetch: bool) -> (Result<(), PullError>, Vec<u64>) {
+    let rig = Rig::new(memory());
+    let sink = Arc::new(WaitsForTheNextQuery {
+        remote: Arc::clone(&rig.remote),
+        pages: Mutex::new(Vec::new()),
+    });
+    let puller = Puller::new(
+        Arc::clone(&rig.storage),
+        rig.remote.clone(),
+        sink.clone(),
+        PullConfig {
+            prefetch,
+            ..PullConfig::default()
+        },
+    )
+    .storage_calls(StorageCalls::Inline);
+    rig.script(Ok(changes_page(0, vec![change(1, "a", None)], true)));
+    rig.script(Ok(changes_page(1, vec![change(2, "b", None)], true)));
+    rig.script(Ok(changes_page(2, vec![change(3, "c", None)], true)));
+    rig.script(Ok(changes_page(3, vec![], false)));
+    let mut result = Ok(());
+    for _ in 0..3 {
+        if let Err(e) = puller.pull_page(Duration::ZERO).await {
+            result = Err(e);
+            break;
+        }
+    }
+    let seqs = sink
+        .pages
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p.changes.iter().map(|c| c.change.seq))
+        .collect();
+    (result, seqs)
+}
+
+#[tokio::test(start_paused = true)]
+async fn while_the_remote_has_more_the_next_page_is_asked_as_this_one_is_applied() {
+    // Asking ahead: each page is applied while the next is on its way, in
+    // order, each once.
+    let (result, seqs) = sync_three_pages(true).await;
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(seqs, vec![1, 2, 3]);
+    // Without it the sink waits in vain: the check can fail.
+    let (result, seqs) = sync_three_pages(false).await;
+    assert!(result.is_err());
+    assert!(seqs.is_empty());
 }
