@@ -283,3 +283,72 @@ async fn restore_run(retain: Option<cpc_sync::storage::RetainAcked>) {
     device.shutdown().await.unwrap();
     restored.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_restarted_after_a_restore_puts_its_lost_ops_back_before_new_ones() {
+    // The restore happens while the app is stopped. On relaunch its first
+    // push must already carry the position it had seen (persisted with
+    // the queue), so the server refuses it (409) until the retained ops
+    // are back in the queue ahead of the new one of the same record.
+    let dir = tempfile::tempdir().unwrap();
+    let first = server(dir.path(), SocketAddr::from(([127, 0, 0, 1], 0))).await;
+    let addr = first.addr();
+    let base = format!("http://{addr}");
+    let retain = Some(cpc_sync::storage::RetainAcked::default());
+    let sink = Arc::new(MemorySink::new());
+    let edit = |device: SyncEngine, from: u32, n: u32| async move {
+        for i in from..from + n {
+            device
+                .operation(EntityKey::new("notes", "n0"), OperationKind::Update)
+                .payload(format!("edit {i}"))
+                .submit()
+                .await
+                .unwrap();
+        }
+        device.drained().await.unwrap();
+    };
+    let device = engine_retaining(
+        dir.path(),
+        &base,
+        "dev-x",
+        9,
+        Arc::clone(&sink),
+        retain.clone(),
+    )
+    .await;
+    edit(device.clone(), 0, 3).await;
+    device.pulled_through(3).await.unwrap();
+    first.shutdown().await.unwrap();
+    copy_dir(&dir.path().join("server"), &dir.path().join("backup"));
+    let second = server(dir.path(), addr).await;
+    edit(device.clone(), 3, 3).await;
+    device.pulled_through(6).await.unwrap();
+    device.shutdown().await.unwrap();
+    drop(device);
+    // Restored while the app is stopped: edits 3, 4, 5 are gone.
+    second.shutdown().await.unwrap();
+    std::fs::remove_dir_all(dir.path().join("server")).unwrap();
+    copy_dir(&dir.path().join("backup"), &dir.path().join("server"));
+    let restored = server(dir.path(), addr).await;
+    let device = engine_retaining(dir.path(), &base, "dev-x", 9, Arc::clone(&sink), retain).await;
+    edit(device.clone(), 6, 1).await;
+    device.pulled_through(7).await.unwrap();
+    let (rows, _) = truth(dir.path());
+    let payloads: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            use base64::Engine as _;
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(r["payload"].as_str().unwrap())
+                .unwrap();
+            String::from_utf8(raw).unwrap()
+        })
+        .collect();
+    assert_eq!(
+        payloads,
+        (0..7).map(|i| format!("edit {i}")).collect::<Vec<_>>(),
+        "the record's edits, each once, in the order they were made"
+    );
+    device.shutdown().await.unwrap();
+    restored.shutdown().await.unwrap();
+}

@@ -228,6 +228,25 @@ pub trait Transport: fmt::Debug + Send + Sync {
             "this transport does not pull".into(),
         ))
     }
+
+    /// The highest remote position this device had seen, as persisted
+    /// with the queue, told at start before anything is pushed: a
+    /// transport that sends `known` with its pushes (§8) raises its own to
+    /// it, so that the first push after a restart is already checked
+    /// against a remote restored meanwhile. The default ignores it.
+    fn note_known(&self, known: &RemotePosition) {
+        let _ = known;
+    }
+
+    /// A `409 history_diverged` has been dealt with (the retained
+    /// acknowledged operations are back in the queue): `known` becomes the
+    /// remote's `head`, lower as it is. Until then a transport keeps
+    /// sending the position it had, so that nothing is applied on the
+    /// restored history before the operations it lost are queued again
+    /// ahead of later ones. The default ignores it.
+    fn adopt_head(&self, head: &RemotePosition) {
+        let _ = head;
+    }
 }
 
 #[async_trait]
@@ -238,6 +257,12 @@ impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
     async fn pull(&self, query: &PullQuery) -> Result<PullPage, TransportError> {
         (**self).pull(query).await
     }
+    fn note_known(&self, known: &RemotePosition) {
+        (**self).note_known(known)
+    }
+    fn adopt_head(&self, head: &RemotePosition) {
+        (**self).adopt_head(head)
+    }
 }
 
 #[async_trait]
@@ -247,6 +272,12 @@ impl<T: Transport + ?Sized> Transport for Box<T> {
     }
     async fn pull(&self, query: &PullQuery) -> Result<PullPage, TransportError> {
         (**self).pull(query).await
+    }
+    fn note_known(&self, known: &RemotePosition) {
+        (**self).note_known(known)
+    }
+    fn adopt_head(&self, head: &RemotePosition) {
+        (**self).adopt_head(head)
     }
 }
 

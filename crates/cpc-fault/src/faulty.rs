@@ -567,6 +567,14 @@ impl<T: Transport> Transport for FaultyTransport<T> {
         }
     }
 
+    fn note_known(&self, known: &cpc_core::RemotePosition) {
+        self.inner.note_known(known);
+    }
+
+    fn adopt_head(&self, head: &cpc_core::RemotePosition) {
+        self.inner.adopt_head(head);
+    }
+
     async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
         let started = tokio::time::Instant::now();
         let (fault, latency) = self.decide(batch);

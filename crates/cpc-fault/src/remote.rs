@@ -640,10 +640,12 @@ impl Transport for SimulatedRemote {
             let mut s = self.lock();
             let diverged = s.known.get(&client).is_some_and(|k| !s.feed.in_history(k));
             if diverged {
+                // Its known stays until the device adopts the head (after
+                // re-queuing what it retained), as an HTTP transport does.
                 s.history_refusals += 1;
-                let head = s.feed.head();
-                s.set_known(Some(client), head.clone());
-                return Err(TransportError::HistoryDiverged { head });
+                return Err(TransportError::HistoryDiverged {
+                    head: s.feed.head(),
+                });
             }
         }
         let answer = self.apply_answer(batch)?;
@@ -655,6 +657,14 @@ impl Transport for SimulatedRemote {
 
     async fn pull(&self, query: &PullQuery) -> Result<PullPage, TransportError> {
         self.pull_page(query)
+    }
+
+    fn note_known(&self, known: &cpc_core::RemotePosition) {
+        self.lock().raise_known(self.client, known.clone());
+    }
+
+    fn adopt_head(&self, head: &cpc_core::RemotePosition) {
+        self.lock().set_known(self.client, head.clone());
     }
 }
 

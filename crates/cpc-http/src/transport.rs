@@ -300,9 +300,9 @@ impl HttpTransport {
         }
     }
 
-    /// A `409 history_diverged` (§8) as its error, push or pull: the
-    /// server's head becomes `known`, and the client goes on from there.
-    /// `None` for any other answer.
+    /// A `409 history_diverged` (§8) as its error, push or pull (`known`
+    /// is kept until the engine adopts the head). `None` for any other
+    /// answer.
     pub(crate) fn diverged(
         &self,
         code: u16,
@@ -314,7 +314,10 @@ impl HttpTransport {
             head = head.seq,
             "the server's history diverged from what this device has seen (409)"
         );
-        *self.known.lock().unwrap_or_else(|e| e.into_inner()) = Some(head.clone());
+        // `known` stays until the engine adopts the head (`adopt_head`),
+        // once the operations the restore lost are queued again: until
+        // then every push is refused the same way, so nothing lands on the
+        // restored history ahead of them.
         Some(TransportError::HistoryDiverged {
             head: map::position(head),
         })
@@ -333,6 +336,14 @@ impl Transport for HttpTransport {
 
     async fn pull(&self, query: &PullQuery) -> Result<PullPage, TransportError> {
         self.pull_page(query).await
+    }
+
+    fn note_known(&self, known: &cpc_core::RemotePosition) {
+        self.raise_known(map::wire_position(known));
+    }
+
+    fn adopt_head(&self, head: &cpc_core::RemotePosition) {
+        *self.known.lock().unwrap_or_else(|e| e.into_inner()) = Some(map::wire_position(head));
     }
 }
 

@@ -179,6 +179,14 @@ impl<T: Transport> Transport for BearerTransport<T> {
         }
         self.inner.pull(query).await
     }
+
+    fn note_known(&self, known: &cpc_sync::core::RemotePosition) {
+        self.inner.note_known(known);
+    }
+
+    fn adopt_head(&self, head: &cpc_sync::core::RemotePosition) {
+        self.inner.adopt_head(head);
+    }
 }
 
 #[cfg(test)]

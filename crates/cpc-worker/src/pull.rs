@@ -465,6 +465,11 @@ impl Puller {
             head = head.seq,
             "the remote's history no longer holds what this device has seen"
         );
+        if state.known.as_ref() == Some(&head) {
+            // Reported already (this answer left before the head was
+            // adopted): the worker is on it.
+            return Ok(());
+        }
         let regression = Regression {
             known: state.known.clone(),
             head: head.clone(),
@@ -485,6 +490,8 @@ impl Puller {
                 }
             }
             None => {
+                // No worker to re-queue anything: go on from the head.
+                self.transport.adopt_head(&head);
                 let _ = self.events.send(WorkerEvent::RemoteRegressed {
                     known: regression.known,
                     head: regression.head,

@@ -98,9 +98,11 @@ pub struct Regressions {
     /// (an operation put back must not go out beside a later one of its
     /// entity).
     closed: AtomicBool,
-    /// The head of the last regression handled: the same one reported
-    /// again (by the puller after a push saw it) is not handled twice.
-    handled: Mutex<Option<RemotePosition>>,
+    /// The last regression handled: the same one reported again (by the
+    /// puller after a push saw it: same `known`, same head) is not handled
+    /// twice. A later restore to the same backup comes with another
+    /// `known` (the device had moved on), so it is handled again.
+    handled: Mutex<Option<Regression>>,
     wake: tokio::sync::Notify,
 }
 
@@ -108,21 +110,27 @@ impl Regressions {
     /// Reports a regression; the worker handles it before its next claim.
     /// `false` when this one (same head) was handled already.
     pub fn report(&self, regression: Regression) -> bool {
+        // A device whose known position is the head already adopted it: a
+        // late answer to a request sent before, not a new restore.
+        if regression.known.as_ref() == Some(&regression.head) {
+            return false;
+        }
         let seen = self
             .handled
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .is_some_and(|h| *h == regression.head);
+            .is_some_and(|h| *h == regression);
         if seen {
             return false;
         }
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        // A later report keeps the first `known` (the device's position
-        // before any of them) and takes the newest head.
+        // A later report keeps the first `known` it has (the device's
+        // position before any of them) and takes the newest head.
         let known = pending
             .as_ref()
-            .map_or(regression.known.clone(), |p| p.known.clone());
+            .and_then(|p| p.known.clone())
+            .or(regression.known);
         *pending = Some(Regression {
             known,
             head: regression.head,
@@ -149,7 +157,7 @@ impl Regressions {
     /// meanwhile).
     pub(crate) fn done(&self, regression: &Regression) {
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        *self.handled.lock().unwrap_or_else(|e| e.into_inner()) = Some(regression.head.clone());
+        *self.handled.lock().unwrap_or_else(|e| e.into_inner()) = Some(regression.clone());
         if pending.as_ref() == Some(regression) {
             *pending = None;
             self.closed.store(false, Ordering::SeqCst);

@@ -163,7 +163,7 @@ async fn pages_that_break_the_rules_are_protocol_errors() {
 }
 
 #[tokio::test]
-async fn a_409_is_history_diverged_with_the_head_which_becomes_known() {
+async fn a_409_is_history_diverged_and_known_moves_to_the_head_only_when_adopted() {
     let server = support::server().await;
     let problem = json!({
         "type": "urn:cpc-sync:problem:history_diverged", "title": "History diverged",
@@ -185,13 +185,19 @@ async fn a_409_is_history_diverged_with_the_head_which_becomes_known() {
         seq: 9,
         fp: 63,
     });
-    match t.pull(&query).await {
-        Err(TransportError::HistoryDiverged { head }) => assert_eq!(head.seq, 7),
+    let head = match t.pull(&query).await {
+        Err(TransportError::HistoryDiverged { head }) => head,
         other => panic!("expected history_diverged, got {other:?}"),
-    }
-    // The engine goes on from the head: `known` is the head now.
+    };
+    assert_eq!(head.seq, 7);
+    // Until the engine has re-queued what it retained, the transport
+    // keeps the position it had: the next request is refused the same way.
     query.known = None;
     let _ = t.pull(&query).await;
+    // Adopted: the engine goes on from the head.
+    t.adopt_head(&head);
+    let _ = t.pull(&query).await;
     let sent = pulled_requests(&server).await;
-    assert_eq!(sent[1]["known"], position(7));
+    assert_eq!(sent[1]["known"], position(9));
+    assert_eq!(sent[2]["known"], position(7));
 }

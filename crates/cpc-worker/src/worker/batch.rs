@@ -114,8 +114,11 @@ impl Inner {
         // bounded first.
         let pushed = pushed.map_err(bounded_error);
         if let Err(TransportError::HistoryDiverged { head }) = &pushed {
+            // With the position the puller persisted: the puller, seeing
+            // the same restore, reports the same regression, handled once.
+            let known = self.stored_known().await;
             self.regressions.report(Regression {
-                known: None,
+                known,
                 head: head.clone(),
             });
         }

@@ -59,6 +59,18 @@ impl Inner {
 }
 
 impl Inner {
+    /// The highest remote position the puller persisted, if any.
+    pub(super) async fn stored_known(&self) -> Option<cpc_core::RemotePosition> {
+        let raw = self
+            .call("sync_state", |s| {
+                s.sync_state(crate::pull::PULL_STATE_KEY, None)
+            })
+            .await
+            .ok()
+            .flatten()?;
+        crate::pull::decode_pull_state(&raw)?.1
+    }
+
     /// Puts the acked journal's retained operations back in the queue
     /// (nothing is in flight: the loop waited), clears the durable report
     /// and tells the application.
@@ -98,6 +110,8 @@ impl Inner {
         })
         .await?;
         tracing::warn!(target: "cpc_worker", head = head_seq, requeued, unrecoverable, "the remote went back in time: retained operations re-queued");
+        // Only now may pushes land on the restored history.
+        self.transport.adopt_head(&regression.head);
         self.regressions.done(regression);
         self.emit(WorkerEvent::RemoteRegressed {
             known: regression.known.clone(),
@@ -131,6 +145,12 @@ pub(super) async fn run(inner: Arc<Inner>) {
     let mut reported_open = false;
     tracing::info!(target: "cpc_worker", network = ?status, "worker started");
 
+    // The remote position seen before a restart goes with the first push,
+    // so a remote restored meanwhile is caught before anything is applied
+    // on it (the transport keeps `known` in memory only).
+    if let Some(known) = inner.stored_known().await {
+        inner.transport.note_known(&known);
+    }
     // A regression reported before a crash or stop is handled now.
     match inner
         .call("sync_state", |s| s.sync_state(regress::PENDING_KEY, None))
