@@ -129,6 +129,9 @@ cpc-sync revive ./queue --all-dead"
         /// Which side wins.
         #[arg(long, value_enum)]
         keep: Keep,
+        /// Yes, drop the local change (needed with `--keep remote`).
+        #[arg(long)]
+        yes: bool,
         /// The application's queue options.
         #[command(flatten)]
         write: WriteArgs,
@@ -165,6 +168,10 @@ cpc-sync revive ./queue --all-dead"
     Import {
         /// The queue directory (created if it does not exist).
         dir: PathBuf,
+        /// The app's payload limit (`QueueOptions::max_payload`): a larger
+        /// payload is refused here rather than quarantined by the app.
+        #[arg(long, default_value_t = cpc_core::DEFAULT_MAX_PAYLOAD)]
+        max_payload: usize,
         /// The application's queue options.
         #[command(flatten)]
         write: WriteArgs,

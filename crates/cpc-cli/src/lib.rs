@@ -166,15 +166,20 @@ fn dispatch(
             dir,
             id,
             keep,
+            yes,
             write,
-        } => write::settle(&dir, &id, keep, &write, out),
+        } => write::settle(&dir, &id, keep, yes, &write, out),
         Command::RequeueAcked {
             dir,
             since,
             yes,
             write,
         } => write::requeue_acked(&dir, since, yes, &write, out),
-        Command::Import { dir, write } => write::import(&dir, &write, stdin, out),
+        Command::Import {
+            dir,
+            max_payload,
+            write,
+        } => write::import(&dir, max_payload, &write, stdin, out),
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "cpc-sync", out);
             Ok(0)

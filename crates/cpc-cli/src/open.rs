@@ -21,8 +21,21 @@ pub fn read_only(dir: &Path) -> Result<SqliteInspector, Failure> {
 pub fn for_write(dir: &Path, write: &WriteArgs, create: bool) -> Result<SqliteStorage, Failure> {
     if !create || dir.exists() {
         // A directory that is not a queue is refused before anything is
-        // written into it.
-        drop(read_only(dir)?);
+        // written into it; so is an older format, which opening for
+        // writing would upgrade behind the back of the app that wrote it.
+        let format = read_only(dir)?.format_version();
+        if format < SqliteInspector::CURRENT_FORMAT {
+            return Err(Failure {
+                code: EXIT_INPUT,
+                message: format!(
+                    "the queue {} is format {format}, older than this tool's {}: writing would \
+                     upgrade it and an app of that older format could no longer open it. \
+                     Run the app's newer version on it first (reading commands work as it is)",
+                    dir.display(),
+                    SqliteInspector::CURRENT_FORMAT
+                ),
+            });
+        }
     }
     let options = QueueOptions {
         // Whatever the application allowed, the tool reads it back.

@@ -13,11 +13,12 @@ use serde_json::json;
 use crate::args::StateFilter;
 use crate::lines::{kind_name, priority_name, Line};
 use crate::open::read_only;
-use crate::render::{age, now_ms, payload, relative, size, Style, Table};
+use crate::render::{age, clean, now_ms, payload, relative, size, Style, Table};
 use crate::{io_failure, Failure, EXIT_DAMAGED, EXIT_INPUT};
 
-/// Operations read per page while filtering a listing.
-const PAGE: usize = 1024;
+/// Operations read per page (whole bodies: bounded, so a queue of large
+/// payloads is read in small snapshots that never hold the engine up).
+const PAGE: usize = 64;
 
 /// Everything `status` shows.
 struct Status {
@@ -70,7 +71,7 @@ fn storage(e: cpc_storage::StorageError) -> Failure {
 }
 
 fn position(p: &RemotePosition) -> String {
-    format!("seq {} (store {})", p.seq, p.store_id)
+    format!("seq {} (store {})", p.seq, clean(&p.store_id))
 }
 
 /// The counts as two tables (by state, by priority).
@@ -350,14 +351,14 @@ pub fn list(
             op.id.to_string(),
             entity_text(&op.entity),
             match &op.op {
-                Ok(o) => kind_name(&o.kind),
+                Ok(o) => clean(&kind_name(&o.kind)),
                 Err(_) => style.alert("damaged"),
             },
             priority_name(op.priority).into(),
             op.state.name().into(),
             op.attempts.to_string(),
             next(op),
-            op.last_error.clone().unwrap_or_else(|| "-".into()),
+            op.last_error.as_deref().map_or("-".into(), clean),
             size(op.payload_len),
         ];
         if show_payload {
@@ -431,7 +432,7 @@ pub fn verify(dir: &Path, out: &mut dyn Write, style: &Style) -> Result<i32, Fai
             v.operations, v.journal
         )?;
         for (what, why) in &v.damaged {
-            writeln!(out, "{}: {what}: {why}", style.alert("damaged"))?;
+            writeln!(out, "{}: {what}: {}", style.alert("damaged"), clean(why))?;
         }
         if v.quarantined > 0 {
             writeln!(

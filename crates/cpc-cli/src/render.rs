@@ -96,6 +96,15 @@ impl Table {
     }
 }
 
+/// `text` from the queue or the remote (entity ids, error texts) made safe
+/// for a terminal: control characters (an escape sequence a remote could
+/// plant) are shown as `\u{FFFD}`.
+pub fn clean(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
+}
+
 /// `bytes` as B, KiB, MiB or GiB.
 pub fn size(bytes: u64) -> String {
     const UNITS: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
@@ -170,6 +179,12 @@ mod tests {
         assert_eq!(age(90_000_000), "1d1h");
         assert_eq!(relative(1_000, 4_000), "3s ago");
         assert_eq!(relative(4_000, 1_000), "in 3s");
+    }
+
+    #[test]
+    fn text_from_the_remote_cannot_drive_the_terminal() {
+        assert_eq!(clean("rejected\x1b[2J: bad"), "rejected\u{FFFD}[2J: bad");
+        assert_eq!(clean("notes/n1"), "notes/n1");
     }
 
     #[test]

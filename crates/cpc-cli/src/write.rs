@@ -19,6 +19,13 @@ use crate::{io_failure, Failure, EXIT_INPUT};
 /// fields): bounded, so a file without newlines cannot exhaust memory.
 const MAX_LINE: usize = (cpc_storage::MAX_PAYLOAD_LIMIT / 3 + 1) * 4 + 64 * 1024;
 
+/// The most payload bytes one import holds (it is checked whole before
+/// one atomic write): split a larger file.
+const MAX_IMPORT_BYTES: u64 = 1 << 30;
+
+/// Journal entries one requeue transaction puts back.
+const REQUEUE_PAGE: usize = 64;
+
 fn input(message: String) -> Failure {
     Failure {
         code: EXIT_INPUT,
@@ -130,10 +137,16 @@ pub fn settle(
     dir: &Path,
     id: &str,
     keep: Keep,
+    yes: bool,
     write: &WriteArgs,
     out: &mut dyn Write,
 ) -> Result<i32, Failure> {
     let id = parse_ids(&[id.to_owned()])?[0];
+    if keep == Keep::Remote && !yes {
+        return Err(input(
+            "--keep remote drops the local change for good. Pass --yes to do it".into(),
+        ));
+    }
     let store = for_write(dir, write, false)?;
     let resolution = match keep {
         Keep::Local => Resolution::KeepLocal,
@@ -173,10 +186,20 @@ pub fn requeue_acked(
         ));
     }
     let store = for_write(dir, write, false)?;
+    let in_flight = store.stats().map_err(storage)?.in_flight;
+    if in_flight > 0 {
+        // Leased by an engine that stopped before their lease ended: they
+        // may be on the wire, and an older operation put back ahead of one
+        // of them would be sent after it.
+        return Err(input(format!(
+            "{in_flight} operation(s) are still leased (in flight) from the last run: start the \
+             app once so they complete or return, or wait for their lease to end"
+        )));
+    }
     let (mut requeued, mut unrecoverable) = (0, 0);
     loop {
         let page = store
-            .requeue_acked(since, now_ms(), 1024)
+            .requeue_acked(since, now_ms(), REQUEUE_PAGE)
             .map_err(storage)?;
         requeued += page.requeued;
         unrecoverable += page.unrecoverable;
@@ -184,6 +207,10 @@ pub fn requeue_acked(
             break;
         }
     }
+    // Done by hand: the engine must not do it again at its next start.
+    store
+        .sync_state(cpc_worker::PENDING_KEY, Some(Vec::new()))
+        .map_err(storage)?;
     writeln!(
         out,
         "re-queued {requeued}; known by id only and applied above seq {since} (lost): {unrecoverable}"
@@ -196,17 +223,23 @@ pub fn requeue_acked(
 /// in the queue) before one atomic write of them all.
 pub fn import(
     dir: &Path,
+    max_payload: usize,
     write: &WriteArgs,
     input_lines: &mut dyn BufRead,
     out: &mut dyn Write,
 ) -> Result<i32, Failure> {
     let mut ops = Vec::new();
+    let mut total = 0u64;
     let mut seen = HashSet::new();
     let mut buf = Vec::new();
     let mut number = 0usize;
     loop {
         buf.clear();
-        let read = read_bounded_line(input_lines, &mut buf)
+        let max_line = (max_payload / 3 + 1)
+            .saturating_mul(4)
+            .saturating_add(64 * 1024)
+            .min(MAX_LINE);
+        let read = read_bounded_line(input_lines, &mut buf, max_line)
             .map_err(|e| input(format!("line {}: {e}", number + 1)))?;
         if read == 0 {
             break;
@@ -221,8 +254,14 @@ pub fn import(
         let line: Line =
             serde_json::from_str(text).map_err(|e| input(format!("line {number}: {e}")))?;
         let op = line
-            .operation(cpc_storage::MAX_PAYLOAD_LIMIT)
-            .map_err(|e| input(format!("line {number}: {e}")))?;
+            .operation(max_payload)
+            .map_err(|e| input(format!("line {number}: {e} (the limit is --max-payload)")))?;
+        total = total.saturating_add(op.payload.len() as u64);
+        if total > MAX_IMPORT_BYTES {
+            return Err(input(format!(
+                "line {number}: the file holds more than {MAX_IMPORT_BYTES} payload bytes; split it"
+            )));
+        }
         if !seen.insert(op.id) {
             return Err(input(format!(
                 "line {number}: operation {} is in the file twice",
@@ -249,8 +288,12 @@ pub fn import(
 }
 
 /// Reads one line (without its newline) into `buf`, refusing one longer
-/// than [`MAX_LINE`]; answers the bytes consumed (0 at the end).
-fn read_bounded_line(r: &mut dyn BufRead, buf: &mut Vec<u8>) -> std::io::Result<usize> {
+/// than `max_line`; answers the bytes consumed (0 at the end).
+fn read_bounded_line(
+    r: &mut dyn BufRead,
+    buf: &mut Vec<u8>,
+    max_line: usize,
+) -> std::io::Result<usize> {
     let mut consumed = 0;
     loop {
         let available = r.fill_buf()?;
@@ -261,9 +304,9 @@ fn read_bounded_line(r: &mut dyn BufRead, buf: &mut Vec<u8>) -> std::io::Result<
             Some(i) => (&available[..i], Some(i + 1)),
             None => (available, None),
         };
-        if buf.len() + chunk.len() > MAX_LINE {
+        if buf.len() + chunk.len() > max_line {
             return Err(std::io::Error::other(format!(
-                "longer than {MAX_LINE} bytes"
+                "longer than {max_line} bytes (a payload over --max-payload?)"
             )));
         }
         buf.extend_from_slice(chunk);

@@ -204,6 +204,16 @@ fn a_queue_of_a_newer_format_is_refused_and_nothing_is_touched() {
     }
     assert_eq!(std::fs::read_to_string(&marker).unwrap(), text);
     assert_eq!(std::fs::read(q.dir.join("queue.sqlite3")).unwrap(), db);
+    // An older format is read, but not written (that would upgrade it
+    // behind the back of the app that wrote it).
+    let older = text.replace("format=99", "format=3");
+    std::fs::write(&marker, &older).unwrap();
+    let (code, _, err) = stdout(cli().args(["revive", "--all-dead"]).arg(&q.dir));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("is format 3, older than"), "{err}");
+    assert_eq!(std::fs::read_to_string(&marker).unwrap(), older);
+    let (code, _, _) = stdout(cli().arg("status").arg(&q.dir));
+    assert_eq!(code, 0);
 }
 
 #[test]
@@ -335,6 +345,18 @@ fn drop_settle_and_requeue_acked_change_the_queue_and_destroy_only_with_yes() {
     let (code, _, err) = stdout(cli().arg("drop").arg(&q.dir).arg("not-an-id").arg("--yes"));
     assert_eq!(code, 2);
     assert!(err.contains("is not an operation id"), "{err}");
+    let (code, _, err) = stdout(
+        cli()
+            .arg("settle")
+            .arg(&q.dir)
+            .arg(deferred.to_string())
+            .args(["--keep", "remote"]),
+    );
+    assert_eq!(
+        code, 2,
+        "keeping the remote's drops the local change: --yes"
+    );
+    assert!(err.contains("--yes"), "{err}");
     let (code, out, err) = stdout(
         cli()
             .arg("settle")

@@ -276,6 +276,8 @@ struct MemState {
     notices: Vec<QuarantineNotice>,
     /// The acked journal: n → (acknowledged at, envelope).
     journal: std::collections::BTreeMap<u64, (EpochMillis, Vec<u8>)>,
+    /// The last `n` ever stored (never reused).
+    journal_last: u64,
 }
 
 impl MemState {
@@ -451,11 +453,12 @@ impl Tx for MemState {
     }
 
     fn journal_last(&mut self) -> Result<u64> {
-        Ok(self.journal.keys().next_back().copied().unwrap_or(0))
+        Ok(self.journal_last)
     }
 
     fn journal_put(&mut self, n: u64, at: EpochMillis, body: Vec<u8>) -> Result<()> {
         self.journal.insert(n, (at, body));
+        self.journal_last = self.journal_last.max(n);
         Ok(())
     }
 

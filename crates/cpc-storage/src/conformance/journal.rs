@@ -76,7 +76,8 @@ pub fn requeue_puts_retained_ops_back_ahead_of_later_ones(f: &dyn Factory) {
     env.s().complete(&[ack_at(&a, 5)], T0 + 1).unwrap();
     let c = normal("e1", 3);
     env.s().enqueue(c.clone(), T0 + 2).unwrap();
-    assert!(env.s().acked(&Page::ALL).unwrap()[0].retained);
+    let before = env.s().acked(&Page::ALL).unwrap();
+    assert!(before[0].retained);
 
     let done = env.s().requeue_acked(3, T0 + 3, 100).unwrap();
     assert_eq!(
@@ -102,6 +103,12 @@ pub fn requeue_puts_retained_ops_back_ahead_of_later_ones(f: &dyn Factory) {
         env.s().requeue_acked(3, T0 + 4, 100).unwrap(),
         crate::Requeued::default()
     );
+    // Acknowledged again, it gets a new place: an `n` is never reused, so a
+    // listing cursor taken before the requeue still finds it.
+    env.s().complete(&[ack_at(&a, 9)], T0 + 5).unwrap();
+    let after = env.s().acked(&Page::after(before[0].n, 10)).unwrap();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(after[0].n > before[0].n);
 }
 
 /// Without retention nothing can be put back: what was applied above the

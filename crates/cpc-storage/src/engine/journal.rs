@@ -15,6 +15,11 @@ use crate::journal::{AckedOp, JournalRecord, Requeued, ACKED_IDS_AGE, ACKED_IDS_
 /// a little at every acknowledgement, so it never falls far behind).
 const AGE_PRUNE_WINDOW: usize = 64;
 
+/// The most journal entries one write prunes by count: entries may hold
+/// whole operations, and one acknowledgement must not pay for deleting
+/// thousands of them. The next writes go on while it is over.
+const COUNT_PRUNE_MAX: u64 = 1024;
+
 /// One journal row as a backend hands it over.
 #[derive(Debug)]
 pub(crate) struct JournalRow {
@@ -99,7 +104,9 @@ impl JournalAppends {
         let len = last.saturating_sub(first.n).saturating_add(1);
         let mut upto = 0;
         if len > max_count.saturating_add((max_count / 8).max(1)) {
-            upto = last.saturating_sub(max_count);
+            upto = last
+                .saturating_sub(max_count)
+                .min(first.n.saturating_add(COUNT_PRUNE_MAX - 1));
         }
         let cutoff = now.saturating_sub(super::millis(max_age));
         if first.at < cutoff {

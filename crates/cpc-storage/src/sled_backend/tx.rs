@@ -576,15 +576,19 @@ impl engine::Tx for SledTx<'_> {
         let from = keys::seq_key(after.saturating_add(1));
         let mut out = Vec::new();
         for (k, v) in self.scan(ACKED, &from, None, limit)? {
-            let (Some(n), Some((at, body))) = (keys::read_u64(&k), v.split_first_chunk::<8>())
-            else {
-                // A damaged entry is listed with an empty body: it does not
-                // decode, and is counted unrecoverable.
+            let Some(n) = keys::read_u64(&k) else {
                 continue;
+            };
+            // A value too short for its time is listed with an empty body:
+            // it does not decode, so it is reported (and counted
+            // unrecoverable by a requeue), never silently skipped.
+            let (at, body) = match v.split_first_chunk::<8>() {
+                Some((at, body)) => (u64::from_be_bytes(*at), body),
+                None => (0, &[][..]),
             };
             out.push(JournalRow {
                 n,
-                at: u64::from_be_bytes(*at),
+                at,
                 body: if bodies { body.to_vec() } else { Vec::new() },
             });
         }

@@ -1,9 +1,11 @@
 //! [`SqliteInspector`]: a read-only look at a SQLite queue directory that
 //! an engine may be using right now (the `cpc-sync` command line).
 //!
-//! It takes no lock and writes nothing: the database is opened read-only
-//! (a WAL reader beside the engine's writer; each call reads one
-//! consistent snapshot), the format marker is read, not written. Damaged
+//! It takes no lock and writes no record: the database is opened
+//! read-only (a WAL reader beside the engine's writer; each call reads one
+//! consistent snapshot, kept short), the format marker is read, not
+//! written. (SQLite may create the empty `-wal`/`-shm` files of a store
+//! closed cleanly: a reader needs them.) Damaged
 //! records are reported, never quarantined (that is a write). An older
 //! format is read as far as it goes (a format-3 store has no journal).
 
@@ -71,8 +73,9 @@ pub struct SqliteInspector {
     options: QueueOptions,
 }
 
-/// Operations one verification page reads.
-const VERIFY_PAGE: usize = 1024;
+/// Operations one verification page reads (whole bodies: bounded, so a
+/// queue of large payloads is read in small snapshots).
+const VERIFY_PAGE: usize = 64;
 
 impl SqliteInspector {
     /// Opens `dir` read-only: no lock taken, nothing written. Refuses a
@@ -114,6 +117,10 @@ impl SqliteInspector {
     pub fn format_version(&self) -> u32 {
         self.format
     }
+
+    /// The format version this build writes: opening an older store for
+    /// writing upgrades it in place (an older app may then refuse it).
+    pub const CURRENT_FORMAT: u32 = FORMAT_VERSION;
 
     /// The store's files and their sizes.
     pub fn files(&self) -> StoreFiles {

@@ -82,10 +82,15 @@ impl SqlTx<'_> {
         }
     }
 
-    /// The newest journal entry's `n` (0 when empty).
+    /// The newest journal entry's `n`; when the journal is empty, the last
+    /// one it ever held (kept in `meta` when it was emptied), so an `n`
+    /// is never reused and a listing cursor stays valid.
     pub(super) fn journal_last_n(&mut self) -> Result<u64> {
         self.conn
-            .prepare_cached("SELECT COALESCE(MAX(n), 0) FROM acked")
+            .prepare_cached(
+                "SELECT COALESCE((SELECT MAX(n) FROM acked), \
+                 (SELECT CAST(v AS INTEGER) FROM meta WHERE k = 'acked_last'), 0)",
+            )
             .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
             .map(to_u64)
             .map_err(self.err("read acked journal"))
@@ -127,6 +132,14 @@ impl SqlTx<'_> {
     }
 
     pub(super) fn journal_delete_upto(&mut self, upto: u64) -> Result<()> {
+        let last = self.journal_last_n()?;
+        if upto >= last && last > 0 {
+            // Emptied: remember where it was.
+            self.conn
+                .prepare_cached("INSERT OR REPLACE INTO meta (k, v) VALUES ('acked_last', ?1)")
+                .and_then(|mut st| st.execute(params![to_i64(last)]))
+                .map_err(self.err("prune acked journal"))?;
+        }
         self.conn
             .prepare_cached("DELETE FROM acked WHERE n <= ?1")
             .and_then(|mut st| st.execute(params![to_i64(upto)]))

@@ -124,8 +124,9 @@ impl Inner {
     }
 }
 
-/// Journal entries one requeue transaction puts back.
-pub(super) const REQUEUE_PAGE: usize = 1024;
+/// Journal entries one requeue transaction puts back (whole operations:
+/// bounded, so large payloads are not all held at once).
+pub(super) const REQUEUE_PAGE: usize = 64;
 
 /// Live operations one re-spread transaction looks at: a few milliseconds
 /// of SQLite work, so claims get through between the pages of a large
