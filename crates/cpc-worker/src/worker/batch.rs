@@ -124,7 +124,9 @@ impl Inner {
         }
         // A refusal to talk (credentials, version) says nothing about the
         // remote's health: the breaker does not count it.
-        let remote_failed = matches!(&pushed, Err(e) if !matches!(e, TransportError::Unauthorized | TransportError::Incompatible(_)));
+        // Nor does a history that went back in time: the remote answered,
+        // it is the device that must catch up.
+        let remote_failed = matches!(&pushed, Err(e) if !matches!(e, TransportError::Unauthorized | TransportError::Incompatible(_) | TransportError::HistoryDiverged { .. }));
         settle_breaker(permit, remote_failed);
 
         let now = self.clock.now_ms();
