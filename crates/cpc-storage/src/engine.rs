@@ -223,6 +223,20 @@ pub(crate) struct MetaFilter<'a> {
     pub after: Option<u64>,
 }
 
+impl<'a> MetaFilter<'a> {
+    /// The metas of a [`ListFilter`] listing (`entity`: its entity's key
+    /// bytes).
+    pub(crate) fn listing(filter: &ListFilter, entity: Option<&'a [u8]>) -> MetaFilter<'a> {
+        MetaFilter {
+            entity,
+            dead: filter.dead,
+            deferred_only: false,
+            limit: filter.limit,
+            after: filter.after_seq,
+        }
+    }
+}
+
 /// The table operations of one transaction. Every method sees the writes
 /// made earlier in the same transaction. Index maintenance (due, timed,
 /// aging, in-flight, parked, by entity, by id) is the implementation's job,

@@ -17,6 +17,14 @@ fn ack_at(op: &Operation, seq: u64) -> Completion {
     Completion::AckAt { id: op.id, seq }
 }
 
+/// Three operations of three entities, claimed.
+fn three_claimed(env: &Env<'_>) -> Vec<Operation> {
+    let ops: Vec<Operation> = (1..=3).map(|n| normal(&format!("e{n}"), n)).collect();
+    env.s().enqueue_batch(ops.clone(), T0).unwrap();
+    env.s().claim_ready(T0, 3).unwrap();
+    ops
+}
+
 fn entity_order(env: &Env<'_>, entity: &str) -> Vec<cpc_core::OperationId> {
     env.s()
         .list(&ListFilter {
@@ -33,9 +41,7 @@ fn entity_order(env: &Env<'_>, entity: &str) -> Vec<cpc_core::OperationId> {
 /// only without retention); a dropped operation is not.
 pub fn acks_are_journaled_with_their_remote_seq(f: &dyn Factory) {
     let env = Env::new(f, options());
-    let ops: Vec<Operation> = (1..=3).map(|n| normal(&format!("e{n}"), n)).collect();
-    env.s().enqueue_batch(ops.clone(), T0).unwrap();
-    env.s().claim_ready(T0, 3).unwrap();
+    let ops = three_claimed(&env);
     env.s()
         .complete(
             &[
@@ -115,9 +121,7 @@ pub fn requeue_puts_retained_ops_back_ahead_of_later_ones(f: &dyn Factory) {
 /// remote's head, or at an unknown position, is counted unrecoverable.
 pub fn without_retention_requeue_counts_what_was_lost(f: &dyn Factory) {
     let env = Env::new(f, options());
-    let ops: Vec<Operation> = (1..=3).map(|n| normal(&format!("e{n}"), n)).collect();
-    env.s().enqueue_batch(ops.clone(), T0).unwrap();
-    env.s().claim_ready(T0, 3).unwrap();
+    let ops = three_claimed(&env);
     env.s()
         .complete(
             &[

@@ -11,13 +11,7 @@ pub(crate) fn list<T: Tx + ?Sized>(
     options: &QueueOptions,
 ) -> Result<Vec<StoredOperation>> {
     let entity = filter.entity.as_ref().map(|e| e.to_key_bytes());
-    let metas = tx.list_metas(MetaFilter {
-        entity: entity.as_deref(),
-        dead: filter.dead,
-        deferred_only: false,
-        limit: filter.limit,
-        after: filter.after_seq,
-    })?;
+    let metas = tx.list_metas(MetaFilter::listing(filter, entity.as_deref()))?;
     let mut out = Vec::with_capacity(metas.len());
     for meta in metas {
         if let Some(op) = load_or_quarantine(tx, &meta, now, options)? {

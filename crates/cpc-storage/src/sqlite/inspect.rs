@@ -203,13 +203,7 @@ impl SqliteInspector {
             .as_ref()
             .map(cpc_core::EntityKey::to_key_bytes);
         self.snapshot(|tx| {
-            let metas = tx.list_metas(MetaFilter {
-                entity: entity.as_deref(),
-                dead: filter.dead,
-                deferred_only: false,
-                limit: filter.limit,
-                after: filter.after_seq,
-            })?;
+            let metas = tx.list_metas(MetaFilter::listing(filter, entity.as_deref()))?;
             let mut out = Vec::with_capacity(metas.len());
             for meta in metas {
                 let op = match tx.load_op(&meta)? {
