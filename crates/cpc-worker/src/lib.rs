@@ -95,7 +95,9 @@ pub use error::{Result, WorkerError};
 pub use event::{NetworkStatus, WorkerEvent};
 pub use policy::{RetryPolicy, DEFAULT_MAX_ATTEMPTS};
 pub use pull::{decode_pull_state, PageApplied, PullConfig, PullError, Puller, PULL_STATE_KEY};
-pub use regress::{HandledRegression, Regression, Regressions, HISTORY_KEY, PENDING_KEY};
+pub use regress::{
+    HandledRegression, Regression, Regressions, HISTORY_KEPT, HISTORY_KEY, PENDING_KEY,
+};
 pub use summary::{ConflictCounts, ProcessingSummary};
 pub use worker::{SyncWorker, SyncWorkerBuilder};
 
