@@ -75,29 +75,14 @@ pub fn revive(
             }
         }
     }
-    let mut missing = Vec::new();
-    let mut revived = 0;
-    for id in &ids {
-        match store
-            .amend(Amend::Revive {
-                id: *id,
-                now: now_ms(),
-            })
-            .map_err(storage)?
-        {
-            0 => missing.push(id.to_string()),
-            n => revived += n,
-        }
-    }
-    writeln!(out, "revived {revived}").map_err(io_failure)?;
-    if missing.is_empty() {
-        Ok(0)
-    } else {
-        Err(input(format!(
-            "not dead or deferred (nothing done for them): {}",
-            missing.join(", ")
-        )))
-    }
+    amend_each(
+        &store,
+        &ids,
+        |id| Amend::Revive { id, now: now_ms() },
+        "revived",
+        "not dead or deferred (nothing done for them)",
+        out,
+    )
 }
 
 /// `drop`.
@@ -116,19 +101,39 @@ pub fn drop_ops(
         )));
     }
     let store = for_write(dir, write, false)?;
+    amend_each(
+        &store,
+        &ids,
+        Amend::Drop,
+        "dropped",
+        "not in the queue",
+        out,
+    )
+}
+
+/// Applies `change(id)` to each id, one durable write each; reports how
+/// many changed (`done N`) and fails naming the ids nothing matched.
+fn amend_each(
+    store: &dyn QueueStorage,
+    ids: &[OperationId],
+    change: impl Fn(OperationId) -> Amend,
+    done: &str,
+    unmatched: &str,
+    out: &mut dyn Write,
+) -> Result<i32, Failure> {
     let mut missing = Vec::new();
-    let mut dropped = 0;
-    for id in &ids {
-        match store.amend(Amend::Drop(*id)).map_err(storage)? {
+    let mut changed = 0;
+    for id in ids {
+        match store.amend(change(*id)).map_err(storage)? {
             0 => missing.push(id.to_string()),
-            n => dropped += n,
+            n => changed += n,
         }
     }
-    writeln!(out, "dropped {dropped}").map_err(io_failure)?;
+    writeln!(out, "{done} {changed}").map_err(io_failure)?;
     if missing.is_empty() {
         Ok(0)
     } else {
-        Err(input(format!("not in the queue: {}", missing.join(", "))))
+        Err(input(format!("{unmatched}: {}", missing.join(", "))))
     }
 }
 
