@@ -51,6 +51,7 @@ pub fn run(quick_seeds: u32, crash_cycles: u32) -> Result<(), XtaskError> {
             ops: 200,
         },
         &[],
+        false,
     )?;
     println!(
         "<== e2e --quick: ok ({:.1}s)",

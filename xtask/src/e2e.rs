@@ -156,8 +156,11 @@ pub const RUNS: &[&str] = &[
     "netns",
 ];
 
-/// `cargo xtask e2e`: the runs `only` names (every one if empty).
-pub fn main(sizes: Sizes, only: &[String]) -> Result<(), XtaskError> {
+/// `cargo xtask e2e`: the runs `only` names (every one if empty). With
+/// `server_no_dedupe` the plain runs (proxy, server-kill, client-kill) use
+/// a server that applies resends again, so they must fail: the checker's
+/// negative control as an outside tester runs it.
+pub fn main(sizes: Sizes, only: &[String], server_no_dedupe: bool) -> Result<(), XtaskError> {
     if let Some(unknown) = only.iter().find(|n| !RUNS.contains(&n.as_str())) {
         return Err(XtaskError::Usage(format!(
             "no run named {unknown:?}; the runs are {}",
@@ -188,7 +191,8 @@ pub fn main(sizes: Sizes, only: &[String]) -> Result<(), XtaskError> {
             },
         ),
     ];
-    for (name, plan) in runs.into_iter().filter(|(name, _)| wanted(name)) {
+    for (name, mut plan) in runs.into_iter().filter(|(name, _)| wanted(name)) {
+        plan.no_dedupe = server_no_dedupe;
         if !runtime.block_on(run(plan, sizes))?.report(name) {
             failed.push(name);
         }

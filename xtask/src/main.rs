@@ -112,6 +112,11 @@ enum Command {
         /// control-no-dedupe, control-broken-sink, instances, restore, netns.
         #[arg(long, value_name = "RUN")]
         only: Vec<String>,
+        /// Break the server of the proxy, server-kill and client-kill runs
+        /// (it applies resends again): the runs must then fail with exit 1
+        /// and name the duplicated op ids. Proves the checker from outside.
+        #[arg(long)]
+        server_no_dedupe: bool,
     },
     /// Kernel-level faults on the real TCP stack: cpc-server in a network
     /// namespace, the devices in another, nftables dropping, resetting and
@@ -167,12 +172,17 @@ fn main() -> ExitCode {
             crash_cycles,
         } => ci::run(seeds, crash_cycles),
         Command::Archcheck => archcheck::run(),
-        Command::E2e { quick, only } => e2e::main(
+        Command::E2e {
+            quick,
+            only,
+            server_no_dedupe,
+        } => e2e::main(
             e2e::Sizes {
                 devices: 5,
                 ops: if quick { 200 } else { 2000 },
             },
             &only,
+            server_no_dedupe,
         ),
         Command::Load { args } => run_step(
             "load",
