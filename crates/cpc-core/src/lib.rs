@@ -35,6 +35,7 @@
 //! # Feature flags
 //! None.
 
+mod coalesce;
 pub mod envelope;
 mod error;
 mod hlc;
@@ -44,6 +45,7 @@ mod pull;
 pub mod time;
 mod transport;
 
+pub use coalesce::{combine, Coalesced, Coalescer, PayloadMerge, StandardCoalescer};
 pub use error::{error_chain, EnvelopeError, Error, Result};
 pub use hlc::{HlcTimestamp, HybridClock, NodeId, DEFAULT_MAX_DRIFT};
 pub use id::{OperationId, ID_TEXT_LEN};
@@ -71,6 +73,7 @@ mod object_safety {
     // can cross threads.
     fn _transport_is_object_safe(_: &dyn Transport) {}
     fn _sink_is_object_safe(_: &dyn RemoteSink) {}
+    fn _coalescer_is_object_safe(_: &dyn Coalescer) {}
     fn _assert_send_sync<T: Send + Sync>() {}
     fn _types_are_send_sync() {
         _assert_send_sync::<Operation>();

@@ -185,6 +185,14 @@ impl QueueStorage for GatedStorage {
     fn enqueue_batch(&self, ops: Vec<Operation>, now: EpochMillis) -> Result<Vec<u64>> {
         self.call(|s| s.enqueue_batch(ops, now))
     }
+    fn enqueue_coalesced(
+        &self,
+        ops: Vec<Operation>,
+        now: EpochMillis,
+        coalescer: Arc<dyn cpc_sync::core::Coalescer>,
+    ) -> Result<Vec<cpc_sync::storage::Enqueued>> {
+        self.call(|s| s.enqueue_coalesced(ops, now, coalescer))
+    }
     fn claim_ready(&self, now: EpochMillis, limit: usize) -> Result<Vec<Claimed>> {
         self.call(|s| s.claim_ready(now, limit))
     }

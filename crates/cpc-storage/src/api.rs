@@ -1,10 +1,11 @@
 //! The `QueueStorage` contract and the types it speaks.
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use cpc_core::{
-    ConflictRecord, EntityKey, HlcTimestamp, Operation, OperationId, OperationPriority,
+    Coalescer, ConflictRecord, EntityKey, HlcTimestamp, Operation, OperationId, OperationPriority,
     RemoteRecord, Resolution,
 };
 use serde::{Deserialize, Serialize};
@@ -185,6 +186,33 @@ impl QueueOptions {
         }
         Ok(())
     }
+}
+
+/// What became of one operation given to
+/// [`QueueStorage::enqueue_coalesced`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Enqueued {
+    /// Stored as an operation of its own, at `seq`.
+    Stored {
+        /// Its submission sequence.
+        seq: u64,
+    },
+    /// Merged with the entity's newest queued operation `into`, which
+    /// keeps its id and its place (`seq`) and now holds the result: what
+    /// will be sent is `into`.
+    Merged {
+        /// The queued operation that holds the result.
+        into: OperationId,
+        /// Its submission sequence.
+        seq: u64,
+    },
+    /// It and the entity's newest queued operation `earlier` cancelled
+    /// out (a create then a delete): neither will be sent, `earlier` is
+    /// gone from the queue.
+    Cancelled {
+        /// The queued operation removed with it.
+        earlier: OperationId,
+    },
 }
 
 /// Where an operation stands.
@@ -674,6 +702,29 @@ impl Amend {
 pub trait QueueStorage: Send + Sync + fmt::Debug {
     /// Stores several operations in one atomic write; returns their `seq`s in order.
     fn enqueue_batch(&self, ops: Vec<Operation>, now: EpochMillis) -> Result<Vec<u64>>;
+    /// Like [`enqueue_batch`](Self::enqueue_batch), one atomic write, but
+    /// each operation is first offered to `coalescer` with the newest
+    /// queued operation of its entity, if that one is ready and was never
+    /// claimed, never attempted (so the remote cannot have seen it; an
+    /// operation claimed once, even if the claim was given back, or put
+    /// back from the acked journal, is never merged into). Its decision
+    /// is applied in the same write: [`Coalesced::Keep`](cpc_core::Coalesced)
+    /// stores the new operation, `Replace` rewrites the queued one in its
+    /// place as [`cpc_core::combine`] says, `Cancel` removes the queued one
+    /// and stores nothing. A replacement over the payload limit, a
+    /// coalescer that panics, or a queued operation that does not decode
+    /// keep both. Operations of one call are offered in order, so a later
+    /// one may merge into an earlier one of the same call. The id of an
+    /// operation merged or cancelled away is not kept: submitting it again
+    /// is not refused as a duplicate. Refusals (a duplicate id, a payload
+    /// too large) are checked for every operation before anything is
+    /// written, as in `enqueue_batch`.
+    fn enqueue_coalesced(
+        &self,
+        ops: Vec<Operation>,
+        now: EpochMillis,
+        coalescer: Arc<dyn Coalescer>,
+    ) -> Result<Vec<Enqueued>>;
     /// Leases up to `limit` claimable heads (priority, aging, FIFO), persisting the incremented attempt count in the same write.
     fn claim_ready(&self, now: EpochMillis, limit: usize) -> Result<Vec<Claimed>>;
     /// Applies the outcomes of a batch in one atomic, durable write; unknown ids are skipped.

@@ -186,6 +186,7 @@ mod tests {
             last_error: None,
             payload_len: op.payload.len() as u64,
             head: None,
+            claimed: false,
         }
     }
 

@@ -32,7 +32,9 @@ use crate::{
     OpState, QueueOptions, QueueStorage, QueueStorageExt, Result, SqliteStorage, StorageError,
 };
 
+mod coalesce;
 mod journal;
+pub use coalesce::*;
 pub use journal::*;
 
 /// Opens stores for the suite.
@@ -183,6 +185,13 @@ suite!($
     the_journal_is_pruned_by_count_and_age,
     requeue_is_paged_and_the_journal_survives_reopen,
     a_requeued_op_takes_its_place_between_older_and_newer_ones,
+    an_update_merges_into_the_queued_update,
+    a_create_then_delete_cancels_both,
+    update_delete_becomes_delete_and_delete_create_is_kept,
+    a_claimed_op_is_never_merged_into,
+    the_claimed_mark_survives_a_reopen,
+    a_requeued_op_is_never_merged_into,
+    a_failing_coalescer_keeps_both_and_batches_coalesce_in_order,
 );
 
 /// Runs every behaviour against `factory`.

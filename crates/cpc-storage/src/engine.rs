@@ -40,12 +40,14 @@ use crate::api::{
 use crate::error::{Result, StorageError};
 
 mod amend;
+mod coalesce;
 mod journal;
 mod limits;
 mod quarantine;
 mod read;
 
 pub(crate) use self::amend::*;
+pub(crate) use self::coalesce::*;
 pub(crate) use self::journal::*;
 pub(crate) use self::limits::*;
 pub(crate) use self::quarantine::*;
@@ -101,6 +103,10 @@ pub(crate) struct OpMeta {
     pub payload_len: u64,
     /// `Some` if it is its entity's head.
     pub head: Option<Head>,
+    /// It was claimed at least once (or put back from the acked journal):
+    /// it may have reached the remote, so it is never coalesced into.
+    /// Never cleared; a released claim keeps it.
+    pub claimed: bool,
 }
 
 impl OpMeta {
@@ -260,6 +266,9 @@ pub(crate) trait Tx {
     }
     /// The entity's oldest operation (its oldest non-dead one if `skip_dead`).
     fn first_in_entity(&mut self, entity: &[u8], skip_dead: bool) -> Result<Option<OpMeta>>;
+    /// The entity's newest operation, in any state (what a coalescing
+    /// enqueue looks at).
+    fn last_in_entity(&mut self, entity: &[u8]) -> Result<Option<OpMeta>>;
     /// Bookkeeping in seq order, filtered (listings, recounts, re-spread):
     /// never an operation body.
     fn list_metas(&mut self, filter: MetaFilter<'_>) -> Result<Vec<OpMeta>>;
@@ -368,13 +377,25 @@ pub(crate) fn enqueue<T: Tx + ?Sized>(
     now: EpochMillis,
     options: &QueueOptions,
 ) -> Result<Vec<u64>> {
-    let skip = skip_dead(options);
     let mut seqs = Vec::with_capacity(ops.len());
     for op in ops {
+        seqs.push(enqueue_one(tx, op, now, options)?);
+    }
+    Ok(seqs)
+}
+
+/// Stores one checked operation last in its entity; returns its seq.
+pub(crate) fn enqueue_one<T: Tx + ?Sized>(
+    tx: &mut T,
+    op: &Operation,
+    now: EpochMillis,
+    options: &QueueOptions,
+) -> Result<u64> {
+    {
         let seq = tx.counters().next_seq;
         tx.counters().next_seq = seq + 1;
         let entity = op.entity.to_key_bytes();
-        let has_head = tx.has_head(&entity, skip)?;
+        let has_head = tx.has_head(&entity, skip_dead(options))?;
         let mut meta = OpMeta {
             seq,
             id: op.id,
@@ -387,6 +408,7 @@ pub(crate) fn enqueue<T: Tx + ?Sized>(
             last_error: None,
             payload_len: op.payload.len() as u64,
             head: None,
+            claimed: false,
         };
         // The first pending op of its entity is its head (written with the
         // record, not as a second update).
@@ -395,9 +417,8 @@ pub(crate) fn enqueue<T: Tx + ?Sized>(
         }
         tx.insert(&meta, op)?;
         tx.counters().account(&meta, true);
-        seqs.push(seq);
+        Ok(seq)
     }
-    Ok(seqs)
 }
 
 /// Leases up to `limit` due heads; see the module docs.
@@ -455,6 +476,7 @@ pub(crate) fn claim<T: Tx + ?Sized>(
             // sending never resets the retry history.
             new.attempts = meta.attempts.saturating_add(1);
             new.head = Some(Head::Timed);
+            new.claimed = true;
             write_meta(tx, &meta, &new)?;
             out.push(Claimed {
                 op,

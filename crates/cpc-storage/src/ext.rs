@@ -130,6 +130,14 @@ macro_rules! forward_queue_storage {
             fn enqueue_batch(&self, ops: Vec<Operation>, now: EpochMillis) -> Result<Vec<u64>> {
                 (**self).enqueue_batch(ops, now)
             }
+            fn enqueue_coalesced(
+                &self,
+                ops: Vec<Operation>,
+                now: EpochMillis,
+                coalescer: Arc<dyn cpc_core::Coalescer>,
+            ) -> Result<Vec<crate::api::Enqueued>> {
+                (**self).enqueue_coalesced(ops, now, coalescer)
+            }
             fn claim_ready(&self, now: EpochMillis, limit: usize) -> Result<Vec<Claimed>> {
                 (**self).claim_ready(now, limit)
             }

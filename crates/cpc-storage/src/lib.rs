@@ -140,7 +140,7 @@ mod sqlite;
 pub use api::MAX_SYNC_STATE_BYTES;
 pub use api::{
     respread_offset, Amend, Claimed, Completion, ConflictCursor, ConflictFilter, DeadHeadPolicy,
-    DeferredConflict, Durability, EpochMillis, ListFilter, LoggedConflict, OpState, Page,
+    DeferredConflict, Durability, Enqueued, EpochMillis, ListFilter, LoggedConflict, OpState, Page,
     QuarantineNotice, QuarantinedRecord, QueueOptions, QueueStats, QueueStorage, Respread,
     StoredOperation, DEFAULT_CONFLICT_LOG_MAX_BYTES, MAX_PAYLOAD_LIMIT,
 };

@@ -105,6 +105,18 @@ impl QueueStorage for MemoryStorage {
         engine::enqueue(&mut *st, &ops, now, &self.options)
     }
 
+    fn enqueue_coalesced(
+        &self,
+        ops: Vec<Operation>,
+        now: EpochMillis,
+        coalescer: std::sync::Arc<dyn cpc_core::Coalescer>,
+    ) -> Result<Vec<crate::api::Enqueued>> {
+        let now = self.seen(now);
+        let mut st = self.lock();
+        engine::check_enqueue(&mut *st, &ops, &self.options)?;
+        engine::enqueue_coalescing(&mut *st, &ops, now, &self.options, &*coalescer)
+    }
+
     fn claim_ready(&self, now: EpochMillis, limit: usize) -> Result<Vec<Claimed>> {
         self.seen(now);
         engine::claim(&mut *self.lock(), now, limit, &self.options)
@@ -373,6 +385,7 @@ fn assign_meta(dst: &mut OpMeta, src: &OpMeta) {
         last_error,
         payload_len,
         head,
+        claimed,
     } = src;
     dst.seq = *seq;
     dst.id = *id;
@@ -391,6 +404,7 @@ fn assign_meta(dst: &mut OpMeta, src: &OpMeta) {
     }
     dst.payload_len = *payload_len;
     dst.head = *head;
+    dst.claimed = *claimed;
 }
 
 impl Tx for MemState {
@@ -411,6 +425,11 @@ impl Tx for MemState {
             }
         }
         Ok(None)
+    }
+
+    fn last_in_entity(&mut self, entity: &[u8]) -> Result<Option<OpMeta>> {
+        let last = self.by_entity.get(entity).and_then(|q| q.back().copied());
+        Ok(last.and_then(|seq| self.ops.get(&seq).map(|e| e.meta.clone())))
     }
 
     fn list_metas(&mut self, f: MetaFilter<'_>) -> Result<Vec<OpMeta>> {

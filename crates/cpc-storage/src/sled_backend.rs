@@ -46,8 +46,10 @@ pub const DEFAULT_SLED_CACHE_CAPACITY: u64 = 64 * 1024 * 1024;
 
 /// Backend name written in the queue directory's format marker.
 const BACKEND: &str = "sled";
-/// Layout version of this backend's trees.
-const FORMAT_VERSION: u32 = 1;
+/// Layout version of this backend's trees. 2: bookkeeping records carry
+/// `claimed` (coalescing); a format-1 record still reads (as claimed),
+/// but a format-1 build would refuse the new records, hence the bump.
+const FORMAT_VERSION: u32 = 2;
 
 /// How a write transaction's commit is made durable.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,7 +159,7 @@ impl SledStorage {
         now: EpochMillis,
     ) -> Result<Self> {
         options.queue.validate()?;
-        let qdir = QueueDir::open(
+        let mut qdir = QueueDir::open(
             dir.as_ref(),
             BACKEND,
             FORMAT_VERSION,
@@ -178,6 +180,8 @@ impl SledStorage {
         for name in TREE_NAMES {
             trees.push(db.open_tree(name).map_err(|e| sled_error("open", e))?);
         }
+        // After sled opened it: a refused store keeps its old marker.
+        qdir.upgrade_marker(BACKEND, FORMAT_VERSION)?;
         let files = DataFiles::open(&sled_dir).map_err(|e| dir::io_error("open", e))?;
         let (state, fresh) = match trees[META]
             .get(META_STATE)
@@ -489,6 +493,19 @@ impl QueueStorage for SledStorage {
         self.write_tx(|tx| {
             engine::check_enqueue(tx, &ops, &self.options)?;
             engine::enqueue(tx, &ops, now, &self.options)
+        })
+    }
+
+    fn enqueue_coalesced(
+        &self,
+        ops: Vec<Operation>,
+        now: EpochMillis,
+        coalescer: std::sync::Arc<dyn cpc_core::Coalescer>,
+    ) -> Result<Vec<crate::api::Enqueued>> {
+        let now = self.seen(now);
+        self.write_tx(|tx| {
+            engine::check_enqueue(tx, &ops, &self.options)?;
+            engine::enqueue_coalescing(tx, &ops, now, &self.options, &*coalescer)
         })
     }
 

@@ -50,8 +50,8 @@ use rusqlite::{
 
 use crate::api::{
     Amend, Claimed, Completion, ConflictCursor, ConflictFilter, DeferredConflict, Durability,
-    EpochMillis, ListFilter, LoggedConflict, OpState, Page, QuarantineNotice, QuarantinedRecord,
-    QueueOptions, QueueStats, QueueStorage, Respread, StoredOperation,
+    Enqueued, EpochMillis, ListFilter, LoggedConflict, OpState, Page, QuarantineNotice,
+    QuarantinedRecord, QueueOptions, QueueStats, QueueStorage, Respread, StoredOperation,
 };
 use crate::compact;
 use crate::dir::{self, FaultSlot, InjectedFault, Poison, QueueDir};
@@ -84,7 +84,9 @@ const BACKEND: &str = "sqlite";
 /// Format version of the SQLite store (marker and `PRAGMA user_version`).
 /// 3: operation bodies are `compact` bodies (format-2 envelopes still read).
 /// 4: the `acked` table (the acked journal), created on upgrade.
-const FORMAT_VERSION: u32 = 4;
+/// 5: `hot.claimed` (coalescing); on upgrade every operation is marked
+/// claimed (see `open::UPGRADE_CLAIMED`).
+const FORMAT_VERSION: u32 = 5;
 /// The oldest format this build opens (and upgrades in place: format 2 has
 /// the same tables, only new bodies are written compact).
 const OLDEST_READABLE: u32 = 2;
@@ -241,7 +243,13 @@ impl SqliteStorage {
         self.shared.faults.arm(fault);
     }
 
-    fn enqueue_ops(&self, ops: Vec<Operation>, now: EpochMillis) -> Result<Vec<u64>> {
+    /// Stores `ops`, coalescing them when `coalescer` is given.
+    fn enqueue_ops(
+        &self,
+        ops: Vec<Operation>,
+        now: EpochMillis,
+        coalescer: Option<Arc<dyn cpc_core::Coalescer>>,
+    ) -> Result<Vec<Enqueued>> {
         let s = &self.shared;
         s.poison.check()?;
         let now = s.seen(now);
@@ -252,10 +260,12 @@ impl SqliteStorage {
             engine::validate(op, s.options.max_payload)?;
         }
         match s.options.durability {
-            Durability::GroupCommit { max_delay } => s.group_enqueue(ops, now, max_delay),
+            Durability::GroupCommit { max_delay } => {
+                s.group_enqueue(ops, now, coalescer, max_delay)
+            }
             Durability::Immediate | Durability::Relaxed => s.write("enqueue", |tx| {
                 engine::check_enqueue(tx, &ops, &s.options)?;
-                engine::enqueue(tx, &ops, now, &s.options)
+                store(tx, &ops, now, coalescer.as_deref(), &s.options)
             }),
         }
     }
@@ -295,7 +305,24 @@ impl QueueStorage for SqliteStorage {
     }
 
     fn enqueue_batch(&self, ops: Vec<Operation>, now: EpochMillis) -> Result<Vec<u64>> {
-        self.enqueue_ops(ops, now)
+        let stored = self.enqueue_ops(ops, now, None)?;
+        // Without a coalescer every operation is stored.
+        Ok(stored
+            .into_iter()
+            .filter_map(|e| match e {
+                Enqueued::Stored { seq } => Some(seq),
+                Enqueued::Merged { .. } | Enqueued::Cancelled { .. } => None,
+            })
+            .collect())
+    }
+
+    fn enqueue_coalesced(
+        &self,
+        ops: Vec<Operation>,
+        now: EpochMillis,
+        coalescer: Arc<dyn cpc_core::Coalescer>,
+    ) -> Result<Vec<Enqueued>> {
+        self.enqueue_ops(ops, now, Some(coalescer))
     }
 
     fn claim_ready(&self, now: EpochMillis, limit: usize) -> Result<Vec<Claimed>> {

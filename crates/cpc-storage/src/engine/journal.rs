@@ -218,6 +218,8 @@ pub(crate) fn requeue_acked<T: Tx + ?Sized>(
             last_error: None,
             payload_len: op.payload.len() as u64,
             head: None,
+            // It reached the remote once: never coalesced into.
+            claimed: true,
         };
         tx.insert_in_order(&meta, &op)?;
         tx.counters().account(&meta, true);

@@ -130,6 +130,46 @@ struct StoredMeta {
     last_error: Option<String>,
     payload_len: u64,
     head: Option<StoredHead>,
+    /// Appended in this build; a record without it (written by an older
+    /// build) reads as [`StoredMetaV1`].
+    claimed: bool,
+}
+
+/// `StoredMeta` as older builds wrote it (no `claimed`). Such a record is
+/// read as claimed: whether it was is unknown, and only a never-claimed
+/// operation may be coalesced into. (An older build would refuse this
+/// build's records, trailing bytes being corruption: the marker's format
+/// 2 keeps it out.)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct StoredMetaV1 {
+    id: OperationId,
+    entity: Vec<u8>,
+    priority: OperationPriority,
+    state: OpState,
+    ready_at: EpochMillis,
+    enqueued_at: EpochMillis,
+    attempts: u32,
+    last_error: Option<String>,
+    payload_len: u64,
+    head: Option<StoredHead>,
+}
+
+impl From<StoredMetaV1> for StoredMeta {
+    fn from(v: StoredMetaV1) -> Self {
+        StoredMeta {
+            id: v.id,
+            entity: v.entity,
+            priority: v.priority,
+            state: v.state,
+            ready_at: v.ready_at,
+            enqueued_at: v.enqueued_at,
+            attempts: v.attempts,
+            last_error: v.last_error,
+            payload_len: v.payload_len,
+            head: v.head,
+            claimed: true,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -156,6 +196,7 @@ impl StoredMeta {
                 Head::Timed => StoredHead::Timed,
                 Head::Blocked => StoredHead::Blocked,
             }),
+            claimed: m.claimed,
         }
     }
 
@@ -176,6 +217,7 @@ impl StoredMeta {
                 StoredHead::Timed => Head::Timed,
                 StoredHead::Blocked => Head::Blocked,
             }),
+            claimed: self.claimed,
         }
     }
 }
@@ -346,13 +388,69 @@ impl<'a> SledTx<'a> {
         Ok(out)
     }
 
+    /// The greatest live key with `lo <= key < hi`, merging the write set
+    /// over the tree (the reverse of [`scan`](Self::scan) for one entry).
+    pub(super) fn last_key(&self, tree: usize, lo: &[u8], hi: &[u8]) -> Result<Option<Vec<u8>>> {
+        let mut overlay = self
+            .writes
+            .range((
+                Bound::Included((tree, lo.to_vec())),
+                Bound::Excluded((tree, hi.to_vec())),
+            ))
+            .rev()
+            .map(|((_, k), v)| (k.as_slice(), v.is_some()))
+            .peekable();
+        let mut base = self.trees[tree]
+            .range::<&[u8], _>((Bound::Included(lo), Bound::Excluded(hi)))
+            .rev()
+            .peekable();
+        loop {
+            let next_base = match base.peek() {
+                Some(Ok((k, _))) => Some(k.to_vec()),
+                Some(Err(_)) => {
+                    if let Some(Err(e)) = base.next() {
+                        return Err(sled_error("scan", e));
+                    }
+                    continue;
+                }
+                None => None,
+            };
+            match (next_base, overlay.peek().copied()) {
+                (None, None) => return Ok(None),
+                (Some(b), Some((o, live))) if o >= b.as_slice() => {
+                    if o == b.as_slice() {
+                        base.next();
+                    }
+                    overlay.next();
+                    if live {
+                        return Ok(Some(o.to_vec()));
+                    }
+                }
+                (None, Some((o, live))) => {
+                    overlay.next();
+                    if live {
+                        return Ok(Some(o.to_vec()));
+                    }
+                }
+                // Greater than every key left in the write set: untouched.
+                (Some(b), _) => return Ok(Some(b)),
+            }
+        }
+    }
+
     /// Reads the bookkeeping of `seq`; a corrupt one reads as absent and is
     /// noted for quarantine.
     pub(super) fn meta(&mut self, seq: u64) -> Result<Option<OpMeta>> {
         let Some(raw) = self.get(METAS, &keys::seq_key(seq))? else {
             return Ok(None);
         };
-        match envelope::decode::<StoredMeta>(RecordKind::Meta, &raw, MAX_META_BODY) {
+        let decoded = envelope::decode::<StoredMeta>(RecordKind::Meta, &raw, MAX_META_BODY)
+            .or_else(|e| {
+                envelope::decode::<StoredMetaV1>(RecordKind::Meta, &raw, MAX_META_BODY)
+                    .map(StoredMeta::from)
+                    .map_err(|_| e)
+            });
+        match decoded {
             Ok(m) => Ok(Some(m.into_meta(seq))),
             Err(e) => {
                 tracing::warn!(seq, error = %e, "corrupt bookkeeping record");
@@ -500,6 +598,19 @@ impl engine::Tx for SledTx<'_> {
                     }
                 }
             }
+        }
+    }
+
+    fn last_in_entity(&mut self, entity: &[u8]) -> Result<Option<OpMeta>> {
+        let prefix = keys::entity_prefix(entity);
+        let mut hi = prefix.clone();
+        hi.extend_from_slice(&[0xff; keys::SEQ_LEN + 1]);
+        match self.last_key(ENTS, &prefix, &hi)? {
+            Some(k) => match keys::trailing_seq(&k) {
+                Some(seq) => self.meta(seq),
+                None => Ok(None),
+            },
+            None => Ok(None),
         }
     }
 

@@ -60,7 +60,8 @@ pub(super) const STATE_DEFERRED: i64 = 4;
 macro_rules! meta_cols {
     () => {
         "o.seq, o.id, e.key, o.priority, h.state, h.wake_at, h.ready_at, o.enqueued_at, \
-         h.attempts, h.last_error, h.dead_reason, o.payload_len, h.hk, h.eff, h.aging, o.nxt"
+         h.attempts, h.last_error, h.dead_reason, o.payload_len, h.hk, h.eff, h.aging, o.nxt, \
+         h.claimed"
     };
 }
 
@@ -81,7 +82,7 @@ macro_rules! from_hot {
 // The statements of the claim and completion paths (checked for index use
 // by `tests::hot_paths_use_indexes`).
 /// One operation by id.
-/// One operation by id, with its entity's row (columns 16–18), which the
+/// One operation by id, with its entity's row (columns 17–19), which the
 /// acknowledgement that usually follows unlinks it from.
 pub(super) const SQL_BY_ID: &str = concat!(
     "SELECT ",
@@ -94,9 +95,9 @@ pub(super) const SQL_BY_ID: &str = concat!(
 /// entity look-up.
 pub(super) const SQL_BY_SEQ_IN: &str =
     "SELECT o.seq, o.id, ?2, o.priority, h.state, h.wake_at, h.ready_at, o.enqueued_at, \
-     h.attempts, h.last_error, h.dead_reason, o.payload_len, h.hk, h.eff, h.aging, o.nxt \
-     FROM ops o LEFT JOIN hot h ON h.seq = o.seq WHERE o.seq = ?1";
-/// Due heads, claim order, with their bodies (column 16: the claim loads
+     h.attempts, h.last_error, h.dead_reason, o.payload_len, h.hk, h.eff, h.aging, o.nxt, \
+     h.claimed FROM ops o LEFT JOIN hot h ON h.seq = o.seq WHERE o.seq = ?1";
+/// Due heads, claim order, with their bodies (column 17: the claim loads
 /// every one of them).
 pub(super) const SQL_DUE: &str = concat!(
     "SELECT ",
@@ -141,6 +142,7 @@ pub(super) fn needs_hot(m: &OpMeta) -> bool {
         || m.attempts != 0
         || m.last_error.is_some()
         || m.ready_at != m.enqueued_at
+        || m.claimed
 }
 
 /// The `hot` columns of one `OpMeta`.
@@ -251,6 +253,7 @@ pub(super) fn read_row(r: &Row<'_>) -> rusqlite::Result<MetaLink> {
         last_error: r.get(9)?,
         payload_len: to_u64(r.get(11)?),
         head,
+        claimed: r.get::<_, Option<i64>>(16)?.unwrap_or(0) != 0,
     };
     let next = r.get::<_, Option<i64>>(15)?.map(to_u64);
     Ok(MetaLink { meta, next })

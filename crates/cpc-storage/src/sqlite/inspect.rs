@@ -98,6 +98,14 @@ impl SqliteInspector {
         .map_err(|e| classify(&path, "open read-only", e))?;
         conn.busy_timeout(Duration::from_secs(5))
             .map_err(|e| classify(&path, "open read-only", e))?;
+        if !super::open::has_column(&conn, &path, "hot", "claimed")? {
+            // An older format, read as it is: a view in the connection's
+            // own temp schema (nothing written to the store) stands in for
+            // `hot` with the column the queries read. Unqualified names
+            // find the temp schema first.
+            conn.execute_batch("CREATE TEMP VIEW hot AS SELECT *, 1 AS claimed FROM main.hot")
+                .map_err(|e| classify(&path, "open read-only", e))?;
+        }
         // Limits for decoding: the largest payload any store accepts, so a
         // store opened with a large `max_payload` is still readable.
         let options = QueueOptions {

@@ -143,7 +143,8 @@ CREATE TABLE IF NOT EXISTS hot (
     dead_reason TEXT,
     hk INTEGER,
     eff INTEGER,
-    aging INTEGER
+    aging INTEGER,
+    claimed INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS hot_due ON hot(eff DESC, seq) WHERE hk = 0;
 CREATE INDEX IF NOT EXISTS hot_timed ON hot(wake_at, seq) WHERE hk = 1;
@@ -187,10 +188,35 @@ pub(super) fn init_schema(conn: &Connection, dir: &Path) -> Result<()> {
     if version == i64::from(FORMAT_VERSION) {
         return Ok(());
     }
+    let upgrade = if version != 0 && !has_column(conn, dir, "hot", "claimed")? {
+        UPGRADE_CLAIMED
+    } else {
+        ""
+    };
     conn.execute_batch(&format!(
-        "BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version = {FORMAT_VERSION}; COMMIT;"
+        "BEGIN IMMEDIATE; {upgrade} {SCHEMA} PRAGMA user_version = {FORMAT_VERSION}; COMMIT;"
     ))
     .map_err(|e| classify(dir, "create schema", e))
+}
+
+/// Format 5 (coalescing) adds `hot.claimed`. Whether an operation of an
+/// older store was ever claimed is unknown (a released claim gives its
+/// attempt back), and only a never-claimed one may be coalesced into: so
+/// every existing operation is marked claimed, which gives the ones
+/// without a `hot` row one. One pass at the upgrade; operations submitted
+/// after it coalesce.
+const UPGRADE_CLAIMED: &str = "
+ALTER TABLE hot ADD COLUMN claimed INTEGER NOT NULL DEFAULT 1;
+INSERT INTO hot (seq, state, ready_at, attempts, claimed)
+    SELECT o.seq, 0, o.enqueued_at, 0, 1 FROM ops o
+    WHERE NOT EXISTS (SELECT 1 FROM hot h WHERE h.seq = o.seq);
+";
+
+/// Whether `table` has a column `column`.
+pub(super) fn has_column(conn: &Connection, dir: &Path, table: &str, column: &str) -> Result<bool> {
+    conn.prepare("SELECT 1 FROM pragma_table_info(?1) WHERE name = ?2")
+        .and_then(|mut st| st.exists(params![table, column]))
+        .map_err(|e| classify(dir, "read schema", e))
 }
 
 pub(super) fn load_counters(conn: &Connection, dir: &Path) -> Result<Counters> {

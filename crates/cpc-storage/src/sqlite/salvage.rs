@@ -143,8 +143,9 @@ fn repair_row(
     let dead = format!("{QUARANTINED}{reason}");
     c.execute(
         "INSERT OR REPLACE INTO hot \
-           (seq, state, wake_at, ready_at, attempts, last_error, dead_reason, hk, eff, aging) \
-         VALUES (?1, ?2, NULL, 0, 0, ?3, ?3, NULL, NULL, NULL)",
+           (seq, state, wake_at, ready_at, attempts, last_error, dead_reason, hk, eff, aging, \
+            claimed) \
+         VALUES (?1, ?2, NULL, 0, 0, ?3, ?3, NULL, NULL, NULL, 1)",
         params![seq, STATE_DEAD, dead],
     )
     .map_err(&err)?;

@@ -235,8 +235,10 @@ fn a_format_2_store_is_upgraded_in_place() {
             )
             .unwrap();
         }
-        // Format 2 had no acked journal (format 4 adds it on upgrade).
-        conn.execute_batch("DROP TABLE acked").unwrap();
+        // Format 2 had no acked journal (format 4 adds it on upgrade) and
+        // no claimed mark (format 5).
+        conn.execute_batch("DROP TABLE acked; ALTER TABLE hot DROP COLUMN claimed")
+            .unwrap();
         conn.pragma_update(None, "user_version", 2).unwrap();
     }
     let marker = dir.join(dir::MARKER_FILE);
@@ -293,4 +295,73 @@ fn an_older_format_is_refused_untouched() {
     let err = SqliteStorage::open_at(&dir, QueueOptions::default(), 1).unwrap_err();
     assert!(matches!(err, StorageError::Format { .. }), "{err:?}");
     assert_eq!(std::fs::read(&db).unwrap(), before);
+}
+
+/// A format-4 store (no `hot.claimed`) is upgraded: every operation it
+/// holds counts as claimed, since whether it was is unknown (a released
+/// claim leaves no trace in format 4), so none is coalesced into; the
+/// read-only inspector reads the old format as it is; operations
+/// submitted after the upgrade coalesce.
+#[test]
+fn a_format_4_store_marks_its_operations_claimed_on_upgrade() {
+    use cpc_core::{Coalescer, NodeId, OperationKind, StandardCoalescer};
+    use rand::{rngs::StdRng, SeedableRng};
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path().join("q");
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut op = |entity: &str, n: u64| {
+        Operation::builder(EntityKey::new("c", entity), OperationKind::Update)
+            .payload(vec![n as u8; 8])
+            .build_at(HlcTimestamp::new(1_000 + n, 0, NodeId(1)), &mut rng)
+    };
+    // e0: a head and a fresh op behind it (no `hot` row in format 4);
+    // e1: a head claimed and released (attempts 0 again).
+    let old = vec![op("e0", 0), op("e0", 1), op("e1", 2)];
+    {
+        let store = SqliteStorage::open_at(&dir, QueueOptions::default(), 1).unwrap();
+        store.enqueue_batch(old.clone(), 1).unwrap();
+        let c = store.claim_ready(2, 2).unwrap();
+        let release: Vec<_> = c.iter().map(|c| Completion::Release(c.op.id)).collect();
+        store.complete(&release, 2).unwrap();
+    }
+    {
+        let conn = Connection::open(dir.join(DB_FILE)).unwrap();
+        conn.execute_batch("ALTER TABLE hot DROP COLUMN claimed; DELETE FROM hot WHERE hk IS NULL AND state = 0 AND attempts = 0 AND last_error IS NULL;")
+            .unwrap();
+        conn.pragma_update(None, "user_version", 4).unwrap();
+    }
+    let marker = dir.join(dir::MARKER_FILE);
+    let text = std::fs::read_to_string(&marker).unwrap();
+    let current = format!("format={FORMAT_VERSION}");
+    std::fs::write(&marker, text.replace(&current, "format=4")).unwrap();
+
+    let seen = SqliteInspector::open(&dir).unwrap();
+    assert_eq!(seen.format_version(), 4);
+    assert_eq!(seen.list(&ListFilter::default()).unwrap().len(), 3);
+    drop(seen);
+
+    let store = SqliteStorage::open_at(&dir, QueueOptions::default(), 3).unwrap();
+    let standard: Arc<dyn Coalescer> = Arc::new(StandardCoalescer::new());
+    let newer = vec![op("e0", 3), op("e1", 4)];
+    let out = store
+        .enqueue_coalesced(newer.clone(), 3, Arc::clone(&standard))
+        .unwrap();
+    assert!(
+        out.iter().all(|e| matches!(e, Enqueued::Stored { .. })),
+        "{out:?}"
+    );
+    let out = store
+        .enqueue_coalesced(vec![op("e0", 5)], 3, standard)
+        .unwrap();
+    assert_eq!(
+        out,
+        vec![Enqueued::Merged {
+            into: newer[0].id,
+            seq: store.get(newer[0].id).unwrap().unwrap().seq
+        }]
+    );
+    assert!(std::fs::read_to_string(&marker).unwrap().contains(&current));
 }

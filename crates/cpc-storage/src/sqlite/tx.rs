@@ -233,10 +233,11 @@ impl<'c> SqlTx<'c> {
                 // re-inserts the row in every index, an update touches only
                 // the indexes whose columns changed.
                 "INSERT INTO hot (seq, state, wake_at, ready_at, attempts, \
-                 last_error, dead_reason, hk, eff, aging) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+                 last_error, dead_reason, hk, eff, aging, claimed) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) \
                  ON CONFLICT (seq) DO UPDATE SET state = ?2, wake_at = ?3, ready_at = ?4, \
-                 attempts = ?5, last_error = ?6, dead_reason = ?7, hk = ?8, eff = ?9, aging = ?10",
+                 attempts = ?5, last_error = ?6, dead_reason = ?7, hk = ?8, eff = ?9, \
+                 aging = ?10, claimed = ?11",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -250,6 +251,7 @@ impl<'c> SqlTx<'c> {
                     row.hk,
                     row.eff,
                     row.aging,
+                    i64::from(m.claimed),
                 ])
             })
             .map(drop)
@@ -339,9 +341,9 @@ impl Tx for SqlTx<'_> {
             .and_then(|mut st| {
                 st.query_row(params![id.to_be_bytes().as_slice()], |r| {
                     let row = EntityRow {
-                        eid: r.get(16)?,
-                        first: to_u64(r.get(17)?),
-                        last: to_u64(r.get(18)?),
+                        eid: r.get(17)?,
+                        first: to_u64(r.get(18)?),
+                        last: to_u64(r.get(19)?),
                     };
                     Ok((read_meta(r)?, row))
                 })
@@ -386,6 +388,16 @@ impl Tx for SqlTx<'_> {
                 Some(_) => return Err(broken_chain(seq)),
                 None => return Ok(None),
             }
+        }
+    }
+
+    fn last_in_entity(&mut self, entity: &[u8]) -> Result<Option<OpMeta>> {
+        let Some(row) = self.entity_row(entity)? else {
+            return Ok(None);
+        };
+        match self.link_in(entity, row.last)? {
+            Some(link) => Ok(Some(link.meta)),
+            None => Err(broken_chain(row.last)),
         }
     }
 
@@ -532,12 +544,15 @@ impl Tx for SqlTx<'_> {
     fn update_op(&mut self, meta: &OpMeta, op: &Operation) -> Result<()> {
         let body = compact::encode(op)?;
         self.conn
-            .prepare_cached("UPDATE ops SET body = ?2, payload_len = ?3 WHERE seq = ?1")
+            .prepare_cached(
+                "UPDATE ops SET body = ?2, payload_len = ?3, priority = ?4 WHERE seq = ?1",
+            )
             .and_then(|mut st| {
                 st.execute(params![
                     to_i64(meta.seq),
                     body,
-                    to_i64(op.payload.len() as u64)
+                    to_i64(op.payload.len() as u64),
+                    i64::from(op.priority.rank()),
                 ])
             })
             .map(drop)
@@ -659,7 +674,7 @@ impl Tx for SqlTx<'_> {
             .prepare_cached(SQL_DUE)
             .and_then(|mut st| {
                 st.query_map(params![i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
-                    Ok((read_meta(r)?, r.get(16)?))
+                    Ok((read_meta(r)?, r.get(17)?))
                 })?
                 .collect()
             })

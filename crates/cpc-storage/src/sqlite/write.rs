@@ -243,14 +243,16 @@ impl Shared {
         &self,
         ops: Vec<Operation>,
         now: EpochMillis,
+        coalescer: Option<Arc<dyn cpc_core::Coalescer>>,
         max_delay: Duration,
-    ) -> Result<Vec<u64>> {
+    ) -> Result<Vec<Enqueued>> {
         let g = &self.group;
         let slot = Arc::new(Slot::default());
         let mut st = lock(&g.state);
         st.queue.push(Request {
             ops,
             now,
+            coalescer,
             slot: Arc::clone(&slot),
         });
         if st.leading {
@@ -309,11 +311,11 @@ impl Shared {
     }
 
     /// Commits `batch` in one transaction; one result per request, in order.
-    pub(super) fn commit_group(&self, batch: &[Request]) -> Vec<Result<Vec<u64>>> {
+    pub(super) fn commit_group(&self, batch: &[Request]) -> Vec<Result<Vec<Enqueued>>> {
         if let Err(e) = self.poison.check() {
             return batch.iter().map(|_| Err(replicate(&e))).collect();
         }
-        let mut results: Vec<Result<Vec<u64>>> = Vec::with_capacity(batch.len());
+        let mut results: Vec<Result<Vec<Enqueued>>> = Vec::with_capacity(batch.len());
         let mut main = self.lock_main();
         let outcome = self.run(&mut main, "group commit", |tx| {
             for req in batch {
@@ -321,8 +323,14 @@ impl Shared {
                 // before any write; a failed write fails the whole group.
                 match engine::check_enqueue(tx, &req.ops, &self.options) {
                     Ok(()) => {
-                        let seqs = engine::enqueue(tx, &req.ops, req.now, &self.options)?;
-                        results.push(Ok(seqs));
+                        let done = store(
+                            tx,
+                            &req.ops,
+                            req.now,
+                            req.coalescer.as_deref(),
+                            &self.options,
+                        )?;
+                        results.push(Ok(done));
                     }
                     Err(e) => results.push(Err(e)),
                 }
@@ -385,14 +393,32 @@ pub(super) struct GroupState {
 pub(super) struct Request {
     pub(super) ops: Vec<Operation>,
     pub(super) now: EpochMillis,
+    pub(super) coalescer: Option<Arc<dyn cpc_core::Coalescer>>,
     pub(super) slot: Arc<Slot>,
+}
+
+/// Stores checked operations, through the coalescer when there is one.
+pub(super) fn store(
+    tx: &mut SqlTx<'_>,
+    ops: &[Operation],
+    now: EpochMillis,
+    coalescer: Option<&dyn cpc_core::Coalescer>,
+    options: &QueueOptions,
+) -> Result<Vec<Enqueued>> {
+    match coalescer {
+        Some(c) => engine::enqueue_coalescing(tx, ops, now, options, c),
+        None => Ok(engine::enqueue(tx, ops, now, options)?
+            .into_iter()
+            .map(|seq| Enqueued::Stored { seq })
+            .collect()),
+    }
 }
 
 /// What a waiting writer is woken with.
 #[derive(Debug)]
 pub(super) enum Handed {
     /// Its request was committed (or refused).
-    Result(Result<Vec<u64>>),
+    Result(Result<Vec<Enqueued>>),
     /// It leads the next group (its request is first in the queue).
     Lead,
 }

@@ -555,6 +555,14 @@ fn the_checks_catch_a_lost_operation_and_a_fifo_violation() {
             ) -> cpc_storage::Result<Vec<u64>> {
                 self.0.enqueue_batch(ops, now)
             }
+            fn enqueue_coalesced(
+                &self,
+                ops: Vec<Operation>,
+                now: u64,
+                c: std::sync::Arc<dyn cpc_core::Coalescer>,
+            ) -> cpc_storage::Result<Vec<cpc_storage::Enqueued>> {
+                self.0.enqueue_coalesced(ops, now, c)
+            }
             fn complete(&self, c: &[Completion], now: u64) -> cpc_storage::Result<()> {
                 self.0.complete(c, now)
             }
