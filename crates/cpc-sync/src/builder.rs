@@ -16,6 +16,7 @@ use cpc_storage::{DeadHeadPolicy, Durability, QueueOptions, QueueStorage};
 use cpc_worker::{PullConfig, Puller, RetryPolicy, StorageCalls, SyncWorker, WorkerConfig};
 use rand::Rng;
 
+use crate::coalesce::ByCollection;
 use crate::engine::{EngineInner, SyncEngine};
 use crate::error::{ConfigError, Error, Result};
 
@@ -41,6 +42,7 @@ pub struct SyncEngineBuilder {
     clock: Option<TokioWallClock>,
     sink: Option<Arc<dyn RemoteSink>>,
     pull: PullConfig,
+    coalescers: ByCollection,
 }
 
 impl fmt::Debug for SyncEngineBuilder {
@@ -57,6 +59,7 @@ impl fmt::Debug for SyncEngineBuilder {
             .field("node", &self.node)
             .field("sink", &self.sink)
             .field("pull", &self.pull)
+            .field("coalescers", &self.coalescers)
             .finish()
     }
 }
@@ -85,6 +88,7 @@ impl SyncEngineBuilder {
             clock: None,
             sink: None,
             pull: PullConfig::default(),
+            coalescers: ByCollection::default(),
         }
     }
 
@@ -256,6 +260,28 @@ impl SyncEngineBuilder {
         self
     }
 
+    /// Coalesces the operations of `collection` (off by default): a
+    /// submitted operation is first offered to `coalescer` with its
+    /// entity's newest queued operation, if that one was never handed to
+    /// the worker (so the remote cannot have seen it), in the same atomic
+    /// write as the submit. Forty edits of a note made offline then go
+    /// out as one. [`StandardCoalescer`](cpc_core::StandardCoalescer) has
+    /// the typed rules (Update+Update, Create+Update, Create+Delete
+    /// cancels, Update+Delete). `submit` then returns the id that will be
+    /// sent, and [`WorkerEvent::Coalesced`](cpc_worker::WorkerEvent::Coalesced)
+    /// or [`CoalescedAway`](cpc_worker::WorkerEvent::CoalescedAway) says
+    /// what happened. Calling it again for a collection replaces its
+    /// coalescer.
+    pub fn coalesce(
+        mut self,
+        collection: impl Into<String>,
+        coalescer: impl cpc_core::Coalescer + 'static,
+    ) -> Self {
+        self.coalescers
+            .insert(collection.into(), Arc::new(coalescer));
+        self
+    }
+
     /// Seeds the worker's jitter (reproducible simulations).
     pub fn seed(mut self, seed: u64) -> Self {
         self.worker.seed = Some(seed);
@@ -401,6 +427,7 @@ impl SyncEngineBuilder {
                 shut: AtomicBool::new(false),
                 puller,
                 pull_task: Mutex::new(None),
+                coalescers: (!self.coalescers.is_empty()).then(|| Arc::new(self.coalescers)),
             }),
         })
     }

@@ -11,8 +11,8 @@ use cpc_core::{
 };
 use cpc_network::{NetworkMonitor, NetworkStatus};
 use cpc_storage::{
-    ConflictFilter, DeferredConflict, ListFilter, LoggedConflict, Page, QuarantinedRecord,
-    QueueStats, QueueStorage, QueueStorageExt, StoredOperation,
+    ConflictFilter, DeferredConflict, Enqueued, ListFilter, LoggedConflict, Page,
+    QuarantinedRecord, QueueStats, QueueStorage, QueueStorageExt, StoredOperation,
 };
 use cpc_worker::{ProcessingSummary, SyncWorker, WorkerEvent};
 use tokio::sync::broadcast;
@@ -66,6 +66,8 @@ pub(crate) struct EngineInner {
     pub(crate) puller: Option<Arc<cpc_worker::Puller>>,
     /// The running pull loop: its stop signal and task.
     pub(crate) pull_task: Mutex<Option<crate::pull::PullTask>>,
+    /// The coalescers by collection, if any collection coalesces.
+    pub(crate) coalescers: Option<Arc<crate::coalesce::ByCollection>>,
 }
 
 impl fmt::Debug for SyncEngine {
@@ -140,33 +142,55 @@ impl EngineInner {
             return Ok(Vec::new());
         };
         let mark = self.mark_needed(newest);
-        let ids: Vec<OperationId> = ops.iter().map(|op| op.id).collect();
+        let mut ids: Vec<OperationId> = ops.iter().map(|op| op.id).collect();
         let now = self.clock.now_ms();
         let count = ops.len();
         let bytes: usize = ops.iter().map(|op| op.payload.len()).sum();
-        self.blocking(move |s| {
-            // The mark goes first: a stored op must never carry a timestamp
-            // above the persisted mark, or a restart could issue it again.
-            if let Some(mark) = mark {
-                s.store_clock_mark(mark)?;
-            }
-            if ops.len() == 1 {
-                let mut ops = ops;
-                if let Some(op) = ops.pop() {
-                    s.enqueue(op, now)?;
+        let coalescer = self
+            .coalescers
+            .as_ref()
+            .filter(|c| c.wanted(&ops))
+            .map(|c| Arc::clone(c) as Arc<dyn cpc_core::Coalescer>);
+        let entities: Vec<EntityKey> = match coalescer {
+            Some(_) => ops.iter().map(|op| op.entity.clone()).collect(),
+            None => Vec::new(),
+        };
+        let done = self
+            .blocking(move |s| {
+                // The mark goes first: a stored op must never carry a
+                // timestamp above the persisted mark, or a restart could
+                // issue it again.
+                if let Some(mark) = mark {
+                    s.store_clock_mark(mark)?;
                 }
-                Ok(())
-            } else {
-                s.enqueue_batch(ops, now).map(|_| ())
+                if let Some(coalescer) = coalescer {
+                    return s.enqueue_coalesced(ops, now, coalescer);
+                }
+                if ops.len() == 1 {
+                    let mut ops = ops;
+                    if let Some(op) = ops.pop() {
+                        s.enqueue(op, now)?;
+                    }
+                    Ok(Vec::new())
+                } else {
+                    s.enqueue_batch(ops, now).map(|_| Vec::new())
+                }
+            })
+            .await
+            .inspect_err(|_| {
+                // The mark may not have been written: write it next time.
+                if mark.is_some() {
+                    *self.mark_ceiling.lock().unwrap_or_else(|e| e.into_inner()) = 0;
+                }
+            })?;
+        // What coalescing did (empty without it): the id that will be sent
+        // is the queued operation's a submitted one merged into.
+        for ((id, entity), done) in ids.iter_mut().zip(&entities).zip(&done) {
+            self.worker.announce_coalesced(entity, *id, done);
+            if let Enqueued::Merged { into, .. } = done {
+                *id = *into;
             }
-        })
-        .await
-        .inspect_err(|_| {
-            // The mark may not have been written: write it next time.
-            if mark.is_some() {
-                *self.mark_ceiling.lock().unwrap_or_else(|e| e.into_inner()) = 0;
-            }
-        })?;
+        }
         tracing::debug!(target: "cpc_sync", count, bytes, "submitted");
         self.worker.notify();
         Ok(ids)
@@ -198,8 +222,15 @@ impl SyncEngine {
     }
 
     /// Validates and stores `op` durably, then wakes the worker. Returns the
-    /// operation's id once the configured durability is reached. A payload
-    /// above the limit gives [`Error::PayloadTooLarge`] and stores nothing.
+    /// id that will be sent once the configured durability is reached: the
+    /// operation's own, or, when its collection coalesces
+    /// ([`SyncEngineBuilder::coalesce`](crate::SyncEngineBuilder::coalesce))
+    /// and it was merged into a queued operation, that operation's. When
+    /// it cancelled a queued one (a create then a delete, neither sent),
+    /// nothing will be sent and its own id is returned; the events
+    /// [`WorkerEvent::Coalesced`] and [`WorkerEvent::CoalescedAway`] say
+    /// which happened. A payload above the limit gives
+    /// [`Error::PayloadTooLarge`] and stores nothing.
     pub async fn submit(&self, op: Operation) -> Result<OperationId> {
         let stripe = self.inner.stripe(&op.entity);
         let _entity = self.inner.stripes[stripe].lock().await;
@@ -208,7 +239,9 @@ impl SyncEngine {
     }
 
     /// Validates every operation, then stores them all in one atomic write
-    /// (all or nothing) and wakes the worker.
+    /// (all or nothing) and wakes the worker. Returns one id per operation,
+    /// as [`submit`](Self::submit) does (a later operation of the batch may
+    /// coalesce with an earlier one of the same batch).
     pub async fn submit_batch(&self, ops: Vec<Operation>) -> Result<Vec<OperationId>> {
         let mut stripes: Vec<usize> = ops.iter().map(|op| self.inner.stripe(&op.entity)).collect();
         stripes.sort_unstable();

@@ -72,6 +72,7 @@
 //! The workspace's `rust-version` (1.89) and later.
 
 mod builder;
+mod coalesce;
 mod composite;
 mod engine;
 mod error;

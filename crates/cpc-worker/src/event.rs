@@ -79,6 +79,28 @@ pub enum WorkerEvent {
         /// How many entries were dropped.
         dropped: u64,
     },
+    /// A submitted operation was merged into its entity's newest queued
+    /// operation `into` (coalescing, never sent yet): `from` will not be
+    /// sent, `into` carries both changes. `submit` returned `into`.
+    Coalesced {
+        /// The submitted operation, merged away.
+        from: OperationId,
+        /// The queued operation that now holds the result.
+        into: OperationId,
+        /// Their entity.
+        entity: EntityKey,
+    },
+    /// A submitted operation and its entity's newest queued one cancelled
+    /// out (coalescing: a create then a delete, never sent): neither will
+    /// be sent, so neither will be `Applied`.
+    CoalescedAway {
+        /// The submitted operation.
+        later: OperationId,
+        /// The queued operation removed with it.
+        earlier: OperationId,
+        /// Their entity.
+        entity: EntityKey,
+    },
     /// A conflict was parked for the application (see `settle`).
     Deferred {
         /// The operation.

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use cpc_conflict::{resolve_and_record, ConflictResolver, LastWriterWins};
 use cpc_core::{
-    match_answer, ConflictRecord, HybridClock, Operation, OperationId, PushOutcome, Resolution,
-    Transport, TransportError,
+    match_answer, ConflictRecord, EntityKey, HybridClock, Operation, OperationId, PushOutcome,
+    Resolution, Transport, TransportError,
 };
 use cpc_network::{NetworkMonitor, NetworkStatus};
-use cpc_storage::{Claimed, Completion, EpochMillis, Page, QueueStorage};
+use cpc_storage::{Claimed, Completion, Enqueued, EpochMillis, Page, QueueStorage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{broadcast, watch, Notify};
@@ -293,6 +293,25 @@ impl SyncWorker {
     /// A receiver of every event from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<WorkerEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// Tells subscribers what a coalescing enqueue did with the submitted
+    /// operation `from` of `entity` ([`WorkerEvent::Coalesced`] or
+    /// [`WorkerEvent::CoalescedAway`]; nothing for one stored as itself).
+    pub fn announce_coalesced(&self, entity: &EntityKey, from: OperationId, done: &Enqueued) {
+        match *done {
+            Enqueued::Stored { .. } => {}
+            Enqueued::Merged { into, .. } => self.inner.emit(WorkerEvent::Coalesced {
+                from,
+                into,
+                entity: entity.clone(),
+            }),
+            Enqueued::Cancelled { earlier } => self.inner.emit(WorkerEvent::CoalescedAway {
+                later: from,
+                earlier,
+                entity: entity.clone(),
+            }),
+        }
     }
 
     /// Tells the loop something was submitted (cheap; call after every enqueue).

@@ -7,6 +7,7 @@
 mod support;
 
 mod adversarial_remote;
+mod coalescing;
 mod composite_adapter_keeps_order;
 mod configuration_is_checked;
 mod delivery_survives_faults;
