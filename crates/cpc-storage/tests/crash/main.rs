@@ -23,6 +23,8 @@
 // Test helpers outside `#[test]` functions panic on failure by design.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod coalesce;
+
 use cpc_storage::QueueStorageExt;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Write};
@@ -129,8 +131,12 @@ fn child_process() {
     let var = |k: &str| std::env::var(k).unwrap();
     let backend = var("CPC_CRASH_BACKEND");
     let dir = var("CPC_CRASH_DIR");
-    let group = var("CPC_CRASH_MODE") == "group";
+    let mode = var("CPC_CRASH_MODE");
     let start: u64 = var("CPC_CRASH_START").parse().unwrap();
+    if let Some(mode) = mode.strip_prefix("coalesce-") {
+        return coalesce::child(&backend, Path::new(&dir), mode == "group", start);
+    }
+    let group = mode == "group";
     say("OPENING");
     let opening = std::time::Instant::now();
     let store: Arc<dyn QueueStorage> =
@@ -189,6 +195,16 @@ struct Summary {
 
 /// Starts this test binary as the child, enqueuing from number `start`.
 fn spawn_child(backend: &str, dir: &Path, group: bool, start: u64) -> std::process::Child {
+    spawn_mode(
+        backend,
+        dir,
+        if group { "group" } else { "immediate" },
+        start,
+    )
+}
+
+/// [`spawn_child`] with the child's mode spelled out.
+fn spawn_mode(backend: &str, dir: &Path, mode: &str, start: u64) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
         .args([
             "child_process",
@@ -199,7 +215,7 @@ fn spawn_child(backend: &str, dir: &Path, group: bool, start: u64) -> std::proce
         .env("CPC_CRASH_CHILD", "1")
         .env("CPC_CRASH_BACKEND", backend)
         .env("CPC_CRASH_DIR", dir)
-        .env("CPC_CRASH_MODE", if group { "group" } else { "immediate" })
+        .env("CPC_CRASH_MODE", mode)
         .env("CPC_CRASH_START", start.to_string())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
