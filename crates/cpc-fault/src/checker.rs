@@ -114,6 +114,7 @@ pub fn check_with(
         drain_after_heal: None,
         bound_failures: Vec::new(),
         convergence: None,
+        coalesced_state: None,
         passed: false,
     };
 
@@ -288,7 +289,8 @@ fn fate_of(rec: &SubmittedRecord, inf: &ApplyInfo) -> fn(&mut Fates) {
         (SubmitOutcome::Failed, _, _) => |f| f.submit_failed += 1,
         (_, Some(Abandoned::ConflictKeptRemote), _) => |f| f.superseded += 1,
         (_, Some(Abandoned::DeadLettered), _) => |f| f.rejected += 1,
-        (_, Some(Abandoned::Coalesced | Abandoned::DroppedByApp), _) => |f| f.dropped += 1,
+        (_, Some(Abandoned::Coalesced), _) => |f| f.coalesced += 1,
+        (_, Some(Abandoned::DroppedByApp), _) => |f| f.dropped += 1,
         (_, None, Some(QueueEnd::Dead)) => |f| f.exhausted += 1,
         (_, None, Some(QueueEnd::Deferred)) => |f| f.deferred += 1,
         (_, None, Some(QueueEnd::Pending)) => |f| f.pending += 1,

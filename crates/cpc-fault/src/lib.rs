@@ -101,9 +101,9 @@ mod scenario;
 mod schedule;
 
 pub use checker::{
-    check, check_with, Abandoned, CheckOptions, ConflictCounts, Convergence, DeviceDiff,
-    DeviceSummary, Duplicate, ExpectedBounds, Fates, InvariantReport, Inversion, Listed,
-    PriorityLatency, QueueEnd, Reorder, SubmitOutcome, SubmittedRecord,
+    check, check_with, Abandoned, CheckOptions, CoalescedState, ConflictCounts, Convergence,
+    DeviceDiff, DeviceSummary, Duplicate, ExpectedBounds, Fates, InvariantReport, Inversion,
+    Listed, PriorityLatency, QueueEnd, Reorder, SubmitOutcome, SubmittedRecord,
 };
 /// The origin of a run's time line; defined with the other clocks in
 /// `cpc_core::time`, re-exported here because every simulation needs it.

@@ -11,11 +11,13 @@ use cpc_fault::{
     Scenario, ScriptedNetwork, SimClock, SimulatedRemote, SubmitOutcome, SubmittedRecord,
 };
 use cpc_sync::backoff::{CircuitBreaker, CircuitBreakerConfig};
-use cpc_sync::core::{error_chain, EntityKey, Operation, OperationId, Resolution, Transport};
+use cpc_sync::core::{
+    error_chain, EntityKey, Operation, OperationId, Resolution, StandardCoalescer, Transport,
+};
 use cpc_sync::network::{MonitorConfig, NetworkMonitor};
 use cpc_sync::storage::{
-    ConflictFilter, DeadHeadPolicy, Durability, ListFilter, MemoryStorage, OpState, QueueOptions,
-    QueueStorage, SledStorage, SqliteStorage,
+    ConflictFilter, DeadHeadPolicy, Durability, Enqueued, ListFilter, MemoryStorage, OpState,
+    QueueOptions, QueueStorage, SledStorage, SqliteStorage,
 };
 use cpc_sync::worker::StorageCalls;
 use cpc_sync::{SyncEngine, SyncEngineBuilder};
@@ -233,6 +235,35 @@ struct DeviceOut {
     line: Option<DeviceLine>,
     /// With `[pull]`: its sink, and whether it pulled through the end.
     pulled: Option<DeviceSink>,
+    /// A coalescing device: what its last acknowledged edit of each record
+    /// leaves at the remote (`None`: deleted); records with an edit of
+    /// unknown outcome (a crash during submit) are left out.
+    last_edits: Option<LastEdits>,
+}
+
+/// The expected remote payload of each record after its last edit.
+#[derive(Default)]
+struct LastEdits {
+    expected: BTreeMap<EntityKey, Option<Vec<u8>>>,
+    uncertain: BTreeSet<EntityKey>,
+}
+
+impl LastEdits {
+    fn note(&mut self, op: &Operation, outcome: SubmitOutcome) {
+        match outcome {
+            SubmitOutcome::Acknowledged => {
+                let payload = match op.kind {
+                    cpc_sync::core::OperationKind::Delete => None,
+                    _ => Some(op.payload.clone()),
+                };
+                self.expected.insert(op.entity.clone(), payload);
+            }
+            SubmitOutcome::Unknown => {
+                self.uncertain.insert(op.entity.clone());
+            }
+            SubmitOutcome::Failed => {}
+        }
+    }
 }
 
 /// What a device's engine held and had decided when its run ended.
@@ -322,6 +353,7 @@ async fn simulate(
     let mut lines = Vec::new();
     let mut sinks = Vec::new();
     let (mut calls, mut ops_sent) = (0u64, 0u64);
+    let mut coalesced: Option<cpc_fault::CoalescedState> = None;
     for (device, handle) in handles.into_iter().enumerate() {
         let out = handle
             .await
@@ -330,12 +362,38 @@ async fn simulate(
         let counters = out.transport.counters();
         calls += counters.calls;
         ops_sent += counters.ops_sent;
+        let out_len = out.records.len();
         for mut rec in out.records {
             rec.first_attempt_at = first.get(&rec.op_id).copied();
-            rec.abandoned = out.end.abandoned.get(&rec.op_id).copied();
+            // Coalesced at submit, else what the queue says at the end.
+            if rec.abandoned.is_none() {
+                rec.abandoned = out.end.abandoned.get(&rec.op_id).copied();
+            }
             rec.left_in_queue = out.end.left.get(&rec.op_id).copied();
             rec.merged = out.end.merged.contains(&rec.op_id);
             submitted.push(rec);
+        }
+        if let Some(last) = out.last_edits {
+            let state = coalesced.get_or_insert_with(Default::default);
+            let device_records = &submitted[submitted.len() - out_len..];
+            // Records the engine legitimately did not deliver in full (a
+            // dead letter, a conflict, work left queued) are not checked.
+            let troubled: BTreeSet<&EntityKey> = device_records
+                .iter()
+                .filter(|r| {
+                    r.left_in_queue.is_some()
+                        || r.merged
+                        || matches!(r.abandoned, Some(a) if a != Abandoned::Coalesced)
+                })
+                .map(|r| &r.entity)
+                .collect();
+            for (entity, expected) in &last.expected {
+                if last.uncertain.contains(entity) || troubled.contains(entity) {
+                    continue;
+                }
+                let at_remote = remote.record(entity).and_then(|r| r.payload);
+                state.check(entity, at_remote == *expected);
+            }
         }
         conflicts.insert(
             Scenario::node(u32::try_from(device).unwrap_or(u32::MAX)),
@@ -366,6 +424,9 @@ async fn simulate(
         }
     });
     let mut report = check_with(&applies, &submitted, &options);
+    if let Some(state) = coalesced {
+        report = report.with_coalesced_state(state);
+    }
     if let Some(task) = remote_faults {
         // Done at its last scheduled fault, or cut short now.
         task.abort();
@@ -479,6 +540,18 @@ impl Device {
         if let Some(n) = world.harness.batch_size {
             builder = builder.batch_size(n);
         }
+        if world.harness.coalesce.contains(&self.index) {
+            let collections = &world.scenario.ops.collections;
+            // The workload's default collection is the empty name.
+            let names = if collections.is_empty() {
+                vec![String::new()]
+            } else {
+                collections.clone()
+            };
+            for name in names {
+                builder = builder.coalesce(name, StandardCoalescer::new());
+            }
+        }
         if let Some(configure) = &world.settings.configure {
             builder = (configure.0)(builder);
         }
@@ -582,6 +655,9 @@ async fn run_device(
     let mut live = device.open(crashes.peek().copied()).await?;
     let mut records: Vec<SubmittedRecord> = Vec::new();
     let batch_limit = world.harness.submit_batch.max(1);
+    let mut last_edits = (world.harness.coalesce.contains(&index)
+        && !world.scenario.ops.shared_entities)
+        .then(LastEdits::default);
 
     let mut workload = workload.peekable();
     let mut last_submit = Duration::ZERO;
@@ -611,24 +687,41 @@ async fn run_device(
         let in_progress = crashes
             .next_if(|ct| !ct_before(*ct, at) && ct_before(*ct, at + Duration::from_millis(1)));
         let mut stored = true;
+        let mut done = None;
         let outcome = if in_progress.is_some() {
             let landed = coin.gen_bool(0.5);
             live.storage
                 .set_fence((!landed).then(tokio::time::Instant::now));
-            stored = submit(&live.engine, ops).await;
+            stored = submit(&live.engine, ops).await.is_some();
             live = device.crash(live, &mut crashes).await?;
             SubmitOutcome::Unknown
-        } else if submit(&live.engine, ops).await {
-            SubmitOutcome::Acknowledged
         } else {
-            SubmitOutcome::Failed
+            done = submit(&live.engine, ops).await;
+            match done {
+                Some(_) => SubmitOutcome::Acknowledged,
+                None => SubmitOutcome::Failed,
+            }
         };
-        for planned in &batch {
+        for (i, planned) in batch.iter().enumerate() {
+            if let Some(last) = &mut last_edits {
+                last.note(&planned.op, outcome);
+            }
             let mut record = SubmittedRecord::new(&planned.op, submitted_at, outcome);
             if !stored {
                 // Never reached the queue: never eligible to send, so
                 // nothing sent meanwhile passes it over.
                 record.ready_at = Duration::MAX;
+            }
+            match done.as_ref().and_then(|d| d.get(i)) {
+                Some(Enqueued::Merged { .. }) => record.abandoned = Some(Abandoned::Coalesced),
+                Some(Enqueued::Cancelled { earlier }) => {
+                    record.abandoned = Some(Abandoned::Coalesced);
+                    // The queued one it cancelled: never sent either.
+                    if let Some(r) = records.iter_mut().rev().find(|r| r.op_id == *earlier) {
+                        r.abandoned = Some(Abandoned::Coalesced);
+                    }
+                }
+                Some(Enqueued::Stored { .. }) | None => {}
             }
             records.push(record);
         }
@@ -702,6 +795,7 @@ async fn run_device(
         transport,
         line,
         pulled,
+        last_edits,
     })
 }
 
@@ -768,21 +862,14 @@ fn ct_before(a: Duration, b: Duration) -> bool {
     a.as_millis() < b.as_millis()
 }
 
-/// Submits one or more operations; true if the engine acknowledged them.
-async fn submit(engine: &SyncEngine, mut ops: Vec<Operation>) -> bool {
-    let result = if ops.len() == 1 {
-        match ops.pop() {
-            Some(op) => engine.submit(op).await.map(|_| ()),
-            None => Ok(()),
-        }
-    } else {
-        engine.submit_batch(ops).await.map(|_| ())
-    };
-    match result {
-        Ok(()) => true,
+/// Submits one or more operations; what the store did with each if the
+/// engine acknowledged them.
+async fn submit(engine: &SyncEngine, ops: Vec<Operation>) -> Option<Vec<Enqueued>> {
+    match engine.submit_batch_with_outcomes(ops).await {
+        Ok(done) => Some(done.into_iter().map(|(_, d)| d).collect()),
         Err(e) => {
             tracing::debug!(error = %error_chain(&e), "submit failed");
-            false
+            None
         }
     }
 }

@@ -74,6 +74,7 @@ pub const SUITES: &[(&str, &str)] = &[
         "server-restore",
         include_str!("../scenarios/server-restore.toml"),
     ),
+    ("edit-storm", include_str!("../scenarios/edit-storm.toml")),
 ];
 
 /// The storage backend of every device.
@@ -141,6 +142,11 @@ pub struct HarnessOptions {
     pub drain_cap: Duration,
     /// Sizes for `--quick`.
     pub quick: QuickSizes,
+    /// Devices (by index) whose engine coalesces queued edits of a record
+    /// (`StandardCoalescer` on every collection of the workload; see
+    /// `SyncEngineBuilder::coalesce`). Default none. Their merged and
+    /// cancelled operations count as `coalesced`.
+    pub coalesce: Vec<u32>,
 }
 
 impl Default for HarnessOptions {
@@ -152,6 +158,7 @@ impl Default for HarnessOptions {
             dead_head: DeadHead::Block,
             drain_cap: Duration::from_secs(3600),
             quick: QuickSizes::default(),
+            coalesce: Vec::new(),
         }
     }
 }

@@ -58,3 +58,50 @@ fn an_unknown_suite_names_the_ones_there_are() {
         other => panic!("expected a spec error, got {other:?}"),
     }
 }
+
+/// The classic hand-written dedupe: a later edit of a queued record is
+/// folded into the queued one, but the queued payload is kept.
+#[derive(Debug)]
+struct KeepsTheOlderEdit;
+
+impl cpc_sync::core::Coalescer for KeepsTheOlderEdit {
+    fn coalesce(
+        &self,
+        earlier: &cpc_sync::core::Operation,
+        later: &cpc_sync::core::Operation,
+    ) -> cpc_sync::core::Coalesced {
+        use cpc_sync::core::{Coalesced, OperationKind};
+        match (&earlier.kind, &later.kind) {
+            (OperationKind::Delete, _) | (_, OperationKind::Delete) => Coalesced::Keep,
+            _ => Coalesced::Replace(earlier.clone()),
+        }
+    }
+}
+
+#[test]
+fn edit_storm_coalesces_and_a_coalescer_that_drops_the_newer_edit_is_caught() {
+    let spec = quick("edit-storm");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = RunSettings::new(dir.path());
+    settings.storage = StorageKind::Memory;
+    let result = run(&spec, &settings).expect("the run completes");
+    let report = &result.report;
+    assert_eq!(report.failure_count(), 0, "{report}");
+    let state = report.coalesced_state.as_ref().expect("checked");
+    assert!(state.records > 0, "{report}");
+    // Device 0 coalesces, device 1 does not: far fewer operations sent.
+    let applied: Vec<u64> = report.by_device.iter().map(|d| d.fates.applied).collect();
+    assert!(applied[0] * 10 < applied[1], "{applied:?}");
+    assert_eq!(
+        report.fates.coalesced + report.fates.applied,
+        report.submitted
+    );
+
+    settings.configure = Some(EngineConfig::new(|builder| {
+        builder.coalesce("items", KeepsTheOlderEdit)
+    }));
+    let broken = run(&spec, &settings).expect("the run completes");
+    let state = broken.report.coalesced_state.as_ref().expect("checked");
+    assert!(state.wrong.count > 0, "{}", broken.report);
+    assert!(!broken.report.passed);
+}

@@ -185,8 +185,12 @@ impl CompositeAdapter {
 
     /// Queues `op` (the caller holds the entity's stripe).
     async fn queue(&self, op: Operation, reason: QueueReason) -> Result<Delivery> {
-        let id = op.id;
-        self.engine.inner.enqueue(vec![op]).await?;
+        let mut id = op.id;
+        // Coalesced: the queued operation that now carries it is the one
+        // that will be delivered.
+        if let Some((to_send, _)) = self.engine.inner.enqueue(vec![op]).await?.pop() {
+            id = to_send;
+        }
         Ok(Delivery::Queued { id, reason })
     }
 }

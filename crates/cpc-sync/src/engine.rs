@@ -132,8 +132,12 @@ impl EngineInner {
     }
 
     /// Stores operations (one atomic write), persisting the clock mark first
-    /// when needed; the caller holds the entity stripes.
-    pub(crate) async fn enqueue(&self, ops: Vec<Operation>) -> Result<Vec<OperationId>> {
+    /// when needed; the caller holds the entity stripes. Returns, per
+    /// operation, the id that will be sent and what the store did.
+    pub(crate) async fn enqueue(
+        &self,
+        ops: Vec<Operation>,
+    ) -> Result<Vec<(OperationId, Enqueued)>> {
         self.check_open()?;
         for op in &ops {
             op.validate(self.max_payload).map_err(invalid)?;
@@ -142,7 +146,7 @@ impl EngineInner {
             return Ok(Vec::new());
         };
         let mark = self.mark_needed(newest);
-        let mut ids: Vec<OperationId> = ops.iter().map(|op| op.id).collect();
+        let ids: Vec<OperationId> = ops.iter().map(|op| op.id).collect();
         let now = self.clock.now_ms();
         let count = ops.len();
         let bytes: usize = ops.iter().map(|op| op.payload.len()).sum();
@@ -154,6 +158,11 @@ impl EngineInner {
         let entities: Vec<EntityKey> = match coalescer {
             Some(_) => ops.iter().map(|op| op.entity.clone()).collect(),
             None => Vec::new(),
+        };
+        let stored = |seqs: Vec<u64>| {
+            seqs.into_iter()
+                .map(|seq| Enqueued::Stored { seq })
+                .collect()
         };
         let done = self
             .blocking(move |s| {
@@ -168,12 +177,12 @@ impl EngineInner {
                 }
                 if ops.len() == 1 {
                     let mut ops = ops;
-                    if let Some(op) = ops.pop() {
-                        s.enqueue(op, now)?;
+                    match ops.pop() {
+                        Some(op) => s.enqueue(op, now).map(|seq| stored(vec![seq])),
+                        None => Ok(Vec::new()),
                     }
-                    Ok(Vec::new())
                 } else {
-                    s.enqueue_batch(ops, now).map(|_| Vec::new())
+                    s.enqueue_batch(ops, now).map(stored)
                 }
             })
             .await
@@ -183,17 +192,26 @@ impl EngineInner {
                     *self.mark_ceiling.lock().unwrap_or_else(|e| e.into_inner()) = 0;
                 }
             })?;
-        // What coalescing did (empty without it): the id that will be sent
-        // is the queued operation's a submitted one merged into.
-        for ((id, entity), done) in ids.iter_mut().zip(&entities).zip(&done) {
+        // What coalescing did (no entities without it).
+        for ((id, entity), done) in ids.iter().zip(&entities).zip(&done) {
             self.worker.announce_coalesced(entity, *id, done);
-            if let Enqueued::Merged { into, .. } = done {
-                *id = *into;
-            }
         }
         tracing::debug!(target: "cpc_sync", count, bytes, "submitted");
         self.worker.notify();
-        Ok(ids)
+        Ok(ids
+            .into_iter()
+            .zip(done)
+            .map(|(id, done)| (to_send(id, &done), done))
+            .collect())
+    }
+}
+
+/// The id that will be sent for a submitted operation `id`: its own, or
+/// the queued operation's it was merged into.
+fn to_send(id: OperationId, done: &Enqueued) -> OperationId {
+    match *done {
+        Enqueued::Merged { into, .. } => into,
+        Enqueued::Stored { .. } | Enqueued::Cancelled { .. } => id,
     }
 }
 
@@ -235,7 +253,10 @@ impl SyncEngine {
         let stripe = self.inner.stripe(&op.entity);
         let _entity = self.inner.stripes[stripe].lock().await;
         let ids = self.inner.enqueue(vec![op]).await?;
-        ids.into_iter().next().ok_or(Error::EmptyBatch)
+        ids.into_iter()
+            .next()
+            .map(|(id, _)| id)
+            .ok_or(Error::EmptyBatch)
     }
 
     /// Validates every operation, then stores them all in one atomic write
@@ -243,6 +264,19 @@ impl SyncEngine {
     /// as [`submit`](Self::submit) does (a later operation of the batch may
     /// coalesce with an earlier one of the same batch).
     pub async fn submit_batch(&self, ops: Vec<Operation>) -> Result<Vec<OperationId>> {
+        let done = self.submit_batch_with_outcomes(ops).await?;
+        Ok(done.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// [`submit_batch`](Self::submit_batch), answering for each operation
+    /// the id that will be sent and what the store did with it: stored as
+    /// itself, merged into a queued operation, or cancelled out with one
+    /// (coalescing; see [`SyncEngineBuilder::coalesce`](crate::SyncEngineBuilder::coalesce)).
+    /// For an application that keeps its own record of what is pending.
+    pub async fn submit_batch_with_outcomes(
+        &self,
+        ops: Vec<Operation>,
+    ) -> Result<Vec<(OperationId, Enqueued)>> {
         let mut stripes: Vec<usize> = ops.iter().map(|op| self.inner.stripe(&op.entity)).collect();
         stripes.sort_unstable();
         stripes.dedup();

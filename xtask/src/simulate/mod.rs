@@ -51,7 +51,7 @@ pub struct Options {
     /// Built-in suite(s), comma-separated (default all): steady, flaky-30,
     /// lost-acks, hostile-answers, partition-heal, flapping, rate-limited,
     /// thundering-herd, poison, conflicts, priority-storm, crash-restart,
-    /// huge-queue, two-way, initial-sync, server-restore
+    /// huge-queue, two-way, initial-sync, server-restore, edit-storm
     #[arg(long = "suite", value_name = "NAME|all", value_delimiter = ',')]
     suites: Vec<String>,
     /// Run a scenario file instead (see crates/cpc-sim/scenarios/)

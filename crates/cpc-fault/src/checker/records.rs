@@ -25,7 +25,8 @@ pub enum Abandoned {
     DeadLettered,
     /// A conflict was resolved in favour of the remote version.
     ConflictKeptRemote,
-    /// Merged into a later operation of the same entity before it was sent.
+    /// Coalesced before it was sent: merged into a queued operation of the
+    /// same entity (which carries it), or cancelled out with one.
     Coalesced,
     /// Dropped by the application (dead-letter drop, drop-entity).
     DroppedByApp,

@@ -22,9 +22,13 @@ pub struct Fates {
     pub exhausted: u64,
     /// Parked after a conflict for the application to settle.
     pub deferred: u64,
-    /// Dropped by the application, or merged into a later operation
-    /// before it was sent.
+    /// Dropped by the application.
     pub dropped: u64,
+    /// Coalesced before it was sent: merged into a queued operation of its
+    /// record (which carries it), or cancelled out with one (a create
+    /// then a delete).
+    #[serde(default)]
+    pub coalesced: u64,
     /// Still queued when the run ended: not drained in time. Fails the run.
     pub pending: u64,
     /// `submit` failed: never accepted.
@@ -48,6 +52,7 @@ impl Fates {
             ("exhausted", self.exhausted),
             ("deferred", self.deferred),
             ("dropped", self.dropped),
+            ("coalesced", self.coalesced),
             ("pending", self.pending),
             ("submit_failed", self.submit_failed),
             ("not_stored", self.not_stored),
@@ -84,7 +89,7 @@ impl Fates {
     /// Never reached the remote for a reason the application knows:
     /// submit failed, not stored at a crash, dropped or coalesced.
     pub fn unsent(&self) -> u64 {
-        self.submit_failed + self.not_stored + self.dropped
+        self.submit_failed + self.not_stored + self.dropped + self.coalesced
     }
 }
 
@@ -98,6 +103,7 @@ impl std::ops::AddAssign for Fates {
         self.exhausted += other.exhausted;
         self.deferred += other.deferred;
         self.dropped += other.dropped;
+        self.coalesced += other.coalesced;
         self.pending += other.pending;
         self.submit_failed += other.submit_failed;
         self.not_stored += other.not_stored;
@@ -296,8 +302,35 @@ pub struct InvariantReport {
     /// remote (runs with `[pull]` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub convergence: Option<Convergence>,
+    /// Devices that coalesce: whether the remote holds, for each of their
+    /// records, what their last acknowledged edit made of it (runs with
+    /// `[harness] coalesce` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub coalesced_state: Option<CoalescedState>,
     /// True when every invariant holds and every bound is met.
     pub passed: bool,
+}
+
+/// The remote's state of the coalescing devices' records against their
+/// last acknowledged edits: every coalesced edit must ride inside an
+/// applied operation of its record, so the remote ends as if each edit
+/// had been sent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CoalescedState {
+    /// Records checked.
+    pub records: u64,
+    /// Records whose remote state differs (`collection/id`).
+    pub wrong: Listed<String>,
+}
+
+impl CoalescedState {
+    /// Counts one checked record, wrong or not.
+    pub fn check(&mut self, entity: &EntityKey, right: bool) {
+        self.records += 1;
+        if !right {
+            self.wrong.push(entity.to_string(), 20);
+        }
+    }
 }
 
 /// What the devices' sinks held after quiescence, against the remote.
@@ -383,6 +416,15 @@ impl InvariantReport {
                 .convergence
                 .as_ref()
                 .map_or(0, |c| c.diverged.count + c.stalled)
+            + self.coalesced_state.as_ref().map_or(0, |c| c.wrong.count)
+    }
+
+    /// Adds the coalesced-state verdict: the run passes only if no record
+    /// is wrong.
+    pub fn with_coalesced_state(mut self, state: CoalescedState) -> InvariantReport {
+        self.passed &= state.wrong.count == 0;
+        self.coalesced_state = Some(state);
+        self
     }
 
     /// Adds the convergence verdict: the run passes only if it holds.
@@ -520,6 +562,10 @@ impl InvariantReport {
             write_list(out, "diverged", &c.diverged, |d| {
                 format!("device {} ({} records)", d.device, d.records)
             })?;
+        }
+        if let Some(c) = &self.coalesced_state {
+            write!(out, "coalesced_state records {} ", c.records)?;
+            write_list(out, "wrong", &c.wrong, String::clone)?;
         }
         for failure in &self.bound_failures {
             writeln!(out, "bound exceeded: {failure}")?;
