@@ -10,7 +10,13 @@
 //! - per backend (sqlite, sled, memory): `Immediate` enqueue, `GroupCommit`
 //!   with 64 concurrent writers (throughput; the p99 enqueue latency is
 //!   printed after the group) and draining by `claim_ready(64)` + one
-//!   `complete` of the acks per batch (one durable commit per batch).
+//!   `complete` of the acks per batch (one durable commit per batch);
+//! - the submit cost of coalescing (`enqueue_coalescing`, SQLite and
+//!   memory, `Immediate`): `off` is the plain enqueue, `on_keep` a
+//!   coalescing enqueue whose coalescer keeps both (the look at the
+//!   entity's newest operation, then a plain store), `on_merge` one where
+//!   every edit merges into its record's queued operation (the
+//!   `StandardCoalescer`, 1,000 records).
 //!
 //! The 1,000,000-pending figures (open time, RSS, disk use) come from
 //! `cargo run -p cpc-benches --release --bin queue_scale`.
@@ -192,6 +198,51 @@ fn enqueue_immediate(c: &mut Criterion) {
     g.finish();
 }
 
+/// A coalescer that never merges: what looking costs when nothing merges.
+#[derive(Debug)]
+struct KeepBoth;
+
+impl cpc_core::Coalescer for KeepBoth {
+    fn coalesce(&self, _: &Operation, _: &Operation) -> cpc_core::Coalesced {
+        cpc_core::Coalesced::Keep
+    }
+}
+
+fn enqueue_coalescing(c: &mut Criterion) {
+    let mut g = c.benchmark_group("enqueue_coalescing");
+    g.throughput(Throughput::Elements(1));
+    let keep: Arc<dyn cpc_core::Coalescer> = Arc::new(KeepBoth);
+    let merge: Arc<dyn cpc_core::Coalescer> = Arc::new(cpc_core::StandardCoalescer::new());
+    for backend in ["sqlite", "memory"] {
+        for mode in ["off", "on_keep", "on_merge"] {
+            let tmp = tempfile::Builder::new()
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .tempdir()
+                .unwrap();
+            let store = open(backend, &tmp.path().join("q"), Durability::Immediate);
+            let id = format!("{backend}_{mode}");
+            g.bench_function(BenchmarkId::from_parameter(id), |b| {
+                b.iter(|| match mode {
+                    "off" => {
+                        store.enqueue(next_op(), 1).unwrap();
+                    }
+                    "on_keep" => {
+                        store
+                            .enqueue_coalesced(vec![next_op()], 1, Arc::clone(&keep))
+                            .unwrap();
+                    }
+                    _ => {
+                        store
+                            .enqueue_coalesced(vec![next_op()], 1, Arc::clone(&merge))
+                            .unwrap();
+                    }
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 /// Nearest-rank percentile of sorted samples.
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
@@ -298,6 +349,7 @@ fn main() {
     raw_baselines(&mut c);
     sqlite_outbox_baseline(&mut c);
     enqueue_immediate(&mut c);
+    enqueue_coalescing(&mut c);
     group_commit(&mut c);
     drain(&mut c);
     c.final_summary();

@@ -51,6 +51,24 @@ const RATIOS: &[(&str, &str, f64, &str)] = &[
         "SQLite Immediate enqueue vs a plain SQLite outbox insert",
     ),
     (
+        "enqueue_coalescing/sqlite_on_keep",
+        "enqueue_coalescing/sqlite_off",
+        0.8,
+        "SQLite submit with coalescing on (nothing merges) vs off",
+    ),
+    (
+        "enqueue_coalescing/sqlite_on_merge",
+        "enqueue_coalescing/sqlite_off",
+        0.8,
+        "SQLite submit with coalescing on (every edit merges) vs off",
+    ),
+    (
+        "enqueue_coalescing/memory_on_keep",
+        "enqueue_coalescing/memory_off",
+        0.5,
+        "MemoryStorage submit with coalescing on (nothing merges) vs off",
+    ),
+    (
         "group_commit_64_writers/sqlite",
         "baseline_raw_file/fdatasync_per_64",
         0.5,
