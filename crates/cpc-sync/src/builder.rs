@@ -271,7 +271,49 @@ impl SyncEngineBuilder {
     /// sent, and [`WorkerEvent::Coalesced`](cpc_worker::WorkerEvent::Coalesced)
     /// or [`CoalescedAway`](cpc_worker::WorkerEvent::CoalescedAway) says
     /// what happened. Calling it again for a collection replaces its
-    /// coalescer.
+    /// coalescer. The rules, and what is never coalesced: `docs/coalescing.md`.
+    ///
+    /// ```
+    /// # use async_trait::async_trait;
+    /// # use cpc_sync::core::{OpOutcome, Operation, PushOutcome, Transport, TransportError};
+    /// use cpc_sync::core::{EntityKey, OperationKind, StandardCoalescer};
+    /// use cpc_sync::network::{ManualSource, NetworkMonitor};
+    /// use cpc_sync::SyncEngine;
+    /// # #[derive(Debug)]
+    /// # struct Remote;
+    /// # #[async_trait]
+    /// # impl Transport for Remote {
+    /// #     async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+    /// #         Ok(batch.iter().map(|op| OpOutcome::new(op.id, PushOutcome::Applied { version: 1 })).collect())
+    /// #     }
+    /// # }
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let dir = tempfile::tempdir()?;
+    /// let monitor = NetworkMonitor::default();
+    /// let link = ManualSource::new();
+    /// link.connect(monitor.sink("manual"));
+    /// link.set_offline(); // on a train
+    /// let engine = SyncEngine::builder()
+    ///     .path(dir.path().join("queue"))
+    ///     .transport(Remote)
+    ///     .network(monitor)
+    ///     .coalesce("notes", StandardCoalescer::new())
+    ///     .start()
+    ///     .await?;
+    /// let note = EntityKey::new("notes", "42");
+    /// let first = engine.operation(note.clone(), OperationKind::Create).payload(b"g".to_vec()).submit().await?;
+    /// for text in ["gr", "gro", "groceries"] {
+    ///     let id = engine.operation(note.clone(), OperationKind::Update).payload(text.as_bytes().to_vec()).submit().await?;
+    ///     assert_eq!(id, first); // merged into the queued create: the id that will be sent
+    /// }
+    /// assert_eq!(engine.pending().await?, 1); // one Create holding "groceries"
+    /// link.set_online();
+    /// engine.drained().await?;
+    /// engine.shutdown().await?;
+    /// # Ok(()) }
+    /// ```
     pub fn coalesce(
         mut self,
         collection: impl Into<String>,
