@@ -285,8 +285,13 @@ pub fn import(
         }
     }
     let count = ops.len();
+    // Exported operations may have reached the remote already: imported
+    // as claimed, so the app's coalescing never merges an edit into one.
     store
-        .enqueue_batch(ops.into_iter().map(|(_, op)| op).collect(), now_ms())
+        .amend(cpc_storage::Amend::Import {
+            ops: ops.into_iter().map(|(_, op)| op).collect(),
+            now: now_ms(),
+        })
         .map_err(storage)?;
     writeln!(out, "imported {count}").map_err(io_failure)?;
     Ok(0)

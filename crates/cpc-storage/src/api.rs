@@ -662,6 +662,18 @@ pub enum Amend {
     /// Deletes the quarantined records (the raw bytes kept for
     /// inspection). Counts them.
     PurgeQuarantined,
+    /// Stores operations that may already have reached the remote (a
+    /// re-import of what `export` wrote): like
+    /// [`enqueue_batch`](QueueStorage::enqueue_batch), with the same
+    /// refusals before any write, but each is marked as claimed, so a
+    /// coalescing enqueue never merges a later edit into one the remote
+    /// may answer `already_applied` for. Counts the operations stored.
+    Import {
+        /// The operations, in order.
+        ops: Vec<Operation>,
+        /// The time of the change.
+        now: EpochMillis,
+    },
 }
 
 impl Amend {
@@ -674,15 +686,17 @@ impl Amend {
             Amend::Settle { .. } => "settle",
             Amend::Repair { .. } => "repair",
             Amend::PurgeQuarantined => "purge quarantined",
+            Amend::Import { .. } => "import",
         }
     }
 
     /// The time of the change, for the variants that carry one.
     pub fn now(&self) -> Option<EpochMillis> {
         match self {
-            Amend::Revive { now, .. } | Amend::Settle { now, .. } | Amend::Repair { now, .. } => {
-                Some(*now)
-            }
+            Amend::Revive { now, .. }
+            | Amend::Settle { now, .. }
+            | Amend::Repair { now, .. }
+            | Amend::Import { now, .. } => Some(*now),
             Amend::Drop(_) | Amend::DropEntity(_) | Amend::PurgeQuarantined => None,
         }
     }

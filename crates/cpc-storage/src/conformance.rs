@@ -191,6 +191,7 @@ suite!($
     a_claimed_op_is_never_merged_into,
     the_claimed_mark_survives_a_reopen,
     a_requeued_op_is_never_merged_into,
+    an_imported_op_is_never_merged_into,
     a_failing_coalescer_keeps_both_and_batches_coalesce_in_order,
 );
 

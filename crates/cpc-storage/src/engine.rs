@@ -391,6 +391,18 @@ pub(crate) fn enqueue_one<T: Tx + ?Sized>(
     now: EpochMillis,
     options: &QueueOptions,
 ) -> Result<u64> {
+    store_new(tx, op, now, options, false)
+}
+
+/// [`enqueue_one`], marked `claimed` when the operation may already have
+/// reached the remote ([`Amend::Import`]).
+pub(crate) fn store_new<T: Tx + ?Sized>(
+    tx: &mut T,
+    op: &Operation,
+    now: EpochMillis,
+    options: &QueueOptions,
+    claimed: bool,
+) -> Result<u64> {
     {
         let seq = tx.counters().next_seq;
         tx.counters().next_seq = seq + 1;
@@ -408,7 +420,7 @@ pub(crate) fn enqueue_one<T: Tx + ?Sized>(
             last_error: None,
             payload_len: op.payload.len() as u64,
             head: None,
-            claimed: false,
+            claimed,
         };
         // The first pending op of its entity is its head (written with the
         // record, not as a second update).

@@ -236,6 +236,34 @@ pub fn a_requeued_op_is_never_merged_into(f: &dyn Factory) {
     ));
 }
 
+/// Imported operations (`Amend::Import`) may have reached the remote:
+/// never merged into; refusals come before any write.
+pub fn an_imported_op_is_never_merged_into(f: &dyn Factory) {
+    let env = Env::new(f, options());
+    let imported = edit("a", OperationKind::Update, 1);
+    let n = env
+        .s()
+        .amend(crate::Amend::Import {
+            ops: vec![imported.clone()],
+            now: T0,
+        })
+        .unwrap();
+    assert_eq!(n, 1);
+    assert!(matches!(
+        submit(&env, &edit("a", OperationKind::Update, 2)),
+        Enqueued::Stored { .. }
+    ));
+    let again = env.s().amend(crate::Amend::Import {
+        ops: vec![edit("b", OperationKind::Update, 3), imported.clone()],
+        now: T0,
+    });
+    assert!(
+        matches!(again, Err(StorageError::Duplicate(id)) if id == imported.id),
+        "{again:?}"
+    );
+    assert!(queued(&env, "b").is_empty());
+}
+
 #[derive(Debug)]
 struct Panics;
 

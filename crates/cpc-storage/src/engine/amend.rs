@@ -23,6 +23,13 @@ pub(crate) fn amend<T: Tx + ?Sized>(
         } => one(settle(tx, *id, resolution, *now, options)?),
         Amend::Repair { fixed, now } => one(repair(tx, fixed, *now, options)?),
         Amend::PurgeQuarantined => tx.purge_quarantine()?,
+        Amend::Import { ops, now } => {
+            check_enqueue(tx, ops, options)?;
+            for op in ops {
+                store_new(tx, op, *now, options, true)?;
+            }
+            ops.len() as u64
+        }
     })
 }
 
