@@ -38,6 +38,14 @@ pub enum Coalesced {
 pub trait Coalescer: Send + Sync + fmt::Debug {
     /// What to do with `earlier` and `later`.
     fn coalesce(&self, earlier: &Operation, later: &Operation) -> Coalesced;
+
+    /// Whether `later` may coalesce at all (default: yes). A store asks
+    /// first, and skips the look at the entity's newest operation (a read
+    /// of its body) for an operation this answers `false` for.
+    fn wants(&self, later: &Operation) -> bool {
+        let _ = later;
+        true
+    }
 }
 
 /// A user-supplied payload merge for [`StandardCoalescer`]: `(earlier,

@@ -687,12 +687,15 @@ async fn run_device(
         let in_progress = crashes
             .next_if(|ct| !ct_before(*ct, at) && ct_before(*ct, at + Duration::from_millis(1)));
         let mut stored = true;
-        let mut done = None;
+        let done;
         let outcome = if in_progress.is_some() {
             let landed = coin.gen_bool(0.5);
             live.storage
                 .set_fence((!landed).then(tokio::time::Instant::now));
-            stored = submit(&live.engine, ops).await.is_some();
+            // What the store did counts even though the app never heard
+            // back: a landed delete may have cancelled an acknowledged create.
+            done = submit(&live.engine, ops).await;
+            stored = done.is_some();
             live = device.crash(live, &mut crashes).await?;
             SubmitOutcome::Unknown
         } else {
@@ -713,7 +716,14 @@ async fn run_device(
                 record.ready_at = Duration::MAX;
             }
             match done.as_ref().and_then(|d| d.get(i)) {
-                Some(Enqueued::Merged { .. }) => record.abandoned = Some(Abandoned::Coalesced),
+                Some(Enqueued::Merged { into, .. }) => {
+                    record.abandoned = Some(Abandoned::Coalesced);
+                    // The merged operation takes the higher priority: the
+                    // checker's inversion count must see the one sent.
+                    if let Some(r) = records.iter_mut().rev().find(|r| r.op_id == *into) {
+                        r.priority = r.priority.max(record.priority);
+                    }
+                }
                 Some(Enqueued::Cancelled { earlier }) => {
                     record.abandoned = Some(Abandoned::Coalesced);
                     // The queued one it cancelled: never sent either.
@@ -721,7 +731,7 @@ async fn run_device(
                         r.abandoned = Some(Abandoned::Coalesced);
                     }
                 }
-                Some(Enqueued::Stored { .. }) | None => {}
+                _ => {}
             }
             records.push(record);
         }
@@ -847,7 +857,12 @@ fn device_line(
 fn engine_readiness(records: &mut [SubmittedRecord], answers: &AnswerLog) {
     let mut last: HashMap<EntityKey, OperationId> = HashMap::new();
     for rec in records.iter_mut() {
-        if rec.outcome == SubmitOutcome::Failed || rec.ready_at == Duration::MAX {
+        // A coalesced operation is never sent: the one before it in the
+        // queue is the one whose answer frees the next.
+        if rec.outcome == SubmitOutcome::Failed
+            || rec.ready_at == Duration::MAX
+            || rec.abandoned == Some(Abandoned::Coalesced)
+        {
             continue;
         }
         if let Some((answered, _)) = last.get(&rec.entity).and_then(|prev| answers.get(*prev)) {

@@ -105,3 +105,25 @@ fn edit_storm_coalesces_and_a_coalescer_that_drops_the_newer_edit_is_caught() {
     assert!(state.wrong.count > 0, "{}", broken.report);
     assert!(!broken.report.passed);
 }
+
+#[test]
+fn coalescing_holds_every_invariant_under_crashes_and_lost_answers() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join("scenarios")
+        .join("edit-storm-crash.toml");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let settings = RunSettings::new(dir.path());
+    for seed in [1, 2, 3] {
+        let mut spec = Spec::from_file(&path).expect("the scenario reads");
+        spec.scenario.seed = seed;
+        let result = run(&spec, &settings).expect("the run completes");
+        let report = &result.report;
+        assert_eq!(report.failure_count(), 0, "seed {seed}: {report}");
+        assert!(report.fates.coalesced > 0, "seed {seed}: {report}");
+        assert!(report
+            .coalesced_state
+            .as_ref()
+            .is_some_and(|c| c.records > 0));
+    }
+}

@@ -189,8 +189,11 @@ impl QueueOptions {
 }
 
 /// What became of one operation given to
-/// [`QueueStorage::enqueue_coalesced`].
+/// [`QueueStorage::enqueue_coalesced`]. Each is as of the operation's own
+/// turn: a later operation of the same call may still merge into, or
+/// cancel, one reported `Stored` (the later one's entry says so).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Enqueued {
     /// Stored as an operation of its own, at `seq`.
     Stored {
@@ -807,7 +810,10 @@ pub trait QueueStorage: Send + Sync + fmt::Debug {
     /// [`MAX_SYNC_STATE_BYTES`]; stored values are checked on read (length,
     /// CRC), a damaged one is a `Corrupt` error.
     fn sync_state(&self, key: &str, set: Option<Vec<u8>>) -> Result<Option<Vec<u8>>>;
-    /// Makes everything written so far durable (a no-op under `Immediate`).
+    /// Makes everything written so far durable, claims included: a claim
+    /// is committed without a sync under every durability (it survives a
+    /// process crash, not a power loss), so under `Immediate` this syncs
+    /// when a claim was committed since the last synced write.
     fn flush(&self) -> Result<()>;
     /// The remote went back in time (`409 history_diverged`, its head now
     /// at `head_seq`): puts up to `limit` journaled operations (oldest

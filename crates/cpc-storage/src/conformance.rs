@@ -304,6 +304,19 @@ impl<'f> Env<'f> {
     }
 }
 
+/// The operations queued for `notes/<entity>`, in its order.
+fn entity_ops(env: &Env<'_>, entity: &str) -> Vec<Operation> {
+    env.s()
+        .list(&ListFilter {
+            entity: Some(EntityKey::new("notes", entity)),
+            ..ListFilter::default()
+        })
+        .unwrap()
+        .into_iter()
+        .map(|s| s.op)
+        .collect()
+}
+
 fn ids(ops: &[&Operation]) -> Vec<cpc_core::OperationId> {
     ops.iter().map(|o| o.id).collect()
 }

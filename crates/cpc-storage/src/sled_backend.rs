@@ -114,6 +114,8 @@ pub struct SledStorage {
     fault: FaultSlot,
     /// The latest `now` seen, for the calls that take none.
     now_hint: AtomicU64,
+    /// A claim was committed (flushed, not synced) since the last `flush`.
+    claims_unsynced: std::sync::atomic::AtomicBool,
     /// What committed transactions quarantined, until the worker asks.
     notices: Notices,
     /// Bytes of the conflict log's entries (`None` until first counted).
@@ -214,6 +216,7 @@ impl SledStorage {
             poison: Poison::default(),
             fault: FaultSlot::default(),
             now_hint: AtomicU64::new(0),
+            claims_unsynced: std::sync::atomic::AtomicBool::new(false),
             notices: Notices::default(),
             conflict_bytes: Mutex::new(None),
             dir: qdir,
@@ -343,7 +346,10 @@ impl SledStorage {
                 Commit::Durable => self.make_durable(ticket)?,
                 // A claim's ticket is still taken, so the next durable
                 // commit's sync (of the whole sequential log) covers it.
-                Commit::Claim => self.flush_only()?,
+                Commit::Claim => {
+                    self.flush_only()?;
+                    self.claims_unsynced.store(true, Ordering::SeqCst);
+                }
             }
         }
         if !corrupt.is_empty() {
@@ -772,7 +778,9 @@ impl QueueStorage for SledStorage {
 
     fn flush(&self) -> Result<()> {
         self.poison.check()?;
-        if matches!(self.options.durability, Durability::Relaxed) {
+        // Claims are flushed to the OS, not synced, under every durability.
+        let claims = self.claims_unsynced.swap(false, Ordering::SeqCst);
+        if claims || matches!(self.options.durability, Durability::Relaxed) {
             self.sync_all()
                 .map_err(|e| self.fail(dir::io_error("sync", e)))?;
         }
@@ -810,6 +818,24 @@ mod tests {
                 HlcTimestamp::new(1_000 + n, 0, NodeId(1)),
                 &mut StdRng::seed_from_u64(n),
             )
+    }
+
+    /// A claim is flushed, not synced; `flush` then syncs it, and only then.
+    #[test]
+    fn flush_syncs_a_claim_committed_without_a_sync() {
+        let dir = tempfile::Builder::new()
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .tempdir()
+            .unwrap();
+        let s = SledStorage::open(dir.path().join("q"), QueueOptions::default()).unwrap();
+        s.enqueue(op("a", 1, OperationPriority::Normal), 10)
+            .unwrap();
+        let unsynced = || s.claims_unsynced.load(Ordering::SeqCst);
+        assert!(!unsynced());
+        assert_eq!(s.claim_ready(11, 1).unwrap().len(), 1);
+        assert!(unsynced());
+        s.flush().unwrap();
+        assert!(!unsynced());
     }
 
     #[test]

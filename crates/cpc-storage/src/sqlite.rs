@@ -198,6 +198,7 @@ impl SqliteStorage {
             poison: Poison::default(),
             faults: FaultSlot::default(),
             now_hint: AtomicU64::new(now),
+            claims_unsynced: std::sync::atomic::AtomicBool::new(false),
             notices: Notices::default(),
             options,
             path,
@@ -649,8 +650,17 @@ impl QueueStorage for SqliteStorage {
                 let _main = s.lock_main();
                 s.sync_wal()
             }
-            // Every commit was synced before it returned.
-            Durability::Immediate | Durability::GroupCommit { .. } => Ok(()),
+            // Every commit but a claim's was synced before it returned.
+            Durability::Immediate | Durability::GroupCommit { .. } => {
+                if s.claims_unsynced.swap(false, Ordering::SeqCst) {
+                    let _main = s.lock_main();
+                    if let Err(e) = s.sync_wal() {
+                        s.claims_unsynced.store(true, Ordering::SeqCst);
+                        return Err(e);
+                    }
+                }
+                Ok(())
+            }
         }
     }
 

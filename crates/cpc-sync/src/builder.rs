@@ -428,12 +428,16 @@ impl SyncEngineBuilder {
         if recovered > 0 {
             tracing::info!(target: "cpc_sync", recovered, owned, "leases of a previous run returned at open");
         }
+        let mut config = self.worker;
+        // A claim lost to a power loss after the remote applied the
+        // operation would let a later edit be merged into it.
+        config.durable_claims |= !self.coalescers.is_empty();
         let mut worker = SyncWorker::builder(Arc::clone(&storage), Arc::clone(&transport))
             .resolver(self.resolver)
             .retry_policy(self.retry)
             .clock(clock.clone())
             .hybrid_clock(Arc::clone(&hlc))
-            .config(self.worker);
+            .config(config);
         if let Some(monitor) = &self.network {
             worker = worker.network(monitor.clone());
         }

@@ -39,4 +39,10 @@ impl Coalescer for ByCollection {
             None => Coalesced::Keep,
         }
     }
+
+    fn wants(&self, later: &Operation) -> bool {
+        self.by
+            .get(&later.entity.collection)
+            .is_some_and(|c| c.wants(later))
+    }
 }

@@ -174,7 +174,11 @@ impl CompositeAdapter {
             },
         };
         tracing::debug!(target: "cpc_sync", op_id = %id, reason = ?reason, "direct send failed; queued");
-        self.queue(op, reason).await
+        // The direct send may have been applied: queued as possibly sent,
+        // so coalescing never merges a later edit into it (the remote
+        // would answer already_applied for the merged one).
+        self.engine.inner.enqueue_possibly_sent(op).await?;
+        Ok(Delivery::Queued { id, reason })
     }
 
     fn report_success(&self) {
@@ -183,7 +187,7 @@ impl CompositeAdapter {
         }
     }
 
-    /// Queues `op` (the caller holds the entity's stripe).
+    /// Queues `op`, never sent (the caller holds the entity's stripe).
     async fn queue(&self, op: Operation, reason: QueueReason) -> Result<Delivery> {
         let mut id = op.id;
         // Coalesced: the queued operation that now carries it is the one

@@ -206,12 +206,28 @@ impl EngineInner {
     }
 }
 
+impl EngineInner {
+    /// Stores `op`, whose direct send was tried and may have been applied,
+    /// as possibly sent ([`Amend::Import`](cpc_storage::Amend::Import)):
+    /// never coalesced into. Its timestamp is covered by the clock mark
+    /// already (persisted before the send). The caller holds its stripe.
+    pub(crate) async fn enqueue_possibly_sent(&self, op: Operation) -> Result<()> {
+        self.check_open()?;
+        op.validate(self.max_payload).map_err(invalid)?;
+        let now = self.clock.now_ms();
+        self.blocking(move |s| s.amend(cpc_storage::Amend::Import { ops: vec![op], now }))
+            .await?;
+        self.worker.notify();
+        Ok(())
+    }
+}
+
 /// The id that will be sent for a submitted operation `id`: its own, or
 /// the queued operation's it was merged into.
 fn to_send(id: OperationId, done: &Enqueued) -> OperationId {
     match *done {
         Enqueued::Merged { into, .. } => into,
-        Enqueued::Stored { .. } | Enqueued::Cancelled { .. } => id,
+        _ => id,
     }
 }
 

@@ -113,6 +113,13 @@ pub struct WorkerConfig {
     /// edit cannot loop forever (default 10; at least 1). Counted in memory:
     /// a restart starts the count over.
     pub max_conflicts: u32,
+    /// Make every claim durable (`QueueStorage::flush`) before its batch
+    /// is sent: one more sync per batch. A claim is otherwise committed
+    /// without a sync (it survives a process crash, not a power loss).
+    /// Coalescing needs it: a claim lost to a power loss after the
+    /// remote applied the operation would let a later edit be merged into
+    /// it. `SyncEngineBuilder::coalesce` turns it on (default false).
+    pub durable_claims: bool,
 }
 
 impl Default for WorkerConfig {
@@ -130,6 +137,7 @@ impl Default for WorkerConfig {
             respect_network: true,
             storage_calls: StorageCalls::Blocking,
             max_conflicts: DEFAULT_MAX_CONFLICTS,
+            durable_claims: false,
         }
     }
 }

@@ -311,6 +311,8 @@ impl SyncWorker {
                 earlier,
                 entity: entity.clone(),
             }),
+            // A kind this build does not know: nothing to announce.
+            _ => {}
         }
     }
 
@@ -486,7 +488,18 @@ impl Inner {
     async fn claim(&self) -> Result<Vec<Claimed>> {
         let now = self.clock.now_ms();
         let limit = self.config.batch_size;
-        let claimed = self.call("claim", move |s| s.claim_ready(now, limit)).await;
+        let durable = self.config.durable_claims;
+        let claimed = self
+            .call("claim", move |s| {
+                let claimed = s.claim_ready(now, limit)?;
+                // The claimed mark must be on disk before anything is sent
+                // (see `WorkerConfig::durable_claims`).
+                if durable && !claimed.is_empty() {
+                    s.flush()?;
+                }
+                Ok(claimed)
+            })
+            .await;
         self.report_quarantines();
         let mut claimed = claimed?;
         let keep = {

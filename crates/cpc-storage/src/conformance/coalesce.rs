@@ -33,15 +33,7 @@ fn submit(env: &Env<'_>, o: &Operation) -> Enqueued {
 }
 
 fn queued(env: &Env<'_>, entity: &str) -> Vec<Operation> {
-    env.s()
-        .list(&ListFilter {
-            entity: Some(EntityKey::new("notes", entity)),
-            ..ListFilter::default()
-        })
-        .unwrap()
-        .into_iter()
-        .map(|s| s.op)
-        .collect()
+    entity_ops(env, entity)
 }
 
 /// Update after Update: one operation in the first one's place, with the

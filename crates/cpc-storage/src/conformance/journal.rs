@@ -26,15 +26,7 @@ fn three_claimed(env: &Env<'_>) -> Vec<Operation> {
 }
 
 fn entity_order(env: &Env<'_>, entity: &str) -> Vec<cpc_core::OperationId> {
-    env.s()
-        .list(&ListFilter {
-            entity: Some(EntityKey::new("notes", entity)),
-            ..ListFilter::default()
-        })
-        .unwrap()
-        .into_iter()
-        .map(|s| s.op.id)
-        .collect()
+    entity_ops(env, entity).into_iter().map(|o| o.id).collect()
 }
 
 /// Acknowledgements are journaled with the remote's seq when known (ids

@@ -47,6 +47,9 @@ fn coalesce_one<T: Tx + ?Sized>(
     options: &QueueOptions,
     coalescer: &dyn Coalescer,
 ) -> Result<Option<Enqueued>> {
+    if !coalescer.wants(later) {
+        return Ok(None);
+    }
     let entity = later.entity.to_key_bytes();
     let Some(last) = tx.last_in_entity(&entity)? else {
         return Ok(None);
@@ -54,9 +57,11 @@ fn coalesce_one<T: Tx + ?Sized>(
     if !mergeable(&last) {
         return Ok(None);
     }
-    // A damaged record is left for the claim path to quarantine.
-    let Loaded::Ok(earlier) = tx.load_op(&last)? else {
-        return Ok(None);
+    // A damaged record, or one whose body belongs to another operation,
+    // is left for the claim path to quarantine.
+    let earlier = match tx.load_op(&last)? {
+        Loaded::Ok(op) if op.id == last.id && op.entity.to_key_bytes() == last.entity => op,
+        _ => return Ok(None),
     };
     let decision = match catch_unwind(AssertUnwindSafe(|| coalescer.coalesce(&earlier, later))) {
         Ok(d) => d,
@@ -86,10 +91,11 @@ fn coalesce_one<T: Tx + ?Sized>(
             let mut new = last.clone();
             new.priority = merged.priority;
             new.payload_len = merged.payload.len() as u64;
-            // A head that rises in priority is due at the new level (and
-            // may age from there); one already promoted above it stays.
+            // A head whose priority rises to its effective level or above
+            // is due as a fresh head of the new priority (and may age from
+            // there); one already promoted above it stays.
             if let Some(Head::Due { eff, .. }) = last.head {
-                if merged.priority > eff {
+                if merged.priority > last.priority && merged.priority >= eff {
                     new.head = Some(due_head(merged.priority, options));
                 }
             }

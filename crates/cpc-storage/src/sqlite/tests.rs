@@ -365,3 +365,28 @@ fn a_format_4_store_marks_its_operations_claimed_on_upgrade() {
     );
     assert!(std::fs::read_to_string(&marker).unwrap().contains(&current));
 }
+
+/// A claim commits without a sync; `flush` then syncs it (what the worker
+/// does before sending when it coalesces), and only then.
+#[test]
+fn flush_syncs_a_claim_committed_without_a_sync() {
+    use cpc_core::{NodeId, OperationKind};
+    use rand::{rngs::StdRng, SeedableRng};
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let store = SqliteStorage::open_at(tmp.path().join("q"), QueueOptions::default(), 1).unwrap();
+    let op = Operation::builder(EntityKey::new("c", "1"), OperationKind::Update).build_at(
+        HlcTimestamp::new(1, 0, NodeId(1)),
+        &mut StdRng::seed_from_u64(1),
+    );
+    store.enqueue(op, 1).unwrap();
+    let unsynced = || store.shared.claims_unsynced.load(Ordering::SeqCst);
+    assert!(!unsynced(), "an enqueue is synced as it commits");
+    assert_eq!(store.claim_ready(2, 1).unwrap().len(), 1);
+    assert!(unsynced());
+    // A failed sync keeps it owed (and poisons the handle, as any).
+    store.flush().unwrap();
+    assert!(!unsynced());
+}

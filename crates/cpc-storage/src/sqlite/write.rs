@@ -14,6 +14,8 @@ pub(super) struct Shared {
     pub(super) poison: Poison,
     pub(super) faults: FaultSlot,
     pub(super) now_hint: AtomicU64,
+    /// A claim was committed (without a sync) since the last `flush`.
+    pub(super) claims_unsynced: std::sync::atomic::AtomicBool,
     /// What committed transactions quarantined, until the worker asks.
     pub(super) notices: Notices,
     pub(super) options: QueueOptions,
@@ -113,6 +115,7 @@ impl Shared {
         let restored = set(&main, "FULL");
         drop(main);
         let v = r?;
+        self.claims_unsynced.store(true, Ordering::SeqCst);
         restored?;
         Ok(v)
     }

@@ -12,7 +12,6 @@
 //! writer's next edit (its write may have committed before the kill),
 //! and the reopened store must hold exactly one of the two.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -24,7 +23,9 @@ use cpc_storage::{ListFilter, MemoryStorage, QueueStorage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::{cycles, drain_checking_order, open, options, say, seed, spawn_mode, STRIDE};
+use super::{
+    acks_until_killed, cycles, drain_checking_order, open, options, say, seed, spawn_mode, STRIDE,
+};
 
 /// Writers (one entity each) under group commit.
 const GROUP_WRITERS: u64 = 4;
@@ -134,22 +135,10 @@ fn cycle(backend: &str, dir: &Path, cycle: u64, rng: &mut StdRng) -> (u64, u64) 
         },
         start,
     );
-    let reader = BufReader::new(child.stdout.take().unwrap());
-    let mut acked: Vec<u64> = Vec::new();
-    let mut killed = false;
-    for line in reader.lines().map_while(Result::ok) {
-        if let Some(pos) = line.find("ACK ") {
-            acked.push(line[pos + 4..].trim().parse().unwrap());
-        }
-        let due = match kill_after {
-            None => line.contains("OPENING"),
-            Some(k) => acked.len() as u64 >= k,
-        };
-        if !killed && due {
-            child.kill().unwrap();
-            killed = true;
-        }
-    }
+    let (acked, killed) = acks_until_killed(&mut child, false, |line, acked| match kill_after {
+        None => line.contains("OPENING"),
+        Some(k) => acked as u64 >= k,
+    });
     let status = child.wait().unwrap();
     assert!(
         killed || status.success(),

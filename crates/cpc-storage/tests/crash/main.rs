@@ -232,40 +232,15 @@ fn run_cycle(backend: &str, dir: &Path, cycle: u64, rng: &mut StdRng) -> Summary
     };
     let start = cycle * STRIDE;
     let mut child = spawn_child(backend, dir, group, start);
-    let stdout = child.stdout.take().unwrap();
-    let mut reader = BufReader::new(stdout);
-    let mut acked: Vec<u64> = Vec::new();
-    let mut line = String::new();
-    let mut killed = false;
-    if matches!(kill, KillPoint::AtSpawn) {
-        child.kill().unwrap();
-        killed = true;
-    }
-    // Read until the kill point, kill, then read what the pipe still holds:
-    // every ACK line printed before the kill counts.
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).unwrap() == 0 {
-            break;
-        }
-        // libtest may print its own "test child_process ... " in front of
-        // the child's first line, so markers are searched, not matched.
-        let l = line.trim();
-        if let Some(pos) = l.find("ACK ") {
-            acked.push(l[pos + 4..].trim().parse().unwrap());
-        }
-        if !killed {
-            let now = match kill {
-                KillPoint::DuringOpen => l.contains("OPENING"),
-                KillPoint::AfterAcks(k) => acked.len() as u64 >= k,
-                KillPoint::AtSpawn => true,
-            };
-            if now {
-                child.kill().unwrap();
-                killed = true;
-            }
-        }
-    }
+    let (acked, killed) = acks_until_killed(
+        &mut child,
+        matches!(kill, KillPoint::AtSpawn),
+        |line, acked| match kill {
+            KillPoint::DuringOpen => line.contains("OPENING"),
+            KillPoint::AfterAcks(k) => acked as u64 >= k,
+            KillPoint::AtSpawn => true,
+        },
+    );
     let status = child.wait().unwrap();
     assert!(
         killed || status.success(),
@@ -318,6 +293,36 @@ fn run_cycle(backend: &str, dir: &Path, cycle: u64, rng: &mut StdRng) -> Summary
         lost,
         claimed,
     }
+}
+
+/// Reads the child's `ACK <n>` lines and kills it (at once if `at_spawn`)
+/// as soon as `kill_now(line, acknowledged so far)` says so, then reads
+/// what the pipe still holds: every ACK printed before the kill counts.
+/// Returns the acknowledged numbers and whether it was killed.
+fn acks_until_killed(
+    child: &mut std::process::Child,
+    at_spawn: bool,
+    mut kill_now: impl FnMut(&str, usize) -> bool,
+) -> (Vec<u64>, bool) {
+    let reader = BufReader::new(child.stdout.take().unwrap());
+    let mut acked: Vec<u64> = Vec::new();
+    let mut killed = false;
+    if at_spawn {
+        child.kill().unwrap();
+        killed = true;
+    }
+    for line in reader.lines().map_while(Result::ok) {
+        // libtest may print its own "test child_process ... " in front of
+        // the child's first line, so markers are searched, not matched.
+        if let Some(pos) = line.find("ACK ") {
+            acked.push(line[pos + 4..].trim().parse().unwrap());
+        }
+        if !killed && kill_now(&line, acked.len()) {
+            child.kill().unwrap();
+            killed = true;
+        }
+    }
+    (acked, killed)
 }
 
 /// Drains the store by claim(64) + ack, checking the claim order: within a claim,

@@ -34,16 +34,27 @@ fn edit(engine: &SyncEngine, collection: &str, kind: OperationKind, payload: &st
         .unwrap()
 }
 
-#[tokio::test(start_paused = true)]
-async fn forty_offline_edits_of_a_note_go_out_as_one() {
-    let w = world(RemoteOptions::default(), FaultPlan::none(), 1);
-    let (monitor, link) = offline_link(2);
+/// A fault-free world and an engine coalescing `notes`, offline.
+async fn coalescing_offline(seed: u64) -> (World, ManualSource, SyncEngine) {
+    let w = world(RemoteOptions::default(), FaultPlan::none(), seed);
+    let (monitor, link) = offline_link(seed + 1);
     let engine = builder(&w)
         .network(monitor)
         .coalesce("notes", StandardCoalescer::new())
         .start()
         .await
         .unwrap();
+    (w, link, engine)
+}
+
+#[tokio::test(start_paused = true)]
+async fn forty_offline_edits_of_a_note_go_out_as_one() {
+    let (w, link, engine) = coalescing_offline(1).await;
+    // Claims are made durable before a batch goes out (a claim lost to a
+    // power loss must not let an edit merge into a sent operation).
+    assert!(engine.worker().config().durable_claims);
+    let plain = builder(&w).build().unwrap();
+    assert!(!plain.worker().config().durable_claims);
     let mut events = engine.subscribe();
     let first = edit(&engine, "notes", OperationKind::Create, "v0");
     let first_id = engine.submit(first).await.unwrap();
@@ -96,14 +107,7 @@ async fn forty_offline_edits_of_a_note_go_out_as_one() {
 
 #[tokio::test(start_paused = true)]
 async fn a_create_then_delete_made_offline_never_reaches_the_remote() {
-    let w = world(RemoteOptions::default(), FaultPlan::none(), 3);
-    let (monitor, link) = offline_link(4);
-    let engine = builder(&w)
-        .network(monitor)
-        .coalesce("notes", StandardCoalescer::new())
-        .start()
-        .await
-        .unwrap();
+    let (w, link, engine) = coalescing_offline(3).await;
     let mut events = engine.subscribe();
     let create = edit(&engine, "notes", OperationKind::Create, "draft");
     let create_id = create.id;
@@ -205,4 +209,33 @@ async fn with_coalescing_the_remote_ends_the_same_and_never_gets_more() {
         merged_somewhere |= sent_coalesced < sent_plain;
     }
     assert!(merged_somewhere, "no case coalesced anything");
+}
+
+/// A direct send whose answer was lost may have been applied: the adapter
+/// queues it as possibly sent, and a later edit is not merged into it (the
+/// remote would answer `already_applied` for the merged operation and the
+/// edit would be lost).
+#[tokio::test(start_paused = true)]
+async fn an_operation_the_adapter_may_have_sent_is_never_merged_into() {
+    let plan = FaultPlan {
+        lost_ack: Probability::new(1.0).unwrap(),
+        ..FaultPlan::none()
+    };
+    let w = world(RemoteOptions::default(), plan, 5);
+    let engine = builder(&w)
+        .coalesce("notes", StandardCoalescer::new())
+        .build()
+        .unwrap();
+    let adapter = cpc_sync::CompositeAdapter::new(&engine);
+    let create = edit(&engine, "notes", OperationKind::Create, "v0");
+    let delivery = adapter.send(create.clone()).await.unwrap();
+    assert!(
+        matches!(delivery, cpc_sync::Delivery::Queued { id, .. } if id == create.id),
+        "{delivery:?}"
+    );
+    assert_eq!(w.remote.apply_log().len(), 1, "applied, answer lost");
+    let update = edit(&engine, "notes", OperationKind::Update, "v1");
+    let update_id = update.id;
+    assert_eq!(engine.submit(update).await.unwrap(), update_id);
+    assert_eq!(engine.pending().await.unwrap(), 2);
 }
