@@ -12,6 +12,9 @@
 //!   `worker/store_loop_sqlite_group_commit_100k`: draining 100,000 queued
 //!   ops through the worker vs the store's own claim + complete(Ack) loop,
 //!   both on SQLite with GroupCommit (target ratio ≥ 0.5).
+//! - `worker/drain_sqlite_group_commit_durable_claims_100k`: the same drain
+//!   with `WorkerConfig::durable_claims` (what coalescing turns on: one
+//!   more sync per batch), against `drain_sqlite_group_commit_100k`.
 //!
 //! `cargo bench -p cpc-benches --bench worker`
 
@@ -90,6 +93,16 @@ fn drain_with_worker(
     storage: Arc<dyn QueueStorage>,
     storage_calls: StorageCalls,
 ) -> Duration {
+    drain_with(rt, storage, storage_calls, false)
+}
+
+/// [`drain_with_worker`], with `durable_claims` (what coalescing turns on).
+fn drain_with(
+    rt: &tokio::runtime::Runtime,
+    storage: Arc<dyn QueueStorage>,
+    storage_calls: StorageCalls,
+    durable_claims: bool,
+) -> Duration {
     rt.block_on(async move {
         let worker = SyncWorker::builder(storage, Arc::new(Instant0))
             .clock(TokioWallClock::starting_at(START_MS + 1))
@@ -97,6 +110,7 @@ fn drain_with_worker(
             .config(WorkerConfig {
                 seed: Some(1),
                 storage_calls,
+                durable_claims,
                 ..WorkerConfig::default()
             })
             .build()
@@ -197,6 +211,23 @@ fn bench(c: &mut Criterion) {
                 let storage = Arc::new(sqlite(dir.path()));
                 fill(storage.as_ref(), &all);
                 total += drain_with_worker(&rt, storage, StorageCalls::Blocking);
+            }
+            total
+        })
+    });
+
+    // The price of coalescing on the drain: one more sync per batch.
+    group.bench_function("drain_sqlite_group_commit_durable_claims_100k", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let dir = tempfile::Builder::new()
+                    .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                    .tempdir()
+                    .unwrap_or_else(|e| panic!("tempdir: {e}"));
+                let storage = Arc::new(sqlite(dir.path()));
+                fill(storage.as_ref(), &all);
+                total += drain_with(&rt, storage, StorageCalls::Blocking, true);
             }
             total
         })

@@ -86,6 +86,12 @@ const RATIOS: &[(&str, &str, f64, &str)] = &[
         0.5,
         "engine drain (SQLite, GroupCommit) vs the store's own claim+ack loop",
     ),
+    (
+        "worker/drain_sqlite_group_commit_durable_claims_100k",
+        "worker/drain_sqlite_group_commit_100k",
+        0.5,
+        "engine drain with durable claims (coalescing on) vs without",
+    ),
 ];
 
 /// Absolute bounds from the issues: `(figure, bound, unit, what)`. `ops/s`
