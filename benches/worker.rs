@@ -200,37 +200,26 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    // A fresh SQLite queue of every op per iteration, drained by a worker.
+    let drain_sqlite = |iters: u64, durable_claims: bool| {
+        let mut total = Duration::ZERO;
+        for _ in 0..iters {
+            let dir = tempfile::Builder::new()
+                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .tempdir()
+                .unwrap_or_else(|e| panic!("tempdir: {e}"));
+            let storage = Arc::new(sqlite(dir.path()));
+            fill(storage.as_ref(), &all);
+            total += drain_with(&rt, storage, StorageCalls::Blocking, durable_claims);
+        }
+        total
+    };
     group.bench_function("drain_sqlite_group_commit_100k", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::Builder::new()
-                    .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                    .tempdir()
-                    .unwrap_or_else(|e| panic!("tempdir: {e}"));
-                let storage = Arc::new(sqlite(dir.path()));
-                fill(storage.as_ref(), &all);
-                total += drain_with_worker(&rt, storage, StorageCalls::Blocking);
-            }
-            total
-        })
+        b.iter_custom(|iters| drain_sqlite(iters, false))
     });
-
     // The price of coalescing on the drain: one more sync per batch.
     group.bench_function("drain_sqlite_group_commit_durable_claims_100k", |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let dir = tempfile::Builder::new()
-                    .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                    .tempdir()
-                    .unwrap_or_else(|e| panic!("tempdir: {e}"));
-                let storage = Arc::new(sqlite(dir.path()));
-                fill(storage.as_ref(), &all);
-                total += drain_with(&rt, storage, StorageCalls::Blocking, true);
-            }
-            total
-        })
+        b.iter_custom(|iters| drain_sqlite(iters, true))
     });
 
     group.bench_function("store_loop_sqlite_group_commit_100k", |b| {

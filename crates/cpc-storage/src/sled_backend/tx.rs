@@ -198,6 +198,22 @@ impl StoredMeta {
     }
 }
 
+/// The key of a tree iterator's next entry, if any (a read error is the
+/// scan's error).
+fn peek_key<I>(it: &mut std::iter::Peekable<I>) -> Result<Option<Vec<u8>>>
+where
+    I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
+{
+    match it.peek() {
+        Some(Ok((k, _))) => Ok(Some(k.to_vec())),
+        Some(Err(_)) => match it.next() {
+            Some(Err(e)) => Err(sled_error("scan", e)),
+            _ => Ok(None),
+        },
+        None => Ok(None),
+    }
+}
+
 /// Decodes a bookkeeping record of format 2, or of format 1 (read as
 /// claimed); the error is format 2's.
 fn decode_meta(raw: &[u8]) -> std::result::Result<StoredMeta, EnvelopeError> {
@@ -382,16 +398,7 @@ impl<'a> SledTx<'a> {
             .range::<Vec<u8>, _>((Bound::Included(lo.to_vec()), upper))
             .peekable();
         while out.len() < limit {
-            let next_base = match base.peek() {
-                Some(Ok((k, _))) => Some(k.to_vec()),
-                Some(Err(_)) => {
-                    if let Some(Err(e)) = base.next() {
-                        return Err(sled_error("scan", e));
-                    }
-                    continue;
-                }
-                None => None,
-            };
+            let next_base = peek_key(&mut base)?;
             let next_over = overlay.peek().map(|(k, _)| k.to_vec());
             match (next_base, next_over) {
                 (None, None) => break,
@@ -435,16 +442,7 @@ impl<'a> SledTx<'a> {
             .rev()
             .peekable();
         loop {
-            let next_base = match base.peek() {
-                Some(Ok((k, _))) => Some(k.to_vec()),
-                Some(Err(_)) => {
-                    if let Some(Err(e)) = base.next() {
-                        return Err(sled_error("scan", e));
-                    }
-                    continue;
-                }
-                None => None,
-            };
+            let next_base = peek_key(&mut base)?;
             match (next_base, overlay.peek().copied()) {
                 (None, None) => return Ok(None),
                 (Some(b), Some((o, live))) if o >= b.as_slice() => {

@@ -24,7 +24,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use super::{
-    acks_until_killed, cycles, drain_checking_order, open, options, say, seed, spawn_mode, STRIDE,
+    acks_until_killed, cycles, drain_checking_order, open, options, run_writers, say, seed,
+    spawn_mode, STRIDE,
 };
 
 /// Writers (one entity each) under group commit.
@@ -79,26 +80,13 @@ pub(super) fn child(backend: &str, dir: &Path, group: bool, start: u64) {
     let store: Arc<dyn QueueStorage> = Arc::from(open(backend, dir, options(group)).unwrap());
     say("OPEN");
     let writers = writers(group);
-    let threads: Vec<_> = (0..writers)
-        .map(|w| {
-            let store = store.clone();
-            std::thread::spawn(move || {
-                let mut k = w;
-                while k < MAX_EDITS {
-                    let n = start + k;
-                    store
-                        .enqueue_coalesced(vec![edit(n, start, writers)], 1_000, standard())
-                        .unwrap();
-                    say(&format!("ACK {n}"));
-                    k += writers;
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
-    say("DONE");
+    run_writers(writers, MAX_EDITS, move |k| {
+        let n = start + k;
+        store
+            .enqueue_coalesced(vec![edit(n, start, writers)], 1_000, standard())
+            .unwrap();
+        n
+    });
 }
 
 /// An entity's queue after `edits`, coalesced in order on an empty store.

@@ -146,15 +146,24 @@ fn child_process() {
         opening.elapsed().as_secs_f64() * 1e3
     ));
     let writers = if group { GROUP_WRITERS } else { 1 };
+    run_writers(writers, CHILD_MAX_OPS, move |k| {
+        store.enqueue(numbered(start + k), 1_000 + k).unwrap();
+        start + k
+    });
+}
+
+/// Runs `writers` threads, writer `w` writing numbers `w, w + writers, …`
+/// below `max` with `write` (which answers the number it acknowledged),
+/// printing `ACK <n>` after each; then `DONE`.
+fn run_writers(writers: u64, max: u64, write: impl Fn(u64) -> u64 + Send + Sync + 'static) {
+    let write = Arc::new(write);
     let threads: Vec<_> = (0..writers)
         .map(|w| {
-            let store = store.clone();
+            let write = Arc::clone(&write);
             std::thread::spawn(move || {
                 let mut k = w;
-                while k < CHILD_MAX_OPS {
-                    let n = start + k;
-                    store.enqueue(numbered(n), 1_000 + k).unwrap();
-                    say(&format!("ACK {n}"));
+                while k < max {
+                    say(&format!("ACK {}", write(k)));
                     k += writers;
                 }
             })
