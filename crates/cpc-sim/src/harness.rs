@@ -1,7 +1,7 @@
 //! One scenario run: the full engine per device against the shared
 //! simulated remote, on a paused current-thread runtime.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant as WallInstant};
@@ -12,7 +12,7 @@ use cpc_fault::{
 };
 use cpc_sync::backoff::{CircuitBreaker, CircuitBreakerConfig};
 use cpc_sync::core::{
-    error_chain, EntityKey, Operation, OperationId, Resolution, StandardCoalescer, Transport,
+    error_chain, Operation, OperationId, Resolution, StandardCoalescer, Transport,
 };
 use cpc_sync::network::{MonitorConfig, NetworkMonitor};
 use cpc_sync::storage::{
@@ -27,8 +27,9 @@ use rand::{Rng, SeedableRng};
 use crate::auth::{AnswerLog, BearerTransport, FinalAnswer, Secret};
 use crate::converge::{self, DeviceSink, Quiescence, SimSink};
 use crate::gate::{Gate, GatedStorage};
+use crate::records::{self, engine_readiness, LastEdits};
 use crate::spec::{DeadHead, Spec, StorageKind};
-use crate::timeline::{DeviceLine, Timeline};
+use crate::timeline::{self, DeviceLine, Timeline};
 use crate::Error;
 
 /// How a run is set up beyond its scenario.
@@ -241,31 +242,6 @@ struct DeviceOut {
     last_edits: Option<LastEdits>,
 }
 
-/// The expected remote payload of each record after its last edit.
-#[derive(Default)]
-struct LastEdits {
-    expected: BTreeMap<EntityKey, Option<Vec<u8>>>,
-    uncertain: BTreeSet<EntityKey>,
-}
-
-impl LastEdits {
-    fn note(&mut self, op: &Operation, outcome: SubmitOutcome) {
-        match outcome {
-            SubmitOutcome::Acknowledged => {
-                let payload = match op.kind {
-                    cpc_sync::core::OperationKind::Delete => None,
-                    _ => Some(op.payload.clone()),
-                };
-                self.expected.insert(op.entity.clone(), payload);
-            }
-            SubmitOutcome::Unknown => {
-                self.uncertain.insert(op.entity.clone());
-            }
-            SubmitOutcome::Failed => {}
-        }
-    }
-}
-
 /// What a device's engine held and had decided when its run ended.
 #[derive(Default)]
 struct EndOfRun {
@@ -375,25 +351,7 @@ async fn simulate(
         }
         if let Some(last) = out.last_edits {
             let state = coalesced.get_or_insert_with(Default::default);
-            let device_records = &submitted[submitted.len() - out_len..];
-            // Records the engine legitimately did not deliver in full (a
-            // dead letter, a conflict, work left queued) are not checked.
-            let troubled: BTreeSet<&EntityKey> = device_records
-                .iter()
-                .filter(|r| {
-                    r.left_in_queue.is_some()
-                        || r.merged
-                        || matches!(r.abandoned, Some(a) if a != Abandoned::Coalesced)
-                })
-                .map(|r| &r.entity)
-                .collect();
-            for (entity, expected) in &last.expected {
-                if last.uncertain.contains(entity) || troubled.contains(entity) {
-                    continue;
-                }
-                let at_remote = remote.record(entity).and_then(|r| r.payload);
-                state.check(entity, at_remote == *expected);
-            }
+            last.check(&submitted[submitted.len() - out_len..], &remote, state);
         }
         conflicts.insert(
             Scenario::node(u32::try_from(device).unwrap_or(u32::MAX)),
@@ -715,24 +673,11 @@ async fn run_device(
                 // nothing sent meanwhile passes it over.
                 record.ready_at = Duration::MAX;
             }
-            match done.as_ref().and_then(|d| d.get(i)) {
-                Some(Enqueued::Merged { into, .. }) => {
-                    record.abandoned = Some(Abandoned::Coalesced);
-                    // The merged operation takes the higher priority: the
-                    // checker's inversion count must see the one sent.
-                    if let Some(r) = records.iter_mut().rev().find(|r| r.op_id == *into) {
-                        r.priority = r.priority.max(record.priority);
-                    }
-                }
-                Some(Enqueued::Cancelled { earlier }) => {
-                    record.abandoned = Some(Abandoned::Coalesced);
-                    // The queued one it cancelled: never sent either.
-                    if let Some(r) = records.iter_mut().rev().find(|r| r.op_id == *earlier) {
-                        r.abandoned = Some(Abandoned::Coalesced);
-                    }
-                }
-                _ => {}
-            }
+            records::note_submit(
+                &mut records,
+                &mut record,
+                done.as_ref().and_then(|d| d.get(i)),
+            );
             records.push(record);
         }
     }
@@ -795,10 +740,15 @@ async fn run_device(
     }
     drop(live);
     engine_readiness(&mut records, &answers);
-    let line = world
-        .settings
-        .timeline
-        .then(|| device_line(&world, index, &records, &answers, &end));
+    let line = world.settings.timeline.then(|| {
+        timeline::device_line(
+            &world.scenario,
+            index,
+            &records,
+            &answers,
+            &end.resolved_at_ms,
+        )
+    });
     Ok(DeviceOut {
         records,
         end,
@@ -807,69 +757,6 @@ async fn run_device(
         pulled,
         last_edits,
     })
-}
-
-/// A device's line of the timeline: its queue depth (an operation counts
-/// from when it was stored until its final answer reached the engine) and
-/// its conflicts, on the run's time line. Applies are added from the
-/// remote's log.
-fn device_line(
-    world: &World,
-    index: u32,
-    records: &[SubmittedRecord],
-    answers: &AnswerLog,
-    end: &EndOfRun,
-) -> DeviceLine {
-    let mut depth = Vec::with_capacity(records.len() * 2);
-    for rec in records {
-        if rec.outcome == SubmitOutcome::Failed || rec.ready_at == Duration::MAX {
-            continue;
-        }
-        depth.push((rec.submitted_at, 1));
-        if let Some((at, _)) = answers.get(rec.op_id) {
-            depth.push((at, -1));
-        }
-    }
-    // Conflicts were logged on the device's (skewed) wall clock.
-    let scenario = &world.scenario;
-    let zero = scenario
-        .epoch_ms
-        .saturating_add_signed(scenario.skew_ms(index));
-    let conflicts = end
-        .resolved_at_ms
-        .iter()
-        .map(|ms| Duration::from_millis(ms.saturating_sub(zero)))
-        .collect();
-    DeviceLine {
-        device: index,
-        depth,
-        applies: Vec::new(),
-        conflicts,
-    }
-}
-
-/// Sets each record's `ready_at` to when the engine could first claim it:
-/// not before the engine received the final answer for the previous
-/// operation of its record (only a record's head is claimable). The checker
-/// alone would use the remote's first apply of the predecessor, which the
-/// engine does not know about when the answer was lost: it resends the
-/// predecessor first, and the wait is no priority inversion.
-fn engine_readiness(records: &mut [SubmittedRecord], answers: &AnswerLog) {
-    let mut last: HashMap<EntityKey, OperationId> = HashMap::new();
-    for rec in records.iter_mut() {
-        // A coalesced operation is never sent: the one before it in the
-        // queue is the one whose answer frees the next.
-        if rec.outcome == SubmitOutcome::Failed
-            || rec.ready_at == Duration::MAX
-            || rec.abandoned == Some(Abandoned::Coalesced)
-        {
-            continue;
-        }
-        if let Some((answered, _)) = last.get(&rec.entity).and_then(|prev| answers.get(*prev)) {
-            rec.ready_at = rec.ready_at.max(answered);
-        }
-        last.insert(rec.entity.clone(), rec.op_id);
-    }
 }
 
 /// `a` falls in an earlier millisecond than `b`.

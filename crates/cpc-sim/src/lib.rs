@@ -43,6 +43,7 @@ mod converge;
 mod error;
 mod gate;
 mod harness;
+mod records;
 mod spec;
 mod timeline;
 

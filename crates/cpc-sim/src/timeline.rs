@@ -6,8 +6,9 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use cpc_fault::{LinkCondition, Schedule};
+use cpc_fault::{LinkCondition, Scenario, Schedule, SubmitOutcome, SubmittedRecord};
 
+use crate::auth::AnswerLog;
 use crate::human;
 
 /// Devices drawn; a larger run says how many were left out.
@@ -276,6 +277,43 @@ fn escape(text: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// A device's line of the timeline: its queue depth (an operation counts
+/// from when it was stored until its final answer reached the engine) and
+/// its conflicts, on the run's time line. Applies are added from the
+/// remote's log.
+pub(crate) fn device_line(
+    scenario: &Scenario,
+    index: u32,
+    records: &[SubmittedRecord],
+    answers: &AnswerLog,
+    resolved_at_ms: &[u64],
+) -> DeviceLine {
+    let mut depth = Vec::with_capacity(records.len() * 2);
+    for rec in records {
+        if rec.outcome == SubmitOutcome::Failed || rec.ready_at == Duration::MAX {
+            continue;
+        }
+        depth.push((rec.submitted_at, 1));
+        if let Some((at, _)) = answers.get(rec.op_id) {
+            depth.push((at, -1));
+        }
+    }
+    // Conflicts were logged on the device's (skewed) wall clock.
+    let zero = scenario
+        .epoch_ms
+        .saturating_add_signed(scenario.skew_ms(index));
+    let conflicts = resolved_at_ms
+        .iter()
+        .map(|ms| Duration::from_millis(ms.saturating_sub(zero)))
+        .collect();
+    DeviceLine {
+        device: index,
+        depth,
+        applies: Vec::new(),
+        conflicts,
+    }
 }
 
 #[cfg(test)]
