@@ -147,6 +147,14 @@ fn store_loop(storage: &dyn QueueStorage) -> Duration {
     start.elapsed()
 }
 
+/// A fresh queue directory, private to this user as the stores require.
+fn private_dir() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap_or_else(|e| panic!("tempdir: {e}"))
+}
+
 fn sqlite(dir: &std::path::Path) -> SqliteStorage {
     let options = QueueOptions {
         durability: Durability::GroupCommit {
@@ -204,10 +212,7 @@ fn bench(c: &mut Criterion) {
     let drain_sqlite = |iters: u64, durable_claims: bool| {
         let mut total = Duration::ZERO;
         for _ in 0..iters {
-            let dir = tempfile::Builder::new()
-                .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                .tempdir()
-                .unwrap_or_else(|e| panic!("tempdir: {e}"));
+            let dir = private_dir();
             let storage = Arc::new(sqlite(dir.path()));
             fill(storage.as_ref(), &all);
             total += drain_with(&rt, storage, StorageCalls::Blocking, durable_claims);
@@ -226,10 +231,7 @@ fn bench(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let dir = tempfile::Builder::new()
-                    .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                    .tempdir()
-                    .unwrap_or_else(|e| panic!("tempdir: {e}"));
+                let dir = private_dir();
                 let storage = sqlite(dir.path());
                 fill(&storage, &all);
                 total += store_loop(&storage);
