@@ -1,10 +1,13 @@
-//! Conflicts in a row per operation.
+//! Answers of one kind in a row per operation.
 //!
 //! An operation whose conflict is resolved keep-local or merged is resent;
 //! if the remote keeps answering `Conflict` (another device keeps its own
 //! edit too) it would loop forever. The worker counts the conflicts in a
 //! row of each operation and defers it for the application at
 //! `max_conflicts`. Any other answer for the operation ends its streak.
+//! The same count of `retry_later` answers in a row paces their retries
+//! (which never lead to a dead letter) so they back off instead of
+//! hammering a remote that sheds load.
 //!
 //! In memory: a restart starts every streak over (at most `max_conflicts`
 //! more resends, each after a backoff). Bounded by [`MAX_STREAKS`]; past
@@ -17,15 +20,16 @@ use cpc_core::OperationId;
 /// Most streaks remembered at once.
 pub(crate) const MAX_STREAKS: usize = 100_000;
 
-/// Conflicts in a row, by operation.
+/// Answers of one kind in a row, by operation.
 #[derive(Debug, Default)]
-pub(crate) struct ConflictStreaks {
+pub(crate) struct Streaks {
     counts: HashMap<OperationId, u32>,
 }
 
-impl ConflictStreaks {
-    /// `id` conflicted again: returns its conflicts in a row, this one included.
-    pub(crate) fn conflicted(&mut self, id: OperationId) -> u32 {
+impl Streaks {
+    /// `id` got that answer again: returns how many in a row, this one
+    /// included.
+    pub(crate) fn again(&mut self, id: OperationId) -> u32 {
         if self.counts.len() >= MAX_STREAKS && !self.counts.contains_key(&id) {
             self.counts.clear();
         }
@@ -48,19 +52,19 @@ mod tests {
 
     #[test]
     fn streaks_count_in_a_row_and_end() {
-        let mut s = ConflictStreaks::default();
+        let mut s = Streaks::default();
         let a = OperationId::from_u128(1);
-        assert_eq!(s.conflicted(a), 1);
-        assert_eq!(s.conflicted(a), 2);
+        assert_eq!(s.again(a), 1);
+        assert_eq!(s.again(a), 2);
         s.ended(a);
-        assert_eq!(s.conflicted(a), 1);
+        assert_eq!(s.again(a), 1);
     }
 
     #[test]
     fn the_map_is_bounded() {
-        let mut s = ConflictStreaks::default();
+        let mut s = Streaks::default();
         for i in 0..(MAX_STREAKS as u128 + 5) {
-            s.conflicted(OperationId::from_u128(i));
+            s.again(OperationId::from_u128(i));
         }
         assert!(s.counts.len() <= MAX_STREAKS);
     }

@@ -24,8 +24,8 @@ use crate::error::{Result, WorkerError};
 use crate::event::WorkerEvent;
 use crate::net::NetworkGate;
 use crate::policy::{settle_breaker, FailedAttempt, RetryPolicy};
-use crate::split::{may_be_caused_by_an_operation, Suspects};
-use crate::streaks::ConflictStreaks;
+use crate::split::{may_be_caused_by_an_operation, may_count, Suspects};
+use crate::streaks::Streaks;
 use crate::summary::ProcessingSummary;
 use crate::unwind::{catch, CatchUnwind};
 use cpc_backoff::RetryCause;
@@ -181,7 +181,8 @@ impl SyncWorkerBuilder {
             leases: Mutex::new(HashMap::new()),
             orphans: Mutex::new(Vec::new()),
             suspects: Mutex::new(Suspects::default()),
-            streaks: Mutex::new(ConflictStreaks::default()),
+            streaks: Mutex::new(Streaks::default()),
+            laters: Mutex::new(Streaks::default()),
             failure_streak: AtomicU32::new(0),
             batch_seq: AtomicU64::new(0),
             task: tokio::sync::Mutex::new(RunState::Idle),
@@ -232,7 +233,10 @@ struct Inner {
     /// caused; their batches are split (see `split`).
     suspects: Mutex<Suspects>,
     /// Conflicts in a row per operation (see `streaks`).
-    streaks: Mutex<ConflictStreaks>,
+    streaks: Mutex<Streaks>,
+    /// `retry_later` answers in a row per operation: paces their retries,
+    /// which never count towards a dead letter.
+    laters: Mutex<Streaks>,
     /// Pushes that failed as a whole in a row (reset by any answer): paces
     /// the retries of failures that say nothing about the operations.
     failure_streak: AtomicU32,
@@ -531,9 +535,14 @@ impl Inner {
         }
     }
 
-    fn streaks(&self) -> MutexGuard<'_, ConflictStreaks> {
+    fn streaks(&self) -> MutexGuard<'_, Streaks> {
         // Plain bookkeeping: a poisoned lock leaves nothing inconsistent.
         self.streaks.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn laters(&self) -> MutexGuard<'_, Streaks> {
+        // Plain bookkeeping: a poisoned lock leaves nothing inconsistent.
+        self.laters.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn suspects(&self) -> MutexGuard<'_, Suspects> {

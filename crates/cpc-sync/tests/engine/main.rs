@@ -6,6 +6,7 @@
 
 mod support;
 
+mod a_server_down_for_hours_buries_nothing;
 mod adversarial_remote;
 mod coalescing;
 mod composite_adapter_keeps_order;

@@ -243,13 +243,20 @@ impl Inner {
             BatchVerdict::Answered(verdicts) => {
                 self.network.report_success();
                 self.failure_streak.store(0, Ordering::SeqCst);
-                self.suspects().cleared(ops.iter().map(|op| op.id));
+                {
+                    let mut suspects = self.suspects();
+                    suspects.answered();
+                    suspects.cleared(ops.iter().map(|op| op.id));
+                }
                 for ((op, m), verdict) in ops.iter().zip(meta).zip(verdicts) {
                     if !matches!(
                         verdict,
                         Verdict::Conflict { .. } | Verdict::RemoteTooLarge { .. }
                     ) {
                         self.streaks().ended(op.id);
+                    }
+                    if !matches!(verdict, Verdict::RetryLater { .. }) {
+                        self.laters().ended(op.id);
                     }
                     match verdict {
                         Verdict::Delivered {
@@ -278,6 +285,9 @@ impl Inner {
                             // Refunds of the operations before this one come
                             // first, as if each were refunded on its own.
                             self.refund(&mut out);
+                            // Never counted: paced by its own answers in a
+                            // row, the remote's hint a floor.
+                            let in_a_row = self.laters().again(op.id);
                             self.retry_or_bury(
                                 &mut out,
                                 op,
@@ -286,8 +296,8 @@ impl Inner {
                                     hint: after,
                                     cause: RetryCause::Error,
                                     error: "retry later".into(),
-                                    counted: true,
-                                    streak: 0,
+                                    counted: false,
+                                    streak: in_a_row,
                                 },
                                 now,
                             );
@@ -333,18 +343,24 @@ impl Inner {
                 hint,
                 cause,
                 suspect,
-                counted,
+                may_count,
             } => {
                 self.network.report_error(&error);
                 let streak = self
                     .failure_streak
                     .fetch_add(1, Ordering::SeqCst)
                     .saturating_add(1);
-                // A larger batch failing so is split on its next tries.
-                if suspect {
-                    let ids: Vec<OperationId> = ops.iter().map(|op| op.id).collect();
-                    self.suspects().failed(&ids);
-                }
+                // A larger batch failing so is split on its next tries; an
+                // operation failing alone is blamed only if the remote is
+                // meanwhile accepting others (see `split`).
+                let counted = match ops {
+                    [op] if may_count => self.suspects().lone_failure(op.id),
+                    _ => {
+                        let ids: Vec<OperationId> = ops.iter().map(|op| op.id).collect();
+                        self.suspects().failed(&ids, suspect);
+                        false
+                    }
+                };
                 tracing::warn!(target: "cpc_worker", size = ops.len(), error = error.name(), counted, "batch failed");
                 let text = error.to_string();
                 for (op, m) in ops.iter().zip(meta) {
@@ -502,7 +518,7 @@ impl Inner {
         }
         let resend = matches!(resolution, Resolution::KeepLocal | Resolution::Merged(_));
         let in_a_row = if resend {
-            self.streaks().conflicted(op.id)
+            self.streaks().again(op.id)
         } else {
             self.streaks().ended(op.id);
             0

@@ -18,8 +18,10 @@ pub(super) enum Verdict {
         replay: bool,
         seq: Option<u64>,
     },
-    /// The remote asked for this operation to be tried again later; the
-    /// failure is the operation's own and counts towards its dead letter.
+    /// The remote asked for this operation to be tried again later. Never
+    /// counted towards its dead letter: the remote says when, not what is
+    /// wrong (a remote shedding load per operation for hours must not bury
+    /// the queue).
     RetryLater { after: Option<Duration> },
     /// Refused for good (the reason bounded in length).
     Rejected { reason: String },
@@ -51,9 +53,11 @@ pub(super) enum BatchVerdict {
         /// (a 5xx, a malformed answer, a panic): the batch's operations
         /// become suspects, sent in smaller batches next.
         suspect: bool,
-        /// Whether the failure counts towards each operation's dead
-        /// letter: only a suspect failure of a batch of one.
-        counted: bool,
+        /// Whether the failure may count towards the operation's dead
+        /// letter: only a suspect failure of a batch of one, never a
+        /// gateway or availability status (`502`–`504`); it counts only if
+        /// the remote is meanwhile accepting others (`Suspects::lone_failure`).
+        may_count: bool,
     },
 }
 
@@ -85,7 +89,7 @@ pub(super) fn judge(
             };
             let suspect = may_be_caused_by_an_operation(&error);
             BatchVerdict::Failed {
-                counted: suspect && ops.len() == 1,
+                may_count: may_count(&error) && ops.len() == 1,
                 error,
                 hint,
                 cause,
@@ -233,16 +237,17 @@ mod tests {
     }
 
     #[test]
-    fn only_a_suspect_failure_of_a_batch_of_one_counts() {
-        let server = || TransportError::Server { status: 500 };
-        let one = judge(&ops(1), Err(server()), 1024);
-        let many = judge(&ops(3), Err(server()), 1024);
+    fn only_a_suspect_failure_of_a_batch_of_one_may_count() {
+        let server = |status| TransportError::Server { status };
+        let one = judge(&ops(1), Err(server(500)), 1024);
+        let many = judge(&ops(3), Err(server(500)), 1024);
         let offline = judge(&ops(1), Err(TransportError::Offline), 1024);
+        let unavailable = judge(&ops(1), Err(server(503)), 1024);
         assert!(matches!(
             one,
             BatchVerdict::Failed {
                 suspect: true,
-                counted: true,
+                may_count: true,
                 ..
             }
         ));
@@ -250,7 +255,7 @@ mod tests {
             many,
             BatchVerdict::Failed {
                 suspect: true,
-                counted: false,
+                may_count: false,
                 ..
             }
         ));
@@ -258,7 +263,15 @@ mod tests {
             offline,
             BatchVerdict::Failed {
                 suspect: false,
-                counted: false,
+                may_count: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            unavailable,
+            BatchVerdict::Failed {
+                suspect: true,
+                may_count: false,
                 ..
             }
         ));

@@ -7,7 +7,7 @@ use std::time::Duration;
 use cpc_conflict::ConflictResolver;
 use cpc_core::{
     HlcTimestamp, NodeId, OpOutcome, Operation, OperationPriority, PushOutcome, RemoteRecord,
-    Resolution,
+    Resolution, TransportError,
 };
 use cpc_storage::{ConflictFilter, OpState, QueueStorage};
 use cpc_worker::WorkerEvent;
@@ -63,7 +63,9 @@ async fn applied_acks_rejected_dead_letters_retry_later_waits_at_least_the_hint(
             until: START_MS + 30_000
         }
     );
-    assert_eq!(waiting.attempts, 1);
+    // A `retry_later` is the remote's pacing, not the op's failure: the
+    // attempt is given back (it never leads to a dead letter).
+    assert_eq!(waiting.attempts, 0);
 
     let mut seen = Vec::new();
     while let Ok(e) = events.try_recv() {
@@ -82,7 +84,7 @@ async fn applied_acks_rejected_dead_letters_retry_later_waits_at_least_the_hint(
 }
 
 #[tokio::test(start_paused = true)]
-async fn attempts_exhausted_dead_letters() {
+async fn retry_later_for_ever_never_dead_letters_and_backs_off() {
     let s = storage();
     let c = clock();
     let h = hlc(&c);
@@ -92,16 +94,61 @@ async fn attempts_exhausted_dead_letters() {
         .retry_policy(plain_policy(3))
         .build()
         .unwrap();
-    for _ in 0..3 {
+    let mut waits = Vec::new();
+    for _ in 0..30 {
+        w.process_once().await.unwrap();
+        let stored = s.get(id).unwrap().unwrap();
+        let OpState::Waiting { until } = stored.state else {
+            panic!("a retry_later storm buried the op: {stored:?}");
+        };
+        assert_eq!(stored.attempts, 0, "retry_later never counts");
+        let now = c.now_ms();
+        waits.push(until - now);
+        tokio::time::advance(Duration::from_millis(until - now)).await;
+    }
+    assert_eq!(t.pushes(), 30);
+    // Paced by its answers in a row: the waits grow (to the cap) instead
+    // of hammering the remote at the first delay.
+    assert!(waits[5] > waits[0], "{waits:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn attempts_exhausted_by_a_lone_failure_among_healthy_pushes_dead_letter() {
+    let s = storage();
+    let c = clock();
+    let h = hlc(&c);
+    let poison = enqueue(&s, &c, op(&h, "a", OperationPriority::Normal));
+    for i in 0..3 {
+        enqueue(&s, &c, op(&h, &format!("b{i}"), OperationPriority::Normal));
+    }
+    let t = Scripted::new(Box::new(move |batch: &[Operation]| {
+        if batch.iter().any(|o| o.id == poison) {
+            return Err(TransportError::Server { status: 500 });
+        }
+        Ok(batch
+            .iter()
+            .map(|o| OpOutcome::new(o.id, PushOutcome::Applied { version: 1 }))
+            .collect())
+    }));
+    let w = worker(&s, &t, &c)
+        .retry_policy(plain_policy(3))
+        .build()
+        .unwrap();
+    for _ in 0..40 {
         w.process_once().await.unwrap();
         tokio::time::advance(Duration::from_secs(10)).await;
     }
-    let stored = s.get(id).unwrap().unwrap();
+    let stored = s.get(poison).unwrap().unwrap();
     assert!(
-        matches!(&stored.state, OpState::Dead { reason } if reason.contains("gave up after 3 attempts")),
+        matches!(&stored.state, OpState::Dead { reason } if reason.contains("gave up after 3 attempts") && reason.contains("500")),
         "{stored:?}"
     );
-    assert_eq!(t.pushes(), 3);
+    let stats = s.stats().unwrap();
+    assert_eq!(
+        (stats.pending, stats.dead),
+        (0, 1),
+        "only the poison op is left"
+    );
 }
 
 #[derive(Debug)]
