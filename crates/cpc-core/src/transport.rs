@@ -217,7 +217,10 @@ pub trait Transport: fmt::Debug + Send + Sync {
     /// cursor, a cursor that advances when `has_more`, snapshot pages
     /// inside their range. A page that breaks these rules is a
     /// [`TransportError::Protocol`] error: the engine applies nothing of it
-    /// and keeps its cursor.
+    /// and keeps its cursor. The engine checks each page again before it
+    /// applies it: one whose cursor goes back, does not advance while
+    /// `has_more`, or whose changes are out of order or range is refused
+    /// (`PullFailed`, then a backoff), whatever the transport said.
     ///
     /// A transport that only pushes keeps this default, which answers
     /// [`TransportError::Incompatible`]: an engine given a

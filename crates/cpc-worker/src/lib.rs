@@ -78,6 +78,7 @@ mod config;
 mod error;
 mod event;
 mod net;
+mod page_check;
 mod policy;
 mod pull;
 mod regress;

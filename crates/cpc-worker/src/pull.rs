@@ -28,6 +28,7 @@ use tokio::sync::{broadcast, watch, Mutex, Notify};
 
 use crate::config::StorageCalls;
 use crate::event::WorkerEvent;
+use crate::page_check::check_page;
 use crate::regress::{self, Regression, Regressions};
 
 /// The `sync_state` key of the pull state.
@@ -109,6 +110,11 @@ pub enum PullError {
     /// A storage task could not run.
     #[error("storage task failed: {0}")]
     Task(String),
+    /// The page breaks the feed's rules whatever the transport said of it
+    /// (its cursor does not advance while there is more, goes back, or a
+    /// change or key is out of order or range): nothing of it was applied.
+    #[error("pull page refused: {0}")]
+    Refused(String),
 }
 
 /// What the puller keeps in the store: the scope's cursor and the highest
@@ -357,6 +363,10 @@ impl Puller {
                 }
                 Err(e) => return Err(e.into()),
             };
+            if let Err(reason) = check_page(&query, &page) {
+                tracing::warn!(reason = %reason, "a pulled page breaks the feed's rules; refused");
+                return Err(PullError::Refused(reason));
+            }
             if page.has_more && self.config.prefetch {
                 // Asked before the sink runs, from where the page leaves
                 // the feed: if the page is not applied, the cursor does not

@@ -424,3 +424,94 @@ async fn while_the_remote_has_more_the_next_page_is_asked_as_this_one_is_applied
     assert!(result.is_err());
     assert!(seqs.is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_page_that_never_advances_is_refused_reported_and_backed_off() {
+    // A transport that breaks its contract: "more to come" from 5, for
+    // ever, with a cursor that stays at 5. Trusted, the loop asked 2,000
+    // times in no time and handed the sink every copy.
+    let rig = Rig::new(memory());
+    let puller = Arc::new(rig.puller(PullConfig {
+        seed: Some(1),
+        ..PullConfig::default()
+    }));
+    rig.script(Ok(changes_page(
+        0,
+        (1..=5).map(|s| change(s, "a", None)).collect(),
+        false,
+    )));
+    puller.pull_page(Duration::ZERO).await.unwrap();
+    for _ in 0..2_000 {
+        rig.script(Ok(changes_page(5, vec![], true)));
+    }
+    let mut events = puller.subscribe();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(Arc::clone(&puller).run(stopped));
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+    let asked = rig.remote.queries.lock().unwrap().len() - 1;
+    assert!(
+        (2..60).contains(&asked),
+        "backed off, not spinning: {asked} pulls in 10 minutes"
+    );
+    assert_eq!(rig.sink.pages.lock().unwrap().len(), 1, "never applied");
+    assert_eq!(
+        puller.cursor().await.unwrap().unwrap().position,
+        position(5)
+    );
+    let mut failures = Vec::new();
+    while let Ok(event) = events.try_recv() {
+        if let cpc_worker::WorkerEvent::PullFailed { error, .. } = event {
+            failures.push(error);
+        }
+    }
+    assert_eq!(failures.len(), asked, "each refusal reported");
+    assert!(failures[0].contains("did not advance"), "{}", failures[0]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cursor_that_goes_back_or_a_page_served_twice_is_refused_and_the_cursor_kept() {
+    let rig = Rig::new(memory());
+    let puller = rig.puller(PullConfig::default());
+    let to_five = changes_page(0, (1..=5).map(|s| change(s, "a", None)).collect(), false);
+    rig.script(Ok(to_five.clone()));
+    puller.pull_page(Duration::ZERO).await.unwrap();
+    // 5 → 3: refused, 5 kept (before, 3 was persisted and pulled from).
+    rig.script(Ok(changes_page(2, vec![change(3, "b", None)], false)));
+    let refused = puller.pull_page(Duration::ZERO).await.unwrap_err();
+    assert!(
+        matches!(refused, PullError::Refused(ref r) if r.contains("went back from 5 to 3")),
+        "{refused}"
+    );
+    assert_eq!(
+        puller.cursor().await.unwrap().unwrap().position,
+        position(5)
+    );
+    // The same page again: its changes are not above the cursor.
+    rig.script(Ok(to_five));
+    assert!(matches!(
+        puller.pull_page(Duration::ZERO).await,
+        Err(PullError::Refused(_))
+    ));
+    // An honest page goes on from 5.
+    rig.script(Ok(changes_page(5, vec![change(6, "a", None)], false)));
+    puller.pull_page(Duration::ZERO).await.unwrap();
+    assert_eq!(
+        puller.cursor().await.unwrap().unwrap().position,
+        position(6)
+    );
+    let applied: Vec<u64> = rig
+        .sink
+        .pages
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p.changes.iter().map(|c| c.change.seq))
+        .collect();
+    assert_eq!(applied, vec![1, 2, 3, 4, 5, 6], "each change once");
+    let queries = rig.remote.queries.lock().unwrap().clone();
+    assert!(queries[1..]
+        .iter()
+        .all(|q| q.cursor.as_ref().unwrap().position.seq >= 5));
+}
