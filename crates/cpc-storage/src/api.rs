@@ -384,6 +384,12 @@ pub struct Respread {
     pub next: Option<u64>,
 }
 
+/// How the reason of a deferred conflict starts when the remote's record
+/// was over the store's payload limit: its body is not kept (`remote.payload`
+/// reads `None`, which is then not a remote delete). See
+/// [`DeferredConflict::remote_body_withheld`].
+pub const REMOTE_BODY_WITHHELD: &str = "remote body withheld";
+
 /// A conflict parked with [`Completion::Defer`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DeferredConflict {
@@ -396,6 +402,17 @@ pub struct DeferredConflict {
     /// Why it was parked (the resolver deferred it, the resolver panicked,
     /// too many conflicts in a row), if the store knows.
     pub reason: Option<String>,
+}
+
+impl DeferredConflict {
+    /// True when the remote's record was too large to store: its body was
+    /// left out (`remote.payload` is `None` without meaning a delete). The
+    /// application settles from the timestamps or fetches the record.
+    pub fn remote_body_withheld(&self) -> bool {
+        self.reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with(REMOTE_BODY_WITHHELD))
+    }
 }
 
 /// Which conflict log entries [`QueueStorage::conflict_entries`] (and [`QueueStorageExt::conflict_log`](crate::QueueStorageExt::conflict_log)) returns.

@@ -137,13 +137,13 @@ mod notices;
 mod sled_backend;
 mod sqlite;
 
-pub use api::MAX_SYNC_STATE_BYTES;
 pub use api::{
     respread_offset, Amend, Claimed, Completion, ConflictCursor, ConflictFilter, DeadHeadPolicy,
     DeferredConflict, Durability, Enqueued, EpochMillis, ListFilter, LoggedConflict, OpState, Page,
     QuarantineNotice, QuarantinedRecord, QueueOptions, QueueStats, QueueStorage, Respread,
     StoredOperation, DEFAULT_CONFLICT_LOG_MAX_BYTES, MAX_PAYLOAD_LIMIT,
 };
+pub use api::{MAX_SYNC_STATE_BYTES, REMOTE_BODY_WITHHELD};
 #[doc(hidden)]
 pub use dir::InjectedFault;
 pub use error::{Result, StorageError};

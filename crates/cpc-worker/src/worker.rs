@@ -12,7 +12,9 @@ use cpc_core::{
     Resolution, Transport, TransportError,
 };
 use cpc_network::{NetworkMonitor, NetworkStatus};
-use cpc_storage::{Claimed, Completion, Enqueued, EpochMillis, Page, QueueStorage};
+use cpc_storage::{
+    Claimed, Completion, Enqueued, EpochMillis, Page, QueueStorage, REMOTE_BODY_WITHHELD,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{broadcast, watch, Notify};

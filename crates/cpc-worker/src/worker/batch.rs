@@ -239,7 +239,7 @@ impl Inner {
         for m in meta {
             out.summary.by_priority[usize::from(m.priority.rank())] += 1;
         }
-        match judge(ops, pushed, self.storage.max_payload()) {
+        match judge(ops, pushed) {
             BatchVerdict::Answered(verdicts) => {
                 self.network.report_success();
                 self.failure_streak.store(0, Ordering::SeqCst);
@@ -249,10 +249,7 @@ impl Inner {
                     suspects.cleared(ops.iter().map(|op| op.id));
                 }
                 for ((op, m), verdict) in ops.iter().zip(meta).zip(verdicts) {
-                    if !matches!(
-                        verdict,
-                        Verdict::Conflict { .. } | Verdict::RemoteTooLarge { .. }
-                    ) {
+                    if !matches!(verdict, Verdict::Conflict { .. }) {
                         self.streaks().ended(op.id);
                     }
                     if !matches!(verdict, Verdict::RetryLater { .. }) {
@@ -303,14 +300,6 @@ impl Inner {
                             );
                         }
                         Verdict::Rejected { reason } => self.bury(&mut out, op, reason),
-                        Verdict::RemoteTooLarge { len, max } => {
-                            // The remote answered for good: the retry paid
-                            // off. The local op is kept, as a dead letter.
-                            out.delivered.push(op.id);
-                            let reason =
-                                format!("remote record too large: {len} bytes, max_payload {max}");
-                            self.bury(&mut out, op, reason);
-                        }
                         Verdict::Conflict { remote } => {
                             out.delivered.push(op.id);
                             self.resolve(&mut out, op, m, remote, now);
@@ -529,7 +518,7 @@ impl Inner {
             // nothing lost yet.
             record.resolution = Resolution::Defer;
             record.losing_payload = None;
-            out.conflicts.push(record);
+            out.conflicts.push(self.storable(record));
             let reason = format!(
                 "{in_a_row} conflicts in a row (max_conflicts {}): deferred for the application",
                 self.config.max_conflicts
@@ -537,7 +526,7 @@ impl Inner {
             self.defer(out, op, remote, reason);
             return;
         }
-        out.conflicts.push(record);
+        out.conflicts.push(self.storable(record));
         out.event(|| WorkerEvent::ConflictResolved {
             id: op.id,
             entity: op.entity.clone(),
@@ -596,6 +585,27 @@ impl Inner {
         }
     }
 
+    /// A conflict log entry the store can keep: a remote record over the
+    /// payload limit (resolved in memory all the same) is logged without
+    /// its body, as is a losing payload that is that body. The remote's
+    /// version of it is on the remote; nothing of this device's is dropped.
+    pub(super) fn storable(&self, mut record: ConflictRecord) -> ConflictRecord {
+        let max = self.storage.max_payload();
+        let len = record.remote.payload.as_ref().map_or(0, Vec::len);
+        if len > max {
+            tracing::warn!(target: "cpc_worker", op_id = %record.op_id, len, max, "a conflict's remote record is over the payload limit: logged without its body");
+            record.remote.payload = None;
+            if record
+                .losing_payload
+                .as_ref()
+                .is_some_and(|p| p.len() > max)
+            {
+                record.losing_payload = None;
+            }
+        }
+        record
+    }
+
     /// Parks `op` in the dead letters for `reason`, with the event.
     pub(super) fn bury(&self, out: &mut BatchOutcome, op: &Operation, reason: String) {
         self.retry.forget(op.id);
@@ -629,9 +639,18 @@ impl Inner {
         &self,
         out: &mut BatchOutcome,
         op: &Operation,
-        remote: cpc_core::RemoteRecord,
-        reason: String,
+        mut remote: cpc_core::RemoteRecord,
+        mut reason: String,
     ) {
+        let max = self.storage.max_payload();
+        if let Some(len) = remote.payload.as_ref().map(Vec::len).filter(|l| *l > max) {
+            // Too large to park whole: parked without its body, and said so
+            // (a `None` payload would otherwise read as a remote delete).
+            remote.payload = None;
+            reason = format!(
+                "{REMOTE_BODY_WITHHELD}: the remote record is {len} bytes, over max_payload {max}; {reason}"
+            );
+        }
         out.summary.conflicts.deferred += 1;
         out.event(|| WorkerEvent::Deferred {
             id: op.id,

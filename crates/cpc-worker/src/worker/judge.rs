@@ -25,11 +25,10 @@ pub(super) enum Verdict {
     RetryLater { after: Option<Duration> },
     /// Refused for good (the reason bounded in length).
     Rejected { reason: String },
-    /// The remote holds another version: for the resolver.
+    /// The remote holds another version: for the resolver. A remote record
+    /// over the store's payload limit is resolved all the same (in memory);
+    /// only its body is left out of what is stored.
     Conflict { remote: RemoteRecord },
-    /// A conflict whose remote record is over the store's payload limit:
-    /// refused as it arrives, before any resolver or store sees it.
-    RemoteTooLarge { len: usize, max: usize },
 }
 
 /// What the answer means for the whole batch.
@@ -62,17 +61,15 @@ pub(super) enum BatchVerdict {
 }
 
 /// Judges a push result (outcomes already matched to `ops` by id).
-/// `max_payload` is the store's limit a remote record must fit.
 pub(super) fn judge(
     ops: &[Operation],
     pushed: std::result::Result<Vec<OpOutcome>, TransportError>,
-    max_payload: usize,
 ) -> BatchVerdict {
     match pushed {
         Ok(outcomes) => BatchVerdict::Answered(
             outcomes
                 .into_iter()
-                .map(|o| judge_one(o.outcome, o.seq, max_payload))
+                .map(|o| judge_one(o.outcome, o.seq))
                 .collect(),
         ),
         Err(error @ (TransportError::Unauthorized | TransportError::Incompatible(_))) => {
@@ -99,7 +96,7 @@ pub(super) fn judge(
     }
 }
 
-fn judge_one(outcome: PushOutcome, seq: Option<u64>, max_payload: usize) -> Verdict {
+fn judge_one(outcome: PushOutcome, seq: Option<u64>) -> Verdict {
     match outcome {
         PushOutcome::Applied { version } => Verdict::Delivered {
             version,
@@ -115,13 +112,7 @@ fn judge_one(outcome: PushOutcome, seq: Option<u64>, max_payload: usize) -> Verd
         PushOutcome::Rejected { reason } => Verdict::Rejected {
             reason: bounded(reason),
         },
-        PushOutcome::Conflict { remote } => match remote.payload.as_ref().map(Vec::len) {
-            Some(len) if len > max_payload => Verdict::RemoteTooLarge {
-                len,
-                max: max_payload,
-            },
-            _ => Verdict::Conflict { remote },
-        },
+        PushOutcome::Conflict { remote } => Verdict::Conflict { remote },
     }
 }
 
@@ -173,7 +164,7 @@ mod tests {
         ];
         let mut answer = wrap(answer);
         answer[0].seq = Some(11);
-        let verdict = judge(&ops(5), Ok(answer), 1024);
+        let verdict = judge(&ops(5), Ok(answer));
         assert_eq!(
             verdict,
             BatchVerdict::Answered(vec![
@@ -199,34 +190,11 @@ mod tests {
     }
 
     #[test]
-    fn a_remote_record_over_the_payload_limit_is_refused_before_any_resolver() {
-        let answer = vec![
-            PushOutcome::Conflict {
-                remote: remote(1024),
-            },
-            PushOutcome::Conflict {
-                remote: remote(1025),
-            },
-        ];
-        let BatchVerdict::Answered(v) = judge(&ops(2), Ok(wrap(answer)), 1024) else {
-            panic!("an answered batch");
-        };
-        assert!(matches!(v[0], Verdict::Conflict { .. }));
-        assert_eq!(
-            v[1],
-            Verdict::RemoteTooLarge {
-                len: 1025,
-                max: 1024
-            }
-        );
-    }
-
-    #[test]
     fn a_long_rejection_reason_is_bounded() {
         let answer = vec![PushOutcome::Rejected {
             reason: "x".repeat(MAX_REMOTE_TEXT * 4),
         }];
-        let BatchVerdict::Answered(v) = judge(&ops(1), Ok(wrap(answer)), 1024) else {
+        let BatchVerdict::Answered(v) = judge(&ops(1), Ok(wrap(answer))) else {
             panic!("an answered batch");
         };
         let Verdict::Rejected { reason } = &v[0] else {
@@ -239,10 +207,10 @@ mod tests {
     #[test]
     fn only_a_suspect_failure_of_a_batch_of_one_may_count() {
         let server = |status| TransportError::Server { status };
-        let one = judge(&ops(1), Err(server(500)), 1024);
-        let many = judge(&ops(3), Err(server(500)), 1024);
-        let offline = judge(&ops(1), Err(TransportError::Offline), 1024);
-        let unavailable = judge(&ops(1), Err(server(503)), 1024);
+        let one = judge(&ops(1), Err(server(500)));
+        let many = judge(&ops(3), Err(server(500)));
+        let offline = judge(&ops(1), Err(TransportError::Offline));
+        let unavailable = judge(&ops(1), Err(server(503)));
         assert!(matches!(
             one,
             BatchVerdict::Failed {
@@ -284,7 +252,6 @@ mod tests {
             Err(TransportError::RateLimited {
                 retry_after: Some(Duration::from_secs(30)),
             }),
-            1024,
         );
         assert!(matches!(
             limited,
@@ -294,7 +261,7 @@ mod tests {
                 ..
             } if h == Duration::from_secs(30)
         ));
-        let timeout = judge(&ops(2), Err(TransportError::Timeout), 1024);
+        let timeout = judge(&ops(2), Err(TransportError::Timeout));
         assert!(matches!(
             timeout,
             BatchVerdict::Failed {
@@ -308,13 +275,10 @@ mod tests {
     #[test]
     fn unauthorized_and_incompatible_pause_instead_of_retrying() {
         assert_eq!(
-            judge(&ops(4), Err(TransportError::Unauthorized), 1024),
+            judge(&ops(4), Err(TransportError::Unauthorized)),
             BatchVerdict::Paused(TransportError::Unauthorized)
         );
         let v2 = TransportError::Incompatible("v2 only".into());
-        assert_eq!(
-            judge(&ops(1), Err(v2.clone()), 1024),
-            BatchVerdict::Paused(v2)
-        );
+        assert_eq!(judge(&ops(1), Err(v2.clone())), BatchVerdict::Paused(v2));
     }
 }

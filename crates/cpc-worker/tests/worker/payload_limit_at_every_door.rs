@@ -1,6 +1,7 @@
 //! One payload limit, the store's `max_payload`, checked where remote data
-//! and merges come in: an oversized remote record or merge fails that
-//! operation alone, visibly, and never costs a local edit.
+//! and merges come in: an oversized remote record is resolved all the same
+//! and stored without its body; an oversized merge fails that operation
+//! alone, visibly; neither ever costs a local edit.
 
 use cpc_storage::QueueStorageExt;
 use std::sync::Arc;
@@ -53,45 +54,88 @@ fn conflict_on(first: cpc_core::OperationId, len: usize) -> Answer {
 }
 
 #[tokio::test(start_paused = true)]
-async fn an_oversized_remote_record_dead_letters_the_op_and_keeps_it_and_its_order() {
+async fn an_oversized_remote_record_is_deferred_without_its_body_and_can_be_settled() {
     let s = small_store();
     let c = clock();
     let h = hlc(&c);
     let first = enqueue(&s, &c, op(&h, "a", OperationPriority::Normal));
     let second = enqueue(&s, &c, op(&h, "a", OperationPriority::Normal));
     let other = enqueue(&s, &c, op(&h, "b", OperationPriority::Normal));
-    let t = Scripted::new(conflict_on(first, MAX + 1));
+    let t = Scripted::new(conflict_on(first, 100 * MAX));
     let w = worker(&s, &t, &c)
         .resolver(Arc::new(DeferAll))
         .build()
         .unwrap();
     let mut events = w.subscribe();
     let summary = w.process_once().await.unwrap();
-    assert_eq!((summary.applied, summary.dead_lettered), (1, 1));
+    assert_eq!(
+        (
+            summary.applied,
+            summary.dead_lettered,
+            summary.conflicts.deferred
+        ),
+        (1, 0, 1)
+    );
     assert!(s.get(other).unwrap().is_none());
-    // Kept, whole, as a dead letter with the reason...
-    let stored = s.get(first).unwrap().unwrap();
-    let OpState::Dead { reason } = &stored.state else {
-        panic!("{:?}", stored.state)
-    };
-    assert!(reason.starts_with("remote record too large"), "{reason}");
-    assert_eq!(stored.op.payload, b"a");
+    // Parked whole on this side, the remote's body left out and said so.
+    let deferred = s.list_deferred(&cpc_storage::Page::ALL).unwrap();
+    assert_eq!(deferred.len(), 1);
+    let d = &deferred[0];
+    assert_eq!(d.op.id, first);
+    assert_eq!(d.op.payload, b"a");
+    assert!(d.remote_body_withheld(), "{:?}", d.reason);
+    assert_eq!((d.remote.version, d.remote.payload.as_ref()), (9, None));
     assert_eq!(s.stats().unwrap().quarantined, 0);
-    assert!(s.list_deferred(&cpc_storage::Page::ALL).unwrap().is_empty());
-    // ...and the entity's next edit waits behind it (default BlockEntity).
-    assert!(w.process_once().await.unwrap().is_empty());
-    assert!(s.get(second).unwrap().is_some());
-    let mut dead = false;
+    let mut resolved = false;
     while let Ok(e) = events.try_recv() {
-        dead |= matches!(e, WorkerEvent::DeadLettered { id, .. } if id == first);
+        assert!(!matches!(e, WorkerEvent::DeadLettered { .. }), "{e:?}");
+        resolved |= matches!(e, WorkerEvent::ConflictResolved { id, .. } if id == first);
     }
-    assert!(dead);
-    // The app revives it once the remote serves a sane record: delivered, in order.
-    assert!(s.revive(first, c.now_ms()).unwrap());
-    t.then(all(|_| PushOutcome::Applied { version: 2 }));
+    assert!(resolved);
+    // The entity's next edit waits for the application...
+    assert!(w.process_once().await.unwrap().is_empty());
+    // ...which settles it: resent on the remote's version, then the next.
+    assert!(s.settle(first, Resolution::KeepLocal, c.now_ms()).unwrap());
+    t.then(all(|_| PushOutcome::Applied { version: 10 }));
     assert_eq!(w.process_once().await.unwrap().applied, 1);
     assert_eq!(w.process_once().await.unwrap().applied, 1);
+    assert!(s.get(second).unwrap().is_none());
     assert_eq!(s.pending().unwrap(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn last_writer_wins_decides_an_oversized_remote_record_from_the_timestamps() {
+    let s = small_store();
+    let c = clock();
+    let h = hlc(&c);
+    // The remote record is older (timestamp 1): the local edit wins.
+    let first = enqueue(&s, &c, op(&h, "a", OperationPriority::Normal));
+    let second = enqueue(&s, &c, op(&h, "a", OperationPriority::Normal));
+    let t = Scripted::new(conflict_on(first, 100 * MAX));
+    let w = worker(&s, &t, &c).build().unwrap();
+    let summary = w.process_once().await.unwrap();
+    assert_eq!(
+        (summary.dead_lettered, summary.conflicts.keep_local),
+        (0, 1)
+    );
+    // Logged, without the body it could not keep.
+    let log = s
+        .conflict_log(&cpc_storage::ConflictFilter::default())
+        .unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].op_id, first);
+    assert_eq!(log[0].resolution, Resolution::KeepLocal);
+    assert_eq!(log[0].remote.payload, None);
+    assert_eq!(log[0].local_payload, b"a");
+    // Resent on the remote's version, and the next edit follows.
+    let resent = s.get(first).unwrap().unwrap();
+    assert_eq!(resent.op.base_version, Some(9));
+    t.then(all(|_| PushOutcome::Applied { version: 10 }));
+    tokio::time::advance(std::time::Duration::from_secs(60)).await;
+    assert_eq!(w.process_once().await.unwrap().applied, 1);
+    tokio::time::advance(std::time::Duration::from_secs(60)).await;
+    assert_eq!(w.process_once().await.unwrap().applied, 1);
+    assert!(s.get(second).unwrap().is_none());
 }
 
 #[tokio::test(start_paused = true)]
