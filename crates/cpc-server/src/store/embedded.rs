@@ -11,7 +11,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::page::PullPage;
 use super::read::{self, Readers};
-use super::rules::Head;
 use super::schema::{self, DirLock};
 use super::writer::{CompactJob, Job, PushJob, Writer};
 use super::StoreError;
@@ -51,15 +50,19 @@ impl Embedded {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let conn = schema::open(dir, now, new_id)?;
-        let (store_id, seq, fp) = schema::read_head(&conn)?;
+        let (store_id, _, _) = schema::read_head(&conn)?;
+        // Checked against the change log's last row: a store a crash or a
+        // bug left inconsistent is refused here, not written on.
+        let head = super::writer::stored_head(&conn)?;
         let (tx, rx) = mpsc::channel(QUEUE);
-        let (head_tx, head_rx) = watch::channel(seq);
+        let (head_tx, head_rx) = watch::channel(head.seq);
         let writer = Writer {
             conn,
-            head: Head { seq, fp },
+            head,
             store_id: store_id.clone(),
             limits,
             head_tx,
+            head_stale: false,
         };
         let handle = std::thread::Builder::new()
             .name("cpc-server-writer".into())
