@@ -91,8 +91,17 @@ fn queue() -> Queue {
     }
 }
 
+/// Held (shared) while a child is spawned: a child forked while a test of
+/// this process holds a queue open carries a copy of its lock until the
+/// child's `exec`; a test that closes a queue and reopens it at once takes
+/// it exclusively around the close, so no such copy outlives the close.
+static SPAWNING: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 fn stdout(c: &mut Command) -> (i32, String, String) {
-    let o = c.output().unwrap();
+    let o = {
+        let _spawning = SPAWNING.read().unwrap_or_else(|e| e.into_inner());
+        c.output().unwrap()
+    };
     (
         o.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -266,7 +275,11 @@ fn a_locked_queue_refuses_writes_naming_the_holder_and_still_reads() {
         err.contains(&format!("in use by process {}", std::process::id())),
         "{err}"
     );
-    drop(held);
+    {
+        // No child of another test may carry the lock past this close.
+        let _alone = SPAWNING.write().unwrap_or_else(|e| e.into_inner());
+        drop(held);
+    }
     let (code, out, err) = stdout(cli().args(["revive", "--all-dead"]).arg(&q.dir));
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("revived 1"), "{out}");
@@ -421,7 +434,10 @@ fn in_a_terminal(command: &str, no_color: bool) -> Option<String> {
     if no_color {
         c.env("NO_COLOR", "1");
     }
-    let out = c.output().ok()?;
+    let out = {
+        let _spawning = SPAWNING.read().unwrap_or_else(|e| e.into_inner());
+        c.output().ok()?
+    };
     Some(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -447,10 +463,13 @@ fn colours_on_a_terminal_and_never_with_no_color() {
 }
 
 fn tmux(args: &[&str]) -> Option<String> {
-    let out = std::process::Command::new("tmux")
-        .args(args)
-        .output()
-        .ok()?;
+    let out = {
+        let _spawning = SPAWNING.read().unwrap_or_else(|e| e.into_inner());
+        std::process::Command::new("tmux")
+            .args(args)
+            .output()
+            .ok()?
+    };
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())

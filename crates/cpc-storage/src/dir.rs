@@ -11,7 +11,8 @@
 //! 2. if there is no marker, refuse a directory holding anything but our lock
 //!    file, before writing anything into it (a user's directory is left
 //!    untouched);
-//! 3. take the exclusive lock (a second open fails with `Locked`);
+//! 3. take the exclusive lock (a second open fails with `Locked`, after
+//!    waiting [`LOCK_WAIT`] for a holder that is about to let go);
 //! 4. under the lock, read and check the marker, or write it (write, fsync,
 //!    rename, fsync the directory) before the backend creates any file, so a
 //!    directory with backend files always has a marker.
@@ -33,6 +34,35 @@ pub(crate) const MARKER_FILE: &str = "cpc-queue.marker";
 const MARKER_TMP: &str = "cpc-queue.marker.tmp";
 /// First line of every marker.
 const MARKER_MAGIC: &str = "cpc-sync operation queue";
+
+/// How long an open waits for a lock that is held before it answers
+/// `Locked`. A lock is an open file description, and a process that spawns
+/// a child while a queue is open hands the child a copy of it until the
+/// child's `exec` closes it (`O_CLOEXEC` acts only then): a queue closed and
+/// reopened at once (an account switch, a test) could find its own lock
+/// still held for that instant. A real second holder is still refused,
+/// this much later.
+pub(crate) const LOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Takes `lock`'s exclusive lock, trying again every few milliseconds for
+/// up to `wait`: `Err(None)` if it is still held then, `Err(Some(e))` on an
+/// I/O error.
+fn lock_within(
+    lock: &File,
+    wait: std::time::Duration,
+) -> std::result::Result<(), Option<io::Error>> {
+    let started = std::time::Instant::now();
+    loop {
+        match lock.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(TryLockError::WouldBlock) if started.elapsed() < wait => {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(TryLockError::WouldBlock) => return Err(None),
+            Err(TryLockError::Error(e)) => return Err(Some(e)),
+        }
+    }
+}
 
 /// An open, locked queue directory. The lock is held until this is dropped,
 /// so a backend must drop it after closing its own files.
@@ -84,11 +114,10 @@ impl QueueDir {
             .custom_flags(libc::O_NOFOLLOW)
             .open(&lock_path)
             .map_err(|e| io_error("open lock file", e))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(StorageError::Locked { path }),
-            Err(TryLockError::Error(e)) => return Err(io_error("lock queue directory", e)),
-        }
+        lock_within(&lock, LOCK_WAIT).map_err(|e| match e {
+            None => StorageError::Locked { path: path.clone() },
+            Some(e) => io_error("lock queue directory", e),
+        })?;
 
         let marker_version = match fs::read_to_string(&marker_path) {
             Ok(text) => check_marker(&path, &text, backend, format_version)?,
@@ -497,6 +526,29 @@ mod tests {
         drop(QueueDir::open(&path, "x", 1, false).unwrap());
         assert_eq!(fs::read(&victim).unwrap(), b"precious");
         assert!(path.join(MARKER_FILE).is_file());
+    }
+
+    #[test]
+    fn a_lock_let_go_of_while_an_open_waits_is_taken_and_one_held_is_refused() {
+        let tmp = private_tmp();
+        let path = tmp.path().join("queue");
+        let first = QueueDir::open(&path, "x", 1, false).unwrap();
+        // Held for good: refused, after the wait.
+        assert!(matches!(
+            QueueDir::open(&path, "x", 1, false),
+            Err(StorageError::Locked { .. })
+        ));
+        // Let go of (by another thread) while the second open waits: taken.
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let holder = std::thread::spawn(move || {
+            let _ = rx.recv();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            drop(first);
+        });
+        tx.send(()).unwrap();
+        let second = QueueDir::open(&path, "x", 1, false);
+        holder.join().unwrap();
+        assert!(second.is_ok(), "{second:?}");
     }
 
     #[test]

@@ -59,17 +59,30 @@ async fn pull_checked(app: &App, headers: &HeaderMap, body: Body) -> Response {
     if *closing.borrow_and_update() {
         return answer(page);
     }
-    let moved = tokio::select! {
-        changed = head.changed() => changed.is_ok(),
-        _ = closing.changed() => false,
-        _ = tokio::time::sleep(wait) => false,
-    };
-    if !moved {
-        return answer(page);
-    }
-    match app.store.pull(request).await {
-        Ok(page) => answer(page),
-        Err(e) => store_failure(e, known, "pull"),
+    // Until something for this page lands, or the wait is over: a wake-up
+    // that brings nothing new (a late notification of a change already
+    // read, a commit outside the scope) goes back to waiting instead of
+    // answering an empty page early, which would turn long polls into
+    // polling.
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut page = page;
+    loop {
+        let moved = tokio::select! {
+            changed = head.changed() => changed.is_ok(),
+            _ = closing.changed() => false,
+            _ = tokio::time::sleep_until(deadline) => false,
+        };
+        if !moved {
+            return answer(page);
+        }
+        head.borrow_and_update();
+        page = match app.store.pull(request.clone()).await {
+            Ok(page) => page,
+            Err(e) => return store_failure(e, known, "pull"),
+        };
+        if page.listed != 0 || page.snapshot || page.has_more {
+            return answer(page);
+        }
     }
 }
 

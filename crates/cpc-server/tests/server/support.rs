@@ -49,7 +49,14 @@ impl Db {
     pub fn config(&self) -> ServerConfig {
         match &self.pg {
             None => ServerConfig::new(self.dir.path(), tokens()),
-            Some(pg) => ServerConfig::with_postgres(PostgresConfig::new(pg.url()), tokens()),
+            Some(pg) => {
+                let mut config = PostgresConfig::new(pg.url());
+                // Pushes queue on the head row; on a loaded machine eight of
+                // them past the 2 s default made a push answer retry_later
+                // and a test flake. Below the request and statement timeouts.
+                config.lock_timeout = std::time::Duration::from_secs(25);
+                ServerConfig::with_postgres(config, tokens())
+            }
         }
     }
 

@@ -335,6 +335,9 @@ pub(super) async fn run(inner: Arc<Inner>) {
 
     if let Some(rest) = respreading.take() {
         rest.abort();
+        // Joined, so the task (and the store it holds) is gone once the
+        // loop is: a queue closed and reopened finds its lock free.
+        let _ = rest.await;
     }
     // Shutdown: give in-flight batches a bounded time to finish.
     let deadline = after(Instant::now(), inner.config.shutdown_timeout);

@@ -386,6 +386,10 @@ async fn a_long_queue_is_respread_page_by_page_and_the_first_push_does_not_wait_
         .config(WorkerConfig {
             reconnect_spread: Duration::from_secs(10),
             seed: Some(5),
+            // On this task, in order: with the blocking pool, the later
+            // pages raced the first claim on real threads and a loaded
+            // machine could finish them all before the first push.
+            storage_calls: StorageCalls::Inline,
             ..WorkerConfig::default()
         })
         .build()
