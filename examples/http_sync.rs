@@ -64,17 +64,27 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut events = engine.subscribe();
         let name = *name;
         watchers.push(tokio::spawn(async move {
-            let (mut applied, mut conflicts, mut batches) = (0, 0, 0);
-            while let Ok(event) = events.recv().await {
-                match event {
-                    WorkerEvent::Applied { .. } => applied += 1,
-                    WorkerEvent::ConflictResolved { .. } => conflicts += 1,
-                    WorkerEvent::BatchCompleted { .. } => batches += 1,
-                    _ => {}
+            let (mut applied, mut replays, mut conflicts, mut batches, mut missed) =
+                (0, 0, 0, 0, 0);
+            loop {
+                match events.recv().await {
+                    // Each operation is reported applied once: by its push's
+                    // answer, or (`replay`) as already applied: a resend, or
+                    // an answer lost and the pull feed showing it applied.
+                    Ok(WorkerEvent::Applied { replay: false, .. }) => applied += 1,
+                    Ok(WorkerEvent::Applied { replay: true, .. }) => replays += 1,
+                    Ok(WorkerEvent::ConflictResolved { .. }) => conflicts += 1,
+                    Ok(WorkerEvent::BatchCompleted { .. }) => batches += 1,
+                    Ok(_) => {}
+                    // A slow subscriber misses events; the queue is the truth.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => missed += n,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 }
             }
             println!(
-                "{name}: {applied} applied, {conflicts} conflicts resolved, {batches} batches"
+                "{name}: {} of {EDITS_PER_DEVICE} edits applied ({replays} as replays), \
+                 {conflicts} conflicts resolved, {batches} batches, {missed} events missed",
+                applied + replays
             );
         }));
     }

@@ -452,7 +452,8 @@ impl SyncEngineBuilder {
                 .clock(clock.clone())
                 .storage_calls(worker.config().storage_calls)
                 .events(worker.event_sender())
-                .regressions(worker.regressions());
+                .regressions(worker.regressions())
+                .feed_acks(worker.feed_acks());
             if let Some(monitor) = &self.network {
                 puller = puller.network(monitor.clone());
             }

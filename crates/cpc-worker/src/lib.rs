@@ -77,6 +77,7 @@
 mod config;
 mod error;
 mod event;
+mod feed_acks;
 mod net;
 mod page_check;
 mod policy;
@@ -94,6 +95,7 @@ pub use config::{
 };
 pub use error::{Result, WorkerError};
 pub use event::{NetworkStatus, WorkerEvent};
+pub use feed_acks::FeedAcks;
 pub use policy::{RetryPolicy, DEFAULT_MAX_ATTEMPTS};
 pub use pull::{decode_pull_state, PageApplied, PullConfig, PullError, Puller, PULL_STATE_KEY};
 pub use regress::{

@@ -28,6 +28,7 @@ use tokio::sync::{broadcast, watch, Mutex, Notify};
 
 use crate::config::StorageCalls;
 use crate::event::WorkerEvent;
+use crate::feed_acks::{FeedAck, FeedAcks};
 use crate::page_check::check_page;
 use crate::regress::{self, Regression, Regressions};
 
@@ -172,6 +173,10 @@ pub struct Puller {
     /// The next page, asked ahead ([`PullConfig::prefetch`]): the query
     /// and the task answering it.
     prefetched: std::sync::Mutex<Option<Prefetch>>,
+    /// The worker's, when this puller belongs to an engine: own operations
+    /// seen applied while their batch is out are left to it (see
+    /// `feed_acks`).
+    feed_acks: Option<Arc<FeedAcks>>,
 }
 
 /// A page asked ahead.
@@ -217,6 +222,7 @@ impl Puller {
             applying: Mutex::new(()),
             regressions: None,
             prefetched: std::sync::Mutex::new(None),
+            feed_acks: None,
         }
     }
 
@@ -227,6 +233,15 @@ impl Puller {
     /// the event itself (nothing re-queued).
     pub fn regressions(mut self, regressions: Arc<Regressions>) -> Puller {
         self.regressions = Some(regressions);
+        self
+    }
+
+    /// Shares the worker's [`SyncWorker::feed_acks`](crate::SyncWorker::feed_acks):
+    /// an own operation the feed shows applied while its batch is out is
+    /// settled by that batch (reported once, never pushed again). Without
+    /// it the puller completes such an operation itself.
+    pub fn feed_acks(mut self, feed_acks: Arc<FeedAcks>) -> Puller {
+        self.feed_acks = Some(feed_acks);
         self
     }
 
@@ -532,7 +547,10 @@ impl Puller {
 
     /// Completes this device's operations the page shows applied: their
     /// answer was lost (or has not come yet). A dead or parked operation is
-    /// left alone: the remote cannot have applied it.
+    /// left alone: the remote cannot have applied it. One still in flight
+    /// is left to its batch when the worker shares its notes
+    /// ([`feed_acks`](Self::feed_acks)): noted first, then its state read, so
+    /// that whichever of the two looks first settles it, once.
     async fn complete_own_writes(&self, page: &PullPage) -> Result<usize, PullError> {
         let own: Vec<(OperationId, EntityKey, u64, u64)> = page
             .changes
@@ -542,20 +560,44 @@ impl Puller {
         if own.is_empty() {
             return Ok(0);
         }
+        if let Some(notes) = &self.feed_acks {
+            for (id, _, version, seq) in &own {
+                notes.note(
+                    *id,
+                    FeedAck {
+                        version: *version,
+                        seq: *seq,
+                    },
+                );
+            }
+        }
         let ids: Vec<OperationId> = own.iter().map(|o| o.0).collect();
-        let live = self
+        let states = self
             .call(move |s| {
-                let mut live = Vec::new();
+                let mut states = Vec::with_capacity(ids.len());
                 for id in ids {
-                    if let Some(stored) = s.get(id)? {
-                        if !matches!(stored.state, OpState::Dead { .. } | OpState::Deferred) {
-                            live.push(id);
-                        }
-                    }
+                    states.push(s.get(id)?.map(|stored| stored.state));
                 }
-                Ok(live)
+                Ok(states)
             })
             .await?;
+        let mut live = Vec::new();
+        for ((id, ..), state) in own.iter().zip(states) {
+            let in_flight = matches!(state, Some(OpState::InFlight { .. }));
+            if in_flight && self.feed_acks.is_some() {
+                // Its batch settles it (the note stays for it).
+                continue;
+            }
+            let taken = self.feed_acks.as_ref().map(|n| n.take(*id));
+            if taken == Some(None) {
+                // The worker took the note meanwhile: settled there.
+                continue;
+            }
+            if matches!(state, None | Some(OpState::Dead { .. } | OpState::Deferred)) {
+                continue;
+            }
+            live.push(*id);
+        }
         if live.is_empty() {
             return Ok(0);
         }
@@ -610,13 +652,19 @@ impl Puller {
                     .collect::<cpc_storage::Result<Vec<Vec<OperationId>>>>()
             })
             .await?;
+        // An own operation the page shows applied is not pending on that
+        // entity any more, even while its batch is still out.
+        let applied: Vec<OperationId> = page.changes.iter().filter_map(|c| c.own_op).collect();
         Ok(page
             .changes
             .iter()
             .zip(lists)
-            .map(|(c, pending)| SinkChange {
-                change: c.clone(),
-                pending,
+            .map(|(c, mut pending)| {
+                pending.retain(|id| !applied.contains(id));
+                SinkChange {
+                    change: c.clone(),
+                    pending,
+                }
             })
             .collect())
     }

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use crate::config::WorkerConfig;
 use crate::error::{Result, WorkerError};
 use crate::event::WorkerEvent;
+use crate::feed_acks::{FeedAck, FeedAcks};
 use crate::net::NetworkGate;
 use crate::policy::{settle_breaker, FailedAttempt, RetryPolicy};
 use crate::split::{may_be_caused_by_an_operation, may_count, Suspects};
@@ -189,6 +190,7 @@ impl SyncWorkerBuilder {
             batch_seq: AtomicU64::new(0),
             task: tokio::sync::Mutex::new(RunState::Idle),
             regressions: Arc::new(Regressions::default()),
+            feed_acks: Arc::new(FeedAcks::default()),
         });
         Ok(SyncWorker {
             _stop_on_drop: Arc::new(StopOnDrop(Arc::clone(&inner))),
@@ -247,6 +249,8 @@ struct Inner {
     /// Where a remote that went back in time is reported (by a batch, or
     /// the engine's puller).
     regressions: Arc<Regressions>,
+    /// Own operations the puller saw applied while their batch was out.
+    feed_acks: Arc<FeedAcks>,
 }
 
 impl SyncWorker {
@@ -294,6 +298,13 @@ impl SyncWorker {
     /// [`WorkerEvent::RemoteRegressed`].
     pub fn regressions(&self) -> Arc<Regressions> {
         Arc::clone(&self.inner.regressions)
+    }
+
+    /// Where the engine's puller notes own operations it saw applied in
+    /// the feed while their batch was out, so that each is reported once
+    /// and a lost answer costs no re-push ([`Puller::feed_acks`](crate::Puller::feed_acks)).
+    pub fn feed_acks(&self) -> Arc<FeedAcks> {
+        Arc::clone(&self.inner.feed_acks)
     }
 
     /// A receiver of every event from now on.

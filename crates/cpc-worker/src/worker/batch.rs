@@ -249,6 +249,17 @@ impl Inner {
                     suspects.cleared(ops.iter().map(|op| op.id));
                 }
                 for ((op, m), verdict) in ops.iter().zip(meta).zip(verdicts) {
+                    let noted = self.feed_acks.take(op.id);
+                    if let (Some(ack), false) =
+                        (noted, matches!(verdict, Verdict::Delivered { .. }))
+                    {
+                        // The feed showed it applied: whatever this answer
+                        // says, it is (a remote dedupes by id).
+                        self.streaks().ended(op.id);
+                        self.laters().ended(op.id);
+                        self.settled_by_feed(&mut out, op, ack);
+                        continue;
+                    }
                     if !matches!(verdict, Verdict::Conflict { .. }) {
                         self.streaks().ended(op.id);
                     }
@@ -313,9 +324,15 @@ impl Inner {
                 // Credentials and versions are application matters: give
                 // every claim back uncounted and wait for `resume`.
                 tracing::warn!(target: "cpc_worker", size = ops.len(), error = error.name(), "the remote refused to talk: sending paused until resume()");
-                out.summary.released = ops.len();
-                out.completions
-                    .extend(ops.iter().map(|op| Completion::Release(op.id)));
+                for op in ops {
+                    match self.feed_acks.take(op.id) {
+                        Some(ack) => self.settled_by_feed(&mut out, op, ack),
+                        None => {
+                            out.summary.released += 1;
+                            out.completions.push(Completion::Release(op.id));
+                        }
+                    }
+                }
                 out.event(|| WorkerEvent::BatchFailed {
                     size: ops.len(),
                     error: error.clone(),
@@ -353,6 +370,12 @@ impl Inner {
                 tracing::warn!(target: "cpc_worker", size = ops.len(), error = error.name(), counted, "batch failed");
                 let text = error.to_string();
                 for (op, m) in ops.iter().zip(meta) {
+                    if let Some(ack) = self.feed_acks.take(op.id) {
+                        // Its answer is lost, but the feed showed it
+                        // applied: acknowledged, not pushed again.
+                        self.settled_by_feed(&mut out, op, ack);
+                        continue;
+                    }
                     let failure = Failure {
                         hint,
                         cause,
@@ -370,6 +393,24 @@ impl Inner {
             }
         }
         out
+    }
+
+    /// `op`, in this batch, was seen applied in the pull feed (see
+    /// `feed_acks`): acknowledged at the feed's position, reported once as a
+    /// replay.
+    pub(super) fn settled_by_feed(&self, out: &mut BatchOutcome, op: &Operation, ack: FeedAck) {
+        out.summary.already_applied += 1;
+        out.delivered.push(op.id);
+        out.completions.push(Completion::AckAt {
+            id: op.id,
+            seq: ack.seq,
+        });
+        out.event(|| WorkerEvent::Applied {
+            id: op.id,
+            entity: op.entity.clone(),
+            version: ack.version,
+            replay: true,
+        });
     }
 
     /// Refunds the retry permits of the operations delivered since the last
