@@ -37,6 +37,7 @@ checks! {
     "method-not-allowed" => basics::method_not_allowed,
     "unauthorized-missing-token" => auth::missing_token,
     "unauthorized-wrong-token" => auth::wrong_token,
+    "bearer-scheme-case-insensitive" => auth::bearer_scheme_case_insensitive,
     "forbidden-client" => auth::forbidden_client,
     "unsupported-version-body" => auth::unsupported_version_body,
     "unsupported-version-path" => auth::unsupported_version_path,

@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use cpc_core::TransportError;
-use cpc_protocol::V1;
+use cpc_protocol::{request_id_from, REQUEST_ID_HEADER, V1};
 use reqwest::{RequestBuilder, Response, Url};
 use tokio::time::Instant;
 
@@ -30,6 +30,21 @@ use crate::status;
 const TRIP_AFTER: u32 = 2;
 /// How long an open breaker keeps requests away.
 const OPEN_FOR: Duration = Duration::from_secs(30);
+
+/// An answer, and the `Cpc-Request-Id` its request carried (for the
+/// caller's log line about it).
+#[derive(Debug)]
+pub(crate) struct Answered {
+    pub response: Response,
+    pub request_id: String,
+}
+
+/// A fresh `Cpc-Request-Id`: 64 random bits, 16 hex digits. Random rather
+/// than counted, so that ids of many devices in one server's log do not
+/// collide.
+pub(crate) fn new_request_id() -> String {
+    request_id_from(rand::random())
+}
 
 /// One instance's URLs.
 #[derive(Debug, Clone)]
@@ -142,15 +157,21 @@ impl Endpoints {
     /// [`order`](Self::order), until one answers with something else than
     /// a failure of that instance (no connection, a timeout, `502`, `503`,
     /// `504`); the last failure if none does. With one endpoint, exactly
-    /// one request.
+    /// one request. Each request sent carries a fresh `Cpc-Request-Id`
+    /// (docs/protocol.md §2.1): a resend to another instance is another
+    /// HTTP request, and each server's log must name its own.
     pub(crate) async fn send(
         &self,
         build: impl Fn(&Endpoint) -> Result<RequestBuilder, TransportError>,
-    ) -> Result<Response, TransportError> {
+    ) -> Result<Answered, TransportError> {
         let order = self.order();
         let last = order.len() - 1;
         for (k, i) in order.into_iter().enumerate() {
-            let sent = build(self.get(i))?.send().await;
+            let request_id = new_request_id();
+            let sent = build(self.get(i))?
+                .header(REQUEST_ID_HEADER, &request_id)
+                .send()
+                .await;
             match sent {
                 Ok(response) if !instance_down(&response) || k == last => {
                     if instance_down(&response) {
@@ -158,11 +179,15 @@ impl Endpoints {
                     } else {
                         self.succeeded(i);
                     }
-                    return Ok(response);
+                    return Ok(Answered {
+                        response,
+                        request_id,
+                    });
                 }
                 Ok(response) => {
                     tracing::debug!(
                         endpoint = i,
+                        request_id,
                         status = response.status().as_u16(),
                         "endpoint failed; trying the next"
                     );
@@ -170,6 +195,7 @@ impl Endpoints {
                 }
                 Err(e) => {
                     let error = status::request_error(&e);
+                    tracing::debug!(endpoint = i, request_id, error = %error, "request failed");
                     if matches!(error, TransportError::Protocol(_)) {
                         return Err(error);
                     }
@@ -177,7 +203,7 @@ impl Endpoints {
                     if k == last {
                         return Err(error);
                     }
-                    tracing::debug!(endpoint = i, error = %error, "endpoint failed; trying the next");
+                    tracing::debug!(endpoint = i, "endpoint failed; trying the next");
                 }
             }
         }

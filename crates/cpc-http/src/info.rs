@@ -112,10 +112,14 @@ pub(crate) async fn fetch(
     client: &Client,
     cap: usize,
 ) -> Result<Fetched, TransportError> {
-    let mut response = endpoints
+    let crate::failover::Answered {
+        mut response,
+        request_id,
+    } = endpoints
         .send(|endpoint| Ok(client.get(endpoint.info.clone())))
         .await?;
     let code = response.status().as_u16();
+    tracing::debug!(request_id, status = code, "GET /v1/info answered");
     if code != 200 {
         let body = crate::body::read_optional(&mut response, MAX_PROBLEM_BYTES.min(cap)).await;
         if status::refusal(code, response.headers(), body.as_deref()) == Refusal::Incompatible {

@@ -142,7 +142,16 @@ impl HealthProbe {
     }
 
     async fn check_one(&self, url: &Url) -> Result<(), FailureKind> {
-        let sent = self.client.get(url.clone()).send().await;
+        // Like every request of this crate, with a fresh Cpc-Request-Id
+        // (docs/protocol.md §2.1).
+        let request_id = crate::failover::new_request_id();
+        let sent = self
+            .client
+            .get(url.clone())
+            .header(cpc_protocol::REQUEST_ID_HEADER, &request_id)
+            .send()
+            .await;
+        tracing::trace!(request_id, ok = sent.is_ok(), "health probe answered");
         let mut response = sent.map_err(|e| network_failure(&e))?;
         let status = response.status();
         if status.is_server_error() {

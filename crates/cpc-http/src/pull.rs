@@ -13,6 +13,7 @@ use cpc_protocol::{check_pull_page, Cursor, Hex64, PullRequest, PullResponse};
 use reqwest::header::CONTENT_TYPE;
 
 use crate::body::{read_json, read_optional, Expecting};
+use crate::failover::Answered;
 use crate::map::{self, PROTOCOL};
 use crate::status::{self, Refusal, MAX_PROBLEM_BYTES};
 use crate::transport::HttpTransport;
@@ -54,7 +55,10 @@ impl HttpTransport {
         let mut retried = false;
         loop {
             let token = self.token().await?;
-            let mut response = self
+            let Answered {
+                mut response,
+                request_id,
+            } = self
                 .endpoints
                 .send(|endpoint| {
                     Ok(self
@@ -68,9 +72,17 @@ impl HttpTransport {
                 .await?;
             let code = response.status().as_u16();
             if code == 200 {
-                return read_page(self, &wire, &mut response, limits.max_payload_bytes).await;
+                return read_page(
+                    self,
+                    &wire,
+                    &mut response,
+                    limits.max_payload_bytes,
+                    &request_id,
+                )
+                .await;
             }
             let problem = read_optional(&mut response, MAX_PROBLEM_BYTES).await;
+            tracing::debug!(request_id, status = code, "pull refused");
             if let Some(diverged) = self.diverged(code, response.headers(), problem.as_deref()) {
                 return Err(diverged);
             }
@@ -100,6 +112,7 @@ async fn read_page(
     wire: &PullRequest,
     response: &mut reqwest::Response,
     max_payload: u64,
+    request_id: &str,
 ) -> Result<PullPage, TransportError> {
     let cap = usize::try_from(wire.max_bytes).unwrap_or(usize::MAX);
     let expecting = Expecting {
@@ -112,6 +125,7 @@ async fn read_page(
         .map_err(|e| TransportError::Protocol(e.to_string()))?;
     transport.raise_known(answer.head.clone());
     tracing::debug!(
+        request_id,
         changes = answer.changes.len(),
         bytes,
         cursor = answer.cursor.seq,

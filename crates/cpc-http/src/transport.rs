@@ -16,7 +16,7 @@ use crate::body::{read_json, read_optional, Expecting};
 use crate::config::HttpConfig;
 use crate::credentials::{CredentialsProvider, Token};
 use crate::error::Error;
-use crate::failover::Endpoints;
+use crate::failover::{Answered, Endpoints};
 use crate::info::{self, InfoCache};
 use crate::map;
 use crate::status::{self, Refusal, MAX_PROBLEM_BYTES};
@@ -221,7 +221,10 @@ impl HttpTransport {
         ids: &[OpId],
     ) -> Result<Sent, TransportError> {
         let started = Instant::now();
-        let mut response = self
+        let Answered {
+            mut response,
+            request_id,
+        } = self
             .endpoints
             .send(|endpoint| {
                 Ok(self
@@ -243,6 +246,7 @@ impl HttpTransport {
             )
             .await;
             tracing::debug!(
+                request_id,
                 ops = ids.len(),
                 status = code,
                 elapsed_ms = cpc_core::millis(started.elapsed()),
@@ -271,6 +275,7 @@ impl HttpTransport {
             read_json(&mut response, self.max_response_bytes, &expecting).await?;
         check_push_answer(ids, &answer).map_err(|e| TransportError::Protocol(e.to_string()))?;
         tracing::debug!(
+            request_id,
             ops = ids.len(),
             bytes,
             head_seq = answer.head.seq,

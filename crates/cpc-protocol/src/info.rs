@@ -10,6 +10,8 @@ pub const PROTOCOLS: &[u32] = &[1];
 pub const HEALTH_BODY: &str = "cpc-sync ok\n";
 /// Longest `client_id`, in ASCII characters.
 pub const MAX_CLIENT_ID_LEN: usize = 64;
+/// Longest `store_id`, in ASCII characters.
+pub const MAX_STORE_ID_LEN: usize = 64;
 /// Longest collection, entity id or custom kind name, in UTF-8 bytes
 /// (fixed by v1).
 pub const MAX_KEY_BYTES: usize = 1024;
@@ -76,6 +78,15 @@ impl From<Info> for InfoWire {
     }
 }
 
+/// A bound on the bytes of a compact push request of one operation,
+/// everything but the payload's base64 counted: collection, entity id and
+/// custom kind name of [`MAX_KEY_BYTES`] each, `client_id` and the `known`
+/// store id at their longest, `low_water`, the largest integers, and the
+/// JSON punctuation. A key byte takes up to 6 bytes escaped (a control
+/// character as `\u00XX`), so the three keys alone may take 18 KiB; the
+/// worst case measured is 19,249 bytes, and 20 KiB leaves room.
+pub const OP_ENVELOPE_BYTES: u64 = 20 * 1024;
+
 /// The limits a server enforces and advertises. A client respects them;
 /// before it has read them it uses [`Limits::default`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,6 +102,20 @@ pub struct Limits {
     pub max_key_bytes: u64,
     /// Push answer bytes.
     pub max_response_bytes: u64,
+}
+
+impl Limits {
+    /// The least `max_body_bytes` that fits one operation of the largest
+    /// payload (docs/protocol.md §3): the payload's base64, 4·⌈P/3⌉
+    /// bytes, plus [`OP_ENVELOPE_BYTES`] for the rest of the request.
+    /// Below it a client could hold an operation it can never send.
+    /// Saturates rather than overflows for absurd payload limits.
+    pub fn min_body_bytes(&self) -> u64 {
+        self.max_payload_bytes
+            .div_ceil(3)
+            .saturating_mul(4)
+            .saturating_add(OP_ENVELOPE_BYTES)
+    }
 }
 
 impl Default for Limits {

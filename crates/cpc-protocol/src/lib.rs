@@ -49,6 +49,7 @@ mod problem;
 mod pull;
 mod pull_check;
 mod push;
+mod request_id;
 mod retry_after;
 mod strict;
 mod validate;
@@ -56,7 +57,8 @@ mod validate;
 pub use encoding::{Hex64, Payload, MAX_SAFE_INTEGER};
 pub use id::{OpId, OpIdError, OP_ID_LEN};
 pub use info::{
-    Info, Limits, HEALTH_BODY, MAX_CLIENT_ID_LEN, MAX_KEY_BYTES, MAX_WALL_MS, PROTOCOLS,
+    Info, Limits, HEALTH_BODY, MAX_CLIENT_ID_LEN, MAX_KEY_BYTES, MAX_STORE_ID_LEN, MAX_WALL_MS,
+    OP_ENVELOPE_BYTES, PROTOCOLS,
 };
 pub use problem::{Problem, ProblemCode, MAX_DETAIL_BYTES, PROBLEM_CONTENT_TYPE};
 pub use pull::{
@@ -68,9 +70,11 @@ pub use push::{
     reject_code, Applied, EntityKey, Kind, OpOutcome, Outcome, Position, PushRequest, PushResponse,
     RemoteState, Timestamp, WireOp,
 };
+pub use request_id::{request_id_from, valid_request_id, MAX_REQUEST_ID_LEN, REQUEST_ID_HEADER};
 pub use retry_after::{parse_retry_after, MAX_RETRY_AFTER, RETRY_AFTER_MS_HEADER};
 pub use validate::{
-    check_push_answer, parse_push, unsupported_version, valid_client_id, AnswerError,
+    check_push_answer, parse_push, unsupported_version, valid_client_id, valid_store_id,
+    AnswerError,
 };
 
 /// The path prefix of protocol v1.

@@ -7,7 +7,9 @@ use std::collections::HashSet;
 use serde::Deserialize;
 
 use crate::encoding::MAX_SAFE_INTEGER;
-use crate::info::{Limits, MAX_CLIENT_ID_LEN, MAX_KEY_BYTES, MAX_WALL_MS, PROTOCOLS};
+use crate::info::{
+    Limits, MAX_CLIENT_ID_LEN, MAX_KEY_BYTES, MAX_STORE_ID_LEN, MAX_WALL_MS, PROTOCOLS,
+};
 use crate::problem::{Problem, ProblemCode};
 use crate::push::{Kind, Outcome, Position, PushRequest, PushResponse};
 use crate::OpId;
@@ -192,15 +194,30 @@ fn check_push(request: &PushRequest, limits: &Limits) -> Result<(), Box<Problem>
     Ok(())
 }
 
-/// A position's seq within the safe integers and its store id 1 to 64
-/// characters.
-pub(crate) fn check_position(p: Option<&Position>, pointer: &str) -> Result<(), Box<Problem>> {
-    match p {
-        Some(p) if p.seq > MAX_SAFE_INTEGER || p.store_id.is_empty() || p.store_id.len() > 64 => {
-            Err(bad_request(pointer, "not a valid position"))
-        }
-        _ => Ok(()),
+/// Whether `id` is a valid `store_id`: 1 to 64 ASCII characters
+/// (docs/protocol.md §3.1).
+pub fn valid_store_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_STORE_ID_LEN && id.is_ascii()
+}
+
+/// A position's store id 1 to 64 ASCII characters and its seq within the
+/// safe integers. The problem's pointer names the offending member
+/// (`{at}/store_id`, `{at}/seq`), not the whole position: a client
+/// fixing its request needs to know which one is wrong.
+pub(crate) fn check_position(p: Option<&Position>, at: &str) -> Result<(), Box<Problem>> {
+    let Some(p) = p else {
+        return Ok(());
+    };
+    if !valid_store_id(&p.store_id) {
+        return Err(bad_request(
+            format!("{at}/store_id"),
+            "store_id must be 1 to 64 ASCII characters",
+        ));
     }
+    if p.seq > MAX_SAFE_INTEGER {
+        return Err(bad_request(format!("{at}/seq"), "seq exceeds 2^53 - 1"));
+    }
+    Ok(())
 }
 
 /// Why a push answer or a pull page cannot be trusted (the client

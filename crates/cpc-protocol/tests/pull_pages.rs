@@ -276,3 +276,36 @@ fn the_server_door_refuses_out_of_range_pull_parameters() {
         );
     }
 }
+
+#[test]
+fn a_bad_known_or_cursor_position_names_the_member_at_fault() {
+    let body = |known: &str, cursor: &str| {
+        format!(
+            r#"{{"protocol":1,"client_id":"dev-1","known":{known},"cursor":{cursor},"limit":10,"max_bytes":4194304,"wait_ms":0,"collections":null}}"#
+        )
+    };
+    let position = |store_id: &str, seq: u64| {
+        format!(r#"{{"store_id":"{store_id}","seq":{seq},"fp":"0000000000000000"}}"#)
+    };
+    let good = position(STORE, 3);
+    let limits = PullLimits::default();
+    assert!(parse_pull(body(&good, &good).as_bytes(), &limits).is_ok());
+    let too_long = "s".repeat(65);
+    for (b, pointer) in [
+        (body(&position("", 3), &good), "/known/store_id"),
+        (body(&position(&too_long, 3), &good), "/known/store_id"),
+        (body(&position("st\u{f6}re", 3), &good), "/known/store_id"),
+        (body(&position(STORE, 1 << 53), &good), "/known/seq"),
+        (body(&good, &position("", 3)), "/cursor/store_id"),
+        (body(&good, &position(&too_long, 3)), "/cursor/store_id"),
+        (body(&good, &position("st\u{f6}re", 3)), "/cursor/store_id"),
+        (body(&good, &position(STORE, 1 << 53)), "/cursor/seq"),
+    ] {
+        let p = parse_pull(b.as_bytes(), &limits).unwrap_err();
+        assert_eq!(
+            (p.code.as_str(), p.pointer.as_deref()),
+            ("bad_request", Some(pointer)),
+            "{b}"
+        );
+    }
+}

@@ -3,7 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use cpc_protocol::{parse_push, Limits, Problem};
+use cpc_protocol::{
+    parse_push, EntityKey, Hex64, Kind, Limits, OpId, Payload, Position, Problem, PushRequest,
+    Timestamp, WireOp, MAX_CLIENT_ID_LEN, MAX_KEY_BYTES, MAX_SAFE_INTEGER, MAX_STORE_ID_LEN,
+    MAX_WALL_MS, OP_ENVELOPE_BYTES,
+};
 use proptest::prelude::*;
 
 const ID: &str = "01KDVH35M00000002Y98FGS6SQ";
@@ -131,6 +135,36 @@ fn each_malformation_names_its_member() {
 }
 
 #[test]
+fn a_bad_known_position_names_the_member_at_fault() {
+    let with_known = |store_id: &str, seq: u64| {
+        push(&[op(ID)]).replace(
+            "\"ops\":",
+            &format!(
+                r#""known":{{"store_id":"{store_id}","seq":{seq},"fp":"0000000000000000"}},"ops":"#
+            ),
+        )
+    };
+    let parses = |body: &str| parse_push(body.as_bytes(), &Limits::default());
+    assert!(parses(&with_known("s1", 3)).is_ok());
+    assert!(parses(&with_known(&"s".repeat(64), 3)).is_ok());
+    assert!(parses(&with_known("s1", (1 << 53) - 1)).is_ok());
+    for (body, pointer) in [
+        (with_known("", 3), "/known/store_id"),
+        (with_known(&"s".repeat(65), 3), "/known/store_id"),
+        // §3.1: 1–64 *ASCII* characters.
+        (with_known("st\u{f6}re", 3), "/known/store_id"),
+        (with_known("s1", 1 << 53), "/known/seq"),
+    ] {
+        let p = parses(&body).expect_err("must be refused");
+        assert_eq!(
+            (p.code.as_str(), p.pointer.as_deref()),
+            ("bad_request", Some(pointer)),
+            "{body}"
+        );
+    }
+}
+
+#[test]
 fn a_batch_over_max_batch_ops_is_too_large() {
     let limits = Limits {
         max_batch_ops: 1,
@@ -156,4 +190,73 @@ proptest! {
         body[at] = byte;
         let _ = parse_push(&body, &Limits::default());
     }
+}
+
+/// The largest compact push of one operation: every member at its
+/// longest, each key byte a control character (escaped as 6 bytes).
+fn worst_case_push(limits: &Limits) -> PushRequest {
+    let escaped = "\u{1}".repeat(MAX_KEY_BYTES);
+    PushRequest {
+        protocol: 1,
+        client_id: "c".repeat(MAX_CLIENT_ID_LEN),
+        known: Some(Position {
+            store_id: "\u{1}".repeat(MAX_STORE_ID_LEN),
+            seq: MAX_SAFE_INTEGER,
+            fp: Hex64(u64::MAX),
+        }),
+        low_water: Some(OpId(u128::MAX >> 1)),
+        ops: vec![WireOp {
+            id: OpId(u128::MAX >> 1),
+            entity: EntityKey {
+                collection: escaped.clone(),
+                id: escaped.clone(),
+            },
+            kind: Kind::Custom(escaped),
+            payload: Payload(vec![
+                0xff;
+                usize::try_from(limits.max_payload_bytes).unwrap()
+            ]),
+            base_version: Some(MAX_SAFE_INTEGER),
+            timestamp: Timestamp {
+                wall_ms: MAX_WALL_MS,
+                logical: u32::MAX,
+                node: Hex64(u64::MAX),
+            },
+        }],
+    }
+}
+
+#[test]
+fn min_body_bytes_fits_the_largest_operation() {
+    for max_payload_bytes in [0, 1, 2, 3, 100_000, 1 << 20] {
+        let limits = Limits {
+            max_payload_bytes,
+            ..Limits::default()
+        };
+        let body = serde_json::to_vec(&worst_case_push(&limits)).unwrap();
+        // Valid as a request: the bound is about bodies a server accepts.
+        parse_push(&body, &limits).unwrap();
+        let min = limits.min_body_bytes();
+        assert!(
+            body.len() as u64 <= min,
+            "{} bytes for a payload of {max_payload_bytes}, min_body_bytes {min}",
+            body.len()
+        );
+        // The bound is tight enough to be useful: within 2 KiB.
+        assert!(min - body.len() as u64 <= 2048, "{min} vs {}", body.len());
+    }
+    assert_eq!(
+        Limits {
+            max_payload_bytes: 100_000,
+            ..Limits::default()
+        }
+        .min_body_bytes(),
+        133_336 + OP_ENVELOPE_BYTES
+    );
+    assert!(Limits::default().min_body_bytes() <= Limits::default().max_body_bytes);
+    let absurd = Limits {
+        max_payload_bytes: u64::MAX,
+        ..Limits::default()
+    };
+    assert_eq!(absurd.min_body_bytes(), u64::MAX);
 }

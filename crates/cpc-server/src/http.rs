@@ -18,11 +18,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
 use cpc_protocol::{
-    parse_push, Info, Limits, Outcome, Problem, ProblemCode, PullLimits, PushResponse, HEALTH_BODY,
-    PROTOCOLS,
+    parse_push, request_id_from, valid_request_id, Info, Limits, Outcome, Problem, ProblemCode,
+    PullLimits, PushResponse, HEALTH_BODY, PROTOCOLS, REQUEST_ID_HEADER,
 };
 use http_body_util::BodyExt;
 use tokio::sync::{watch, Semaphore};
+use tracing::Instrument;
 
 pub use self::guard::RateLimit;
 use self::guard::RateLimiter;
@@ -59,10 +60,54 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .method_not_allowed_fallback(method_not_allowed);
     // Fault `no_cache_header`: answers without `Cache-Control: no-store`.
     #[cfg(feature = "test-faults")]
-    if app.store.faults().no_cache_header {
-        return routes.with_state(app);
+    let no_store_header = !app.store.faults().no_cache_header;
+    #[cfg(not(feature = "test-faults"))]
+    let no_store_header = true;
+    let routes = if no_store_header {
+        routes.layer(middleware::from_fn(no_store))
+    } else {
+        routes
+    };
+    routes
+        .layer(middleware::from_fn(request_id))
+        .with_state(app)
+}
+
+/// `Cpc-Request-Id` (docs/protocol.md §2.1): the client's id when it is
+/// well formed, else one made here, so that every answer carries one and
+/// a device's log and this server's can be matched. Every log line of the
+/// request is in a `request{id=…}` span (ids are not secrets), and one
+/// line at DEBUG tells how it was answered.
+async fn request_id(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| valid_request_id(v))
+        .map_or_else(|| request_id_from(rand::random()), str::to_owned);
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let started = std::time::Instant::now();
+    let span = tracing::info_span!(target: "cpc_server", "request", id = %id);
+    let mut response = next.run(request).instrument(span.clone()).await;
+    span.in_scope(|| {
+        tracing::debug!(
+            target: "cpc_server",
+            %method,
+            // Debug-formatted (quoted, escaped): a path is the client's
+            // text and may hold anything.
+            path = ?path,
+            status = response.status().as_u16(),
+            elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "answered"
+        );
+    });
+    // Always valid (checked above, or hex digits): the `if` only keeps a
+    // would-be panic out of the server.
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
-    routes.layer(middleware::from_fn(no_store)).with_state(app)
+    response
 }
 
 /// `Cache-Control: no-store` on every answer, errors included: a cached

@@ -36,6 +36,7 @@ mod scratch;
 mod store;
 mod tokens;
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -140,8 +141,9 @@ pub enum ServerError {
     Config {
         /// The field.
         field: &'static str,
-        /// Why.
-        reason: &'static str,
+        /// Why; formatted when it names the values at fault, so an operator
+        /// sees what to change without reading the source.
+        reason: Cow<'static, str>,
     },
 }
 
@@ -200,15 +202,34 @@ impl RunningServer {
 
 fn check(config: &ServerConfig) -> Result<(), ServerError> {
     let l = &config.limits;
-    let bad = |field, reason| Err(ServerError::Config { field, reason });
+    let bad = |field, reason: &'static str| {
+        Err(ServerError::Config {
+            field,
+            reason: Cow::Borrowed(reason),
+        })
+    };
     if l.max_batch_ops == 0 {
         return bad("max_batch_ops", "must be at least 1");
     }
-    if l.max_payload_bytes == 0 || l.max_body_bytes < l.max_payload_bytes {
-        return bad(
-            "max_body_bytes",
-            "must be at least max_payload_bytes (and both above 0)",
-        );
+    if l.max_payload_bytes == 0 {
+        return bad("max_payload_bytes", "must be above 0");
+    }
+    // docs/protocol.md §3 promises that max_body_bytes fits one operation
+    // of the largest payload: below that, a client could queue an
+    // operation that every push answers 413, forever.
+    let min_body = l.min_body_bytes();
+    if l.max_body_bytes < min_body {
+        return Err(ServerError::Config {
+            field: "max_body_bytes",
+            reason: Cow::Owned(format!(
+                "max_body_bytes {} cannot hold one operation of max_payload_bytes {}: \
+                 it must be at least {min_body} (the payload's base64 plus {} bytes \
+                 for the rest of the request)",
+                l.max_body_bytes,
+                l.max_payload_bytes,
+                cpc_protocol::OP_ENVELOPE_BYTES
+            )),
+        });
     }
     if l.max_response_bytes < l.max_payload_bytes.saturating_mul(2) {
         return bad(
@@ -332,4 +353,40 @@ async fn compact_every(store: Arc<Store>, every: Duration, retention_ms: u64) {
 /// The data directory's database file, for tools that read it.
 pub fn database_path(data_dir: &Path) -> PathBuf {
     data_dir.join("cpc-server.sqlite3")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> ServerConfig {
+        ServerConfig::new("unused", Tokens::single("t", &["dev-*"]))
+    }
+
+    #[test]
+    fn the_defaults_pass() {
+        assert!(check(&config()).is_ok());
+    }
+
+    #[test]
+    fn a_body_limit_below_one_largest_operation_is_refused_naming_both_and_the_minimum() {
+        let mut c = config();
+        c.limits.max_payload_bytes = 100_000;
+        c.limits.max_body_bytes = 100_000;
+        let e = check(&c).map_err(|e| e.to_string());
+        let Err(e) = e else {
+            panic!("accepted a body limit below one largest operation")
+        };
+        assert!(e.contains("max_body_bytes 100000"), "{e}");
+        assert!(e.contains("max_payload_bytes 100000"), "{e}");
+        assert!(
+            e.contains(&format!("at least {}", c.limits.min_body_bytes())),
+            "{e}"
+        );
+        // Exactly the minimum is enough.
+        c.limits.max_body_bytes = c.limits.min_body_bytes();
+        assert!(check(&c).is_ok());
+        c.limits.max_body_bytes -= 1;
+        assert!(check(&c).is_err());
+    }
 }

@@ -153,7 +153,7 @@ impl Tokens {
     /// Every known token is compared, in constant time over digests, so
     /// neither which token nor how much of it matched shows in the timing.
     pub fn authenticate(&self, header: &str) -> Option<TokenId> {
-        let token = header.strip_prefix("Bearer ")?;
+        let token = bearer_token(header)?;
         if !valid_token(token) {
             return None;
         }
@@ -178,6 +178,27 @@ impl Tokens {
                 })
         })
     }
+}
+
+/// The token of a `Bearer` credential, if `header` is one. RFC 7235 §2.1
+/// makes the scheme name case-insensitive and separates it from the
+/// credentials by one or more spaces, so `bearer x` and `Bearer  x` are as
+/// valid as `Bearer x`; clients and proxies do send those forms.
+fn bearer_token(header: &str) -> Option<&str> {
+    const SCHEME: &str = "Bearer";
+    // `get` rather than slicing: a multi-byte character straddling the
+    // scheme's length must not panic, it is simply not our scheme.
+    let scheme = header.get(..SCHEME.len())?;
+    if !scheme.eq_ignore_ascii_case(SCHEME) {
+        return None;
+    }
+    let rest = header.get(SCHEME.len()..)?;
+    let token = rest.trim_start_matches(' ');
+    // At least one space: "Bearerx" is another scheme, not ours.
+    if token.len() == rest.len() {
+        return None;
+    }
+    Some(token)
 }
 
 #[cfg(test)]
@@ -206,6 +227,16 @@ mod tests {
         assert_eq!(tokens.authenticate("Bearer nope"), None);
         assert_eq!(tokens.authenticate("s3cret"), None);
         assert_eq!(tokens.authenticate("Basic s3cret"), None);
+        // RFC 7235 §2.1: the scheme is case-insensitive and one or more
+        // spaces may follow it.
+        assert_eq!(tokens.authenticate("bearer s3cret"), Some(TokenId(0)));
+        assert_eq!(tokens.authenticate("BEARER s3cret"), Some(TokenId(0)));
+        assert_eq!(tokens.authenticate("Bearer  s3cret"), Some(TokenId(0)));
+        assert_eq!(tokens.authenticate("Bearers3cret"), None);
+        assert_eq!(tokens.authenticate("Bearer "), None);
+        assert_eq!(tokens.authenticate("Bearer"), None);
+        assert_eq!(tokens.authenticate("Bearer\ts3cret"), None);
+        assert_eq!(tokens.authenticate("Beare\u{e9} s3cret"), None);
         assert!(!format!("{tokens:?}").contains("s3cret"));
     }
 

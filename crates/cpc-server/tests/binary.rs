@@ -147,6 +147,38 @@ fn a_bad_tokens_file_is_refused_with_its_reason() {
     assert!(err.contains("token 1"), "{err}");
 }
 
+#[test]
+fn a_body_limit_that_cannot_hold_the_largest_operation_is_refused_at_start() {
+    // An outside client's report: both limits at 100,000 bytes started,
+    // advertised both, and answered 413 to every push of a payload of
+    // max_payload_bytes (its base64 alone is 133,336 bytes).
+    let dir = tempfile::tempdir().unwrap();
+    let tokens = tokens_file(dir.path());
+    let out = Command::cargo_bin("cpc-server")
+        .unwrap()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+        .arg(dir.path().join("data"))
+        .arg("--tokens")
+        .arg(&tokens)
+        .args([
+            "--max-payload-bytes",
+            "100000",
+            "--max-body-bytes",
+            "100000",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("max_body_bytes 100000"), "{err}");
+    assert!(err.contains("max_payload_bytes 100000"), "{err}");
+    assert!(
+        err.contains(&format!("at least {}", 133_336 + 20 * 1024)),
+        "{err}"
+    );
+    assert!(out.stdout.is_empty(), "it never listened");
+}
+
 /// Peak resident memory of a process, in KiB.
 fn vm_hwm_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

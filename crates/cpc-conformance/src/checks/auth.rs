@@ -2,9 +2,11 @@
 //! 401 and 403 before anything is applied, `unsupported_version` by body
 //! and by path.
 
-use cpc_protocol::{Problem, ProblemCode};
+use cpc_protocol::{Problem, ProblemCode, PushResponse};
 
-use crate::harness::{context, ensure, expect_problem, fail, Checked, Ctx, NotPassed, PUSH};
+use crate::harness::{
+    applied, context, ensure, expect_problem, fail, Checked, Ctx, NotPassed, PUSH,
+};
 use crate::http::{Answer, Auth, Request};
 
 /// The `WWW-Authenticate` of a 401, checked: `Bearer realm="cpc-sync"`,
@@ -74,6 +76,39 @@ pub(crate) async fn wrong_token(cx: &Ctx<'_>) -> Checked {
         );
     }
     cx.expect_nothing_applied(&ops).await
+}
+
+/// The scheme name is case-insensitive and one or more spaces may follow
+/// it (RFC 7235 §2.1, docs/protocol.md §5): `bearer <token>`,
+/// `BEARER <token>` and `Bearer  <token>` each push like `Bearer <token>`.
+pub(crate) async fn bearer_scheme_case_insensitive(cx: &Ctx<'_>) -> Checked {
+    let token = &cx.target.token;
+    let cases = [
+        ("a lowercase bearer scheme", format!("bearer {token}")),
+        ("an uppercase BEARER scheme", format!("BEARER {token}")),
+        ("two spaces after Bearer", format!("Bearer  {token}")),
+    ];
+    for (label, header) in &cases {
+        let op = cx.fresh_op("bearer-case");
+        let body = serde_json::to_vec(&cx.request(std::slice::from_ref(&op))).unwrap_or_default();
+        let a = cx
+            .http
+            .send(&Request::post_json(PUSH, Auth::Raw(header), body))
+            .await?;
+        ensure!(
+            a.status == 200,
+            "{label}: a valid token was answered {}",
+            a.describe()
+        );
+        let answer: PushResponse = serde_json::from_slice(&a.body).map_err(|e| {
+            NotPassed::Failed(format!(
+                "{label}: the 200 answer is not a push answer ({e}): {}",
+                a.describe()
+            ))
+        })?;
+        context(label, applied(&answer, &op))?;
+    }
+    Ok(())
 }
 
 /// A valid token not bound to the body's `client_id`: 403

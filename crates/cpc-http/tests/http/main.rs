@@ -6,6 +6,7 @@
 mod answers_are_checked_before_anything_is_acknowledged;
 mod answers_are_read_with_a_byte_cap;
 mod config_refuses_plain_http_off_loopback;
+mod every_request_carries_a_fresh_request_id;
 mod failover_moves_to_another_instance_and_stays;
 mod health_probe_tells_a_server_from_a_portal;
 mod large_batches_are_split;

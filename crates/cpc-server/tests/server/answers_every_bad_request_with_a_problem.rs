@@ -59,7 +59,9 @@ async fn every_refusal_is_a_problem_with_its_code_and_applies_nothing() {
         return;
     };
     let mut config = dir.config();
-    config.limits.max_body_bytes = 4096;
+    // The least body a 1 KiB payload allows is 4·⌈1024/3⌉ + 20 KiB
+    // (docs/protocol.md §3): 24 KiB is just above it.
+    config.limits.max_body_bytes = 24 * 1024;
     config.limits.max_payload_bytes = 1024;
     config.limits.max_batch_ops = 2;
     let server = start_with(config).await;
@@ -122,7 +124,7 @@ async fn every_refusal_is_a_problem_with_its_code_and_applies_nothing() {
                 "/v1/push",
                 Some(TOKEN),
                 json_ct,
-                vec![b'x'; 5000],
+                vec![b'x'; 25_000],
             )
             .await,
             413,
@@ -434,5 +436,75 @@ async fn an_over_limit_body_sent_whole_by_a_real_client_is_answered_413() {
         assert_eq!(status, 413, "{size} bytes: {body}");
         assert_eq!(body["limit"], "max_body_bytes");
     }
+    server.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_answer_echoes_a_well_formed_request_id_or_makes_one() {
+    // docs/protocol.md §2.1: a well-formed `Cpc-Request-Id` comes back as
+    // sent; without one (or with a malformed one) the server makes its own.
+    let Some(dir) = Db::fresh().await else {
+        return;
+    };
+    let server = start(&dir).await;
+    let client = reqwest::Client::new();
+    let send = |method: reqwest::Method, path: &str, id: Option<&str>, body: Vec<u8>| {
+        let mut req = client
+            .request(method, format!("{}{path}", base(&server)))
+            .bearer_auth(TOKEN)
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(id) = id {
+            req = req.header("Cpc-Request-Id", id);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let id = r
+                .headers()
+                .get("cpc-request-id")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (r.status().as_u16(), id)
+        }
+    };
+    let made = |id: &Option<String>| {
+        id.as_deref()
+            .is_some_and(|id| id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    let get = reqwest::Method::GET;
+    let post = reqwest::Method::POST;
+    let echoed = "Az09-._~req-1";
+    let longest = "r".repeat(64);
+    for (method, path, body, status) in [
+        (get.clone(), "/v1/health", vec![], 200),
+        (get.clone(), "/v1/info", vec![], 200),
+        (post.clone(), "/v1/push", good(), 200),
+        (post.clone(), "/v1/push", b"{".to_vec(), 400),
+        (get.clone(), "/nowhere", vec![], 404),
+    ] {
+        let (s, id) = send(method.clone(), path, Some(echoed), body.clone()).await;
+        assert_eq!((s, id.as_deref()), (status, Some(echoed)), "{path}");
+        let (_, id) = send(method.clone(), path, Some(&longest), body.clone()).await;
+        assert_eq!(id.as_deref(), Some(longest.as_str()), "{path}");
+        let (s, first) = send(method.clone(), path, None, body.clone()).await;
+        assert_eq!(s, status, "{path}");
+        assert!(made(&first), "{path}: {first:?}");
+        let (_, second) = send(method.clone(), path, None, body.clone()).await;
+        assert!(made(&second), "{path}: {second:?}");
+        assert_ne!(first, second, "{path}: a fresh id per request");
+        for malformed in ["", "has space", "a/b", &"r".repeat(65)] {
+            let (_, id) = send(method.clone(), path, Some(malformed), body.clone()).await;
+            assert!(made(&id), "{path}: {malformed:?} answered {id:?}");
+        }
+    }
+    // A refusal before anything is read carries it too.
+    let r = client
+        .post(format!("{}/v1/push", base(&server)))
+        .header("Cpc-Request-Id", echoed)
+        .body(good())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    assert_eq!(r.headers()["cpc-request-id"], echoed);
     server.shutdown().await.unwrap();
 }
