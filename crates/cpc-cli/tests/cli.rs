@@ -132,7 +132,7 @@ fn status_counts_every_state_and_says_what_the_journal_holds() {
     assert!(row(&out, "dead").ends_with(" 1"), "{out}");
     assert!(row(&out, "deferred").ends_with(" 1"), "{out}");
     assert!(row(&out, "acked journal").contains("2 entries"), "{out}");
-    assert!(row(&out, "format").contains("5 (sqlite)"), "{out}");
+    assert!(row(&out, "format").contains("6 (sqlite)"), "{out}");
     assert!(!out.contains('\x1b'), "no colour off a terminal: {out:?}");
     // JSON says the same.
     let (code, out, _) = stdout(cli().arg("status").arg(&q.dir).arg("--json"));
@@ -141,7 +141,7 @@ fn status_counts_every_state_and_says_what_the_journal_holds() {
     assert_eq!(v["counts"]["ready"], 3);
     assert_eq!(v["counts"]["dead"], 1);
     assert_eq!(v["acked_journal"], 2);
-    assert_eq!(v["format"], 5);
+    assert_eq!(v["format"], 6);
 }
 
 #[test]
@@ -203,7 +203,7 @@ fn a_queue_of_a_newer_format_is_refused_and_nothing_is_touched() {
     let marker = q.dir.join("cpc-queue.marker");
     let text = std::fs::read_to_string(&marker)
         .unwrap()
-        .replace("format=5", "format=99");
+        .replace("format=6", "format=99");
     std::fs::write(&marker, &text).unwrap();
     let db = std::fs::read(q.dir.join("queue.sqlite3")).unwrap();
     for args in [vec!["status"], vec!["revive", "--all-dead"]] {

@@ -86,7 +86,12 @@ const BACKEND: &str = "sqlite";
 /// 4: the `acked` table (the acked journal), created on upgrade.
 /// 5: `hot.claimed` (coalescing); on upgrade every operation is marked
 /// claimed (see `open::UPGRADE_CLAIMED`).
-const FORMAT_VERSION: u32 = 5;
+/// 6: a plain enqueue leaves the `counters` row as it was; the counters
+/// are the row plus the operations past its `next_seq` (see
+/// `open::load_counters`). Same tables: a format-5 store is one already
+/// (its row is complete); a format-5 build must not open a format-6 one,
+/// whose row may lag.
+const FORMAT_VERSION: u32 = 6;
 /// The oldest format this build opens (and upgrades in place: format 2 has
 /// the same tables, only new bodies are written compact).
 const OLDEST_READABLE: u32 = 2;
@@ -190,8 +195,13 @@ impl SqliteStorage {
             qdir.sync()?;
         }
         let counters = load_counters(&conn, &path)?;
+        let written = load_counters_row(&conn, &path)?;
         let shared = Arc::new(Shared {
-            main: Mutex::new(Main { conn, counters }),
+            main: Mutex::new(Main {
+                conn,
+                counters,
+                written,
+            }),
             group: Group::default(),
             bg: Mutex::new(BgState::default()),
             bg_cv: Condvar::new(),
@@ -264,10 +274,12 @@ impl SqliteStorage {
             Durability::GroupCommit { max_delay } => {
                 s.group_enqueue(ops, now, coalescer, max_delay)
             }
-            Durability::Immediate | Durability::Relaxed => s.write("enqueue", |tx| {
-                engine::check_enqueue(tx, &ops, &s.options)?;
-                store(tx, &ops, now, coalescer.as_deref(), &s.options)
-            }),
+            Durability::Immediate | Durability::Relaxed => {
+                s.write(enqueue_context(coalescer.is_some()), |tx| {
+                    engine::check_enqueue(tx, &ops, &s.options)?;
+                    store(tx, &ops, now, coalescer.as_deref(), &s.options)
+                })
+            }
         }
     }
 }

@@ -137,6 +137,8 @@ fn parse_strace_summary(text: &str) -> BTreeMap<String, u64> {
 
 struct Traced {
     syncs: u64,
+    /// Of `syncs`, the `fdatasync` calls.
+    fdatasync: u64,
     sync_file_range: u64,
     commits: Option<u64>,
 }
@@ -174,6 +176,7 @@ fn traced_run(backend: &str, mode: &str) -> Traced {
     let get = |k: &str| calls.get(k).copied().unwrap_or(0);
     Traced {
         syncs: get("fsync") + get("fdatasync"),
+        fdatasync: get("fdatasync"),
         sync_file_range: get("sync_file_range"),
         commits,
     }
@@ -203,6 +206,16 @@ fn audit(backend: &str) {
         extra >= IMMEDIATE_OPS,
         "{backend}: {IMMEDIATE_OPS} Immediate enqueues made only {extra} fsync/fdatasync calls"
     );
+    if backend == "sqlite" {
+        // This workspace builds the bundled SQLite with HAVE_FDATASYNC
+        // (.cargo/config.toml): its commits fdatasync, they do not fsync.
+        assert!(
+            imm.fdatasync >= IMMEDIATE_OPS,
+            "sqlite: {IMMEDIATE_OPS} Immediate enqueues made {} fdatasync calls: built without \
+             LIBSQLITE3_FLAGS=-DHAVE_FDATASYNC?",
+            imm.fdatasync
+        );
+    }
 
     let group = traced_run(backend, "group");
     let n = GROUP_WRITERS * GROUP_OPS_PER_WRITER;

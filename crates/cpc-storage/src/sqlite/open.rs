@@ -219,7 +219,49 @@ pub(super) fn has_column(conn: &Connection, dir: &Path, table: &str, column: &st
         .map_err(|e| classify(dir, "read schema", e))
 }
 
+/// The counters: the `counters` row, plus the operations appended after
+/// its `next_seq` (format 6). A plain enqueue does not rewrite the row: it
+/// is one more page in every enqueue's commit, of the few an enqueue
+/// writes. Every other transaction rewrites it whole, so the operations
+/// past the row's `next_seq` are only the appends of the enqueues that
+/// followed the last rewrite: each ready, pending, at its priority and
+/// size (see `Shared::run`).
 pub(super) fn load_counters(conn: &Connection, dir: &Path) -> Result<Counters> {
+    let mut counters = load_counters_row(conn, dir)?;
+    let mut st = conn
+        .prepare_cached(
+            "SELECT priority, COUNT(*), COALESCE(SUM(payload_len), 0), MAX(seq) \
+             FROM ops WHERE seq >= ?1 GROUP BY priority",
+        )
+        .map_err(|e| classify(dir, "load counters", e))?;
+    let rows = st
+        .query_map(params![to_i64(counters.next_seq)], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })
+        .map_err(|e| classify(dir, "load counters", e))?;
+    for row in rows {
+        let (priority, count, bytes, last) = row.map_err(|e| classify(dir, "load counters", e))?;
+        // A damaged rank is counted at the nearest one: the first call that
+        // reads the row parks it and recounts (see `salvage`).
+        let top = counters.pending_by_priority.len() - 1;
+        let rank = usize::try_from(priority.max(0)).map_or(top, |r| r.min(top));
+        let count = to_u64(count);
+        counters.ready = counters.ready.saturating_add(count);
+        counters.pending_by_priority[rank] =
+            counters.pending_by_priority[rank].saturating_add(count);
+        counters.pending_bytes = counters.pending_bytes.saturating_add(to_u64(bytes));
+        counters.next_seq = counters.next_seq.max(to_u64(last).saturating_add(1));
+    }
+    Ok(counters)
+}
+
+/// The `counters` row alone (what [`write_counters`] wrote last).
+pub(super) fn load_counters_row(conn: &Connection, dir: &Path) -> Result<Counters> {
     conn.query_row(
         "SELECT ready, in_flight, waiting, dead, deferred, p0, p1, p2, p3, bytes, next_seq \
          FROM counters WHERE k = 0",

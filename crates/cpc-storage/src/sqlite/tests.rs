@@ -390,3 +390,97 @@ fn flush_syncs_a_claim_committed_without_a_sync() {
     store.flush().unwrap();
     assert!(!unsynced());
 }
+
+fn numbered_op(n: u64, priority: cpc_core::OperationPriority) -> cpc_core::Operation {
+    cpc_core::Operation::builder(
+        EntityKey::new("t", format!("e{}", n % 7)),
+        cpc_core::OperationKind::Update,
+    )
+    .priority(priority)
+    .payload(vec![1; n as usize % 50])
+    .build_at(
+        HlcTimestamp::new(n + 1, 0, cpc_core::NodeId(1)),
+        &mut <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(n),
+    )
+}
+
+fn row(store: &SqliteStorage) -> Counters {
+    let main = store.shared.lock_main();
+    load_counters_row(&main.conn, &store.shared.path).unwrap()
+}
+
+/// Format 6: a plain enqueue does not rewrite the `counters` row (one page
+/// less per commit); the counters are rebuilt from the row and the
+/// operations past it at open, exactly, and any other transaction
+/// rewrites the row.
+#[test]
+fn plain_enqueues_leave_the_counters_row_and_an_open_rebuilds_them_exactly() {
+    use cpc_core::OperationPriority::*;
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let open = || SqliteStorage::open_at(tmp.path(), QueueOptions::default(), 1).unwrap();
+    let store = open();
+    let before = row(&store);
+    let priorities = [Background, Normal, High, Critical];
+    for n in 0..40 {
+        store
+            .enqueue(numbered_op(n, priorities[n as usize % 4]), 1)
+            .unwrap();
+    }
+    let stats = store.stats().unwrap();
+    assert_eq!(row(&store), before, "the row was not rewritten");
+    drop(store);
+    let store = open();
+    assert_eq!(store.stats().unwrap(), stats, "rebuilt exactly at open");
+    // A claim rewrites it whole.
+    let claimed = store.claim_ready(2, 3).unwrap();
+    assert_eq!(claimed.len(), 3);
+    let counters = store.shared.lock_main().counters;
+    assert_eq!(row(&store), counters);
+    let stats = store.stats().unwrap();
+    drop(store);
+    assert_eq!(open().stats().unwrap(), stats);
+}
+
+#[test]
+fn the_counters_row_lags_by_at_most_max_lag_enqueues() {
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let store = SqliteStorage::open_at(tmp.path(), QueueOptions::default(), 1).unwrap();
+    for n in 0..2_100 {
+        store
+            .enqueue(numbered_op(n, cpc_core::OperationPriority::Normal), 1)
+            .unwrap();
+        let next = store.shared.lock_main().counters.next_seq;
+        let lag = next - row(&store).next_seq;
+        assert!(lag < 1024, "lag {lag} after {n}");
+    }
+}
+
+/// Group commit of plain enqueues is append-only too; through a
+/// coalescer it is not, and the row follows.
+#[test]
+fn a_coalescing_enqueue_rewrites_the_counters_row() {
+    let tmp = tempfile::Builder::new()
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .tempdir()
+        .unwrap();
+    let store = SqliteStorage::open_at(tmp.path(), QueueOptions::default(), 1).unwrap();
+    store
+        .enqueue(numbered_op(1, cpc_core::OperationPriority::Normal), 1)
+        .unwrap();
+    let coalescer: Arc<dyn cpc_core::Coalescer> = Arc::new(cpc_core::StandardCoalescer::default());
+    store
+        .enqueue_coalesced(
+            vec![numbered_op(8, cpc_core::OperationPriority::Normal)],
+            1,
+            coalescer,
+        )
+        .unwrap();
+    let counters = store.shared.lock_main().counters;
+    assert_eq!(row(&store), counters);
+}

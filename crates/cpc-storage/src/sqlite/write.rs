@@ -32,6 +32,56 @@ pub(super) struct Main {
     pub(super) conn: Connection,
     /// Committed counters; a transaction works on a copy.
     pub(super) counters: Counters,
+    /// What the `counters` row holds: behind `counters` by the appends of
+    /// the plain enqueues since it was last written (see `lazy_counters`).
+    pub(super) written: Counters,
+}
+
+/// The contexts of the transactions that only append operations (plain
+/// enqueues: no coalescer). They leave the `counters` row alone: the row
+/// plus the operations past its `next_seq` are the counters (format 6,
+/// `open::load_counters`), and every other transaction rewrites the row.
+/// One page less in each enqueue's commit.
+const APPEND_ONLY: [&str; 2] = [ENQUEUE, GROUP_COMMIT];
+/// The context of a plain enqueue transaction.
+pub(super) const ENQUEUE: &str = "enqueue";
+/// The context of a group commit of plain enqueues.
+pub(super) const GROUP_COMMIT: &str = "group commit";
+
+/// At most this many operations past the row's `next_seq` (what an open
+/// reads to rebuild the counters): the row is rewritten once that many were
+/// appended without it.
+const MAX_LAG: u64 = 1024;
+
+/// The context of an enqueue transaction, plain or through a coalescer.
+pub(super) fn enqueue_context(coalescing: bool) -> &'static str {
+    if coalescing {
+        "enqueue (coalescing)"
+    } else {
+        ENQUEUE
+    }
+}
+
+/// Whether `next` (after an append-only transaction) may leave the row at
+/// `written`: `next` is `current` plus ready operations appended at the
+/// end, and the row lags by fewer than [`MAX_LAG`] operations.
+fn lazy_counters(context: &str, current: &Counters, next: &Counters, written: &Counters) -> bool {
+    if !APPEND_ONLY.contains(&context) {
+        return false;
+    }
+    let appended = next.next_seq.saturating_sub(current.next_seq);
+    let by_priority = |c: &Counters| c.pending_by_priority.iter().sum::<u64>();
+    let appends_only = next.ready == current.ready + appended
+        && (next.in_flight, next.waiting, next.dead, next.deferred)
+            == (
+                current.in_flight,
+                current.waiting,
+                current.dead,
+                current.deferred,
+            )
+        && by_priority(next) == by_priority(current) + appended
+        && next.pending_bytes >= current.pending_bytes;
+    appends_only && next.next_seq.saturating_sub(written.next_seq) < MAX_LAG
 }
 
 #[derive(Debug, Default)]
@@ -124,7 +174,7 @@ impl Shared {
     pub(super) fn read<R>(&self, f: impl FnOnce(&mut SqlTx<'_>) -> Result<R>) -> Result<R> {
         self.poison.check()?;
         let mut main = self.lock_main();
-        let Main { conn, counters } = &mut *main;
+        let Main { conn, counters, .. } = &mut *main;
         let mut copy = *counters;
         let limit = engine::body_limit(self.options.max_payload);
         let mut tx = SqlTx::new(conn, &self.path, &mut copy, limit);
@@ -138,20 +188,26 @@ impl Shared {
         context: &'static str,
         f: impl FnOnce(&mut SqlTx<'_>) -> Result<R>,
     ) -> Result<R> {
-        let Main { conn, counters } = main;
+        let Main {
+            conn,
+            counters,
+            written,
+        } = main;
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| classify(&self.path, context, e));
         let tx = self.poison_on_io(tx)?;
         let mut next = *counters;
+        let mut rewritten = false;
         let (r, notices) = {
             let limit = engine::body_limit(self.options.max_payload);
             let mut stx = SqlTx::new(&tx, &self.path, &mut next, limit);
             let r = f(&mut stx);
             let notices = std::mem::take(&mut stx.notices);
             let r = r.and_then(|v| {
-                if next != *counters {
+                if next != *written && !lazy_counters(context, counters, &next, written) {
                     write_counters(&tx, &self.path, &next)?;
+                    rewritten = true;
                 }
                 Ok(v)
             });
@@ -179,6 +235,9 @@ impl Shared {
         self.notices.extend(notices);
         let changed = next != *counters;
         *counters = next;
+        if rewritten {
+            *written = next;
+        }
         if changed {
             self.after_commit(counters);
         }
@@ -320,7 +379,13 @@ impl Shared {
         }
         let mut results: Vec<Result<Vec<Enqueued>>> = Vec::with_capacity(batch.len());
         let mut main = self.lock_main();
-        let outcome = self.run(&mut main, "group commit", |tx| {
+        let plain = batch.iter().all(|req| req.coalescer.is_none());
+        let context = if plain {
+            GROUP_COMMIT
+        } else {
+            "group commit (coalescing)"
+        };
+        let outcome = self.run(&mut main, context, |tx| {
             for req in batch {
                 // Refusals (duplicate, size) are per request and happen
                 // before any write; a failed write fails the whole group.
