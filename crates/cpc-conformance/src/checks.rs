@@ -9,6 +9,7 @@ mod durability;
 mod limits;
 mod log;
 mod malformed;
+mod names;
 mod pull;
 mod push;
 
@@ -52,6 +53,7 @@ checks! {
     "bad-request-empty-ops" => malformed::empty_ops,
     "bad-request-array-for-object" => malformed::array_for_object,
     "bad-request-integer-form" => malformed::integer_form,
+    "bad-request-u0000-in-names" => names::u0000_in_names,
     "unsupported-media-type" => limits::unsupported_media_type,
     "json-charset-accepted" => limits::json_charset_accepted,
     "too-large-body" => limits::too_large_body,

@@ -36,6 +36,8 @@ pub enum ProblemCode {
     UnsupportedMediaType,
     /// 429: the token's rate limit.
     RateLimited,
+    /// 429: the token's quota of operations or payload bytes per window.
+    QuotaExceeded,
     /// 500: a server bug; nothing applied.
     Internal,
     /// 503: concurrency cap, store unavailable, shutting down.
@@ -44,7 +46,7 @@ pub enum ProblemCode {
 
 impl ProblemCode {
     /// Every code, for tables and tests.
-    pub const ALL: [ProblemCode; 13] = [
+    pub const ALL: [ProblemCode; 14] = [
         ProblemCode::BadRequest,
         ProblemCode::UnsupportedVersion,
         ProblemCode::Unauthorized,
@@ -56,6 +58,7 @@ impl ProblemCode {
         ProblemCode::TooLarge,
         ProblemCode::UnsupportedMediaType,
         ProblemCode::RateLimited,
+        ProblemCode::QuotaExceeded,
         ProblemCode::Internal,
         ProblemCode::Unavailable,
     ];
@@ -74,6 +77,7 @@ impl ProblemCode {
             ProblemCode::TooLarge => "too_large",
             ProblemCode::UnsupportedMediaType => "unsupported_media_type",
             ProblemCode::RateLimited => "rate_limited",
+            ProblemCode::QuotaExceeded => "quota_exceeded",
             ProblemCode::Internal => "internal",
             ProblemCode::Unavailable => "unavailable",
         }
@@ -91,7 +95,7 @@ impl ProblemCode {
             ProblemCode::HistoryDiverged => 409,
             ProblemCode::TooLarge => 413,
             ProblemCode::UnsupportedMediaType => 415,
-            ProblemCode::RateLimited => 429,
+            ProblemCode::RateLimited | ProblemCode::QuotaExceeded => 429,
             ProblemCode::Internal => 500,
             ProblemCode::Unavailable => 503,
         }
@@ -111,6 +115,7 @@ impl ProblemCode {
             ProblemCode::TooLarge => "Request too large",
             ProblemCode::UnsupportedMediaType => "Unsupported media type",
             ProblemCode::RateLimited => "Rate limited",
+            ProblemCode::QuotaExceeded => "Quota exceeded",
             ProblemCode::Internal => "Internal error",
             ProblemCode::Unavailable => "Service unavailable",
         }

@@ -30,11 +30,23 @@ pub fn parse_pull(body: &[u8], limits: &PullLimits) -> Result<PullRequest, Box<P
     if let Some(c) = &request.cursor {
         check_position(Some(&c.position()), "/cursor")?;
         if let Some(after) = &c.after {
+            // The same rules as a pushed key, U+0000 included: the key is
+            // compared in the store, and PostgreSQL's text cannot hold
+            // U+0000 (it would fail there while SQLite answered 200).
             if after.collection.is_empty()
                 || after.collection.len() > MAX_KEY_BYTES
-                || after.id.len() > MAX_KEY_BYTES
+                || after.collection.contains('\0')
             {
-                return Err(bad_request("/cursor/after", "not a valid entity key"));
+                return Err(bad_request(
+                    "/cursor/after/collection",
+                    "collection must be 1 to 1024 bytes, without U+0000",
+                ));
+            }
+            if after.id.len() > MAX_KEY_BYTES || after.id.contains('\0') {
+                return Err(bad_request(
+                    "/cursor/after/id",
+                    "entity id must be at most 1024 bytes, without U+0000",
+                ));
             }
         }
     }

@@ -309,3 +309,52 @@ fn a_bad_known_or_cursor_position_names_the_member_at_fault() {
         );
     }
 }
+
+/// A cursor's `after` key follows the rules of a pushed key, U+0000
+/// included: PostgreSQL's text cannot hold it, and both stores must answer
+/// the same `400` rather than one `200` and one `503`.
+#[test]
+fn a_bad_cursor_after_key_names_its_member_and_u0000_is_refused() {
+    let body = |after: &str| {
+        format!(
+            r#"{{"protocol":1,"client_id":"dev-1","cursor":{{"store_id":"{STORE}","seq":3,"fp":"0000000000000003","after":{after}}},"limit":10,"max_bytes":4194304,"wait_ms":0,"collections":null}}"#
+        )
+    };
+    let limits = PullLimits::default();
+    assert!(parse_pull(
+        body(r#"{"collection":"notes","id":"n1"}"#).as_bytes(),
+        &limits
+    )
+    .is_ok());
+    assert!(parse_pull(
+        body(r#"{"collection":"notes","id":""}"#).as_bytes(),
+        &limits
+    )
+    .is_ok());
+    let long = "x".repeat(1025);
+    for (after, pointer) in [
+        (
+            r#"{"collection":"notes","id":"n\u0000"}"#.to_owned(),
+            "/cursor/after/id",
+        ),
+        (
+            r#"{"collection":"no\u0000tes","id":"n1"}"#.to_owned(),
+            "/cursor/after/collection",
+        ),
+        (
+            r#"{"collection":"","id":"n1"}"#.to_owned(),
+            "/cursor/after/collection",
+        ),
+        (
+            format!(r#"{{"collection":"notes","id":"{long}"}}"#),
+            "/cursor/after/id",
+        ),
+    ] {
+        let p = parse_pull(body(&after).as_bytes(), &limits).unwrap_err();
+        assert_eq!(
+            (p.code.as_str(), p.pointer.as_deref()),
+            ("bad_request", Some(pointer)),
+            "{after}"
+        );
+    }
+}

@@ -1,11 +1,18 @@
 //! The HTTP face: routes, the order of a request's checks (docs/protocol.md
 //! §6.2), push, and the headers every answer carries. Pull is in
 //! `http/pull.rs`; answers are built in `http/reply.rs`; the rate limit and
-//! concurrency cap are in `http/guard.rs`.
+//! concurrency cap are in `http/guard.rs`, a token's share of the caps in
+//! `http/share.rs`, the failed-authentication limit per address in
+//! `http/peer.rs`, `/metrics` in `http/scrape.rs`.
 
 mod guard;
+mod held;
+mod peer;
 mod pull;
+mod quota;
 mod reply;
+mod scrape;
+mod share;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,7 +23,7 @@ use axum::http::{header, HeaderMap, HeaderValue};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::Router;
+use axum::{Extension, Router};
 use cpc_protocol::{
     parse_push, request_id_from, valid_request_id, Info, Limits, Outcome, Problem, ProblemCode,
     PullLimits, PushResponse, HEALTH_BODY, PROTOCOLS, REQUEST_ID_HEADER,
@@ -27,9 +34,16 @@ use tracing::Instrument;
 
 pub use self::guard::RateLimit;
 use self::guard::RateLimiter;
+pub(crate) use self::held::ByteBudget;
+pub(crate) use self::peer::{AuthFailures, PeerAddr};
+pub use self::quota::Quota;
+use self::quota::{OverQuota, Quotas};
+pub(crate) use self::scrape::StoreSize;
+pub(crate) use self::share::Shares;
+use self::share::Slot;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreError};
-use crate::tokens::{TokenId, Tokens};
+use crate::tokens::{MetricsToken, TokenId, Tokens};
 
 /// What every request handler shares.
 #[derive(Debug)]
@@ -42,10 +56,25 @@ pub(crate) struct App {
     pub limiter: RateLimiter,
     pub pushes: Arc<Semaphore>,
     pub pulls: Arc<Semaphore>,
+    /// Each token's share of `pushes`.
+    pub push_shares: Shares,
+    /// Each token's share of `pulls`.
+    pub pull_shares: Shares,
+    /// Pull page bytes built or being sent (`max_pull_bytes_in_flight`).
+    pub pull_bytes: ByteBudget,
+    /// Failed authentications per client address.
+    pub auth_failures: AuthFailures,
     /// Set when the server shuts down: long polls answer at once.
     pub closing: watch::Receiver<bool>,
     pub request_timeout: Duration,
     pub metrics: Arc<Metrics>,
+    /// The token of `GET /metrics`; `None`: `/metrics` is off (404).
+    pub metrics_token: Option<MetricsToken>,
+    /// The store's size, read at most once per scrape interval.
+    pub store_size: StoreSize,
+    /// Each token's quota of operations and payload bytes per window.
+    pub quota: Quota,
+    pub quotas: Quotas,
 }
 
 /// The router of protocol v1.
@@ -55,7 +84,7 @@ pub(crate) fn router(app: Arc<App>) -> Router {
         .route("/v1/info", get(info))
         .route("/v1/push", post(push))
         .route("/v1/pull", post(pull::pull))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(scrape::metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed);
     // Fault `no_cache_header`: answers without `Cache-Control: no-store`.
@@ -141,18 +170,6 @@ async fn info(State(app): State<Arc<App>>) -> Response {
     })
 }
 
-async fn metrics(State(app): State<Arc<App>>) -> Response {
-    let store_bytes = app.store.size_bytes().await.unwrap_or(0);
-    (
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4"),
-        )],
-        app.metrics.render(store_bytes),
-    )
-        .into_response()
-}
-
 async fn not_found(request: Request) -> Response {
     let path = request.uri().path();
     // /v2/... and friends: tell an old or new client the versions served.
@@ -177,25 +194,67 @@ async fn method_not_allowed() -> Response {
 }
 
 /// `POST /v1/push`, its checks in the order of docs/protocol.md §6.2.
-async fn push(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    let response = push_checked(&app, &headers, body).await;
+async fn push(
+    State(app): State<Arc<App>>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let peer = peer.map(|Extension(p)| p);
+    let response = push_checked(&app, peer.as_ref(), &headers, body).await;
     app.metrics.request("push", response.status().as_u16());
     response
 }
 
-/// Steps 3–6 of §6.2, shared by push and pull: authentication, the token's
-/// rate, media type, and the body read within its size and time limits.
-/// The concurrency cap (step 2) is the caller's.
-async fn admit(app: &App, headers: &HeaderMap, body: Body) -> Result<(TokenId, Bytes), Response> {
-    // 3. Authentication, before the body is read.
+/// Which concurrency cap a request takes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Cap {
+    /// `max_concurrent_pushes`, `max_pushes_per_token`.
+    Push,
+    /// `max_concurrent_pulls`, `max_pulls_per_token`.
+    Pull,
+}
+
+/// A `429` for an address whose authentications failed too often.
+fn too_many_failures(wait: Duration) -> Response {
+    let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+    reply::busy(
+        ProblemCode::RateLimited,
+        ms,
+        "too many failed authentications from this address",
+    )
+}
+
+/// Steps 2–6 of §6.2, shared by push and pull: authentication (refused
+/// before the token is compared when the address failed too often), the
+/// token's rate, the concurrency cap and the token's share of it, media
+/// type, and the body read within its size and time limits. The slot is
+/// the caller's to hold until it has answered.
+///
+/// Authentication and the rate come before the cap: a slot is taken only
+/// for a known token within its rate, so the share it counts against is
+/// the right one, and an unknown client takes no slot at all.
+async fn admit(
+    app: &App,
+    peer: Option<&PeerAddr>,
+    headers: &HeaderMap,
+    body: Body,
+    cap: Cap,
+) -> Result<(TokenId, Bytes, Slot), Response> {
+    // 2. Authentication, before the body is read; an address that failed
+    // too often is not even compared.
+    if let Err(wait) = app.auth_failures.check(peer) {
+        return Err(too_many_failures(wait));
+    }
     let auth = headers.get(header::AUTHORIZATION);
     let Some(token) = auth
         .and_then(|v| v.to_str().ok())
         .and_then(|v| app.tokens.authenticate(v))
     else {
+        app.auth_failures.fail(peer);
         return Err(reply::unauthorized(auth.is_some()));
     };
-    // 4. The token's rate.
+    // 3. The token's rate.
     if let Err(wait) = app.limiter.take(token, app.rate) {
         let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
         return Err(reply::busy(
@@ -204,6 +263,17 @@ async fn admit(app: &App, headers: &HeaderMap, body: Body) -> Result<(TokenId, B
             "rate limit of this token",
         ));
     }
+    // 4. The concurrency cap, then the token's share of it.
+    let slot = match cap {
+        Cap::Push => app.push_shares.take(&app.pushes, token),
+        Cap::Pull => app.pull_shares.take(&app.pulls, token),
+    };
+    let Some(slot) = slot else {
+        return Err(at_capacity(match cap {
+            Cap::Push => "too many pushes at once",
+            Cap::Pull => "too many pulls at once",
+        }));
+    };
     // 5. Media type and content coding.
     if let Some(problem) = check_media(headers) {
         return Err(reply::problem(problem));
@@ -217,7 +287,7 @@ async fn admit(app: &App, headers: &HeaderMap, body: Body) -> Result<(TokenId, B
     )
     .await
     {
-        Ok(bytes) => Ok((token, bytes)),
+        Ok(bytes) => Ok((token, bytes, slot)),
         Err(problem) => Err(reply::problem(*problem)),
     }
 }
@@ -239,13 +309,14 @@ fn at_capacity(what: &str) -> Response {
     reply::busy(ProblemCode::Unavailable, wait, what)
 }
 
-async fn push_checked(app: &App, headers: &HeaderMap, body: Body) -> Response {
-    // 2. The concurrency cap, before any work.
-    let Ok(_permit) = Arc::clone(&app.pushes).try_acquire_owned() else {
-        return at_capacity("too many pushes at once");
-    };
+async fn push_checked(
+    app: &App,
+    peer: Option<&PeerAddr>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
     let started = std::time::Instant::now();
-    let (token, bytes) = match admit(app, headers, body).await {
+    let (token, bytes, _slot) = match admit(app, peer, headers, body, Cap::Push).await {
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
@@ -258,11 +329,19 @@ async fn push_checked(app: &App, headers: &HeaderMap, body: Body) -> Response {
     if let Some(refused) = unbound(app, token, &request.client_id) {
         return refused;
     }
+    if let Some(refused) = over_quota(app, token, &request.ops) {
+        return refused;
+    }
     let ops = request.ops.len();
     let known = request.known.clone();
     match app
         .store
-        .push(request.client_id, request.ops, request.known)
+        .push(
+            request.client_id,
+            request.ops,
+            request.known,
+            request.low_water,
+        )
         .await
     {
         Ok((outcomes, head)) => {
@@ -283,6 +362,30 @@ async fn push_checked(app: &App, headers: &HeaderMap, body: Body) -> Response {
     }
 }
 
+/// The token's quota of operations and payload bytes (see `quota`): a
+/// `429 quota_exceeded` with the wait, or `None` when the push fits.
+fn over_quota(app: &App, token: TokenId, ops: &[cpc_protocol::WireOp]) -> Option<Response> {
+    let bytes = ops.iter().map(|o| o.payload.0.len() as u64).sum();
+    match app.quotas.take(token, app.quota, ops.len() as u64, bytes) {
+        Ok(()) => None,
+        Err(OverQuota::Wait(wait)) => {
+            let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+            tracing::info!(target: "cpc_server", retry_after_ms = ms, "a token is over its quota: 429");
+            Some(reply::busy(
+                ProblemCode::QuotaExceeded,
+                ms,
+                "this token's quota of operations or bytes per window",
+            ))
+        }
+        // Unreachable with a checked configuration (a whole bucket holds
+        // the largest push), kept as a refusal rather than a wait for ever.
+        Err(OverQuota::Never) => Some(reply::problem(Problem::new(
+            ProblemCode::TooLarge,
+            "larger than this token's whole quota",
+        ))),
+    }
+}
+
 /// The answer to a store error: `409 history_diverged` with the head and
 /// the echoed `known`, `500` for corruption, `503` otherwise.
 fn store_failure(
@@ -300,6 +403,17 @@ fn store_failure(
             p.head = Some(head);
             p.known = known;
             reply::problem(p)
+        }
+        StoreError::NoRoom(_) => {
+            tracing::error!(target: "cpc_server", error = %e, what, "no room to write; refused, nothing applied");
+            // A full disk does not clear in a second: a long wait, so the
+            // devices do not hammer it.
+            let wait = 30_000 + rand::random::<u64>() % 30_000;
+            reply::busy(
+                ProblemCode::Unavailable,
+                wait,
+                "the server's storage is full; nothing was applied",
+            )
         }
         StoreError::Corrupt(_) => {
             tracing::error!(target: "cpc_server", error = %e, what, "request failed; nothing applied");

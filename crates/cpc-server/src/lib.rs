@@ -7,7 +7,9 @@
 //! its change log compacted after a retention time; or PostgreSQL, shared
 //! by several instances, with exactly the same answers; bearer tokens bound to
 //! client ids; a rate limit per token and caps on concurrent pushes and
-//! pulls; every request size-limited before parsing.
+//! pulls; every request size-limited before parsing; connections capped,
+//! timed (headers, idle keep-alive, answers nobody reads) and closed at a
+//! shutdown deadline by its own accept loop (`serve.rs`).
 //!
 //! It depends on `cpc-protocol` alone of the cpc crates: a server never
 //! compiles client code.
@@ -28,11 +30,14 @@
 //! # }
 //! ```
 
+mod backup;
 #[cfg(feature = "test-faults")]
 mod faults;
+mod fd_limit;
 mod http;
 mod metrics;
 mod scratch;
+mod serve;
 mod store;
 mod tokens;
 
@@ -47,13 +52,15 @@ use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch, Semaphore};
 use tokio::task::JoinHandle;
 
+pub use backup::{backup, restore, BackupReport};
 #[cfg(feature = "test-faults")]
 pub use faults::Faults;
-pub use http::RateLimit;
+pub use fd_limit::{raise_fd_limit, FdLimit};
+pub use http::{Quota, RateLimit};
 pub use metrics::Metrics;
 pub use scratch::ScratchDatabase;
 pub use store::{export_log, export_log_postgres, PostgresConfig, PullPage, Store, StoreError};
-pub use tokens::{TokenId, Tokens, TokensError, MAX_TOKEN_BYTES};
+pub use tokens::{MetricsToken, TokenId, Tokens, TokensError, MAX_TOKEN_BYTES, MIN_SECRET_BYTES};
 
 /// How a server runs.
 #[derive(Debug)]
@@ -75,16 +82,64 @@ pub struct ServerConfig {
     pub pull_limits: PullLimits,
     /// Each token's request rate.
     pub rate: RateLimit,
+    /// Each token's quota of pushed operations and payload bytes per window
+    /// (default 200,000 operations and 1 GiB an hour); over it, `429
+    /// quota_exceeded`.
+    pub quota: Quota,
+    /// The free space the data directory's file system keeps (default 64
+    /// MiB): below it pushes are answered `503` before SQLite meets a full
+    /// disk (embedded store only).
+    pub min_free_bytes: u64,
+    /// The store's largest size (`None`, the default: no cap); at it pushes
+    /// are answered `503` (the embedded store's files, or the PostgreSQL
+    /// database's size).
+    pub max_store_bytes: Option<u64>,
     /// Pushes handled at once; more are answered `503` (default 64).
     pub max_concurrent_pushes: usize,
     /// Pulls handled at once, long polls included; more are answered `503`
     /// (default 1024).
     pub max_concurrent_pulls: usize,
+    /// Pushes one token may have handled at once (default 32, half of the
+    /// default push cap): one token, however many requests it opens, leaves
+    /// the rest of the cap to the others. More are answered `503`; above
+    /// `max_concurrent_pushes` it is that cap.
+    pub max_pushes_per_token: usize,
+    /// Pulls one token may have handled at once, long polls included
+    /// (default 512, half of the default pull cap).
+    pub max_pulls_per_token: usize,
+    /// Failed authentications per client address (IPv6: per /64) before
+    /// its requests are answered `429`, whatever token they carry (default
+    /// 10 per second, burst 100).
+    pub auth_failure_rate: RateLimit,
+    /// The bearer token `GET /metrics` asks for; `None` (the default):
+    /// `/metrics` answers `404`.
+    pub metrics_token: Option<MetricsToken>,
     /// How often the change log is compacted (default 10 minutes; `None`:
     /// never, for a store whose history must stay whole).
     pub compaction_interval: Option<Duration>,
     /// Time to receive a whole request body (default 30 s); slower is `408`.
     pub request_timeout: Duration,
+    /// Connections open at once (default 4096; lowered at start, with a
+    /// warning, to stay below the process's open files limit). More are
+    /// answered `503` and closed at once.
+    pub max_connections: usize,
+    /// Time to receive a request's headers, counted from the connection's
+    /// start or from the end of its previous answer, so it is also the
+    /// idle timeout of a keep-alive connection (default 10 s); slower, the
+    /// connection is closed.
+    pub header_read_timeout: Duration,
+    /// Time an answer may wait for the client to read any of it (default
+    /// 30 s): then the connection is closed, and the answer's memory and
+    /// permits are given back. A slow reader that keeps reading is not cut.
+    pub send_timeout: Duration,
+    /// Time graceful shutdown gives open connections to finish their
+    /// request (default 10 s); then they are closed.
+    pub shutdown_deadline: Duration,
+    /// Bytes of pull pages built or being sent at once, server-wide
+    /// (default 256 MiB): a page takes its request's `max_bytes` while it
+    /// is built and its size until it is sent. Beyond it pulls are answered
+    /// `503`. At least `pull_limits.max_pull_bytes`.
+    pub max_pull_bytes_in_flight: u64,
     /// The identity a store created now gets (default: 32 random hex
     /// digits); an existing store keeps its own.
     pub store_id: Option<String>,
@@ -105,10 +160,25 @@ impl ServerConfig {
             limits: Limits::default(),
             pull_limits: PullLimits::default(),
             rate: RateLimit::default(),
+            quota: Quota::default(),
+            min_free_bytes: 64 << 20,
+            max_store_bytes: None,
             max_concurrent_pushes: 64,
             max_concurrent_pulls: 1024,
+            max_pushes_per_token: 32,
+            max_pulls_per_token: 512,
+            auth_failure_rate: RateLimit {
+                per_second: 10.0,
+                burst: 100.0,
+            },
+            metrics_token: None,
             compaction_interval: Some(Duration::from_secs(600)),
             request_timeout: Duration::from_secs(30),
+            max_connections: 4096,
+            header_read_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(30),
+            shutdown_deadline: Duration::from_secs(10),
+            max_pull_bytes_in_flight: 256 << 20,
             store_id: None,
             #[cfg(feature = "test-faults")]
             faults: Faults::default(),
@@ -177,7 +247,8 @@ impl RunningServer {
 
     /// Graceful shutdown: stops accepting, answers waiting long polls at
     /// once, lets in-flight requests finish (their pushes are committed and
-    /// answered), then closes the store.
+    /// answered) for up to [`ServerConfig::shutdown_deadline`], closes the
+    /// connections still open then, and closes the store.
     pub async fn shutdown(mut self) -> Result<(), ServerError> {
         self.closing.send_replace(true);
         if let Some(compactor) = self.compactor.take() {
@@ -261,10 +332,63 @@ fn check(config: &ServerConfig) -> Result<(), ServerError> {
     if config.compaction_interval.is_some_and(|d| d.is_zero()) {
         return bad("compaction_interval", "must be above 0 (or None)");
     }
+    if let Some(bad_connections) = check_connections(config) {
+        return bad_connections;
+    }
+    let q = &config.quota;
+    if q.window.is_zero() || q.ops < l.max_batch_ops || q.bytes < l.max_body_bytes {
+        return bad(
+            "quota",
+            "the window must be above 0 and hold the largest push: ops at least \
+             max_batch_ops, bytes at least max_body_bytes",
+        );
+    }
     if !(config.rate.per_second > 0.0 && config.rate.burst >= 1.0) {
         return bad("rate", "per_second must be above 0 and burst at least 1");
     }
+    if config.max_pushes_per_token == 0 {
+        return bad("max_pushes_per_token", "must be at least 1");
+    }
+    if config.max_pulls_per_token == 0 {
+        return bad("max_pulls_per_token", "must be at least 1");
+    }
+    let failures = config.auth_failure_rate;
+    if !(failures.per_second > 0.0 && failures.burst >= 1.0) {
+        return bad(
+            "auth_failure_rate",
+            "per_second must be above 0 and burst at least 1",
+        );
+    }
     Ok(())
+}
+
+/// The connection limits and the pull byte budget.
+fn check_connections(config: &ServerConfig) -> Option<Result<(), ServerError>> {
+    let bad = |field, reason: &'static str| {
+        Some(Err(ServerError::Config {
+            field,
+            reason: Cow::Borrowed(reason),
+        }))
+    };
+    if config.max_connections == 0 {
+        return bad("max_connections", "must be at least 1");
+    }
+    if config.header_read_timeout.is_zero() {
+        return bad("header_read_timeout", "must be above 0");
+    }
+    if config.send_timeout.is_zero() {
+        return bad("send_timeout", "must be above 0");
+    }
+    if config.max_pull_bytes_in_flight < config.pull_limits.max_pull_bytes {
+        return Some(Err(ServerError::Config {
+            field: "max_pull_bytes_in_flight",
+            reason: Cow::Owned(format!(
+                "max_pull_bytes_in_flight {} cannot hold one page of max_pull_bytes {}",
+                config.max_pull_bytes_in_flight, config.pull_limits.max_pull_bytes
+            )),
+        }));
+    }
+    None
 }
 
 /// Opens the store, binds the address and serves until
@@ -284,7 +408,8 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
     };
     #[cfg(feature = "test-faults")]
     let store = store.with_faults(config.faults);
-    let store = Arc::new(store);
+    let room_dir = config.postgres.is_none().then(|| config.data_dir.clone());
+    let store = Arc::new(store.with_room(config.min_free_bytes, config.max_store_bytes, room_dir));
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| ServerError::Io("binding the listen address", e))?;
@@ -302,19 +427,33 @@ pub async fn start(config: ServerConfig) -> Result<RunningServer, ServerError> {
         limiter: Default::default(),
         pushes: Arc::new(Semaphore::new(config.max_concurrent_pushes)),
         pulls: Arc::new(Semaphore::new(config.max_concurrent_pulls)),
+        push_shares: http::Shares::new(config.max_pushes_per_token),
+        pull_shares: http::Shares::new(config.max_pulls_per_token),
+        pull_bytes: http::ByteBudget::new(config.max_pull_bytes_in_flight),
+        auth_failures: http::AuthFailures::new(config.auth_failure_rate),
+        metrics_token: config.metrics_token,
+        store_size: http::StoreSize::default(),
+        quota: config.quota,
+        quotas: Default::default(),
         closing: closing_rx,
         request_timeout: config.request_timeout,
         metrics: Arc::clone(&metrics),
     });
     let (stop, stopped) = oneshot::channel::<()>();
     let router = http::router(app);
-    let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let connections = serve::ConnectionLimits {
+        max_connections: config.max_connections,
+        header_read_timeout: config.header_read_timeout,
+        send_timeout: config.send_timeout,
+        shutdown_deadline: config.shutdown_deadline,
+    };
+    let task = tokio::spawn(serve::serve(
+        listener,
+        router,
+        connections,
+        Arc::clone(&metrics),
+        stopped,
+    ));
     let compactor = config.compaction_interval.map(|every| {
         tokio::spawn(compact_every(
             Arc::clone(&store),
@@ -366,6 +505,36 @@ mod tests {
     #[test]
     fn the_defaults_pass() {
         assert!(check(&config()).is_ok());
+    }
+
+    #[test]
+    fn connection_limits_that_cannot_work_are_refused() {
+        let mut c = config();
+        c.max_pull_bytes_in_flight = c.pull_limits.max_pull_bytes - 1;
+        let e = check(&c).map_err(|e| e.to_string());
+        assert!(
+            matches!(&e, Err(e) if e.contains("max_pull_bytes_in_flight")
+                && e.contains(&c.pull_limits.max_pull_bytes.to_string())),
+            "{e:?}"
+        );
+        c.max_pull_bytes_in_flight = c.pull_limits.max_pull_bytes;
+        assert!(check(&c).is_ok());
+        type Break = fn(&mut ServerConfig);
+        let breaks: [(&str, Break); 3] = [
+            ("max_connections", |c| c.max_connections = 0),
+            ("header_read_timeout", |c| {
+                c.header_read_timeout = Duration::ZERO
+            }),
+            ("send_timeout", |c| c.send_timeout = Duration::ZERO),
+        ];
+        for (field, break_it) in breaks {
+            let mut c = config();
+            break_it(&mut c);
+            assert!(
+                matches!(check(&c), Err(ServerError::Config { field: f, .. }) if f == field),
+                "{field}"
+            );
+        }
     }
 
     #[test]

@@ -16,6 +16,9 @@ struct Cli {
     command: Command,
 }
 
+// `Serve` carries every server setting; the command line is parsed once,
+// so the size of the enum costs nothing worth a box.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve protocol v1 until SIGTERM or SIGINT (then finish in-flight
@@ -57,6 +60,26 @@ enum Command {
         /// Pulls handled at once, long polls included (more are answered 503).
         #[arg(long, default_value_t = 1024)]
         max_concurrent_pulls: usize,
+        /// Pushes one token may have handled at once (more are answered
+        /// 503). Default: half of --max-concurrent-pushes.
+        #[arg(long)]
+        max_pushes_per_token: Option<usize>,
+        /// Pulls one token may have handled at once, long polls included.
+        /// Default: half of --max-concurrent-pulls.
+        #[arg(long)]
+        max_pulls_per_token: Option<usize>,
+        /// Failed authentications per second per client address (IPv6: per
+        /// /64) before its requests are answered 429.
+        #[arg(long, default_value_t = 10.0)]
+        auth_failure_rate: f64,
+        /// Burst of failed authentications per client address.
+        #[arg(long, default_value_t = 100.0)]
+        auth_failure_burst: f64,
+        /// Bearer token of GET /metrics (16 characters or more); without
+        /// one, /metrics answers 404. Prefer the environment variable: a
+        /// command line is visible to `ps`.
+        #[arg(long, env = "CPC_METRICS_TOKEN", hide_env_values = true)]
+        metrics_token: Option<String>,
         /// How long change-log rows keep their payload; an older pull cursor
         /// gets a snapshot (reset: compacted). Default 30 days.
         #[arg(long, default_value_t = 30 * 24 * 3600 * 1000)]
@@ -64,17 +87,96 @@ enum Command {
         /// Seconds between compactions of the change log; 0: never.
         #[arg(long, default_value_t = 600)]
         compaction_interval_s: u64,
+        /// Operations one token may push per hour (429 quota_exceeded past it).
+        #[arg(long, default_value_t = 200_000)]
+        quota_ops_per_hour: u64,
+        /// Payload bytes one token may push per hour.
+        #[arg(long, default_value_t = 1 << 30)]
+        quota_bytes_per_hour: u64,
+        /// Free bytes the data directory's file system keeps: below it pushes
+        /// are answered 503 before the disk fills (embedded store).
+        #[arg(long, default_value_t = 64 << 20)]
+        min_free_bytes: u64,
+        /// The store's largest size in bytes; at it pushes are answered 503.
+        #[arg(long)]
+        max_store_bytes: Option<u64>,
         /// The identity a store created now gets (default: random); an
         /// existing store keeps its own. For fixtures, drills and the
         /// worked examples of docs/protocol.md.
         #[arg(long, value_name = "ID")]
         store_id: Option<String>,
+        #[command(flatten)]
+        connections: ConnectionArgs,
     },
     /// Print the committed change log as JSON lines, in seq order.
     ExportLog {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Copy the embedded store to FILE: online (safe while the server
+    /// serves) and consistent (one snapshot, the WAL's commits included).
+    #[command(
+        after_help = "Example: cpc-server backup --data /var/lib/cpc --to /backups/cpc-2026-12-07.sqlite3
+                            Restore it with `cpc-server restore` (docs/deploy.md)."
+    )]
+    Backup {
+        /// Data directory of the embedded store.
+        #[arg(long)]
+        data: PathBuf,
+        /// The backup file to write (must not exist).
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Put a backup in place of a stopped server's embedded store; the
+    /// files it replaces are moved to DATA/before-restore-<ms>/.
+    #[command(
+        after_help = "Stop the server first (it holds DATA/lock; restore refuses while it runs).
+                            Example: cpc-server restore --data /var/lib/cpc --from /backups/cpc-2026-12-07.sqlite3"
+    )]
+    Restore {
+        /// Data directory of the embedded store.
+        #[arg(long)]
+        data: PathBuf,
+        /// The backup file (from `cpc-server backup`).
+        #[arg(long)]
+        from: PathBuf,
+    },
+}
+
+/// Limits on connections (docs/deploy.md, "Connections").
+#[derive(Debug, clap::Args)]
+struct ConnectionArgs {
+    /// Connections open at once; more are answered 503 and closed. Lowered
+    /// at start to stay below the open files limit.
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
+    /// Seconds to receive a request's headers; also how long an idle
+    /// keep-alive connection stays open.
+    #[arg(long, default_value_t = 10)]
+    header_read_timeout_s: u64,
+    /// Seconds an answer may wait for the client to read any of it; then
+    /// the connection is closed.
+    #[arg(long, default_value_t = 30)]
+    send_timeout_s: u64,
+    /// Seconds a shutdown (SIGTERM) gives open connections to finish their
+    /// request; then they are closed.
+    #[arg(long, default_value_t = 10)]
+    shutdown_deadline_s: u64,
+    /// Bytes of pull pages built or being sent at once; beyond it pulls
+    /// are answered 503.
+    #[arg(long, default_value_t = 256 << 20)]
+    max_pull_bytes_in_flight: u64,
+}
+
+impl ConnectionArgs {
+    fn apply(self, config: &mut ServerConfig) {
+        use std::time::Duration;
+        config.max_connections = self.max_connections;
+        config.header_read_timeout = Duration::from_secs(self.header_read_timeout_s);
+        config.send_timeout = Duration::from_secs(self.send_timeout_s);
+        config.shutdown_deadline = Duration::from_secs(self.shutdown_deadline_s);
+        config.max_pull_bytes_in_flight = self.max_pull_bytes_in_flight;
+    }
 }
 
 /// Where the store is: one of the two.
@@ -113,6 +215,27 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
+        Command::Backup { data, to } => {
+            let r = cpc_server::backup(&data, &to)?;
+            println!(
+                "backup of store {} at seq {} written to {} ({} bytes)",
+                r.store_id,
+                r.head_seq,
+                to.display(),
+                r.bytes
+            );
+            Ok(())
+        }
+        Command::Restore { data, from } => {
+            let r = cpc_server::restore(&data, &from)?;
+            println!(
+                "store {} restored at seq {} into {}; the files it replaced are in its before-restore-* directory",
+                r.store_id,
+                r.head_seq,
+                data.display()
+            );
+            Ok(())
+        }
         Command::ExportLog {
             store: StoreArgs { data, database },
         } => {
@@ -146,9 +269,19 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             burst,
             max_concurrent_pushes,
             max_concurrent_pulls,
+            max_pushes_per_token,
+            max_pulls_per_token,
+            auth_failure_rate,
+            auth_failure_burst,
+            metrics_token,
             change_retention_ms,
             compaction_interval_s,
+            quota_ops_per_hour,
+            quota_bytes_per_hour,
+            min_free_bytes,
+            max_store_bytes,
             store_id,
+            connections,
         } => {
             let tokens = Tokens::from_file(&tokens)?;
             let mut config = match (data, database) {
@@ -171,10 +304,35 @@ fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             };
             config.max_concurrent_pushes = max_concurrent_pushes;
             config.max_concurrent_pulls = max_concurrent_pulls;
+            config.max_pushes_per_token =
+                max_pushes_per_token.unwrap_or_else(|| max_concurrent_pushes.div_ceil(2));
+            config.max_pulls_per_token =
+                max_pulls_per_token.unwrap_or_else(|| max_concurrent_pulls.div_ceil(2));
+            config.auth_failure_rate = cpc_server::RateLimit {
+                per_second: auth_failure_rate,
+                burst: auth_failure_burst,
+            };
+            config.metrics_token = metrics_token
+                .as_deref()
+                .map(cpc_server::MetricsToken::new)
+                .transpose()?;
             config.pull_limits.change_retention_ms = change_retention_ms;
             config.compaction_interval = (compaction_interval_s > 0)
                 .then(|| std::time::Duration::from_secs(compaction_interval_s));
             config.store_id = store_id;
+            connections.apply(&mut config);
+            config.quota = cpc_server::Quota {
+                ops: quota_ops_per_hour,
+                bytes: quota_bytes_per_hour,
+                window: std::time::Duration::from_secs(3600),
+            };
+            config.min_free_bytes = min_free_bytes;
+            config.max_store_bytes = max_store_bytes;
+            // Every connection costs a descriptor, and the common soft
+            // limit of 1,024 is far below the connection cap.
+            if let Err(e) = cpc_server::raise_fd_limit() {
+                tracing::warn!(target: "cpc_server", error = %e, "the open files limit stays as it was");
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;

@@ -14,6 +14,7 @@ mod fp;
 mod page;
 pub(crate) mod pg;
 mod read;
+mod room;
 mod rules;
 mod schema;
 mod writer;
@@ -22,7 +23,7 @@ use std::io::Write;
 use std::path::Path;
 
 use base64::Engine as _;
-use cpc_protocol::{Limits, OpOutcome, Position, PullRequest, WireOp};
+use cpc_protocol::{Limits, OpId, OpOutcome, Position, PullRequest, WireOp};
 use rusqlite::OpenFlags;
 use tokio::sync::watch;
 
@@ -54,6 +55,9 @@ pub enum StoreError {
     /// Another server holds the data directory.
     #[error("the data directory {0} is in use by another server")]
     Locked(String),
+    /// The data directory is a symbolic link, or belongs to another user.
+    #[error("refusing the data directory {0}")]
+    ForeignDir(String),
     /// The file was written by a newer server.
     #[error("schema version {0} is newer than this server's; refusing to open")]
     Schema(i64),
@@ -76,6 +80,11 @@ pub enum StoreError {
     /// A failure already reported once, passed to each push of a group.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// No room to write: the disk is below its free-space floor, or the
+    /// store at its size cap. Nothing was applied; the push is answered
+    /// `503` with a long wait.
+    #[error("no room to write: {0}")]
+    NoRoom(String),
 }
 
 impl StoreError {
@@ -91,6 +100,8 @@ impl StoreError {
 #[derive(Debug)]
 pub struct Store {
     backend: Backend,
+    /// The free-space floor and the size cap (see `room`).
+    room: room::Room,
     /// The rules to break on purpose (see `crate::faults`).
     #[cfg(feature = "test-faults")]
     faults: crate::faults::Faults,
@@ -116,9 +127,45 @@ impl Store {
     fn with_backend(backend: Backend) -> Store {
         Store {
             backend,
+            room: room::Room::default(),
             #[cfg(feature = "test-faults")]
             faults: Default::default(),
         }
+    }
+
+    /// Refuses pushes (`NoRoom`, answered `503`) while the embedded store's
+    /// file system has less than `min_free_bytes` free, or the store is
+    /// `max_store_bytes` or more. `data_dir` is the embedded store's
+    /// directory (`None` on PostgreSQL, whose disk is not the server's to
+    /// read: only the size cap applies there).
+    pub fn with_room(
+        mut self,
+        min_free_bytes: u64,
+        max_store_bytes: Option<u64>,
+        data_dir: Option<std::path::PathBuf>,
+    ) -> Store {
+        self.room = room::Room::new(min_free_bytes, max_store_bytes, data_dir);
+        self
+    }
+
+    /// `NoRoom` when a push must not be written now (see `with_room`).
+    async fn check_room(&self) -> Result<(), StoreError> {
+        self.room.check_free()?;
+        if self.room.max_store_bytes.is_none() {
+            return Ok(());
+        }
+        let size = match &self.backend {
+            Backend::Embedded(s) => s.size_bytes(),
+            Backend::Postgres(s) => match self.room.cached_size() {
+                Some(size) => size,
+                None => {
+                    let size = s.size_bytes().await?;
+                    self.room.remember_size(size);
+                    size
+                }
+            },
+        };
+        self.room.check_size(size)
     }
 
     /// Opens (creating or migrating) the embedded store in `dir` and starts
@@ -178,19 +225,24 @@ impl Store {
     }
 
     /// Applies one client's push (already validated) and answers after the
-    /// commit is durable: the outcomes and the head.
+    /// commit is durable: the outcomes and the head. With `low_water`, the
+    /// client's idempotency rows below it are pruned in the same commit
+    /// (docs/protocol.md §6.7).
     pub async fn push(
         &self,
         client_id: String,
         ops: Vec<WireOp>,
         known: Option<Position>,
+        low_water: Option<OpId>,
     ) -> Result<(Vec<OpOutcome>, Position), StoreError> {
+        self.check_room().await?;
         match &self.backend {
             Backend::Embedded(s) => {
                 s.push(
                     client_id,
                     ops,
                     known,
+                    low_water,
                     #[cfg(feature = "test-faults")]
                     self.faults,
                 )
@@ -201,6 +253,7 @@ impl Store {
                     client_id,
                     ops,
                     known,
+                    low_water,
                     #[cfg(feature = "test-faults")]
                     self.faults,
                 )
@@ -306,26 +359,67 @@ impl LogRow {
     }
 }
 
+/// Takes the embedded store's data directory lock (creating the
+/// directory if needed): held for as long as the value lives.
+pub(crate) fn lock_data_dir(dir: &Path) -> Result<impl Sized, StoreError> {
+    schema::lock_dir(dir)
+}
+
+/// The head a store's database holds: `(store_id, seq, fp)`.
+pub(crate) fn read_stored_head(
+    conn: &rusqlite::Connection,
+) -> Result<(String, u64, u64), StoreError> {
+    schema::read_head(conn)
+}
+
+/// The exported line of a change compaction reclaimed: its position and
+/// fingerprint are all that is kept of it.
+pub(crate) fn compacted_line(seq: i64, fp: i64) -> Result<serde_json::Value, StoreError> {
+    Ok(serde_json::json!({
+        "seq": from_sql(seq)?,
+        "fp": format!("{:016x}", fp as u64),
+        "compacted": true,
+    }))
+}
+
 /// Writes the committed change log of the store in `dir` as JSON lines, in
 /// `seq` order: the ground truth of what the server applied. Reads a
 /// snapshot; a running server may go on writing. Rows at or below the
-/// compaction horizon say `"compacted": true` and have no payload.
+/// compaction horizon say `"compacted": true` and hold only `seq` and `fp`
+/// (a store of schema 2 keeps their other columns, without the payload).
 pub fn export_log(dir: &Path, out: &mut dyn Write) -> Result<u64, StoreError> {
     let conn = rusqlite::Connection::open_with_flags(
         dir.join(schema::DB_FILE),
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )?;
+    // One read transaction: the horizon, the reclaimed rows and the live
+    // ones of one snapshot.
+    let tx = conn.unchecked_transaction()?;
     let horizon: i64 =
-        conn.query_row("SELECT compacted_through FROM meta WHERE id = 1", [], |r| {
+        tx.query_row("SELECT compacted_through FROM meta WHERE id = 1", [], |r| {
             r.get(0)
         })?;
-    let mut st = conn.prepare(
+    let mut n = 0u64;
+    let io = |e| StoreError::Io("writing the log", e);
+    let has_history: i64 = tx.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'history'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_history > 0 {
+        // Compaction is a prefix: every reclaimed seq is below the rows left.
+        let mut st = tx.prepare("SELECT seq, fp FROM history ORDER BY seq")?;
+        let mut rows = st.query([])?;
+        while let Some(r) = rows.next()? {
+            writeln!(out, "{}", compacted_line(r.get(0)?, r.get(1)?)?).map_err(io)?;
+            n += 1;
+        }
+    }
+    let mut st = tx.prepare(
         "SELECT seq, fp, collection, id, version, deleted, kind, payload, wall_ms, logical, node,
                 origin_client, origin_op, committed_at_ms FROM changes ORDER BY seq",
     )?;
     let mut rows = st.query([])?;
-    let mut n = 0u64;
-    let io = |e| StoreError::Io("writing the log", e);
     while let Some(r) = rows.next()? {
         let line = LogRow {
             seq: r.get(0)?,

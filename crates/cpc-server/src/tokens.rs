@@ -1,5 +1,6 @@
 //! Bearer tokens from a file, each bound to the client ids it may act for.
-//! Compared in constant time, never logged.
+//! Compared in constant time, never logged. A file others may read, a
+//! secret under 16 characters or a secret listed twice is refused.
 //!
 //! ```toml
 //! [[token]]
@@ -16,6 +17,12 @@ use subtle::ConstantTimeEq;
 
 /// The longest token accepted, in bytes.
 pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// The shortest secret a tokens file may hold, in bytes: 16 characters of
+/// the RFC 6750 alphabet are about 96 bits when random, out of reach of
+/// guessing even without the failed-authentication limit. (A token checked
+/// at a request may be any length: a short one is simply unknown.)
+pub const MIN_SECRET_BYTES: usize = 16;
 
 /// Why a tokens file is not usable.
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +44,8 @@ pub enum TokensError {
         /// What is wrong, with its line.
         message: String,
     },
-    /// A token breaks a rule (empty, too long, bad characters, no clients).
+    /// A token breaks a rule (shorter than [`MIN_SECRET_BYTES`], too long,
+    /// bad characters, no clients).
     #[error("tokens file {path}: token {index}: {reason}")]
     Invalid {
         /// The file.
@@ -46,6 +54,35 @@ pub enum TokensError {
         index: usize,
         /// The rule.
         reason: &'static str,
+    },
+    /// Two tokens have the same secret: which one a request authenticates
+    /// as, and so which clients it may act for, would depend on the order
+    /// of the file. The lines are named, never the secret.
+    #[error("tokens file {path}: the secret on line {line} repeats the one on line {first_line}")]
+    Duplicate {
+        /// The file.
+        path: String,
+        /// The line of the first occurrence, from 1.
+        first_line: usize,
+        /// The line of the repeat, from 1.
+        line: usize,
+    },
+    /// The metrics token breaks the rules of a secret.
+    #[error(
+        "the metrics token must be 16 to 4096 characters of A-Z a-z 0-9 - . _ ~ + / and trailing ="
+    )]
+    MetricsToken,
+    /// The file may be read or written by other users (mode bits for
+    /// "other", or group write): its secrets are not secret.
+    #[error(
+        "tokens file {path}: mode {mode:04o} lets other users read or change it; \
+         chmod 600 (or 640 with a group of the server's own)"
+    )]
+    Permissions {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
     },
 }
 
@@ -59,7 +96,8 @@ struct TokensFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TokenEntry {
-    secret: String,
+    /// Spanned: a repeated secret is reported by its line.
+    secret: toml::Spanned<String>,
     clients: Vec<String>,
 }
 
@@ -98,13 +136,25 @@ fn valid_token(t: &str) -> bool {
 }
 
 impl Tokens {
-    /// Reads a tokens file.
+    /// Reads a tokens file: refused when other users may read it, or any
+    /// but its owner and group may change it (docs/deploy.md, "Tokens").
     pub fn from_file(path: &Path) -> Result<Tokens, TokensError> {
+        use std::io::Read as _;
+        use std::os::unix::fs::PermissionsExt as _;
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| TokensError::Read {
+        let read = |source| TokensError::Read {
             path: shown.clone(),
             source,
-        })?;
+        };
+        // The mode of the file opened, not of the path: no window in which
+        // the path could be swapped between the check and the read.
+        let mut file = std::fs::File::open(path).map_err(read)?;
+        let mode = file.metadata().map_err(read)?.permissions().mode() & 0o7777;
+        if mode & OPEN_MODE_BITS != 0 {
+            return Err(TokensError::Permissions { path: shown, mode });
+        }
+        let mut text = String::new();
+        file.read_to_string(&mut text).map_err(read)?;
         Tokens::parse(&text, &shown)
     }
 
@@ -114,17 +164,34 @@ impl Tokens {
             path: origin.to_owned(),
             message: e.to_string(),
         })?;
-        let mut known = Vec::with_capacity(file.token.len());
+        let mut known: Vec<Known> = Vec::with_capacity(file.token.len());
+        // The line of each secret so far, by digest, for the duplicate check.
+        let mut lines: Vec<usize> = Vec::with_capacity(file.token.len());
         for (i, entry) in file.token.into_iter().enumerate() {
             let invalid = |reason| TokensError::Invalid {
                 path: origin.to_owned(),
                 index: i + 1,
                 reason,
             };
-            if !valid_token(&entry.secret) {
+            let line = line_of(text, entry.secret.span().start);
+            let secret = entry.secret.into_inner();
+            if !valid_token(&secret) {
                 return Err(invalid(
                     "a secret is 1 to 4096 characters of A-Z a-z 0-9 - . _ ~ + / and trailing =",
                 ));
+            }
+            if secret.len() < MIN_SECRET_BYTES {
+                return Err(invalid(
+                    "a secret is at least 16 characters (use a random one: openssl rand -base64 24)",
+                ));
+            }
+            let d = digest(secret.as_bytes());
+            if let Some(first) = known.iter().position(|k| k.digest == d) {
+                return Err(TokensError::Duplicate {
+                    path: origin.to_owned(),
+                    first_line: lines.get(first).copied().unwrap_or(0),
+                    line,
+                });
             }
             if entry.clients.is_empty() || entry.clients.iter().any(|c| c.is_empty()) {
                 return Err(invalid(
@@ -132,14 +199,16 @@ impl Tokens {
                 ));
             }
             known.push(Known {
-                digest: digest(entry.secret.as_bytes()),
+                digest: d,
                 clients: entry.clients,
             });
+            lines.push(line);
         }
         Ok(Tokens { known })
     }
 
-    /// One token for every client (tests, examples).
+    /// One token for every client (tests, examples). Not held to the
+    /// rules of a tokens file (any length).
     pub fn single(secret: &str, clients: &[&str]) -> Tokens {
         Tokens {
             known: vec![Known {
@@ -180,6 +249,52 @@ impl Tokens {
     }
 }
 
+/// The bearer token `GET /metrics` asks for: a scraper's credential, apart
+/// from the clients' tokens (a device's token must not read the server's
+/// counters, nor a scraper's push). Held as a digest, compared in constant
+/// time; its `Debug` shows no secret.
+#[derive(Clone)]
+pub struct MetricsToken {
+    digest: [u8; 32],
+}
+
+impl fmt::Debug for MetricsToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MetricsToken(redacted)")
+    }
+}
+
+impl MetricsToken {
+    /// A metrics token, held to the rules of a tokens file's secrets (the
+    /// RFC 6750 alphabet, [`MIN_SECRET_BYTES`] to [`MAX_TOKEN_BYTES`]).
+    pub fn new(secret: &str) -> Result<MetricsToken, TokensError> {
+        if !valid_token(secret) || secret.len() < MIN_SECRET_BYTES {
+            return Err(TokensError::MetricsToken);
+        }
+        Ok(MetricsToken {
+            digest: digest(secret.as_bytes()),
+        })
+    }
+
+    /// Whether an `Authorization` header value carries this token.
+    pub(crate) fn matches(&self, header: &str) -> bool {
+        bearer_token(header)
+            .filter(|t| valid_token(t))
+            .is_some_and(|t| bool::from(self.digest.ct_eq(&digest(t.as_bytes()))))
+    }
+}
+
+/// Mode bits that refuse a tokens file: any for other users, and group
+/// write. Group read stays allowed: a file `root:cpc 0640` is the usual
+/// way to hand a service a secret it must not be able to change.
+const OPEN_MODE_BITS: u32 = 0o027;
+
+/// The line (from 1) of byte `offset` of `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    let before = text.get(..offset).unwrap_or(text);
+    before.bytes().filter(|b| *b == b'\n').count() + 1
+}
+
 /// The token of a `Bearer` credential, if `header` is one. RFC 7235 §2.1
 /// makes the scheme name case-insensitive and separates it from the
 /// credentials by one or more spaces, so `bearer x` and `Bearer  x` are as
@@ -208,36 +323,48 @@ mod tests {
     #[test]
     fn a_token_authenticates_and_binds_to_its_clients() {
         let tokens = Tokens::parse(
-            "[[token]]\nsecret = \"s3cret\"\nclients = [\"dev-1\", \"alice-*\"]\n\
-             [[token]]\nsecret = \"other\"\nclients = [\"bob\"]\n",
+            "[[token]]\nsecret = \"s3cret-0123456789ab\"\nclients = [\"dev-1\", \"alice-*\"]\n\
+             [[token]]\nsecret = \"other-0123456789ab\"\nclients = [\"bob\"]\n",
             "t.toml",
         )
         .map_err(|e| e.to_string());
         let Ok(tokens) = tokens else {
             panic!("{tokens:?}")
         };
-        let t = tokens.authenticate("Bearer s3cret");
+        let t = tokens.authenticate("Bearer s3cret-0123456789ab");
         assert_eq!(t, Some(TokenId(0)));
         let t = t.unwrap_or(TokenId(99));
         assert!(tokens.allows(t, "dev-1"));
         assert!(tokens.allows(t, "alice-phone"));
         assert!(!tokens.allows(t, "bob"));
         assert!(!tokens.allows(t, "dev-10"));
-        assert_eq!(tokens.authenticate("Bearer other"), Some(TokenId(1)));
+        assert_eq!(
+            tokens.authenticate("Bearer other-0123456789ab"),
+            Some(TokenId(1))
+        );
         assert_eq!(tokens.authenticate("Bearer nope"), None);
-        assert_eq!(tokens.authenticate("s3cret"), None);
-        assert_eq!(tokens.authenticate("Basic s3cret"), None);
+        assert_eq!(tokens.authenticate("s3cret-0123456789ab"), None);
+        assert_eq!(tokens.authenticate("Basic s3cret-0123456789ab"), None);
         // RFC 7235 §2.1: the scheme is case-insensitive and one or more
         // spaces may follow it.
-        assert_eq!(tokens.authenticate("bearer s3cret"), Some(TokenId(0)));
-        assert_eq!(tokens.authenticate("BEARER s3cret"), Some(TokenId(0)));
-        assert_eq!(tokens.authenticate("Bearer  s3cret"), Some(TokenId(0)));
-        assert_eq!(tokens.authenticate("Bearers3cret"), None);
+        assert_eq!(
+            tokens.authenticate("bearer s3cret-0123456789ab"),
+            Some(TokenId(0))
+        );
+        assert_eq!(
+            tokens.authenticate("BEARER s3cret-0123456789ab"),
+            Some(TokenId(0))
+        );
+        assert_eq!(
+            tokens.authenticate("Bearer  s3cret-0123456789ab"),
+            Some(TokenId(0))
+        );
+        assert_eq!(tokens.authenticate("Bearers3cret-0123456789ab"), None);
         assert_eq!(tokens.authenticate("Bearer "), None);
         assert_eq!(tokens.authenticate("Bearer"), None);
-        assert_eq!(tokens.authenticate("Bearer\ts3cret"), None);
-        assert_eq!(tokens.authenticate("Beare\u{e9} s3cret"), None);
-        assert!(!format!("{tokens:?}").contains("s3cret"));
+        assert_eq!(tokens.authenticate("Bearer\ts3cret-0123456789ab"), None);
+        assert_eq!(tokens.authenticate("Beare\u{e9} s3cret-0123456789ab"), None);
+        assert!(!format!("{tokens:?}").contains("s3cret-0123456789ab"));
     }
 
     #[test]
@@ -246,10 +373,85 @@ mod tests {
             .err()
             .map(|e| e.to_string());
         assert!(e.as_deref().is_some_and(|e| e.contains("token 1")), "{e:?}");
-        let e = Tokens::parse("[[token]]\nsecret = \"x\"\nclients = []\n", "t.toml")
-            .err()
-            .map(|e| e.to_string());
+        let e = Tokens::parse(
+            "[[token]]\nsecret = \"x-long-enough-secret\"\nclients = []\n",
+            "t.toml",
+        )
+        .err()
+        .map(|e| e.to_string());
         assert!(e.as_deref().is_some_and(|e| e.contains("clients")), "{e:?}");
         assert!(Tokens::parse("[[token]]\nsecrt = \"x\"\n", "t.toml").is_err());
+    }
+
+    #[test]
+    fn a_short_secret_is_refused() {
+        let file = |secret: &str| format!("[[token]]\nsecret = \"{secret}\"\nclients = [\"a\"]\n");
+        let e = Tokens::parse(&file("x"), "t.toml")
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            e.as_deref()
+                .is_some_and(|e| e.contains("token 1") && e.contains("at least 16")),
+            "{e:?}"
+        );
+        assert!(Tokens::parse(&file(&"y".repeat(MIN_SECRET_BYTES - 1)), "t.toml").is_err());
+        assert!(Tokens::parse(&file(&"y".repeat(MIN_SECRET_BYTES)), "t.toml").is_ok());
+    }
+
+    #[test]
+    fn a_repeated_secret_is_refused_by_its_lines_never_its_text() {
+        let text = "[[token]]\nsecret = \"same-secret-0123456789\"\nclients = [\"a\"]\n\
+                    [[token]]\nsecret = \"other-secret-0123456789\"\nclients = [\"b\"]\n\
+                    [[token]]\nclients = [\"c\"]\nsecret = \"same-secret-0123456789\"\n";
+        let e = Tokens::parse(text, "t.toml").err();
+        assert!(
+            matches!(
+                e,
+                Some(TokensError::Duplicate {
+                    first_line: 2,
+                    line: 9,
+                    ..
+                })
+            ),
+            "{e:?}"
+        );
+        let shown = e.map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            shown.contains("line 9") && shown.contains("line 2"),
+            "{shown}"
+        );
+        assert!(!shown.contains("same-secret"), "{shown}");
+    }
+
+    #[test]
+    fn a_tokens_file_others_may_read_or_change_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let Ok(dir) = tempfile::tempdir() else {
+            panic!("no temporary directory")
+        };
+        let path = dir.path().join("tokens.toml");
+        let written = std::fs::write(
+            &path,
+            "[[token]]\nsecret = \"a-secret-of-sixteen\"\nclients = [\"a\"]\n",
+        );
+        assert!(written.is_ok());
+        for (mode, accepted) in [
+            (0o644, false),
+            (0o604, false),
+            (0o660, false),
+            (0o602, false),
+            (0o600, true),
+            (0o640, true),
+            (0o400, true),
+        ] {
+            let set = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode));
+            assert!(set.is_ok());
+            let read = Tokens::from_file(&path);
+            assert_eq!(read.is_ok(), accepted, "mode {mode:o}: {read:?}");
+            if let Err(e) = read {
+                assert!(matches!(e, TokensError::Permissions { .. }), "{e}");
+                assert!(e.to_string().contains(&format!("{mode:04o}")), "{e}");
+            }
+        }
     }
 }

@@ -10,16 +10,22 @@ use std::time::Duration;
 
 use assert_cmd::cargo::CommandCargoExt;
 
-const TOKEN: &str = "bin-token";
+const TOKEN: &str = "bin-token-0123456789";
 
 fn tokens_file(dir: &Path) -> std::path::PathBuf {
     let path = dir.join("tokens.toml");
-    std::fs::write(
+    write_private(
         &path,
-        format!("[[token]]\nsecret = \"{TOKEN}\"\nclients = [\"dev-*\"]\n"),
-    )
-    .unwrap();
+        &format!("[[token]]\nsecret = \"{TOKEN}\"\nclients = [\"dev-*\"]\n"),
+    );
     path
+}
+
+/// Writes a file only its owner may read, as a tokens file must be.
+fn write_private(path: &Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
 }
 
 /// Starts `cpc-server serve` on a free port; returns it and its address.
@@ -133,7 +139,7 @@ fn sigterm_finishes_and_exits_zero_and_kill_9_loses_no_acknowledged_op() {
 fn a_bad_tokens_file_is_refused_with_its_reason() {
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens.toml");
-    std::fs::write(&tokens, "[[token]]\nsecret = \"\"\nclients = [\"a\"]\n").unwrap();
+    write_private(&tokens, "[[token]]\nsecret = \"\"\nclients = [\"a\"]\n");
     let out = Command::cargo_bin("cpc-server")
         .unwrap()
         .args(["serve", "--listen", "127.0.0.1:0", "--data"])
@@ -145,6 +151,44 @@ fn a_bad_tokens_file_is_refused_with_its_reason() {
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("token 1"), "{err}");
+}
+
+/// A tokens file other users may read is refused at start, saying how to
+/// fix it; a repeated secret is refused by its lines, never its text.
+#[test]
+fn an_open_or_ambiguous_tokens_file_is_refused_at_start() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let serve_with = |tokens: &Path| {
+        Command::cargo_bin("cpc-server")
+            .unwrap()
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(dir.path().join("data"))
+            .arg("--tokens")
+            .arg(tokens)
+            .output()
+            .unwrap()
+    };
+    let tokens = tokens_file(dir.path());
+    std::fs::set_permissions(&tokens, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = serve_with(&tokens);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("0644") && err.contains("chmod 600"), "{err}");
+
+    let twice = dir.path().join("twice.toml");
+    write_private(
+        &twice,
+        &format!(
+            "[[token]]\nsecret = \"{TOKEN}\"\nclients = [\"a\"]\n\
+             [[token]]\nsecret = \"{TOKEN}\"\nclients = [\"b\"]\n"
+        ),
+    );
+    let out = serve_with(&twice);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 5") && err.contains("line 2"), "{err}");
+    assert!(!err.contains(TOKEN), "the secret is never shown: {err}");
 }
 
 #[test]
@@ -318,11 +362,10 @@ fn logs_of_a_push(level: &str) -> String {
     use base64::Engine as _;
     let dir = tempfile::tempdir().unwrap();
     let tokens = dir.path().join("tokens.toml");
-    std::fs::write(
+    write_private(
         &tokens,
-        "[[token]]\nsecret = \"TOKENCANARY42\"\nclients = [\"dev-*\"]\n",
-    )
-    .unwrap();
+        "[[token]]\nsecret = \"TOKENCANARY42-secret\"\nclients = [\"dev-*\"]\n",
+    );
     let (child, addr) = serve_logging(&dir.path().join("data"), &tokens, Some(level));
     let payload = base64::engine::general_purpose::STANDARD.encode("PAYLOADCANARY42");
     let body = format!(
@@ -338,7 +381,7 @@ fn logs_of_a_push(level: &str) -> String {
         // One good push, one with a wrong token, one malformed.
         let ok = client
             .post(&url)
-            .bearer_auth("TOKENCANARY42")
+            .bearer_auth("TOKENCANARY42-secret")
             .header("content-type", "application/json")
             .body(body.clone())
             .send()
@@ -347,13 +390,13 @@ fn logs_of_a_push(level: &str) -> String {
             .status();
         let _ = client
             .post(&url)
-            .bearer_auth("TOKENCANARY43")
+            .bearer_auth("TOKENCANARY43-secret")
             .body(body.clone())
             .send()
             .await;
         let _ = client
             .post(&url)
-            .bearer_auth("TOKENCANARY42")
+            .bearer_auth("TOKENCANARY42-secret")
             .header("content-type", "application/json")
             .body(body.replace("\"kind\"", "\"knd\""))
             .send()

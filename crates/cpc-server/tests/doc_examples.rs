@@ -44,9 +44,11 @@ const STORE_ID: &str = "5f0c2a9e7b3d4c18a6e2f1d09b8c7a64";
 /// The example whose request is re-sent with a wrong `Content-Type` (415),
 /// twice to a small rate limit (429), and held open (503).
 const PUSH_EXAMPLE: &str = "push-simple";
-/// The example whose request probes the concurrency cap: refused at step 3
-/// (authentication) when a push may run, at step 2 (503) when none may.
-const PROBE_EXAMPLE: &str = "err-401";
+/// The example whose request probes the concurrency cap: a known token
+/// (the cap comes after authentication and the token's rate, §6.2), bound
+/// to another client, so it is refused at step 10 (403, nothing applied)
+/// when a push may run, and at step 4 (503) when none may.
+const PROBE_EXAMPLE: &str = "err-403";
 /// The small rate limit of the 429 example: one request, then the bucket
 /// needs 2 s for the next, announced × [1.0, 1.5).
 const SMALL_RATE: RateLimit = RateLimit {
@@ -869,8 +871,9 @@ async fn the_503_example_is_what_a_concurrency_cap_of_one_answers() {
     let probe = example(&all, PROBE_EXAMPLE).request();
     for e in busy {
         // The held push takes the slot once its head has been read; until
-        // then a probe finds the slot free and is refused later, at
-        // authentication (401). Each try gives the held push more time.
+        // then a probe finds the slot free and is refused later, as not
+        // bound to its client (403). Each try gives the held push more
+        // time.
         let mut answer = None;
         for attempt in 1..=20u64 {
             let held = hold(server.addr(), held_request).await;
@@ -881,7 +884,7 @@ async fn the_503_example_is_what_a_concurrency_cap_of_one_answers() {
                 answer = Some(probed);
                 break;
             }
-            assert_eq!(probed.status, 401, "the probe: {probed:?}");
+            assert_eq!(probed.status, 403, "the probe: {probed:?}");
         }
         let answer = answer.expect("a push held open must make the next one 503");
         check_answer(&e.name, e.response(), &answer, Some(UNAVAILABLE_WAIT));

@@ -13,7 +13,7 @@ use cpc_server::{Faults, RateLimit, RunningServer, ServerConfig, Tokens};
 use tokio::sync::Mutex;
 
 pub const TOKEN: &str = "conformance-token";
-pub const FOREIGN_TOKEN: &str = "foreign-token";
+pub const FOREIGN_TOKEN: &str = "foreign-token-0123456789";
 pub const CLIENT: &str = "dev-conformance";
 
 /// `TOKEN` for every `dev-*` client; `FOREIGN_TOKEN` valid, but for

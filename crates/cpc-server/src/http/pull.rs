@@ -10,25 +10,36 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cpc_protocol::parse_pull;
+use axum::Extension;
+use cpc_protocol::{parse_pull, PullRequest};
 
-use super::{admit, at_capacity, reply, store_failure, unbound, App};
+use super::held::{HeldBody, Taken};
+use super::share::Slot;
+use super::{admit, at_capacity, reply, store_failure, unbound, App, Cap, PeerAddr};
 use crate::store::PullPage;
 
 /// `POST /v1/pull`.
-pub(crate) async fn pull(State(app): State<Arc<App>>, headers: HeaderMap, body: Body) -> Response {
-    let response = pull_checked(&app, &headers, body).await;
+pub(crate) async fn pull(
+    State(app): State<Arc<App>>,
+    peer: Option<Extension<PeerAddr>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let peer = peer.map(|Extension(p)| p);
+    let response = pull_checked(&app, peer.as_ref(), &headers, body).await;
     app.metrics.request("pull", response.status().as_u16());
     response
 }
 
-async fn pull_checked(app: &App, headers: &HeaderMap, body: Body) -> Response {
-    // 2. The cap: pulls have their own, so that long polls never starve
-    // pushes.
-    let Ok(_permit) = Arc::clone(&app.pulls).try_acquire_owned() else {
-        return at_capacity("too many pulls at once");
-    };
-    let (token, bytes) = match admit(app, headers, body).await {
+async fn pull_checked(
+    app: &App,
+    peer: Option<&PeerAddr>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Response {
+    // 2–6. Pulls have a cap of their own, so that long polls never starve
+    // pushes; the slot is held until the answer is sent (http/held.rs).
+    let (token, bytes, slot) = match admit(app, peer, headers, body, Cap::Pull).await {
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
@@ -41,23 +52,22 @@ async fn pull_checked(app: &App, headers: &HeaderMap, body: Body) -> Response {
     if let Some(refused) = unbound(app, token, &request.client_id) {
         return refused;
     }
-    let known = request.known.clone();
     let wait = Duration::from_millis(request.wait_ms);
     // Watch the head before the first read, so a commit between the read
     // and the wait is not missed.
     let mut head = app.store.head();
     head.borrow_and_update();
-    let page = match app.store.pull(request.clone()).await {
-        Ok(page) => page,
-        Err(e) => return store_failure(e, known, "pull"),
+    let (page, taken) = match read_page(app, &request).await {
+        Ok(read) => read,
+        Err(response) => return response,
     };
     let idle = page.listed == 0 && !page.snapshot && !page.has_more;
     if !idle || wait.is_zero() {
-        return answer(page);
+        return answer(page, (slot, taken));
     }
     let mut closing = app.closing.clone();
     if *closing.borrow_and_update() {
-        return answer(page);
+        return answer(page, (slot, taken));
     }
     // Until something for this page lands, or the wait is over: a wake-up
     // that brings nothing new (a late notification of a change already
@@ -65,7 +75,7 @@ async fn pull_checked(app: &App, headers: &HeaderMap, body: Body) -> Response {
     // answering an empty page early, which would turn long polls into
     // polling.
     let deadline = tokio::time::Instant::now() + wait;
-    let mut page = page;
+    let (mut page, mut taken) = (page, taken);
     loop {
         let moved = tokio::select! {
             changed = head.changed() => changed.is_ok(),
@@ -73,20 +83,38 @@ async fn pull_checked(app: &App, headers: &HeaderMap, body: Body) -> Response {
             _ = tokio::time::sleep_until(deadline) => false,
         };
         if !moved {
-            return answer(page);
+            return answer(page, (slot, taken));
         }
         head.borrow_and_update();
-        page = match app.store.pull(request.clone()).await {
-            Ok(page) => page,
-            Err(e) => return store_failure(e, known, "pull"),
+        (page, taken) = match read_page(app, &request).await {
+            Ok(read) => read,
+            Err(response) => return response,
         };
         if page.listed != 0 || page.snapshot || page.has_more {
-            return answer(page);
+            return answer(page, (slot, taken));
         }
     }
 }
 
-fn answer(page: PullPage) -> Response {
+/// Reads a page within the server's budget of pull bytes in flight: a page
+/// is built whole in memory, so the request's `max_bytes` is taken before
+/// and what the page does not use is given back after. Over the budget:
+/// `503`, as for the other caps.
+async fn read_page(app: &App, request: &PullRequest) -> Result<(PullPage, Taken), Response> {
+    let Some(mut taken) = app.pull_bytes.try_take(request.max_bytes) else {
+        return Err(at_capacity("too many pull bytes in flight"));
+    };
+    match app.store.pull(request.clone()).await {
+        Ok(page) => {
+            taken.keep(page.body.len() as u64);
+            Ok((page, taken))
+        }
+        Err(e) => Err(store_failure(e, request.known.clone(), "pull")),
+    }
+}
+
+/// The page as a `200`, holding `held` until it is sent.
+fn answer(page: PullPage, held: (Slot, Taken)) -> Response {
     tracing::debug!(
         target: "cpc_server",
         listed = page.listed,
@@ -101,7 +129,7 @@ fn answer(page: PullPage) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        page.body,
+        Body::new(HeldBody::new(page.body, held)),
     )
         .into_response()
 }

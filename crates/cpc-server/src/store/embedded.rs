@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use cpc_protocol::{Limits, OpOutcome, Position, PullRequest, WireOp};
+use cpc_protocol::{Limits, OpId, OpOutcome, Position, PullRequest, WireOp};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::page::PullPage;
@@ -107,6 +107,7 @@ impl Embedded {
         client_id: String,
         ops: Vec<WireOp>,
         known: Option<Position>,
+        low_water: Option<OpId>,
         #[cfg(feature = "test-faults")] faults: crate::faults::Faults,
     ) -> Result<(Vec<OpOutcome>, Position), StoreError> {
         let (reply, answer) = oneshot::channel();
@@ -115,6 +116,7 @@ impl Embedded {
                 client_id,
                 ops,
                 known,
+                low_water,
                 reply,
                 #[cfg(feature = "test-faults")]
                 faults,

@@ -31,7 +31,7 @@ mod schema;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cpc_protocol::{Limits, OpOutcome, Position, PullRequest, WireOp};
+use cpc_protocol::{Limits, OpId, OpOutcome, Position, PullRequest, WireOp};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -202,6 +202,7 @@ impl PgStore {
         client_id: String,
         ops: Vec<WireOp>,
         known: Option<Position>,
+        low_water: Option<OpId>,
         #[cfg(feature = "test-faults")] faults: crate::faults::Faults,
     ) -> Result<(Vec<OpOutcome>, Position), StoreError> {
         let rules = super::rules::Rules {
@@ -217,6 +218,7 @@ impl PgStore {
             client_id: &client_id,
             ops: &ops,
             known: known.as_ref(),
+            low_water,
             rules: &rules,
             lock_timeout: self.lock_timeout,
         };

@@ -84,8 +84,11 @@ pub(crate) fn fp_at(conn: &Connection, seq: u64) -> Result<Option<u64>, StoreErr
     if seq == 0 {
         return Ok(Some(0));
     }
+    // A live change row, or what compaction kept of one.
     Ok(conn
-        .prepare_cached("SELECT fp FROM changes WHERE seq = ?1")?
+        .prepare_cached(
+            "SELECT fp FROM changes WHERE seq = ?1 UNION ALL SELECT fp FROM history WHERE seq = ?1",
+        )?
         .query_row([to_sql(seq)], |r| r.get::<_, i64>(0))
         .optional()?
         .map(|fp| fp as u64))

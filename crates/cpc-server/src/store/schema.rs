@@ -11,7 +11,7 @@ use super::StoreError;
 /// The schema this build writes. Older files are migrated at open; a newer
 /// one is refused (an older server must not write a format it does not
 /// know).
-pub(crate) const SCHEMA_VERSION: i64 = 2;
+pub(crate) const SCHEMA_VERSION: i64 = 3;
 
 /// The database file inside the data directory.
 pub(crate) const DB_FILE: &str = "cpc-server.sqlite3";
@@ -62,6 +62,16 @@ const MIGRATE_V2: &str = "
 ALTER TABLE meta ADD COLUMN compacted_through INTEGER NOT NULL DEFAULT 0;
 ";
 
+/// Version 3: compaction reclaims the change rows at or below the horizon.
+/// Only what the history check (§8) needs of them is kept: each `seq` and
+/// its fingerprint, in `history` (about 20 bytes a row instead of the whole
+/// change). A store created at version 3 also gets `auto_vacuum =
+/// INCREMENTAL`, so the pages compaction frees go back to the file system
+/// (an existing file keeps its mode: changing it needs a full `VACUUM`).
+const MIGRATE_V3: &str = "
+CREATE TABLE history(seq INTEGER PRIMARY KEY, fp INTEGER NOT NULL);
+";
+
 /// Holds the data directory's exclusive lock for as long as it lives: two
 /// servers on one store would both hand out the same `seq`.
 #[derive(Debug)]
@@ -80,6 +90,7 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<DirLock, StoreError> {
             .create(dir)
             .map_err(io("creating the data directory"))?;
     }
+    refuse_foreign_dir(dir)?;
     let meta = fs::metadata(dir).map_err(io("reading the data directory"))?;
     if meta.permissions().mode() & 0o077 != 0 {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
@@ -96,6 +107,36 @@ pub(crate) fn lock_dir(dir: &Path) -> Result<DirLock, StoreError> {
     Ok(DirLock { _file: file })
 }
 
+/// Refuses a data directory that is a symbolic link or is owned by another
+/// user than the one the server runs as. Either way, someone else decides
+/// where the store's files go, or can read and replace them (the chmod to
+/// 0700 that follows would otherwise lock its owner out, or be done on
+/// their behalf by a server running as root). Symbolic links higher up
+/// the path are the administrator's layout and are followed.
+fn refuse_foreign_dir(dir: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = dir.display();
+    let meta =
+        fs::symlink_metadata(dir).map_err(|e| StoreError::Io("reading the data directory", e))?;
+    if meta.file_type().is_symlink() {
+        return Err(StoreError::ForeignDir(format!(
+            "{shown}: it is a symbolic link; give the directory's real path"
+        )));
+    }
+    if !meta.is_dir() {
+        return Err(StoreError::ForeignDir(format!("{shown}: not a directory")));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(StoreError::ForeignDir(format!(
+            "{shown}: owned by uid {}, and this server runs as uid {me}; \
+             chown it to the server's user",
+            meta.uid()
+        )));
+    }
+    Ok(())
+}
+
 /// Opens (creating or migrating) the store's database with the durable
 /// pragmas: WAL, `synchronous=FULL` (an answer follows a durable commit).
 pub(crate) fn open(
@@ -104,8 +145,14 @@ pub(crate) fn open(
     new_id: Option<&str>,
 ) -> Result<Connection, StoreError> {
     let conn = Connection::open(dir.join(DB_FILE))?;
+    // Before anything else: only a file without tables (and not yet in
+    // WAL mode) takes the mode; on an existing file this changes nothing.
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
+    // The WAL is reused after each checkpoint; this bounds what it keeps
+    // of a burst (a large push, a compaction) once it is reset.
+    conn.pragma_update(None, "journal_size_limit", 16i64 << 20)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
@@ -131,6 +178,12 @@ pub(crate) fn open(
         let tx = conn.unchecked_transaction()?;
         tx.execute_batch(MIGRATE_V2)?;
         tx.pragma_update(None, "user_version", 2)?;
+        tx.commit()?;
+    }
+    if version < 3 {
+        let tx = conn.unchecked_transaction()?;
+        tx.execute_batch(MIGRATE_V3)?;
+        tx.pragma_update(None, "user_version", 3)?;
         tx.commit()?;
     }
     Ok(conn)

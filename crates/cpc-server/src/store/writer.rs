@@ -6,7 +6,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use cpc_protocol::{Hex64, Limits, OpOutcome, Position, WireOp};
+use cpc_protocol::{Hex64, Limits, OpId, OpOutcome, Position, WireOp};
 use rusqlite::{params, Connection, OptionalExtension};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -46,6 +46,9 @@ pub(crate) struct PushJob {
     pub ops: Vec<WireOp>,
     /// The client's highest seen position, checked against this history.
     pub known: Option<Position>,
+    /// The client's promise: it never sends an operation below this id
+    /// again; its idempotency rows below it are pruned (§6.7).
+    pub low_water: Option<OpId>,
     pub reply: oneshot::Sender<Result<(Vec<OpOutcome>, Position), StoreError>>,
     /// The store's faults (see `crate::faults`).
     #[cfg(feature = "test-faults")]
@@ -237,11 +240,15 @@ impl Writer {
             &rules,
             now,
         ) {
-            Ok(outcomes) => match self.conn.execute_batch("RELEASE push") {
+            Ok(outcomes) => match self
+                .prune_below(job)
+                .and_then(|()| Ok(self.conn.execute_batch("RELEASE push")?))
+            {
                 Ok(()) => Step::Done(Ok(outcomes)),
+                // The group's transaction is rolled back whole.
                 Err(e) => {
                     self.head = saved;
-                    Step::Lost(e.into())
+                    Step::Lost(e)
                 }
             },
             Err(e) => {
@@ -256,6 +263,25 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// §6.7: the idempotency rows of the pushing client below its
+    /// `low_water`, deleted in the push's own savepoint (so only a push
+    /// answered 200 prunes).
+    fn prune_below(&self, job: &PushJob) -> Result<(), StoreError> {
+        let Some(low_water) = job.low_water else {
+            return Ok(());
+        };
+        // Canonical op ids are fixed-width Crockford text: they sort as
+        // the 128-bit numbers they are.
+        let pruned = self
+            .conn
+            .prepare_cached("DELETE FROM applied_ops WHERE client_id = ?1 AND op_id < ?2")?
+            .execute(params![job.client_id, low_water.to_string()])?;
+        if pruned > 0 {
+            tracing::debug!(target: "cpc_server", pruned, "idempotency rows below low_water pruned");
+        }
+        Ok(())
     }
 
     /// A push failed before its savepoint: its own error if the group's
@@ -284,7 +310,11 @@ pub(crate) fn stored_head(conn: &Connection) -> Result<Head, StoreError> {
     let (_, seq, fp) = super::schema::read_head(conn)?;
     let last: Option<(i64, i64)> = conn
         .query_row(
-            "SELECT seq, fp FROM changes ORDER BY seq DESC LIMIT 1",
+            "SELECT seq, fp FROM (
+               SELECT seq, fp FROM (SELECT seq, fp FROM changes ORDER BY seq DESC LIMIT 1)
+               UNION ALL
+               SELECT seq, fp FROM (SELECT seq, fp FROM history ORDER BY seq DESC LIMIT 1))
+             ORDER BY seq DESC LIMIT 1",
             [],
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
@@ -345,8 +375,16 @@ impl Writer {
             }
         }
         if last > horizon {
+            // Below the horizon a change is never served again (a cursor
+            // there gets a snapshot): only its fingerprint is kept, for the
+            // history check (§8).
             tx.execute(
-                "UPDATE changes SET payload = NULL WHERE seq > ?1 AND seq <= ?2",
+                "INSERT OR REPLACE INTO history (seq, fp)
+                 SELECT seq, fp FROM changes WHERE seq > ?1 AND seq <= ?2",
+                params![horizon, last],
+            )?;
+            tx.execute(
+                "DELETE FROM changes WHERE seq > ?1 AND seq <= ?2",
                 params![horizon, last],
             )?;
             tx.execute(
@@ -356,6 +394,21 @@ impl Writer {
         }
         tx.commit()?;
         if last > horizon {
+            // Give the freed pages back (a no-op for a file created before
+            // schema 3, which keeps them for reuse).
+            // A passive checkpoint then moves the shrink into the file
+            // (it never waits for readers).
+            // Each step of the pragma frees one page: step it to the end.
+            {
+                let mut st = self.conn.prepare_cached("PRAGMA incremental_vacuum")?;
+                let mut freed = st.query([])?;
+                while freed.next()?.is_some() {}
+            }
+            let _: (i64, i64, i64) =
+                self.conn
+                    .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })?;
             tracing::info!(target: "cpc_server", compacted_through = last, rows = examined, "change log compacted");
         }
         Ok((from_sql(last)?, examined == max_rows))
@@ -396,6 +449,7 @@ mod tests {
             client_id: "dev-1".into(),
             ops,
             known: None,
+            low_water: None,
             reply,
             #[cfg(feature = "test-faults")]
             faults: crate::faults::Faults::default(),

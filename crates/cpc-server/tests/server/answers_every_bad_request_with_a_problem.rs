@@ -370,7 +370,9 @@ async fn metrics_count_requests_outcomes_and_latency() {
     let Some(dir) = Db::fresh().await else {
         return;
     };
-    let server = start(&dir).await;
+    let mut config = dir.config();
+    config.metrics_token = Some(cpc_server::MetricsToken::new(METRICS_TOKEN).unwrap());
+    let server = start_with(config).await;
     push(
         &server,
         &push_body("dev-1", vec![op(1, "a", "x", None), op(2, "b", "y", None)]),
@@ -386,7 +388,10 @@ async fn metrics_count_requests_outcomes_and_latency() {
         vec![],
     )
     .await;
-    let text = reqwest::get(format!("{}/metrics", base(&server)))
+    let text = reqwest::Client::new()
+        .get(format!("{}/metrics", base(&server)))
+        .bearer_auth(METRICS_TOKEN)
+        .send()
         .await
         .unwrap()
         .text()

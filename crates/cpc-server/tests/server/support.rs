@@ -82,8 +82,11 @@ impl Db {
     }
 }
 
-pub const TOKEN: &str = "test-token";
-pub const OTHER_TOKEN: &str = "other-token";
+/// At least `MIN_SECRET_BYTES` (16): a tokens file refuses shorter ones.
+pub const TOKEN: &str = "test-token-0123456789";
+pub const OTHER_TOKEN: &str = "other-token-0123456789";
+/// The token of `GET /metrics`, for servers configured with one.
+pub const METRICS_TOKEN: &str = "metrics-token-0123456789";
 
 pub fn tokens() -> Tokens {
     Tokens::parse(

@@ -11,6 +11,8 @@ const POSTGRES: bool = true;
 
 #[path = "../server/answers_every_bad_request_with_a_problem.rs"]
 mod answers_every_bad_request_with_a_problem;
+#[path = "../server/hostile_clients.rs"]
+mod hostile_clients;
 mod instances;
 #[path = "../server/pull_pages.rs"]
 mod pull_pages;
@@ -20,3 +22,5 @@ mod push_rules;
 mod support;
 #[path = "../server/the_change_log_is_the_truth.rs"]
 mod the_change_log_is_the_truth;
+#[path = "../server/the_store_does_not_grow_without_bound.rs"]
+mod the_store_does_not_grow_without_bound;

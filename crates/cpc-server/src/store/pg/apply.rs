@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use cpc_protocol::{Hex64, OpOutcome, Position, Timestamp, WireOp};
+use cpc_protocol::{Hex64, OpId, OpOutcome, Position, Timestamp, WireOp};
 use deadpool_postgres::Transaction;
 use tokio_postgres::IsolationLevel;
 
@@ -23,6 +23,9 @@ pub(crate) struct Push<'a> {
     pub client_id: &'a str,
     pub ops: &'a [WireOp],
     pub known: Option<&'a Position>,
+    /// The client's promise: it never sends an operation below this id
+    /// again; its idempotency rows below it are pruned (§6.7).
+    pub low_water: Option<OpId>,
     pub rules: &'a Rules,
     pub lock_timeout: Duration,
 }
@@ -178,6 +181,20 @@ impl Push<'_> {
                 .await
                 .map_err(pg_err)?;
             tx.execute(&st, &[&head.seq.to_string()])
+                .await
+                .map_err(pg_err)?;
+        }
+        if let Some(low_water) = self.low_water {
+            // In the push's transaction: only a push answered 200 prunes.
+            // Canonical op ids are fixed-width Crockford text, compared
+            // bytewise ("C"): they sort as the numbers they are.
+            let st = tx
+                .prepare_cached(
+                    "DELETE FROM cpc_applied_ops WHERE client_id = $1 AND op_id < $2 COLLATE \"C\"",
+                )
+                .await
+                .map_err(pg_err)?;
+            tx.execute(&st, &[&self.client_id, &low_water.to_string()])
                 .await
                 .map_err(pg_err)?;
         }
@@ -419,8 +436,18 @@ pub(crate) async fn compact_step(
         examined += 1;
     }
     if last > horizon {
+        // Below the horizon a change is never served again (a cursor there
+        // gets a snapshot): only its fingerprint is kept, for §8.
         tx.execute(
-            "UPDATE cpc_changes SET payload = NULL WHERE seq > $1 AND seq <= $2",
+            "INSERT INTO cpc_history (seq, fp)
+             SELECT seq, fp FROM cpc_changes WHERE seq > $1 AND seq <= $2
+             ON CONFLICT (seq) DO NOTHING",
+            &[&horizon, &last],
+        )
+        .await
+        .map_err(pg_err)?;
+        tx.execute(
+            "DELETE FROM cpc_changes WHERE seq > $1 AND seq <= $2",
             &[&horizon, &last],
         )
         .await

@@ -24,8 +24,10 @@ async fn fp_at(
         return Ok(Some(0));
     }
     Ok(client
+        // A live change row, or what compaction kept of one.
         .query_opt(
-            "SELECT fp FROM cpc_changes WHERE seq = $1",
+            "SELECT fp FROM cpc_changes WHERE seq = $1
+             UNION ALL SELECT fp FROM cpc_history WHERE seq = $1",
             &[&(seq as i64)],
         )
         .await
@@ -270,6 +272,26 @@ pub(crate) async fn export_log(
         .map_err(pg_err)?;
     let mut n = 0u64;
     let mut failed = None;
+    // Compaction is a prefix: every reclaimed seq is below the rows left.
+    each_row(
+        &tx,
+        "SELECT seq, fp FROM cpc_history ORDER BY seq",
+        &[],
+        &mut |r| {
+            let seq: i64 = r.try_get(0).map_err(pg_err)?;
+            let fp: i64 = r.try_get(1).map_err(pg_err)?;
+            if let Err(e) = writeln!(out, "{}", super::super::compacted_line(seq, fp)?) {
+                failed = Some(e);
+                return Ok(false);
+            }
+            n += 1;
+            Ok(true)
+        },
+    )
+    .await?;
+    if let Some(e) = failed.take() {
+        return Err(StoreError::Io("writing the log", e));
+    }
     each_row(
         &tx,
         "SELECT seq, fp, collection, id, version, deleted, kind, payload, wall_ms, logical,

@@ -15,7 +15,13 @@ use super::super::StoreError;
 use super::pg_err;
 
 /// The schema this build writes; a newer database is refused.
-pub(crate) const SCHEMA_VERSION: i32 = 1;
+pub(crate) const SCHEMA_VERSION: i32 = 2;
+
+/// Version 2: compaction reclaims the change rows at or below the horizon,
+/// keeping each `seq` and its fingerprint (for §8) in `cpc_history`.
+const MIGRATE_V2: &str = r#"
+CREATE TABLE cpc_history(seq BIGINT PRIMARY KEY, fp BIGINT NOT NULL);
+"#;
 
 /// The advisory lock key of the migrations ("cpc-sync" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6370_632d_7379_6e63;
@@ -145,6 +151,17 @@ pub(crate) async fn migrate(
         .await
         .map_err(pg_err)?;
         tracing::info!(target: "cpc_server", "PostgreSQL schema created (version 1)");
+    }
+    if version < 2 {
+        tx.batch_execute(MIGRATE_V2).await.map_err(pg_err)?;
+        tx.execute(
+            "INSERT INTO cpc_schema (id, version) VALUES (1, 2)
+             ON CONFLICT (id) DO UPDATE SET version = 2",
+            &[],
+        )
+        .await
+        .map_err(pg_err)?;
+        tracing::info!(target: "cpc_server", "PostgreSQL schema migrated to version 2");
     }
     tx.commit().await.map_err(pg_err)
 }
