@@ -43,6 +43,9 @@ pub(crate) fn refusal(status: u16, headers: &HeaderMap, body: Option<&[u8]>) -> 
         // briefly unavailable: a rate limit with a hint. A bare 503 comes
         // from a proxy or a load balancer: a server error, backed off as one.
         503 if problem().is_some() => Refusal::Failed(rate_limited(headers)),
+        // A bare 503 that says when to come back (a maintenance page behind
+        // a load balancer): its hint is honoured, as a 429's.
+        503 if headers.contains_key(RETRY_AFTER) => Refusal::Failed(rate_limited(headers)),
         400 if problem().as_deref() == Some(ProblemCode::UnsupportedVersion.as_str()) => {
             Refusal::Incompatible
         }
@@ -186,7 +189,7 @@ mod tests {
     }
 
     #[test]
-    fn a_503_is_a_rate_limit_only_with_a_problem_body() {
+    fn a_503_is_a_rate_limit_only_with_a_problem_body_or_a_retry_after() {
         let body = br#"{"type":"urn:cpc-sync:problem:unavailable","code":"unavailable"}"#;
         let h = headers(&[
             ("content-type", "application/problem+json"),
@@ -211,6 +214,18 @@ mod tests {
         assert_eq!(
             refusal(503, &headers(PROBLEM), None),
             Refusal::Failed(TransportError::Server { status: 503 })
+        );
+        // A bare 503 with Retry-After (maintenance behind a load balancer):
+        // the hint is honoured.
+        assert_eq!(
+            refusal(
+                503,
+                &headers(&[("retry-after", "120")]),
+                Some(b"<html>maintenance</html>")
+            ),
+            Refusal::Failed(TransportError::RateLimited {
+                retry_after: Some(Duration::from_secs(120))
+            })
         );
     }
 

@@ -13,6 +13,26 @@ use serde_json::Value;
 
 use crate::support::{self, id, op, push_body};
 
+/// An operation as the store takes it (the HTTP layer's checks are not
+/// what this test is about).
+fn wire_op(n: u128, payload: &[u8]) -> cpc_protocol::WireOp {
+    cpc_protocol::WireOp {
+        id: cpc_protocol::OpId(n),
+        entity: cpc_protocol::EntityKey {
+            collection: "notes".into(),
+            id: format!("e{n}"),
+        },
+        kind: cpc_protocol::Kind::Update,
+        payload: cpc_protocol::Payload(payload.to_vec()),
+        base_version: None,
+        timestamp: cpc_protocol::Timestamp {
+            wall_ms: 1_767_229_200_000,
+            logical: 0,
+            node: cpc_protocol::Hex64(1),
+        },
+    }
+}
+
 /// A tmpfs mounted for the test, unmounted (lazily) when dropped.
 struct Tmpfs {
     path: PathBuf,
@@ -68,7 +88,7 @@ fn log_of(dir: &Path) -> Vec<Value> {
 
 #[tokio::test]
 async fn pushes_meeting_a_full_disk_are_answered_503_and_leave_no_trace() {
-    let fs = match Tmpfs::mount("6m") {
+    let fs = match Tmpfs::mount("8m") {
         Ok(fs) => fs,
         Err(why) => {
             println!("skipped: {why}");
@@ -87,38 +107,59 @@ async fn pushes_meeting_a_full_disk_are_answered_503_and_leave_no_trace() {
         c
     };
     let server = support::start_with(config()).await;
-    let base = support::base(&server);
-    let client = reqwest::Client::new();
-    // Rounds of 16 concurrent pushes (the writer groups them), each op
-    // 192 KiB, until the disk has refused several rounds.
-    let payload = "p".repeat(192 * 1024);
-    let mut answered: Vec<(u128, u16)> = Vec::new();
+    let store = server.store();
+    // Rounds of pushes queued in order behind a slow one (so the writer
+    // takes them as one group, in that order): small ones, then a large
+    // one whose pages spill to the WAL mid-statement (four 1 MiB ops,
+    // more than SQLite's page cache), then small ones again. Once the
+    // disk is nearly full the large one meets it in the middle of the
+    // group while the small ones after it still fit: before the fix they
+    // then committed on their own, outside the group.
+    let small = vec![b's'; 2 * 1024];
+    let large = vec![b'L'; 1024 * 1024];
+    let mut answered: Vec<(Vec<u128>, u16)> = Vec::new();
     let mut n = 1u128;
     let mut full_rounds = 0;
-    for _ in 0..60 {
-        let mut tasks = Vec::new();
-        for _ in 0..16 {
-            let body = push_body("dev-1", vec![op(n, &format!("e{n}"), &payload, None)]);
-            let (client, base) = (client.clone(), base.clone());
-            let this = n;
+    for _ in 0..100 {
+        let mut shape: Vec<Vec<u128>> = vec![vec![n]];
+        n += 1;
+        for k in 0..7 {
+            if k == 3 {
+                shape.push((0..4).map(|j| 10_000_000 + n * 4 + j).collect());
+            } else {
+                shape.push(vec![n]);
+            }
             n += 1;
-            tasks.push(tokio::spawn(async move {
-                let r = client
-                    .post(format!("{base}/v1/push"))
-                    .bearer_auth(support::TOKEN)
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap();
-                (this, r.status().as_u16())
-            }));
         }
+        // join_all polls the pushes in order: each is in the writer's
+        // queue before the next; the first (large) keeps the writer busy
+        // while the others queue up behind it as the next group.
+        let pushes = shape.iter().enumerate().map(|(i, ids)| {
+            let ops: Vec<cpc_protocol::WireOp> = ids
+                .iter()
+                .map(|id| {
+                    wire_op(
+                        *id,
+                        if ids.len() > 1 || i == 0 {
+                            &large
+                        } else {
+                            &small
+                        },
+                    )
+                })
+                .collect();
+            store.push("dev-1".into(), ops, None, None)
+        });
+        let results = futures_util::future::join_all(pushes).await;
+        let tasks: Vec<_> = shape.into_iter().zip(results).collect();
         let mut refused = false;
-        for t in tasks {
-            let (this, status) = t.await.unwrap();
-            assert!(status == 200 || status == 503, "push {this}: {status}");
+        for (ids, result) in tasks {
+            let status = match result {
+                Ok(_) => 200,
+                Err(_) => 503,
+            };
             refused |= status == 503;
-            answered.push((this, status));
+            answered.push((ids, status));
         }
         if refused {
             full_rounds += 1;
@@ -135,19 +176,26 @@ async fn pushes_meeting_a_full_disk_are_answered_503_and_leave_no_trace() {
     // change, so the start below checks the stored head too).
     let log = log_of(&dir);
     for (i, l) in log.iter().enumerate() {
-        assert_eq!(l["seq"], serde_json::json!(i as u64 + 1), "a gap: {l}");
+        assert_eq!(
+            l["seq"],
+            serde_json::json!(i as u64 + 1),
+            "a gap in the log at line {i} (op {})",
+            l["origin"]["op"]
+        );
     }
     let logged: std::collections::HashSet<String> = log
         .iter()
         .map(|l| l["origin"]["op"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(logged.len(), log.len(), "an op applied twice");
-    for (this, status) in &answered {
-        assert_eq!(
-            logged.contains(&id(*this)),
-            *status == 200,
-            "push {this} answered {status}"
-        );
+    for (ids, status) in &answered {
+        for this in ids {
+            assert_eq!(
+                logged.contains(&id(*this)),
+                *status == 200,
+                "op {this} of a push answered {status}"
+            );
+        }
     }
     // Room again (the operator grows the file system): the store opens
     // and takes the next push right after its head.
