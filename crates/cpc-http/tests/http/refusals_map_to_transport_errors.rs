@@ -82,13 +82,23 @@ async fn a_503_with_a_problem_body_is_rate_limited() {
 }
 
 #[tokio::test]
-async fn a_plain_503_is_a_server_error() {
-    let answer = ResponseTemplate::new(503)
-        .insert_header("retry-after", "2")
-        .set_body_raw("<html>Service Unavailable</html>", "text/html");
+async fn a_plain_503_is_a_server_error_unless_it_says_when_to_come_back() {
+    let answer =
+        ResponseTemplate::new(503).set_body_raw("<html>Service Unavailable</html>", "text/html");
     assert_eq!(
         push_answered(answer).await,
         Err(TransportError::Server { status: 503 })
+    );
+    // A load balancer's maintenance page with Retry-After: its hint is
+    // honoured (never counted against an operation either way).
+    let answer = ResponseTemplate::new(503)
+        .insert_header("retry-after", "2")
+        .set_body_raw("<html>Down for maintenance</html>", "text/html");
+    assert_eq!(
+        push_answered(answer).await,
+        Err(TransportError::RateLimited {
+            retry_after: Some(std::time::Duration::from_secs(2))
+        })
     );
 }
 
