@@ -20,6 +20,9 @@
 //!   killed and left dead (see `e2e/instances.rs`);
 //! - `restore` (with `CPC_TEST_DATABASE_URL`): the PostgreSQL store
 //!   restored from a `pg_dump` while devices write (see `e2e/restore.rs`);
+//! - `restore-embedded`: the embedded store backed up online with
+//!   `cpc-server backup` and restored with `cpc-server restore` while
+//!   devices write;
 //! - `netns` (as root): kernel-level faults instead of the proxy (see
 //!   `netfault.rs`).
 //!
@@ -153,6 +156,7 @@ pub const RUNS: &[&str] = &[
     "control-broken-sink",
     "instances",
     "restore",
+    "restore-embedded",
     "netns",
 ];
 
@@ -255,6 +259,14 @@ pub fn main(sizes: Sizes, only: &[String], server_no_dedupe: bool) -> Result<(),
     if let Some(verdict) = verdict {
         if !verdict.report("restore") {
             failed.push("restore");
+        }
+    }
+    // The same on the embedded store, with cpc-server backup and restore.
+    if wanted("restore-embedded") {
+        if let Some(verdict) = runtime.block_on(restore::run_embedded(sizes))? {
+            if !verdict.report("restore-embedded") {
+                failed.push("restore-embedded");
+            }
         }
     }
     // Kernel-level faults in network namespaces (root only).

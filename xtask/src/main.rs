@@ -10,10 +10,13 @@
 //! - `ci`: everything `.ci/run` checks besides installing tools.
 //! - `archcheck`: docs/ARCHITECTURE.md names every module and every cited
 //!   file exists (a step of `ci`).
+//! - `coverage`: the tests under cargo-llvm-cov; a table per crate and the
+//!   error variants no test constructs.
 
 mod archcheck;
 mod bench;
 mod ci;
+mod coverage;
 mod crash;
 mod e2e;
 mod netfault;
@@ -97,6 +100,20 @@ enum Command {
     /// docs/ARCHITECTURE.md names every module, and every file a doc cites
     /// exists.
     Archcheck,
+    /// The workspace's tests under cargo-llvm-cov (PostgreSQL tests on when
+    /// CPC_TEST_DATABASE_URL is set): line and function coverage per crate,
+    /// and the `thiserror` variants no test constructs. Writes
+    /// target/coverage/coverage.json and target/coverage/report.md.
+    #[command(
+        after_help = "Needs cargo-llvm-cov: `rustup component add llvm-tools-preview` and \
+                      `cargo install cargo-llvm-cov --locked`. The whole suite is rebuilt \
+                      instrumented (target/llvm-cov-target): tens of minutes."
+    )]
+    Coverage {
+        /// Only rebuild the report from the last run's coverage.json.
+        #[arg(long)]
+        report_only: bool,
+    },
     /// The guarantees over real sockets and processes: cpc-server and each
     /// device in a process of its own, through a fault proxy, with kill -9
     /// of the server and of a client; one line per run.
@@ -109,7 +126,8 @@ enum Command {
         #[arg(long)]
         quick: bool,
         /// Only these runs (repeatable): proxy, server-kill, client-kill,
-        /// control-no-dedupe, control-broken-sink, instances, restore, netns.
+        /// control-no-dedupe, control-broken-sink, instances, restore,
+        /// restore-embedded, netns.
         #[arg(long, value_name = "RUN")]
         only: Vec<String>,
         /// Break the server of the proxy, server-kill and client-kill runs
@@ -172,6 +190,7 @@ fn main() -> ExitCode {
             crash_cycles,
         } => ci::run(seeds, crash_cycles),
         Command::Archcheck => archcheck::run(),
+        Command::Coverage { report_only } => coverage::main(report_only),
         Command::E2e {
             quick,
             only,

@@ -79,6 +79,79 @@ fn ops_after(log: &[u8], seq: u64) -> HashSet<String> {
         .collect()
 }
 
+/// The `restore-embedded` run: the same, on the embedded store, with the
+/// operator's commands: `cpc-server backup` (the library call behind it)
+/// while the server serves at 30%, `cpc-server restore` into the killed
+/// server's data directory at 60%.
+pub(crate) async fn run_embedded(sizes: Sizes) -> Result<Option<Verdict>, XtaskError> {
+    let started = Instant::now();
+    let failed =
+        |e: &dyn std::fmt::Display| XtaskError::StepFailed(format!("restore-embedded: {e}"));
+    let dir = tempfile::tempdir().map_err(io("making a temp dir"))?;
+    let data = dir.path().join("server");
+    let backup = dir.path().join("backup.sqlite3");
+    let store = ServerStore::Dir(&data);
+    let (server, addr) = spawn_server(store, SocketAddr::from(([127, 0, 0, 1], 0)), false, None)?;
+    let devices = Devices {
+        dir: dir.path(),
+        urls: vec![format!("http://{addr}")],
+        ops: sizes.ops,
+        netns: None,
+        pace: Duration::from_millis((20_000 / sizes.ops.max(1)).clamp(2, 50)),
+        pull: true,
+        broken_sink: false,
+        retain: true,
+    };
+    let mut fleet = Fleet::start(server, &devices, sizes.devices)?;
+    let total = u64::from(sizes.devices) * sizes.ops;
+    let (mut backed_up, mut restored) = (false, false);
+    let mut gone = HashSet::new();
+    while !fleet.finished(started)? {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let acked_now = devices.acked_total(sizes.devices);
+        if !backed_up && acked_now >= total * 3 / 10 {
+            // Online, while the server commits.
+            let (data, backup) = (data.clone(), backup.clone());
+            let report = tokio::task::spawn_blocking(move || cpc_server::backup(&data, &backup))
+                .await
+                .map_err(|e| failed(&e))?
+                .map_err(|e| failed(&e))?;
+            println!("  restore-embedded: backup at seq {}", report.head_seq);
+            backed_up = true;
+        }
+        if backed_up && !restored && acked_now >= total * 6 / 10 {
+            kill9(&mut fleet.server);
+            let before = store.export().await?;
+            let report = cpc_server::restore(&data, &backup).map_err(|e| failed(&e))?;
+            gone = ops_after(&before, report.head_seq);
+            fleet.server = spawn_server(store, addr, false, None)?.0;
+            restored = true;
+            println!(
+                "  restore-embedded: restored at seq {}; {} changes committed after it are gone",
+                report.head_seq,
+                gone.len()
+            );
+        }
+    }
+    fleet.stop_server();
+    if !restored {
+        return Err(failed(&"the devices finished before the restore"));
+    }
+    let log = store.export().await?;
+    let mut verdict = judge(&log, &devices, &fleet, started)?;
+    let not_back = verdict.lost.iter().filter(|op| gone.contains(*op)).count();
+    verdict.taken_back = Some(not_back);
+    let regressed = fleet.regressed();
+    verdict.diverged.extend(
+        regressed
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n == 0)
+            .map(|(d, _)| format!("dev-{d} (never saw RemoteRegressed)")),
+    );
+    Ok(Some(verdict))
+}
+
 /// Runs it; `None` when it cannot run here.
 pub(crate) async fn run(sizes: Sizes) -> Result<Option<Verdict>, XtaskError> {
     let Ok(admin) = std::env::var("CPC_TEST_DATABASE_URL") else {
