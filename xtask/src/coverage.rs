@@ -9,6 +9,7 @@
 //! doc lists its blind spots) crossed with the executed lines of the
 //! export (`coverage/llvm.rs`).
 
+mod lex;
 mod llvm;
 mod scan;
 
