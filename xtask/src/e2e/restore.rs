@@ -138,18 +138,33 @@ pub(crate) async fn run_embedded(sizes: Sizes) -> Result<Option<Verdict>, XtaskE
         return Err(failed(&"the devices finished before the restore"));
     }
     let log = store.export().await?;
-    let mut verdict = judge(&log, &devices, &fleet, started)?;
+    let (verdict, _) = judge_restore(&log, &devices, &fleet, started, &gone)?;
+    Ok(Some(verdict))
+}
+
+/// The verdict of a restore run: the log judged as any run's, what the
+/// restore took back and the devices did not push again counted, and a
+/// device that never noticed the restore named. Also answers how many
+/// took it back and pushed again (`gone` minus what is still missing).
+fn judge_restore(
+    log: &[u8],
+    devices: &Devices<'_>,
+    fleet: &Fleet,
+    started: Instant,
+    gone: &HashSet<String>,
+) -> Result<(Verdict, usize), XtaskError> {
+    let mut verdict = judge(log, devices, fleet, started)?;
     let not_back = verdict.lost.iter().filter(|op| gone.contains(*op)).count();
     verdict.taken_back = Some(not_back);
-    let regressed = fleet.regressed();
     verdict.diverged.extend(
-        regressed
+        fleet
+            .regressed()
             .iter()
             .enumerate()
             .filter(|(_, n)| **n == 0)
             .map(|(d, _)| format!("dev-{d} (never saw RemoteRegressed)")),
     );
-    Ok(Some(verdict))
+    Ok((verdict, gone.len() - not_back))
 }
 
 /// Runs it; `None` when it cannot run here.
@@ -225,27 +240,18 @@ pub(crate) async fn run(sizes: Sizes) -> Result<Option<Verdict>, XtaskError> {
     }
     fleet.stop_server();
     let log = store.export().await?;
-    let mut verdict = judge(&log, &devices, &fleet, started)?;
     if !restored {
         return Err(failed(&"the devices finished before the restore"));
     }
     // The devices retain what was acknowledged: what the restore took back
     // is pushed again, so nothing may be missing from the final log.
-    let not_back = verdict.lost.iter().filter(|op| gone.contains(*op)).count();
-    verdict.taken_back = Some(not_back);
+    let (verdict, pushed_again) = judge_restore(&log, &devices, &fleet, started, &gone)?;
     let regressed = fleet.regressed();
-    let unaware: Vec<String> = regressed
-        .iter()
-        .enumerate()
-        .filter(|(_, n)| **n == 0)
-        .map(|(d, _)| format!("dev-{d} (never saw RemoteRegressed)"))
-        .collect();
-    verdict.diverged.extend(unaware);
     println!(
         "  restore: every device saw RemoteRegressed: {}; taken back by the restore {}, pushed again {}",
         if regressed.iter().all(|n| *n > 0) { "yes" } else { "no" },
         gone.len(),
-        gone.len() - not_back
+        pushed_again
     );
     Ok(Some(verdict))
 }

@@ -500,13 +500,8 @@ mod tests {
         head.seq
     }
 
-    #[test]
-    fn sqlite_drops_the_whole_transaction_on_a_full_database() {
-        // What the writer's check relies on: the statement that meets the
-        // full file takes every earlier statement of the transaction with
-        // it, and leaves no transaction open.
-        let dir = tempfile::tempdir().unwrap();
-        let (w, _) = writer(dir.path());
+    /// The database may grow by 16 pages more: a full disk, for SQLite.
+    fn nearly_full(w: &Writer) {
         let pages: i64 = w
             .conn
             .pragma_query_value(None, "page_count", |r| r.get(0))
@@ -514,6 +509,16 @@ mod tests {
         w.conn
             .pragma_update(None, "max_page_count", pages + 16)
             .unwrap();
+    }
+
+    #[test]
+    fn sqlite_drops_the_whole_transaction_on_a_full_database() {
+        // What the writer's check relies on: the statement that meets the
+        // full file takes every earlier statement of the transaction with
+        // it, and leaves no transaction open.
+        let dir = tempfile::tempdir().unwrap();
+        let (w, _) = writer(dir.path());
+        nearly_full(&w);
         w.conn.execute_batch("BEGIN IMMEDIATE").unwrap();
         w.conn.execute_batch("SAVEPOINT push").unwrap();
         let mut head = w.head;
@@ -541,13 +546,7 @@ mod tests {
         let before = w.head;
         assert_eq!(consistent(&w), 1);
 
-        let pages: i64 = w
-            .conn
-            .pragma_query_value(None, "page_count", |r| r.get(0))
-            .unwrap();
-        w.conn
-            .pragma_update(None, "max_page_count", pages + 16)
-            .unwrap();
+        nearly_full(&w);
         // A group: two small pushes, one that meets the full file, and two
         // more after it (which, before, each committed on their own).
         let mut group = Vec::new();

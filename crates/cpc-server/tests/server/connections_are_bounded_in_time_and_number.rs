@@ -267,49 +267,39 @@ async fn over_max_connections_a_connection_is_answered_503_and_health_answers_on
     server.shutdown().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pull_answer_holds_its_pull_slot_until_it_is_sent() {
+/// A pull whose answer is never read still holds what `configure` makes
+/// scarce: a probe pull is refused, its detail naming `scarce`.
+async fn a_stuck_answer_holds(configure: impl FnOnce(&mut cpc_server::ServerConfig), scarce: &str) {
     let Some(db) = Db::fresh().await else {
         return;
     };
     let mut config = config(&db);
-    config.max_concurrent_pulls = 1;
+    configure(&mut config);
     config.shutdown_deadline = Duration::from_millis(200);
     let server = start_with(config).await;
     seed_large_changes(&server).await;
     let (_stuck, _) = never_reading_pull(server.addr()).await;
     // The handler has returned the page; the client has read a few KiB of
-    // it. The slot is still taken.
+    // it. What it holds is still taken.
     let (status, answer) = probe_pull(&server).await;
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["code"], "unavailable", "{answer}");
     assert!(
-        answer["detail"].as_str().unwrap().contains("pulls"),
+        answer["detail"].as_str().unwrap().contains(scarce),
         "{answer}"
     );
     server.shutdown().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_answer_holds_its_pull_slot_until_it_is_sent() {
+    a_stuck_answer_holds(|c| c.max_concurrent_pulls = 1, "pulls").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_answer_holds_its_bytes_of_the_budget_until_it_is_sent() {
-    let Some(db) = Db::fresh().await else {
-        return;
-    };
-    let mut config = config(&db);
     // One full page: the stuck one leaves less than the probe's 2 MiB.
-    config.max_pull_bytes_in_flight = 16 << 20;
-    config.shutdown_deadline = Duration::from_millis(200);
-    let server = start_with(config).await;
-    seed_large_changes(&server).await;
-    let (_stuck, _) = never_reading_pull(server.addr()).await;
-    let (status, answer) = probe_pull(&server).await;
-    assert_eq!(status, 503, "{answer}");
-    assert_eq!(answer["code"], "unavailable", "{answer}");
-    assert!(
-        answer["detail"].as_str().unwrap().contains("bytes"),
-        "{answer}"
-    );
-    server.shutdown().await.unwrap();
+    a_stuck_answer_holds(|c| c.max_pull_bytes_in_flight = 16 << 20, "bytes").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
