@@ -178,13 +178,17 @@ fn run(out_dir: &Path, json_path: &Path) -> Result<RunInfo, XtaskError> {
             .map_err(|e| XtaskError::Io("removing the previous coverage.json", e))?;
     }
     // Default features, as `cargo test --workspace` runs them: features
-    // such as cpc-server's `test-faults` are off in the normal run. The
-    // environment is inherited, so CPC_TEST_DATABASE_URL reaches the tests.
+    // such as cpc-server's `test-faults` are off in the normal run. One
+    // exception: cpc-fault's `proxy` (the fault proxy `cargo xtask e2e`
+    // drives), whose own tests need it on and which no other package of
+    // this run turns on. The environment is inherited, so
+    // CPC_TEST_DATABASE_URL reaches the tests.
     // Two steps (`--no-report`, then `report`) with --no-fail-fast: one
     // failing test in a run of tens of minutes still leaves a report, and
     // the command still fails.
     let mut test = cargo();
     test.args(["llvm-cov", "--no-report", "--no-fail-fast", "--workspace"]);
+    test.args(["--features", "cpc-fault/proxy"]);
     for package in EXCLUDED {
         test.args(["--exclude", package]);
     }

@@ -179,6 +179,7 @@ mod tests {
         assert_eq!(age(90_000_000), "1d1h");
         assert_eq!(relative(1_000, 4_000), "3s ago");
         assert_eq!(relative(4_000, 1_000), "in 3s");
+        assert_eq!(relative(4_000, 4_000), "now");
     }
 
     #[test]

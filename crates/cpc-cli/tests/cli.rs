@@ -4,9 +4,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
+use cpc_cli::Style;
 use cpc_core::{
     EntityKey, HlcTimestamp, NodeId, Operation, OperationId, OperationKind, OperationPriority,
     RemoteRecord,
@@ -552,4 +554,486 @@ fn status_and_watch_look_right_in_a_real_terminal() {
         "redrawn from the top:\n{shown}"
     );
     assert_eq!(counts_block(&shown), expected, "screen:\n{shown}");
+}
+
+// ---------------------------------------------------------------------------
+// In this process, through `cpc_cli::run`: the same command line with its
+// output captured (or a writer that fails). No child of another test is
+// between fork and exec meanwhile (see SPAWNING), so none carries a copy of
+// a lock these commands take.
+
+/// `SUB DIR EXTRA...` as arguments.
+fn on(sub: &str, dir: &Path, extra: &[&str]) -> Vec<OsString> {
+    let mut args = vec![OsString::from(sub), dir.as_os_str().to_owned()];
+    args.extend(extra.iter().map(OsString::from));
+    args
+}
+
+/// Runs `cpc-sync ARGS` here, `stdin` as its input.
+fn here(args: &[OsString], stdin: &[u8], style: Style) -> (i32, String, String) {
+    let _alone = SPAWNING.write().unwrap_or_else(|e| e.into_inner());
+    let mut argv = vec![OsString::from("cpc-sync")];
+    argv.extend(args.iter().cloned());
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let code = cpc_cli::run(argv, &mut &stdin[..], &mut out, &mut err, style);
+    (
+        code,
+        String::from_utf8(out).unwrap(),
+        String::from_utf8(err).unwrap(),
+    )
+}
+
+fn plain() -> Style {
+    Style::default()
+}
+
+fn now_ms() -> u64 {
+    let since = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    u64::try_from(since.unwrap().as_millis()).unwrap()
+}
+
+/// Opens the queue for a change the test makes as an engine would, and
+/// closes it with no child of another test holding a copy of its lock.
+fn with_store<T>(q: &Queue, change: impl FnOnce(&SqliteStorage) -> T) -> T {
+    let _alone = SPAWNING.write().unwrap_or_else(|e| e.into_inner());
+    let store = SqliteStorage::open_at(&q.dir, QueueOptions::default(), now_ms()).unwrap();
+    let result = change(&store);
+    drop(store);
+    result
+}
+
+/// A writer whose every write fails, as a closed pipe does.
+struct ClosedPipe;
+
+impl std::io::Write for ClosedPipe {
+    fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+        Err(std::io::ErrorKind::BrokenPipe.into())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Err(std::io::ErrorKind::BrokenPipe.into())
+    }
+}
+
+#[test]
+fn an_output_that_cannot_be_written_is_reported_with_exit_2() {
+    let q = queue();
+    for args in [
+        on("status", &q.dir, &[]),
+        on("status", &q.dir, &["--json"]),
+        on("list", &q.dir, &[]),
+        on("list", &q.dir, &["--json"]),
+        on("verify", &q.dir, &[]),
+        on("export", &q.dir, &[]),
+        on("watch", &q.dir, &["--count", "1"]),
+    ] {
+        let mut argv = vec![OsString::from("cpc-sync")];
+        argv.extend(args.iter().cloned());
+        let mut err = Vec::new();
+        let code = cpc_cli::run(
+            argv,
+            &mut std::io::empty(),
+            &mut ClosedPipe,
+            &mut err,
+            plain(),
+        );
+        let err = String::from_utf8(err).unwrap();
+        assert_eq!(code, cpc_cli::EXIT_INPUT, "{args:?}: {err}");
+        assert!(
+            err.starts_with("cpc-sync: writing the output: "),
+            "{args:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_bad_command_line_is_refused_on_stderr_in_colour_only_when_allowed() {
+    let frobnicate = [OsString::from("frobnicate")];
+    let (code, out, err) = here(&frobnicate, b"", plain());
+    assert_eq!(code, cpc_cli::EXIT_INPUT);
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains("unrecognized subcommand 'frobnicate'"),
+        "{err}"
+    );
+    assert!(!err.contains('\x1b'), "{err:?}");
+    let coloured = Style {
+        color: true,
+        terminal: true,
+    };
+    let (code, _, err) = here(&frobnicate, b"", coloured);
+    assert_eq!(code, cpc_cli::EXIT_INPUT);
+    assert!(err.contains("\x1b["), "colour on a terminal: {err:?}");
+    // An out-of-range value is refused before the queue is looked at.
+    let args = on("watch", Path::new("/nonexistent"), &["--interval-ms", "10"]);
+    let (code, _, err) = here(&args, b"", plain());
+    assert_eq!(code, cpc_cli::EXIT_INPUT);
+    assert!(err.contains("10 is not in 50..=3600000"), "{err}");
+}
+
+#[test]
+fn watch_draws_count_frames_and_clears_the_screen_only_on_a_terminal() {
+    let q = queue();
+    let terminal = Style {
+        color: false,
+        terminal: true,
+    };
+    let args = on("watch", &q.dir, &["--interval-ms", "50", "--count", "2"]);
+    let (code, out, err) = here(&args, b"", terminal);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.matches("\x1b[H\x1b[2J").count(), 2, "{out:?}");
+    assert_eq!(out.matches("cpc-sync watch").count(), 2, "{out}");
+    let frame = out.rsplit("\x1b[H\x1b[2J").next().unwrap();
+    assert!(frame.contains("(every 50ms; Ctrl-C to stop)"), "{frame}");
+    assert!(row(frame, "ready").ends_with(" 3"), "{frame}");
+    assert!(frame.contains("acked journal 2"), "{frame}");
+
+    let (code, out, _) = here(&on("watch", &q.dir, &["--count", "1"]), b"", plain());
+    assert_eq!(code, 0);
+    assert!(!out.contains('\x1b'), "no redraw off a terminal: {out:?}");
+    assert_eq!(out.matches("cpc-sync watch").count(), 1, "{out}");
+}
+
+#[test]
+fn each_state_filter_lists_exactly_its_operations_and_a_limit_says_there_is_more() {
+    let q = queue();
+    // Two claimed now (the fixture's retry is long due): one stays in
+    // flight, its lease running; the other waits for a retry in an hour.
+    let (leased, retried) = with_store(&q, |s| {
+        let now = now_ms();
+        let claimed = s.claim_ready(now, 2).unwrap();
+        let retried = claimed[1].op.id;
+        s.schedule_retry(retried, now + 3_600_000, "timed out", now)
+            .unwrap();
+        (claimed[0].op.id, retried)
+    });
+    let listed = |state: &str| {
+        let args = on("list", &q.dir, &["--json", "--state", state]);
+        let (code, out, err) = here(&args, b"", plain());
+        assert_eq!(code, 0, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["operations"].as_array().unwrap().clone()
+    };
+    let in_flight = listed("in-flight");
+    assert_eq!(in_flight.len(), 1);
+    assert_eq!(in_flight[0]["id"], leased.to_string());
+    let waiting = listed("waiting");
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0]["id"], retried.to_string());
+    assert_eq!(waiting[0]["last_error"], "timed out");
+    for (state, count) in [
+        ("ready", 2),
+        ("dead", 1),
+        ("deferred", 1),
+        ("quarantined", 0),
+    ] {
+        let ops = listed(state);
+        assert_eq!(ops.len(), count, "{state}: {ops:?}");
+        for op in &ops {
+            assert_eq!(op["state"], state, "{op}");
+        }
+    }
+
+    // Two of six shown, and the rest announced.
+    let (code, out, _) = here(&on("list", &q.dir, &["--limit", "2"]), b"", plain());
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 4, "header, two, more: {out}");
+    assert_eq!(out.lines().last(), Some("… more (raise --limit)"));
+    let args = on(
+        "list",
+        &q.dir,
+        &["--limit", "2", "--json", "--show-payload"],
+    );
+    let (_, out, _) = here(&args, b"", plain());
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["more"], true);
+    let ops = v["operations"].as_array().unwrap();
+    assert_eq!(ops.len(), 2);
+    for op in ops {
+        let shown = op["payload"].as_str().unwrap_or_default();
+        assert!(shown.starts_with(CANARY), "asked for: {op}");
+    }
+
+    // An engine's lease still running: putting acked ones back ahead of
+    // it could reorder an entity's edits.
+    let args = on("requeue-acked", &q.dir, &["--since", "7", "--yes"]);
+    let (code, _, err) = here(&args, b"", plain());
+    assert_eq!(code, cpc_cli::EXIT_INPUT);
+    assert!(
+        err.contains("1 operation(s) are still leased (in flight) from the last run"),
+        "{err}"
+    );
+}
+
+/// The puller's stored state, as cpc-worker writes it.
+#[derive(serde::Serialize)]
+struct PullState {
+    scope: Option<Vec<String>>,
+    cursor: Option<cpc_core::PullCursor>,
+    known: Option<cpc_core::RemotePosition>,
+}
+
+fn meta(value: &impl serde::Serialize) -> Vec<u8> {
+    cpc_core::envelope::encode(cpc_core::envelope::RecordKind::Meta, value).unwrap()
+}
+
+#[test]
+fn status_shows_a_pull_inside_a_snapshot_then_a_pending_and_a_handled_regression() {
+    let q = queue();
+    let position = |seq| cpc_core::RemotePosition {
+        // From the remote: must not reach the terminal raw.
+        store_id: "srv\x1b[2J".into(),
+        seq,
+        fp: 9,
+    };
+    let pending = cpc_worker::Regression {
+        known: Some(position(41)),
+        head: position(12),
+    };
+    with_store(&q, |s| {
+        let state = PullState {
+            scope: None,
+            cursor: Some(cpc_core::PullCursor {
+                position: position(40),
+                after: Some(EntityKey::new("notes", "n3")),
+            }),
+            known: Some(position(41)),
+        };
+        s.sync_state(cpc_worker::PULL_STATE_KEY, Some(meta(&state)))
+            .unwrap();
+        s.sync_state(cpc_worker::PENDING_KEY, Some(meta(&pending)))
+            .unwrap();
+    });
+    let (code, out, err) = here(&on("status", &q.dir, &[]), b"", plain());
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains('\x1b'), "{out:?}");
+    let cursor = row(&out, "pull cursor");
+    assert!(
+        cursor.ends_with("seq 40 (store srv\u{FFFD}[2J), in a snapshot"),
+        "{out}"
+    );
+    let known = row(&out, "known position");
+    assert!(known.ends_with("seq 41 (store srv\u{FFFD}[2J)"), "{out}");
+    let regressions = row(&out, "regressions");
+    assert!(
+        regressions.ends_with("pending: the server went back to seq 12; not yet re-queued"),
+        "{out}"
+    );
+
+    // Handled: the pending report cleared, the history keeps it.
+    let handled = vec![cpc_worker::HandledRegression {
+        regression: pending,
+        requeued: 3,
+        unrecoverable: 1,
+        // 2h5m30s ago: shown as 2h5m for the next 30 s.
+        at: now_ms() - 7_530_000,
+    }];
+    with_store(&q, |s| {
+        s.sync_state(cpc_worker::PENDING_KEY, Some(Vec::new()))
+            .unwrap();
+        s.sync_state(cpc_worker::HISTORY_KEY, Some(meta(&handled)))
+            .unwrap();
+    });
+    let (code, out, _) = here(&on("status", &q.dir, &[]), b"", plain());
+    assert_eq!(code, 0);
+    assert!(
+        row(&out, "regressions")
+            .ends_with("1 (last: back to seq 12 2h5m ago, 3 re-queued, 1 unrecoverable)"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_record_the_engine_quarantined_is_named_by_verify_and_listed_apart() {
+    let q = queue();
+    let (_, out, _) = here(
+        &on("list", &q.dir, &["--json", "--state", "ready"]),
+        b"",
+        plain(),
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let seq = v["operations"][0]["seq"].as_i64().unwrap();
+    let conn = rusqlite::Connection::open(q.dir.join("queue.sqlite3")).unwrap();
+    conn.execute(
+        "UPDATE ops SET body = x'00016761726261676500' WHERE seq = ?1",
+        [seq],
+    )
+    .unwrap();
+    drop(conn);
+    // The engine meets it when it claims: quarantined in place, dead.
+    with_store(&q, |s| s.claim_ready(now_ms(), 10).unwrap());
+    let (code, out, _) = here(&on("verify", &q.dir, &[]), b"", plain());
+    assert_eq!(code, cpc_cli::EXIT_DAMAGED, "{out}");
+    assert!(
+        out.contains("quarantined: 1 records were quarantined earlier"),
+        "{out}"
+    );
+    assert!(!out.contains("ok: every record decodes"), "{out}");
+    let args = on("list", &q.dir, &["--state", "quarantined"]);
+    let (code, out, _) = here(&args, b"", plain());
+    assert_eq!(code, 0);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(row(&out, "seq").contains("last error"), "{out}");
+    assert!(
+        out.lines().nth(1).unwrap().starts_with(&seq.to_string()),
+        "{out}"
+    );
+}
+
+#[test]
+fn revive_drop_and_settle_name_what_they_could_not_change() {
+    let q = queue();
+    let order = claimed_order(&q);
+    let (dead, deferred) = (order[3], order[4]);
+    let ready = q
+        .ops
+        .iter()
+        .map(|o| o.id)
+        .find(|id| !order.contains(id))
+        .unwrap();
+    let absent = op("absent", 99).id;
+    let (dead, deferred, ready, absent) = (
+        dead.to_string(),
+        deferred.to_string(),
+        ready.to_string(),
+        absent.to_string(),
+    );
+
+    let args = on("revive", &q.dir, &[&dead, &absent, "--dead-head", "skip"]);
+    let (code, out, err) = here(&args, b"", plain());
+    assert_eq!(code, cpc_cli::EXIT_INPUT);
+    assert_eq!(out, "revived 1\n", "the dead one is revived all the same");
+    assert!(
+        err.contains(&format!(
+            "not dead or deferred (nothing done for them): {absent}"
+        )),
+        "{err}"
+    );
+    let (code, out, err) = here(&on("drop", &q.dir, &[&absent, "--yes"]), b"", plain());
+    assert_eq!(code, cpc_cli::EXIT_INPUT);
+    assert_eq!(out, "dropped 0\n");
+    assert!(
+        err.contains(&format!("not in the queue: {absent}")),
+        "{err}"
+    );
+
+    let args = on("settle", &q.dir, &[&ready, "--keep", "local"]);
+    let (code, _, err) = here(&args, b"", plain());
+    assert_eq!(code, cpc_cli::EXIT_INPUT);
+    assert!(
+        err.contains(&format!("{ready} is not a deferred conflict")),
+        "{err}"
+    );
+    let args = on("settle", &q.dir, &[&deferred, "--keep", "remote", "--yes"]);
+    let (code, out, err) = here(&args, b"", plain());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        out,
+        format!("settled {deferred}: the local change was dropped\n")
+    );
+    let stats = with_store(&q, |s| s.stats().unwrap());
+    assert_eq!((stats.ready, stats.deferred, stats.dead), (4, 0, 0));
+}
+
+#[test]
+fn import_skips_blank_lines_and_refuses_a_repeat_or_an_overlong_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let target = tmp.path().join("queue");
+    let lines: Vec<String> = (1..=2)
+        .map(|n| serde_json::to_string(&cpc_cli::Line::of(&op(&format!("i{n}"), n))).unwrap())
+        .collect();
+
+    let repeated = format!("{}\n{}\n{}\n", lines[0], lines[1], lines[0]);
+    let (code, _, err) = here(&on("import", &target, &[]), repeated.as_bytes(), plain());
+    assert_eq!(code, cpc_cli::EXIT_INPUT);
+    assert!(
+        err.contains("line 3: operation") && err.ends_with(" is in the file twice\n"),
+        "{err}"
+    );
+    assert!(!target.exists(), "nothing written");
+
+    // Longer than any line a payload under --max-payload could make.
+    let overlong = format!("{}\n{}\n", "x".repeat(70_000), lines[0]);
+    let args = on("import", &target, &["--max-payload", "10"]);
+    let (code, _, err) = here(&args, overlong.as_bytes(), plain());
+    assert_eq!(code, cpc_cli::EXIT_INPUT);
+    assert!(
+        err.contains("line 1: longer than 65552 bytes (a payload over --max-payload?)"),
+        "{err}"
+    );
+    assert!(!target.exists(), "nothing written");
+
+    let spaced = format!("\n{}\n   \n\n{}\n\n", lines[0], lines[1]);
+    let (code, out, err) = here(&on("import", &target, &[]), spaced.as_bytes(), plain());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "imported 2\n");
+}
+
+#[test]
+fn every_kind_and_priority_survives_a_line_and_an_unknown_kind_is_named() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let kinds = [
+        OperationKind::Create,
+        OperationKind::Update,
+        OperationKind::Delete,
+        OperationKind::Custom("merge".into()),
+    ];
+    let priorities = [
+        OperationPriority::Critical,
+        OperationPriority::High,
+        OperationPriority::Normal,
+        OperationPriority::Background,
+    ];
+    for (kind, priority) in kinds.iter().zip(priorities) {
+        let op = Operation::builder(EntityKey::new("notes", "k"), kind.clone())
+            .payload(b"p".to_vec())
+            .priority(priority)
+            .build_at(HlcTimestamp::new(T0, 1, NodeId(3)), &mut rng);
+        let line = cpc_cli::Line::of(&op);
+        assert!(line.operation(1024) == Ok(op), "{line:?}");
+    }
+    let update = cpc_cli::Line::of(&op("k", 1));
+    assert_eq!(update.kind, "update");
+    let renamed = cpc_cli::Line {
+        kind: "rename".into(),
+        ..update
+    };
+    assert_eq!(
+        renamed.operation(1024).unwrap_err(),
+        "kind: unknown kind \"rename\""
+    );
+}
+
+/// The fixture queue with one of its tables gone, as a damaged or
+/// hand-edited database leaves it.
+fn without_table(table: &str) -> Queue {
+    let q = queue();
+    let conn = rusqlite::Connection::open(q.dir.join("queue.sqlite3")).unwrap();
+    conn.execute_batch(&format!("DROP TABLE {table}")).unwrap();
+    q
+}
+
+#[test]
+fn a_damaged_database_is_refused_with_exit_2_naming_the_step_that_failed() {
+    // Read-only: counting fails.
+    let q = without_table("quarantine");
+    let (code, out, err) = here(&on("status", &q.dir, &[]), b"", plain());
+    assert_eq!((code, out.as_str()), (cpc_cli::EXIT_INPUT, ""));
+    assert_eq!(err, "cpc-sync: sqlite error during stats\n");
+
+    // For writing: opening recovers ended leases first, and that fails.
+    let q = without_table("entities");
+    let (code, _, err) = here(&on("revive", &q.dir, &["--all-dead"]), b"", plain());
+    assert_eq!(code, cpc_cli::EXIT_INPUT);
+    assert_eq!(err, "cpc-sync: sqlite error during recover\n");
+
+    // Opened, but the journal cannot be read back: nothing is re-queued.
+    let q = without_table("acked");
+    let args = on("requeue-acked", &q.dir, &["--since", "1", "--yes"]);
+    let (code, out, err) = here(&args, b"", plain());
+    assert_eq!((code, out.as_str()), (cpc_cli::EXIT_INPUT, ""));
+    assert_eq!(err, "cpc-sync: sqlite error during read acked journal\n");
+    let (code, out, _) = here(&on("status", &q.dir, &["--json"]), b"", plain());
+    assert_eq!(code, 0, "read-only, it still counts");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["counts"]["ready"], 3, "nothing put back");
 }

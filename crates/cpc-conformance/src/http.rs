@@ -247,3 +247,89 @@ impl Http {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    const BUSY: &[u8] =
+        b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 10\r\nContent-Length: 0\r\n\r\n";
+
+    /// A server on 127.0.0.1 that answers every request `503` with a hint
+    /// of 10 s, keeping the connection; counts the requests.
+    async fn always_busy() -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&requests);
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let counted = Arc::clone(&counted);
+                tokio::spawn(async move {
+                    let mut pending = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    loop {
+                        let n = match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        pending.extend_from_slice(&buf[..n]);
+                        // GET requests: a head and no body.
+                        while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                            pending.drain(..end + 4);
+                            counted.fetch_add(1, Ordering::SeqCst);
+                            if stream.write_all(BUSY).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (url, requests)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_server_still_busy_after_two_minutes_of_hints_is_a_busy_error() {
+        let (url, requests) = always_busy().await;
+        let http = Http::new(&url).unwrap();
+        let mut send = tokio::spawn(async move { http.send(&Request::get("/v1/info")).await });
+        // The paused clock is stepped by hand, 100 ms per turn of the
+        // runtime: the hints' waits pass in simulated time, and an exchange
+        // over loopback takes a few turns (far from the client's 10 s
+        // connect and 60 s request timeouts). Bounded: 2 000 simulated s.
+        let mut turns = 0;
+        let result = loop {
+            tokio::select! {
+                biased;
+                done = &mut send => break done.unwrap(),
+                () = tokio::time::advance(Duration::from_millis(100)) => {}
+            }
+            turns += 1;
+            assert!(turns < 20_000, "no verdict after {turns} turns");
+        };
+        let err = result.unwrap_err();
+        assert_eq!(
+            err,
+            Error::Busy {
+                what: "GET /v1/info".into(),
+                status: 503,
+                waited_ms: 120_000,
+            }
+        );
+        assert_eq!(
+            err.to_string(),
+            "GET /v1/info: still answered 503 after waiting 120000 ms in total"
+        );
+        // Twelve waits of 10 s each, then the thirteenth 503 ends it.
+        assert_eq!(requests.load(Ordering::SeqCst), 13);
+    }
+}

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use cpc_fault::proxy::{Direction, FaultProxy, ProxyConfig, Toxic, ToxicKind};
+use cpc_fault::proxy::{Direction, FaultProxy, ProxyConfig, ProxyError, Toxic, ToxicKind};
 use cpc_fault::Schedule;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -166,17 +166,125 @@ async fn the_same_seed_draws_the_same_toxics_for_the_same_connections() {
 }
 
 #[tokio::test]
-async fn impossible_toxics_are_refused() {
+async fn impossible_toxics_are_refused_with_their_index_and_reason() {
     let addr = server().await;
-    let mut config = ProxyConfig::new(addr, 1);
-    config.toxics = vec![Toxic::new(Direction::Upstream, ToxicKind::Timeout, 1.5)];
-    assert!(FaultProxy::start(config.clone()).await.is_err());
-    config.toxics = vec![Toxic::new(
-        Direction::Upstream,
-        ToxicKind::Bandwidth {
-            bytes_per_second: 0,
-        },
-        1.0,
-    )];
-    assert!(FaultProxy::start(config).await.is_err());
+    let ok = Toxic::new(Direction::Upstream, ToxicKind::Timeout, 0.5);
+    let refused = |toxics: Vec<Toxic>| {
+        let mut config = ProxyConfig::new(addr, 1);
+        config.toxics = toxics;
+        FaultProxy::start(config)
+    };
+    match refused(vec![
+        ok,
+        Toxic::new(Direction::Upstream, ToxicKind::Timeout, 1.5),
+    ])
+    .await
+    {
+        Err(e @ ProxyError::Probability { index: 1, .. }) => {
+            assert_eq!(e.to_string(), "toxic 1: probability 1.5 is not in 0..=1");
+        }
+        other => panic!("expected Probability, got {other:?}"),
+    }
+    let nan = Toxic::new(Direction::Downstream, ToxicKind::Timeout, f64::NAN);
+    assert!(matches!(
+        refused(vec![nan]).await,
+        Err(ProxyError::Probability { index: 0, .. })
+    ));
+    let no_bandwidth = ToxicKind::Bandwidth {
+        bytes_per_second: 0,
+    };
+    match refused(vec![Toxic::new(Direction::Upstream, no_bandwidth, 1.0)]).await {
+        Err(e @ ProxyError::Toxic { index: 0, .. }) => {
+            assert_eq!(e.to_string(), "toxic 0: bandwidth of 0");
+        }
+        other => panic!("expected Toxic, got {other:?}"),
+    }
+    let empty_slices = ToxicKind::Slicer {
+        size: 0,
+        variation: 4,
+        delay: Duration::ZERO,
+    };
+    match refused(vec![
+        ok,
+        Toxic::new(Direction::Downstream, empty_slices, 0.0),
+    ])
+    .await
+    {
+        Err(e @ ProxyError::Toxic { index: 1, .. }) => {
+            assert_eq!(e.to_string(), "toxic 1: slices of 0 bytes");
+        }
+        other => panic!("expected Toxic, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_listen_address_in_use_is_a_bind_error_naming_it() {
+    let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut config = ProxyConfig::new(server().await, 1);
+    config.listen = taken.local_addr().unwrap();
+    let err = FaultProxy::start(config).await.unwrap_err();
+    let message = err.to_string();
+    match err {
+        ProxyError::Bind { addr, source } => {
+            assert_eq!(addr, taken.local_addr().unwrap());
+            assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
+            assert_eq!(message, format!("binding {addr}: {source}"));
+        }
+        other => panic!("expected Bind, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_resets_the_client_and_is_counted() {
+    // A loopback port nobody listens on any more.
+    let gone = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = gone.local_addr().unwrap();
+    drop(gone);
+    let p = FaultProxy::start(ProxyConfig::new(upstream, 1))
+        .await
+        .unwrap();
+    let mut s = TcpStream::connect(p.addr()).await.unwrap();
+    let mut buf = [0u8; 8];
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("the proxy answers at once");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    let c = p.counters();
+    assert_eq!((c.connections, c.upstream_failed, c.bytes_up), (1, 1, 0));
+    p.shutdown().await;
+}
+
+#[tokio::test]
+async fn bandwidth_and_a_slow_close_delay_the_answer_but_keep_every_byte() {
+    let p = proxy(
+        5,
+        vec![
+            // 64 bytes at 640 B/s: 100 ms.
+            Toxic::new(
+                Direction::Downstream,
+                ToxicKind::Bandwidth {
+                    bytes_per_second: 640,
+                },
+                1.0,
+            ),
+            Toxic::new(
+                Direction::Downstream,
+                ToxicKind::SlowClose {
+                    delay: Duration::from_millis(50),
+                },
+                1.0,
+            ),
+        ],
+    )
+    .await;
+    let started = std::time::Instant::now();
+    assert_eq!(exchange(p.addr()).await.unwrap(), vec![b'a'; 64]);
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "{:?}",
+        started.elapsed()
+    );
+    let c = p.counters();
+    assert_eq!((c.bytes_down, c.slow_closes), (64, 1), "{c:?}");
+    p.shutdown().await;
 }

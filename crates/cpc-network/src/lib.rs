@@ -108,18 +108,43 @@ pub use status::{FailureKind, NetworkStatus, StatusChange, TransitionReason};
 #[cfg(test)]
 mod compile_checks {
     use super::*;
-    // Compile-time proofs: observers stay object safe and the public types
-    // can cross threads.
-    fn _observer_is_object_safe(_: &dyn NetworkObserver) {}
-    fn _assert_send_sync<T: Send + Sync>() {}
-    fn _types_are_send_sync() {
-        _assert_send_sync::<NetworkMonitor>();
-        _assert_send_sync::<ObserverHandle>();
-        _assert_send_sync::<ObservationSink>();
-        _assert_send_sync::<SourceHandle>();
-        _assert_send_sync::<ManualSource>();
-        _assert_send_sync::<ProbeSource>();
-        _assert_send_sync::<StatusChange>();
-        _assert_send_sync::<Error>();
+    use std::sync::{Arc, Mutex};
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn public_handles_cross_threads_and_observers_are_trait_objects() {
+        // Compile-time proofs: the public types can cross threads...
+        assert_send_sync::<NetworkMonitor>();
+        assert_send_sync::<ObserverHandle>();
+        assert_send_sync::<ObservationSink>();
+        assert_send_sync::<SourceHandle>();
+        assert_send_sync::<ManualSource>();
+        assert_send_sync::<ProbeSource>();
+        assert_send_sync::<StatusChange>();
+        assert_send_sync::<Error>();
+        // ...and observers stay object safe: a boxed one is called for a
+        // transition caused from another thread.
+        let monitor = NetworkMonitor::new(MonitorConfig {
+            seed: Some(1),
+            ..MonitorConfig::default()
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        let observer: Arc<dyn NetworkObserver> = Arc::new(move |c: &StatusChange| {
+            log.lock().unwrap_or_else(|e| e.into_inner()).push(c.to);
+        });
+        let _handle = monitor.add_observer(observer);
+        let sink = monitor.sink("elsewhere");
+        let reporter = std::thread::spawn(move || {
+            sink.report(Signal::Success) && sink.report(Signal::Success)
+        });
+        assert!(reporter.join().unwrap_or(false), "the monitor was alive");
+        assert_eq!(monitor.status(), NetworkStatus::Online);
+        assert_eq!(
+            *seen.lock().unwrap_or_else(|e| e.into_inner()),
+            [NetworkStatus::Online]
+        );
     }
 }

@@ -53,3 +53,35 @@ fn a_data_directory_owned_by_another_user_is_refused_and_left_alone() {
     assert_eq!(std::fs::metadata(&data).unwrap().mode(), before);
     assert!(!data.join("lock").exists() || data == std::path::Path::new("/"));
 }
+
+#[test]
+fn a_store_file_written_by_a_newer_server_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    Store::open(dir.path(), Limits::default()).unwrap().close();
+    // A schema version no build of this server has written yet.
+    let file = dir.path().join("cpc-server.sqlite3");
+    let conn = rusqlite::Connection::open(&file).unwrap();
+    conn.pragma_update(None, "user_version", 1000).unwrap();
+    drop(conn);
+
+    let e = Store::open(dir.path(), Limits::default()).err();
+    assert!(matches!(e, Some(StoreError::Schema(1000))), "{e:?}");
+    assert_eq!(
+        e.map(|e| e.to_string()).unwrap_or_default(),
+        "schema version 1000 is newer than this server's; refusing to open"
+    );
+    // Not migrated, not rewritten: an older build leaves it to the newer.
+    let conn = rusqlite::Connection::open(&file).unwrap();
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 1000);
+    let tables: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 1, "the store's tables are still there");
+}

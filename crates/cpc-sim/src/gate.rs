@@ -271,3 +271,61 @@ impl QueueStorage for GatedStorage {
         self.call(|s| s.acked(page))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cpc_sync::core::{EntityKey, HybridClock, ManualWallClock, NodeId, OperationKind};
+    use cpc_sync::storage::{MemoryStorage, QueueOptions};
+
+    fn op(id: &str) -> Operation {
+        let clock = HybridClock::with_wall_clock(NodeId(1), Arc::new(ManualWallClock::new(1_000)));
+        Operation::builder(EntityKey::new("notes", id), OperationKind::Create)
+            .payload(b"x".to_vec())
+            .build(&clock)
+            .expect("a valid operation")
+    }
+
+    fn poisoned<T: fmt::Debug>(r: Result<T>) -> bool {
+        matches!(r, Err(StorageError::Poisoned))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn calls_reach_the_store_until_the_fence_and_none_after_a_take() {
+        let inner: Arc<dyn QueueStorage> = Arc::new(MemoryStorage::new(QueueOptions::default()));
+        let store = GatedStorage::new(Arc::clone(&inner), Gate::new());
+        assert_eq!(format!("{store:?}"), "GatedStorage { open: true, .. }");
+        let (a, b) = (op("a"), op("b"));
+        store
+            .enqueue_batch(vec![a.clone(), b.clone()], 1_000)
+            .expect("stored");
+        // Each call answers what the wrapped store answers.
+        assert_eq!(store.amend(Amend::Drop(a.id)).expect("amended"), 1);
+        assert!(inner.get(a.id).expect("read").is_none());
+        assert!(store.list_deferred(&Page::ALL).expect("listed").is_empty());
+        assert!(store
+            .list_quarantined(&Page::ALL)
+            .expect("listed")
+            .is_empty());
+        assert!(store.acked(&Page::ALL).expect("listed").is_empty());
+        assert_eq!(store.max_payload(), inner.max_payload());
+
+        // From the fence on, every call fails as if the process had died.
+        store.set_fence(Some(Instant::now() + Duration::from_secs(1)));
+        assert!(store.get(b.id).expect("before the fence").is_some());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(poisoned(store.get(b.id)));
+        assert!(poisoned(store.amend(Amend::Drop(b.id))));
+        store.set_fence(None);
+        assert!(store.get(b.id).expect("fence lifted").is_some());
+
+        // Once the real store is taken, nothing reaches it.
+        let taken = store.take().expect("the store");
+        assert!(Arc::ptr_eq(&taken, &inner));
+        assert!(poisoned(store.stats()));
+        assert!(poisoned(store.list_deferred(&Page::ALL)));
+        assert_eq!(format!("{store:?}"), "GatedStorage { open: false, .. }");
+        assert_eq!(store.max_payload(), cpc_sync::core::DEFAULT_MAX_PAYLOAD);
+        assert!(inner.get(b.id).expect("still there").is_some());
+    }
+}

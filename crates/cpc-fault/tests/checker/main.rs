@@ -5,6 +5,7 @@
 // test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod renders_every_section_of_a_report;
 mod reports_each_known_defect_with_its_op_ids;
 
 use std::time::Duration;

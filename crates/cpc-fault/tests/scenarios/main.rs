@@ -5,6 +5,8 @@
 // test failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod builder_workloads_and_duration_helpers;
+mod each_bad_field_is_refused_with_its_name_and_line;
 mod files_parse_and_errors_point_at_the_line;
 mod no_input_panics;
 mod same_seed_same_run;

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use cpc_network::{
-    LinkSourceConfig, LinuxLinkSource, MonitorConfig, NetworkMonitor, NetworkStatus,
+    ConfigError, LinkSourceConfig, LinuxLinkSource, MonitorConfig, NetworkMonitor, NetworkStatus,
     TransitionReason,
 };
 
@@ -114,4 +114,55 @@ fn the_reason_names_the_link_source() {
         source: "linux-link".into(),
     };
     assert_eq!(reason.to_string(), "link down reported by linux-link");
+}
+
+#[test]
+fn the_default_config_reads_the_kernels_files_every_two_seconds() {
+    let config = LinkSourceConfig::default();
+    assert_eq!(config.sys_class_net, Path::new("/sys/class/net"));
+    assert_eq!(config.proc_net_route, Path::new("/proc/net/route"));
+    assert_eq!(
+        config.proc_net_ipv6_route,
+        Path::new("/proc/net/ipv6_route")
+    );
+    assert_eq!(config.interval, Duration::from_secs(2));
+    assert_eq!(
+        LinuxLinkSource::new(LinkSourceConfig {
+            interval: Duration::ZERO,
+            ..config
+        })
+        .unwrap_err(),
+        ConfigError::ZeroDuration { field: "interval" }
+    );
+}
+
+#[test]
+fn an_ipv6_default_route_alone_is_a_link_and_an_unreadable_ipv6_table_an_error() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = tempfile::tempdir().unwrap();
+    let config = LinkSourceConfig {
+        sys_class_net: fixtures.join("sys_up"),
+        proc_net_route: fixtures.join("route_no_default"),
+        proc_net_ipv6_route: fixtures.join("ipv6_route_default"),
+        interval: Duration::from_secs(1),
+    };
+    let assessment = LinuxLinkSource::new(config.clone())
+        .unwrap()
+        .read()
+        .unwrap();
+    assert!(assessment.link_up(), "{assessment:?}");
+    // wlan0 is not listed (a namespace hid it) while eth0 and tun0 are up.
+    assert_eq!(
+        assessment.to_string(),
+        "2 usable interface(s), default route via [wlan0]"
+    );
+
+    // Missing is fine (IPv6 disabled); present but unreadable is not.
+    let unreadable = LinuxLinkSource::new(LinkSourceConfig {
+        proc_net_ipv6_route: dir.path().to_path_buf(),
+        ..config
+    })
+    .unwrap();
+    let err = unreadable.read().unwrap_err();
+    assert_ne!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
 }

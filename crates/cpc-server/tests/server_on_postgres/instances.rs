@@ -3,7 +3,8 @@
 //! instances get one gapless log; a push that cannot get its lock answers
 //! `retry_later`; instances starting together migrate once; a long poll on
 //! one instance wakes on a push to another; a database that would
-//! acknowledge before its commits are durable is refused.
+//! acknowledge before its commits are durable is refused, and so is one a
+//! newer server migrated.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -262,4 +263,40 @@ async fn a_database_that_would_acknowledge_before_durable_commits_is_refused() {
         .shutdown()
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_migrated_by_a_newer_server_is_refused_and_left_alone() {
+    let Some(db) = Db::fresh().await else {
+        return;
+    };
+    let url = db.url().unwrap().to_owned();
+    let config = PostgresConfig::new(&url);
+    let limits = cpc_protocol::Limits::default();
+    cpc_server::Store::connect(&config, limits, None)
+        .await
+        .unwrap()
+        .close();
+    // A schema version no build of this server has written yet.
+    let client = sql(&url).await;
+    client
+        .batch_execute("UPDATE cpc_schema SET version = 1000 WHERE id = 1")
+        .await
+        .unwrap();
+    let refused = cpc_server::Store::connect(&config, limits, None).await;
+    let err = refused.err();
+    assert!(
+        matches!(err, Some(cpc_server::StoreError::Schema(1000))),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.map(|e| e.to_string()).unwrap_or_default(),
+        "schema version 1000 is newer than this server's; refusing to open"
+    );
+    // Refused inside the migration's transaction: nothing was changed.
+    let row = client
+        .query_one("SELECT version FROM cpc_schema WHERE id = 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 1000);
 }
