@@ -205,6 +205,38 @@ mod tests {
         assert_eq!(s.coalesce(&u(1, "a"), &u(2, "refuse")), Coalesced::Keep);
     }
 
+    /// Keeps the trait's default `wants`.
+    #[derive(Debug)]
+    struct KeepAll;
+
+    impl Coalescer for KeepAll {
+        fn coalesce(&self, _earlier: &Operation, _later: &Operation) -> Coalesced {
+            Coalesced::Keep
+        }
+    }
+
+    #[test]
+    fn a_coalescer_is_offered_every_operation_unless_it_declines() {
+        for kind in [
+            OperationKind::Create,
+            OperationKind::Delete,
+            OperationKind::Custom("x".into()),
+        ] {
+            assert!(KeepAll.wants(&op(1, kind, "p")));
+        }
+        assert_eq!(
+            format!("{:?}", StandardCoalescer::new()),
+            "StandardCoalescer { custom_merge: false }"
+        );
+        assert_eq!(
+            format!(
+                "{:?}",
+                StandardCoalescer::with_merge(|_, b| Some(b.to_vec()))
+            ),
+            "StandardCoalescer { custom_merge: true }"
+        );
+    }
+
     #[test]
     fn combine_keeps_the_earlier_place_and_base_and_the_later_time() {
         let mut early = op(1, OperationKind::Update, "a");

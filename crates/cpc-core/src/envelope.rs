@@ -219,6 +219,36 @@ mod tests {
     }
 
     #[test]
+    fn each_record_kind_refuses_the_others_and_trailing_bytes_are_malformed() {
+        let kinds = [
+            RecordKind::Operation,
+            RecordKind::Conflict,
+            RecordKind::Deferred,
+            RecordKind::Meta,
+            RecordKind::Acked,
+        ];
+        for (i, written) in kinds.iter().enumerate() {
+            let bytes = encode(*written, &7u8).unwrap();
+            for (j, read) in kinds.iter().enumerate() {
+                match decode::<u8>(*read, &bytes, 100) {
+                    Ok(v) if i == j => assert_eq!(v, 7),
+                    Err(EnvelopeError::Malformed(text)) if i != j => assert_eq!(
+                        text,
+                        format!("record kind tag {} where {} was expected", i + 1, j + 1)
+                    ),
+                    other => panic!("{written:?} read as {read:?}: {other:?}"),
+                }
+            }
+        }
+        // Two values where one was expected.
+        let bytes = encode(RecordKind::Acked, &(1u8, 2u8)).unwrap();
+        assert_eq!(
+            decode::<u8>(RecordKind::Acked, &bytes, 100),
+            Err(EnvelopeError::Malformed("1 trailing bytes".into()))
+        );
+    }
+
+    #[test]
     fn postcard_length_inside_body_cannot_force_allocation() {
         // A body that claims a 4 GiB byte string, with a valid CRC: postcard
         // must refuse it from the bytes present, not allocate.

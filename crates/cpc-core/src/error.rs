@@ -115,3 +115,25 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_chain_joins_each_source_outermost_first() {
+        let e = Error::Envelope(EnvelopeError::Checksum {
+            stored: 1,
+            computed: 2,
+        });
+        let inner = EnvelopeError::Checksum {
+            stored: 1,
+            computed: 2,
+        }
+        .to_string();
+        assert_eq!(error_chain(&e), format!("envelope: {inner}: {inner}"));
+        // No source: the error's own text.
+        let e = Error::InvalidOperation("empty collection name");
+        assert_eq!(error_chain(&e), "invalid operation: empty collection name");
+    }
+}

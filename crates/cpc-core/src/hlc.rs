@@ -240,6 +240,44 @@ mod tests {
     }
 
     #[test]
+    fn observing_the_same_millisecond_goes_past_both_counters() {
+        let (_wall, c) = clock(1_000);
+        c.now().unwrap();
+        assert_eq!(c.last(), HlcTimestamp::new(1_000, 0, NodeId(7)));
+        // Remote counter ahead of the local one: one past the remote's.
+        let t = c.observe(HlcTimestamp::new(1_000, 5, NodeId(9))).unwrap();
+        assert_eq!(t, HlcTimestamp::new(1_000, 6, NodeId(7)));
+        // Local counter ahead of the remote's: one past the local one.
+        let t = c.observe(HlcTimestamp::new(1_000, 2, NodeId(9))).unwrap();
+        assert_eq!(t, HlcTimestamp::new(1_000, 7, NodeId(7)));
+        assert_eq!(c.node(), NodeId(7));
+    }
+
+    #[test]
+    fn the_drift_limit_defaults_to_an_hour_and_can_be_set() {
+        let (_wall, c) = clock(1_000);
+        assert_eq!(c.max_drift(), DEFAULT_MAX_DRIFT);
+        assert_eq!(DEFAULT_MAX_DRIFT, Duration::from_secs(3600));
+        let c = c.with_max_drift(Duration::from_millis(10));
+        assert_eq!(c.max_drift(), Duration::from_millis(10));
+        assert_eq!(
+            c.observe(HlcTimestamp::new(1_011, 0, NodeId(9))),
+            Err(Error::ClockDrift {
+                remote_ms: 1_011,
+                ahead: Duration::from_millis(11),
+                max_drift: Duration::from_millis(10),
+            })
+        );
+    }
+
+    #[test]
+    fn timestamps_display_as_wall_logical_at_hex_node() {
+        let t = HlcTimestamp::new(1_500, 3, NodeId(0xab));
+        assert_eq!(t.to_string(), "1500.3@00000000000000ab");
+        assert_eq!(NodeId(u64::MAX).to_string(), "ffffffffffffffff");
+    }
+
+    #[test]
     fn logical_overflow_borrows_next_millisecond() {
         assert_eq!(advance((5, u32::MAX), 5, None).unwrap(), (6, 0));
         assert!(advance((u64::MAX, u32::MAX), 0, None).is_err());

@@ -307,6 +307,24 @@ mod tests {
     }
 
     #[test]
+    fn priorities_and_keys_display_their_names() {
+        let names: Vec<String> = OperationPriority::ALL
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(names, ["critical", "high", "normal", "background"]);
+        assert_eq!(
+            OperationPriority::Normal.promoted(),
+            OperationPriority::High
+        );
+        assert_eq!(
+            OperationPriority::High.promoted(),
+            OperationPriority::Critical
+        );
+        assert_eq!(EntityKey::new("notes", "42").to_string(), "notes/42");
+    }
+
+    #[test]
     fn builder_ids_increase_with_clock() {
         let clock = HybridClock::with_wall_clock(NodeId(1), Arc::new(ManualWallClock::new(5)));
         let a = Operation::builder(EntityKey::new("notes", "1"), OperationKind::Create)
@@ -335,6 +353,38 @@ mod tests {
             .build(&clock)
             .unwrap();
         assert!(op.validate(10).is_err());
+    }
+
+    #[test]
+    fn validate_refuses_keys_and_kind_names_above_the_limit() {
+        let clock = HybridClock::new(NodeId(1));
+        let long = "x".repeat(MAX_KEY_LEN + 1);
+        let at_limit = "x".repeat(MAX_KEY_LEN);
+        let build = |entity: EntityKey, kind: OperationKind| {
+            Operation::builder(entity, kind).build(&clock).unwrap()
+        };
+        let keys = Err(Error::InvalidOperation(
+            "collection or entity id longer than 1024 bytes",
+        ));
+        let op = build(EntityKey::new(long.clone(), "1"), OperationKind::Update);
+        assert_eq!(op.validate(10), keys);
+        let op = build(EntityKey::new("n", long.clone()), OperationKind::Update);
+        assert_eq!(op.validate(10), keys);
+        let op = build(
+            EntityKey::new("n", "1"),
+            OperationKind::Custom(long.clone()),
+        );
+        assert_eq!(
+            op.validate(10),
+            Err(Error::InvalidOperation(
+                "custom kind name longer than 1024 bytes"
+            ))
+        );
+        let op = build(
+            EntityKey::new(at_limit.clone(), at_limit.clone()),
+            OperationKind::Custom(at_limit),
+        );
+        assert_eq!(op.validate(10), Ok(()));
     }
 
     #[test]

@@ -365,6 +365,48 @@ mod tests {
         assert_eq!(sink.pages(), 5);
     }
 
+    #[tokio::test]
+    async fn a_sink_restored_with_its_held_state_keeps_tombstones_through_an_arc() {
+        let a = EntityKey::new("notes", "a");
+        let b = EntityKey::new("notes", "b");
+        let mut saved = BTreeMap::new();
+        saved.insert(
+            a.clone(),
+            HeldEntity {
+                version: 4,
+                payload: None,
+            },
+        );
+        saved.insert(
+            b.clone(),
+            HeldEntity {
+                version: 1,
+                payload: Some(b"b1".to_vec()),
+            },
+        );
+        let sink = std::sync::Arc::new(MemorySink::with_held(saved.clone()));
+        assert_eq!(sink.held(), saved);
+        assert_eq!(sink.live().keys().collect::<Vec<_>>(), vec![&b]);
+        assert_eq!(sink.pages(), 0);
+        // Applied through the `Arc` forwarding impl: a change older than
+        // the tombstone leaves "a" deleted, a newer one of "b" lands.
+        let p = page(
+            vec![change("a", 3, Some("old")), change("b", 2, Some("b2"))],
+            None,
+        );
+        <std::sync::Arc<MemorySink> as RemoteSink>::apply(&sink, &p)
+            .await
+            .unwrap();
+        let held = sink.held();
+        assert_eq!(held[&a].payload, None);
+        assert_eq!(held[&a].version, 4);
+        assert_eq!(held[&b].payload.as_deref(), Some(&b"b2"[..]));
+        assert_eq!(sink.pages(), 1);
+        let text = format!("{:?}", held[&b]);
+        assert!(!text.contains("b2"), "{text}");
+        assert_eq!(text, "HeldEntity { version: 2, payload_len: Some(2) }");
+    }
+
     #[test]
     fn a_range_is_open_below_and_closed_above() {
         let r = SnapshotRange {

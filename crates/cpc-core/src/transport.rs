@@ -513,6 +513,223 @@ mod tests {
     }
 
     #[test]
+    fn every_outcome_and_error_has_its_own_stable_name() {
+        let remote = RemoteRecord {
+            version: 2,
+            timestamp: HlcTimestamp::new(1, 0, NodeId(1)),
+            payload: None,
+            node: NodeId(1),
+        };
+        let outcomes = [
+            (PushOutcome::Applied { version: 1 }, "applied"),
+            (
+                PushOutcome::AlreadyApplied { version: 1 },
+                "already_applied",
+            ),
+            (PushOutcome::Conflict { remote }, "conflict"),
+            (
+                PushOutcome::Rejected {
+                    reason: "no".into(),
+                },
+                "rejected",
+            ),
+            (PushOutcome::RetryLater { after: None }, "retry_later"),
+        ];
+        for (outcome, name) in &outcomes {
+            assert_eq!(outcome.name(), *name);
+        }
+        let head = RemotePosition {
+            store_id: "s".into(),
+            seq: 9,
+            fp: 1,
+        };
+        let errors = [
+            (TransportError::Offline, "offline", "offline"),
+            (TransportError::Timeout, "timeout", "timed out"),
+            (
+                TransportError::Connect("refused".into()),
+                "connect",
+                "connect failed: refused",
+            ),
+            (
+                TransportError::Server { status: 503 },
+                "server",
+                "server error (status 503)",
+            ),
+            (
+                TransportError::RateLimited {
+                    retry_after: Some(Duration::from_secs(2)),
+                },
+                "rate_limited",
+                "rate limited (retry after Some(2s))",
+            ),
+            (
+                TransportError::Unauthorized,
+                "unauthorized",
+                "unauthorized: credentials must be refreshed",
+            ),
+            (
+                TransportError::Incompatible("v9".into()),
+                "incompatible",
+                "incompatible: v9",
+            ),
+            (
+                TransportError::Protocol("bad".into()),
+                "protocol",
+                "protocol error: bad",
+            ),
+            (
+                TransportError::HistoryDiverged { head },
+                "history_diverged",
+                "the remote's history diverged (its head is seq 9)",
+            ),
+            (TransportError::Panicked, "panicked", "transport panicked"),
+        ];
+        let mut names = std::collections::BTreeSet::new();
+        for (error, name, text) in &errors {
+            assert_eq!(error.name(), *name);
+            assert_eq!(error.to_string(), *text);
+            assert!(names.insert(*name), "{name} used twice");
+        }
+        let resolutions = [
+            (Resolution::KeepLocal, "keep_local", "KeepLocal"),
+            (Resolution::KeepRemote, "keep_remote", "KeepRemote"),
+            (Resolution::Merged(vec![1]), "merged", "Merged { len: 1 }"),
+            (Resolution::Defer, "defer", "Defer"),
+        ];
+        for (resolution, name, debug) in &resolutions {
+            assert_eq!(resolution.name(), *name);
+            assert_eq!(format!("{resolution:?}"), *debug);
+        }
+    }
+
+    #[test]
+    fn an_outcome_at_a_seq_keeps_it_through_matching() {
+        let b = batch(2);
+        let answer = vec![applied(&b[1], 2).at_seq(41), applied(&b[0], 1)];
+        let matched = match_answer(&b, answer).expect("matched");
+        assert_eq!(matched[0].seq, None);
+        assert_eq!(matched[1].seq, Some(41));
+        assert_eq!(matched[1].op, b[1].id);
+    }
+
+    #[test]
+    fn debug_of_records_shows_payload_lengths_not_bytes() {
+        let remote = RemoteRecord {
+            version: 3,
+            timestamp: HlcTimestamp::new(5, 0, NodeId(2)),
+            payload: Some(b"remote-canary".to_vec()),
+            node: NodeId(2),
+        };
+        let text = format!("{remote:?}");
+        assert!(!text.contains("remote-canary"), "{text}");
+        assert!(text.contains("payload_len: Some(13)"), "{text}");
+        let op = batch(1).remove(0);
+        let record = ConflictRecord {
+            op_id: op.id,
+            entity: op.entity.clone(),
+            local_timestamp: op.timestamp,
+            local_payload: b"local-canary".to_vec(),
+            remote,
+            resolution: Resolution::Merged(b"merged-canary".to_vec()),
+            losing_payload: Some(b"lost-canary".to_vec()),
+            resolved_at_ms: 77,
+        };
+        let text = format!("{record:?}");
+        assert!(!text.contains("canary"), "{text}");
+        assert!(text.contains("local_payload_len: 12"), "{text}");
+        assert!(text.contains("losing_payload_len: Some(11)"), "{text}");
+        assert!(text.contains("resolution: \"merged\""), "{text}");
+    }
+
+    /// Answers every push with `Applied` and records what the defaulted
+    /// and forwarded calls received.
+    #[derive(Debug, Default)]
+    struct Recording {
+        known: std::sync::Mutex<Vec<u64>>,
+        heads: std::sync::Mutex<Vec<u64>>,
+    }
+
+    #[async_trait]
+    impl Transport for Recording {
+        async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+            Ok(batch.iter().map(|op| applied(op, 7)).collect())
+        }
+        fn note_known(&self, known: &RemotePosition) {
+            self.known.lock().expect("lock").push(known.seq);
+        }
+        fn adopt_head(&self, head: &RemotePosition) {
+            self.heads.lock().expect("lock").push(head.seq);
+        }
+    }
+
+    /// Keeps every default of the trait.
+    #[derive(Debug)]
+    struct PushOnly;
+
+    #[async_trait]
+    impl Transport for PushOnly {
+        async fn push(&self, _batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+            Err(TransportError::Offline)
+        }
+    }
+
+    fn query() -> PullQuery {
+        PullQuery {
+            cursor: None,
+            known: None,
+            wait: Duration::ZERO,
+            limit: 10,
+            collections: None,
+        }
+    }
+
+    fn position(seq: u64) -> RemotePosition {
+        RemotePosition {
+            store_id: "s".into(),
+            seq,
+            fp: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_push_only_transport_answers_pulls_incompatible_and_ignores_positions() {
+        let t = PushOnly;
+        assert_eq!(
+            t.pull(&query()).await,
+            Err(TransportError::Incompatible(
+                "this transport does not pull".into()
+            ))
+        );
+        t.note_known(&position(1));
+        t.adopt_head(&position(1));
+        assert_eq!(t.push(&batch(1)).await, Err(TransportError::Offline));
+    }
+
+    #[tokio::test]
+    async fn arc_and_box_forward_every_call_to_the_transport_inside() {
+        let inner = std::sync::Arc::new(Recording::default());
+        let b = batch(1);
+        let shared: std::sync::Arc<Recording> = std::sync::Arc::clone(&inner);
+        let boxed: Box<std::sync::Arc<Recording>> = Box::new(std::sync::Arc::clone(&inner));
+        for (i, t) in [&shared as &dyn Transport, &boxed as &dyn Transport]
+            .into_iter()
+            .enumerate()
+        {
+            let seq = i as u64 + 1;
+            assert_eq!(t.push(&b).await, Ok(vec![applied(&b[0], 7)]));
+            assert!(matches!(
+                t.pull(&query()).await,
+                Err(TransportError::Incompatible(_))
+            ));
+            t.note_known(&position(seq * 10));
+            t.adopt_head(&position(seq * 100));
+        }
+        assert_eq!(*inner.known.lock().expect("lock"), vec![10, 20]);
+        assert_eq!(*inner.heads.lock().expect("lock"), vec![100, 200]);
+    }
+
+    #[test]
     fn a_batch_holding_an_id_twice_cannot_be_matched() {
         let b = batch(1);
         let twice = vec![b[0].clone(), b[0].clone()];

@@ -143,7 +143,7 @@ impl EngineInner {
             op.validate(self.max_payload).map_err(invalid)?;
         }
         let Some(newest) = ops.iter().map(|op| op.timestamp).max() else {
-            return Ok(Vec::new());
+            return Err(Error::EmptyBatch);
         };
         let mark = self.mark_needed(newest);
         let ids: Vec<OperationId> = ops.iter().map(|op| op.id).collect();
@@ -175,14 +175,9 @@ impl EngineInner {
                 if let Some(coalescer) = coalescer {
                     return s.enqueue_coalesced(ops, now, coalescer);
                 }
-                if ops.len() == 1 {
-                    let mut ops = ops;
-                    match ops.pop() {
-                        Some(op) => s.enqueue(op, now).map(|seq| stored(vec![seq])),
-                        None => Ok(Vec::new()),
-                    }
-                } else {
-                    s.enqueue_batch(ops, now).map(stored)
+                match <[Operation; 1]>::try_from(ops) {
+                    Ok([op]) => s.enqueue(op, now).map(|seq| stored(vec![seq])),
+                    Err(ops) => s.enqueue_batch(ops, now).map(stored),
                 }
             })
             .await
@@ -276,7 +271,8 @@ impl SyncEngine {
     }
 
     /// Validates every operation, then stores them all in one atomic write
-    /// (all or nothing) and wakes the worker. Returns one id per operation,
+    /// (all or nothing) and wakes the worker; no operation at all is
+    /// [`Error::EmptyBatch`]. Returns one id per operation,
     /// as [`submit`](Self::submit) does (a later operation of the batch may
     /// coalesce with an earlier one of the same batch).
     pub async fn submit_batch(&self, ops: Vec<Operation>) -> Result<Vec<OperationId>> {

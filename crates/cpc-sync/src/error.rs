@@ -246,9 +246,48 @@ mod tests {
     async fn a_panicked_task_is_not_retryable_a_cancelled_one_is() {
         let panicked = tokio::spawn(async { panic!("boom") }).await.unwrap_err();
         assert!(!Error::Task(panicked).is_retryable());
-        let pending = tokio::spawn(std::future::pending::<()>());
-        pending.abort();
-        let cancelled = pending.await.unwrap_err();
-        assert!(Error::Task(cancelled).is_retryable());
+        let cancelled = || async {
+            let pending = tokio::spawn(std::future::pending::<()>());
+            pending.abort();
+            pending.await.unwrap_err()
+        };
+        assert!(Error::Task(cancelled().await).is_retryable());
+        // The same through the worker.
+        let e = Error::from(WorkerError::Task {
+            context: "claim",
+            source: cancelled().await,
+        });
+        assert!(
+            matches!(e, Error::Worker(WorkerError::Task { .. })),
+            "{e:?}"
+        );
+        assert!(e.is_retryable());
+        let panicked = tokio::spawn(async { panic!("boom") }).await.unwrap_err();
+        let e = Error::from(WorkerError::Task {
+            context: "claim",
+            source: panicked,
+        });
+        assert!(!e.is_retryable() && !e.is_user_recoverable());
+    }
+
+    #[test]
+    fn a_failed_pull_is_retryable_unless_its_store_is_poisoned() {
+        use cpc_worker::PullError;
+        let e = Error::from(PullError::Transport(cpc_core::TransportError::Timeout));
+        assert!(matches!(e, Error::Pull(PullError::Transport(_))));
+        assert!(e.is_retryable() && !e.is_user_recoverable());
+        assert_eq!(
+            e.source().map(ToString::to_string).as_deref(),
+            Some("pull failed: timed out")
+        );
+        assert!(Error::from(PullError::Refused("cursor goes back".into())).is_retryable());
+        let busy = PullError::Storage(StorageError::Io {
+            context: "cursor",
+            source: std::io::Error::other("busy"),
+        });
+        assert!(Error::from(busy).is_retryable());
+        assert!(!Error::from(PullError::Storage(StorageError::Poisoned)).is_retryable());
+        // Neither a pull failure nor a shutdown is the user's to fix.
+        assert!(!Error::ShutDown.is_user_recoverable() && !Error::ShutDown.is_retryable());
     }
 }

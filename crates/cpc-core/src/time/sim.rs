@@ -62,3 +62,35 @@ impl Default for SimClock {
         SimClock::start_now()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_time_line_measures_paused_tokio_time_from_its_origin() {
+        let clock = SimClock::start_now();
+        let origin = clock.start();
+        assert_eq!(clock.elapsed(), Duration::ZERO);
+        clock.sleep_until(Duration::from_secs(90)).await;
+        assert_eq!(clock.elapsed(), Duration::from_secs(90));
+        assert_eq!(
+            MonotonicClock::now(&clock),
+            origin + Duration::from_secs(90)
+        );
+        assert_eq!(
+            clock.instant_at(Duration::from_secs(5)),
+            origin + Duration::from_secs(5)
+        );
+        // Already past: returns at once, time does not move.
+        clock.sleep_until(Duration::from_secs(10)).await;
+        assert_eq!(clock.elapsed(), Duration::from_secs(90));
+        // A line that starts later reads less; one that starts in the
+        // future reads zero rather than underflowing.
+        let later = SimClock::starting_at(origin + Duration::from_secs(30));
+        assert_eq!(later.elapsed(), Duration::from_secs(60));
+        let future = SimClock::starting_at(origin + Duration::from_secs(600));
+        assert_eq!(future.elapsed(), Duration::ZERO);
+        assert_eq!(SimClock::default().elapsed(), Duration::ZERO);
+    }
+}

@@ -184,6 +184,31 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn an_instant_in_the_past_maps_to_an_earlier_wall_reading() {
+        let wall = Arc::new(crate::ManualWallClock::new(5_000_000));
+        let clock = TokioWallClock::with_wall_clock(wall);
+        let before = Instant::now();
+        tokio::time::advance(Duration::from_millis(1_500)).await;
+        // The wall clock did not move, tokio's did: 1.5 s before the
+        // current reading.
+        assert_eq!(clock.at(before), 5_000_000 - 1_500);
+        let text = format!("{clock:?}");
+        assert!(text.contains("follows_wall_clock: true"), "{text}");
+        assert!(text.contains("now_ms: 5000000"), "{text}");
+    }
+
+    #[test]
+    fn the_default_clock_follows_the_system_wall_clock() {
+        let system = SystemWallClock.now_ms();
+        let clock = TokioWallClock::default();
+        let reading = clock.now_ms();
+        assert!(reading >= system, "{reading} < {system}");
+        // The same clock, a minute of slack for a slow machine.
+        assert!(reading - system < 60_000, "{reading} vs {system}");
+        assert!(format!("{:?}", TokioWallClock::new()).contains("follows_wall_clock: true"));
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn drives_a_hybrid_clock() {
         let wall = TokioWallClock::starting_at(50_000);
         let hlc = crate::HybridClock::with_wall_clock(crate::NodeId(1), std::sync::Arc::new(wall));

@@ -414,3 +414,33 @@ async fn a_long_queue_is_respread_page_by_page_and_the_first_push_does_not_wait_
     }
     w.shutdown().await.unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_second_start_is_already_running_and_leaves_the_loop_running() {
+    let s = storage();
+    let c = clock();
+    let h = hlc(&c);
+    let t = Scripted::applied();
+    let w = worker(&s, &t, &c).build().unwrap();
+    w.start().await.unwrap();
+    let e = w.start().await.unwrap_err();
+    assert!(
+        matches!(e, cpc_worker::WorkerError::AlreadyRunning),
+        "{e:?}"
+    );
+    assert_eq!(e.to_string(), "the worker is already running");
+    assert!(!e.is_poisoned());
+    // The loop started first still delivers.
+    enqueue(&s, &c, op(&h, "a", OperationPriority::Normal));
+    w.notify();
+    tokio::time::timeout(Duration::from_secs(10), w.drained())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(t.pushes(), 1);
+    w.shutdown().await.unwrap();
+    assert!(matches!(
+        w.start().await,
+        Err(cpc_worker::WorkerError::ShutDown)
+    ));
+}
