@@ -202,7 +202,7 @@ async fn measure() -> Res<()> {
             tasks.push(tokio::spawn(async move {
                 for b in 0..BATCHES_PER_CLIENT {
                     let _ = store
-                        .push(format!("bench-{c}"), wire_batch(c, b), None)
+                        .push(format!("bench-{c}"), wire_batch(c, b), None, None)
                         .await;
                 }
             }));

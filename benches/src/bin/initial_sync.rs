@@ -199,7 +199,7 @@ fn preload(dir: &std::path::Path, records: u64) -> Res<()> {
                 .map(wire_op)
                 .collect();
             tasks.push(tokio::spawn(async move {
-                store.push("bench-loader".into(), ops, None).await
+                store.push("bench-loader".into(), ops, None, None).await
             }));
             if tasks.len() >= 16 {
                 for t in tasks.drain(..) {
