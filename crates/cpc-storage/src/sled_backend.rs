@@ -453,9 +453,11 @@ impl SledStorage {
 /// Opens sled. We hold the queue directory's lock, so a conflict on sled's
 /// own file lock can only be a handle of this process that was just
 /// dropped: sled's I/O threads release the log file a moment after the
-/// `Db` is gone. Retry briefly (bounded: about half a second) in that case.
+/// `Db` is gone (later on a loaded machine: half a second was seen to be
+/// too little under a CPU hog). Retry, bounded (about two seconds), in that
+/// case.
 fn open_sled(config: &sled::Config) -> Result<sled::Db> {
-    const ATTEMPTS: u32 = 100;
+    const ATTEMPTS: u32 = 400;
     let mut attempt = 0;
     loop {
         match config.open() {

@@ -247,7 +247,22 @@ fn corrupt_sqlite(dir: &Path, seq: u64) {
 
 #[cfg(feature = "sled")]
 fn corrupt_sled(dir: &Path, tree: &str, seq: u64) {
-    let db = sled::open(dir.join("sled")).unwrap();
+    // sled's I/O threads let go of its file lock a moment after the store
+    // that used it is dropped (longer on a loaded machine): wait for it,
+    // bounded, as the store's own open does.
+    let mut attempts = 0;
+    let db = loop {
+        match sled::open(dir.join("sled")) {
+            Ok(db) => break db,
+            Err(sled::Error::Io(e))
+                if attempts < 2_000 && e.to_string().contains("could not acquire lock") =>
+            {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            Err(e) => panic!("opening the sled files: {e}"),
+        }
+    };
     let t = db.open_tree(tree).unwrap();
     assert!(
         t.get(seq.to_be_bytes()).unwrap().is_some(),
