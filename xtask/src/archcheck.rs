@@ -1,7 +1,10 @@
 //! `cargo xtask archcheck` (part of `cargo xtask ci`): docs/ARCHITECTURE.md
-//! keeps itself true. Every top-level module of every crate (and of xtask)
-//! must be named in that crate's section of the code map, and every file a
-//! doc cites (README.md, docs/*.md) must exist.
+//! keeps itself true. The crate graph (`cargo metadata`) must be the one
+//! its layering table states (`layering.rs`); every top-level module of
+//! every crate (and of xtask) must be named in that crate's section of the
+//! code map; every file a doc cites (README.md, docs/*.md) must exist.
+
+mod layering;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -97,13 +100,40 @@ fn cited_paths(text: &str) -> Vec<String> {
     out
 }
 
+/// The workspace's crate graph, from `cargo metadata --no-deps`.
+fn crate_graph() -> Result<std::collections::BTreeMap<String, layering::Deps>, XtaskError> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = std::process::Command::new(cargo)
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(workspace_root())
+        .output()
+        .map_err(|e| XtaskError::Io("running cargo metadata", e))?;
+    if !output.status.success() {
+        return Err(XtaskError::StepFailed(format!(
+            "cargo metadata: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    layering::parse_metadata(&String::from_utf8_lossy(&output.stdout))
+        .map_err(XtaskError::StepFailed)
+}
+
 /// Runs the check; the error lists every problem found.
 pub fn run() -> Result<(), XtaskError> {
     let root = workspace_root();
     let doc_path = root.join("docs").join("ARCHITECTURE.md");
     let doc = std::fs::read_to_string(&doc_path)
         .map_err(|e| XtaskError::Io("reading docs/ARCHITECTURE.md", e))?;
-    let mut problems = Vec::new();
+    let mut problems = match layering::parse_table(&doc) {
+        Ok(table) => layering::check(&crate_graph()?, &table),
+        Err(found) => found,
+    };
 
     let mut packages: Vec<(String, PathBuf)> = Vec::new();
     let crates =
@@ -162,7 +192,7 @@ pub fn run() -> Result<(), XtaskError> {
 
     if problems.is_empty() {
         println!(
-            "archcheck: {} packages' modules in the code map, every cited file present",
+            "archcheck: the crate graph is the layering table's, {} packages' modules in the code map, every cited file present",
             packages.len()
         );
         return Ok(());

@@ -135,9 +135,8 @@ pub fn age(ms: u64) -> String {
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    use cpc_core::WallClock;
+    cpc_core::SystemWallClock.now_ms()
 }
 
 /// An instant relative to now: `in 4m12s`, `4m12s ago`, or `now`.

@@ -9,11 +9,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 use crate::hlc::HlcTimestamp;
 
-/// Crockford's base32 alphabet (no I, L, O, U).
-const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-/// Length of the text form: 26 characters of 5 bits hold 128 bits (130 bits,
-/// so the first character is at most `7`).
-pub const ID_TEXT_LEN: usize = 26;
+/// Length of the text form: 26 characters of Crockford base32 (the codec
+/// is `cpc-base32`, shared with the wire).
+pub const ID_TEXT_LEN: usize = cpc_base32::TEXT_LEN;
 
 const WALL_BITS: u32 = 48;
 const LOGICAL_BITS: u32 = 32;
@@ -72,18 +70,7 @@ impl OperationId {
 
 impl fmt::Display for OperationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut out = [0u8; ID_TEXT_LEN];
-        for (i, slot) in out.iter_mut().enumerate() {
-            let shift = 5 * (ID_TEXT_LEN - 1 - i);
-            let idx = ((self.0 >> shift) & 0x1f) as usize;
-            *slot = ALPHABET[idx];
-        }
-        // The alphabet is ASCII, so this never fails; fall back to hex anyway
-        // rather than panic.
-        match std::str::from_utf8(&out) {
-            Ok(s) => f.write_str(s),
-            Err(_) => write!(f, "{:032x}", self.0),
-        }
+        f.write_str(cpc_base32::encode(self.0).as_str())
     }
 }
 
@@ -91,17 +78,6 @@ impl fmt::Debug for OperationId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "OperationId({self})")
     }
-}
-
-fn decode_char(c: u8) -> Option<u8> {
-    let c = c.to_ascii_uppercase();
-    // Crockford: I and L read as 1, O as 0.
-    let c = match c {
-        b'I' | b'L' => b'1',
-        b'O' => b'0',
-        other => other,
-    };
-    ALPHABET.iter().position(|&a| a == c).map(|p| p as u8)
 }
 
 impl FromStr for OperationId {
@@ -112,19 +88,15 @@ impl FromStr for OperationId {
             text: s.chars().take(64).collect(),
             reason,
         };
-        let bytes = s.as_bytes();
-        if bytes.len() != ID_TEXT_LEN {
-            return Err(invalid("expected 26 characters of Crockford base32"));
-        }
-        let mut value: u128 = 0;
-        for (i, &b) in bytes.iter().enumerate() {
-            let digit =
-                decode_char(b).ok_or_else(|| invalid("character outside Crockford base32"))?;
-            if i == 0 && digit > 7 {
-                return Err(invalid("value overflows 128 bits"));
-            }
-            value = (value << 5) | u128::from(digit);
-        }
+        // Lenient: an id read back from a log or typed by a person may be
+        // lowercase or use Crockford's look-alikes.
+        let value = cpc_base32::decode(s, cpc_base32::Accept::Lenient).map_err(|e| {
+            invalid(match e {
+                cpc_base32::DecodeError::Length(_) => "expected 26 characters of Crockford base32",
+                cpc_base32::DecodeError::Character(_) => "character outside Crockford base32",
+                cpc_base32::DecodeError::Overflow => "value overflows 128 bits",
+            })
+        })?;
         Ok(OperationId(value))
     }
 }

@@ -120,17 +120,13 @@ pub(crate) fn outcome(wire: cpc_protocol::OpOutcome) -> OpOutcome {
         // §6.4: a client clamps a larger wait to the hour.
         Outcome::RetryLater { after_ms } => PushOutcome::RetryLater {
             after: Some(Duration::from_millis(
-                after_ms.min(millis(cpc_protocol::MAX_RETRY_AFTER)),
+                after_ms.min(cpc_core::millis(cpc_protocol::MAX_RETRY_AFTER)),
             )),
         },
     };
     let mut mapped = OpOutcome::new(OperationId::from_u128(wire.op.0), outcome);
     mapped.seq = seq;
     mapped
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// `text` cut to at most `max` bytes, on a character boundary.

@@ -32,9 +32,7 @@ impl HttpTransport {
             .max_pull_bytes
             .min(self.max_response_bytes as u64)
             .clamp(pull_limits.min_pull_bytes, pull_limits.max_pull_bytes);
-        let wait_ms = u64::try_from(query.wait.as_millis())
-            .unwrap_or(u64::MAX)
-            .min(pull_limits.max_pull_wait_ms);
+        let wait_ms = cpc_core::millis(query.wait).min(pull_limits.max_pull_wait_ms);
         let wire = PullRequest {
             protocol: PROTOCOL,
             client_id: self.client_id().to_owned(),

@@ -6,10 +6,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// Crockford's alphabet (no I, L, O, U).
-const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-/// Length of the text form.
-pub const OP_ID_LEN: usize = 26;
+/// Length of the text form (the codec is `cpc-base32`, shared with the
+/// device).
+pub const OP_ID_LEN: usize = cpc_base32::TEXT_LEN;
 
 /// An operation id as the wire carries it: the idempotency key of an
 /// operation, unique per client.
@@ -17,59 +16,19 @@ pub const OP_ID_LEN: usize = 26;
 pub struct OpId(pub u128);
 
 /// Why a text is not an operation id.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum OpIdError {
-    /// Not 26 characters.
-    #[error("an operation id is 26 characters, got {0}")]
-    Length(usize),
-    /// A character outside the uppercase Crockford alphabet.
-    #[error("character {0:?} is not in the uppercase Crockford base32 alphabet")]
-    Character(char),
-    /// The first character encodes more than 128 bits.
-    #[error("the first character must be 0-7 (128 bits)")]
-    Overflow,
-}
-
-fn value_of(c: u8) -> Option<u8> {
-    ALPHABET
-        .iter()
-        .position(|&a| a == c)
-        .and_then(|p| u8::try_from(p).ok())
-}
+pub use cpc_base32::DecodeError as OpIdError;
 
 impl FromStr for OpId {
     type Err = OpIdError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        if s.len() != OP_ID_LEN {
-            return Err(OpIdError::Length(s.chars().count()));
-        }
-        let mut n: u128 = 0;
-        for (i, c) in s.chars().enumerate() {
-            let v = u8::try_from(c)
-                .ok()
-                .and_then(value_of)
-                .ok_or(OpIdError::Character(c))?;
-            // 26 × 5 = 130 bits: the first character carries 3.
-            if i == 0 && v > 7 {
-                return Err(OpIdError::Overflow);
-            }
-            n = (n << 5) | u128::from(v);
-        }
-        Ok(OpId(n))
+        cpc_base32::decode(s, cpc_base32::Accept::Canonical).map(OpId)
     }
 }
 
 impl fmt::Display for OpId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut out = [0u8; OP_ID_LEN];
-        let mut n = self.0;
-        for slot in out.iter_mut().rev() {
-            *slot = ALPHABET[(n & 31) as usize];
-            n >>= 5;
-        }
-        // The alphabet is ASCII, so this cannot fail; fall back rather than panic.
-        f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
+        f.write_str(cpc_base32::encode(self.0).as_str())
     }
 }
 

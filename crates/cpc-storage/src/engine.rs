@@ -633,10 +633,9 @@ fn stored(meta: OpMeta, op: Operation) -> StoredOperation {
 /// every backend clamps computed instants here to agree.
 pub(crate) const MAX_INSTANT: EpochMillis = i64::MAX as u64;
 
+/// A duration in ms, clamped to what the store keeps.
 fn millis(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis())
-        .unwrap_or(MAX_INSTANT)
-        .min(MAX_INSTANT)
+    cpc_core::millis(d).min(MAX_INSTANT)
 }
 
 fn skip_dead(options: &QueueOptions) -> bool {

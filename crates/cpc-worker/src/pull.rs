@@ -691,7 +691,7 @@ impl Puller {
             .backoff_base
             .saturating_mul(1u32 << failures.min(16))
             .min(self.config.backoff_max);
-        let ms = u64::try_from(ceiling.as_millis()).unwrap_or(u64::MAX);
+        let ms = cpc_core::millis(ceiling);
         let jittered = self
             .rng
             .lock()
@@ -741,10 +741,10 @@ impl Puller {
                     failures = failures.saturating_add(1);
                     wait = Duration::ZERO;
                     let pause = self.backoff(failures);
-                    tracing::info!(error = %e, retry_in_ms = pause.as_millis() as u64, "pull failed");
+                    tracing::info!(error = %e, retry_in_ms = cpc_core::millis(pause), "pull failed");
                     let _ = self.events.send(WorkerEvent::PullFailed {
                         error: e.to_string(),
-                        retry_in_ms: u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+                        retry_in_ms: cpc_core::millis(pause),
                     });
                     pause
                 }
