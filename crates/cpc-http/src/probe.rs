@@ -49,19 +49,22 @@ impl Default for HealthProbeConfig {
 impl HealthProbeConfig {
     /// Checks that the timings can work; the error names the field.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.interval.is_zero() {
-            return Err(ConfigError::ZeroDuration { field: "interval" });
-        }
-        if self.timeout.is_zero() {
-            return Err(ConfigError::ZeroDuration { field: "timeout" });
-        }
-        if self.jitter > self.interval {
-            return Err(ConfigError::OutOfRange {
-                field: "jitter",
-                reason: "must not exceed interval",
-            });
-        }
-        Ok(())
+        // The rules are cpc-network's, for every periodic probe; only the
+        // error type is this crate's.
+        cpc_network::check_probe_timing(self.interval, self.jitter, self.timeout).map_err(|e| {
+            match e {
+                cpc_network::ConfigError::ZeroDuration { field } => {
+                    ConfigError::ZeroDuration { field }
+                }
+                cpc_network::ConfigError::OutOfRange { field, reason } => {
+                    ConfigError::OutOfRange { field, reason }
+                }
+                _ => ConfigError::OutOfRange {
+                    field: "probe",
+                    reason: "timings cannot work",
+                },
+            }
+        })
     }
 }
 

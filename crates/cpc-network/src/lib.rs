@@ -99,8 +99,8 @@ pub use monitor::{
 };
 pub use observation::{Observation, Signal, SourceName};
 pub use probe::{
-    next_wait, validate_answer, HttpCheck, ProbeCheck, ProbeConfig, ProbeSource, Verdict,
-    MAX_RESPONSE_LIMIT,
+    check_probe_timing, next_wait, validate_answer, HttpCheck, ProbeCheck, ProbeConfig,
+    ProbeSource, Verdict, MAX_RESPONSE_LIMIT,
 };
 pub use source::{ObservationSink, SourceHandle, StatusSource};
 pub use status::{FailureKind, NetworkStatus, StatusChange, TransitionReason};

@@ -71,6 +71,30 @@ impl HttpCheck {
     }
 }
 
+/// Checks the timings every periodic probe shares (this crate's
+/// [`ProbeConfig`] and `cpc-http`'s health probe): a positive `interval` and
+/// `timeout`, and a `jitter` no larger than `interval`. The error names the
+/// field.
+pub fn check_probe_timing(
+    interval: Duration,
+    jitter: Duration,
+    timeout: Duration,
+) -> Result<(), ConfigError> {
+    if interval.is_zero() {
+        return Err(ConfigError::ZeroDuration { field: "interval" });
+    }
+    if timeout.is_zero() {
+        return Err(ConfigError::ZeroDuration { field: "timeout" });
+    }
+    if jitter > interval {
+        return Err(ConfigError::OutOfRange {
+            field: "jitter",
+            reason: "must not exceed interval",
+        });
+    }
+    Ok(())
+}
+
 /// Settings of a [`ProbeSource`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProbeConfig {
@@ -129,18 +153,7 @@ impl ProbeConfig {
                 target: self.target.clone(),
             });
         }
-        if self.interval.is_zero() {
-            return Err(ConfigError::ZeroDuration { field: "interval" });
-        }
-        if self.timeout.is_zero() {
-            return Err(ConfigError::ZeroDuration { field: "timeout" });
-        }
-        if self.jitter > self.interval {
-            return Err(ConfigError::OutOfRange {
-                field: "jitter",
-                reason: "must not exceed interval",
-            });
-        }
+        check_probe_timing(self.interval, self.jitter, self.timeout)?;
         if let ProbeCheck::Http(check) = &self.check {
             if !check.path.starts_with('/') || has_space_or_control(&check.path) {
                 return Err(ConfigError::InvalidPath {
