@@ -17,8 +17,8 @@ use cpc_core::envelope::MAGIC;
 use cpc_core::{EntityKey, EnvelopeError, HlcTimestamp, Operation, OperationKind};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{self, Loaded, OpMeta};
 use crate::error::{Result, StorageError};
+use crate::rules::{self, Loaded, OpMeta};
 
 /// First byte of a compact body (an envelope starts with `MAGIC[0]`).
 const TAG: u8 = 0xC6;
@@ -97,7 +97,7 @@ const REST_SLACK: usize = 64;
 /// bytes kept for the quarantine.
 pub(crate) fn decode(raw: Vec<u8>, meta: &OpMeta, limit: u32) -> Loaded<Operation> {
     match raw.first() {
-        Some(&b) if b == MAGIC[0] => engine::decode_op(raw, limit),
+        Some(&b) if b == MAGIC[0] => rules::decode_op(raw, limit),
         _ => match decode_compact(&raw, meta, limit) {
             Ok(op) => Loaded::Ok(op),
             Err(error) => Loaded::Corrupt { raw, error },
@@ -191,7 +191,7 @@ mod tests {
     }
 
     fn decoded(raw: Vec<u8>, meta: &OpMeta) -> std::result::Result<Operation, EnvelopeError> {
-        match decode(raw, meta, engine::body_limit(cpc_core::DEFAULT_MAX_PAYLOAD)) {
+        match decode(raw, meta, rules::body_limit(cpc_core::DEFAULT_MAX_PAYLOAD)) {
             Loaded::Ok(op) => Ok(op),
             Loaded::Corrupt { error, .. } => Err(error),
         }

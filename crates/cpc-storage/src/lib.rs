@@ -127,12 +127,12 @@ mod compact;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod dir;
-mod engine;
 mod error;
 mod ext;
 mod journal;
 mod memory;
 mod notices;
+mod rules;
 #[cfg(feature = "sled")]
 mod sled_backend;
 mod sqlite;

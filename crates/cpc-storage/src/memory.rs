@@ -15,9 +15,9 @@ use crate::api::{
     ListFilter, LoggedConflict, OpState, Page, QuarantineNotice, QuarantinedRecord, QueueOptions,
     QueueStats, QueueStorage, Respread, StoredOperation,
 };
-use crate::engine::{self, Counters, Head, JournalRow, Loaded, MetaFilter, OpMeta, Tx};
 use crate::error::Result;
 use crate::journal::{AckedOp, Requeued};
+use crate::rules::{self, Counters, Head, JournalRow, Loaded, MetaFilter, OpMeta, Tx};
 
 /// The queue in memory: same ordering rules, leases, dead letters, deferred
 /// set and conflict log as the durable backends, nothing survives a drop.
@@ -95,14 +95,14 @@ impl QueueStorage for MemoryStorage {
         if let Some(now) = change.now() {
             self.seen(now);
         }
-        engine::amend(&mut *self.lock(), &change, &self.options)
+        rules::amend(&mut *self.lock(), &change, &self.options)
     }
 
     fn enqueue_batch(&self, ops: Vec<Operation>, now: EpochMillis) -> Result<Vec<u64>> {
         let now = self.seen(now);
         let mut st = self.lock();
-        engine::check_enqueue(&mut *st, &ops, &self.options)?;
-        engine::enqueue(&mut *st, &ops, now, &self.options)
+        rules::check_enqueue(&mut *st, &ops, &self.options)?;
+        rules::enqueue(&mut *st, &ops, now, &self.options)
     }
 
     fn enqueue_coalesced(
@@ -113,19 +113,19 @@ impl QueueStorage for MemoryStorage {
     ) -> Result<Vec<crate::api::Enqueued>> {
         let now = self.seen(now);
         let mut st = self.lock();
-        engine::check_enqueue(&mut *st, &ops, &self.options)?;
-        engine::enqueue_coalescing(&mut *st, &ops, now, &self.options, &*coalescer)
+        rules::check_enqueue(&mut *st, &ops, &self.options)?;
+        rules::enqueue_coalescing(&mut *st, &ops, now, &self.options, &*coalescer)
     }
 
     fn claim_ready(&self, now: EpochMillis, limit: usize) -> Result<Vec<Claimed>> {
         self.seen(now);
-        engine::claim(&mut *self.lock(), now, limit, &self.options)
+        rules::claim(&mut *self.lock(), now, limit, &self.options)
     }
 
     fn complete(&self, completions: &[Completion], now: EpochMillis) -> Result<()> {
         self.seen(now);
-        engine::check_completions(completions, &self.options)?;
-        engine::complete(&mut *self.lock(), completions, now, &self.options)
+        rules::check_completions(completions, &self.options)?;
+        rules::complete(&mut *self.lock(), completions, now, &self.options)
     }
 
     fn respread_waiting(
@@ -135,7 +135,7 @@ impl QueueStorage for MemoryStorage {
         salt: u32,
         page: &Page,
     ) -> Result<Respread> {
-        engine::respread_waiting(&mut *self.lock(), base, spread_ms, salt, page)
+        rules::respread_waiting(&mut *self.lock(), base, spread_ms, salt, page)
     }
 
     fn take_quarantine_notices(&self) -> Vec<QuarantineNotice> {
@@ -145,22 +145,22 @@ impl QueueStorage for MemoryStorage {
     fn stats(&self) -> Result<QueueStats> {
         let mut st = self.lock();
         let mut stats = st.counters.stats(st.quarantine.len() as u64);
-        engine::count_blocked(&mut *st, &mut stats, &self.options)?;
-        stats.acked_journal = engine::journal_len(&mut *st)?;
+        rules::count_blocked(&mut *st, &mut stats, &self.options)?;
+        stats.acked_journal = rules::journal_len(&mut *st)?;
         Ok(stats)
     }
 
     fn list(&self, filter: &ListFilter) -> Result<Vec<StoredOperation>> {
-        engine::list(&mut *self.lock(), filter, self.hint(), &self.options)
+        rules::list(&mut *self.lock(), filter, self.hint(), &self.options)
     }
 
     fn get(&self, id: OperationId) -> Result<Option<StoredOperation>> {
-        engine::get(&mut *self.lock(), id, self.hint(), &self.options)
+        rules::get(&mut *self.lock(), id, self.hint(), &self.options)
     }
 
     fn recover(&self, now: EpochMillis) -> Result<u64> {
         self.seen(now);
-        engine::recover(&mut *self.lock(), now, &self.options)
+        rules::recover(&mut *self.lock(), now, &self.options)
     }
 
     fn next_wakeup(&self) -> Result<Option<EpochMillis>> {
@@ -168,16 +168,16 @@ impl QueueStorage for MemoryStorage {
     }
 
     fn list_deferred(&self, page: &Page) -> Result<Vec<DeferredConflict>> {
-        engine::list_deferred(&mut *self.lock(), page, self.hint(), &self.options)
+        rules::list_deferred(&mut *self.lock(), page, self.hint(), &self.options)
     }
 
     fn log_conflict(&self, entry: &ConflictRecord) -> Result<u64> {
-        engine::check_conflict(entry, self.options.max_payload)?;
+        rules::check_conflict(entry, self.options.max_payload)?;
         let mut st = self.lock();
         let id = st.next_conflict;
         st.next_conflict += 1;
         st.conflicts.push_back((id, entry.clone()));
-        Ok(engine::prune_conflicts(
+        Ok(rules::prune_conflicts(
             &mut st.conflicts,
             entry.resolved_at_ms,
             &self.options,
@@ -242,11 +242,11 @@ impl QueueStorage for MemoryStorage {
 
     fn requeue_acked(&self, head_seq: u64, now: EpochMillis, limit: usize) -> Result<Requeued> {
         let now = self.seen(now);
-        engine::requeue_acked(&mut *self.lock(), head_seq, now, limit, &self.options)
+        rules::requeue_acked(&mut *self.lock(), head_seq, now, limit, &self.options)
     }
 
     fn acked(&self, page: &Page) -> Result<Vec<AckedOp>> {
-        engine::list_acked(&mut *self.lock(), page, &self.options)
+        rules::list_acked(&mut *self.lock(), page, &self.options)
     }
 }
 
@@ -574,7 +574,7 @@ impl Tx for MemState {
         self.last_quarantined += 1;
         self.quarantine.push(QuarantinedRecord {
             n: self.last_quarantined,
-            key: engine::quarantine_key(meta),
+            key: rules::quarantine_key(meta),
             reason,
             raw,
             at,

@@ -2,7 +2,7 @@
 //!
 //! Layout: one sled database in `<queue dir>/sled` with the trees described
 //! in [`tx::TREE_NAMES`]. The queue rules are the shared ones of
-//! [`crate::engine`], run on a write set ([`tx::SledTx`]) that is committed
+//! [`crate::rules`], run on a write set ([`tx::SledTx`]) that is committed
 //! as one multi-tree sled transaction: record, indexes and counters
 //! together, so a crash never leaves an index disagreeing with its record.
 //! Claiming reads the first entries of the `due` index: O(batch · log n).
@@ -33,9 +33,9 @@ use crate::api::{
     QueueOptions, QueueStats, QueueStorage, Respread, StoredOperation,
 };
 use crate::dir::{self, FaultSlot, InjectedFault, Poison, QueueDir};
-use crate::engine::{self, Tx as _};
 use crate::error::{Result, StorageError};
 use crate::notices::Notices;
+use crate::rules::{self, Tx as _};
 use durable::{Committer, DataFiles, WaitError};
 use tx::{
     sled_error, QuarantineEntry, SledTx, StoreState, AGING, CONFLICTS, DEFERRED, DUE, ENTS, IDS,
@@ -417,7 +417,7 @@ impl SledStorage {
                 raw.extend_from_slice(&u64::try_from(meta_raw.len()).unwrap_or(0).to_be_bytes());
                 raw.extend_from_slice(&meta_raw);
                 raw.extend_from_slice(&op_raw);
-                tx.put_quarantine(engine::record_key(c.seq), c.reason.clone(), raw, now)?;
+                tx.put_quarantine(rules::record_key(c.seq), c.reason.clone(), raw, now)?;
                 for tree in [OPS, METAS, REMOTES, DEFERRED] {
                     tx.del(tree, &key);
                 }
@@ -444,7 +444,7 @@ impl SledStorage {
     }
 
     fn recount(&self, tx: &mut SledTx<'_>) -> Result<()> {
-        engine::recount(tx)?;
+        rules::recount(tx)?;
         tx.touch_state();
         Ok(())
     }
@@ -494,14 +494,14 @@ impl QueueStorage for SledStorage {
         if let Some(now) = change.now() {
             self.seen(now);
         }
-        self.write_tx(|tx| engine::amend(tx, &change, &self.options))
+        self.write_tx(|tx| rules::amend(tx, &change, &self.options))
     }
 
     fn enqueue_batch(&self, ops: Vec<Operation>, now: EpochMillis) -> Result<Vec<u64>> {
         let now = self.seen(now);
         self.write_tx(|tx| {
-            engine::check_enqueue(tx, &ops, &self.options)?;
-            engine::enqueue(tx, &ops, now, &self.options)
+            rules::check_enqueue(tx, &ops, &self.options)?;
+            rules::enqueue(tx, &ops, now, &self.options)
         })
     }
 
@@ -513,22 +513,22 @@ impl QueueStorage for SledStorage {
     ) -> Result<Vec<crate::api::Enqueued>> {
         let now = self.seen(now);
         self.write_tx(|tx| {
-            engine::check_enqueue(tx, &ops, &self.options)?;
-            engine::enqueue_coalescing(tx, &ops, now, &self.options, &*coalescer)
+            rules::check_enqueue(tx, &ops, &self.options)?;
+            rules::enqueue_coalescing(tx, &ops, now, &self.options, &*coalescer)
         })
     }
 
     fn claim_ready(&self, now: EpochMillis, limit: usize) -> Result<Vec<Claimed>> {
         self.seen(now);
         self.write_tx_as(Commit::Claim, |tx| {
-            engine::claim(tx, now, limit, &self.options)
+            rules::claim(tx, now, limit, &self.options)
         })
     }
 
     fn complete(&self, completions: &[Completion], now: EpochMillis) -> Result<()> {
         self.seen(now);
-        engine::check_completions(completions, &self.options)?;
-        self.write_tx(|tx| engine::complete(tx, completions, now, &self.options))
+        rules::check_completions(completions, &self.options)?;
+        self.write_tx(|tx| rules::complete(tx, completions, now, &self.options))
     }
 
     fn respread_waiting(
@@ -538,7 +538,7 @@ impl QueueStorage for SledStorage {
         salt: u32,
         page: &Page,
     ) -> Result<Respread> {
-        self.write_tx(|tx| engine::respread_waiting(tx, base, spread_ms, salt, page))
+        self.write_tx(|tx| rules::respread_waiting(tx, base, spread_ms, salt, page))
     }
 
     fn take_quarantine_notices(&self) -> Vec<QuarantineNotice> {
@@ -552,8 +552,8 @@ impl QueueStorage for SledStorage {
             st.counters().stats(st.quarantined)
         };
         self.write_tx(|tx| {
-            engine::count_blocked(tx, &mut stats, &self.options)?;
-            stats.acked_journal = engine::journal_len(tx)?;
+            rules::count_blocked(tx, &mut stats, &self.options)?;
+            stats.acked_journal = rules::journal_len(tx)?;
             Ok(())
         })?;
         Ok(stats)
@@ -561,7 +561,7 @@ impl QueueStorage for SledStorage {
 
     fn list(&self, filter: &ListFilter) -> Result<Vec<StoredOperation>> {
         let now = self.hint();
-        self.write_tx(|tx| engine::list(tx, filter, now, &self.options))
+        self.write_tx(|tx| rules::list(tx, filter, now, &self.options))
     }
 
     fn get(&self, id: OperationId) -> Result<Option<StoredOperation>> {
@@ -569,7 +569,7 @@ impl QueueStorage for SledStorage {
         // A corrupt record is quarantined (a write) and reported as
         // `Corrupt`: keep the quarantine even though the call fails.
         let mut failure = None;
-        let found = self.write_tx(|tx| match engine::get(tx, id, now, &self.options) {
+        let found = self.write_tx(|tx| match rules::get(tx, id, now, &self.options) {
             Ok(v) => Ok(v),
             Err(e @ StorageError::Corrupt { .. }) => {
                 failure = Some(e);
@@ -585,7 +585,7 @@ impl QueueStorage for SledStorage {
 
     fn recover(&self, now: EpochMillis) -> Result<u64> {
         self.seen(now);
-        self.write_tx(|tx| engine::recover(tx, now, &self.options))
+        self.write_tx(|tx| rules::recover(tx, now, &self.options))
     }
 
     fn next_wakeup(&self) -> Result<Option<EpochMillis>> {
@@ -596,15 +596,15 @@ impl QueueStorage for SledStorage {
 
     fn list_deferred(&self, page: &Page) -> Result<Vec<DeferredConflict>> {
         let now = self.hint();
-        self.write_tx(|tx| engine::list_deferred(tx, page, now, &self.options))
+        self.write_tx(|tx| rules::list_deferred(tx, page, now, &self.options))
     }
 
     fn log_conflict(&self, entry: &ConflictRecord) -> Result<u64> {
-        engine::check_conflict(entry, self.options.max_payload)?;
+        rules::check_conflict(entry, self.options.max_payload)?;
         let bytes = envelope::encode(RecordKind::Conflict, entry).map_err(StorageError::Encode)?;
         let max_entries = self.options.conflict_log_max_entries as u64;
         let max_bytes = self.options.conflict_log_max_bytes;
-        let cutoff = engine::conflict_cutoff(entry.resolved_at_ms, &self.options);
+        let cutoff = rules::conflict_cutoff(entry.resolved_at_ms, &self.options);
         let mut total = match *self.conflict_bytes() {
             Some(total) => total,
             // Counted once per handle (a scan), then kept up to date.
@@ -666,7 +666,7 @@ impl QueueStorage for SledStorage {
             match envelope::decode::<ConflictRecord>(
                 RecordKind::Conflict,
                 &v,
-                engine::conflict_body_limit(self.options.max_payload),
+                rules::conflict_body_limit(self.options.max_payload),
             ) {
                 Ok(c) => {
                     if filter.entity.as_ref().is_none_or(|e| *e == c.entity) {
@@ -797,11 +797,11 @@ impl QueueStorage for SledStorage {
         limit: usize,
     ) -> Result<crate::Requeued> {
         let now = self.seen(now);
-        self.write_tx(|tx| engine::requeue_acked(tx, head_seq, now, limit, &self.options))
+        self.write_tx(|tx| rules::requeue_acked(tx, head_seq, now, limit, &self.options))
     }
 
     fn acked(&self, page: &Page) -> Result<Vec<crate::AckedOp>> {
-        self.write_tx(|tx| engine::list_acked(tx, page, &self.options))
+        self.write_tx(|tx| rules::list_acked(tx, page, &self.options))
     }
 }
 

@@ -55,10 +55,10 @@ use crate::api::{
 };
 use crate::compact;
 use crate::dir::{self, FaultSlot, InjectedFault, Poison, QueueDir};
-use crate::engine::{self, Counters, Head, JournalRow, Loaded, MetaFilter, OpMeta, Tx};
 use crate::error::{Result, StorageError};
 use crate::journal::{AckedOp, Requeued};
 use crate::notices::Notices;
+use crate::rules::{self, Counters, Head, JournalRow, Loaded, MetaFilter, OpMeta, Tx};
 
 #[macro_use]
 mod codec;
@@ -216,7 +216,7 @@ impl SqliteStorage {
             wal_path,
             _dir: qdir,
         });
-        let recovered = shared.write("recover", |tx| engine::recover(tx, now, &shared.options))?;
+        let recovered = shared.write("recover", |tx| rules::recover(tx, now, &shared.options))?;
         let bg_conn = open_connection(&shared.path, &shared.db_path, &shared.options)?;
         bg_conn
             .busy_timeout(Duration::from_millis(50))
@@ -268,7 +268,7 @@ impl SqliteStorage {
             return Ok(Vec::new());
         }
         for op in &ops {
-            engine::validate(op, s.options.max_payload)?;
+            rules::validate(op, s.options.max_payload)?;
         }
         match s.options.durability {
             Durability::GroupCommit { max_delay } => {
@@ -276,7 +276,7 @@ impl SqliteStorage {
             }
             Durability::Immediate | Durability::Relaxed => {
                 s.write(enqueue_context(coalescer.is_some()), |tx| {
-                    engine::check_enqueue(tx, &ops, &s.options)?;
+                    rules::check_enqueue(tx, &ops, &s.options)?;
                     store(tx, &ops, now, coalescer.as_deref(), &s.options)
                 })
             }
@@ -314,7 +314,7 @@ impl QueueStorage for SqliteStorage {
         if let Some(now) = change.now() {
             s.seen(now);
         }
-        s.write(change.name(), |tx| engine::amend(tx, &change, &s.options))
+        s.write(change.name(), |tx| rules::amend(tx, &change, &s.options))
     }
 
     fn enqueue_batch(&self, ops: Vec<Operation>, now: EpochMillis) -> Result<Vec<u64>> {
@@ -341,7 +341,7 @@ impl QueueStorage for SqliteStorage {
     fn claim_ready(&self, now: EpochMillis, limit: usize) -> Result<Vec<Claimed>> {
         let s = &self.shared;
         let now = s.seen(now);
-        s.write_claim(|tx| engine::claim(tx, now, limit, &s.options))
+        s.write_claim(|tx| rules::claim(tx, now, limit, &s.options))
     }
 
     fn complete(&self, completions: &[Completion], now: EpochMillis) -> Result<()> {
@@ -350,9 +350,9 @@ impl QueueStorage for SqliteStorage {
         if completions.is_empty() {
             return s.poison.check();
         }
-        engine::check_completions(completions, &s.options)?;
+        rules::check_completions(completions, &s.options)?;
         s.write("complete", |tx| {
-            engine::complete(tx, completions, now, &s.options)
+            rules::complete(tx, completions, now, &s.options)
         })
     }
 
@@ -397,8 +397,8 @@ impl QueueStorage for SqliteStorage {
                 )
                 .and_then(|mut st| {
                     st.execute(params![
-                        to_i64(base.min(engine::MAX_INSTANT / 2)),
-                        to_i64(spread_ms.min(engine::MAX_INSTANT / 2)),
+                        to_i64(base.min(rules::MAX_INSTANT / 2)),
+                        to_i64(spread_ms.min(rules::MAX_INSTANT / 2)),
                         i64::from(salt),
                         STATE_WAITING,
                         after,
@@ -430,8 +430,8 @@ impl QueueStorage for SqliteStorage {
         let mut stats = main.counters.stats(to_u64(quarantined));
         drop(main);
         s.read(|tx| {
-            engine::count_blocked(tx, &mut stats, &s.options)?;
-            stats.acked_journal = engine::journal_len(tx)?;
+            rules::count_blocked(tx, &mut stats, &s.options)?;
+            stats.acked_journal = rules::journal_len(tx)?;
             Ok(())
         })?;
         Ok(stats)
@@ -440,7 +440,7 @@ impl QueueStorage for SqliteStorage {
     fn list(&self, filter: &ListFilter) -> Result<Vec<StoredOperation>> {
         let s = &self.shared;
         let now = s.hint();
-        s.write("list", |tx| engine::list(tx, filter, now, &s.options))
+        s.write("list", |tx| rules::list(tx, filter, now, &s.options))
     }
 
     fn get(&self, id: OperationId) -> Result<Option<StoredOperation>> {
@@ -448,7 +448,7 @@ impl QueueStorage for SqliteStorage {
         let now = s.hint();
         // A corrupt record is quarantined (committed) and then reported.
         let mut corrupt = None;
-        let found = s.write("get", |tx| match engine::get(tx, id, now, &s.options) {
+        let found = s.write("get", |tx| match rules::get(tx, id, now, &s.options) {
             Err(e @ StorageError::Corrupt { .. }) => {
                 corrupt = Some(e);
                 Ok(None)
@@ -464,7 +464,7 @@ impl QueueStorage for SqliteStorage {
     fn recover(&self, now: EpochMillis) -> Result<u64> {
         let s = &self.shared;
         s.seen(now);
-        s.write("recover", |tx| engine::recover(tx, now, &s.options))
+        s.write("recover", |tx| rules::recover(tx, now, &s.options))
     }
 
     fn next_wakeup(&self) -> Result<Option<EpochMillis>> {
@@ -475,15 +475,15 @@ impl QueueStorage for SqliteStorage {
         let s = &self.shared;
         let now = s.hint();
         s.write("list deferred", |tx| {
-            engine::list_deferred(tx, page, now, &s.options)
+            rules::list_deferred(tx, page, now, &s.options)
         })
     }
 
     fn log_conflict(&self, entry: &ConflictRecord) -> Result<u64> {
         let s = &self.shared;
-        engine::check_conflict(entry, s.options.max_payload)?;
+        rules::check_conflict(entry, s.options.max_payload)?;
         let body = envelope::encode(RecordKind::Conflict, entry).map_err(StorageError::Encode)?;
-        let cutoff = engine::conflict_cutoff(entry.resolved_at_ms, &s.options);
+        let cutoff = rules::conflict_cutoff(entry.resolved_at_ms, &s.options);
         let max = i64::try_from(s.options.conflict_log_max_entries).unwrap_or(i64::MAX);
         let max_bytes = i64::try_from(s.options.conflict_log_max_bytes).unwrap_or(i64::MAX);
         s.write("log conflict", |tx| {
@@ -535,7 +535,7 @@ impl QueueStorage for SqliteStorage {
         let since = filter.since.map(to_i64);
         let limit = filter.limit.unwrap_or(usize::MAX);
         let now = s.hint();
-        let body_limit = engine::conflict_body_limit(s.options.max_payload);
+        let body_limit = rules::conflict_body_limit(s.options.max_payload);
         s.write("conflict log", |tx| {
             let err = |e| classify(tx.path, "conflict log", e);
             let mut before = filter.before.map_or(i64::MAX, |c| to_i64(c.n));
@@ -680,12 +680,12 @@ impl QueueStorage for SqliteStorage {
         let s = &self.shared;
         let now = s.seen(now);
         s.write("requeue acked", |tx| {
-            engine::requeue_acked(tx, head_seq, now, limit, &s.options)
+            rules::requeue_acked(tx, head_seq, now, limit, &s.options)
         })
     }
 
     fn acked(&self, page: &Page) -> Result<Vec<AckedOp>> {
         let s = &self.shared;
-        s.read(|tx| engine::list_acked(tx, page, &s.options))
+        s.read(|tx| rules::list_acked(tx, page, &s.options))
     }
 }

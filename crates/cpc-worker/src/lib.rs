@@ -81,7 +81,7 @@ mod feed_acks;
 mod net;
 mod page_check;
 mod policy;
-mod pull;
+mod puller;
 mod regress;
 mod split;
 mod streaks;
@@ -97,7 +97,7 @@ pub use error::{Result, WorkerError};
 pub use event::{NetworkStatus, WorkerEvent};
 pub use feed_acks::FeedAcks;
 pub use policy::{RetryPolicy, DEFAULT_MAX_ATTEMPTS};
-pub use pull::{decode_pull_state, PageApplied, PullConfig, PullError, Puller, PULL_STATE_KEY};
+pub use puller::{decode_pull_state, PageApplied, PullConfig, PullError, Puller, PULL_STATE_KEY};
 pub use regress::{
     HandledRegression, Regression, Regressions, HISTORY_KEPT, HISTORY_KEY, PENDING_KEY,
 };

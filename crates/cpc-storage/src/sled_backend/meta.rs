@@ -6,7 +6,7 @@ use cpc_core::{EnvelopeError, OperationId, OperationPriority};
 use serde::{Deserialize, Serialize};
 
 use crate::api::{EpochMillis, OpState};
-use crate::engine::{Head, OpMeta};
+use crate::rules::{Head, OpMeta};
 
 /// Largest bookkeeping body decoded (ids, entity key, error text).
 pub(super) const MAX_META_BODY: u32 = 256 * 1024;

@@ -1,5 +1,5 @@
 //! A write set over the sled trees with read-your-writes, on which the
-//! shared queue rules ([`crate::engine`]) run; committed as one sled
+//! shared queue rules ([`crate::rules`]) run; committed as one sled
 //! transaction over every tree (atomic across trees, also across a crash:
 //! sled seals a multi-tree transaction as one batch in its log).
 
@@ -14,8 +14,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use super::keys;
 use super::meta::{decode_meta, StoredMeta};
 use crate::api::{EpochMillis, OpState, QuarantineNotice};
-use crate::engine::{self, Counters, Head, JournalRow, Loaded, MetaFilter, OpMeta};
 use crate::error::{Result, StorageError};
+use crate::rules::{self, Counters, Head, JournalRow, Loaded, MetaFilter, OpMeta};
 
 pub(super) const OPS: usize = 0;
 pub(super) const METAS: usize = 1;
@@ -141,7 +141,7 @@ pub(super) struct QuarantineEntry {
 }
 
 /// A bookkeeping record that failed its checksum: it cannot be handled by
-/// the engine (which needs the bookkeeping), so the backend quarantines it
+/// the rules (which need the bookkeeping), so the backend quarantines it
 /// after the transaction.
 #[derive(Debug)]
 pub(super) struct CorruptMeta {
@@ -169,7 +169,7 @@ pub(super) struct SledTx<'a> {
     counters: Counters,
     state_dirty: bool,
     pub(super) corrupt_metas: Vec<CorruptMeta>,
-    /// Largest record body decoded ([`engine::body_limit`] of the store's
+    /// Largest record body decoded ([`rules::body_limit`] of the store's
     /// `max_payload`).
     body_limit: u32,
     notices: Vec<QuarantineNotice>,
@@ -185,7 +185,7 @@ impl<'a> SledTx<'a> {
             counters,
             state_dirty: false,
             corrupt_metas: Vec::new(),
-            body_limit: engine::body_limit(max_payload),
+            body_limit: rules::body_limit(max_payload),
             notices: Vec::new(),
         }
     }
@@ -447,7 +447,7 @@ fn time_upto(at: EpochMillis) -> [u8; 16] {
     keys::time_key(at, u64::MAX)
 }
 
-impl engine::Tx for SledTx<'_> {
+impl rules::Tx for SledTx<'_> {
     fn meta_by_id(&mut self, id: OperationId) -> Result<Option<OpMeta>> {
         let Some(v) = self.get(IDS, &keys::id_key(id))? else {
             return Ok(None);
@@ -648,7 +648,7 @@ impl engine::Tx for SledTx<'_> {
 
     fn load_op(&mut self, meta: &OpMeta) -> Result<Loaded<Operation>> {
         match self.get(OPS, &keys::seq_key(meta.seq))? {
-            Some(raw) => Ok(engine::decode_op(raw, self.body_limit)),
+            Some(raw) => Ok(rules::decode_op(raw, self.body_limit)),
             None => Ok(Loaded::Corrupt {
                 raw: Vec::new(),
                 error: EnvelopeError::Malformed("operation record missing".into()),
@@ -659,7 +659,7 @@ impl engine::Tx for SledTx<'_> {
     fn load_remote(&mut self, meta: &OpMeta) -> Result<Option<Loaded<RemoteRecord>>> {
         Ok(self
             .get(REMOTES, &keys::seq_key(meta.seq))?
-            .map(|raw| engine::decode_remote(raw, self.body_limit)))
+            .map(|raw| rules::decode_remote(raw, self.body_limit)))
     }
 
     fn raw_op(&mut self, meta: &OpMeta) -> Result<Vec<u8>> {
@@ -683,7 +683,7 @@ impl engine::Tx for SledTx<'_> {
         reason: String,
         at: EpochMillis,
     ) -> Result<()> {
-        self.put_quarantine(engine::quarantine_key(meta), reason, raw, at)
+        self.put_quarantine(rules::quarantine_key(meta), reason, raw, at)
     }
 
     fn due_heads(&mut self, limit: usize) -> Result<Vec<OpMeta>> {

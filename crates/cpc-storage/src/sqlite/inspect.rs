@@ -115,7 +115,7 @@ impl SqliteInspector {
         Ok(SqliteInspector {
             conn,
             format,
-            body_limit: engine::body_limit(options.max_payload),
+            body_limit: rules::body_limit(options.max_payload),
             options,
             path,
         })
@@ -177,9 +177,9 @@ impl SqliteInspector {
                 .query_row("SELECT COUNT(*) FROM quarantine", [], |r| r.get(0))
                 .map_err(tx.err("stats"))?;
             let mut stats = tx.counters.stats(to_u64(quarantined));
-            engine::count_blocked(tx, &mut stats, &self.options)?;
+            rules::count_blocked(tx, &mut stats, &self.options)?;
             if journal {
-                stats.acked_journal = engine::journal_len(tx)?;
+                stats.acked_journal = rules::journal_len(tx)?;
             }
             Ok(stats)
         })
@@ -242,7 +242,7 @@ impl SqliteInspector {
         if !self.has_journal()? {
             return Ok(Vec::new());
         }
-        self.snapshot(|tx| engine::list_acked(tx, page, &self.options))
+        self.snapshot(|tx| rules::list_acked(tx, page, &self.options))
     }
 
     /// A value the sync layer keeps beside the queue

@@ -2,7 +2,7 @@
 //! journaled operation back in its entity's chain.
 
 use super::*;
-use crate::engine::JournalRow;
+use crate::rules::JournalRow;
 
 impl SqlTx<'_> {
     /// Writes operation `meta`'s rows (`ops`, and `hot` when it needs

@@ -17,8 +17,8 @@ use rusqlite::params;
 
 use super::{read_row, SqlTx, STATE_DEAD};
 use crate::api::{EpochMillis, QuarantineNotice, QueueOptions};
-use crate::engine::{self, Tx, QUARANTINED};
 use crate::error::{Result, StorageError};
+use crate::rules::{self, Tx, QUARANTINED};
 
 /// Every operation row with the columns `read_row` reads.
 const SQL_ALL_ROWS: &str = concat!("SELECT ", meta_cols!(), from_ops!(), "ORDER BY o.seq");
@@ -64,7 +64,7 @@ pub(super) fn salvage(tx: &mut SqlTx<'_>, now: EpochMillis, options: &QueueOptio
         let (id, entity, body) = repair_row(tx, *seq, &reason)?;
         let key = format!(
             "{}/{id}",
-            engine::record_key(u64::try_from(*seq).unwrap_or(0))
+            rules::record_key(u64::try_from(*seq).unwrap_or(0))
         );
         tx.quarantine_row(&key, &reason, &body, now)?;
         tx.notices().push(QuarantineNotice {
@@ -79,12 +79,12 @@ pub(super) fn salvage(tx: &mut SqlTx<'_>, now: EpochMillis, options: &QueueOptio
     entities.sort();
     entities.dedup();
     for entity in &entities {
-        engine::fix_head(tx, entity, None, options)?;
+        rules::fix_head(tx, entity, None, options)?;
     }
     if !damaged.is_empty() {
         // The old counters counted the damaged rows in states they no
         // longer have.
-        engine::recount(tx)?;
+        rules::recount(tx)?;
     }
     Ok(damaged.len() as u64)
 }

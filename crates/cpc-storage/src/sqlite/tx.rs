@@ -1,8 +1,8 @@
-//! `SqlTx`: the engine's `Tx` over one SQLite transaction.
+//! `SqlTx`: the queue rules' `Tx` over one SQLite transaction.
 
 use super::*;
 
-/// The engine's table interface over one SQLite transaction.
+/// The queue rules' table interface over one SQLite transaction.
 ///
 /// Layout (format 3; format 2 differs only in its bodies):
 /// - `entities`: one row per entity with queued operations, interning its
@@ -30,7 +30,7 @@ pub(super) struct SqlTx<'c> {
     /// Bodies read with the last `due_heads`, by seq, for the claim's
     /// `load_op` calls that follow.
     pub(super) bodies: Vec<(u64, Vec<u8>)>,
-    /// Largest record body decoded ([`engine::body_limit`] of the store's
+    /// Largest record body decoded ([`rules::body_limit`] of the store's
     /// `max_payload`).
     pub(super) body_limit: u32,
     pub(super) notices: Vec<QuarantineNotice>,
@@ -328,7 +328,7 @@ impl<'c> SqlTx<'c> {
 /// The chain of an entity's operations does not hold together.
 pub(super) fn broken_chain(seq: u64) -> StorageError {
     StorageError::Corrupt {
-        key: engine::record_key(seq),
+        key: rules::record_key(seq),
         source: cpc_core::EnvelopeError::Malformed("the entity's operation chain is broken".into()),
     }
 }
@@ -609,7 +609,7 @@ impl Tx for SqlTx<'_> {
                 meta.seq,
                 "load deferred remote",
             )?
-            .map(|raw| engine::decode_remote(raw, self.body_limit)))
+            .map(|raw| rules::decode_remote(raw, self.body_limit)))
     }
 
     fn raw_op(&mut self, meta: &OpMeta) -> Result<Vec<u8>> {
@@ -665,7 +665,7 @@ impl Tx for SqlTx<'_> {
         reason: String,
         at: EpochMillis,
     ) -> Result<()> {
-        self.quarantine_row(&engine::quarantine_key(meta), &reason, &raw, at)
+        self.quarantine_row(&rules::quarantine_key(meta), &reason, &raw, at)
     }
 
     fn due_heads(&mut self, limit: usize) -> Result<Vec<OpMeta>> {

@@ -176,7 +176,7 @@ impl Shared {
         let mut main = self.lock_main();
         let Main { conn, counters, .. } = &mut *main;
         let mut copy = *counters;
-        let limit = engine::body_limit(self.options.max_payload);
+        let limit = rules::body_limit(self.options.max_payload);
         let mut tx = SqlTx::new(conn, &self.path, &mut copy, limit);
         let r = f(&mut tx);
         self.poison_on_io(r)
@@ -200,7 +200,7 @@ impl Shared {
         let mut next = *counters;
         let mut rewritten = false;
         let (r, notices) = {
-            let limit = engine::body_limit(self.options.max_payload);
+            let limit = rules::body_limit(self.options.max_payload);
             let mut stx = SqlTx::new(&tx, &self.path, &mut next, limit);
             let r = f(&mut stx);
             let notices = std::mem::take(&mut stx.notices);
@@ -389,7 +389,7 @@ impl Shared {
             for req in batch {
                 // Refusals (duplicate, size) are per request and happen
                 // before any write; a failed write fails the whole group.
-                match engine::check_enqueue(tx, &req.ops, &self.options) {
+                match rules::check_enqueue(tx, &req.ops, &self.options) {
                     Ok(()) => {
                         let done = store(
                             tx,
@@ -474,8 +474,8 @@ pub(super) fn store(
     options: &QueueOptions,
 ) -> Result<Vec<Enqueued>> {
     match coalescer {
-        Some(c) => engine::enqueue_coalescing(tx, ops, now, options, c),
-        None => Ok(engine::enqueue(tx, ops, now, options)?
+        Some(c) => rules::enqueue_coalescing(tx, ops, now, options, c),
+        None => Ok(rules::enqueue(tx, ops, now, options)?
             .into_iter()
             .map(|seq| Enqueued::Stored { seq })
             .collect()),

@@ -63,12 +63,12 @@ impl Inner {
     pub(super) async fn stored_known(&self) -> Option<cpc_core::RemotePosition> {
         let raw = self
             .call("sync_state", |s| {
-                s.sync_state(crate::pull::PULL_STATE_KEY, None)
+                s.sync_state(crate::puller::PULL_STATE_KEY, None)
             })
             .await
             .ok()
             .flatten()?;
-        crate::pull::decode_pull_state(&raw)?.1
+        crate::puller::decode_pull_state(&raw)?.1
     }
 
     /// Puts the acked journal's retained operations back in the queue

@@ -166,7 +166,7 @@ impl<'a> MetaFilter<'a> {
 /// aging, in-flight, parked, by entity, by id) is the implementation's job,
 /// derived from the `OpMeta` it is given.
 ///
-/// Every method is used by the engine for every backend; nothing here is
+/// Every method is used by the rules for every backend; nothing here is
 /// one backend's need (those stay in the backend's own transaction type).
 pub(crate) trait Tx {
     /// The bookkeeping of one operation by id (to complete, revive, drop or
@@ -223,7 +223,7 @@ pub(crate) trait Tx {
     /// The stored bytes of the operation (for quarantine).
     fn raw_op(&mut self, meta: &OpMeta) -> Result<Vec<u8>>;
     /// Keeps `raw` in the quarantine set under `key`. The operation itself
-    /// stays stored (the engine parks it as dead, so its entity's order
+    /// stays stored (the rules park it as dead, so its entity's order
     /// holds).
     fn quarantine(
         &mut self,
@@ -562,7 +562,7 @@ pub(crate) fn respread_waiting<T: Tx + ?Sized>(
 }
 
 /// Rebuilds the counters from the stored bookkeeping (a scan: for the rare
-/// paths that remove or repair records behind the engine's back, whose
+/// paths that remove or repair records behind the rules' back, whose
 /// states the incremental counters no longer match); keeps `next_seq`.
 pub(crate) fn recount<T: Tx + ?Sized>(tx: &mut T) -> Result<()> {
     let next_seq = tx.counters().next_seq;
