@@ -87,10 +87,10 @@
 //! # Supported Rust versions
 //! The workspace's `rust-version` (1.89) and later.
 
-mod checker;
 pub mod duration;
 mod error;
 mod faulty;
+pub mod invariants;
 mod locate;
 mod network;
 #[cfg(feature = "proxy")]
@@ -100,33 +100,32 @@ mod remote;
 mod scenario;
 mod schedule;
 
-pub use checker::{
-    check, check_with, Abandoned, CheckOptions, CoalescedState, ConflictCounts, Convergence,
-    DeviceDiff, DeviceSummary, Duplicate, ExpectedBounds, Fates, InvariantReport, Inversion,
-    Listed, PriorityLatency, QueueEnd, Reorder, SubmitOutcome, SubmittedRecord,
-};
 /// The origin of a run's time line; defined with the other clocks in
 /// `cpc_core::time`, re-exported here because every simulation needs it.
 pub use cpc_core::SimClock;
 pub use error::{Error, ParseSource, Result, ScenarioFormat};
 pub use faulty::{FaultCounters, FaultPlan, FaultyTransport, Latency};
+pub use invariants::{
+    check, check_with, Abandoned, CheckOptions, CoalescedState, ConflictCounts, Convergence,
+    DeviceDiff, DeviceSummary, Duplicate, ExpectedBounds, Fates, InvariantReport, Inversion,
+    Listed, PriorityLatency, QueueEnd, Reorder, SubmitOutcome, SubmittedRecord,
+};
 pub use network::ScriptedNetwork;
 pub use reference::{run_reference, ReferenceOptions, RunOutput};
 pub use remote::{
-    apply_log_text, Admission, ApplyRecord, OpRate, PoisonKey, PoisonRule, RemoteOptions,
-    RemoteStats, RestoreError, SimulatedRemote,
+    apply_log_text, splitmix64, Admission, ApplyRecord, OpRate, PoisonKey, PoisonRule,
+    RemoteOptions, RemoteStats, RestoreError, SimulatedRemote,
 };
 pub use scenario::{
     Arrival, CompactionPlan, CrashPlan, KindWeights, OperationMix, PlannedOp, PriorityWeights,
     PullPlan, RestorePlan, Scenario, ScenarioBuilder, SinkKind, SizeRange, Workload,
     BYTES_PER_DEVICE, BYTES_PER_OP, DEFAULT_EPOCH_MS, MAX_CLOCK_SKEW_MS, MAX_COLLECTIONS,
-    MAX_COLLECTION_NAME, MAX_CRASHES, MAX_DEVICES, MAX_DURATION, MAX_ENTITIES, MAX_EPOCH_MS,
-    MAX_INITIAL_RECORDS, MAX_OPS_PER_DEVICE, MAX_RATE, MAX_RECORD_BYTES, MAX_SCENARIO_BYTES,
-    MEMORY_BUDGET,
+    MAX_COLLECTION_NAME, MAX_CRASHES, MAX_DEVICES, MAX_ENTITIES, MAX_EPOCH_MS, MAX_INITIAL_RECORDS,
+    MAX_OPS_PER_DEVICE, MAX_RATE, MAX_RECORD_BYTES, MAX_SCENARIO_BYTES, MEMORY_BUDGET,
 };
 pub use schedule::{
     Flapping, LinkCondition, LinkState, Probability, Schedule, ScheduleBuilder, Segment, Window,
-    MAX_FLAPPING_CYCLES, MAX_WINDOWS,
+    MAX_DURATION, MAX_FLAPPING_CYCLES, MAX_WINDOWS,
 };
 
 #[cfg(test)]

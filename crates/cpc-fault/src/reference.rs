@@ -14,9 +14,9 @@ use std::time::Duration;
 
 use cpc_core::{match_outcomes, EntityKey, Operation, PushOutcome, Transport, TransportError};
 
-use crate::checker::{check_with, Abandoned, InvariantReport, SubmitOutcome, SubmittedRecord};
 use crate::error::{Error, Result};
 use crate::faulty::{FaultCounters, FaultyTransport};
+use crate::invariants::{check_with, Abandoned, InvariantReport, SubmitOutcome, SubmittedRecord};
 use crate::remote::{ApplyRecord, RemoteStats, SimulatedRemote};
 use crate::scenario::{PlannedOp, Scenario};
 use cpc_core::SimClock;

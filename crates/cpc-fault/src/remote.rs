@@ -160,7 +160,9 @@ impl PoisonRule {
     }
 }
 
-pub(crate) fn splitmix64(mut x: u64) -> u64 {
+/// The splitmix64 mixer: the seeds a run derives from its one seed (kept
+/// bit-for-bit, so that a seed replays the same run).
+pub fn splitmix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -286,8 +288,8 @@ impl Bucket {
         }
         // Checked: a tiny rate must not panic; clamped to the longest run.
         Duration::try_from_secs_f64((1.0 - self.tokens) / rate)
-            .unwrap_or(crate::scenario::MAX_DURATION)
-            .min(crate::scenario::MAX_DURATION)
+            .unwrap_or(crate::schedule::MAX_DURATION)
+            .min(crate::schedule::MAX_DURATION)
     }
 }
 

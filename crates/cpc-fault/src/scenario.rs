@@ -14,12 +14,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::checker::{CheckOptions, ExpectedBounds};
 use crate::duration::{humane, humane_vec, signed_ms_vec};
 use crate::error::{Error, Result, ScenarioFormat};
 use crate::faulty::{FaultPlan, FaultyTransport};
+use crate::invariants::{CheckOptions, ExpectedBounds};
 use crate::remote::{splitmix64, RemoteOptions, SimulatedRemote};
-use crate::schedule::Schedule;
+use crate::schedule::{Schedule, MAX_DURATION};
 use cpc_core::SimClock;
 
 mod pull;
@@ -41,9 +41,6 @@ pub const MAX_DEVICES: u32 = 1_000;
 pub const MAX_OPS_PER_DEVICE: u64 = 10_000_000;
 /// Most distinct records per device.
 pub const MAX_ENTITIES: u64 = 10_000_000;
-/// Longest simulated run, and latest instant of anything in it (arrivals,
-/// windows, crash points): 30 days.
-pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
 /// Largest clock skew of a device, either way: 1 year.
 pub const MAX_CLOCK_SKEW_MS: u64 = 365 * 24 * 3600 * 1000;
 /// Latest `epoch_ms` (the year 3000).

@@ -86,6 +86,11 @@ impl LinkCondition {
     }
 }
 
+/// Longest simulated run, and latest instant of anything in it (arrivals,
+/// windows, crash points): 30 days. Defined with the schedule, the world's
+/// time line, so that the world never reads the scenario's parsing.
+pub const MAX_DURATION: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// Most `[[schedule.windows]]` and `[[schedule.flapping]]` entries together.
 pub const MAX_WINDOWS: usize = 10_000;
 /// Most down-up cycles all flapping entries expand to, together.
@@ -255,7 +260,7 @@ impl Schedule {
                 format!("{entries} windows and flapping entries is more than the limit of {MAX_WINDOWS}"),
             ));
         }
-        let latest = crate::scenario::MAX_DURATION;
+        let latest = MAX_DURATION;
         for (i, w) in windows.iter().enumerate() {
             if w.to > latest {
                 return Err(Error::invalid(
