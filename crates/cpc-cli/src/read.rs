@@ -6,8 +6,8 @@ use std::io::Write;
 use std::path::Path;
 
 use cpc_core::{EntityKey, RemotePosition};
+use cpc_storage::sync_state::{HandledRegression, Regression};
 use cpc_storage::{ListFilter, OpState, QueueStats, SqliteInspector};
-use cpc_worker::HandledRegression;
 use serde_json::json;
 
 use crate::args::StateFilter;
@@ -28,29 +28,17 @@ struct Status {
     format: u32,
     cursor: Option<cpc_core::PullCursor>,
     known: Option<RemotePosition>,
-    pending_regression: Option<cpc_worker::Regression>,
+    pending_regression: Option<Regression>,
     regressions: Vec<HandledRegression>,
 }
 
 fn read_status(q: &SqliteInspector) -> Result<Status, Failure> {
     let stats = q.stats().map_err(storage)?;
-    let (cursor, known) = q
-        .sync_state(cpc_worker::PULL_STATE_KEY)
-        .ok()
-        .flatten()
-        .and_then(|raw| cpc_worker::decode_pull_state(&raw))
-        .unwrap_or((None, None));
-    let pending_regression = q
-        .sync_state(cpc_worker::PENDING_KEY)
-        .ok()
-        .flatten()
-        .and_then(|raw| cpc_worker::Regression::decode(&raw));
-    let regressions = q
-        .sync_state(cpc_worker::HISTORY_KEY)
-        .ok()
-        .flatten()
-        .map(|raw| HandledRegression::decode_history(&raw))
-        .unwrap_or_default();
+    // Advisory: a state that cannot be read shows as none, as before.
+    let sync = q.sync_record().unwrap_or_default();
+    let (cursor, known) = (sync.pull.cursor, sync.pull.known);
+    let pending_regression = sync.pending_regression;
+    let regressions = sync.regressions;
     Ok(Status {
         stats,
         oldest: q.oldest_pending().map_err(storage)?,

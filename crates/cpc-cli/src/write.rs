@@ -214,7 +214,10 @@ pub fn requeue_acked(
     }
     // Done by hand: the engine must not do it again at its next start.
     store
-        .sync_state(cpc_worker::PENDING_KEY, Some(Vec::new()))
+        .sync_state(
+            cpc_storage::sync_state::PENDING_REGRESSION_KEY,
+            Some(Vec::new()),
+        )
         .map_err(storage)?;
     writeln!(
         out,

@@ -764,7 +764,8 @@ fn each_state_filter_lists_exactly_its_operations_and_a_limit_says_there_is_more
     );
 }
 
-/// The puller's stored state, as cpc-worker writes it.
+/// The puller's stored state, field by field as stored: written by hand so
+/// that a change of the stored form (cpc_storage::sync_state) fails here.
 #[derive(serde::Serialize)]
 struct PullState {
     scope: Option<Vec<String>>,
@@ -785,7 +786,7 @@ fn status_shows_a_pull_inside_a_snapshot_then_a_pending_and_a_handled_regression
         seq,
         fp: 9,
     };
-    let pending = cpc_worker::Regression {
+    let pending = cpc_storage::sync_state::Regression {
         known: Some(position(41)),
         head: position(12),
     };
@@ -798,10 +799,13 @@ fn status_shows_a_pull_inside_a_snapshot_then_a_pending_and_a_handled_regression
             }),
             known: Some(position(41)),
         };
-        s.sync_state(cpc_worker::PULL_STATE_KEY, Some(meta(&state)))
+        s.sync_state(cpc_storage::sync_state::PULL_KEY, Some(meta(&state)))
             .unwrap();
-        s.sync_state(cpc_worker::PENDING_KEY, Some(meta(&pending)))
-            .unwrap();
+        s.sync_state(
+            cpc_storage::sync_state::PENDING_REGRESSION_KEY,
+            Some(meta(&pending)),
+        )
+        .unwrap();
     });
     let (code, out, err) = here(&on("status", &q.dir, &[]), b"", plain());
     assert_eq!(code, 0, "{err}");
@@ -820,7 +824,7 @@ fn status_shows_a_pull_inside_a_snapshot_then_a_pending_and_a_handled_regression
     );
 
     // Handled: the pending report cleared, the history keeps it.
-    let handled = vec![cpc_worker::HandledRegression {
+    let handled = vec![cpc_storage::sync_state::HandledRegression {
         regression: pending,
         requeued: 3,
         unrecoverable: 1,
@@ -828,10 +832,16 @@ fn status_shows_a_pull_inside_a_snapshot_then_a_pending_and_a_handled_regression
         at: now_ms() - 7_530_000,
     }];
     with_store(&q, |s| {
-        s.sync_state(cpc_worker::PENDING_KEY, Some(Vec::new()))
-            .unwrap();
-        s.sync_state(cpc_worker::HISTORY_KEY, Some(meta(&handled)))
-            .unwrap();
+        s.sync_state(
+            cpc_storage::sync_state::PENDING_REGRESSION_KEY,
+            Some(Vec::new()),
+        )
+        .unwrap();
+        s.sync_state(
+            cpc_storage::sync_state::REGRESSION_HISTORY_KEY,
+            Some(meta(&handled)),
+        )
+        .unwrap();
     });
     let (code, out, _) = here(&on("status", &q.dir, &[]), b"", plain());
     assert_eq!(code, 0);

@@ -136,6 +136,7 @@ mod rules;
 #[cfg(feature = "sled")]
 mod sled_backend;
 mod sqlite;
+pub mod sync_state;
 
 pub use api::{
     respread_offset, Amend, Claimed, Completion, ConflictCursor, ConflictFilter, DeadHeadPolicy,
@@ -155,6 +156,7 @@ pub use sled_backend::{SledOptions, SledStorage, DEFAULT_SLED_CACHE_CAPACITY};
 pub use sqlite::{
     InspectedOp, SqliteInspector, SqliteStorage, StoreFiles, Verified, RELAXED_SYNC_INTERVAL,
 };
+pub use sync_state::SyncState;
 
 #[cfg(test)]
 mod object_safety {

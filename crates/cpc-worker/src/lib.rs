@@ -97,10 +97,8 @@ pub use error::{Result, WorkerError};
 pub use event::{NetworkStatus, WorkerEvent};
 pub use feed_acks::FeedAcks;
 pub use policy::{RetryPolicy, DEFAULT_MAX_ATTEMPTS};
-pub use puller::{decode_pull_state, PageApplied, PullConfig, PullError, Puller, PULL_STATE_KEY};
-pub use regress::{
-    HandledRegression, Regression, Regressions, HISTORY_KEPT, HISTORY_KEY, PENDING_KEY,
-};
+pub use puller::{PageApplied, PullConfig, PullError, Puller};
+pub use regress::{HandledRegression, Regression, Regressions, HISTORY_KEPT};
 pub use summary::{ConflictCounts, ProcessingSummary};
 pub use worker::{SyncWorker, SyncWorkerBuilder};
 

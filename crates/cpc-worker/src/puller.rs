@@ -20,34 +20,17 @@ use cpc_core::{
     RemoteSink, SinkChange, SinkError, SinkPage, TokioWallClock, Transport, TransportError,
 };
 use cpc_network::NetworkMonitor;
+use cpc_storage::sync_state::{PullState, PENDING_REGRESSION_KEY, PULL_KEY};
 use cpc_storage::{Completion, ListFilter, OpState, QueueStorage, StorageError};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, watch, Mutex, Notify};
 
 use crate::config::StorageCalls;
 use crate::event::WorkerEvent;
 use crate::feed_acks::{FeedAck, FeedAcks};
 use crate::page_check::check_page;
-use crate::regress::{self, Regression, Regressions};
-
-/// The `sync_state` key of the pull state.
-const STATE_KEY: &str = "pull";
-
-/// The `sync_state` key under which the puller keeps its state, for tools
-/// that inspect a queue ([`decode_pull_state`]).
-pub const PULL_STATE_KEY: &str = STATE_KEY;
-
-/// The cursor and the highest server position seen, from the puller's
-/// stored state (`None` if it does not decode).
-pub fn decode_pull_state(raw: &[u8]) -> Option<(Option<PullCursor>, Option<RemotePosition>)> {
-    envelope::decode::<PullState>(RecordKind::Meta, raw, MAX_STATE_BYTES)
-        .ok()
-        .map(|s| (s.cursor, s.known))
-}
-/// The largest pull state read back (a cursor holds two keys of ≤ 1 KiB).
-const MAX_STATE_BYTES: u32 = 16 * 1024;
+use crate::regress::{Regression, Regressions};
 
 /// How the puller pulls.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -116,16 +99,6 @@ pub enum PullError {
     /// change or key is out of order or range): nothing of it was applied.
     #[error("pull page refused: {0}")]
     Refused(String),
-}
-
-/// What the puller keeps in the store: the scope's cursor and the highest
-/// server position seen.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct PullState {
-    /// The scope the cursor belongs to.
-    scope: Option<Vec<String>>,
-    cursor: Option<PullCursor>,
-    known: Option<RemotePosition>,
 }
 
 /// What one page did.
@@ -307,14 +280,15 @@ impl Puller {
         if let Some(state) = cached.as_ref() {
             return Ok(state.clone());
         }
-        let raw = self.call(|s| s.sync_state(STATE_KEY, None)).await?;
+        let raw = self.call(|s| s.sync_state(PULL_KEY, None)).await?;
         let mut state = match raw {
             None => PullState::default(),
-            Some(raw) => envelope::decode::<PullState>(RecordKind::Meta, &raw, MAX_STATE_BYTES)
-                .unwrap_or_else(|e| {
-                    tracing::warn!(error = %e, "the stored pull cursor does not decode; starting over with a snapshot");
-                    PullState::default()
-                }),
+            Some(raw) => PullState::decode(&raw).unwrap_or_else(|| {
+                tracing::warn!(
+                    "the stored pull cursor does not decode; starting over with a snapshot"
+                );
+                PullState::default()
+            }),
         };
         if state.scope != self.config.collections {
             state.cursor = None;
@@ -506,11 +480,11 @@ impl Puller {
                 let bytes = regression
                     .encode()
                     .ok_or_else(|| PullError::Task("encoding a regression".into()))?;
-                self.call(move |s| s.sync_state(regress::PENDING_KEY, Some(bytes)))
+                self.call(move |s| s.sync_state(PENDING_REGRESSION_KEY, Some(bytes)))
                     .await?;
                 if !regressions.report(regression) {
                     // Handled already (a push saw it first).
-                    self.call(|s| s.sync_state(regress::PENDING_KEY, Some(Vec::new())))
+                    self.call(|s| s.sync_state(PENDING_REGRESSION_KEY, Some(Vec::new())))
                         .await?;
                 }
             }
@@ -539,7 +513,7 @@ impl Puller {
     async fn persist(&self, next: PullState) -> Result<(), PullError> {
         let bytes = envelope::encode(RecordKind::Meta, &next)
             .map_err(|e| PullError::Storage(StorageError::Encode(e)))?;
-        self.call(move |s| s.sync_state(STATE_KEY, Some(bytes)))
+        self.call(move |s| s.sync_state(PULL_KEY, Some(bytes)))
             .await?;
         *self.state.lock().await = Some(next);
         Ok(())

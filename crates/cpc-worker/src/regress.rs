@@ -13,81 +13,9 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
-use cpc_core::envelope::{self, RecordKind};
-use cpc_core::RemotePosition;
-use serde::{Deserialize, Serialize};
-
-/// The `sync_state` key of a reported regression not yet handled.
-pub const PENDING_KEY: &str = "regressed";
-
-/// The `sync_state` key of the regressions handled (the latest
-/// [`HISTORY_KEPT`]), for tools that inspect a queue.
-pub const HISTORY_KEY: &str = "regressions";
-
-/// Handled regressions the history keeps.
-pub const HISTORY_KEPT: usize = 16;
-
-/// Largest stored report read back (two positions with their store ids).
-pub(crate) const MAX_PENDING_BYTES: u32 = 4 * 1024;
-
-/// One regression: what the device had seen, where the remote stands.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Regression {
-    /// The highest position this device had seen (when the reporter
-    /// knows it).
-    pub known: Option<RemotePosition>,
-    /// The remote's head in its `409`.
-    pub head: RemotePosition,
-}
-
-impl Regression {
-    /// The stored form (an envelope, CRC-checked when read back).
-    pub(crate) fn encode(&self) -> Option<Vec<u8>> {
-        envelope::encode(RecordKind::Meta, self).ok()
-    }
-
-    /// Reads a stored report ([`PENDING_KEY`]); `None` for an empty or
-    /// damaged value.
-    pub fn decode(raw: &[u8]) -> Option<Regression> {
-        if raw.is_empty() {
-            return None;
-        }
-        envelope::decode(RecordKind::Meta, raw, MAX_PENDING_BYTES).ok()
-    }
-}
-
-/// A regression the worker handled, as its history keeps it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct HandledRegression {
-    /// What was reported.
-    pub regression: Regression,
-    /// Acknowledged operations put back in the queue.
-    pub requeued: u64,
-    /// Acknowledged operations that could not be.
-    pub unrecoverable: u64,
-    /// When it was handled.
-    pub at: cpc_storage::EpochMillis,
-}
-
-impl HandledRegression {
-    /// Reads the stored history ([`HISTORY_KEY`]), oldest first; empty for
-    /// a missing or damaged value.
-    pub fn decode_history(raw: &[u8]) -> Vec<HandledRegression> {
-        envelope::decode(RecordKind::Meta, raw, MAX_HISTORY_BYTES).unwrap_or_default()
-    }
-
-    /// `history` with `self` appended, the oldest dropped past
-    /// [`HISTORY_KEPT`], encoded for storing.
-    pub(crate) fn append_to(self, mut history: Vec<HandledRegression>) -> Option<Vec<u8>> {
-        history.push(self);
-        let excess = history.len().saturating_sub(HISTORY_KEPT);
-        history.drain(..excess);
-        envelope::encode(RecordKind::Meta, &history).ok()
-    }
-}
-
-/// Largest stored history read back.
-const MAX_HISTORY_BYTES: u32 = 32 * 1024;
+// The stored forms live with the queue (`cpc_storage::sync_state`), so
+// that tools read them without this crate.
+pub use cpc_storage::sync_state::{HandledRegression, Regression, HISTORY_KEPT};
 
 /// Where regressions are reported to the worker: shared by the worker and
 /// the puller of one engine (`SyncWorker::regressions`).

@@ -39,7 +39,7 @@ mod batch;
 mod judge;
 mod run;
 
-use crate::regress::{self, HandledRegression, Regression, Regressions};
+use crate::regress::{HandledRegression, Regression, Regressions};
 
 use self::judge::{judge, BatchVerdict, Verdict};
 use self::run::*;

@@ -253,6 +253,11 @@ impl SqliteInspector {
         self.snapshot(|tx| tx.sync_state(&name))
     }
 
+    /// The queue's whole sync state, typed ([`SyncState`](crate::SyncState)).
+    pub fn sync_record(&self) -> Result<crate::SyncState> {
+        crate::SyncState::read_with(|key| self.sync_state(key))
+    }
+
     /// Decodes every operation record and acked journal entry, page by
     /// page; reports the ones that do not decode.
     pub fn verify(&self) -> Result<Verified> {

@@ -63,12 +63,12 @@ impl Inner {
     pub(super) async fn stored_known(&self) -> Option<cpc_core::RemotePosition> {
         let raw = self
             .call("sync_state", |s| {
-                s.sync_state(crate::puller::PULL_STATE_KEY, None)
+                s.sync_state(cpc_storage::sync_state::PULL_KEY, None)
             })
             .await
             .ok()
             .flatten()?;
-        crate::puller::decode_pull_state(&raw)?.1
+        cpc_storage::sync_state::PullState::decode(&raw)?.known
     }
 
     /// Puts the acked journal's retained operations back in the queue
@@ -100,13 +100,16 @@ impl Inner {
         };
         self.call("sync_state", move |s| {
             let history = s
-                .sync_state(regress::HISTORY_KEY, None)?
+                .sync_state(cpc_storage::sync_state::REGRESSION_HISTORY_KEY, None)?
                 .map(|raw| HandledRegression::decode_history(&raw))
                 .unwrap_or_default();
             if let Some(bytes) = handled.append_to(history) {
-                s.sync_state(regress::HISTORY_KEY, Some(bytes))?;
+                s.sync_state(cpc_storage::sync_state::REGRESSION_HISTORY_KEY, Some(bytes))?;
             }
-            s.sync_state(regress::PENDING_KEY, Some(Vec::new()))
+            s.sync_state(
+                cpc_storage::sync_state::PENDING_REGRESSION_KEY,
+                Some(Vec::new()),
+            )
         })
         .await?;
         tracing::warn!(target: "cpc_worker", head = head_seq, requeued, unrecoverable, "the remote went back in time: retained operations re-queued");
@@ -154,7 +157,9 @@ pub(super) async fn run(inner: Arc<Inner>) {
     }
     // A regression reported before a crash or stop is handled now.
     match inner
-        .call("sync_state", |s| s.sync_state(regress::PENDING_KEY, None))
+        .call("sync_state", |s| {
+            s.sync_state(cpc_storage::sync_state::PENDING_REGRESSION_KEY, None)
+        })
         .await
     {
         Ok(raw) => {
