@@ -97,8 +97,9 @@ async fn run(scenario: &Scenario) -> Result<InvariantReport, cpc_fault::Error> {
         let n = queue.len().min(BATCH);
         let batch: Vec<Operation> = queue.iter().take(n).cloned().collect();
         let answer = transport
-            .push(&batch)
+            .push(&cpc_core::PushQuery::new(&batch))
             .await
+            .map(|a| a.outcomes)
             .and_then(|o| match_outcomes(&batch, o));
         match answer {
             Ok(outcomes) => {

@@ -45,7 +45,11 @@ const START_MS: u64 = 1_700_000_000_000;
 struct Instant0;
 #[async_trait]
 impl Transport for Instant0 {
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+    async fn push(
+        &self,
+        query: &cpc_core::PushQuery<'_>,
+    ) -> Result<cpc_core::PushAnswer, TransportError> {
+        let batch = query.ops;
         Ok(batch
             .iter()
             .map(|op| OpOutcome::new(op.id, PushOutcome::Applied { version: 1 }))

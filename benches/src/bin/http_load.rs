@@ -300,13 +300,13 @@ async fn client_cost() -> Res<()> {
     };
     let raw = reqwest::Client::new();
     // Warm both (the transport fetches /v1/info once).
-    transport.push(&ops).await?;
+    transport.push(&cpc_core::PushQuery::new(&ops)).await?;
     let mut with_transport = Vec::new();
     let mut with_raw = Vec::new();
     for _ in 0..5 {
         let t = Instant::now();
         for _ in 0..PUSHES {
-            transport.push(&ops).await?;
+            transport.push(&cpc_core::PushQuery::new(&ops)).await?;
         }
         with_transport.push(t.elapsed().as_secs_f64() / PUSHES as f64);
         let t = Instant::now();

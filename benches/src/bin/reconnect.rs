@@ -91,7 +91,11 @@ struct Recorder {
 
 #[async_trait]
 impl Transport for Recorder {
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+    async fn push(
+        &self,
+        query: &cpc_core::PushQuery<'_>,
+    ) -> Result<cpc_core::PushAnswer, TransportError> {
+        let batch = query.ops;
         let _ = self.first.set(Instant::now());
         self.batches.fetch_add(1, Ordering::SeqCst);
         self.ops.fetch_add(batch.len() as u64, Ordering::SeqCst);

@@ -62,8 +62,8 @@ pub use time::{
     TokioWallClock, WallClock,
 };
 pub use transport::{
-    match_answer, match_outcomes, ConflictRecord, OpOutcome, PushOutcome, RemoteRecord, Resolution,
-    Transport, TransportError,
+    match_answer, match_outcomes, ConflictRecord, OpOutcome, PushAnswer, PushOutcome, PushQuery,
+    RemoteRecord, Resolution, Transport, TransportError,
 };
 
 #[cfg(test)]

@@ -186,14 +186,70 @@ impl OpOutcome {
     }
 }
 
+/// What the engine asks a transport to push: the batch, and everything
+/// the call needs with it. A transport keeps no sync state between calls;
+/// what the protocol must carry is here (as [`PullQuery`] carries the pull
+/// cursor), so a wrapper that forwards the query forwards all of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PushQuery<'a> {
+    /// The operations, of distinct ids (the engine's batches hold at most
+    /// one per entity).
+    pub ops: &'a [Operation],
+    /// The highest remote position this device has seen (protocol §8
+    /// `known`): a remote restored to a point before it answers
+    /// [`TransportError::HistoryDiverged`] and applies nothing.
+    pub known: Option<&'a RemotePosition>,
+}
+
+impl<'a> PushQuery<'a> {
+    /// A push of `ops` with no `known` position.
+    pub fn new(ops: &'a [Operation]) -> Self {
+        PushQuery { ops, known: None }
+    }
+
+    /// The same, sending `known`.
+    pub fn known(mut self, known: Option<&'a RemotePosition>) -> Self {
+        self.known = known;
+        self
+    }
+}
+
+/// What a push answers: one outcome per operation, and the remote's head
+/// when it says where its history stands (the engine raises its `known`
+/// position to it).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PushAnswer {
+    /// One outcome per operation, each naming its operation, in any order.
+    pub outcomes: Vec<OpOutcome>,
+    /// The remote's head after the push, if it reports one.
+    pub head: Option<RemotePosition>,
+}
+
+impl FromIterator<OpOutcome> for PushAnswer {
+    /// Outcomes collected into an answer that reports no head.
+    fn from_iter<I: IntoIterator<Item = OpOutcome>>(outcomes: I) -> Self {
+        PushAnswer::from(outcomes.into_iter().collect::<Vec<_>>())
+    }
+}
+
+impl From<Vec<OpOutcome>> for PushAnswer {
+    /// The outcomes alone (a remote that reports no head).
+    fn from(outcomes: Vec<OpOutcome>) -> Self {
+        PushAnswer {
+            outcomes,
+            head: None,
+        }
+    }
+}
+
 /// Sends batches of operations to the remote.
 ///
 /// # Contract
-/// - `push` sends `batch` (operations of distinct ids; the engine's batches
-///   hold at most one operation per entity) and answers one [`OpOutcome`]
-///   per operation, each naming the operation it is for. The order of the
-///   answer does not matter: the engine matches outcomes to operations by
-///   id with [`match_outcomes`].
+/// - `push` sends `query.ops` (operations of distinct ids; the engine's
+///   batches hold at most one operation per entity) with `query.known`, and
+///   answers one [`OpOutcome`] per operation, each naming the operation it
+///   is for. The order of the answer does not matter: the engine matches
+///   outcomes to operations by id with [`match_outcomes`].
 /// - An answer that names an operation not in the batch, names one twice,
 ///   leaves one out, or has a different length is refused as a whole
 ///   ([`TransportError::Protocol`]): nothing of the batch is acknowledged and
@@ -202,14 +258,20 @@ impl OpOutcome {
 /// - A panic inside `push` is contained by the engine and treated as a
 ///   failure of the whole batch (`TransportError::Panicked`); do not rely on
 ///   it, return an error.
+/// - A transport holds no sync state: the position the device has seen
+///   travels in each [`PushQuery`] and [`PullQuery`], and comes back in
+///   each [`PushAnswer`] and [`PullPage`]; the engine keeps it (and
+///   persists it with the queue). A wrapper forwards the query and the
+///   answer, and so forwards all of it.
 ///
 /// `Debug` is a supertrait so that the engine and its builder can print
 /// what they drive; print no credentials.
 #[async_trait]
 pub trait Transport: fmt::Debug + Send + Sync {
-    /// Pushes `batch` and returns one outcome per operation, each naming
-    /// its operation, in any order.
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError>;
+    /// Pushes `query.ops` and answers one outcome per operation, each
+    /// naming its operation, in any order, and the remote's head if it
+    /// reports one.
+    async fn push(&self, query: &PushQuery<'_>) -> Result<PushAnswer, TransportError>;
 
     /// Reads the next page of the remote's changes after `query.cursor`
     /// (a snapshot page when the remote answers with one), checked against
@@ -231,56 +293,25 @@ pub trait Transport: fmt::Debug + Send + Sync {
             "this transport does not pull".into(),
         ))
     }
-
-    /// The highest remote position this device had seen, as persisted
-    /// with the queue, told at start before anything is pushed: a
-    /// transport that sends `known` with its pushes (§8) raises its own to
-    /// it, so that the first push after a restart is already checked
-    /// against a remote restored meanwhile. The default ignores it.
-    fn note_known(&self, known: &RemotePosition) {
-        let _ = known;
-    }
-
-    /// A `409 history_diverged` has been dealt with (the retained
-    /// acknowledged operations are back in the queue): `known` becomes the
-    /// remote's `head`, lower as it is. Until then a transport keeps
-    /// sending the position it had, so that nothing is applied on the
-    /// restored history before the operations it lost are queued again
-    /// ahead of later ones. The default ignores it.
-    fn adopt_head(&self, head: &RemotePosition) {
-        let _ = head;
-    }
 }
 
 #[async_trait]
 impl<T: Transport + ?Sized> Transport for std::sync::Arc<T> {
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
-        (**self).push(batch).await
+    async fn push(&self, query: &PushQuery<'_>) -> Result<PushAnswer, TransportError> {
+        (**self).push(query).await
     }
     async fn pull(&self, query: &PullQuery) -> Result<PullPage, TransportError> {
         (**self).pull(query).await
-    }
-    fn note_known(&self, known: &RemotePosition) {
-        (**self).note_known(known)
-    }
-    fn adopt_head(&self, head: &RemotePosition) {
-        (**self).adopt_head(head)
     }
 }
 
 #[async_trait]
 impl<T: Transport + ?Sized> Transport for Box<T> {
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
-        (**self).push(batch).await
+    async fn push(&self, query: &PushQuery<'_>) -> Result<PushAnswer, TransportError> {
+        (**self).push(query).await
     }
     async fn pull(&self, query: &PullQuery) -> Result<PullPage, TransportError> {
         (**self).pull(query).await
-    }
-    fn note_known(&self, known: &RemotePosition) {
-        (**self).note_known(known)
-    }
-    fn adopt_head(&self, head: &RemotePosition) {
-        (**self).adopt_head(head)
     }
 }
 
@@ -642,24 +673,18 @@ mod tests {
         assert!(text.contains("resolution: \"merged\""), "{text}");
     }
 
-    /// Answers every push with `Applied` and records what the defaulted
-    /// and forwarded calls received.
+    /// Answers every push with `Applied`, reporting the `known` it was
+    /// sent as its head.
     #[derive(Debug, Default)]
-    struct Recording {
-        known: std::sync::Mutex<Vec<u64>>,
-        heads: std::sync::Mutex<Vec<u64>>,
-    }
+    struct Echo;
 
     #[async_trait]
-    impl Transport for Recording {
-        async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
-            Ok(batch.iter().map(|op| applied(op, 7)).collect())
-        }
-        fn note_known(&self, known: &RemotePosition) {
-            self.known.lock().expect("lock").push(known.seq);
-        }
-        fn adopt_head(&self, head: &RemotePosition) {
-            self.heads.lock().expect("lock").push(head.seq);
+    impl Transport for Echo {
+        async fn push(&self, query: &PushQuery<'_>) -> Result<PushAnswer, TransportError> {
+            Ok(PushAnswer {
+                outcomes: query.ops.iter().map(|op| applied(op, 7)).collect(),
+                head: query.known.cloned(),
+            })
         }
     }
 
@@ -669,7 +694,7 @@ mod tests {
 
     #[async_trait]
     impl Transport for PushOnly {
-        async fn push(&self, _batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+        async fn push(&self, _query: &PushQuery<'_>) -> Result<PushAnswer, TransportError> {
             Err(TransportError::Offline)
         }
     }
@@ -693,7 +718,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_push_only_transport_answers_pulls_incompatible_and_ignores_positions() {
+    async fn a_push_only_transport_answers_pulls_incompatible() {
         let t = PushOnly;
         assert_eq!(
             t.pull(&query()).await,
@@ -701,32 +726,41 @@ mod tests {
                 "this transport does not pull".into()
             ))
         );
-        t.note_known(&position(1));
-        t.adopt_head(&position(1));
-        assert_eq!(t.push(&batch(1)).await, Err(TransportError::Offline));
+        assert_eq!(
+            t.push(&PushQuery::new(&batch(1))).await,
+            Err(TransportError::Offline)
+        );
     }
 
     #[tokio::test]
-    async fn arc_and_box_forward_every_call_to_the_transport_inside() {
-        let inner = std::sync::Arc::new(Recording::default());
+    async fn arc_and_box_forward_the_whole_query_and_answer() {
+        let inner = std::sync::Arc::new(Echo);
         let b = batch(1);
-        let shared: std::sync::Arc<Recording> = std::sync::Arc::clone(&inner);
-        let boxed: Box<std::sync::Arc<Recording>> = Box::new(std::sync::Arc::clone(&inner));
+        let shared: std::sync::Arc<Echo> = std::sync::Arc::clone(&inner);
+        let boxed: Box<std::sync::Arc<Echo>> = Box::new(std::sync::Arc::clone(&inner));
         for (i, t) in [&shared as &dyn Transport, &boxed as &dyn Transport]
             .into_iter()
             .enumerate()
         {
-            let seq = i as u64 + 1;
-            assert_eq!(t.push(&b).await, Ok(vec![applied(&b[0], 7)]));
+            let known = position(i as u64 + 1);
+            let answer = t
+                .push(&PushQuery::new(&b).known(Some(&known)))
+                .await
+                .expect("echoed");
+            assert_eq!(answer.outcomes, vec![applied(&b[0], 7)]);
+            assert_eq!(answer.head, Some(known), "known went through the wrapper");
             assert!(matches!(
                 t.pull(&query()).await,
                 Err(TransportError::Incompatible(_))
             ));
-            t.note_known(&position(seq * 10));
-            t.adopt_head(&position(seq * 100));
         }
-        assert_eq!(*inner.known.lock().expect("lock"), vec![10, 20]);
-        assert_eq!(*inner.heads.lock().expect("lock"), vec![100, 200]);
+        assert_eq!(
+            PushAnswer::from(vec![applied(&b[0], 7)]),
+            PushAnswer {
+                outcomes: vec![applied(&b[0], 7)],
+                head: None
+            }
+        );
     }
 
     #[test]

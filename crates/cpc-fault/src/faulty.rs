@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cpc_core::{
-    OpOutcome, Operation, OperationId, PullPage, PullQuery, PushOutcome, Transport, TransportError,
+    OpOutcome, Operation, OperationId, PullPage, PullQuery, PushAnswer, PushOutcome, PushQuery,
+    Transport, TransportError,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -567,15 +568,8 @@ impl<T: Transport> Transport for FaultyTransport<T> {
         }
     }
 
-    fn note_known(&self, known: &cpc_core::RemotePosition) {
-        self.inner.note_known(known);
-    }
-
-    fn adopt_head(&self, head: &cpc_core::RemotePosition) {
-        self.inner.adopt_head(head);
-    }
-
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+    async fn push(&self, query: &PushQuery<'_>) -> Result<PushAnswer, TransportError> {
+        let batch = query.ops;
         let started = tokio::time::Instant::now();
         let (fault, latency) = self.decide(batch);
         let timeout = self.plan.timeout;
@@ -619,7 +613,13 @@ impl<T: Transport> Transport for FaultyTransport<T> {
             Fault::Partial(k) => &batch[..k],
             _ => batch,
         };
-        let answer = self.inner.push(sent).await;
+        let answer = self
+            .inner
+            .push(&PushQuery {
+                ops: sent,
+                known: query.known,
+            })
+            .await;
         if answer.is_err() {
             self.count_inner_error();
         }
@@ -635,7 +635,8 @@ impl<T: Transport> Transport for FaultyTransport<T> {
             return Err(TransportError::Timeout);
         }
         tokio::time::sleep(latency - there).await;
-        let mut outcomes = answer?;
+        let mut answer = answer?;
+        let outcomes = &mut answer.outcomes;
         match fault {
             Fault::Partial(k) => {
                 outcomes.extend(
@@ -658,6 +659,6 @@ impl<T: Transport> Transport for FaultyTransport<T> {
             Fault::Reorder => outcomes.reverse(),
             _ => {}
         }
-        Ok(outcomes)
+        Ok(answer)
     }
 }

@@ -62,7 +62,7 @@
 //! // A naive client: resend until the answer arrives. Lost acks make it
 //! // resend an applied operation; dedupe answers AlreadyApplied.
 //! loop {
-//!     match transport.push(std::slice::from_ref(&op)).await {
+//!     match transport.push(&cpc_core::PushQuery::new(std::slice::from_ref(&op))).await.map(|a| a.outcomes) {
 //!         Ok(answer) => { match_outcomes(std::slice::from_ref(&op), answer)?; break; }
 //!         Err(TransportError::Timeout | TransportError::Offline) => {
 //!             tokio::time::sleep(Duration::from_secs(1)).await;

@@ -12,7 +12,9 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use cpc_core::{match_outcomes, EntityKey, Operation, PushOutcome, Transport, TransportError};
+use cpc_core::{
+    match_outcomes, EntityKey, Operation, PushOutcome, PushQuery, Transport, TransportError,
+};
 
 use crate::error::{Error, Result};
 use crate::faulty::{FaultCounters, FaultyTransport};
@@ -186,8 +188,10 @@ async fn run_device(
             .filter_map(|k| queues.get(k).and_then(VecDeque::front))
             .map(|p| p.op.clone())
             .collect();
-        let answer = match transport.push(&batch).await {
-            Ok(answer) => match_outcomes(&batch, answer),
+        // The reference client keeps no `known` position: it handles no
+        // remote restore (§8), so it asks for no check.
+        let answer = match transport.push(&PushQuery::new(&batch)).await {
+            Ok(answer) => match_outcomes(&batch, answer.outcomes),
             Err(e) => Err(e),
         };
         let now = clock.elapsed();

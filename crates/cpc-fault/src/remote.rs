@@ -14,7 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cpc_core::{
     EntityKey, HlcTimestamp, NodeId, OpOutcome, Operation, OperationId, OperationKind,
-    OperationPriority, PullPage, PullQuery, PushOutcome, RemoteRecord, Transport, TransportError,
+    OperationPriority, PullPage, PullQuery, PushAnswer, PushOutcome, PushQuery, RemoteRecord,
+    Transport, TransportError,
 };
 use serde::{Deserialize, Serialize};
 
@@ -302,10 +303,6 @@ struct RemoteState {
     feed: feed::Feed,
     history_refusals: u64,
     restore_losses: u64,
-    /// Each device's highest position seen (§8 `known`), as its transport
-    /// keeps it: a push from a device whose `known` a restore took away
-    /// is refused with `history_diverged`, as the reference server does.
-    known: HashMap<NodeId, cpc_core::RemotePosition>,
     log: Vec<ApplyRecord>,
     seq: u64,
     stats: RemoteStats,
@@ -366,7 +363,6 @@ impl SimulatedRemote {
                 applied: HashMap::new(),
                 feed: feed::Feed::default(),
                 history_refusals: 0,
-                known: HashMap::new(),
                 restore_losses: 0,
                 log: Vec::new(),
                 seq: 0,
@@ -510,23 +506,6 @@ impl SimulatedRemote {
 }
 
 impl RemoteState {
-    /// Raises `client`'s known position to `to` (by seq).
-    fn raise_known(&mut self, client: Option<NodeId>, to: cpc_core::RemotePosition) {
-        if let Some(c) = client {
-            let keep = self.known.get(&c).is_some_and(|k| k.seq >= to.seq);
-            if !keep {
-                self.known.insert(c, to);
-            }
-        }
-    }
-
-    /// Sets `client`'s known position (after a `409`: the head).
-    fn set_known(&mut self, client: Option<NodeId>, to: cpc_core::RemotePosition) {
-        if let Some(c) = client {
-            self.known.insert(c, to);
-        }
-    }
-
     fn apply_one(
         &mut self,
         op: &Operation,
@@ -637,36 +616,31 @@ impl RemoteState {
 
 #[async_trait]
 impl Transport for SimulatedRemote {
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
-        if let Some(client) = self.client {
+    async fn push(&self, query: &PushQuery<'_>) -> Result<PushAnswer, TransportError> {
+        {
             let mut s = self.lock();
-            let diverged = s.known.get(&client).is_some_and(|k| !s.feed.in_history(k));
+            // §8: a device that has seen a position this history does not
+            // hold (the remote was restored to an earlier point) gets the
+            // head and nothing applied, until it sends that head as its
+            // `known` (once it has queued again what the restore lost).
+            let diverged = query.known.is_some_and(|k| !s.feed.in_history(k));
             if diverged {
-                // Its known stays until the device adopts the head (after
-                // re-queuing what it retained), as an HTTP transport does.
                 s.history_refusals += 1;
                 return Err(TransportError::HistoryDiverged {
                     head: s.feed.head(),
                 });
             }
         }
-        let answer = self.apply_answer(batch)?;
-        let mut s = self.lock();
-        let head = s.feed.head();
-        s.raise_known(self.client, head);
-        Ok(answer)
+        let outcomes = self.apply_answer(query.ops)?;
+        let head = self.lock().feed.head();
+        Ok(PushAnswer {
+            outcomes,
+            head: Some(head),
+        })
     }
 
     async fn pull(&self, query: &PullQuery) -> Result<PullPage, TransportError> {
         self.pull_page(query)
-    }
-
-    fn note_known(&self, known: &cpc_core::RemotePosition) {
-        self.lock().raise_known(self.client, known.clone());
-    }
-
-    fn adopt_head(&self, head: &cpc_core::RemotePosition) {
-        self.lock().set_known(self.client, head.clone());
     }
 }
 

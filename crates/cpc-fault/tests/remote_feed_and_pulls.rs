@@ -102,32 +102,44 @@ async fn a_restore_forgets_the_lost_operations_so_a_resend_applies_again() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_device_that_saw_a_lost_position_is_refused_until_it_adopts_the_head() {
+async fn a_device_that_saw_a_lost_position_is_refused_until_it_sends_the_head() {
     let remote = SimulatedRemote::default();
     let device = FaultyTransport::new(remote.as_client(NodeId(1)), FaultPlan::none(), 3);
     let ops = edits(3);
-    device.push(&ops[..2]).await.unwrap();
-    let seen = remote.head();
+    let answer = device
+        .push(&cpc_core::PushQuery::new(&ops[..2]))
+        .await
+        .unwrap();
+    let seen = answer.head.expect("the simulated remote reports its head");
+    assert_eq!(seen, remote.head());
     assert_eq!(remote.restore(1), Ok(1));
-    match device.push(&ops[2..]).await {
+    // The known position travels with the query, through the wrapper.
+    match device
+        .push(&cpc_core::PushQuery::new(&ops[2..]).known(Some(&seen)))
+        .await
+    {
         Err(TransportError::HistoryDiverged { head }) => assert_eq!(head.seq, 1),
         other => panic!("expected HistoryDiverged, got {other:?}"),
     }
     assert_eq!(remote.history_refusals(), 1);
     assert_eq!(remote.apply_count(), 1);
-    // Adopting the head (through the wrapper) lets it push again.
-    device.adopt_head(&remote.head());
-    device.push(&ops[2..]).await.unwrap();
+    // Sending the head (the engine does once it has re-queued what the
+    // restore lost) lets it push again.
+    let head = remote.head();
+    device
+        .push(&cpc_core::PushQuery::new(&ops[2..]).known(Some(&head)))
+        .await
+        .unwrap();
     assert_eq!(remote.apply_count(), 2);
 
-    // A device that noted the lost position (from a pull answer) before
-    // ever pushing is refused as well: the head has the same seq again,
-    // not the same history.
+    // A lost position is refused even when the head has its seq again:
+    // same seq, not the same history. An empty push asks only that.
     assert_eq!(remote.head().seq, seen.seq);
     let other = FaultyTransport::new(remote.as_client(NodeId(2)), FaultPlan::none(), 4);
-    other.note_known(&seen);
     assert!(matches!(
-        other.push(&[]).await,
+        other
+            .push(&cpc_core::PushQuery::new(&[]).known(Some(&seen)))
+            .await,
         Err(TransportError::HistoryDiverged { .. })
     ));
     assert_eq!(remote.history_refusals(), 2);
@@ -269,9 +281,17 @@ async fn first_attempts_are_tracked_unless_turned_off() {
     };
     let tracked = FaultyTransport::new(remote.clone(), plan.clone(), 1).with_clock(clock);
     tokio::time::advance(Duration::from_secs(2)).await;
-    tracked.push(&ops[..1]).await.unwrap();
+    tracked
+        .push(&cpc_core::PushQuery::new(&ops[..1]))
+        .await
+        .map(|a| a.outcomes)
+        .unwrap();
     tokio::time::advance(Duration::from_secs(2)).await;
-    tracked.push(&ops[..1]).await.unwrap();
+    tracked
+        .push(&cpc_core::PushQuery::new(&ops[..1]))
+        .await
+        .map(|a| a.outcomes)
+        .unwrap();
     assert_eq!(
         tracked.first_attempt(ops[0].id),
         Some(Duration::from_secs(2))
@@ -288,7 +308,11 @@ async fn first_attempts_are_tracked_unless_turned_off() {
     );
 
     let untracked = FaultyTransport::new(remote, plan, 1).track_first_attempts(false);
-    untracked.push(&ops[1..]).await.unwrap();
+    untracked
+        .push(&cpc_core::PushQuery::new(&ops[1..]))
+        .await
+        .map(|a| a.outcomes)
+        .unwrap();
     assert_eq!(untracked.first_attempt(ops[1].id), None);
     assert!(untracked.first_attempts().is_empty());
 }

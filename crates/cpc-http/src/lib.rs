@@ -17,8 +17,9 @@
 //! that polls `GET /v1/health` and tells a server from a captive portal.
 //!
 //! [`Transport::pull`](cpc_core::Transport::pull) sends `POST /v1/pull`
-//! (§7): pages checked before anything is applied, `known` (the highest
-//! server position seen) sent with every push and pull, and a `409
+//! (§7): pages checked before anything is applied, the query's `known`
+//! (the highest server position the engine has seen; the transport keeps
+//! no sync state) sent with every push and pull, and a `409
 //! history_diverged` reported with the server's head (§8).
 //!
 //! # Several instances (failover)
@@ -42,7 +43,9 @@
 //! # Example
 //! ```
 //! use std::sync::Arc;
-//! use cpc_core::{EntityKey, HybridClock, NodeId, Operation, OperationKind, PushOutcome, Transport};
+//! use cpc_core::{
+//!     EntityKey, HybridClock, NodeId, Operation, OperationKind, PushOutcome, PushQuery, Transport,
+//! };
 //! use cpc_http::{HttpConfig, HttpTransport, StaticToken};
 //! use wiremock::matchers::{header, method, path};
 //! use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -71,9 +74,11 @@
 //! // Plain http is fine here: the server is on loopback.
 //! let config = HttpConfig::new(server.uri(), "dev-7f3a");
 //! let transport = HttpTransport::new(config, Arc::new(StaticToken::new("tok-dev-7f3a")))?;
-//! let outcomes = transport.push(std::slice::from_ref(&op)).await?;
-//! assert_eq!(outcomes[0].op, op.id);
-//! assert_eq!(outcomes[0].outcome, PushOutcome::Applied { version: 1 });
+//! let answer = transport.push(&PushQuery::new(std::slice::from_ref(&op))).await?;
+//! assert_eq!(answer.outcomes[0].op, op.id);
+//! assert_eq!(answer.outcomes[0].outcome, PushOutcome::Applied { version: 1 });
+//! // The head the server reported: the engine raises its `known` to it.
+//! assert_eq!(answer.head.map(|h| h.seq), Some(4));
 //! # Ok(())
 //! # }
 //! ```

@@ -25,9 +25,6 @@ impl HttpTransport {
     /// One pull page (see [`cpc_core::Transport::pull`]).
     pub(crate) async fn pull_page(&self, query: &PullQuery) -> Result<PullPage, TransportError> {
         let (limits, pull_limits) = self.server_limits().await?;
-        if let Some(known) = &query.known {
-            self.raise_known(map::wire_position(known));
-        }
         let max_bytes = self
             .max_pull_bytes
             .min(self.max_response_bytes as u64)
@@ -36,7 +33,7 @@ impl HttpTransport {
         let wire = PullRequest {
             protocol: PROTOCOL,
             client_id: self.client_id().to_owned(),
-            known: self.known(),
+            known: query.known.as_ref().map(map::wire_position),
             cursor: query.cursor.as_ref().map(|c| Cursor {
                 store_id: c.position.store_id.clone(),
                 seq: c.position.seq,
@@ -121,7 +118,6 @@ async fn read_page(
     let (answer, bytes): (PullResponse, usize) = read_json(response, cap, &expecting).await?;
     check_pull_page(wire, &answer, bytes as u64, max_payload)
         .map_err(|e| TransportError::Protocol(e.to_string()))?;
-    transport.raise_known(answer.head.clone());
     tracing::debug!(
         request_id,
         changes = answer.changes.len(),

@@ -6,7 +6,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cpc_core::{OpOutcome, Operation, PullPage, PullQuery, Transport, TransportError};
+use cpc_core::{
+    OpOutcome, Operation, PullPage, PullQuery, PushAnswer, PushQuery, Transport, TransportError,
+};
 use cpc_protocol::{check_push_answer, Limits, OpId, Position, PullLimits, PushResponse};
 use reqwest::header::CONTENT_TYPE;
 use reqwest::Client;
@@ -42,9 +44,12 @@ use crate::status::{self, Refusal, MAX_PROBLEM_BYTES};
 /// answered `already_applied` (replays are safe: the id is the idempotency
 /// key).
 ///
-/// Every push and pull carries `known`, the highest server position seen;
-/// a `409 history_diverged` is [`TransportError::HistoryDiverged`] with the
-/// server's head, which becomes `known`. `low_water` is sent as `null`.
+/// Every push and pull carries the `known` position of its query (the
+/// engine keeps it; this transport holds no sync state), raised between the
+/// requests of one batch by each answer's head; a push answers the highest
+/// head it saw. A `409 history_diverged` is
+/// [`TransportError::HistoryDiverged`] with the server's head.
+/// `low_water` is sent as `null`.
 ///
 /// [`pull`](Transport::pull) sends `POST /v1/pull` (see `pull.rs`).
 pub struct HttpTransport {
@@ -57,16 +62,39 @@ pub struct HttpTransport {
     pub(crate) max_pull_bytes: u64,
     pub(crate) credentials: Arc<dyn CredentialsProvider>,
     pub(crate) info: InfoCache,
-    /// The highest server position seen (§8), sent with every push and
-    /// pull: from the engine's pulls (which persist it) and raised by
-    /// every answer's head.
-    known: std::sync::Mutex<Option<Position>>,
+}
+
+/// What one push carries from request to request when its batch is cut:
+/// the position sent, raised by each answer's head (so a later request
+/// carries what an earlier one learned), and the highest head answered.
+#[derive(Default)]
+struct Sending {
+    known: Option<Position>,
+    head: Option<Position>,
+}
+
+impl Sending {
+    fn answered(&mut self, head: Position) {
+        raise(&mut self.known, head.clone());
+        raise(&mut self.head, head);
+    }
+}
+
+/// Raises `slot` to `head` (by `seq`, in one store); a head of another
+/// store replaces it.
+fn raise(slot: &mut Option<Position>, head: Position) {
+    let keep = slot
+        .as_ref()
+        .is_some_and(|k| k.store_id == head.store_id && k.seq >= head.seq);
+    if !keep {
+        *slot = Some(head);
+    }
 }
 
 /// What one authorized exchange ended with, when it did not fail.
 enum Sent {
-    /// A checked 200 answer.
-    Outcomes(Vec<OpOutcome>),
+    /// A checked 200 answer, and the head it reported.
+    Outcomes(Vec<OpOutcome>, Position),
     /// 401.
     Unauthorized,
     /// 413.
@@ -98,7 +126,6 @@ impl HttpTransport {
         Ok(HttpTransport {
             endpoints: Endpoints::new(&config)?,
             max_pull_bytes: config.max_pull_bytes,
-            known: std::sync::Mutex::new(None),
             client,
             client_id: config.client_id,
             base_url: config.base_url,
@@ -131,34 +158,39 @@ impl HttpTransport {
     /// Sends `ops` in as many requests as the limits and the server's 413s
     /// ask for, one after the other; outcomes joined in request order.
     /// Boxed: it recurses (halves of halves), at most log2(len) deep.
-    fn send_all<'a>(&'a self, ops: &'a [Operation]) -> Pushed<'a> {
+    fn send_all<'a>(&'a self, ops: &'a [Operation], sending: &'a mut Sending) -> Pushed<'a> {
         Box::pin(async move {
             let limits = self.limits().await?;
             let max_ops = usize::try_from(limits.max_batch_ops).unwrap_or(usize::MAX);
             if ops.len() > max_ops {
                 let mut outcomes = Vec::with_capacity(ops.len());
                 for chunk in ops.chunks(max_ops) {
-                    outcomes.extend(self.send_all(chunk).await?);
+                    outcomes.extend(self.send_all(chunk, &mut *sending).await?);
                 }
                 return Ok(outcomes);
             }
-            let body = serde_json::to_vec(&map::push_request(&self.client_id, ops, self.known()))
-                .map_err(|e| {
-                TransportError::Protocol(format!("could not encode a push: {e}"))
-            })?;
+            let body = serde_json::to_vec(&map::push_request(
+                &self.client_id,
+                ops,
+                sending.known.clone(),
+            ))
+            .map_err(|e| TransportError::Protocol(format!("could not encode a push: {e}")))?;
             let too_big = u64::try_from(body.len()).map_or(true, |n| n > limits.max_body_bytes);
             if too_big && ops.len() > 1 {
                 // Cut before sending; a single operation over the limit is
                 // sent anyway, so that the server's 413 decides.
-                return self.send_halves(ops).await;
+                return self.send_halves(ops, sending).await;
             }
             match self.send_authorized(ops, body).await? {
-                Sent::Outcomes(outcomes) => Ok(outcomes),
+                Sent::Outcomes(outcomes, head) => {
+                    sending.answered(head);
+                    Ok(outcomes)
+                }
                 Sent::TooLarge if ops.len() > 1 => {
                     tracing::debug!(ops = ops.len(), "push too large (413); splitting it");
                     // §4: the limits may have changed; ask again.
                     self.info.forget().await;
-                    self.send_halves(ops).await
+                    self.send_halves(ops, sending).await
                 }
                 // The client's own poison-operation handling decides (§6.9).
                 Sent::TooLarge => Err(TransportError::Server { status: 413 }),
@@ -167,10 +199,14 @@ impl HttpTransport {
         })
     }
 
-    async fn send_halves(&self, ops: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+    async fn send_halves(
+        &self,
+        ops: &[Operation],
+        sending: &mut Sending,
+    ) -> Result<Vec<OpOutcome>, TransportError> {
         let (first, second) = ops.split_at(ops.len() / 2);
-        let mut outcomes = self.send_all(first).await?;
-        outcomes.extend(self.send_all(second).await?);
+        let mut outcomes = self.send_all(first, &mut *sending).await?;
+        outcomes.extend(self.send_all(second, &mut *sending).await?);
         Ok(outcomes)
     }
 
@@ -282,32 +318,14 @@ impl HttpTransport {
             elapsed_ms = cpc_core::millis(started.elapsed()),
             "push answered"
         );
-        self.raise_known(answer.head);
         Ok(Sent::Outcomes(
             answer.outcomes.into_iter().map(map::outcome).collect(),
+            answer.head,
         ))
     }
 
-    /// The highest server position seen.
-    pub(crate) fn known(&self) -> Option<Position> {
-        self.known.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    /// Raises `known` to `head` (by `seq`, in one store); a head of another
-    /// store replaces it.
-    pub(crate) fn raise_known(&self, head: Position) {
-        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        let keep = known
-            .as_ref()
-            .is_some_and(|k| k.store_id == head.store_id && k.seq >= head.seq);
-        if !keep {
-            *known = Some(head);
-        }
-    }
-
-    /// A `409 history_diverged` (§8) as its error, push or pull (`known`
-    /// is kept until the engine adopts the head). `None` for any other
-    /// answer.
+    /// A `409 history_diverged` (§8) as its error, push or pull. `None`
+    /// for any other answer.
     pub(crate) fn diverged(
         &self,
         code: u16,
@@ -319,10 +337,9 @@ impl HttpTransport {
             head = head.seq,
             "the server's history diverged from what this device has seen (409)"
         );
-        // `known` stays until the engine adopts the head (`adopt_head`),
-        // once the operations the restore lost are queued again: until
-        // then every push is refused the same way, so nothing lands on the
-        // restored history ahead of them.
+        // The engine keeps sending its `known` until it has queued again
+        // what the restore lost: until then every push is refused the same
+        // way, so nothing lands on the restored history ahead of them.
         Some(TransportError::HistoryDiverged {
             head: map::position(head),
         })
@@ -331,24 +348,24 @@ impl HttpTransport {
 
 #[async_trait]
 impl Transport for HttpTransport {
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+    async fn push(&self, query: &PushQuery<'_>) -> Result<PushAnswer, TransportError> {
         // The protocol refuses an empty `ops`; there is nothing to ask.
-        if batch.is_empty() {
-            return Ok(Vec::new());
+        if query.ops.is_empty() {
+            return Ok(PushAnswer::default());
         }
-        self.send_all(batch).await
+        let mut sending = Sending {
+            known: query.known.map(map::wire_position),
+            head: None,
+        };
+        let outcomes = self.send_all(query.ops, &mut sending).await?;
+        Ok(PushAnswer {
+            outcomes,
+            head: sending.head.map(map::position),
+        })
     }
 
     async fn pull(&self, query: &PullQuery) -> Result<PullPage, TransportError> {
         self.pull_page(query).await
-    }
-
-    fn note_known(&self, known: &cpc_core::RemotePosition) {
-        self.raise_known(map::wire_position(known));
-    }
-
-    fn adopt_head(&self, head: &cpc_core::RemotePosition) {
-        *self.known.lock().unwrap_or_else(|e| e.into_inner()) = Some(map::wire_position(head));
     }
 }
 

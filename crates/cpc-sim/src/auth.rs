@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cpc_fault::SimClock;
 use cpc_sync::core::{
-    match_outcomes, OpOutcome, Operation, OperationId, PushOutcome, Transport, TransportError,
+    match_outcomes, Operation, OperationId, PushOutcome, Transport, TransportError,
 };
 
 /// A secret string whose `Debug` and `Display` never show it.
@@ -153,17 +153,21 @@ impl<T> BearerTransport<T> {
 
 #[async_trait]
 impl<T: Transport> Transport for BearerTransport<T> {
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+    async fn push(
+        &self,
+        query: &cpc_sync::core::PushQuery<'_>,
+    ) -> Result<cpc_sync::core::PushAnswer, TransportError> {
+        let batch = query.ops;
         let header = self.authorization();
         if !self.accepted(&header) {
             tracing::debug!(ops = batch.len(), "credentials refused");
             return Err(TransportError::Unauthorized);
         }
-        let answer = self.inner.push(batch).await;
-        if let Ok(outcomes) = &answer {
+        let answer = self.inner.push(query).await;
+        if let Ok(answer) = &answer {
             // A malformed answer is refused whole by the engine: only one
             // that matches the batch by id is recorded.
-            if let Ok(matched) = match_outcomes(batch, outcomes.clone()) {
+            if let Ok(matched) = match_outcomes(batch, answer.outcomes.clone()) {
                 self.answers.record(self.clock.elapsed(), batch, &matched);
             }
         }
@@ -178,14 +182,6 @@ impl<T: Transport> Transport for BearerTransport<T> {
             return Err(TransportError::Unauthorized);
         }
         self.inner.pull(query).await
-    }
-
-    fn note_known(&self, known: &cpc_sync::core::RemotePosition) {
-        self.inner.note_known(known);
-    }
-
-    fn adopt_head(&self, head: &cpc_sync::core::RemotePosition) {
-        self.inner.adopt_head(head);
     }
 }
 

@@ -275,7 +275,7 @@ impl SyncEngineBuilder {
     ///
     /// ```
     /// # use async_trait::async_trait;
-    /// # use cpc_sync::core::{OpOutcome, Operation, PushOutcome, Transport, TransportError};
+    /// # use cpc_sync::core::{OpOutcome, PushAnswer, PushOutcome, PushQuery, Transport, TransportError};
     /// use cpc_sync::core::{EntityKey, OperationKind, StandardCoalescer};
     /// use cpc_sync::network::{ManualSource, NetworkMonitor};
     /// use cpc_sync::SyncEngine;
@@ -283,8 +283,11 @@ impl SyncEngineBuilder {
     /// # struct Remote;
     /// # #[async_trait]
     /// # impl Transport for Remote {
-    /// #     async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
-    /// #         Ok(batch.iter().map(|op| OpOutcome::new(op.id, PushOutcome::Applied { version: 1 })).collect())
+    /// #     async fn push(&self, query: &PushQuery<'_>) -> Result<PushAnswer, TransportError> {
+    /// #         let outcomes: Vec<OpOutcome> = query.ops.iter()
+    /// #             .map(|op| OpOutcome::new(op.id, PushOutcome::Applied { version: 1 }))
+    /// #             .collect();
+    /// #         Ok(outcomes.into())
     /// #     }
     /// # }
     ///

@@ -5,7 +5,9 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cpc_core::{match_outcomes, Operation, OperationId, PushOutcome, Transport, TransportError};
+use cpc_core::{
+    match_outcomes, Operation, OperationId, PushOutcome, PushQuery, Transport, TransportError,
+};
 use cpc_network::NetworkStatus;
 use cpc_storage::ListFilter;
 
@@ -139,13 +141,22 @@ impl CompositeAdapter {
             inner.blocking(move |s| s.store_clock_mark(mark)).await?;
         }
 
-        let pushed =
-            tokio::time::timeout(self.timeout, self.transport.push(std::slice::from_ref(&op)))
-                .await;
+        // With the engine's `known` (§8), as the worker's pushes: a remote
+        // restored meanwhile refuses it, and it is queued behind what the
+        // restore lost.
+        let known = inner.worker.regressions().known();
+        let sent_known = known.get();
+        let query = PushQuery::new(std::slice::from_ref(&op)).known(sent_known.as_ref());
+        let pushed = tokio::time::timeout(self.timeout, self.transport.push(&query)).await;
+        if let Ok(Ok(answer)) = &pushed {
+            if let Some(head) = &answer.head {
+                known.raise(head);
+            }
+        }
         let reason = match pushed {
             Err(_) => QueueReason::Timeout,
             Ok(Err(e)) => QueueReason::Failed(e),
-            Ok(Ok(answer)) => match match_outcomes(std::slice::from_ref(&op), answer) {
+            Ok(Ok(answer)) => match match_outcomes(std::slice::from_ref(&op), answer.outcomes) {
                 Err(e) => QueueReason::Failed(e),
                 Ok(outcomes) => match outcomes.into_iter().next() {
                     Some(PushOutcome::Applied { version }) => {

@@ -24,7 +24,9 @@
 //! # Example
 //! ```
 //! use async_trait::async_trait;
-//! use cpc_sync::core::{EntityKey, OpOutcome, Operation, OperationKind, PushOutcome, Transport, TransportError};
+//! use cpc_sync::core::{
+//!     EntityKey, OpOutcome, Operation, OperationKind, PushAnswer, PushOutcome, PushQuery, Transport, TransportError,
+//! };
 //! use cpc_sync::network::{ManualSource, NetworkMonitor};
 //! use cpc_sync::SyncEngine;
 //!
@@ -32,8 +34,11 @@
 //! struct Remote;
 //! #[async_trait]
 //! impl Transport for Remote {
-//!     async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
-//!         Ok(batch.iter().map(|op| OpOutcome::new(op.id, PushOutcome::Applied { version: 1 })).collect())
+//!     async fn push(&self, query: &PushQuery<'_>) -> Result<PushAnswer, TransportError> {
+//!         let outcomes: Vec<OpOutcome> = query.ops.iter()
+//!             .map(|op| OpOutcome::new(op.id, PushOutcome::Applied { version: 1 }))
+//!             .collect();
+//!         Ok(outcomes.into())
 //!     }
 //! }
 //!

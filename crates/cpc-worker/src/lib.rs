@@ -39,7 +39,9 @@
 //! ```
 //! use std::sync::Arc;
 //! use async_trait::async_trait;
-//! use cpc_core::{EntityKey, OpOutcome, Operation, OperationKind, PushOutcome, Transport, TransportError};
+//! use cpc_core::{
+//!     EntityKey, OpOutcome, Operation, OperationKind, PushAnswer, PushOutcome, PushQuery, Transport, TransportError,
+//! };
 //! use cpc_storage::{MemoryStorage, QueueOptions, QueueStorage, QueueStorageExt};
 //! use cpc_core::TokioWallClock;
 //! use cpc_worker::SyncWorker;
@@ -48,8 +50,11 @@
 //! struct AcceptAll;
 //! #[async_trait]
 //! impl Transport for AcceptAll {
-//!     async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
-//!         Ok(batch.iter().map(|op| OpOutcome::new(op.id, PushOutcome::Applied { version: 1 })).collect())
+//!     async fn push(&self, query: &PushQuery<'_>) -> Result<PushAnswer, TransportError> {
+//!         let outcomes: Vec<OpOutcome> = query.ops.iter()
+//!             .map(|op| OpOutcome::new(op.id, PushOutcome::Applied { version: 1 }))
+//!             .collect();
+//!         Ok(outcomes.into())
 //!     }
 //! }
 //!
@@ -78,6 +83,7 @@ mod config;
 mod error;
 mod event;
 mod feed_acks;
+mod known;
 mod net;
 mod page_check;
 mod policy;
@@ -96,6 +102,7 @@ pub use config::{
 pub use error::{Result, WorkerError};
 pub use event::{NetworkStatus, WorkerEvent};
 pub use feed_acks::FeedAcks;
+pub use known::KnownPosition;
 pub use policy::{RetryPolicy, DEFAULT_MAX_ATTEMPTS};
 pub use puller::{PageApplied, PullConfig, PullError, Puller};
 pub use regress::{HandledRegression, Regression, Regressions, HISTORY_KEPT};

@@ -29,6 +29,7 @@ use tokio::sync::{broadcast, watch, Mutex, Notify};
 use crate::config::StorageCalls;
 use crate::event::WorkerEvent;
 use crate::feed_acks::{FeedAck, FeedAcks};
+use crate::known::KnownPosition;
 use crate::page_check::check_page;
 use crate::regress::{Regression, Regressions};
 
@@ -150,6 +151,9 @@ pub struct Puller {
     /// seen applied while their batch is out are left to it (see
     /// `feed_acks`).
     feed_acks: Option<Arc<FeedAcks>>,
+    /// The position sent with every pull (§8 `known`): the worker's when
+    /// this puller belongs to an engine, raised by every page's head.
+    known: Arc<KnownPosition>,
 }
 
 /// A page asked ahead.
@@ -196,6 +200,7 @@ impl Puller {
             regressions: None,
             prefetched: std::sync::Mutex::new(None),
             feed_acks: None,
+            known: Arc::default(),
         }
     }
 
@@ -204,7 +209,10 @@ impl Puller {
     /// re-queues the retained acknowledged operations and reports
     /// [`WorkerEvent::RemoteRegressed`]. Without it the puller reports
     /// the event itself (nothing re-queued).
+    /// It also shares the worker's [`KnownPosition`], so pushes and pulls
+    /// send the same `known`.
     pub fn regressions(mut self, regressions: Arc<Regressions>) -> Puller {
+        self.known = regressions.known();
         self.regressions = Some(regressions);
         self
     }
@@ -334,9 +342,9 @@ impl Puller {
                     // A failure asked ahead may be old news (the network
                     // is back, the server restarted), and an aborted or
                     // panicked task has no answer: ask again, now.
-                    Ok(Err(_)) | Err(_) => self.transport.pull(&query).await,
+                    Ok(Err(_)) | Err(_) => self.ask(&query).await,
                 },
-                None => self.transport.pull(&query).await,
+                None => self.ask(&query).await,
             };
             let _applying = self.applying.lock().await;
             let now = self.load().await?;
@@ -391,11 +399,42 @@ impl Puller {
         }
     }
 
-    /// Asks `next` ahead, without waiting for the answer.
+    /// `query` as it is sent: with the engine's `known` (raised first to
+    /// the query's own, the position persisted with the cursor).
+    fn to_send(&self, query: &PullQuery) -> PullQuery {
+        if let Some(known) = &query.known {
+            self.known.raise(known);
+        }
+        PullQuery {
+            known: self.known.get(),
+            ..query.clone()
+        }
+    }
+
+    /// Asks the transport for `query`'s page; an answer raises `known` to
+    /// its head.
+    async fn ask(&self, query: &PullQuery) -> Result<PullPage, TransportError> {
+        let answer = self.transport.pull(&self.to_send(query)).await;
+        if let Ok(page) = &answer {
+            self.known.raise(&page.head);
+        }
+        answer
+    }
+
+    /// Asks `next` ahead, without waiting for the answer. The task is kept
+    /// with the puller's own query (matched when the page is wanted), not
+    /// the one sent, whose `known` may have risen meanwhile.
     fn prefetch(&self, next: PullQuery) {
         let transport = Arc::clone(&self.transport);
-        let asked = next.clone();
-        let task = tokio::spawn(async move { transport.pull(&asked).await });
+        let known = Arc::clone(&self.known);
+        let sent = self.to_send(&next);
+        let task = tokio::spawn(async move {
+            let answer = transport.pull(&sent).await;
+            if let Ok(page) = &answer {
+                known.raise(&page.head);
+            }
+            answer
+        });
         let old = self
             .prefetched
             .lock()
@@ -490,7 +529,7 @@ impl Puller {
             }
             None => {
                 // No worker to re-queue anything: go on from the head.
-                self.transport.adopt_head(&head);
+                self.known.adopt(&head);
                 let _ = self.events.send(WorkerEvent::RemoteRegressed {
                     known: regression.known,
                     head: regression.head,

@@ -11,7 +11,9 @@
 //! requeue at the next start instead of forgetting it.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+use crate::known::KnownPosition;
 
 // The stored forms live with the queue (`cpc_storage::sync_state`), so
 // that tools read them without this crate.
@@ -32,9 +34,19 @@ pub struct Regressions {
     /// `known` (the device had moved on), so it is handled again.
     handled: Mutex<Option<Regression>>,
     wake: tokio::sync::Notify,
+    /// The position the engine sends (§8 `known`): held here because the
+    /// worker and the puller share this, and a handled regression moves
+    /// it to the head.
+    known: Arc<KnownPosition>,
 }
 
 impl Regressions {
+    /// The position the engine sends with its pushes and pulls, shared by
+    /// the worker and the puller (and a `CompositeAdapter`'s direct sends).
+    pub fn known(&self) -> Arc<KnownPosition> {
+        Arc::clone(&self.known)
+    }
+
     /// Reports a regression; the worker handles it before its next claim.
     /// `false` when this one (same head) was handled already.
     pub fn report(&self, regression: Regression) -> bool {

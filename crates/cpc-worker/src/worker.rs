@@ -9,7 +9,7 @@ use std::time::Duration;
 use cpc_conflict::{resolve_and_record, ConflictResolver, LastWriterWins};
 use cpc_core::{
     match_answer, ConflictRecord, EntityKey, HybridClock, Operation, OperationId, PushOutcome,
-    Resolution, Transport, TransportError,
+    PushQuery, Resolution, Transport, TransportError,
 };
 use cpc_network::{NetworkMonitor, NetworkStatus};
 use cpc_storage::{

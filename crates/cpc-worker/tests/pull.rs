@@ -32,7 +32,10 @@ struct Scripted {
 
 #[async_trait]
 impl Transport for Scripted {
-    async fn push(&self, _: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+    async fn push(
+        &self,
+        _query: &cpc_core::PushQuery<'_>,
+    ) -> Result<cpc_core::PushAnswer, TransportError> {
         Err(TransportError::Offline)
     }
     async fn pull(&self, query: &PullQuery) -> Result<PullPage, TransportError> {
@@ -527,7 +530,11 @@ struct SlowPush {
 
 #[async_trait]
 impl Transport for SlowPush {
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+    async fn push(
+        &self,
+        query: &cpc_core::PushQuery<'_>,
+    ) -> Result<cpc_core::PushAnswer, TransportError> {
+        let batch = query.ops;
         self.pushes
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         tokio::time::sleep(Duration::from_secs(5)).await;

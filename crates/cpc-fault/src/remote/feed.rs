@@ -328,18 +328,8 @@ impl SimulatedRemote {
     pub fn pull_page(&self, query: &PullQuery) -> Result<PullPage, TransportError> {
         let mut s = self.lock();
         let page = s.feed.page(query, &s.entities, self.client);
-        match &page {
-            Err(TransportError::HistoryDiverged { .. }) => {
-                s.history_refusals += 1;
-            }
-            Ok(p) => {
-                if let Some(known) = &query.known {
-                    s.raise_known(self.client, known.clone());
-                }
-                let head = p.head.clone();
-                s.raise_known(self.client, head);
-            }
-            Err(_) => {}
+        if let Err(TransportError::HistoryDiverged { .. }) = &page {
+            s.history_refusals += 1;
         }
         page
     }

@@ -38,7 +38,11 @@ async fn an_answer_whose_content_length_exceeds_the_cap_is_a_protocol_error() {
             .set_body_raw(padded_answer(&request.body, 2 * CAP), "application/json")
     })
     .await;
-    match capped_transport(server.uri()).push(&ops(1)).await {
+    match capped_transport(server.uri())
+        .push(&cpc_core::PushQuery::new(&ops(1)))
+        .await
+        .map(|a| a.outcomes)
+    {
         Err(TransportError::Protocol(text)) => {
             assert!(text.contains("max_response_bytes"), "{text}")
         }
@@ -55,7 +59,11 @@ async fn an_answer_just_under_the_cap_is_read() {
         ResponseTemplate::new(200).set_body_raw(body, "application/json")
     })
     .await;
-    let outcomes = capped_transport(server.uri()).push(&ops(1)).await.unwrap();
+    let outcomes = capped_transport(server.uri())
+        .push(&cpc_core::PushQuery::new(&ops(1)))
+        .await
+        .map(|a| a.outcomes)
+        .unwrap();
     assert_eq!(outcomes.len(), 1);
 }
 
@@ -130,7 +138,11 @@ async fn chunked_server(padding: usize) -> String {
 #[tokio::test]
 async fn a_chunked_answer_is_counted_as_it_arrives() {
     let base = chunked_server(4 * CAP).await;
-    match capped_transport(base).push(&ops(1)).await {
+    match capped_transport(base)
+        .push(&cpc_core::PushQuery::new(&ops(1)))
+        .await
+        .map(|a| a.outcomes)
+    {
         Err(TransportError::Protocol(text)) => {
             assert!(text.contains("max_response_bytes"), "{text}")
         }
@@ -143,6 +155,10 @@ async fn a_chunked_answer_within_the_cap_is_read() {
     // The same server with little padding: proves the refusal above is the
     // cap's, not the chunked encoding's.
     let base = chunked_server(100).await;
-    let outcomes = capped_transport(base).push(&ops(2)).await.unwrap();
+    let outcomes = capped_transport(base)
+        .push(&cpc_core::PushQuery::new(&ops(2)))
+        .await
+        .map(|a| a.outcomes)
+        .unwrap();
     assert_eq!(outcomes.len(), 2);
 }

@@ -66,8 +66,14 @@ async fn push_pull_and_info_requests_each_carry_their_own_id() {
         .mount(&server)
         .await;
     let t = transport(&server);
-    t.push(&ops(2)).await.unwrap();
-    t.push(&ops(1)).await.unwrap();
+    t.push(&cpc_core::PushQuery::new(&ops(2)))
+        .await
+        .map(|a| a.outcomes)
+        .unwrap();
+    t.push(&cpc_core::PushQuery::new(&ops(1)))
+        .await
+        .map(|a| a.outcomes)
+        .unwrap();
     let query = PullQuery {
         cursor: Some(PullCursor {
             position: RemotePosition {
@@ -110,8 +116,9 @@ async fn a_resend_after_a_401_is_a_new_request_with_a_new_id() {
         .await;
     let provider = Rotating::new(&["tok-expired", "tok-fresh"]);
     transport_with(&server, provider)
-        .push(&ops(1))
+        .push(&cpc_core::PushQuery::new(&ops(1)))
         .await
+        .map(|a| a.outcomes)
         .unwrap();
     let ids = request_ids(&server).await;
     let pushes: Vec<_> = ids.iter().filter(|(p, _)| p == "/v1/push").collect();
@@ -137,7 +144,10 @@ async fn each_endpoint_attempt_carries_its_own_id() {
         std::sync::Arc::new(cpc_http::StaticToken::new(support::TOKEN)),
     )
     .unwrap();
-    t.push(&ops(1)).await.unwrap();
+    t.push(&cpc_core::PushQuery::new(&ops(1)))
+        .await
+        .map(|a| a.outcomes)
+        .unwrap();
     let mut ids = request_ids(&down).await;
     assert_eq!(ids.len(), 1, "{ids:?}");
     ids.extend(request_ids(&up).await);

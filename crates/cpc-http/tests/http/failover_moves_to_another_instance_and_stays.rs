@@ -43,7 +43,11 @@ async fn an_unavailable_first_instance_is_left_once_and_requests_stay_on_the_nex
     let transport = transport(down.uri(), &up);
     for _ in 0..3 {
         let batch = ops(2);
-        let outcomes = transport.push(&batch).await.unwrap();
+        let outcomes = transport
+            .push(&cpc_core::PushQuery::new(&batch))
+            .await
+            .map(|a| a.outcomes)
+            .unwrap();
         assert!(cpc_core::match_outcomes(&batch, outcomes).is_ok());
     }
     assert_eq!(pushes(&up).await.len(), 3);
@@ -63,7 +67,11 @@ async fn a_dead_first_instance_fails_over_within_the_same_push() {
     on_push(&up, Applier { max_ops: 1000 }).await;
     let transport = transport(format!("http://{dead}"), &up);
     let batch = ops(3);
-    let outcomes = transport.push(&batch).await.unwrap();
+    let outcomes = transport
+        .push(&cpc_core::PushQuery::new(&batch))
+        .await
+        .map(|a| a.outcomes)
+        .unwrap();
     assert_eq!(cpc_core::match_outcomes(&batch, outcomes).unwrap().len(), 3);
 }
 
@@ -85,7 +93,11 @@ async fn when_the_current_instance_goes_down_the_push_moves_to_the_next_at_once(
     let second = support::server().await;
     on_push(&second, Applier { max_ops: 1000 }).await;
     let transport = transport(first.uri(), &second);
-    transport.push(&ops(1)).await.unwrap();
+    transport
+        .push(&cpc_core::PushQuery::new(&ops(1)))
+        .await
+        .map(|a| a.outcomes)
+        .unwrap();
     assert_eq!(
         pushes(&second).await.len(),
         0,
@@ -93,7 +105,11 @@ async fn when_the_current_instance_goes_down_the_push_moves_to_the_next_at_once(
     );
     // The next push gets a 502 from the first, and is answered by the
     // second in the same call.
-    transport.push(&ops(1)).await.unwrap();
+    transport
+        .push(&cpc_core::PushQuery::new(&ops(1)))
+        .await
+        .map(|a| a.outcomes)
+        .unwrap();
     assert_eq!(pushes(&second).await.len(), 1);
     assert_eq!(pushes(&first).await.len(), 2);
 }
@@ -143,7 +159,10 @@ async fn a_cpc_servers_own_503_is_a_rate_limit_and_does_not_move_the_request() {
         .await;
     let other = support::server().await;
     on_push(&other, Applier { max_ops: 1000 }).await;
-    let result = transport(busy.uri(), &other).push(&ops(1)).await;
+    let result = transport(busy.uri(), &other)
+        .push(&cpc_core::PushQuery::new(&ops(1)))
+        .await
+        .map(|a| a.outcomes);
     assert!(
         matches!(result, Err(cpc_core::TransportError::RateLimited { .. })),
         "{result:?}"

@@ -81,7 +81,7 @@ async fn pulled_requests(server: &MockServer) -> Vec<Value> {
 }
 
 #[tokio::test]
-async fn a_good_page_maps_own_writes_and_raises_known() {
+async fn a_good_page_maps_own_writes_and_each_request_sends_its_query_known() {
     let server = serving(good_page()).await;
     let t = transport(&server);
     let page = t.pull(&query_after(3)).await.unwrap();
@@ -89,10 +89,12 @@ async fn a_good_page_maps_own_writes_and_raises_known() {
     assert!(page.changes[0].own_op.is_some(), "this client's change");
     assert!(page.changes[1].own_op.is_none(), "another client's change");
     assert_eq!((page.cursor.position.seq, page.head.seq), (5, 9));
-    // The next request carries the head seen as `known` (the stand-in
-    // answers the same page again, which is refused: it is not above the
-    // cursor).
-    let again = t.pull(&query_after(5)).await;
+    // The next request carries the `known` its query holds, here the head
+    // the engine saw (the stand-in answers the same page again, which is
+    // refused: it is not above the cursor).
+    let mut next = query_after(5);
+    next.known = Some(page.head.clone());
+    let again = t.pull(&next).await;
     assert!(
         matches!(again, Err(TransportError::Protocol(_))),
         "{again:?}"
@@ -163,7 +165,7 @@ async fn pages_that_break_the_rules_are_protocol_errors() {
 }
 
 #[tokio::test]
-async fn a_409_is_history_diverged_and_known_moves_to_the_head_only_when_adopted() {
+async fn a_409_is_history_diverged_and_each_pull_sends_the_known_of_its_query() {
     let server = support::server().await;
     let problem = json!({
         "type": "urn:cpc-sync:problem:history_diverged", "title": "History diverged",
@@ -190,14 +192,15 @@ async fn a_409_is_history_diverged_and_known_moves_to_the_head_only_when_adopted
         other => panic!("expected history_diverged, got {other:?}"),
     };
     assert_eq!(head.seq, 7);
-    // Until the engine has re-queued what it retained, the transport
-    // keeps the position it had: the next request is refused the same way.
+    // The transport keeps no position: the engine keeps sending its own
+    // until it has re-queued what it retained, then the head. A query
+    // without one sends none.
     query.known = None;
     let _ = t.pull(&query).await;
-    // Adopted: the engine goes on from the head.
-    t.adopt_head(&head);
+    query.known = Some(head);
     let _ = t.pull(&query).await;
     let sent = pulled_requests(&server).await;
-    assert_eq!(sent[1]["known"], position(9));
+    assert_eq!(sent[0]["known"], position(9));
+    assert_eq!(sent[1]["known"], serde_json::Value::Null);
     assert_eq!(sent[2]["known"], position(7));
 }

@@ -16,7 +16,10 @@ async fn push_answered(
 ) -> Result<Vec<cpc_core::OpOutcome>, TransportError> {
     let server = support::server().await;
     on_push(&server, response).await;
-    let result = transport(&server).push(&ops(2)).await;
+    let result = transport(&server)
+        .push(&cpc_core::PushQuery::new(&ops(2)))
+        .await
+        .map(|a| a.outcomes);
     assert_eq!(
         pushes(&server).await.len(),
         1,
@@ -145,7 +148,11 @@ async fn a_server_that_does_not_list_v1_gets_no_push() {
         .mount(&server)
         .await;
     on_push(&server, problem(500, "internal")).await;
-    match transport(&server).push(&ops(1)).await {
+    match transport(&server)
+        .push(&cpc_core::PushQuery::new(&ops(1)))
+        .await
+        .map(|a| a.outcomes)
+    {
         Err(TransportError::Incompatible(text)) => assert!(text.contains("protocol v1"), "{text}"),
         other => panic!("{other:?}"),
     }
@@ -162,7 +169,11 @@ async fn a_server_that_is_not_there_is_a_connect_error() {
         .port();
     let config = HttpConfig::new(format!("http://127.0.0.1:{port}"), CLIENT);
     let transport = HttpTransport::new(config, Arc::new(StaticToken::new(TOKEN))).unwrap();
-    match transport.push(&ops(1)).await {
+    match transport
+        .push(&cpc_core::PushQuery::new(&ops(1)))
+        .await
+        .map(|a| a.outcomes)
+    {
         Err(TransportError::Connect(text)) => {
             assert!(
                 !text.contains(TOKEN) && !text.contains("secret-payload"),
@@ -186,5 +197,11 @@ async fn no_answer_in_time_is_a_timeout() {
         ..HttpConfig::new(server.uri(), CLIENT)
     };
     let transport = HttpTransport::new(config, Arc::new(StaticToken::new(TOKEN))).unwrap();
-    assert_eq!(transport.push(&ops(1)).await, Err(TransportError::Timeout));
+    assert_eq!(
+        transport
+            .push(&cpc_core::PushQuery::new(&ops(1)))
+            .await
+            .map(|a| a.outcomes),
+        Err(TransportError::Timeout)
+    );
 }

@@ -12,7 +12,11 @@ async fn the_body_parses_as_a_push_and_carries_the_batch_and_the_token() {
     let server = support::server().await;
     on_push(&server, Applier { max_ops: 1000 }).await;
     let batch = ops(3);
-    transport(&server).push(&batch).await.unwrap();
+    transport(&server)
+        .push(&cpc_core::PushQuery::new(&batch))
+        .await
+        .map(|a| a.outcomes)
+        .unwrap();
 
     let sent = pushes(&server).await;
     assert_eq!(sent.len(), 1);

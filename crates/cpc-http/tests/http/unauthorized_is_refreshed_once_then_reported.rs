@@ -37,8 +37,9 @@ async fn a_401_then_a_200_invalidates_once_and_the_push_succeeds() {
         .await;
     let provider = Rotating::new(&["tok-expired", "tok-fresh"]);
     let outcomes = transport_with(&server, provider.clone())
-        .push(&ops(2))
+        .push(&cpc_core::PushQuery::new(&ops(2)))
         .await
+        .map(|a| a.outcomes)
         .unwrap();
     assert_eq!(outcomes.len(), 2);
     assert!(outcomes
@@ -58,8 +59,9 @@ async fn two_401s_are_unauthorized_after_exactly_two_requests() {
     on_push(&server, unauthorized()).await;
     let provider = Rotating::new(&["tok-a", "tok-b", "tok-c"]);
     let result = transport_with(&server, provider.clone())
-        .push(&ops(3))
-        .await;
+        .push(&cpc_core::PushQuery::new(&ops(3)))
+        .await
+        .map(|a| a.outcomes);
     assert_eq!(result, Err(TransportError::Unauthorized));
     assert_eq!(pushes(&server).await.len(), 2, "one resend, no loop");
     // Both refused tokens are discarded; the third is never asked for.
@@ -71,7 +73,10 @@ async fn two_401s_are_unauthorized_after_exactly_two_requests() {
 async fn a_static_token_is_resent_once_then_reported() {
     let server = support::server().await;
     on_push(&server, unauthorized()).await;
-    let result = transport(&server).push(&ops(1)).await;
+    let result = transport(&server)
+        .push(&cpc_core::PushQuery::new(&ops(1)))
+        .await
+        .map(|a| a.outcomes);
     assert_eq!(result, Err(TransportError::Unauthorized));
     assert_eq!(pushes(&server).await.len(), 2);
 }
@@ -82,8 +87,9 @@ async fn a_403_is_unauthorized_after_one_request() {
     on_push(&server, problem(403, "forbidden_client")).await;
     let provider = Rotating::new(&["tok-a", "tok-b"]);
     let result = transport_with(&server, provider.clone())
-        .push(&ops(2))
-        .await;
+        .push(&cpc_core::PushQuery::new(&ops(2)))
+        .await
+        .map(|a| a.outcomes);
     assert_eq!(result, Err(TransportError::Unauthorized));
     assert_eq!(pushes(&server).await.len(), 1);
     assert_eq!(provider.invalidations(), 0, "a refresh would not help");
@@ -94,7 +100,10 @@ async fn no_token_is_unauthorized_without_a_request() {
     let server = support::server().await;
     on_push(&server, Applier { max_ops: 1000 }).await;
     let provider = Rotating::new(&[]);
-    let result = transport_with(&server, provider).push(&ops(1)).await;
+    let result = transport_with(&server, provider)
+        .push(&cpc_core::PushQuery::new(&ops(1)))
+        .await
+        .map(|a| a.outcomes);
     assert_eq!(result, Err(TransportError::Unauthorized));
     assert_eq!(pushes(&server).await.len(), 0);
 }
@@ -104,7 +113,10 @@ async fn a_malformed_token_is_never_sent() {
     let server = support::server().await;
     on_push(&server, Applier { max_ops: 1000 }).await;
     let provider = Arc::new(cpc_http::StaticToken::new("tok\r\nX-Injected: 1"));
-    let result = transport_with(&server, provider).push(&ops(1)).await;
+    let result = transport_with(&server, provider)
+        .push(&cpc_core::PushQuery::new(&ops(1)))
+        .await
+        .map(|a| a.outcomes);
     assert_eq!(result, Err(TransportError::Unauthorized));
     assert_eq!(pushes(&server).await.len(), 0);
 }

@@ -12,8 +12,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cpc_fault::{RemoteOptions, SimClock, SimulatedRemote};
 use cpc_sync::core::{
-    EntityKey, OpOutcome, Operation, OperationId, OperationKind, PullPage, PullQuery, PushOutcome,
-    Transport, TransportError,
+    EntityKey, OpOutcome, OperationId, OperationKind, PullPage, PullQuery, PushOutcome, Transport,
+    TransportError,
 };
 use cpc_sync::storage::{MemoryStorage, QueueOptions};
 use cpc_sync::worker::StorageCalls;
@@ -73,9 +73,13 @@ impl Outage {
 
 #[async_trait]
 impl Transport for Outage {
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+    async fn push(
+        &self,
+        query: &cpc_core::PushQuery<'_>,
+    ) -> Result<cpc_core::PushAnswer, TransportError> {
+        let batch = query.ops;
         if !self.down() {
-            return self.remote.push(batch).await;
+            return self.remote.push(query).await;
         }
         let n = self.failed.fetch_add(1, Ordering::SeqCst);
         match self.shape {

@@ -13,8 +13,8 @@ use cpc_core::SimClock;
 use cpc_fault::{check_with, CheckOptions, RemoteOptions, SimulatedRemote};
 use cpc_sync::conflict::LocalWins;
 use cpc_sync::core::{
-    HlcTimestamp, NodeId, OpOutcome, Operation, OperationId, OperationPriority, PushOutcome,
-    RemoteRecord, Transport, TransportError,
+    HlcTimestamp, NodeId, OpOutcome, OperationId, OperationPriority, PushAnswer, PushOutcome,
+    PushQuery, RemoteRecord, Transport, TransportError,
 };
 use cpc_sync::storage::{MemoryStorage, QueueOptions};
 use cpc_sync::worker::StorageCalls;
@@ -32,8 +32,9 @@ struct Adversary {
 }
 
 impl Adversary {
-    async fn honest(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
-        self.remote.push(batch).await
+    /// The remote's own answer (the query's `known` goes with it).
+    async fn honest(&self, query: &PushQuery<'_>) -> Result<Vec<OpOutcome>, TransportError> {
+        self.remote.push(query).await.map(|a| a.outcomes)
     }
 }
 
@@ -50,7 +51,15 @@ fn conflict(version: u64, payload: Option<Vec<u8>>) -> PushOutcome {
 
 #[async_trait]
 impl Transport for Adversary {
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+    async fn push(&self, query: &PushQuery<'_>) -> Result<PushAnswer, TransportError> {
+        self.lie(query).await.map(PushAnswer::from)
+    }
+}
+
+impl Adversary {
+    /// Lies in a new way on each of the first pushes, then tells the truth.
+    async fn lie(&self, query: &PushQuery<'_>) -> Result<Vec<OpOutcome>, TransportError> {
+        let batch = query.ops;
         let n = self.pushes.fetch_add(1, Ordering::SeqCst);
         let each = |outcome: &dyn Fn() -> PushOutcome| -> Vec<OpOutcome> {
             batch
@@ -60,23 +69,23 @@ impl Transport for Adversary {
         };
         match n {
             0 => {
-                let mut answer = self.honest(batch).await?;
+                let mut answer = self.honest(query).await?;
                 answer.reverse();
                 Ok(answer)
             }
             1 => {
-                let mut answer = self.honest(batch).await?;
+                let mut answer = self.honest(query).await?;
                 answer.pop();
                 Ok(answer)
             }
             2 => {
-                let mut answer = self.honest(batch).await?;
+                let mut answer = self.honest(query).await?;
                 let first = answer[0].clone();
                 answer.push(first);
                 Ok(answer)
             }
             3 => {
-                let mut answer = self.honest(batch).await?;
+                let mut answer = self.honest(query).await?;
                 answer[0].op = OperationId::from_u128(u128::MAX);
                 Ok(answer)
             }
@@ -87,7 +96,7 @@ impl Transport for Adversary {
             }),
             7 => Ok(each(&|| conflict(3, Some(vec![0u8; 100 * 1024 * 1024])))),
             8 => Ok(each(&|| conflict(u64::MAX, Some(b"remote".to_vec())))),
-            _ => self.honest(batch).await,
+            _ => self.honest(query).await,
         }
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cpc_fault::{FaultPlan, RemoteOptions};
 use cpc_sync::core::{
-    EntityKey, HlcTimestamp, NodeId, OpOutcome, Operation, OperationKind, OperationPriority,
+    EntityKey, HlcTimestamp, NodeId, OperationKind, OperationPriority, PushAnswer, PushQuery,
     RemoteRecord, Transport, TransportError,
 };
 use cpc_sync::network::NetworkMonitor;
@@ -95,8 +95,8 @@ struct Mute;
 
 #[async_trait]
 impl Transport for Mute {
-    async fn push(&self, _batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
-        Ok(Vec::new())
+    async fn push(&self, _query: &PushQuery<'_>) -> Result<PushAnswer, TransportError> {
+        Ok(PushAnswer::default())
     }
 }
 
@@ -136,7 +136,7 @@ struct WithToken {
 
 #[async_trait]
 impl Transport for WithToken {
-    async fn push(&self, _batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+    async fn push(&self, _query: &PushQuery<'_>) -> Result<PushAnswer, TransportError> {
         Err(TransportError::Unauthorized)
     }
 }

@@ -87,8 +87,8 @@ struct Hanging;
 impl cpc_sync::core::Transport for Hanging {
     async fn push(
         &self,
-        _: &[cpc_sync::core::Operation],
-    ) -> Result<Vec<cpc_sync::core::OpOutcome>, TransportError> {
+        _: &cpc_sync::core::PushQuery<'_>,
+    ) -> Result<cpc_sync::core::PushAnswer, TransportError> {
         std::future::pending().await
     }
 }
@@ -102,12 +102,12 @@ struct ExpiredOnce {
 impl cpc_sync::core::Transport for ExpiredOnce {
     async fn push(
         &self,
-        batch: &[cpc_sync::core::Operation],
-    ) -> Result<Vec<cpc_sync::core::OpOutcome>, TransportError> {
+        query: &cpc_sync::core::PushQuery<'_>,
+    ) -> Result<cpc_sync::core::PushAnswer, TransportError> {
         if !self.refused.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return Err(TransportError::Unauthorized);
         }
-        self.inner.push(batch).await
+        self.inner.push(query).await
     }
 }
 

@@ -24,8 +24,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use cpc_sync::core::{
-    EntityKey, OpOutcome, Operation, OperationId, OperationKind, PushOutcome, Transport,
-    TransportError,
+    EntityKey, OpOutcome, OperationId, OperationKind, PushOutcome, Transport, TransportError,
 };
 use cpc_sync::storage::Durability;
 use cpc_sync::SyncEngine;
@@ -59,7 +58,11 @@ impl FileRemote {
 
 #[async_trait]
 impl Transport for FileRemote {
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+    async fn push(
+        &self,
+        query: &cpc_core::PushQuery<'_>,
+    ) -> Result<cpc_core::PushAnswer, TransportError> {
+        let batch = query.ops;
         let mut out = Vec::with_capacity(batch.len());
         let mut seen = self.seen.lock().unwrap();
         let mut file = self.file.lock().unwrap();
@@ -80,7 +83,7 @@ impl Transport for FileRemote {
             .map_err(|e| TransportError::Connect(e.to_string()))?;
         file.sync_data()
             .map_err(|e| TransportError::Connect(e.to_string()))?;
-        Ok(out)
+        Ok(out.into())
     }
 }
 

@@ -11,9 +11,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use cap::Cap;
-use cpc_sync::core::{
-    EntityKey, OpOutcome, Operation, OperationKind, PushOutcome, Transport, TransportError,
-};
+use cpc_sync::core::{EntityKey, OpOutcome, OperationKind, PushOutcome, Transport, TransportError};
 use cpc_sync::SyncEngine;
 
 #[global_allocator]
@@ -27,7 +25,11 @@ struct Sink;
 
 #[async_trait]
 impl Transport for Sink {
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+    async fn push(
+        &self,
+        query: &cpc_core::PushQuery<'_>,
+    ) -> Result<cpc_core::PushAnswer, TransportError> {
+        let batch = query.ops;
         Ok(batch
             .iter()
             .map(|o| OpOutcome::new(o.id, PushOutcome::Applied { version: 1 }))

@@ -100,7 +100,10 @@ impl Inner {
             drop(permit);
             return self.release_batch(batch, &ops).await;
         }
-        let push = CatchUnwind::new(self.transport.push(&ops));
+        let known = self.regressions.known();
+        let sent_known = known.get();
+        let query = PushQuery::new(&ops).known(sent_known.as_ref());
+        let push = CatchUnwind::new(self.transport.push(&query));
         let pushed = match tokio::time::timeout(self.config.push_timeout, push).await {
             Err(_) => Err(TransportError::Timeout),
             Ok(Err(message)) => {
@@ -108,7 +111,12 @@ impl Inner {
                 tracing::debug!(target: "cpc_worker", batch, message = %message, "transport panic message");
                 Err(TransportError::Panicked)
             }
-            Ok(Ok(answer)) => answer.and_then(|answer| match_answer(&ops, answer)),
+            Ok(Ok(answer)) => answer.and_then(|answer| {
+                if let Some(head) = &answer.head {
+                    known.raise(head);
+                }
+                match_answer(&ops, answer.outcomes)
+            }),
         };
         // Text from the remote (or the transport) is logged and stored:
         // bounded first.

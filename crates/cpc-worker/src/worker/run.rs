@@ -114,7 +114,7 @@ impl Inner {
         .await?;
         tracing::warn!(target: "cpc_worker", head = head_seq, requeued, unrecoverable, "the remote went back in time: retained operations re-queued");
         // Only now may pushes land on the restored history.
-        self.transport.adopt_head(&regression.head);
+        self.regressions.known().adopt(&regression.head);
         self.regressions.done(regression);
         self.emit(WorkerEvent::RemoteRegressed {
             known: regression.known.clone(),
@@ -151,9 +151,9 @@ pub(super) async fn run(inner: Arc<Inner>) {
 
     // The remote position seen before a restart goes with the first push,
     // so a remote restored meanwhile is caught before anything is applied
-    // on it (the transport keeps `known` in memory only).
+    // on it.
     if let Some(known) = inner.stored_known().await {
-        inner.transport.note_known(&known);
+        inner.regressions.known().raise(&known);
     }
     // A regression reported before a crash or stop is handled now.
     match inner

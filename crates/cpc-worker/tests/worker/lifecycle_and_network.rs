@@ -317,8 +317,9 @@ struct FirstPushWatch {
 impl cpc_core::Transport for FirstPushWatch {
     async fn push(
         &self,
-        batch: &[cpc_core::Operation],
-    ) -> Result<Vec<cpc_core::OpOutcome>, TransportError> {
+        query: &cpc_core::PushQuery<'_>,
+    ) -> Result<cpc_core::PushAnswer, TransportError> {
+        let batch = query.ops;
         let mut seen = self.not_yet_respread.lock().unwrap();
         if seen.is_none() {
             let now = cpc_core::WallClock::now_ms(&self.clock);

@@ -92,7 +92,11 @@ struct PanicsOn(cpc_core::OperationId);
 
 #[async_trait::async_trait]
 impl cpc_core::Transport for PanicsOn {
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+    async fn push(
+        &self,
+        query: &cpc_core::PushQuery<'_>,
+    ) -> Result<cpc_core::PushAnswer, TransportError> {
+        let batch = query.ops;
         tokio::task::yield_now().await;
         if batch.iter().any(|o| o.id == self.0) {
             panic!("transport bug");

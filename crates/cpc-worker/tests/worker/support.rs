@@ -71,7 +71,11 @@ impl Scripted {
 
 #[async_trait]
 impl Transport for Scripted {
-    async fn push(&self, batch: &[Operation]) -> Result<Vec<OpOutcome>, TransportError> {
+    async fn push(
+        &self,
+        query: &cpc_core::PushQuery<'_>,
+    ) -> Result<cpc_core::PushAnswer, TransportError> {
+        let batch = query.ops;
         self.calls
             .lock()
             .unwrap()
@@ -85,6 +89,7 @@ impl Transport for Scripted {
             Some(answer) => answer(batch),
             None => (self.default)(batch),
         }
+        .map(Into::into)
     }
 }
 
