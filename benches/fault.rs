@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use cpc_core::{match_outcomes, Operation, PushOutcome, Transport};
 use cpc_fault::{
-    check_with, FaultPlan, InvariantReport, Latency, OperationMix, Probability, Scenario, Schedule,
-    SimClock, SubmitOutcome, SubmittedRecord,
+    check_with, FaultPlan, InvariantReport, Latency, Probability, Schedule, SimClock,
+    SubmitOutcome, SubmittedRecord,
 };
+use cpc_sim::{OperationMix, Scenario};
 use criterion::Criterion;
 
 const OPS: u64 = 10_000;
@@ -38,13 +39,13 @@ fn scenario() -> Result<Scenario, cpc_fault::Error> {
             entities: 1_000,
             // The FIFO driver ignores priorities, so the workload has one
             // (the checker reports inversions otherwise).
-            priorities: cpc_fault::PriorityWeights {
+            priorities: cpc_sim::PriorityWeights {
                 critical: 0,
                 high: 0,
                 normal: 1,
                 background: 0,
             },
-            arrival: cpc_fault::Arrival::Uniform {
+            arrival: cpc_sim::Arrival::Uniform {
                 rate: OPS as f64 / 3500.0,
                 start: Duration::ZERO,
             },

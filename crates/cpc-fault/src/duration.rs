@@ -370,6 +370,29 @@ mod tests {
         assert_eq!(format(Duration::from_millis(2500)), "2s500ms");
     }
 
+    /// The helpers that tools reuse write what they read.
+    #[test]
+    fn duration_helpers_write_what_they_read() {
+        assert_eq!(parse("-"), Err(DurationError::Empty));
+        assert_eq!(parse_signed_ms("+"), Err(DurationError::Empty));
+        let json = |f: &dyn Fn(&mut serde_json::Serializer<&mut Vec<u8>>)| {
+            let mut out = Vec::new();
+            f(&mut serde_json::Serializer::new(&mut out));
+            String::from_utf8(out).unwrap()
+        };
+        assert_eq!(json(&|s| humane_opt::serialize(&None, s).unwrap()), "null");
+        assert_eq!(
+            json(&|s| humane_opt::serialize(&Some(Duration::from_millis(1500)), s).unwrap()),
+            "\"1s500ms\""
+        );
+        assert_eq!(
+            json(&|s| signed_ms::serialize(&-90_000, s).unwrap()),
+            "\"-1m30s\""
+        );
+        let mut de = serde_json::Deserializer::from_str("\"-1m30s\"");
+        assert_eq!(signed_ms::deserialize(&mut de).unwrap(), -90_000);
+    }
+
     proptest! {
         #[test]
         fn format_round_trips(us in 0u64..(1u64 << 50)) {

@@ -115,7 +115,10 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    /// An [`Error::Invalid`]: `field` (its dotted path) is refused for
+    /// `reason`. Public so that a crate reading scenarios of this world
+    /// (`cpc-sim`) refuses its own fields in the same words.
+    pub fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Error::Invalid {
             field: field.into(),
             reason: reason.into(),

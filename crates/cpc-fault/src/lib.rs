@@ -17,15 +17,9 @@
 //!   seeded RNG.
 //! - [`ScriptedNetwork`]: a `cpc-network` status source driven by the same
 //!   schedule, optionally lagging reality.
-//! - [`Scenario`]: all of the above plus a workload, clock skews, crash points
-//!   and expected bounds, readable from TOML and JSON; its
-//!   [`workload`](Scenario::workload) is deterministic for a seed.
 //! - [`check_with`]: the checker, Jepsen total-queue semantics plus ordering,
 //!   priority, drain time, retry amplification and latency, giving an
 //!   [`InvariantReport`] with a stable text form (seed first) and JSON.
-//! - [`run_reference`]: a small, correct reference client that drives a
-//!   scenario without the engine (for this crate's tests, benches, and as an
-//!   example of a harness).
 //!
 //! It is not a network emulator (no sockets, no bytes on a wire) and it
 //! does not depend on the engine: the `xtask` harness runs the full engine
@@ -91,13 +85,10 @@ pub mod duration;
 mod error;
 mod faulty;
 pub mod invariants;
-mod locate;
 mod network;
 #[cfg(feature = "proxy")]
 pub mod proxy;
-mod reference;
 mod remote;
-mod scenario;
 mod schedule;
 
 /// The origin of a run's time line; defined with the other clocks in
@@ -111,17 +102,9 @@ pub use invariants::{
     Listed, PriorityLatency, QueueEnd, Reorder, SubmitOutcome, SubmittedRecord,
 };
 pub use network::ScriptedNetwork;
-pub use reference::{run_reference, ReferenceOptions, RunOutput};
 pub use remote::{
     apply_log_text, splitmix64, Admission, ApplyRecord, OpRate, PoisonKey, PoisonRule,
     RemoteOptions, RemoteStats, RestoreError, SimulatedRemote,
-};
-pub use scenario::{
-    Arrival, CompactionPlan, CrashPlan, KindWeights, OperationMix, PlannedOp, PriorityWeights,
-    PullPlan, RestorePlan, Scenario, ScenarioBuilder, SinkKind, SizeRange, Workload,
-    BYTES_PER_DEVICE, BYTES_PER_OP, DEFAULT_EPOCH_MS, MAX_CLOCK_SKEW_MS, MAX_COLLECTIONS,
-    MAX_COLLECTION_NAME, MAX_CRASHES, MAX_DEVICES, MAX_ENTITIES, MAX_EPOCH_MS, MAX_INITIAL_RECORDS,
-    MAX_OPS_PER_DEVICE, MAX_RATE, MAX_RECORD_BYTES, MAX_SCENARIO_BYTES, MEMORY_BUDGET,
 };
 pub use schedule::{
     Flapping, LinkCondition, LinkState, Probability, Schedule, ScheduleBuilder, Segment, Window,
@@ -137,7 +120,6 @@ mod compile_checks {
     fn _types_are_send_sync() {
         _assert_send_sync::<SimulatedRemote>();
         _assert_send_sync::<FaultyTransport<SimulatedRemote>>();
-        _assert_send_sync::<Scenario>();
         _assert_send_sync::<InvariantReport>();
         _assert_send_sync::<Error>();
     }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use cpc_fault::{Convergence, DeviceDiff, Listed, PullPlan, SimClock, SimulatedRemote, SinkKind};
+use cpc_fault::{Convergence, DeviceDiff, Listed, SimClock, SimulatedRemote};
 use cpc_sync::core::{EntityKey, MemorySink, RemoteSink, SinkError, SinkPage};
 use cpc_sync::worker::{PullConfig, WorkerEvent};
 use cpc_sync::SyncEngine;
@@ -18,6 +18,7 @@ use rand::{RngCore, SeedableRng};
 use tokio::sync::{broadcast, watch};
 
 use crate::auth::AnswerLog;
+use crate::scenario::{PullPlan, SinkKind};
 
 /// A device's sink: the reference sink, or the broken one of the
 /// negative control; counts pages and snapshot starts.

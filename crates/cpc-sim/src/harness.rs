@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant as WallInstant};
 
 use cpc_fault::{
-    check_with, Abandoned, ConflictCounts, FaultyTransport, InvariantReport, PlannedOp, QueueEnd,
-    Scenario, ScriptedNetwork, SimClock, SimulatedRemote, SubmitOutcome, SubmittedRecord,
+    check_with, Abandoned, ConflictCounts, FaultyTransport, InvariantReport, QueueEnd,
+    ScriptedNetwork, SimClock, SimulatedRemote, SubmitOutcome, SubmittedRecord,
 };
 use cpc_sync::backoff::{CircuitBreaker, CircuitBreakerConfig};
 use cpc_sync::core::{
@@ -28,6 +28,7 @@ use crate::auth::{AnswerLog, BearerTransport, FinalAnswer, Secret};
 use crate::converge::{self, DeviceSink, Quiescence, SimSink};
 use crate::gate::{Gate, GatedStorage};
 use crate::records::{self, engine_readiness, LastEdits};
+use crate::scenario::{PlannedOp, Scenario};
 use crate::spec::{DeadHead, Spec, StorageKind};
 use crate::timeline::{self, DeviceLine, Timeline};
 use crate::Error;
@@ -169,13 +170,13 @@ pub fn check(spec: &Spec, settings: &RunSettings) -> Result<(), Error> {
         )));
     }
     let bytes = scenario.estimated_memory(memory);
-    if bytes > cpc_fault::MEMORY_BUDGET {
+    if bytes > crate::MEMORY_BUDGET {
         return Err(Error::Spec(format!(
             "{}: about {} MiB with every payload in memory, more than the budget of {} MiB; \
              use sqlite or sled storage, or fewer operations",
             scenario.name,
             bytes >> 20,
-            cpc_fault::MEMORY_BUDGET >> 20
+            crate::MEMORY_BUDGET >> 20
         )));
     }
     Ok(())

@@ -34,7 +34,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Scenario files: `cpc-fault`'s [`Scenario`](cpc_fault::Scenario) plus an
+//! Scenario files: a [`Scenario`] plus an
 //! optional `[harness]` table ([`HarnessOptions`]); see
 //! `docs/simulation.md`.
 
@@ -44,12 +44,25 @@ mod error;
 mod gate;
 mod harness;
 mod records;
+mod reference;
+mod scenario;
 mod spec;
 mod timeline;
 
 pub use auth::Secret;
+/// The longest simulated time a scenario may name; defined with the
+/// schedule in `cpc-fault`, re-exported beside the scenario's other limits.
+pub use cpc_fault::MAX_DURATION;
 pub use error::Error;
 pub use harness::{check, fd_budget, fds_needed, run, EngineConfig, RunResult, RunSettings};
+pub use reference::{run_reference, ReferenceOptions, RunOutput};
+pub use scenario::{
+    Arrival, CompactionPlan, CrashPlan, KindWeights, OperationMix, PlannedOp, PriorityWeights,
+    PullPlan, RestorePlan, Scenario, ScenarioBuilder, SinkKind, SizeRange, Workload,
+    BYTES_PER_DEVICE, BYTES_PER_OP, DEFAULT_EPOCH_MS, MAX_CLOCK_SKEW_MS, MAX_COLLECTIONS,
+    MAX_COLLECTION_NAME, MAX_CRASHES, MAX_DEVICES, MAX_ENTITIES, MAX_EPOCH_MS, MAX_INITIAL_RECORDS,
+    MAX_OPS_PER_DEVICE, MAX_RATE, MAX_RECORD_BYTES, MAX_SCENARIO_BYTES, MEMORY_BUDGET,
+};
 pub use spec::{DeadHead, HarnessOptions, QuickSizes, Spec, StorageKind, SUITES};
 pub use timeline::{DeviceLine, Timeline};
 

@@ -27,9 +27,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use cpc_fault::Scenario;
 use serde::Deserialize;
 
+use crate::scenario::Scenario;
 use crate::Error;
 
 /// The built-in suites, in the order `all` runs them.
@@ -285,7 +285,7 @@ impl Spec {
             self.scenario.duration = d;
         }
         if let Some(r) = q.rate {
-            use cpc_fault::Arrival;
+            use crate::scenario::Arrival;
             match &mut self.scenario.ops.arrival {
                 Arrival::Uniform { rate, .. } | Arrival::Poisson { rate, .. } => *rate = r,
                 Arrival::Burst { .. } => {}

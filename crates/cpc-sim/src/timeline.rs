@@ -6,10 +6,11 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use cpc_fault::{LinkCondition, Scenario, Schedule, SubmitOutcome, SubmittedRecord};
+use cpc_fault::{LinkCondition, Schedule, SubmitOutcome, SubmittedRecord};
 
 use crate::auth::AnswerLog;
 use crate::human;
+use crate::scenario::Scenario;
 
 /// Devices drawn; a larger run says how many were left out.
 const MAX_LANES: usize = 24;

@@ -3,8 +3,7 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use cpc_fault::SinkKind;
-use cpc_sim::{run, RunSettings, Spec, StorageKind};
+use cpc_sim::{run, RunSettings, SinkKind, Spec, StorageKind};
 
 fn quick(name: &str, sink: SinkKind) -> cpc_fault::InvariantReport {
     let mut spec = Spec::builtin(name).expect("a built-in suite");

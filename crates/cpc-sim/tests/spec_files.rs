@@ -6,8 +6,7 @@
 
 use std::time::Duration;
 
-use cpc_fault::Arrival;
-use cpc_sim::{DeadHead, Error, Spec, StorageKind};
+use cpc_sim::{Arrival, DeadHead, Error, Spec, StorageKind};
 
 /// The text of the `Spec` error `text` is refused with.
 fn refused(text: &str) -> String {
@@ -75,7 +74,7 @@ fn a_refused_default_is_placed_at_its_table() {
 
 #[test]
 fn a_text_over_the_size_limit_names_the_file_as_the_field() {
-    let limit = usize::try_from(cpc_fault::MAX_SCENARIO_BYTES).unwrap();
+    let limit = usize::try_from(cpc_sim::MAX_SCENARIO_BYTES).unwrap();
     let message = refused(&format!("name = \"x\"\n{}\n", "#".repeat(limit)));
     assert!(
         message.starts_with("t.toml: invalid scenario (field `(file)`): ")

@@ -238,7 +238,7 @@ pub fn main(options: Options) -> Result<(), XtaskError> {
         println!(
             "memory: about {} MiB per run (budget {} MiB), {} runs at once",
             most_memory >> 20,
-            cpc_fault::MEMORY_BUDGET >> 20,
+            cpc_sim::MEMORY_BUDGET >> 20,
             threads.min(jobs.len())
         );
     }

@@ -4,12 +4,12 @@
 
 use super::support::{builtin, simulate, stdout};
 
-/// The suite's scenario without its `[harness]` table, as `cpc-fault`
+/// The suite's scenario without its `[harness]` table, as `cpc_sim::Scenario`
 /// reads it.
-fn scenario(name: &str) -> cpc_fault::Scenario {
+fn scenario(name: &str) -> cpc_sim::Scenario {
     let mut doc: toml::Table = toml::from_str(&builtin(name)).expect("suite parses");
     doc.remove("harness");
-    cpc_fault::Scenario::from_toml_str(&toml::to_string(&doc).expect("re-encodes"))
+    cpc_sim::Scenario::from_toml_str(&toml::to_string(&doc).expect("re-encodes"))
         .expect("suite is valid")
 }
 

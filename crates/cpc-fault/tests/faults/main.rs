@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod each_fault_kind_in_isolation;
-mod network_schedule_and_reference_client;
+mod network_and_schedule;
 mod outages_and_determinism;
 
 use std::sync::Arc;

@@ -54,7 +54,7 @@ impl Iterator for Workload {
             }
         };
         self.wall
-            .set(self.base_wall.saturating_add(cpc_core::millis(at)));
+            .set(self.base_wall.saturating_add(cpc_sync::core::millis(at)));
         let index = rng.gen_range(0..mix.entities.max(1));
         let collections = mix.collections.len().max(1) as u64;
         let collection = mix

@@ -1,16 +1,17 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cpc_fault::{Error, LinkCondition, Scenario, ScenarioFormat};
+use cpc_fault::{Error, LinkCondition, ScenarioFormat};
+use cpc_sim::Scenario;
 
 fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 #[test]
-fn every_shipped_scenario_file_parses_and_round_trips() {
+fn every_example_scenario_file_parses_and_round_trips() {
     let mut seen = 0;
-    for entry in std::fs::read_dir(crate_dir().join("scenarios")).unwrap() {
+    for entry in std::fs::read_dir(crate_dir().join("tests/scenarios/files")).unwrap() {
         let path = entry.unwrap().path();
         let scenario =
             Scenario::from_file(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
@@ -43,7 +44,7 @@ fn the_scenarios_in_the_docs_parse() {
 
 #[test]
 fn the_tour_file_sets_what_it_says() {
-    let s = Scenario::from_file(crate_dir().join("scenarios/everything.toml")).unwrap();
+    let s = Scenario::from_file(crate_dir().join("tests/scenarios/files/everything.toml")).unwrap();
     assert_eq!(s.clock_skew, vec![-600_000, 0, 600_000]);
     assert_eq!(s.skew_ms(2), 600_000);
     assert_eq!(

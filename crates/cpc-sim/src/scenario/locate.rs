@@ -6,8 +6,9 @@ use std::ops::Range;
 
 use serde_json::value::RawValue;
 
-use crate::error::{Error, ParseSource, ScenarioFormat};
-use crate::scenario::MAX_SCENARIO_BYTES;
+use cpc_fault::{Error, ParseSource, ScenarioFormat};
+
+use super::MAX_SCENARIO_BYTES;
 
 /// Refuses a scenario text larger than [`MAX_SCENARIO_BYTES`] before it is
 /// parsed (a parser holds several times the text's size).

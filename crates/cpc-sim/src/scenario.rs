@@ -6,7 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cpc_core::{
+use cpc_fault::duration::{humane, humane_vec, signed_ms_vec};
+use cpc_fault::{
+    splitmix64, CheckOptions, Error, ExpectedBounds, FaultPlan, FaultyTransport, RemoteOptions,
+    Result, ScenarioFormat, Schedule, SimClock, SimulatedRemote, MAX_DURATION,
+};
+use cpc_sync::core::{
     EntityKey, HybridClock, ManualWallClock, NodeId, Operation, OperationKind, OperationPriority,
     Transport, DEFAULT_MAX_PAYLOAD,
 };
@@ -14,14 +19,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::duration::{humane, humane_vec, signed_ms_vec};
-use crate::error::{Error, Result, ScenarioFormat};
-use crate::faulty::{FaultPlan, FaultyTransport};
-use crate::invariants::{CheckOptions, ExpectedBounds};
-use crate::remote::{splitmix64, RemoteOptions, SimulatedRemote};
-use crate::schedule::{Schedule, MAX_DURATION};
-use cpc_core::SimClock;
-
+mod locate;
 mod pull;
 mod validate;
 mod workload;
@@ -73,7 +71,7 @@ pub const MAX_SCENARIO_BYTES: u64 = 1 << 20;
 /// humane strings (`"500ms"`, `"10m"`, `"1h30m"`; signed for skews).
 ///
 /// ```
-/// let scenario = cpc_fault::Scenario::from_toml_str(r#"
+/// let scenario = cpc_sim::Scenario::from_toml_str(r#"
 /// name = "lost-acks"
 /// seed = 7
 /// duration = "10m"
@@ -367,29 +365,28 @@ impl Scenario {
     /// dotted path) and the line: for a bad schedule window, that window's
     /// own line.
     pub fn from_toml_str(text: &str) -> Result<Self> {
-        crate::locate::check_size(text)?;
+        locate::check_size(text)?;
         let scenario: Scenario = serde_path_to_error::deserialize(toml::Deserializer::new(text))
-            .map_err(|e| crate::locate::toml_error(text, e))?;
+            .map_err(|e| locate::toml_error(text, e))?;
         scenario
             .validate()
-            .map_err(|e| crate::locate::with_line(text, ScenarioFormat::Toml, e))?;
+            .map_err(|e| locate::with_line(text, ScenarioFormat::Toml, e))?;
         Ok(scenario)
     }
 
     /// Parses and validates a JSON scenario; errors name the field and the
     /// line as for TOML.
     pub fn from_json_str(text: &str) -> Result<Self> {
-        crate::locate::check_size(text)?;
+        locate::check_size(text)?;
         let mut de = serde_json::Deserializer::from_str(text);
         let scenario: Scenario = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
-            crate::locate::json_error(text, Some(path), e.into_inner())
+            locate::json_error(text, Some(path), e.into_inner())
         })?;
-        de.end()
-            .map_err(|e| crate::locate::json_error(text, None, e))?;
+        de.end().map_err(|e| locate::json_error(text, None, e))?;
         scenario
             .validate()
-            .map_err(|e| crate::locate::with_line(text, ScenarioFormat::Json, e))?;
+            .map_err(|e| locate::with_line(text, ScenarioFormat::Json, e))?;
         Ok(scenario)
     }
 
@@ -497,7 +494,7 @@ impl Scenario {
     /// the seed, uniformly in `(0, duration)`, sorted.
     pub fn crash_times(&self) -> Vec<Duration> {
         let mut rng = StdRng::seed_from_u64(self.derived_seed(0xC4A5_4000));
-        let span = cpc_core::millis(self.duration);
+        let span = cpc_sync::core::millis(self.duration);
         let mut out = self.crash.at.clone();
         for _ in 0..self.crash.random {
             out.push(Duration::from_millis(rng.gen_range(1..span.max(2))));

@@ -2,7 +2,7 @@
 //! never panics: random values of every type are put in every field, in
 //! TOML and in JSON, and a scenario that parses is generated from.
 
-use cpc_fault::{Scenario, MEMORY_BUDGET};
+use cpc_sim::{Scenario, MEMORY_BUDGET};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -154,9 +154,9 @@ fn exercise(scenario: Result<Scenario, cpc_fault::Error>) {
             .start_paused(true)
             .build()
             .unwrap();
-        let _ = runtime.block_on(cpc_fault::run_reference(
+        let _ = runtime.block_on(cpc_sim::run_reference(
             &s,
-            &cpc_fault::ReferenceOptions::default(),
+            &cpc_sim::ReferenceOptions::default(),
         ));
     }
     assert!(s.estimated_memory(false) <= MEMORY_BUDGET);
@@ -166,7 +166,7 @@ fn exercise(scenario: Result<Scenario, cpc_fault::Error>) {
         let ops = s.workload_iter(device).unwrap();
         for op in ops.take(200) {
             let op = op.unwrap();
-            assert!(op.at <= cpc_fault::MAX_DURATION);
+            assert!(op.at <= cpc_sim::MAX_DURATION);
         }
     }
 }

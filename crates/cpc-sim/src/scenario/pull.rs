@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::duration::humane;
-use crate::error::{Error, Result};
+use cpc_fault::duration::humane;
+use cpc_fault::{Error, Result};
 
 /// Most records a remote holds before the run.
 pub const MAX_INITIAL_RECORDS: u64 = 1_000_000;

@@ -1,9 +1,10 @@
 use std::time::Duration;
 
-use cpc_fault::{apply_log_text, run_reference, OperationMix, ReferenceOptions, Scenario};
+use cpc_fault::apply_log_text;
+use cpc_sim::{run_reference, OperationMix, ReferenceOptions, Scenario};
 
 fn lost_acks(seed: u64, dedupe: bool) -> Scenario {
-    let mut s = Scenario::from_toml_str(include_str!("../../scenarios/lost-acks.toml")).unwrap();
+    let mut s = Scenario::from_toml_str(include_str!("files/lost-acks.toml")).unwrap();
     s.seed = seed;
     s.remote.dedupe = dedupe;
     s.ops.per_device = 400;
@@ -29,7 +30,7 @@ fn workloads_respect_the_mix() {
             entities: 10,
             shared_entities: true,
             base_versions: true,
-            arrival: cpc_fault::Arrival::Uniform {
+            arrival: cpc_sim::Arrival::Uniform {
                 rate: 10.0,
                 start: Duration::ZERO,
             },
@@ -54,13 +55,13 @@ fn workloads_respect_the_mix() {
     // Ids strictly increase per device; the first op of a record is a create.
     assert!(a.windows(2).all(|w| w[0].op.id < w[1].op.id));
     let first_of_0 = a.iter().find(|p| p.op.entity.id == "0").unwrap();
-    assert_eq!(first_of_0.op.kind, cpc_core::OperationKind::Create);
+    assert_eq!(first_of_0.op.kind, cpc_sync::core::OperationKind::Create);
     assert_eq!(first_of_0.op.base_version, None);
     assert!(a.iter().any(|p| p.op.base_version.is_some()));
     // Every priority appears with the default weights.
     let crit = a
         .iter()
-        .filter(|p| p.op.priority == cpc_core::OperationPriority::Critical)
+        .filter(|p| p.op.priority == cpc_sync::core::OperationPriority::Critical)
         .count();
     assert!(crit > 0 && crit < 100, "{crit}");
 }
@@ -93,7 +94,7 @@ async fn without_dedupe_lost_acks_become_duplicates_and_the_run_fails() {
 
 #[tokio::test(start_paused = true)]
 async fn a_hostile_multi_device_run_keeps_every_invariant() {
-    let mut s = Scenario::from_toml_str(include_str!("../../scenarios/everything.toml")).unwrap();
+    let mut s = Scenario::from_toml_str(include_str!("files/everything.toml")).unwrap();
     s.ops.per_device = 300;
     // The reference client does not age priorities and has no retry
     // budget, so only the invariants are asserted here.

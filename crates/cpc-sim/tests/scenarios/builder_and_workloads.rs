@@ -1,14 +1,10 @@
-//! Scenarios built in code carry every table they were given, a run's
-//! workloads merge in submission order, and the duration helpers that
-//! tools reuse write what they read.
+//! Scenarios built in code carry every table they were given, and a run's
+//! workloads merge in submission order.
 
 use std::time::Duration;
 
-use cpc_fault::duration::{self, DurationError};
-use cpc_fault::{
-    Arrival, CrashPlan, ExpectedBounds, FaultPlan, OperationMix, Probability, PullPlan,
-    RemoteOptions, Scenario, Schedule,
-};
+use cpc_fault::{ExpectedBounds, FaultPlan, Probability, RemoteOptions, Schedule};
+use cpc_sim::{Arrival, CrashPlan, OperationMix, PullPlan, Scenario};
 
 #[test]
 fn the_builder_sets_every_table_it_is_given() {
@@ -91,29 +87,4 @@ fn workloads_merge_every_device_in_submission_order() {
         let own: Vec<_> = all.iter().filter(|p| p.device == device).cloned().collect();
         assert_eq!(own, s.workload(device).unwrap());
     }
-}
-
-#[test]
-fn duration_helpers_write_what_they_read() {
-    assert_eq!(duration::parse("-"), Err(DurationError::Empty));
-    assert_eq!(duration::parse_signed_ms("+"), Err(DurationError::Empty));
-    let json = |f: &dyn Fn(&mut serde_json::Serializer<&mut Vec<u8>>)| {
-        let mut out = Vec::new();
-        f(&mut serde_json::Serializer::new(&mut out));
-        String::from_utf8(out).unwrap()
-    };
-    assert_eq!(
-        json(&|s| duration::humane_opt::serialize(&None, s).unwrap()),
-        "null"
-    );
-    assert_eq!(
-        json(&|s| duration::humane_opt::serialize(&Some(Duration::from_millis(1500)), s).unwrap()),
-        "\"1s500ms\""
-    );
-    assert_eq!(
-        json(&|s| duration::signed_ms::serialize(&-90_000, s).unwrap()),
-        "\"-1m30s\""
-    );
-    let mut de = serde_json::Deserializer::from_str("\"-1m30s\"");
-    assert_eq!(duration::signed_ms::deserialize(&mut de).unwrap(), -90_000);
 }

@@ -112,8 +112,8 @@ impl Scenario {
                         format!(
                             "{} operations at {rate:e} per second from {} do not fit in {}",
                             ops.per_device,
-                            crate::duration::format(start),
-                            crate::duration::format(MAX_DURATION)
+                            cpc_fault::duration::format(start),
+                            cpc_fault::duration::format(MAX_DURATION)
                         ),
                     ));
                 }
@@ -227,8 +227,8 @@ pub(super) fn not_later(field: &str, at: Duration) -> Result<()> {
             field,
             format!(
                 "{} is past the limit of {}",
-                crate::duration::format(at),
-                crate::duration::format(MAX_DURATION)
+                cpc_fault::duration::format(at),
+                cpc_fault::duration::format(MAX_DURATION)
             ),
         ));
     }

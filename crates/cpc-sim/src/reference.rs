@@ -12,16 +12,15 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
-use cpc_core::{
+use cpc_fault::{
+    check_with, Abandoned, ApplyRecord, Error, FaultCounters, FaultyTransport, InvariantReport,
+    RemoteStats, Result, SimClock, SimulatedRemote, SubmitOutcome, SubmittedRecord,
+};
+use cpc_sync::core::{
     match_outcomes, EntityKey, Operation, PushOutcome, PushQuery, Transport, TransportError,
 };
 
-use crate::error::{Error, Result};
-use crate::faulty::{FaultCounters, FaultyTransport};
-use crate::invariants::{check_with, Abandoned, InvariantReport, SubmitOutcome, SubmittedRecord};
-use crate::remote::{ApplyRecord, RemoteStats, SimulatedRemote};
 use crate::scenario::{PlannedOp, Scenario};
-use cpc_core::SimClock;
 
 /// Settings of the reference client.
 #[derive(Debug, Clone, PartialEq)]
@@ -157,8 +156,8 @@ async fn run_device(
         }
         // Heads of entities whose retry time has come, best first.
         let mut ready: Vec<(
-            Reverse<cpc_core::OperationPriority>,
-            cpc_core::OperationId,
+            Reverse<cpc_sync::core::OperationPriority>,
+            cpc_sync::core::OperationId,
             &EntityKey,
         )> = queues
             .iter()

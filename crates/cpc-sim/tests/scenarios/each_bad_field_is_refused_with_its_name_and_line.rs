@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use cpc_fault::{Error, Scenario, ScenarioFormat, MAX_SCENARIO_BYTES};
+use cpc_fault::{Error, ScenarioFormat};
+use cpc_sim::{Scenario, MAX_SCENARIO_BYTES};
 
 /// `body` (after a `name` line, so it starts on line 2) is refused by
 /// validation as `InvalidAt` for `field` at `line`, with `why` in the
