@@ -20,7 +20,7 @@ const OPS: u64 = 10_000;
 const HOUR: Duration = Duration::from_secs(3600);
 const BATCH: usize = 50;
 
-fn scenario() -> Result<Scenario, cpc_fault::Error> {
+fn scenario() -> Result<Scenario, cpc_sim::ScenarioError> {
     let schedule = Schedule::builder()
         // 20 one-minute outages spread over the hour.
         .evenly_spread_outages(
@@ -69,7 +69,7 @@ fn scenario() -> Result<Scenario, cpc_fault::Error> {
 /// The driver: FIFO, batches of 50, resend the same batch after 1 s on any
 /// failure (so per-entity order holds trivially), until everything is
 /// acknowledged.
-async fn run(scenario: &Scenario) -> Result<InvariantReport, cpc_fault::Error> {
+async fn run(scenario: &Scenario) -> Result<InvariantReport, cpc_sim::ScenarioError> {
     let clock = SimClock::start_now();
     let remote = scenario.remote(clock);
     let transport = scenario.faulty(remote.clone(), clock);

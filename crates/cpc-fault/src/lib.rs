@@ -94,7 +94,7 @@ mod schedule;
 /// The origin of a run's time line; defined with the other clocks in
 /// `cpc_core::time`, re-exported here because every simulation needs it.
 pub use cpc_core::SimClock;
-pub use error::{Error, ParseSource, Result, ScenarioFormat};
+pub use error::{Error, Result};
 pub use faulty::{FaultCounters, FaultPlan, FaultyTransport, Latency};
 pub use invariants::{
     check, check_with, Abandoned, CheckOptions, CoalescedState, ConflictCounts, Convergence,

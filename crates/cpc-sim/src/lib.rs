@@ -63,6 +63,7 @@ pub use scenario::{
     MAX_COLLECTION_NAME, MAX_CRASHES, MAX_DEVICES, MAX_ENTITIES, MAX_EPOCH_MS, MAX_INITIAL_RECORDS,
     MAX_OPS_PER_DEVICE, MAX_RATE, MAX_RECORD_BYTES, MAX_SCENARIO_BYTES, MEMORY_BUDGET,
 };
+pub use scenario::{ParseSource, ScenarioError, ScenarioFormat};
 pub use spec::{DeadHead, HarnessOptions, QuickSizes, Spec, StorageKind, SUITES};
 pub use timeline::{DeviceLine, Timeline};
 
@@ -86,6 +87,13 @@ pub fn human(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Compile-time proof: scenarios and their errors cross threads.
+    fn _assert_send_sync<T: Send + Sync>() {}
+    fn _types_are_send_sync() {
+        _assert_send_sync::<Scenario>();
+        _assert_send_sync::<ScenarioError>();
+    }
 
     #[test]
     fn human_durations() {

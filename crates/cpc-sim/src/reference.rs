@@ -13,14 +13,14 @@ use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use cpc_fault::{
-    check_with, Abandoned, ApplyRecord, Error, FaultCounters, FaultyTransport, InvariantReport,
-    RemoteStats, Result, SimClock, SimulatedRemote, SubmitOutcome, SubmittedRecord,
+    check_with, Abandoned, ApplyRecord, FaultCounters, FaultyTransport, InvariantReport,
+    RemoteStats, SimClock, SimulatedRemote, SubmitOutcome, SubmittedRecord,
 };
 use cpc_sync::core::{
     match_outcomes, EntityKey, Operation, PushOutcome, PushQuery, Transport, TransportError,
 };
 
-use crate::scenario::{PlannedOp, Scenario};
+use crate::scenario::{PlannedOp, Result, Scenario, ScenarioError};
 
 /// Settings of the reference client.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,7 +84,7 @@ pub async fn run_reference(scenario: &Scenario, options: &ReferenceOptions) -> R
             Ok(records) => submitted.extend(records),
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => {
-                return Err(Error::Driver {
+                return Err(ScenarioError::Driver {
                     device: device as u32,
                     reason: e.to_string(),
                 })

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use cpc_fault::duration::{humane, humane_vec, signed_ms_vec};
 use cpc_fault::{
-    splitmix64, CheckOptions, Error, ExpectedBounds, FaultPlan, FaultyTransport, RemoteOptions,
-    Result, ScenarioFormat, Schedule, SimClock, SimulatedRemote, MAX_DURATION,
+    splitmix64, CheckOptions, ExpectedBounds, FaultPlan, FaultyTransport, RemoteOptions, Schedule,
+    SimClock, SimulatedRemote, MAX_DURATION,
 };
 use cpc_sync::core::{
     EntityKey, HybridClock, ManualWallClock, NodeId, Operation, OperationKind, OperationPriority,
@@ -19,11 +19,15 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
+mod error;
 mod locate;
 mod pull;
 mod validate;
 mod workload;
 
+pub(crate) use self::error::Result;
+use self::error::ScenarioError as Error;
+pub use self::error::{ParseSource, ScenarioError, ScenarioFormat};
 pub use self::pull::{
     CompactionPlan, PullPlan, RestorePlan, SinkKind, MAX_INITIAL_RECORDS, MAX_RECORD_BYTES,
 };
@@ -85,7 +89,7 @@ pub const MAX_SCENARIO_BYTES: u64 = 1 << 20;
 /// "#)?;
 /// assert_eq!(scenario.seed, 7);
 /// assert_eq!(scenario.workload(0)?.len(), 500);
-/// # Ok::<(), cpc_fault::Error>(())
+/// # Ok::<(), cpc_sim::ScenarioError>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, ScenarioError};
 use crate::Error;
 
 /// The built-in suites, in the order `all` runs them.
@@ -434,9 +434,9 @@ fn usage_at(origin: &str, text: &str, field: &str, reason: &str) -> Error {
     ))
 }
 
-fn scenario_error(origin: &str, text: &str, e: &cpc_fault::Error) -> Error {
+fn scenario_error(origin: &str, text: &str, e: &ScenarioError) -> Error {
     match e {
-        cpc_fault::Error::Invalid { field, reason } => usage_at(origin, text, field, reason),
+        ScenarioError::Invalid { field, reason } => usage_at(origin, text, field, reason),
         // The parse error's own message already holds line, column and field.
         other => Error::Spec(format!("{origin}: {other}")),
     }

@@ -6,8 +6,7 @@ use std::ops::Range;
 
 use serde_json::value::RawValue;
 
-use cpc_fault::{Error, ParseSource, ScenarioFormat};
-
+use super::error::{ParseSource, ScenarioError as Error, ScenarioFormat};
 use super::MAX_SCENARIO_BYTES;
 
 /// Refuses a scenario text larger than [`MAX_SCENARIO_BYTES`] before it is

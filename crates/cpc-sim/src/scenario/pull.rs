@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use cpc_fault::duration::humane;
-use cpc_fault::{Error, Result};
+
+use super::error::{Result, ScenarioError as Error};
 
 /// Most records a remote holds before the run.
 pub const MAX_INITIAL_RECORDS: u64 = 1_000_000;

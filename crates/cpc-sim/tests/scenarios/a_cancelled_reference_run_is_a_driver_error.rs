@@ -3,12 +3,11 @@
 use std::future::Future;
 use std::task::{Context, Poll, Waker};
 
-use cpc_fault::Error;
-use cpc_sim::{run_reference, ReferenceOptions, Scenario};
+use cpc_sim::{run_reference, ReferenceOptions, Scenario, ScenarioError};
 
 /// The reference client's device tasks run on the runtime that polled it
 /// first. When that runtime shuts down before they finish, they are
-/// cancelled, not panicked: `run_reference` answers `Error::Driver` for
+/// cancelled, not panicked: `run_reference` answers `ScenarioError::Driver` for
 /// the first device instead of a report.
 #[test]
 fn a_device_task_cancelled_by_its_runtimes_shutdown_is_a_driver_error() {
@@ -34,7 +33,7 @@ fn a_device_task_cancelled_by_its_runtimes_shutdown_is_a_driver_error() {
         .unwrap();
     let err = second.block_on(run).unwrap_err();
     let reason = match &err {
-        Error::Driver { device, reason } => {
+        ScenarioError::Driver { device, reason } => {
             assert_eq!(*device, 0);
             assert!(reason.contains("cancelled"), "{reason}");
             reason.clone()

@@ -4,8 +4,7 @@
 
 use std::time::Duration;
 
-use cpc_fault::{Error, ScenarioFormat};
-use cpc_sim::{Scenario, MAX_SCENARIO_BYTES};
+use cpc_sim::{Scenario, ScenarioError, ScenarioFormat, MAX_SCENARIO_BYTES};
 
 /// `body` (after a `name` line, so it starts on line 2) is refused by
 /// validation as `InvalidAt` for `field` at `line`, with `why` in the
@@ -14,7 +13,7 @@ fn refused_at(body: &str, field: &str, line: usize, why: &str) {
     let text = format!("name = \"x\"\n{body}");
     let err = Scenario::from_toml_str(&text).unwrap_err();
     match &err {
-        Error::InvalidAt {
+        ScenarioError::InvalidAt {
             format,
             field: f,
             line: l,
@@ -183,7 +182,7 @@ fn each_refused_pull_field_is_named_at_its_line() {
 fn a_refused_default_is_named_without_a_line() {
     let err = Scenario::from_toml_str("name = \"x\"\n[pull]\ninitial_records = 10\n").unwrap_err();
     match &err {
-        Error::Invalid { field, reason } => {
+        ScenarioError::Invalid { field, reason } => {
             assert_eq!(field, "pull.enabled");
             assert!(reason.contains("need enabled = true"), "{reason}");
         }
@@ -203,7 +202,7 @@ fn schedule_entries_past_the_limits_are_parse_errors_at_their_header() {
     let refused = |body: &str, field: &str, line: usize, why: &str| {
         let err = Scenario::from_toml_str(&format!("name = \"x\"\n{body}")).unwrap_err();
         match &err {
-            Error::Parse {
+            ScenarioError::Parse {
                 format,
                 line: l,
                 field: f,
@@ -243,7 +242,7 @@ fn json_validation_errors_name_the_field_and_its_line() {
     let text = "{\n  \"name\": \"x\",\n  \"faults\": {\n    \"server_error_status\": 404\n  }\n}";
     let err = Scenario::from_json_str(text).unwrap_err();
     match &err {
-        Error::InvalidAt {
+        ScenarioError::InvalidAt {
             format,
             field,
             line,
@@ -271,7 +270,7 @@ fn a_text_over_the_size_limit_is_refused_before_parsing() {
         Scenario::from_json_str(&text).unwrap_err(),
     ] {
         match &err {
-            Error::Invalid { field, reason } => {
+            ScenarioError::Invalid { field, reason } => {
                 assert_eq!(field, "(file)");
                 assert_eq!(
                     reason,
@@ -292,7 +291,7 @@ fn a_missing_file_is_an_io_error_naming_it() {
     let path = dir.path().join("absent.toml");
     let err = Scenario::from_file(&path).unwrap_err();
     match &err {
-        Error::Io { path: p, source } => {
+        ScenarioError::Io { path: p, source } => {
             assert_eq!(p, &path);
             assert_eq!(source.kind(), std::io::ErrorKind::NotFound);
         }
@@ -322,7 +321,7 @@ fn a_json_file_is_read_as_json() {
     std::fs::copy(&path, &toml_path).unwrap();
     assert!(matches!(
         Scenario::from_file(&toml_path),
-        Err(Error::Parse {
+        Err(ScenarioError::Parse {
             format: ScenarioFormat::Toml,
             ..
         })
@@ -336,7 +335,7 @@ fn a_seed_beyond_tomls_integers_is_a_serialize_error_not_a_bad_file() {
     let mut s = Scenario::new("big-seed");
     s.seed = u64::MAX;
     match s.to_toml_string() {
-        Err(Error::Serialize(reason)) => assert!(!reason.is_empty()),
+        Err(ScenarioError::Serialize(reason)) => assert!(!reason.is_empty()),
         other => panic!("expected Serialize, got {other:?}"),
     }
     let json = s.to_json_string().unwrap();

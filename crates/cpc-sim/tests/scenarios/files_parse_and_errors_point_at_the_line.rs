@@ -1,8 +1,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use cpc_fault::{Error, LinkCondition, ScenarioFormat};
-use cpc_sim::Scenario;
+use cpc_fault::LinkCondition;
+use cpc_sim::{Scenario, ScenarioError, ScenarioFormat};
 
 fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -65,7 +65,7 @@ fn an_unknown_key_is_refused_with_its_name_and_line() {
     let text = "name = \"x\"\nseed = 1\n\n[faults]\ndrop = 0.1\nlost_acks = 0.2\n";
     let err = Scenario::from_toml_str(text).unwrap_err();
     match &err {
-        Error::Parse {
+        ScenarioError::Parse {
             format,
             line,
             field,
@@ -102,7 +102,7 @@ fn semantic_errors_name_the_field() {
     let text = "name = \"x\"\n[faults]\ndrop = 0.6\nlost_ack = 0.6\n";
     let err = Scenario::from_toml_str(text).unwrap_err();
     assert!(
-        matches!(&err, Error::InvalidAt { field, line: 2, .. } if field == "faults"),
+        matches!(&err, ScenarioError::InvalidAt { field, line: 2, .. } if field == "faults"),
         "{err}"
     );
 
@@ -121,7 +121,7 @@ fn json_errors_carry_line_and_field() {
     let text = "{\n  \"name\": \"x\",\n  \"sede\": 3\n}";
     let err = Scenario::from_json_str(text).unwrap_err();
     match &err {
-        Error::Parse { line, field, .. } => {
+        ScenarioError::Parse { line, field, .. } => {
             assert_eq!(*line, Some(3));
             assert_eq!(field.as_deref(), Some("sede"));
         }
@@ -143,7 +143,7 @@ fn a_wrong_json_type_names_the_field() {
     let text = "{\n  \"name\": \"x\",\n  \"ops\": {\n    \"arrival\": {\"process\": \"uniform\", \"rate\": \"fast\"}\n  }\n}";
     let err = Scenario::from_json_str(text).unwrap_err();
     match &err {
-        Error::Parse { line, field, .. } => {
+        ScenarioError::Parse { line, field, .. } => {
             assert_eq!(*line, Some(4), "{err}");
             assert_eq!(field.as_deref(), Some("ops.arrival.rate"), "{err}");
         }
@@ -161,7 +161,7 @@ fn an_inverted_window_is_reported_at_its_own_line() {
     let text = "name = \"x\"\n\n[[schedule.windows]]\nfrom = \"1m\"\nto = \"2m\"\nstate = \"offline\"\n\n[[schedule.windows]]\nfrom = \"9m\"\nto = \"3m\"\nstate = \"offline\"\n";
     let err = Scenario::from_toml_str(text).unwrap_err();
     match &err {
-        Error::Parse { line, field, .. } => {
+        ScenarioError::Parse { line, field, .. } => {
             assert_eq!(*line, Some(8), "{err}");
             assert_eq!(field.as_deref(), Some("schedule.windows[1]"), "{err}");
         }
@@ -170,7 +170,7 @@ fn an_inverted_window_is_reported_at_its_own_line() {
     let json = "{\n  \"name\": \"x\",\n  \"schedule\": {\"windows\": [\n    {\"from\": \"1m\", \"to\": \"2m\", \"state\": \"offline\"},\n    {\"from\": \"9m\", \"to\": \"3m\", \"state\": \"offline\"}\n  ]}\n}";
     let err = Scenario::from_json_str(json).unwrap_err();
     match &err {
-        Error::Parse { line, field, .. } => {
+        ScenarioError::Parse { line, field, .. } => {
             assert_eq!(*line, Some(5), "{err}");
             assert_eq!(field.as_deref(), Some("schedule.windows[1]"), "{err}");
         }
@@ -185,7 +185,7 @@ fn counts_durations_and_rates_are_bounded() {
     let refused = |text: &str, field: &str, line: usize| {
         let err = Scenario::from_toml_str(text).unwrap_err();
         match &err {
-            Error::InvalidAt {
+            ScenarioError::InvalidAt {
                 field: f, line: l, ..
             } => {
                 assert_eq!((f.as_str(), *l), (field, line), "{err}");

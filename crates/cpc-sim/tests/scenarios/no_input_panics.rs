@@ -145,7 +145,7 @@ fn document() -> impl Strategy<Value = Value> {
 /// Parses `parse(text)`; on success, builds what a run builds first, and
 /// runs a small one end to end with the reference client (the remote's
 /// rate limits, the faults and the schedule then run too).
-fn exercise(scenario: Result<Scenario, cpc_fault::Error>) {
+fn exercise(scenario: Result<Scenario, cpc_sim::ScenarioError>) {
     let Ok(mut s) = scenario else { return };
     if u64::from(s.devices) * s.ops.per_device <= 50 {
         s.crash = Default::default();
