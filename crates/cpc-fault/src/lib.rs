@@ -1,9 +1,12 @@
-//! Deterministic network-fault simulation and invariant checking for
-//! cpc-sync — and for your own tests.
+//! The hostile world of cpc-sync's simulations, and the invariant checker
+//! — for the engine's tests and for your own.
 //!
-//! `cpc-fault` builds a hostile world on tokio's paused clock and checks,
-//! afterwards, that nothing was lost, applied twice, reordered within an
-//! entity, or passed over by lower-priority work:
+//! `cpc-fault` holds two things. The world: a remote, a transport, a
+//! network and an outage schedule that misbehave on tokio's paused clock,
+//! every random choice drawn from a seed it is given. And the checker: it
+//! compares, afterwards, what was submitted with what the remote applied,
+//! and says whether anything was lost, applied twice, reordered within an
+//! entity, or passed over by lower-priority work.
 //!
 //! - [`SimulatedRemote`]: an in-memory remote implementing
 //!   [`cpc_core::Transport`], with versions, idempotency (dedupe by
@@ -17,17 +20,24 @@
 //!   seeded RNG.
 //! - [`ScriptedNetwork`]: a `cpc-network` status source driven by the same
 //!   schedule, optionally lagging reality.
-//! - [`check_with`]: the checker, Jepsen total-queue semantics plus ordering,
-//!   priority, drain time, retry amplification and latency, giving an
-//!   [`InvariantReport`] with a stable text form (seed first) and JSON.
+//! - `proxy::FaultProxy` (feature `proxy`): a seeded TCP proxy on
+//!   loopback with Toxiproxy's toxics and the [`Schedule`]'s down windows,
+//!   for tests over real sockets.
+//! - [`invariants`], [`check_with`]: the checker, Jepsen total-queue
+//!   semantics plus ordering, priority, drain time, retry amplification and
+//!   latency, giving an [`InvariantReport`] with a stable text form (seed
+//!   first) and JSON.
 //!
-//! It is not a network emulator (no sockets, no bytes on a wire) and it
-//! does not depend on the engine: the `xtask` harness runs the full engine
-//! against this world.
+//! Without the `proxy` feature it opens no socket: the world is in memory,
+//! not a network emulator. It reads no scenario file and does not depend
+//! on the engine: `cpc-sim` reads scenario files (TOML/JSON), generates
+//! their workloads, and drives them through this world with a reference
+//! client or the full engine.
 //!
-//! Everything waits on tokio's clock. Run it on a current-thread runtime
-//! with the clock paused (`#[tokio::test(start_paused = true)]`), so an hour
-//! of simulated outages takes milliseconds and a seed reproduces a run.
+//! The in-memory world waits on tokio's clock. Run it on a current-thread
+//! runtime with the clock paused (`#[tokio::test(start_paused = true)]`),
+//! so an hour of simulated outages takes milliseconds and a seed
+//! reproduces a run.
 //!
 //! # Example
 //! ```
@@ -76,7 +86,8 @@
 //! ```
 //!
 //! # Feature flags
-//! None.
+//! - `proxy` (off by default): the `proxy` module, `FaultProxy`, which
+//!   binds TCP sockets on loopback.
 //!
 //! # Supported Rust versions
 //! The workspace's `rust-version` (1.89) and later.

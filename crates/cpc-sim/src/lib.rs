@@ -1,5 +1,16 @@
-//! Full-engine simulation of cpc-sync: run a fault scenario against real
-//! [`SyncEngine`](cpc_sync::SyncEngine)s and check the invariants.
+//! Scenarios and full-engine simulation of cpc-sync: read a fault
+//! scenario, run it against real [`SyncEngine`](cpc_sync::SyncEngine)s in
+//! `cpc-fault`'s hostile world, and check the invariants.
+//!
+//! A [`Scenario`] is a run written down: seed, length, devices, workload,
+//! the remote's behaviour, faults, outages, clock skews, crash points and
+//! expected bounds, read from TOML or JSON ([`Scenario::from_file`]) with
+//! every refused value named with its field and line
+//! ([`ScenarioError`]), or built in code ([`Scenario::builder`]). Its
+//! [`workload`](Scenario::workload) is deterministic for a seed, and it
+//! sets up the world: [`Scenario::remote`], [`Scenario::faulty`],
+//! [`Scenario::check_options`]. [`run_reference`] drives one with a small
+//! reference client instead of the engine (a template for a harness).
 //!
 //! Each run is one scenario with one seed on its own current-thread tokio
 //! runtime with the clock paused, so an hour of outages plays out in
@@ -34,9 +45,8 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
-//! Scenario files: a [`Scenario`] plus an
-//! optional `[harness]` table ([`HarnessOptions`]); see
-//! `docs/simulation.md`.
+//! Scenario files for [`run`]: a [`Scenario`] plus an optional `[harness]`
+//! table ([`HarnessOptions`]), read by [`Spec`]; see `docs/simulation.md`.
 
 mod auth;
 mod converge;
