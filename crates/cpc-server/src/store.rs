@@ -10,12 +10,10 @@
 
 mod apply;
 mod embedded;
-mod fp;
 mod page;
 pub(crate) mod pg;
 mod read;
 mod room;
-mod rules;
 mod schema;
 mod writer;
 

@@ -13,7 +13,7 @@ use cpc_core::{
     RemotePosition, ResetReason, SnapshotRange, TransportError,
 };
 
-use super::{fnv1a, splitmix64, EntityState, SimulatedRemote};
+use super::{EntityState, SimulatedRemote};
 
 /// The store id of every simulated remote.
 pub(crate) const STORE_ID: &str = "simulated-remote";
@@ -107,11 +107,27 @@ impl Feed {
     ) -> u64 {
         let seq = self.rows.len() as u64 + 1;
         let prev = self.fp_at(seq - 1).unwrap_or(0);
-        let mut h = prev ^ seq.rotate_left(17) ^ version.rotate_left(33);
-        h ^= fnv1a(entity.collection.as_bytes()) ^ fnv1a(entity.id.as_bytes()).rotate_left(7);
-        h ^= (op.as_u128() as u64) ^ ((op.as_u128() >> 64) as u64).rotate_left(29);
-        h ^= payload.as_deref().map_or(0, fnv1a).rotate_left(41);
         let deleted = payload.is_none();
+        // The protocol's fingerprint (Appendix A), from the shared rules: a
+        // simulated history is told apart exactly as a server's is. The
+        // origin client is the device's node, the simulation's client id.
+        let origin_client = format!("{:016x}", timestamp.node.0);
+        let fp = cpc_remote::fp::next(
+            prev,
+            &cpc_remote::fp::ChangeRef {
+                seq,
+                collection: &entity.collection,
+                id: &entity.id,
+                version,
+                deleted,
+                wall_ms: timestamp.wall_ms,
+                logical: timestamp.logical,
+                node: timestamp.node.0,
+                origin_client: &origin_client,
+                origin_op: op.as_u128(),
+                payload: payload.as_deref().unwrap_or(&[]),
+            },
+        );
         self.rows.push(Row {
             entity: entity.clone(),
             version,
@@ -120,7 +136,7 @@ impl Feed {
             timestamp,
             node: timestamp.node,
             op,
-            fp: splitmix64(h),
+            fp,
             at,
         });
         seq

@@ -1,12 +1,15 @@
 //! A push applied to the embedded store, inside the writer's transaction:
-//! the rows the rules of `store/rules.rs` judge are read here, and what
-//! they decide is written here. Each applied operation appends one
-//! change-log row with the next `seq` and the running fingerprint.
+//! the shared driver (`cpc_remote::apply_batch`) judges each operation by
+//! the shared rules; this file reads the rows they judge and writes what
+//! they decide ([`PushStore`] over the writer's connection). Each applied
+//! operation appends one change-log row with the next `seq` and the
+//! running fingerprint.
 
-use cpc_protocol::{EntityKey, Hex64, OpOutcome, Outcome, Timestamp, WireOp};
+use cpc_protocol::{EntityKey, Hex64, OpOutcome, Timestamp, WireOp};
+use cpc_remote::rules::{Current, Head, NewChange, Rules, Seen};
+use cpc_remote::PushStore;
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::rules::{self, Batch, Current, Decision, Head, NewChange, Rules, Seen};
 use super::schema::{from_sql, to_sql};
 use super::StoreError;
 
@@ -25,54 +28,71 @@ pub(crate) fn apply_batch(
          ON CONFLICT (client_id) DO UPDATE SET last_seen_ms = excluded.last_seen_ms",
     )?
     .execute(params![client_id, to_sql(now_ms)])?;
-    let mut outcomes = Vec::with_capacity(ops.len());
-    let mut batch = Batch::new(ops.len());
-    for op in ops {
-        let outcome = apply_one(conn, head, client_id, op, rules, now_ms, &mut batch)?;
+    let mut rows = Rows {
+        conn,
+        now_ms,
         #[cfg(feature = "test-faults")]
-        record_as_final(conn, rules.faults, client_id, op, &outcome)?;
-        batch.record(op, &outcome);
-        outcomes.push(OpOutcome { op: op.id, outcome });
-    }
-    Ok(outcomes)
+        no_dedupe: rules.faults.no_dedupe,
+    };
+    cpc_remote::apply_batch(&mut rows, head, client_id, ops, rules)
 }
 
-fn apply_one<'a>(
-    conn: &Connection,
-    head: &mut Head,
-    client_id: &str,
-    op: &'a WireOp,
-    rules: &Rules,
+/// The rows the rules judge, in the writer's transaction.
+struct Rows<'c> {
+    conn: &'c Connection,
     now_ms: u64,
-    batch: &mut Batch<'a>,
-) -> Result<Outcome, StoreError> {
-    let seen = conn
-        .prepare_cached(
-            "SELECT version, seq, content_hash FROM applied_ops WHERE client_id = ?1 AND op_id = ?2",
-        )?
-        .query_row(params![client_id, op.id.to_string()], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get(2)?))
-        })
-        .optional()?
-        .map(|(version, seq, content_hash)| {
-            Ok::<_, StoreError>(Seen {
-                version: from_sql(version)?,
-                seq: from_sql(seq)?,
-                content_hash,
+    /// Fault `no_dedupe`: the second application replaces the record.
+    #[cfg(feature = "test-faults")]
+    no_dedupe: bool,
+}
+
+impl PushStore for Rows<'_> {
+    type Error = StoreError;
+
+    fn seen(&mut self, client_id: &str, op: &WireOp) -> Result<Option<Seen>, StoreError> {
+        self.conn
+            .prepare_cached(
+                "SELECT version, seq, content_hash FROM applied_ops WHERE client_id = ?1 AND op_id = ?2",
+            )?
+            .query_row(params![client_id, op.id.to_string()], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get(2)?))
             })
-        })
-        .transpose()?;
-    if let Some(outcome) = rules::before_load(op, seen, batch, rules) {
-        return Ok(outcome);
+            .optional()?
+            .map(|(version, seq, content_hash)| {
+                Ok(Seen {
+                    version: from_sql(version)?,
+                    seq: from_sql(seq)?,
+                    content_hash,
+                })
+            })
+            .transpose()
     }
-    let current = load(conn, &op.entity)?;
-    match rules::decide(op, client_id, current, *head, batch, rules) {
-        Decision::Answer(outcome) => Ok(outcome),
-        Decision::Apply(change) => {
-            write(conn, client_id, op, &change, rules, now_ms)?;
-            *head = change.head();
-            Ok(change.applied())
-        }
+
+    fn current(&mut self, entity: &EntityKey) -> Result<Option<Current>, StoreError> {
+        load(self.conn, entity)
+    }
+
+    fn write(
+        &mut self,
+        client_id: &str,
+        op: &WireOp,
+        change: &NewChange<'_>,
+    ) -> Result<(), StoreError> {
+        #[cfg(feature = "test-faults")]
+        let no_dedupe = self.no_dedupe;
+        #[cfg(not(feature = "test-faults"))]
+        let no_dedupe = false;
+        write(self.conn, client_id, op, change, no_dedupe, self.now_ms)
+    }
+
+    #[cfg(feature = "test-faults")]
+    fn record_as_final(
+        &mut self,
+        client_id: &str,
+        op: &WireOp,
+        _outcome: &cpc_protocol::Outcome,
+    ) -> Result<(), StoreError> {
+        record_as_final(self.conn, client_id, op)
     }
 }
 
@@ -83,7 +103,7 @@ fn write(
     client_id: &str,
     op: &WireOp,
     c: &NewChange<'_>,
-    #[allow(unused_variables)] rules: &Rules,
+    no_dedupe: bool,
     now_ms: u64,
 ) -> Result<(), StoreError> {
     let ts = op.timestamp;
@@ -127,15 +147,11 @@ fn write(
         to_sql(now_ms),
     ])?;
     // Fault `no_dedupe`: the second application replaces the record.
-    #[cfg(feature = "test-faults")]
-    let insert = if rules.faults.no_dedupe {
+    let insert = if no_dedupe {
         "INSERT OR REPLACE INTO applied_ops (client_id, op_id, version, seq, content_hash) VALUES (?1, ?2, ?3, ?4, ?5)"
     } else {
         "INSERT INTO applied_ops (client_id, op_id, version, seq, content_hash) VALUES (?1, ?2, ?3, ?4, ?5)"
     };
-    #[cfg(not(feature = "test-faults"))]
-    let insert =
-        "INSERT INTO applied_ops (client_id, op_id, version, seq, content_hash) VALUES (?1, ?2, ?3, ?4, ?5)";
     conn.prepare_cached(insert)?.execute(params![
         client_id,
         c.op_text,
@@ -151,21 +167,7 @@ fn write(
 /// entity's version and last seq standing for the result), the bug §6.4
 /// forbids: a resend of the same id then answers `already_applied`.
 #[cfg(feature = "test-faults")]
-fn record_as_final(
-    conn: &Connection,
-    faults: crate::faults::Faults,
-    client_id: &str,
-    op: &WireOp,
-    outcome: &Outcome,
-) -> Result<(), StoreError> {
-    let record = match outcome {
-        Outcome::Conflict { .. } => faults.record_conflicts,
-        Outcome::RetryLater { .. } => faults.record_retry_later,
-        _ => false,
-    };
-    if !record {
-        return Ok(());
-    }
+fn record_as_final(conn: &Connection, client_id: &str, op: &WireOp) -> Result<(), StoreError> {
     let (version, seq): (i64, i64) = conn
         .prepare_cached("SELECT version, last_seq FROM entities WHERE collection = ?1 AND id = ?2")?
         .query_row(params![op.entity.collection, op.entity.id], |r| {
@@ -173,7 +175,7 @@ fn record_as_final(
         })
         .optional()?
         .unwrap_or((0, 0));
-    let hash = rules::content_hash(op);
+    let hash = cpc_remote::rules::content_hash(op);
     conn.prepare_cached(
         "INSERT OR REPLACE INTO applied_ops (client_id, op_id, version, seq, content_hash)
          VALUES (?1, ?2, ?3, ?4, ?5)",

@@ -205,11 +205,15 @@ impl PgStore {
         low_water: Option<OpId>,
         #[cfg(feature = "test-faults")] faults: crate::faults::Faults,
     ) -> Result<(Vec<OpOutcome>, Position), StoreError> {
-        let rules = super::rules::Rules {
+        #[allow(unused_mut)]
+        let mut rules = cpc_remote::rules::Rules {
             limits: self.limits,
-            #[cfg(feature = "test-faults")]
-            faults,
+            ..Default::default()
         };
+        #[cfg(feature = "test-faults")]
+        {
+            rules.faults = faults;
+        }
         #[cfg(feature = "test-faults")]
         let known = known.filter(|_| !faults.ignore_known);
         let mut client = self.pool.get().await.map_err(pool_err)?;

@@ -102,10 +102,7 @@ pub(crate) fn in_history(
     head_seq: u64,
     p: &Position,
 ) -> Result<bool, StoreError> {
-    if p.store_id != store_id || p.seq > head_seq {
-        return Ok(false);
-    }
-    Ok(fp_at(conn, p.seq)? == Some(p.fp.0))
+    cpc_remote::rules::in_history(store_id, head_seq, p, |seq| fp_at(conn, seq))
 }
 
 /// Reads the page `request` asks for, or `HistoryDiverged` when its

@@ -12,9 +12,9 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use super::apply::apply_batch;
 use super::read::in_history;
-use super::rules::{Head, Rules};
 use super::schema::{from_sql, to_sql};
 use super::StoreError;
+use cpc_remote::rules::{Head, Rules};
 
 /// Pushes committed together at most.
 const MAX_GROUP: usize = 64;
@@ -211,6 +211,21 @@ impl Writer {
         Ok(())
     }
 
+    /// The rules a job is judged by: this store's limits, and the job's
+    /// faults (feature `test-faults`).
+    fn rules(&self, #[allow(unused_variables)] job: &PushJob) -> Rules {
+        #[allow(unused_mut)]
+        let mut rules = Rules {
+            limits: self.limits,
+            ..Rules::default()
+        };
+        #[cfg(feature = "test-faults")]
+        {
+            rules.faults = job.faults;
+        }
+        rules
+    }
+
     fn apply_job(&mut self, job: &PushJob, now: u64) -> Step {
         #[cfg(feature = "test-faults")]
         let check = !job.faults.ignore_known;
@@ -227,11 +242,7 @@ impl Writer {
             self.head = saved;
             return Step::Lost(e.into());
         }
-        let rules = Rules {
-            limits: self.limits,
-            #[cfg(feature = "test-faults")]
-            faults: job.faults,
-        };
+        let rules = self.rules(job);
         match apply_batch(
             &self.conn,
             &mut self.head,
@@ -524,8 +535,7 @@ mod tests {
         let mut head = w.head;
         let rules = Rules {
             limits: w.limits,
-            #[cfg(feature = "test-faults")]
-            faults: crate::faults::Faults::default(),
+            ..Rules::default()
         };
         apply_batch(&w.conn, &mut head, "dev-1", &[op(1, 10)], &rules, 1).unwrap();
         let big = apply_batch(&w.conn, &mut head, "dev-1", &[op(2, 512 * 1024)], &rules, 1);

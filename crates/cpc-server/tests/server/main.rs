@@ -18,3 +18,4 @@ mod push_rules;
 mod support;
 mod the_change_log_is_the_truth;
 mod the_store_does_not_grow_without_bound;
+mod the_stores_answer_as_the_shared_rules;

@@ -60,6 +60,21 @@ impl Db {
         }
     }
 
+    /// This store opened directly (no server), named `id` if created now.
+    #[allow(dead_code)]
+    pub async fn open_store(&self, limits: cpc_protocol::Limits, id: &str) -> cpc_server::Store {
+        match &self.pg {
+            None => cpc_server::Store::open_with_id(self.dir.path(), limits, Some(id)).unwrap(),
+            Some(pg) => {
+                let mut config = PostgresConfig::new(pg.url());
+                config.lock_timeout = std::time::Duration::from_secs(25);
+                cpc_server::Store::connect(&config, limits, Some(id))
+                    .await
+                    .unwrap()
+            }
+        }
+    }
+
     /// The committed change log, exported and parsed, line by line.
     pub async fn exported(&self) -> Vec<Value> {
         let mut out = Vec::new();

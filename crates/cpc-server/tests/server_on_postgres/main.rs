@@ -24,3 +24,5 @@ mod support;
 mod the_change_log_is_the_truth;
 #[path = "../server/the_store_does_not_grow_without_bound.rs"]
 mod the_store_does_not_grow_without_bound;
+#[path = "../server/the_stores_answer_as_the_shared_rules.rs"]
+mod the_stores_answer_as_the_shared_rules;

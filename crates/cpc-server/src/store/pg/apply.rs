@@ -1,6 +1,6 @@
 //! A push on PostgreSQL: one transaction at READ COMMITTED, the counter
 //! row locked first (commit order is `seq` order), the rows the rules of
-//! `store/rules.rs` judge read in one query each (entity rows `FOR
+//! the shared rules (`cpc_remote::rules`) judge read in one query each (entity rows `FOR
 //! UPDATE`), the rules run in memory, and what they decide written in one
 //! multi-row statement per table: a dozen round trips per push whatever
 //! its size, so the counter row is held briefly. And a compaction step.
@@ -12,10 +12,10 @@ use cpc_protocol::{Hex64, OpId, OpOutcome, Position, Timestamp, WireOp};
 use deadpool_postgres::Transaction;
 use tokio_postgres::IsolationLevel;
 
-use super::super::rules::{self, Batch, Current, Decision, Head, Rules, Seen};
 use super::super::schema::from_sql;
 use super::super::StoreError;
 use super::pg_err;
+use cpc_remote::rules::{self, Batch, Current, Decision, Head, Rules, Seen};
 
 /// One client's push, ready to run.
 pub(crate) struct Push<'a> {

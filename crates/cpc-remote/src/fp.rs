@@ -3,18 +3,31 @@
 
 use sha2::{Digest, Sha256};
 
-/// What one change contributes to the fingerprint.
-pub(crate) struct ChangeRef<'a> {
+/// What one change contributes to the fingerprint (Appendix A's `enc`).
+#[derive(Debug, Clone, Copy)]
+pub struct ChangeRef<'a> {
+    /// The change's position in the log.
     pub seq: u64,
+    /// The entity's collection.
     pub collection: &'a str,
+    /// The entity's id.
     pub id: &'a str,
+    /// The entity's version after the change.
     pub version: u64,
+    /// Whether the change deletes the entity (its payload then counts as
+    /// empty).
     pub deleted: bool,
+    /// The operation's HLC wall time.
     pub wall_ms: u64,
+    /// The operation's HLC logical counter.
     pub logical: u32,
+    /// The operation's HLC node.
     pub node: u64,
+    /// The client that sent the operation.
     pub origin_client: &'a str,
+    /// The operation's id.
     pub origin_op: u128,
+    /// The entity's payload after the change.
     pub payload: &'a [u8],
 }
 
@@ -24,7 +37,7 @@ fn put_str(h: &mut Sha256, s: &str) {
 }
 
 /// The fingerprint after `change`, given the one before it.
-pub(crate) fn next(prev: u64, c: &ChangeRef<'_>) -> u64 {
+pub fn next(prev: u64, c: &ChangeRef<'_>) -> u64 {
     let mut h = Sha256::new();
     h.update(prev.to_be_bytes());
     h.update(c.seq.to_be_bytes());
@@ -48,7 +61,7 @@ pub(crate) fn next(prev: u64, c: &ChangeRef<'_>) -> u64 {
 
 /// The hash of an operation's content, to tell a replay from an id reused
 /// for different content.
-pub(crate) fn content_hash(collection: &str, id: &str, kind: &str, payload: &[u8]) -> [u8; 16] {
+pub fn content_hash(collection: &str, id: &str, kind: &str, payload: &[u8]) -> [u8; 16] {
     let mut h = Sha256::new();
     put_str(&mut h, collection);
     put_str(&mut h, id);

@@ -1,8 +1,9 @@
 //! The per-operation rules of a push (docs/protocol.md §6.3), the same for
-//! every backend: replay, size, order behind the entity, conflict, and
-//! what an applied operation writes (its version, `seq` and fingerprint).
-//! The backends only read the rows these rules judge and write what they
-//! decide, so the embedded store and PostgreSQL cannot drift apart.
+//! every store: replay, size, order behind the entity, conflict, and what
+//! an applied operation writes (its version, `seq` and fingerprint); and
+//! whether a client's `known` position is in the history (§8). A store
+//! only reads the rows these rules judge and writes what they decide, so
+//! stores cannot drift apart.
 
 use std::collections::HashSet;
 
@@ -11,23 +12,26 @@ use cpc_protocol::{
     WireOp,
 };
 
-use super::fp::{self, ChangeRef};
+use crate::fp::{self, ChangeRef};
 
-/// The change log's end, carried from operation to operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Head {
+/// The change log's end, carried from operation to operation: a position
+/// of this store without its store id.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Head {
+    /// The last change's `seq` (0: none yet).
     pub seq: u64,
+    /// The fingerprint there (0 before the first change).
     pub fp: u64,
 }
 
 /// What the per-operation rules judge against.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Rules {
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Rules {
     /// The limits enforced.
     pub limits: Limits,
-    /// The rules to break on purpose (see `crate::faults`).
+    /// The rules to break on purpose (see [`Faults`](crate::Faults)).
     #[cfg(feature = "test-faults")]
-    pub faults: crate::faults::Faults,
+    pub faults: crate::Faults,
 }
 
 /// Bytes an outcome other than a conflict takes in the answer, at most.
@@ -38,28 +42,38 @@ const CONFLICT_BYTES: u64 = 320;
 const ANSWER_BYTES: u64 = 256;
 
 /// An operation applied before, as the idempotency table holds it.
-#[derive(Debug)]
-pub(crate) struct Seen {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    /// The version its application produced.
     pub version: u64,
+    /// Where the change log holds it.
     pub seq: u64,
+    /// Its [`content_hash`].
     pub content_hash: Vec<u8>,
 }
 
 /// An entity as stored.
-#[derive(Debug, Clone)]
-pub(crate) struct Current {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Current {
+    /// Its version (0: never written).
     pub version: u64,
+    /// The timestamp of the operation that wrote it.
     pub timestamp: Timestamp,
+    /// Its payload; `None` once deleted.
     pub payload: Option<Vec<u8>>,
 }
 
 /// What an applied operation writes: the entity's new row, one change-log
 /// row, one idempotency row.
-#[derive(Debug)]
-pub(crate) struct NewChange<'a> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewChange<'a> {
+    /// The entity's new version.
     pub version: u64,
+    /// The change's `seq`.
     pub seq: u64,
+    /// The fingerprint after it.
     pub fp: u64,
+    /// Whether it deletes the entity.
     pub deleted: bool,
     /// `None` for a deletion.
     pub payload: Option<&'a [u8]>,
@@ -67,12 +81,13 @@ pub(crate) struct NewChange<'a> {
     pub kind: String,
     /// The operation id, as stored.
     pub op_text: String,
+    /// The operation's [`content_hash`].
     pub content_hash: [u8; 16],
 }
 
 impl NewChange<'_> {
     /// The head once it is written.
-    pub(crate) fn head(&self) -> Head {
+    pub fn head(&self) -> Head {
         Head {
             seq: self.seq,
             fp: self.fp,
@@ -80,7 +95,7 @@ impl NewChange<'_> {
     }
 
     /// The outcome once it is written.
-    pub(crate) fn applied(&self) -> Outcome {
+    pub fn applied(&self) -> Outcome {
         Outcome::Applied(Applied {
             version: self.version,
             seq: self.seq,
@@ -89,8 +104,8 @@ impl NewChange<'_> {
 }
 
 /// What to do with an operation once its entity is read.
-#[derive(Debug)]
-pub(crate) enum Decision<'a> {
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision<'a> {
     /// Answer this, write nothing.
     Answer(Outcome),
     /// Write this, answer `applied`.
@@ -99,7 +114,7 @@ pub(crate) enum Decision<'a> {
 
 /// The state of one batch while its operations are judged in order.
 #[derive(Debug)]
-pub(crate) struct Batch<'a> {
+pub struct Batch<'a> {
     /// Entities whose earlier operation in this batch was not applied: the
     /// later ones must wait (per-entity order).
     blocked: HashSet<&'a EntityKey>,
@@ -109,7 +124,7 @@ pub(crate) struct Batch<'a> {
 
 impl<'a> Batch<'a> {
     /// A batch of `ops` operations.
-    pub(crate) fn new(ops: usize) -> Batch<'a> {
+    pub fn new(ops: usize) -> Batch<'a> {
         Batch {
             blocked: HashSet::new(),
             answer_bytes: ANSWER_BYTES + OUTCOME_BYTES * ops as u64,
@@ -117,7 +132,7 @@ impl<'a> Batch<'a> {
     }
 
     /// Takes note of an operation's outcome.
-    pub(crate) fn record(&mut self, op: &'a WireOp, outcome: &Outcome) {
+    pub fn record(&mut self, op: &'a WireOp, outcome: &Outcome) {
         if !matches!(outcome, Outcome::Applied(_) | Outcome::AlreadyApplied(_)) {
             self.blocked.insert(&op.entity);
         }
@@ -126,7 +141,7 @@ impl<'a> Batch<'a> {
 
 /// The hash of an operation's content, to tell a replay from an id reused
 /// for different content.
-pub(crate) fn content_hash(op: &WireOp) -> [u8; 16] {
+pub fn content_hash(op: &WireOp) -> [u8; 16] {
     fp::content_hash(
         &op.entity.collection,
         &op.entity.id,
@@ -138,7 +153,7 @@ pub(crate) fn content_hash(op: &WireOp) -> [u8; 16] {
 /// The rules that need no entity: a replay (or an id reused for other
 /// content), a payload over the limit, an entity blocked earlier in the
 /// batch. `None`: read the entity and [`decide`].
-pub(crate) fn before_load(
+pub fn before_load(
     op: &WireOp,
     seen: Option<Seen>,
     batch: &Batch<'_>,
@@ -178,7 +193,7 @@ pub(crate) fn before_load(
 
 /// The rules against the stored entity: a conflict (its state in the
 /// answer, if the answer has room), or the change to write after `head`.
-pub(crate) fn decide<'a>(
+pub fn decide<'a>(
     op: &'a WireOp,
     client_id: &str,
     current: Option<Current>,
@@ -251,4 +266,21 @@ pub(crate) fn decide<'a>(
         op_text: op.id.to_string(),
         content_hash: content_hash(op),
     })
+}
+
+/// Whether `p` is a position of this history (docs/protocol.md §8): this
+/// store, at or below the head, with the same fingerprint at its seq.
+/// `fp_at` reads the fingerprint the store holds at a seq (the change log,
+/// or what compaction kept of it). A restore from a backup fails here even
+/// after the restored store took new writes.
+pub fn in_history<E>(
+    store_id: &str,
+    head_seq: u64,
+    p: &cpc_protocol::Position,
+    fp_at: impl FnOnce(u64) -> Result<Option<u64>, E>,
+) -> Result<bool, E> {
+    if p.store_id != store_id || p.seq > head_seq {
+        return Ok(false);
+    }
+    Ok(fp_at(p.seq)? == Some(p.fp.0))
 }
