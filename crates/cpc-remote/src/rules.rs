@@ -279,8 +279,15 @@ pub fn in_history<E>(
     p: &cpc_protocol::Position,
     fp_at: impl FnOnce(u64) -> Result<Option<u64>, E>,
 ) -> Result<bool, E> {
-    if p.store_id != store_id || p.seq > head_seq {
+    if !reachable(store_id, head_seq, p) {
         return Ok(false);
     }
     Ok(fp_at(p.seq)? == Some(p.fp.0))
+}
+
+/// The part of [`in_history`] that needs no read: `p` names this store and
+/// a seq at or below the head. A store that reads asynchronously reads the
+/// fingerprint only then, and hands it to [`in_history`].
+pub fn reachable(store_id: &str, head_seq: u64, p: &cpc_protocol::Position) -> bool {
+    p.store_id == store_id && p.seq <= head_seq
 }

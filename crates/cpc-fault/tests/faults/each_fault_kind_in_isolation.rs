@@ -1,7 +1,8 @@
+use crate::PushOps as _;
 use std::time::Duration;
 
 use cpc_core::SimClock;
-use cpc_core::{match_outcomes, PushOutcome, Transport, TransportError};
+use cpc_core::{match_outcomes, PushOutcome, TransportError};
 use cpc_fault::{FaultPlan, FaultyTransport, Latency, Probability, SimulatedRemote};
 use tokio::time::Instant;
 
@@ -27,21 +28,12 @@ async fn lost_ack_applies_once_and_the_client_sees_a_timeout() {
     });
     let batch = ops(3);
     let start = Instant::now();
-    assert_eq!(
-        t.push(&cpc_core::PushQuery::new(&batch))
-            .await
-            .map(|a| a.outcomes),
-        Err(TransportError::Timeout)
-    );
+    assert_eq!(t.push_ops(&batch).await, Err(TransportError::Timeout));
     assert_eq!(start.elapsed(), Duration::from_secs(5));
     assert_eq!(remote.apply_count(), 3);
     // The client resends: dedupe answers with the first versions and
     // nothing is applied twice.
-    let inner = remote
-        .push(&cpc_core::PushQuery::new(&batch))
-        .await
-        .map(|a| a.outcomes)
-        .unwrap();
+    let inner = remote.push_ops(&batch).await.unwrap();
     assert!(inner
         .iter()
         .all(|o| o.outcome == PushOutcome::AlreadyApplied { version: 1 }));
@@ -57,12 +49,7 @@ async fn drop_applies_nothing_and_times_out() {
         ..FaultPlan::none()
     });
     let start = Instant::now();
-    assert_eq!(
-        t.push(&cpc_core::PushQuery::new(&ops(2)))
-            .await
-            .map(|a| a.outcomes),
-        Err(TransportError::Timeout)
-    );
+    assert_eq!(t.push_ops(&ops(2)).await, Err(TransportError::Timeout));
     assert_eq!(start.elapsed(), Duration::from_secs(7));
     assert_eq!(remote.apply_count(), 0);
     assert_eq!(remote.stats().requests, 0);
@@ -81,9 +68,7 @@ async fn server_error_comes_before_apply() {
     });
     let start = Instant::now();
     assert_eq!(
-        t.push(&cpc_core::PushQuery::new(&ops(2)))
-            .await
-            .map(|a| a.outcomes),
+        t.push_ops(&ops(2)).await,
         Err(TransportError::Server { status: 502 })
     );
     assert_eq!(start.elapsed(), Duration::from_millis(80));
@@ -98,9 +83,7 @@ async fn rate_limit_carries_retry_after_and_applies_nothing() {
         ..FaultPlan::none()
     });
     assert_eq!(
-        t.push(&cpc_core::PushQuery::new(&ops(1)))
-            .await
-            .map(|a| a.outcomes),
+        t.push_ops(&ops(1)).await,
         Err(TransportError::RateLimited {
             retry_after: Some(Duration::from_secs(3))
         })
@@ -117,11 +100,7 @@ async fn partial_batch_applies_a_prefix_and_asks_to_retry_the_rest() {
     let batch = ops(10);
     let mut saw_short_prefix = false;
     for round in 0..5 {
-        let out = t
-            .push(&cpc_core::PushQuery::new(&batch))
-            .await
-            .map(|a| a.outcomes)
-            .unwrap();
+        let out = t.push_ops(&batch).await.unwrap();
         assert_eq!(out.len(), batch.len(), "round {round}");
         let k = out
             .iter()
@@ -143,11 +122,7 @@ async fn partial_batch_applies_a_prefix_and_asks_to_retry_the_rest() {
     }
     // A batch of one has no proper prefix and passes.
     let one = ops(11).pop().unwrap();
-    assert!(t
-        .push(&cpc_core::PushQuery::new(std::slice::from_ref(&one)))
-        .await
-        .map(|a| a.outcomes)
-        .is_ok());
+    assert!(t.push_ops(std::slice::from_ref(&one)).await.is_ok());
 }
 
 #[tokio::test(start_paused = true)]
@@ -160,11 +135,7 @@ async fn corrupt_answer_reaches_the_caller_who_detects_it() {
     let mut lengths = std::collections::BTreeSet::new();
     for _ in 0..8 {
         // The wrapper hands the mismatched answer over as is...
-        let out = t
-            .push(&cpc_core::PushQuery::new(&batch))
-            .await
-            .map(|a| a.outcomes)
-            .unwrap();
+        let out = t.push_ops(&batch).await.unwrap();
         assert_ne!(out.len(), batch.len());
         lengths.insert(out.len());
         // ...and the caller's check turns it into a protocol error.
@@ -186,11 +157,7 @@ async fn reordered_answers_name_their_operations() {
         ..FaultPlan::none()
     });
     let batch = ops(4);
-    let out = t
-        .push(&cpc_core::PushQuery::new(&batch))
-        .await
-        .map(|a| a.outcomes)
-        .unwrap();
+    let out = t.push_ops(&batch).await.unwrap();
     // Another order than the batch's...
     let answered: Vec<_> = out.iter().map(|o| o.op).collect();
     let sent: Vec<_> = batch.iter().map(|o| o.id).collect();
@@ -214,12 +181,7 @@ async fn answers_slower_than_the_timeout_are_timeouts_after_apply() {
         ..FaultPlan::none()
     });
     let start = Instant::now();
-    assert_eq!(
-        t.push(&cpc_core::PushQuery::new(&ops(1)))
-            .await
-            .map(|a| a.outcomes),
-        Err(TransportError::Timeout)
-    );
+    assert_eq!(t.push_ops(&ops(1)).await, Err(TransportError::Timeout));
     assert_eq!(start.elapsed(), Duration::from_secs(10));
     // The request arrived after 6 s: applied, answer late.
     assert_eq!(remote.apply_count(), 1);
@@ -264,10 +226,7 @@ async fn latency_distributions_stay_in_their_bounds() {
         ..FaultPlan::none()
     });
     let start = Instant::now();
-    t.push(&cpc_core::PushQuery::new(&ops(1)))
-        .await
-        .map(|a| a.outcomes)
-        .unwrap();
+    t.push_ops(&ops(1)).await.unwrap();
     assert_eq!(start.elapsed(), Duration::from_millis(120));
 }
 
@@ -280,10 +239,7 @@ async fn probabilities_are_honoured_and_counted() {
     });
     let batch = ops(1);
     for _ in 0..2_000 {
-        let _ = t
-            .push(&cpc_core::PushQuery::new(&batch))
-            .await
-            .map(|a| a.outcomes);
+        let _ = t.push_ops(&batch).await;
     }
     let c = t.counters();
     assert_eq!(c.calls, 2_000);

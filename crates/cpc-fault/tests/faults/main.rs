@@ -29,3 +29,25 @@ pub fn ops(n: usize) -> Vec<Operation> {
         })
         .collect()
 }
+
+/// A push with no `known` position, answering the outcomes alone: what
+/// most of these tests look at.
+#[allow(async_fn_in_trait)]
+pub trait PushOps {
+    /// Pushes `ops` and answers their outcomes.
+    async fn push_ops(
+        &self,
+        ops: &[cpc_core::Operation],
+    ) -> Result<Vec<cpc_core::OpOutcome>, cpc_core::TransportError>;
+}
+
+impl<T: cpc_core::Transport + ?Sized> PushOps for T {
+    async fn push_ops(
+        &self,
+        ops: &[cpc_core::Operation],
+    ) -> Result<Vec<cpc_core::OpOutcome>, cpc_core::TransportError> {
+        self.push(&cpc_core::PushQuery::new(ops))
+            .await
+            .map(|a| a.outcomes)
+    }
+}

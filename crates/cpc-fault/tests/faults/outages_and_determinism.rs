@@ -1,6 +1,7 @@
+use crate::PushOps as _;
 use std::time::Duration;
 
-use cpc_core::{Transport, TransportError};
+use cpc_core::TransportError;
 use cpc_fault::{
     FaultPlan, FaultyTransport, Flapping, LinkState, Probability, Schedule, SimClock,
     SimulatedRemote,
@@ -22,33 +23,15 @@ async fn offline_windows_answer_offline_at_once_and_heal() {
         .with_schedule(schedule)
         .with_clock(clock);
     let batch = ops(1);
-    assert!(t
-        .push(&cpc_core::PushQuery::new(&batch))
-        .await
-        .map(|a| a.outcomes)
-        .is_ok());
+    assert!(t.push_ops(&batch).await.is_ok());
     clock.sleep_until(s(10)).await;
     let before = Instant::now();
-    assert_eq!(
-        t.push(&cpc_core::PushQuery::new(&batch))
-            .await
-            .map(|a| a.outcomes),
-        Err(TransportError::Offline)
-    );
+    assert_eq!(t.push_ops(&batch).await, Err(TransportError::Offline));
     assert_eq!(before.elapsed(), Duration::ZERO);
     clock.sleep_until(s(19)).await;
-    assert_eq!(
-        t.push(&cpc_core::PushQuery::new(&batch))
-            .await
-            .map(|a| a.outcomes),
-        Err(TransportError::Offline)
-    );
+    assert_eq!(t.push_ops(&batch).await, Err(TransportError::Offline));
     clock.sleep_until(s(20)).await;
-    assert!(t
-        .push(&cpc_core::PushQuery::new(&batch))
-        .await
-        .map(|a| a.outcomes)
-        .is_ok());
+    assert!(t.push_ops(&batch).await.is_ok());
     assert_eq!(t.counters().offline, 2);
     assert_eq!(remote.stats().requests, 2);
 }
@@ -71,11 +54,7 @@ async fn degraded_link_fails_with_its_probability() {
     let batch = ops(1);
     let mut failed = 0;
     for _ in 0..2_000 {
-        if t.push(&cpc_core::PushQuery::new(&batch))
-            .await
-            .map(|a| a.outcomes)
-            == Err(TransportError::Timeout)
-        {
+        if t.push_ops(&batch).await == Err(TransportError::Timeout) {
             failed += 1;
         }
     }
@@ -105,12 +84,7 @@ async fn flapping_link_alternates_every_period() {
     let mut pattern = Vec::new();
     for sec in 0..6 {
         clock.sleep_until(s(sec)).await;
-        pattern.push(
-            t.push(&cpc_core::PushQuery::new(&batch))
-                .await
-                .map(|a| a.outcomes)
-                .is_ok(),
-        );
+        pattern.push(t.push_ops(&batch).await.is_ok());
     }
     assert_eq!(pattern, vec![false, true, false, true, false, true]);
 }
@@ -133,20 +107,14 @@ async fn same_seed_same_decisions() {
         let batch = ops(5);
         let mut out = Vec::new();
         for _ in 0..200 {
-            out.push(
-                match t
-                    .push(&cpc_core::PushQuery::new(&batch))
-                    .await
-                    .map(|a| a.outcomes)
-                {
-                    Ok(o) => o
-                        .iter()
-                        .map(|x| x.outcome.name())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    Err(e) => e.name().to_owned(),
-                },
-            );
+            out.push(match t.push_ops(&batch).await {
+                Ok(o) => o
+                    .iter()
+                    .map(|x| x.outcome.name())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                Err(e) => e.name().to_owned(),
+            });
         }
         out
     }

@@ -1,10 +1,11 @@
 //! A 200 is "one verdict per operation", checked as a whole (§6.5): matched
 //! by id, never by position; any mismatch acknowledges nothing.
 
-use cpc_core::{PushOutcome, Transport, TransportError};
+use cpc_core::{PushOutcome, TransportError};
 use cpc_protocol::{Applied, Hex64, OpId, OpOutcome, Outcome, Position, PushResponse};
 use wiremock::{Request, ResponseTemplate};
 
+use crate::support::PushOps as _;
 use crate::support::{self, applied_answer, on_push, ops, transport};
 
 /// Answers every push with `edit(the answer that applies everything)`.
@@ -31,11 +32,7 @@ async fn an_answer_in_another_order_is_matched_by_id() {
     // The stand-in answers in reverse order.
     on_push(&server, answering(|_| {})).await;
     let batch = ops(3);
-    let outcomes = transport(&server)
-        .push(&cpc_core::PushQuery::new(&batch))
-        .await
-        .map(|a| a.outcomes)
-        .unwrap();
+    let outcomes = transport(&server).push_ops(&batch).await.unwrap();
     let matched = cpc_core::match_outcomes(&batch, outcomes).unwrap();
     // `ops` sets base_version = i: each op got its own version back.
     assert_eq!(
@@ -56,12 +53,7 @@ async fn an_answer_naming_an_unknown_id_is_a_protocol_error() {
         answering(|a| a.outcomes[0].op = OpId(a.outcomes[0].op.0 ^ 1)),
     )
     .await;
-    let text = protocol_error(
-        transport(&server)
-            .push(&cpc_core::PushQuery::new(&ops(2)))
-            .await
-            .map(|a| a.outcomes),
-    );
+    let text = protocol_error(transport(&server).push_ops(&ops(2)).await);
     assert!(text.contains("not sent"), "{text}");
 }
 
@@ -69,12 +61,7 @@ async fn an_answer_naming_an_unknown_id_is_a_protocol_error() {
 async fn an_answer_leaving_an_operation_out_is_a_protocol_error() {
     let server = support::server().await;
     on_push(&server, answering(|a| drop(a.outcomes.pop()))).await;
-    let text = protocol_error(
-        transport(&server)
-            .push(&cpc_core::PushQuery::new(&ops(3)))
-            .await
-            .map(|a| a.outcomes),
-    );
+    let text = protocol_error(transport(&server).push_ops(&ops(3)).await);
     assert!(text.contains("2 outcomes for 3 operations"), "{text}");
 }
 
@@ -82,12 +69,7 @@ async fn an_answer_leaving_an_operation_out_is_a_protocol_error() {
 async fn an_answer_naming_one_operation_twice_is_a_protocol_error() {
     let server = support::server().await;
     on_push(&server, answering(|a| a.outcomes[1].op = a.outcomes[0].op)).await;
-    let text = protocol_error(
-        transport(&server)
-            .push(&cpc_core::PushQuery::new(&ops(2)))
-            .await
-            .map(|a| a.outcomes),
-    );
+    let text = protocol_error(transport(&server).push_ops(&ops(2)).await);
     assert!(text.contains("twice"), "{text}");
 }
 
@@ -100,12 +82,7 @@ async fn a_200_that_is_html_is_a_protocol_error() {
         ResponseTemplate::new(200).set_body_raw(portal, "text/html"),
     )
     .await;
-    let text = protocol_error(
-        transport(&server)
-            .push(&cpc_core::PushQuery::new(&ops(1)))
-            .await
-            .map(|a| a.outcomes),
-    );
+    let text = protocol_error(transport(&server).push_ops(&ops(1)).await);
     assert!(text.contains("not application/json"), "{text}");
 }
 
@@ -120,12 +97,7 @@ async fn a_200_json_that_is_not_a_push_answer_is_a_protocol_error_without_its_co
         ResponseTemplate::new(200).set_body_raw(body, "application/json"),
     )
     .await;
-    let text = protocol_error(
-        transport(&server)
-            .push(&cpc_core::PushQuery::new(&ops(1)))
-            .await
-            .map(|a| a.outcomes),
-    );
+    let text = protocol_error(transport(&server).push_ops(&ops(1)).await);
     assert!(text.contains("line 1"), "{text}");
     assert!(
         !text.contains("secret"),
@@ -168,11 +140,7 @@ async fn every_outcome_kind_reaches_the_engine() {
     )
     .await;
     let batch = ops(3);
-    let outcomes = transport(&server)
-        .push(&cpc_core::PushQuery::new(&batch))
-        .await
-        .map(|a| a.outcomes)
-        .unwrap();
+    let outcomes = transport(&server).push_ops(&batch).await.unwrap();
     // The stand-in answered in reverse: ids[0] is the last operation.
     let matched = cpc_core::match_outcomes(&batch, outcomes).unwrap();
     assert_eq!(matched[0], PushOutcome::AlreadyApplied { version: 5 });

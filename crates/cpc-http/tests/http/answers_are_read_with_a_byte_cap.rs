@@ -5,12 +5,13 @@
 
 use std::sync::Arc;
 
-use cpc_core::{Transport, TransportError};
+use cpc_core::TransportError;
 use cpc_http::{HttpConfig, HttpTransport, StaticToken};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use wiremock::{Request, ResponseTemplate};
 
+use crate::support::PushOps as _;
 use crate::support::{self, applied_answer, on_push, ops, CLIENT, TOKEN};
 
 const CAP: usize = 4096;
@@ -38,11 +39,7 @@ async fn an_answer_whose_content_length_exceeds_the_cap_is_a_protocol_error() {
             .set_body_raw(padded_answer(&request.body, 2 * CAP), "application/json")
     })
     .await;
-    match capped_transport(server.uri())
-        .push(&cpc_core::PushQuery::new(&ops(1)))
-        .await
-        .map(|a| a.outcomes)
-    {
+    match capped_transport(server.uri()).push_ops(&ops(1)).await {
         Err(TransportError::Protocol(text)) => {
             assert!(text.contains("max_response_bytes"), "{text}")
         }
@@ -60,9 +57,8 @@ async fn an_answer_just_under_the_cap_is_read() {
     })
     .await;
     let outcomes = capped_transport(server.uri())
-        .push(&cpc_core::PushQuery::new(&ops(1)))
+        .push_ops(&ops(1))
         .await
-        .map(|a| a.outcomes)
         .unwrap();
     assert_eq!(outcomes.len(), 1);
 }
@@ -138,11 +134,7 @@ async fn chunked_server(padding: usize) -> String {
 #[tokio::test]
 async fn a_chunked_answer_is_counted_as_it_arrives() {
     let base = chunked_server(4 * CAP).await;
-    match capped_transport(base)
-        .push(&cpc_core::PushQuery::new(&ops(1)))
-        .await
-        .map(|a| a.outcomes)
-    {
+    match capped_transport(base).push_ops(&ops(1)).await {
         Err(TransportError::Protocol(text)) => {
             assert!(text.contains("max_response_bytes"), "{text}")
         }
@@ -155,10 +147,6 @@ async fn a_chunked_answer_within_the_cap_is_read() {
     // The same server with little padding: proves the refusal above is the
     // cap's, not the chunked encoding's.
     let base = chunked_server(100).await;
-    let outcomes = capped_transport(base)
-        .push(&cpc_core::PushQuery::new(&ops(2)))
-        .await
-        .map(|a| a.outcomes)
-        .unwrap();
+    let outcomes = capped_transport(base).push_ops(&ops(2)).await.unwrap();
     assert_eq!(outcomes.len(), 2);
 }

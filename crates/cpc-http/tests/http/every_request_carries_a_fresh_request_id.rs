@@ -10,6 +10,7 @@ use serde_json::json;
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::support::PushOps as _;
 use crate::support::{self, on_push, ops, problem, transport, transport_with, Applier, Rotating};
 
 /// The `Cpc-Request-Id` of every request `server` received, in order,
@@ -66,14 +67,8 @@ async fn push_pull_and_info_requests_each_carry_their_own_id() {
         .mount(&server)
         .await;
     let t = transport(&server);
-    t.push(&cpc_core::PushQuery::new(&ops(2)))
-        .await
-        .map(|a| a.outcomes)
-        .unwrap();
-    t.push(&cpc_core::PushQuery::new(&ops(1)))
-        .await
-        .map(|a| a.outcomes)
-        .unwrap();
+    t.push_ops(&ops(2)).await.unwrap();
+    t.push_ops(&ops(1)).await.unwrap();
     let query = PullQuery {
         cursor: Some(PullCursor {
             position: RemotePosition {
@@ -116,9 +111,8 @@ async fn a_resend_after_a_401_is_a_new_request_with_a_new_id() {
         .await;
     let provider = Rotating::new(&["tok-expired", "tok-fresh"]);
     transport_with(&server, provider)
-        .push(&cpc_core::PushQuery::new(&ops(1)))
+        .push_ops(&ops(1))
         .await
-        .map(|a| a.outcomes)
         .unwrap();
     let ids = request_ids(&server).await;
     let pushes: Vec<_> = ids.iter().filter(|(p, _)| p == "/v1/push").collect();
@@ -144,10 +138,7 @@ async fn each_endpoint_attempt_carries_its_own_id() {
         std::sync::Arc::new(cpc_http::StaticToken::new(support::TOKEN)),
     )
     .unwrap();
-    t.push(&cpc_core::PushQuery::new(&ops(1)))
-        .await
-        .map(|a| a.outcomes)
-        .unwrap();
+    t.push_ops(&ops(1)).await.unwrap();
     let mut ids = request_ids(&down).await;
     assert_eq!(ids.len(), 1, "{ids:?}");
     ids.extend(request_ids(&up).await);

@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cpc_core::Transport;
 use cpc_http::{HealthProbe, HealthProbeConfig, HttpConfig, HttpTransport, StaticToken};
 use cpc_network::Signal;
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
+use crate::support::PushOps as _;
 use crate::support::{self, on_push, ops, pushes, Applier, CLIENT, TOKEN};
 
 /// A transport to `first`, failing over to `then`.
@@ -43,11 +43,7 @@ async fn an_unavailable_first_instance_is_left_once_and_requests_stay_on_the_nex
     let transport = transport(down.uri(), &up);
     for _ in 0..3 {
         let batch = ops(2);
-        let outcomes = transport
-            .push(&cpc_core::PushQuery::new(&batch))
-            .await
-            .map(|a| a.outcomes)
-            .unwrap();
+        let outcomes = transport.push_ops(&batch).await.unwrap();
         assert!(cpc_core::match_outcomes(&batch, outcomes).is_ok());
     }
     assert_eq!(pushes(&up).await.len(), 3);
@@ -67,11 +63,7 @@ async fn a_dead_first_instance_fails_over_within_the_same_push() {
     on_push(&up, Applier { max_ops: 1000 }).await;
     let transport = transport(format!("http://{dead}"), &up);
     let batch = ops(3);
-    let outcomes = transport
-        .push(&cpc_core::PushQuery::new(&batch))
-        .await
-        .map(|a| a.outcomes)
-        .unwrap();
+    let outcomes = transport.push_ops(&batch).await.unwrap();
     assert_eq!(cpc_core::match_outcomes(&batch, outcomes).unwrap().len(), 3);
 }
 
@@ -93,11 +85,7 @@ async fn when_the_current_instance_goes_down_the_push_moves_to_the_next_at_once(
     let second = support::server().await;
     on_push(&second, Applier { max_ops: 1000 }).await;
     let transport = transport(first.uri(), &second);
-    transport
-        .push(&cpc_core::PushQuery::new(&ops(1)))
-        .await
-        .map(|a| a.outcomes)
-        .unwrap();
+    transport.push_ops(&ops(1)).await.unwrap();
     assert_eq!(
         pushes(&second).await.len(),
         0,
@@ -105,11 +93,7 @@ async fn when_the_current_instance_goes_down_the_push_moves_to_the_next_at_once(
     );
     // The next push gets a 502 from the first, and is answered by the
     // second in the same call.
-    transport
-        .push(&cpc_core::PushQuery::new(&ops(1)))
-        .await
-        .map(|a| a.outcomes)
-        .unwrap();
+    transport.push_ops(&ops(1)).await.unwrap();
     assert_eq!(pushes(&second).await.len(), 1);
     assert_eq!(pushes(&first).await.len(), 2);
 }
@@ -159,10 +143,7 @@ async fn a_cpc_servers_own_503_is_a_rate_limit_and_does_not_move_the_request() {
         .await;
     let other = support::server().await;
     on_push(&other, Applier { max_ops: 1000 }).await;
-    let result = transport(busy.uri(), &other)
-        .push(&cpc_core::PushQuery::new(&ops(1)))
-        .await
-        .map(|a| a.outcomes);
+    let result = transport(busy.uri(), &other).push_ops(&ops(1)).await;
     assert!(
         matches!(result, Err(cpc_core::TransportError::RateLimited { .. })),
         "{result:?}"

@@ -4,6 +4,7 @@
 use cpc_core::{Transport, TransportError};
 use cpc_protocol::Limits;
 
+use crate::support::PushOps as _;
 use crate::support::{self, info_requests, on_push, ops, pushes, transport, Applier};
 
 fn sizes(sent: &[(wiremock::Request, cpc_protocol::PushRequest)]) -> Vec<usize> {
@@ -15,11 +16,7 @@ async fn a_413_on_a_batch_of_four_sends_the_halves_and_joins_their_outcomes() {
     let server = support::server().await;
     on_push(&server, Applier { max_ops: 2 }).await;
     let batch = ops(4);
-    let outcomes = transport(&server)
-        .push(&cpc_core::PushQuery::new(&batch))
-        .await
-        .map(|a| a.outcomes)
-        .unwrap();
+    let outcomes = transport(&server).push_ops(&batch).await.unwrap();
     let matched = cpc_core::match_outcomes(&batch, outcomes).unwrap();
     assert_eq!(matched.len(), 4);
     let sent = pushes(&server).await;
@@ -36,11 +33,7 @@ async fn halving_goes_on_until_the_server_accepts() {
     let server = support::server().await;
     on_push(&server, Applier { max_ops: 1 }).await;
     let batch = ops(3);
-    let outcomes = transport(&server)
-        .push(&cpc_core::PushQuery::new(&batch))
-        .await
-        .map(|a| a.outcomes)
-        .unwrap();
+    let outcomes = transport(&server).push_ops(&batch).await.unwrap();
     assert!(cpc_core::match_outcomes(&batch, outcomes).is_ok());
     assert_eq!(sizes(&pushes(&server).await), [3, 1, 2, 1, 1]);
 }
@@ -49,10 +42,7 @@ async fn halving_goes_on_until_the_server_accepts() {
 async fn a_single_operation_answered_413_is_a_server_error() {
     let server = support::server().await;
     on_push(&server, Applier { max_ops: 0 }).await;
-    let result = transport(&server)
-        .push(&cpc_core::PushQuery::new(&ops(2)))
-        .await
-        .map(|a| a.outcomes);
+    let result = transport(&server).push_ops(&ops(2)).await;
     // 2 → 1 + 1: the first single op fails the push.
     assert_eq!(result, Err(TransportError::Server { status: 413 }));
     assert_eq!(sizes(&pushes(&server).await), [2, 1]);
@@ -67,11 +57,7 @@ async fn a_batch_over_the_advertised_max_batch_ops_is_sent_in_several_requests()
     .await;
     on_push(&server, Applier { max_ops: 2 }).await;
     let batch = ops(5);
-    let outcomes = transport(&server)
-        .push(&cpc_core::PushQuery::new(&batch))
-        .await
-        .map(|a| a.outcomes)
-        .unwrap();
+    let outcomes = transport(&server).push_ops(&batch).await.unwrap();
     assert!(cpc_core::match_outcomes(&batch, outcomes).is_ok());
     assert_eq!(sizes(&pushes(&server).await), [2, 2, 1], "no 413 needed");
     assert_eq!(info_requests(&server).await, 1, "the limits are cached");
@@ -86,11 +72,7 @@ async fn a_batch_over_the_advertised_max_body_bytes_is_cut_before_sending() {
     .await;
     on_push(&server, Applier { max_ops: 1000 }).await;
     let batch = ops(4);
-    let outcomes = transport(&server)
-        .push(&cpc_core::PushQuery::new(&batch))
-        .await
-        .map(|a| a.outcomes)
-        .unwrap();
+    let outcomes = transport(&server).push_ops(&batch).await.unwrap();
     assert!(cpc_core::match_outcomes(&batch, outcomes).is_ok());
     // 4 operations encode to about 1 KiB, 2 to about 550 bytes: halved
     // once, before anything was sent (no 413 was needed).
@@ -103,13 +85,7 @@ async fn a_batch_over_the_advertised_max_body_bytes_is_cut_before_sending() {
 async fn an_empty_batch_sends_nothing() {
     let server = support::server().await;
     on_push(&server, Applier { max_ops: 1000 }).await;
-    assert_eq!(
-        transport(&server)
-            .push(&cpc_core::PushQuery::new(&[]))
-            .await
-            .map(|a| a.outcomes),
-        Ok(Vec::new())
-    );
+    assert_eq!(transport(&server).push_ops(&[]).await, Ok(Vec::new()));
     assert!(server.received_requests().await.unwrap().is_empty());
 }
 

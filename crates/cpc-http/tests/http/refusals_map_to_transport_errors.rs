@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cpc_core::{Transport, TransportError};
+use cpc_core::TransportError;
 use cpc_http::{HttpConfig, HttpTransport, StaticToken};
 use wiremock::ResponseTemplate;
 
+use crate::support::PushOps as _;
 use crate::support::{self, on_push, ops, problem, pushes, transport, CLIENT, TOKEN};
 
 async fn push_answered(
@@ -16,10 +17,7 @@ async fn push_answered(
 ) -> Result<Vec<cpc_core::OpOutcome>, TransportError> {
     let server = support::server().await;
     on_push(&server, response).await;
-    let result = transport(&server)
-        .push(&cpc_core::PushQuery::new(&ops(2)))
-        .await
-        .map(|a| a.outcomes);
+    let result = transport(&server).push_ops(&ops(2)).await;
     assert_eq!(
         pushes(&server).await.len(),
         1,
@@ -148,11 +146,7 @@ async fn a_server_that_does_not_list_v1_gets_no_push() {
         .mount(&server)
         .await;
     on_push(&server, problem(500, "internal")).await;
-    match transport(&server)
-        .push(&cpc_core::PushQuery::new(&ops(1)))
-        .await
-        .map(|a| a.outcomes)
-    {
+    match transport(&server).push_ops(&ops(1)).await {
         Err(TransportError::Incompatible(text)) => assert!(text.contains("protocol v1"), "{text}"),
         other => panic!("{other:?}"),
     }
@@ -169,11 +163,7 @@ async fn a_server_that_is_not_there_is_a_connect_error() {
         .port();
     let config = HttpConfig::new(format!("http://127.0.0.1:{port}"), CLIENT);
     let transport = HttpTransport::new(config, Arc::new(StaticToken::new(TOKEN))).unwrap();
-    match transport
-        .push(&cpc_core::PushQuery::new(&ops(1)))
-        .await
-        .map(|a| a.outcomes)
-    {
+    match transport.push_ops(&ops(1)).await {
         Err(TransportError::Connect(text)) => {
             assert!(
                 !text.contains(TOKEN) && !text.contains("secret-payload"),
@@ -198,10 +188,7 @@ async fn no_answer_in_time_is_a_timeout() {
     };
     let transport = HttpTransport::new(config, Arc::new(StaticToken::new(TOKEN))).unwrap();
     assert_eq!(
-        transport
-            .push(&cpc_core::PushQuery::new(&ops(1)))
-            .await
-            .map(|a| a.outcomes),
+        transport.push_ops(&ops(1)).await,
         Err(TransportError::Timeout)
     );
 }

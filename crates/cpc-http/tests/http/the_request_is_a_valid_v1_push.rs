@@ -2,9 +2,9 @@
 //! the batch as it is, with the bearer token.
 
 use base64_free::standard_base64;
-use cpc_core::Transport;
 use cpc_protocol::{Hex64, Kind, OpId};
 
+use crate::support::PushOps as _;
 use crate::support::{self, on_push, ops, pushes, transport, Applier, CLIENT, TOKEN};
 
 #[tokio::test]
@@ -12,11 +12,7 @@ async fn the_body_parses_as_a_push_and_carries_the_batch_and_the_token() {
     let server = support::server().await;
     on_push(&server, Applier { max_ops: 1000 }).await;
     let batch = ops(3);
-    transport(&server)
-        .push(&cpc_core::PushQuery::new(&batch))
-        .await
-        .map(|a| a.outcomes)
-        .unwrap();
+    transport(&server).push_ops(&batch).await.unwrap();
 
     let sent = pushes(&server).await;
     assert_eq!(sent.len(), 1);

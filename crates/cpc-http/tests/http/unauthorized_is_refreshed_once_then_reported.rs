@@ -5,10 +5,11 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use cpc_core::{PushOutcome, Transport, TransportError};
+use cpc_core::{PushOutcome, TransportError};
 use wiremock::matchers::{header, method, path};
 use wiremock::{Mock, ResponseTemplate};
 
+use crate::support::PushOps as _;
 use crate::support::{
     self, on_push, ops, problem, pushes, transport, transport_with, Applier, Rotating,
 };
@@ -37,9 +38,8 @@ async fn a_401_then_a_200_invalidates_once_and_the_push_succeeds() {
         .await;
     let provider = Rotating::new(&["tok-expired", "tok-fresh"]);
     let outcomes = transport_with(&server, provider.clone())
-        .push(&cpc_core::PushQuery::new(&ops(2)))
+        .push_ops(&ops(2))
         .await
-        .map(|a| a.outcomes)
         .unwrap();
     assert_eq!(outcomes.len(), 2);
     assert!(outcomes
@@ -59,9 +59,8 @@ async fn two_401s_are_unauthorized_after_exactly_two_requests() {
     on_push(&server, unauthorized()).await;
     let provider = Rotating::new(&["tok-a", "tok-b", "tok-c"]);
     let result = transport_with(&server, provider.clone())
-        .push(&cpc_core::PushQuery::new(&ops(3)))
-        .await
-        .map(|a| a.outcomes);
+        .push_ops(&ops(3))
+        .await;
     assert_eq!(result, Err(TransportError::Unauthorized));
     assert_eq!(pushes(&server).await.len(), 2, "one resend, no loop");
     // Both refused tokens are discarded; the third is never asked for.
@@ -73,10 +72,7 @@ async fn two_401s_are_unauthorized_after_exactly_two_requests() {
 async fn a_static_token_is_resent_once_then_reported() {
     let server = support::server().await;
     on_push(&server, unauthorized()).await;
-    let result = transport(&server)
-        .push(&cpc_core::PushQuery::new(&ops(1)))
-        .await
-        .map(|a| a.outcomes);
+    let result = transport(&server).push_ops(&ops(1)).await;
     assert_eq!(result, Err(TransportError::Unauthorized));
     assert_eq!(pushes(&server).await.len(), 2);
 }
@@ -87,9 +83,8 @@ async fn a_403_is_unauthorized_after_one_request() {
     on_push(&server, problem(403, "forbidden_client")).await;
     let provider = Rotating::new(&["tok-a", "tok-b"]);
     let result = transport_with(&server, provider.clone())
-        .push(&cpc_core::PushQuery::new(&ops(2)))
-        .await
-        .map(|a| a.outcomes);
+        .push_ops(&ops(2))
+        .await;
     assert_eq!(result, Err(TransportError::Unauthorized));
     assert_eq!(pushes(&server).await.len(), 1);
     assert_eq!(provider.invalidations(), 0, "a refresh would not help");
@@ -100,10 +95,7 @@ async fn no_token_is_unauthorized_without_a_request() {
     let server = support::server().await;
     on_push(&server, Applier { max_ops: 1000 }).await;
     let provider = Rotating::new(&[]);
-    let result = transport_with(&server, provider)
-        .push(&cpc_core::PushQuery::new(&ops(1)))
-        .await
-        .map(|a| a.outcomes);
+    let result = transport_with(&server, provider).push_ops(&ops(1)).await;
     assert_eq!(result, Err(TransportError::Unauthorized));
     assert_eq!(pushes(&server).await.len(), 0);
 }
@@ -113,10 +105,7 @@ async fn a_malformed_token_is_never_sent() {
     let server = support::server().await;
     on_push(&server, Applier { max_ops: 1000 }).await;
     let provider = Arc::new(cpc_http::StaticToken::new("tok\r\nX-Injected: 1"));
-    let result = transport_with(&server, provider)
-        .push(&cpc_core::PushQuery::new(&ops(1)))
-        .await
-        .map(|a| a.outcomes);
+    let result = transport_with(&server, provider).push_ops(&ops(1)).await;
     assert_eq!(result, Err(TransportError::Unauthorized));
     assert_eq!(pushes(&server).await.len(), 0);
 }

@@ -46,10 +46,11 @@ pub(crate) async fn in_history(
     head_seq: u64,
     p: &Position,
 ) -> Result<bool, StoreError> {
-    if p.store_id != store_id || p.seq > head_seq {
-        return Ok(false);
-    }
-    Ok(fp_at(client, p.seq).await? == Some(p.fp.0))
+    let fp = match cpc_remote::rules::reachable(store_id, head_seq, p) {
+        true => fp_at(client, p.seq).await?,
+        false => None,
+    };
+    cpc_remote::rules::in_history(store_id, head_seq, p, |_| Ok(fp))
 }
 
 /// Reads the page `request` asks for, or `HistoryDiverged` when its
