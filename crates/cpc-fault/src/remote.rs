@@ -560,17 +560,28 @@ impl RemoteState {
             bucket.tokens -= 1.0;
         }
         let current = self.entities.get(&op.entity);
-        if let (Some(base), Some(cur)) = (op.base_version, current) {
-            if base < cur.version && self.options.conflicts_in(&op.entity.collection) {
-                self.stats.conflicts += 1;
-                let remote = RemoteRecord {
+        // The server's rule (cpc_remote::rules): any base other than the
+        // stored version conflicts, an absent entity being version 0.
+        let current_version = current.map_or(0, |c| c.version);
+        if cpc_remote::rules::conflicts(op.base_version, current_version)
+            && self.options.conflicts_in(&op.entity.collection)
+        {
+            self.stats.conflicts += 1;
+            let remote = match current {
+                Some(cur) => RemoteRecord {
                     version: cur.version,
                     timestamp: cur.timestamp,
                     payload: cur.payload.clone(),
                     node: cur.node,
-                };
-                return (PushOutcome::Conflict { remote }, None);
-            }
+                },
+                None => RemoteRecord {
+                    version: 0,
+                    timestamp: HlcTimestamp::new(0, 0, NodeId(0)),
+                    payload: None,
+                    node: NodeId(0),
+                },
+            };
+            return (PushOutcome::Conflict { remote }, None);
         }
         let version = current.map_or(0, |c| c.version) + 1;
         let payload = match op.kind {

@@ -202,35 +202,33 @@ pub fn decide<'a>(
     rules: &Rules,
 ) -> Decision<'a> {
     let current_version = current.as_ref().map_or(0, |c| c.version);
-    if let Some(base) = op.base_version {
-        if base != current_version {
-            let payload_len = current
-                .as_ref()
-                .and_then(|c| c.payload.as_ref())
-                .map_or(0, Vec::len) as u64;
-            let cost = CONFLICT_BYTES + payload_len.div_ceil(3) * 4;
-            if batch.answer_bytes + cost > rules.limits.max_response_bytes {
-                // The answer would outgrow its limit: this one is sent
-                // again, in a smaller batch.
-                return Decision::Answer(Outcome::RetryLater { after_ms: 0 });
-            }
-            batch.answer_bytes += cost;
-            let remote = match current {
-                Some(c) => RemoteState {
-                    version: c.version,
-                    timestamp: c.timestamp,
-                    node: c.timestamp.node,
-                    payload: c.payload.map(Payload),
-                },
-                None => RemoteState {
-                    version: 0,
-                    timestamp: Timestamp::default(),
-                    node: Hex64(0),
-                    payload: None,
-                },
-            };
-            return Decision::Answer(Outcome::Conflict { remote });
+    if conflicts(op.base_version, current_version) {
+        let payload_len = current
+            .as_ref()
+            .and_then(|c| c.payload.as_ref())
+            .map_or(0, Vec::len) as u64;
+        let cost = CONFLICT_BYTES + payload_len.div_ceil(3) * 4;
+        if batch.answer_bytes + cost > rules.limits.max_response_bytes {
+            // The answer would outgrow its limit: this one is sent
+            // again, in a smaller batch.
+            return Decision::Answer(Outcome::RetryLater { after_ms: 0 });
         }
+        batch.answer_bytes += cost;
+        let remote = match current {
+            Some(c) => RemoteState {
+                version: c.version,
+                timestamp: c.timestamp,
+                node: c.timestamp.node,
+                payload: c.payload.map(Payload),
+            },
+            None => RemoteState {
+                version: 0,
+                timestamp: Timestamp::default(),
+                node: Hex64(0),
+                payload: None,
+            },
+        };
+        return Decision::Answer(Outcome::Conflict { remote });
     }
     let version = current_version + 1;
     let deleted = matches!(op.kind, Kind::Delete);
@@ -266,6 +264,14 @@ pub fn decide<'a>(
         op_text: op.id.to_string(),
         content_hash: content_hash(op),
     })
+}
+
+/// Whether an operation based on `base` conflicts with the entity as
+/// stored, at `current_version` (0: never written): §6.3, any base other
+/// than the stored version, older or newer (a newer one means the store
+/// went back, restored from a backup). No base: a blind write.
+pub fn conflicts(base: Option<u64>, current_version: u64) -> bool {
+    base.is_some_and(|b| b != current_version)
 }
 
 /// Whether `p` is a position of this history (docs/protocol.md §8): this
