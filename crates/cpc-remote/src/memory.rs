@@ -47,10 +47,7 @@ impl MemoryRemote {
     pub fn new(store_id: impl Into<String>, limits: Limits) -> MemoryRemote {
         MemoryRemote {
             store_id: store_id.into(),
-            rules: Rules {
-                limits,
-                ..Rules::default()
-            },
+            rules: Rules::new(limits),
             head: Head::default(),
             entities: BTreeMap::new(),
             applied: HashMap::new(),

@@ -34,6 +34,17 @@ pub struct Rules {
     pub faults: crate::Faults,
 }
 
+impl Rules {
+    /// The rules enforcing `limits`, none broken.
+    pub fn new(limits: Limits) -> Rules {
+        Rules {
+            limits,
+            #[cfg(feature = "test-faults")]
+            faults: crate::Faults::default(),
+        }
+    }
+}
+
 /// Bytes an outcome other than a conflict takes in the answer, at most.
 const OUTCOME_BYTES: u64 = 160;
 /// Bytes of a conflict's answer besides its payload's base64.

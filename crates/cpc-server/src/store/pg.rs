@@ -206,10 +206,7 @@ impl PgStore {
         #[cfg(feature = "test-faults")] faults: crate::faults::Faults,
     ) -> Result<(Vec<OpOutcome>, Position), StoreError> {
         #[allow(unused_mut)]
-        let mut rules = cpc_remote::rules::Rules {
-            limits: self.limits,
-            ..Default::default()
-        };
+        let mut rules = cpc_remote::rules::Rules::new(self.limits);
         #[cfg(feature = "test-faults")]
         {
             rules.faults = faults;

@@ -215,10 +215,7 @@ impl Writer {
     /// faults (feature `test-faults`).
     fn rules(&self, #[allow(unused_variables)] job: &PushJob) -> Rules {
         #[allow(unused_mut)]
-        let mut rules = Rules {
-            limits: self.limits,
-            ..Rules::default()
-        };
+        let mut rules = Rules::new(self.limits);
         #[cfg(feature = "test-faults")]
         {
             rules.faults = job.faults;
@@ -533,10 +530,7 @@ mod tests {
         w.conn.execute_batch("BEGIN IMMEDIATE").unwrap();
         w.conn.execute_batch("SAVEPOINT push").unwrap();
         let mut head = w.head;
-        let rules = Rules {
-            limits: w.limits,
-            ..Rules::default()
-        };
+        let rules = Rules::new(w.limits);
         apply_batch(&w.conn, &mut head, "dev-1", &[op(1, 10)], &rules, 1).unwrap();
         let big = apply_batch(&w.conn, &mut head, "dev-1", &[op(2, 512 * 1024)], &rules, 1);
         let Err(StoreError::Sqlite(e)) = big else {
