@@ -29,6 +29,84 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Map of the crate
+//!
+//! What each module holds and what holds across them (docs/ARCHITECTURE.md
+//! keeps the short entry).
+//!
+//! The reference server of protocol v1 (library
+//! and binary `cpc-server serve | export-log`). `http.rs` the routes and
+//! the order of a request's checks (token, rate, concurrency cap and the
+//! token's share of it, media type, size before parsing, schema, client
+//! binding, store) and push,
+//! `http/pull.rs` pull and its long poll (woken by the writer's head watch,
+//! answered at once at shutdown), `http/reply.rs`
+//! the answers and problem bodies, `http/guard.rs` the rate limit per
+//! token, `http/share.rs` each token's share of the push and pull caps,
+//! `http/peer.rs` the failed-authentication limit per client address
+//! (`PeerAddr`, put on each request by the accept loop), `http/scrape.rs`
+//! `/metrics` behind its own token with the store size cached,
+//! `http/held.rs` a pull answer's body that holds its pull slot and its
+//! bytes of the in-flight budget until sent; `serve.rs` the accept loop in
+//! place of `axum::serve` (connection cap, hyper with a header/idle
+//! timeout, a send timeout on each socket, shutdown with a deadline) and
+//! `fd_limit.rs` the open files limit; `http/quota.rs` each token's quota
+//! of operations and payload bytes per window; `backup.rs` `cpc-server
+//! backup` (SQLite's online backup in one step: one snapshot, the WAL's
+//! commits included) and `restore` (under the data directory's lock, the
+//! replaced files moved aside); `store/room.rs` the free-space floor and
+//! the size cap checked before a push reaches the store; `tokens.rs` the tokens file (constant-time comparison over
+//! digests, each token bound to client ids); `store.rs` the store handle
+//! over two backends and `export_log`. The push rules are `cpc-remote`'s
+//! (below), run by both backends, so they cannot answer differently; shared
+//! here: `store/page.rs` (which pull page a request gets, the reset
+//! decision, the cursor, bytes measured exactly while filling). The
+//! embedded backend:
+//! `store/embedded.rs` (the handle), `store/schema.rs` (the locked 0700
+//! data directory, WAL + `synchronous=FULL`, schema version),
+//! `store/writer.rs` (one writer thread: group commit, a savepoint per push,
+//! a group whose transaction SQLite dropped on a failed statement failed
+//! whole and the head read back; compaction in short steps between
+//! groups, the reclaimed changes' fingerprints kept in `history`), `store/apply.rs` (the rows
+//! `cpc_remote::apply_batch` reads and writes, a `PushStore` over the
+//! writer's connection), `store/read.rs` (pull pages on a pool of read-only
+//! connections, each page in one read transaction). The PostgreSQL
+//! backend, for several instances on one database: `store/pg.rs` (pool,
+//! `LISTEN cpc_head` for long polls), `store/pg/schema.rs` (`cpc_` tables,
+//! keys `COLLATE "C"`, migrations under an advisory lock, the
+//! `synchronous_commit` check), `store/pg/apply.rs` (the same rules
+//! with its own batched reads, one READ COMMITTED transaction per push, the counter row locked first, `FOR UPDATE` on
+//! entities, `lock_timeout` → `retry_later`), `store/pg/read.rs` (a
+//! REPEATABLE READ read-only transaction per page). `scratch.rs`
+//! (`ScratchDatabase`: a throwaway PostgreSQL database for tests);
+//! `metrics.rs` (`GET /metrics`); `main.rs` the command line
+//! (`--data DIR` or `--database URL`). Feature `test-faults` (tests only,
+//! never a deployment) adds `faults.rs`: `ServerConfig::faults`,
+//! deliberately broken modes (`record_conflicts`, `record_retry_later`,
+//! `no_cache_header`, `skip_seq`, `ignore_known`, `pull_skip_change`,
+//! `no_dedupe`; the first two on the embedded backend only), each a few
+//! `#[cfg]` lines where its rule is kept, so that `cpc-conformance` proves
+//! it notices. The server's tests (`tests/server`) run again on PostgreSQL
+//! (`tests/server_on_postgres`, the same files).
+//! **Invariant:** nothing of a push runs outside its group's transaction:
+//! after any failed statement the writer asks SQLite whether the group's
+//! transaction still stands (a full disk or an I/O error drops it), and if
+//! not every push of the group is answered `503`, none committed.
+//! **Invariant:** an answer follows the durable commit of everything it
+//! reports; `seq` comes from the one writer (on PostgreSQL, from the
+//! counter row locked by every push), gapless in commit order; only
+//! applied operations are recorded as such (never a conflict, a rejection
+//! or a retry-later).
+//! **Invariant:** a push whose `known` position is not
+//! in this history (another store, above the head, another fingerprint at
+//! its seq) is `409 history_diverged`, checked by the writer against the
+//! head it would apply on (and by a pull against the head it reads).
+//! **Invariant:** compaction only ever empties a prefix of the change log
+//! (payloads go; `seq`, `fp` and origin stay), so change pages above the
+//! horizon are gapless and every position stays checkable.
+//! **Invariant:** depends on `cpc-protocol` and `cpc-remote` alone of the
+//! cpc crates.
 
 mod backup;
 #[cfg(feature = "test-faults")]

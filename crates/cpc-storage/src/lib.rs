@@ -121,6 +121,79 @@
 //!
 //! # Supported Rust
 //! The workspace `rust-version` (1.89: `File::try_lock`).
+//!
+//! # Map of the crate
+//!
+//! What each module holds and what holds across them (docs/ARCHITECTURE.md
+//! keeps the short entry).
+//!
+//! The `QueueStorage` trait (sync; the worker calls
+//! it through `spawn_blocking`, or inline with `StorageCalls::Inline` for
+//! `MemoryStorage` and deterministic simulations) and its
+//! backends: `SqliteStorage` (the default: WAL, `synchronous=FULL`, checkpoints
+//! on a background thread), `SledStorage` (feature `sled`: sled 0.34 plus an
+//! fdatasync of its files after every flush, because sled's own flush only
+//! calls `sync_file_range`) and `MemoryStorage`. The ordering rules live once,
+//! in `rules.rs` (the queue's rules, not an engine), over a small table interface that each backend implements
+//! (`rules/read.rs` the listings, `rules/amend.rs` revive/drop/settle,
+//! `rules/quarantine.rs` damaged records and repairs,
+//! `rules/limits.rs` decoding limits and the conflict log's bounds,
+//! `rules/counters.rs` the counters by state and priority,
+//! `rules/journal.rs` the acked journal's rules: journaling an
+//! acknowledgement in the write that removes the operation, pruning by
+//! count and age, putting retained operations back in their entity's
+//! order after a restore of the remote; `rules/coalesce.rs` the
+//! coalescing enqueue: a new operation meets its entity's newest one, only
+//! if that one was never claimed, in the enqueue's own transaction);
+//! `sync_state.rs` the device's sync state, typed (`SyncState`: the
+//! puller's `PullState` with its cursor and `known`, a pending
+//! `Regression`, the handled ones) with its keys and stored forms, read by
+//! the worker and by `cpc-sync status` alike;
+//! `journal.rs` the journal's public types (`RetainAcked`, `AckedOp`,
+//! `Requeued`) and its stored record;
+//! `dir.rs` owns the queue directory (mode 0700, exclusive lock, format
+//! marker) and the poison flag; `compact.rs` the format-3 operation body;
+//! `notices.rs` the quarantine notices handed to the worker. The SQLite
+//! backend is a folder, one concern a file: `sqlite.rs` the handle and its
+//! `QueueStorage` impl, `sqlite/write.rs` the write path and group commit,
+//! `sqlite/checkpoint.rs` the background checkpoint thread, `sqlite/open.rs`
+//! the pragmas, schema and counters row, `sqlite/codec.rs` rows to
+//! bookkeeping and the hot-path SQL, `sqlite/tx.rs` the engine's `Tx` over a
+//! transaction, `sqlite/salvage.rs` parks rows whose bookkeeping no longer
+//! converts, `sqlite/journal.rs` the `acked` table and the splice of a
+//! re-queued operation into its entity's chain.
+//! The other modules: `api.rs` (the `QueueStorage` trait and its types:
+//! options, `Amend`, filters, pages, `Enqueued`: 22 required methods, one
+//! per door: write (plain and coalescing), claim, complete, amend, read, list, clock mark, sync state (the pull cursor and server position, 64 KiB at most, CRC-checked), flush, the acked journal (list, requeue);
+//! `api/completion.rs` the completions),
+//! `ext.rs` (`QueueStorageExt`, the one-operation shorthands every store
+//! gets: `enqueue`, `ack`, `revive`, `settle`, `repair`, `pending`…;
+//! `Arc<S>` and `Box<S>` are stores too, so a wrapper forwards only the
+//! core methods), `error.rs` (`StorageError`),
+//! `memory.rs` (`MemoryStorage`), `sled_backend.rs` + `sled_backend/`
+//! (`SledStorage`: keys, transaction, durability, `meta.rs` the bookkeeping
+//! record and its formats), `conformance.rs`. `conformance` (feature) is the one suite every
+//! backend runs. Why `RemoteRecord` and `Resolution` live in core: storage
+//! persists deferred conflicts and the conflict log, and must not depend on
+//! `cpc-conflict`.
+//! **Invariant:** only an entity's head (its oldest undelivered operation) is
+//! claimable; claim costs O(batch · log n) through indexes, never a scan.
+//! **Invariant:** the attempt count is persisted in the same write that
+//! leases the operation.
+//! **Invariant:** an acknowledgement is journaled in the same write that
+//! removes the operation; a re-queued operation keeps its id and its seq,
+//! so it takes its old place ahead of its entity's later operations.
+//! **Invariant:** every record is CRC-checked before decoding, with limits
+//! derived from the store's `max_payload`; a bad one is quarantined with its
+//! raw bytes and its operation parked as a dead letter in its place (its
+//! entity waits, per the dead-head policy), never a panic, never blocking
+//! the rest of the queue.
+//! **Invariant:** after a failed sync or commit the handle is poisoned; nothing
+//! is acknowledged after a failed sync.
+//! **Invariant:** a queue directory is private: created 0700 (every level,
+//! each parent fsynced), an existing one others can read or write refused,
+//! files 0600, no symlink followed; every option is range-checked at open
+//! (`QueueOptions::validate`).
 
 mod api;
 mod compact;
