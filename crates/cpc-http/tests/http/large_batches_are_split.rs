@@ -11,6 +11,17 @@ fn sizes(sent: &[(wiremock::Request, cpc_protocol::PushRequest)]) -> Vec<usize> 
     sent.iter().map(|(_, p)| p.ops.len()).collect()
 }
 
+/// A server advertising (and applying) at most two operations a request.
+async fn serving_two_op_batches() -> wiremock::MockServer {
+    let server = support::server_with(Limits {
+        max_batch_ops: 2,
+        ..Limits::default()
+    })
+    .await;
+    on_push(&server, Applier { max_ops: 2 }).await;
+    server
+}
+
 #[tokio::test]
 async fn a_413_on_a_batch_of_four_sends_the_halves_and_joins_their_outcomes() {
     let server = support::server().await;
@@ -50,12 +61,7 @@ async fn a_single_operation_answered_413_is_a_server_error() {
 
 #[tokio::test]
 async fn a_batch_over_the_advertised_max_batch_ops_is_sent_in_several_requests() {
-    let server = support::server_with(Limits {
-        max_batch_ops: 2,
-        ..Limits::default()
-    })
-    .await;
-    on_push(&server, Applier { max_ops: 2 }).await;
+    let server = serving_two_op_batches().await;
     let batch = ops(5);
     let outcomes = transport(&server).push_ops(&batch).await.unwrap();
     assert!(cpc_core::match_outcomes(&batch, outcomes).is_ok());
@@ -91,12 +97,7 @@ async fn an_empty_batch_sends_nothing() {
 
 #[tokio::test]
 async fn a_cut_batch_sends_the_query_known_then_what_earlier_requests_answered() {
-    let server = support::server_with(Limits {
-        max_batch_ops: 2,
-        ..Limits::default()
-    })
-    .await;
-    on_push(&server, Applier { max_ops: 2 }).await;
+    let server = serving_two_op_batches().await;
     let batch = ops(5);
     let known = cpc_core::RemotePosition {
         store_id: "s1".into(),
